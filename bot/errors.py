@@ -1,0 +1,115 @@
+"""Every failure the core reports, in one tree.
+
+    StepEditError                 base; `code` names the user-facing text in bot/texts.py
+    ├── UserError                 the user can fix it (bad photo, prompt, setting, no quota)
+    │   ├── InvalidImage          not an image, or corrupt
+    │   │   ├── ImageTooLarge     a decompression bomb or absurdly many pixels / bytes
+    │   │   └── ImageTooSmall     a side below the API's minimum
+    │   ├── PromptError           empty or over-long prompt
+    │   ├── InvalidSetting        a setting out of range
+    │   ├── NothingToEdit         no photo to apply a prompt to
+    │   ├── UnknownEdit           a button or reply names an edit we do not have
+    │   ├── QuotaExceeded         the daily quota is used up
+    │   └── Busy                  this user already has an edit running
+    ├── EditRefused               the API's content review refused it (content_filtered, 451)
+    ├── EditCancelled             the user cancelled it (/cancel)
+    └── EditApiError              the edit API failed
+        ├── ApiUnavailable        429/5xx/connection errors after the retries ran out
+        ├── ApiTimeout            no answer within the timeout
+        ├── ApiRejected           400: the API refused a parameter or the image
+        ├── ApiProtocolError      the reply was not what the protocol promises
+        └── ApiConfigError        401/402/404: the operator must fix the key, URL, model or balance
+
+Callers catch `StepEditError` to show `code` to the user; `ApiConfigError.operator_message` goes to
+the log (it names the URL and model, never the key).
+"""
+
+from __future__ import annotations
+
+
+class StepEditError(Exception):
+    code = "error_generic"
+
+    def __init__(self, detail: str = "", **params: object) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.params = params  # values for the user-facing text, e.g. limit=512
+
+
+class UserError(StepEditError):
+    code = "error_generic"
+
+
+class InvalidImage(UserError):
+    code = "error_not_image"
+
+
+class ImageTooLarge(InvalidImage):
+    code = "error_image_too_large"
+
+
+class ImageTooSmall(InvalidImage):
+    code = "error_image_too_small"
+
+
+class PromptError(UserError):
+    code = "error_prompt_empty"
+
+
+class InvalidSetting(UserError):
+    code = "error_setting"
+
+
+class NothingToEdit(UserError):
+    code = "error_nothing_to_edit"
+
+
+class UnknownEdit(UserError):
+    code = "error_unknown_edit"
+
+
+class QuotaExceeded(UserError):
+    code = "error_quota"
+
+
+class Busy(UserError):
+    code = "error_busy_user"
+
+
+class EditRefused(StepEditError):
+    code = "error_refused"
+
+
+class EditCancelled(StepEditError):
+    code = "cancelled"
+
+
+class EditApiError(StepEditError):
+    code = "error_unavailable"
+
+
+class ApiUnavailable(EditApiError):
+    code = "error_unavailable"
+
+
+class ApiTimeout(EditApiError):
+    code = "error_timeout"
+
+
+class ApiRejected(EditApiError):
+    code = "error_rejected"
+
+
+class ApiProtocolError(EditApiError):
+    code = "error_unavailable"
+
+
+class ApiConfigError(EditApiError):
+    """The operator must act: a bad key, an unknown URL or model, an empty balance."""
+
+    code = "error_unavailable"
+
+    def __init__(self, operator_message: str, status: int | None = None) -> None:
+        super().__init__(operator_message)
+        self.operator_message = operator_message
+        self.status = status
