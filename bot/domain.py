@@ -60,7 +60,7 @@ class EditOptions:
 
 @dataclass(frozen=True)
 class UserSettings:
-    """What a user chose. None means "not chosen": use the operator's default (or pick by itself)."""
+    """What a user chose. None means "not chosen": the operator's default (or automatic)."""
 
     seed: int | None = None  # a fixed seed; None = a new random seed per edit
     steps: int | None = None
@@ -106,6 +106,7 @@ class EditRequest:
     upload: ImageUpload | None = None
     reply_to: MessageRef | None = None
     reroll_of: int | None = None
+    origin: MessageRef | None = None  # the user's own message, so a reply to it finds its photo
 
 
 class EditStatus:

@@ -5,7 +5,8 @@
     │   ├── InvalidImage          not an image, or corrupt
     │   │   ├── ImageTooLarge     a decompression bomb or absurdly many pixels / bytes
     │   │   └── ImageTooSmall     a side below the API's minimum
-    │   ├── PromptError           empty or over-long prompt
+    │   ├── PromptError           empty prompt
+    │   │   └── PromptTooLong     over the API's 512 characters
     │   ├── InvalidSetting        a setting out of range
     │   ├── NothingToEdit         no photo to apply a prompt to
     │   ├── UnknownEdit           a button or reply names an edit we do not have
@@ -54,6 +55,10 @@ class ImageTooSmall(InvalidImage):
 
 class PromptError(UserError):
     code = "error_prompt_empty"
+
+
+class PromptTooLong(PromptError):
+    code = "error_prompt_too_long"
 
 
 class InvalidSetting(UserError):

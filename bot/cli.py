@@ -1,0 +1,196 @@
+"""`stepedit run | edit`: the composition root that wires settings, storage, the edit client, the
+service and the platform adapters together. The only module of bot/ that knows them all.
+
+Operator mistakes (a missing token, a bad value, a rejected key) end in one plain line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from bot import texts
+from bot.config import ConfigError, Settings, load_settings
+from bot.domain import ChatRef, EditRequest, ImageUpload, MessageRef, Picture, UserRef
+from bot.edit_api import EditApiClient
+from bot.errors import ApiConfigError, StepEditError
+from bot.logs import setup_logging
+from bot.service import EditService
+
+log = logging.getLogger("stepedit")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.secrets())
+        if args.command == "run":
+            asyncio.run(serve(settings))
+        else:
+            asyncio.run(edit_once(settings, args))
+    except ConfigError as exc:
+        print(f"stepedit: {exc}", file=sys.stderr)
+        return 2
+    except StepEditError as exc:
+        print(f"stepedit: {texts.error_text(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepedit", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start every platform whose token is set")
+    edit = commands.add_parser("edit", help="edit one image from the shell, to check settings")
+    edit.add_argument("image", type=Path, help="the input image (JPEG, PNG, WebP, …)")
+    edit.add_argument("prompt", help="what to change, at most 512 characters")
+    edit.add_argument("-o", "--output", type=Path, required=True, help="where to write (.png/.jpg)")
+    edit.add_argument("--seed", help="a number, or 'random' (the default)")
+    edit.add_argument("--steps", help="1-50 (default DEFAULT_STEPS)")
+    edit.add_argument("--cfg", help="1.0-10.0 (default DEFAULT_CFG_SCALE)")
+    edit.add_argument("--text-mode", help="on, off or auto (the default)")
+    edit.add_argument("--negative", help="a negative prompt (used only when cfg > 1.0)")
+    return parser
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+def _editor(settings: Settings) -> EditApiClient:
+    if settings.edit_api_key is None:
+        raise ConfigError(
+            "set EDIT_API_KEY to your StepFun API key (or any value for a server without auth)"
+        )
+    return EditApiClient(
+        base_url=settings.edit_api_url,
+        api_key=settings.edit_api_key.get_secret_value(),
+        model=settings.edit_model,
+        style=settings.edit_api_style,
+        timeout=settings.edit_timeout,
+        retries=settings.edit_retries,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    settings: Settings, database_url: str, *, daily_quota: int | None = None
+) -> AsyncIterator[EditService]:
+    """Storage migrated, the edit API checked, the service ready; everything closed after."""
+    from storage.db import create_engine, migrate, safe_url
+    from storage.repo import SqlStore
+
+    editor = _editor(settings)
+    try:
+        engine = create_engine(database_url)
+    except Exception as exc:
+        await editor.aclose()
+        raise ConfigError(f"invalid setting DATABASE_URL: {exc}") from None
+    store = SqlStore(engine)
+    try:
+        try:
+            await migrate(engine)
+        except OSError as exc:
+            raise ConfigError(f"cannot open the database {safe_url(database_url)}: {exc}") from None
+        try:
+            await editor.check()
+        except ApiConfigError as exc:
+            raise ConfigError(exc.operator_message) from None
+        yield EditService(
+            store,
+            editor,
+            daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
+            default_steps=settings.default_steps,
+            default_cfg_scale=settings.default_cfg_scale,
+            max_side=settings.max_image_side,
+            concurrency=settings.edit_concurrency,
+        )
+    finally:
+        await editor.aclose()
+        await store.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    if settings.telegram_bot_token is None and settings.discord_bot_token is None:
+        raise ConfigError(
+            "nothing to run: set TELEGRAM_BOT_TOKEN (get one from @BotFather) in the "
+            "environment or .env"
+        )
+    from adapters.telegram import TelegramBot
+
+    async with open_service(settings, settings.database_url) as service:
+        bots: list[TelegramBot] = []
+        try:
+            if settings.telegram_bot_token:
+                bot = TelegramBot(
+                    service,
+                    token=settings.telegram_bot_token.get_secret_value(),
+                    api_url=settings.telegram_api_url,
+                )
+                await bot.start()
+                bots.append(bot)
+            if settings.discord_bot_token:
+                log.warning("DISCORD_BOT_TOKEN is set, but the Discord adapter is not built yet")
+            if bots:
+                await _until_stopped()
+        finally:
+            for running in bots:
+                await running.stop()
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("running; press Ctrl+C to stop")
+    await stop.wait()
+
+
+async def edit_once(settings: Settings, args: argparse.Namespace) -> None:
+    """One edit through the same service the bots use, on a throw-away database."""
+    try:
+        data = args.image.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.image}: {exc.strerror}") from None
+    user = UserRef("cli", "shell")
+    chat = ChatRef("cli", "shell")
+    with tempfile.TemporaryDirectory() as tmp:
+        database = f"sqlite:///{tmp}/cli.sqlite3"
+        async with open_service(settings, database, daily_quota=0) as service:
+            for name in ("seed", "steps", "cfg", "text_mode", "negative"):
+                value = getattr(args, name)
+                if value is not None:
+                    await service.change_setting(user, name, value)
+            started = time.perf_counter()
+            request = EditRequest(
+                user, chat, args.prompt, upload=ImageUpload(data, args.image.name)
+            )
+            picture = await service.edit(request, _nowhere)
+            seconds = time.perf_counter() - started
+            if args.output.suffix.lower() in (".jpg", ".jpeg"):
+                output = picture.data
+            else:
+                output = (await service.full_quality(picture.edit_id or 0)).data
+            args.output.write_bytes(output)
+    notes = "".join(f"\n{texts.t(note)}" for note in picture.notes)
+    print(f"wrote {args.output} (seed {picture.seed}, {seconds:.1f} s){notes}")
+
+
+async def _nowhere(picture: Picture) -> MessageRef:
+    return MessageRef("cli", "shell", str(picture.edit_id))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,496 @@
+"""The one place that orchestrates an edit, for every platform.
+
+An edit: find the source image (a new upload, the image a replied-to message shows, the user's
+current image, or the source of a rerolled edit), validate the prompt, reserve one unit of quota,
+wait for a turn at the API, call it, hand the result to the adapter's `deliver`, and only then keep
+the unit. Anything that goes wrong on the way releases the unit, so a failed, refused or cancelled
+edit costs nothing. Pillow work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+
+from bot import imaging
+from bot.domain import (
+    CFG_RANGE,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    STEPS_RANGE,
+    ChatRef,
+    EditOptions,
+    EditRecord,
+    EditRequest,
+    EditStatus,
+    EditTimings,
+    ImageUpload,
+    MessageRef,
+    NewEdit,
+    Picture,
+    Progress,
+    QuotaStatus,
+    ShownImage,
+    UserRecord,
+    UserRef,
+    UserSettings,
+)
+from bot.errors import (
+    ApiConfigError,
+    ApiProtocolError,
+    Busy,
+    EditCancelled,
+    EditRefused,
+    InvalidImage,
+    InvalidSetting,
+    NothingToEdit,
+    PromptError,
+    PromptTooLong,
+    QuotaExceeded,
+    UnknownEdit,
+)
+from bot.ports import EditStore, ImageEditor
+from bot.queue import WorkQueue
+
+log = logging.getLogger("stepedit.service")
+
+Deliver = Callable[[Picture], Awaitable[MessageRef]]
+OnProgress = Callable[[Progress], Awaitable[None]]
+
+# Written text in quotes, as in the vendor's speech-bubble and sign examples. A straight single
+# quote counts only when it does not touch a letter on its outer side (so "cat's" is no quote).
+_QUOTED_TEXT = re.compile(r"\"[^\"]+\"|“[^”]+”|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)'[^']+'(?!\w)")
+MAX_EDITS_IN_FLIGHT_PER_USER = 3
+
+
+def wants_text_mode(prompt: str) -> bool:
+    return bool(_QUOTED_TEXT.search(prompt))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class _Source:
+    image_id: int
+    parent_edit_id: int | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Job:
+    user_id: int
+    chat: ChatRef
+    source: _Source
+    prompt: str
+    options: EditOptions
+    started: float  # perf_counter() when the request arrived
+    normalize_ms: int
+
+
+class EditService:
+    def __init__(
+        self,
+        store: EditStore,
+        editor: ImageEditor,
+        *,
+        daily_quota: int = 20,
+        default_steps: int = 8,
+        default_cfg_scale: float = 1.0,
+        max_side: int = imaging.MAX_SIDE,
+        concurrency: int = 4,
+        clock: Callable[[], datetime] = utcnow,
+        seeds: Callable[[], int] = random_seed,
+    ) -> None:
+        self.store = store
+        self.editor = editor
+        self.daily_quota = daily_quota
+        self.defaults = EditOptions(steps=default_steps, cfg_scale=default_cfg_scale)
+        self.max_side = max_side
+        self.queue = WorkQueue(concurrency)
+        self._clock = clock
+        self._seeds = seeds
+        self._in_flight = _InFlight()
+
+    # --- editing ---------------------------------------------------------------------------
+
+    async def edit(
+        self, request: EditRequest, deliver: Deliver, on_progress: OnProgress | None = None
+    ) -> Picture:
+        """Run one edit end to end and return the delivered picture; raises StepEditError."""
+        started = time.perf_counter()
+        user = await self.store.get_or_create_user(request.user)
+        with self._in_flight.track(request.user, request.chat):
+            rerolled = await self._rerolled(request.reroll_of)
+            prompt = rerolled.prompt if rerolled else _checked_prompt(request.prompt)
+            source = await self._source(user, request, rerolled)
+            normalize_ms = _ms_since(started)
+            options = self._options(user.settings, prompt, rerolled)
+            day = self._clock().date()
+            if not await self.store.reserve_quota(user.id, day, self.daily_quota):
+                raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
+            job = _Job(user.id, request.chat, source, prompt, options, started, normalize_ms)
+            try:
+                return await self._run(job, deliver, on_progress)
+            except BaseException:
+                await self.store.release_quota(user.id, day)
+                raise
+
+    async def _run(self, job: _Job, deliver: Deliver, on_progress: OnProgress | None) -> Picture:
+        """Record the edit, wait for a turn, call the API, deliver, and record how it ended."""
+        chat, source, prompt, options = job.chat, job.source, job.prompt, job.options
+        new = NewEdit(
+            job.user_id,
+            chat.platform,
+            chat.id,
+            source.parent_edit_id,
+            source.image_id,
+            prompt,
+            options,
+        )
+        edit_id = await self.store.create_edit(new)
+        timings = EditTimings(normalize_ms=job.normalize_ms)
+        started = job.started
+        try:
+            image = await self.store.load_image(source.image_id)
+            queued = time.perf_counter()
+
+            async def report(place: int) -> None:
+                if on_progress:
+                    await on_progress(Progress(queue_position=place))
+
+            async with self.queue.turn(report if on_progress else None):
+                timings = replace(timings, queued_ms=_ms_since(queued))
+                if on_progress:
+                    await on_progress(Progress(queue_position=0))
+                called = time.perf_counter()
+                filename = "image.png" if image.mime == "image/png" else "image.jpg"
+                result = await self.editor.edit(image.data, filename, image.mime, prompt, options)
+                timings = replace(timings, api_ms=_ms_since(called))
+            result_id = await self._save_result(result.data)
+            seed = result.seed if result.seed is not None else options.seed
+            chat_bytes, chat_mime = await asyncio.to_thread(imaging.for_chat, result.data)
+            picture = Picture(
+                data=chat_bytes,
+                mime=chat_mime,
+                filename=f"stepedit-{edit_id}.jpg",
+                image_id=result_id,
+                edit_id=edit_id,
+                prompt=prompt,
+                seed=seed,
+                notes=source.notes,
+            )
+            message = await deliver(picture)
+            shown = ShownImage(result_id, edit_id)
+            await self.store.link_message(message, shown)
+            await self.store.set_current(job.user_id, chat.platform, chat.id, shown)
+            timings = replace(timings, total_ms=_ms_since(started))
+            await self.store.finish_edit(
+                edit_id, EditStatus.SUCCEEDED, result_image_id=result_id, seed=seed, timings=timings
+            )
+            log.info(
+                "edit %s delivered: api %d ms, total %d ms",
+                edit_id,
+                timings.api_ms,
+                timings.total_ms,
+            )
+            return picture
+        except BaseException as exc:
+            status, error = _failure(exc)
+            timings = replace(timings, total_ms=_ms_since(started))
+            await self.store.finish_edit(edit_id, status, error=error, timings=timings)
+            raise
+
+    async def _save_result(self, data: bytes) -> int:
+        try:
+            width, height = await asyncio.to_thread(imaging.image_size, data)
+        except InvalidImage as exc:
+            raise ApiProtocolError("the API returned bytes that are not an image") from exc
+        return await self.store.save_image(data, _mime_of(data), width, height)
+
+    async def _rerolled(self, edit_id: int | None) -> EditRecord | None:
+        if edit_id is None:
+            return None
+        record = await self.store.get_edit(edit_id)
+        if record is None:
+            raise UnknownEdit(f"no edit {edit_id}")
+        return record
+
+    async def _source(
+        self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
+    ) -> _Source:
+        if rerolled:
+            return _Source(rerolled.source_image_id, rerolled.parent_edit_id)
+        if request.upload:
+            return await self._save_upload(user, request.chat, request.upload, request.origin)
+        if request.reply_to:
+            shown = await self.store.shown_in(request.reply_to)
+            if shown is None:
+                raise UnknownEdit("the replied-to message shows no known image")
+            return _Source(shown.image_id, shown.edit_id)
+        current = await self.store.current(user.id, request.chat.platform, request.chat.id)
+        if current is None:
+            raise NothingToEdit()
+        return _Source(current.image_id, current.edit_id)
+
+    async def _save_upload(
+        self, user: UserRecord, chat: ChatRef, upload: ImageUpload, origin: MessageRef | None
+    ) -> _Source:
+        """Normalize and keep a user's photo; it becomes their current image in this chat even
+        if the edit then fails, so "try again" needs no new upload."""
+        normal = await asyncio.to_thread(imaging.normalize, upload.data, max_side=self.max_side)
+        image_id = await self.store.save_image(
+            normal.data, normal.mime, normal.width, normal.height
+        )
+        shown = ShownImage(image_id, None)
+        if origin:
+            await self.store.link_message(origin, shown)
+        await self.store.set_current(user.id, chat.platform, chat.id, shown)
+        return _Source(image_id, None, normal.notes)
+
+    def _options(
+        self, settings: UserSettings, prompt: str, rerolled: EditRecord | None
+    ) -> EditOptions:
+        if rerolled:  # same everything, new seed
+            return replace(rerolled.options, seed=self._seeds())
+        text_mode = settings.text_mode
+        return EditOptions(
+            steps=settings.steps or self.defaults.steps,
+            cfg_scale=settings.cfg_scale or self.defaults.cfg_scale,
+            seed=settings.seed if settings.seed is not None else self._seeds(),
+            text_mode=wants_text_mode(prompt) if text_mode is None else text_mode,
+            negative_prompt=settings.negative_prompt,
+        )
+
+    # --- other actions ------------------------------------------------------------------------
+
+    async def register_photo(
+        self, user: UserRef, chat: ChatRef, upload: ImageUpload, message: MessageRef
+    ) -> tuple[str, ...]:
+        """A photo without a prompt: keep it as the current image; the next text edits it."""
+        record = await self.store.get_or_create_user(user)
+        return (await self._save_upload(record, chat, upload, message)).notes
+
+    async def knows(self, message: MessageRef) -> bool:
+        return await self.store.shown_in(message) is not None
+
+    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, deliver: Deliver) -> Picture:
+        """Show the image before `edit_id` again and make it the current one. Costs nothing."""
+        record = await self._edit(edit_id)
+        owner = await self.store.get_or_create_user(user)
+        parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
+        image = await self.store.load_image(record.source_image_id)
+        data, mime = await asyncio.to_thread(imaging.for_chat, image.data)
+        picture = Picture(
+            data=data,
+            mime=mime,
+            filename=f"stepedit-undo-{edit_id}.jpg",
+            image_id=image.id,
+            edit_id=parent.id if parent else None,
+            prompt=parent.prompt if parent else None,
+            seed=parent.seed if parent else None,
+        )
+        message = await deliver(picture)
+        shown = ShownImage(image.id, picture.edit_id)
+        await self.store.link_message(message, shown)
+        await self.store.set_current(owner.id, chat.platform, chat.id, shown)
+        return picture
+
+    async def full_quality(self, edit_id: int) -> Picture:
+        record = await self._edit(edit_id)
+        if record.result_image_id is None:
+            raise UnknownEdit(f"edit {edit_id} has no result")
+        image = await self.store.load_image(record.result_image_id)
+        data = await asyncio.to_thread(imaging.lossless_png, image.data)
+        return Picture(
+            data=data,
+            mime="image/png",
+            filename=f"stepedit-{edit_id}.png",
+            image_id=image.id,
+            edit_id=edit_id,
+            prompt=record.prompt,
+            seed=record.seed,
+        )
+
+    async def _edit(self, edit_id: int) -> EditRecord:
+        record = await self.store.get_edit(edit_id)
+        if record is None:
+            raise UnknownEdit(f"no edit {edit_id}")
+        return record
+
+    async def cancel(self, user: UserRef, chat: ChatRef) -> bool:
+        """Cancel this user's edits in this chat; they end with EditCancelled, charging nothing."""
+        return self._in_flight.cancel(user, chat)
+
+    # --- quota and settings ---------------------------------------------------------------------
+
+    async def quota(self, user: UserRef) -> QuotaStatus:
+        record = await self.store.get_or_create_user(user)
+        now = self._clock()
+        used = await self.store.quota_used(record.id, now.date())
+        return QuotaStatus(used=used, limit=self.daily_quota, resets_at=_next_midnight(now))
+
+    def _reset_time(self) -> str:
+        return _next_midnight(self._clock()).strftime("%H:%M")
+
+    async def settings(self, user: UserRef) -> UserSettings:
+        """The user's settings with the operator's defaults filled in where they chose none."""
+        record = await self.store.get_or_create_user(user)
+        return replace(
+            record.settings,
+            steps=record.settings.steps or self.defaults.steps,
+            cfg_scale=record.settings.cfg_scale or self.defaults.cfg_scale,
+        )
+
+    async def change_setting(self, user: UserRef, name: str, value: str) -> UserSettings:
+        """Apply `/settings <name> <value>` or `/seed <value>`; raises InvalidSetting."""
+        record = await self.store.get_or_create_user(user)
+        updated = parse_setting(record.settings, name.strip().lower(), value.strip())
+        await self.store.save_settings(record.id, updated)
+        return await self.settings(user)
+
+    async def reset_settings(self, user: UserRef) -> UserSettings:
+        record = await self.store.get_or_create_user(user)
+        await self.store.save_settings(record.id, UserSettings())
+        return await self.settings(user)
+
+
+class _InFlight:
+    """The edit tasks running now, by user and chat, so /cancel can find them and one user
+    cannot fill the queue."""
+
+    def __init__(self) -> None:
+        self._owners: dict[asyncio.Task[object], tuple[str, str, str]] = {}
+        self._cancelled: set[asyncio.Task[object]] = set()
+
+    @contextmanager
+    def track(self, user: UserRef, chat: ChatRef) -> Iterator[None]:
+        owner = (user.platform, user.id, chat.id)
+        if sum(o[:2] == owner[:2] for o in self._owners.values()) >= MAX_EDITS_IN_FLIGHT_PER_USER:
+            raise Busy()
+        task: asyncio.Task[object] | None = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._owners[task] = owner
+        try:
+            yield
+        except asyncio.CancelledError:
+            if task not in self._cancelled:
+                raise  # shutdown, not the user: let it through
+            task.uncancel()
+            raise EditCancelled() from None
+        finally:
+            self._owners.pop(task, None)
+            self._cancelled.discard(task)
+
+    def cancel(self, user: UserRef, chat: ChatRef) -> bool:
+        owner = (user.platform, user.id, chat.id)
+        tasks = [task for task, o in self._owners.items() if o == owner]
+        for task in tasks:
+            self._cancelled.add(task)
+            task.cancel()
+        return bool(tasks)
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """The status and error text an edit ends with when `exc` stopped it."""
+    if isinstance(exc, ApiConfigError):  # users only hear "unavailable": tell the operator why
+        log.error("the edit API needs the operator: %s", exc.operator_message)
+    if isinstance(exc, EditRefused):
+        return EditStatus.REFUSED, exc.code
+    if isinstance(exc, asyncio.CancelledError | EditCancelled):
+        return EditStatus.CANCELLED, "cancelled"
+    return EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500]
+
+
+_SWITCH = {
+    "on": True,
+    "off": False,
+    "auto": None,
+    "true": True,
+    "false": False,
+    "开": True,
+    "关": False,
+    "自动": None,
+}
+
+
+def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
+    """Turn one user-typed setting into new settings, or raise InvalidSetting saying what fits."""
+    if name == "seed":
+        if value.lower() in ("random", "随机", ""):
+            return replace(current, seed=None)
+        return replace(current, seed=_int_in(value, "seed", 0, MAX_SEED))
+    if name == "steps":
+        return replace(current, steps=_int_in(value, "steps", *STEPS_RANGE))
+    if name in ("cfg", "cfg_scale"):
+        return replace(current, cfg_scale=_float_in(value, "cfg", *CFG_RANGE))
+    if name in ("text", "text_mode"):
+        if value.lower() not in _SWITCH:
+            raise InvalidSetting(field="text mode", allowed="on, off or auto")
+        return replace(current, text_mode=_SWITCH[value.lower()])
+    if name in ("negative", "negative_prompt"):
+        text = "" if value.lower() in ("none", "off", "无", "") else value
+        if len(text) > MAX_NEGATIVE_PROMPT_CHARS:
+            raise InvalidSetting(
+                field="negative prompt", allowed=f"at most {MAX_NEGATIVE_PROMPT_CHARS} characters"
+            )
+        return replace(current, negative_prompt=text)
+    raise InvalidSetting(field=name or "setting", allowed="one of steps, cfg, text, negative, seed")
+
+
+def _int_in(value: str, field: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        raise InvalidSetting(field=field, allowed=f"a whole number from {low} to {high}")
+    return number
+
+
+def _float_in(value: str, field: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:  # also rejects nan
+        raise InvalidSetting(field=field, allowed=f"a number from {low} to {high}")
+    return number
+
+
+def _checked_prompt(prompt: str) -> str:
+    text = prompt.strip()
+    if not text:
+        raise PromptError()
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptTooLong(length=len(text), limit=MAX_PROMPT_CHARS)
+    return text
+
+
+def _mime_of(data: bytes) -> str:
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+
+
+def _ms_since(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)
+
+
+def _next_midnight(now: datetime) -> datetime:
+    tomorrow: date = now.date() + timedelta(days=1)
+    return datetime.combine(tomorrow, dtime(0, 0), tzinfo=UTC)

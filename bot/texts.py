@@ -1,0 +1,232 @@
+"""Every sentence a user reads, in English and Chinese, in one place.
+
+Adapters call `t(key, lang, **params)`; `language_for` picks the language from the platform's hint
+and, failing that, from the script of the user's own words.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bot.domain import UserSettings
+from bot.errors import StepEditError
+
+EN, ZH = "en", "zh"
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+TEXTS: dict[str, dict[str, str]] = {
+    "start": {
+        EN: "Hi {name}! Send me a photo with a caption saying what to change, and I'll send "
+        "back the edited photo in a few seconds.\n\nReply to a result to refine it further. "
+        "/help shows examples.",
+        ZH: "你好 {name}！发一张照片并在说明里写上要怎么改，几秒钟后我会发回修改后的照片。"
+        "\n\n回复结果图可以继续修改。/help 查看示例。",
+    },
+    "help": {
+        EN: "How to use me:\n"
+        "• Send a photo with a caption, e.g. \u201cmake it night time with neon lights\u201d.\n"
+        "• Speech bubbles and signs: put the words in quotes, e.g. \u201cmake the cat lie on "
+        'its back, with a speech bubble saying "I was wrong"\u201d.\n'
+        "• Reply to any result (or any photo) with more instructions to refine it.\n"
+        "• Send a photo without a caption and I'll ask what to change.\n"
+        "• In groups: use /edit <what to change> on a photo, mention me, or reply to my result.\n\n"
+        "Buttons: 🎲 Reroll (same prompt, new seed) · ↩️ Undo (back one step) · "
+        "🖼 Full quality (lossless file).\n\n"
+        "Commands: /quota · /seed [number|random] · /settings · /cancel",
+        ZH: "使用方法：\n"
+        "• 发送照片并写上说明，例如「把场景改成夜晚，加上霓虹灯」。\n"
+        "• 对话气泡和招牌：把文字放进引号里，例如「让图中猫躺在地上露出肚皮，"
+        "旁边有个对话气泡框写着\u201c我错了\u201d」。\n"
+        "• 回复任意结果图（或任意照片）并写上新的要求，就能继续修改。\n"
+        "• 只发照片不写说明，我会问你要怎么改。\n"
+        "• 群组里：在照片上用 /edit <要求>、@我，或回复我的结果图。\n\n"
+        "按钮：🎲 重新生成（同样的要求，新的种子）· ↩️ 撤销（回到上一步）· "
+        "🖼 原图（无损文件）。\n\n"
+        "命令：/quota · /seed [数字|random] · /settings · /cancel",
+    },
+    "ask_prompt": {
+        EN: "Got it! What should I change in this photo? Just reply with a description.",
+        ZH: "收到！这张照片要怎么改？直接回复描述即可。",
+    },
+    "working": {EN: "🎨 Editing…", ZH: "🎨 正在修改…"},
+    "queued": {
+        EN: "⏳ Queued: you're number {position} in line.",
+        ZH: "⏳ 排队中：你排在第 {position} 位。",
+    },
+    "caption": {EN: "{prompt}\n\nseed {seed}", ZH: "{prompt}\n\n种子 {seed}"},
+    "caption_original": {EN: "The original photo.", ZH: "原始照片。"},
+    "caption_full": {
+        EN: "Full quality, lossless PNG (seed {seed}).",
+        ZH: "原图，无损 PNG（种子 {seed}）。",
+    },
+    "note_first_frame": {
+        EN: "Note: your image was animated; I edited its first frame.",
+        ZH: "提示：你的图片是动图，我修改的是第一帧。",
+    },
+    "note_downscaled": {
+        EN: "Note: your image was larger than the service accepts, so I scaled it down.",
+        ZH: "提示：图片超过服务允许的尺寸，已按比例缩小。",
+    },
+    "btn_reroll": {EN: "🎲 Reroll", ZH: "🎲 重新生成"},
+    "btn_undo": {EN: "↩️ Undo", ZH: "↩️ 撤销"},
+    "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},
+    "quota": {
+        EN: "You have {remaining} of {limit} edits left today (resets {resets} UTC).",
+        ZH: "今天还剩 {remaining}/{limit} 次修改（UTC {resets} 重置）。",
+    },
+    "quota_unlimited": {
+        EN: "You have no daily limit. Edits today: {used}.",
+        ZH: "你没有每日次数限制。今天已修改 {used} 次。",
+    },
+    "seed_fixed": {
+        EN: "Seed fixed at {seed}: the same photo and prompt now give the same result. "
+        "/seed random switches back.",
+        ZH: "种子已固定为 {seed}：相同的照片和要求会得到相同结果。/seed random 恢复随机。",
+    },
+    "seed_random": {
+        EN: "Seed is random: every edit gets a new one.",
+        ZH: "种子为随机：每次修改都用新的种子。",
+    },
+    "seed_usage": {
+        EN: "Usage: /seed <0–2147483647> to fix the seed, /seed random for a new one each time.",
+        ZH: "用法：/seed <0–2147483647> 固定种子，/seed random 每次随机。",
+    },
+    "settings": {
+        EN: "Your settings:\n• steps: {steps} (1–50)\n• cfg: {cfg} (1.0–10.0)\n"
+        "• text mode: {text_mode}\n• negative prompt: {negative}\n• seed: {seed}\n\n"
+        "Change with /settings steps 12, /settings cfg 4, /settings text on|off|auto, "
+        "/settings negative <text>|none, /settings reset.",
+        ZH: "你的设置：\n• 步数 steps：{steps}（1–50）\n• cfg：{cfg}（1.0–10.0）\n"
+        "• 文字模式：{text_mode}\n• 负面提示词：{negative}\n• 种子：{seed}\n\n"
+        "修改示例：/settings steps 12、/settings cfg 4、/settings text on|off|auto、"
+        "/settings negative <文字>|none、/settings reset。",
+    },
+    "settings_saved": {EN: "Saved.", ZH: "已保存。"},
+    "value_auto": {
+        EN: "auto (on when the prompt quotes text)",
+        ZH: "自动（要求里有引号文字时开启）",
+    },
+    "value_on": {EN: "on", ZH: "开"},
+    "value_off": {EN: "off", ZH: "关"},
+    "value_none": {EN: "none", ZH: "无"},
+    "value_random": {EN: "random", ZH: "随机"},
+    "negative_ignored": {
+        EN: " (only used when cfg > 1.0)",
+        ZH: "（仅在 cfg > 1.0 时生效）",
+    },
+    "cancelled": {EN: "Cancelled. Nothing was charged.", ZH: "已取消，未扣除次数。"},
+    "nothing_to_cancel": {EN: "Nothing to cancel.", ZH: "没有可取消的任务。"},
+    "error_generic": {
+        EN: "Something went wrong on my side. Please try again.",
+        ZH: "出了点问题，请再试一次。",
+    },
+    "error_not_image": {
+        EN: "I couldn't read that file as an image. Please send a JPEG, PNG, WebP, GIF, BMP "
+        "or TIFF photo.",
+        ZH: "无法识别这个文件。请发送 JPEG、PNG、WebP、GIF、BMP 或 TIFF 图片。",
+    },
+    "error_image_too_large": {
+        EN: "That image is far too large to process. Please send a smaller one "
+        "(up to about 64 megapixels).",
+        ZH: "图片太大，无法处理。请发送小一些的图片（约 6400 万像素以内）。",
+    },
+    "error_image_too_small": {
+        EN: "That image is too small: both sides must be at least {min_side}px.",
+        ZH: "图片太小：长和宽都至少需要 {min_side} 像素。",
+    },
+    "error_prompt_empty": {
+        EN: "Tell me what to change: add a caption to the photo, or reply to it with a "
+        "description.",
+        ZH: "请告诉我要怎么改：给照片加上说明，或回复照片写上描述。",
+    },
+    "error_prompt_too_long": {
+        EN: "That description is {length} characters; the limit is {limit}. Please shorten it.",
+        ZH: "描述有 {length} 个字符，上限是 {limit}。请缩短一些。",
+    },
+    "error_setting": {EN: "{field} must be {allowed}.", ZH: "{field} 必须是 {allowed}。"},
+    "error_nothing_to_edit": {
+        EN: "There's no photo to edit yet. Send a photo with a caption first.",
+        ZH: "还没有可以修改的照片。请先发送一张带说明的照片。",
+    },
+    "error_unknown_edit": {
+        EN: "I can't find that image any more. Send the photo again, please.",
+        ZH: "找不到这张图了，请重新发送照片。",
+    },
+    "error_quota": {
+        EN: "You've used all {limit} edits for today. The quota resets at {resets} UTC.",
+        ZH: "今天的 {limit} 次修改已用完，将于 UTC {resets} 重置。",
+    },
+    "error_busy_user": {
+        EN: "You already have edits running. Please wait for them to finish.",
+        ZH: "你已有修改在进行中，请稍候。",
+    },
+    "error_refused": {
+        EN: "The image service refused this edit (content rules). Try a different photo or "
+        "description. Nothing was charged.",
+        ZH: "图像服务因内容规则拒绝了这次修改。请换一张照片或换个描述。未扣除次数。",
+    },
+    "error_unavailable": {
+        EN: "The image service is busy or temporarily unavailable. Please try again in a "
+        "minute. Nothing was charged.",
+        ZH: "图像服务繁忙或暂时不可用，请稍后再试。未扣除次数。",
+    },
+    "error_timeout": {
+        EN: "The image service took too long to answer. Please try again. Nothing was charged.",
+        ZH: "图像服务响应超时，请再试一次。未扣除次数。",
+    },
+    "error_rejected": {
+        EN: "The image service couldn't process this photo or description. Try another "
+        "photo or rephrase. Nothing was charged.",
+        ZH: "图像服务无法处理这张照片或描述。请换一张照片或换个说法。未扣除次数。",
+    },
+    "error_rejected_too_large": {
+        EN: "The image service says the image is too large. Try a smaller photo.",
+        ZH: "图像服务提示图片太大，请换一张小一些的照片。",
+    },
+}
+
+
+def language_for(hint: str | None, sample: str = "") -> str:
+    """Chinese for a zh-* platform language, or for Chinese words when there is no hint."""
+    if hint:
+        return ZH if hint.lower().startswith("zh") else EN
+    return ZH if _CJK.search(sample) else EN
+
+
+def t(key: str, lang: str = EN, **params: object) -> str:
+    variants = TEXTS[key]
+    template = variants.get(lang, variants[EN])
+    return template.format(**params) if params else template
+
+
+def error_text(error: StepEditError, lang: str = EN) -> str:
+    """The user-facing sentence for any core error, filled with the error's params."""
+    key = error.code
+    if error.params.get("reason") == "image_too_large":
+        key = "error_rejected_too_large"
+    try:
+        return t(key, lang, **error.params)
+    except (KeyError, IndexError):  # a param the template needs is missing: say it plainly
+        return t(key if "{" not in TEXTS[key][EN] else "error_generic", lang)
+
+
+def describe_settings(settings: UserSettings, lang: str = EN) -> str:
+    """/settings summary; `settings` has the operator's defaults filled in."""
+    if settings.text_mode is None:
+        text_mode = t("value_auto", lang)
+    else:
+        text_mode = t("value_on" if settings.text_mode else "value_off", lang)
+    negative = settings.negative_prompt or t("value_none", lang)
+    if settings.negative_prompt and (settings.cfg_scale or 1.0) <= 1.0:
+        negative += t("negative_ignored", lang)
+    seed = t("value_random", lang) if settings.seed is None else str(settings.seed)
+    return t(
+        "settings",
+        lang,
+        steps=settings.steps,
+        cfg=settings.cfg_scale,
+        text_mode=text_mode,
+        negative=negative,
+        seed=seed,
+    )
