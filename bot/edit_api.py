@@ -1,0 +1,703 @@
+"""The client for StepFun's `step-image-edit-2` image edit API (`POST {base}/images/edits`), or any
+server that speaks the same OpenAI-style multipart protocol.
+
+It implements bot.ports.ImageEditor. The request is the multipart form the OpenAI SDK's
+`images.edit(..., extra_body={...})` sends (see ../shared/reference/API.md and TESTING.md). Every
+failure leaves this module as a bot.errors exception: no httpx type or exception escapes, and the
+API key never appears in a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import functools
+import io
+import json
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, NoReturn
+
+import httpx
+from PIL import Image
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from bot.domain import (
+    CFG_RANGE,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    STEPS_RANGE,
+    EditedImage,
+    EditOptions,
+)
+from bot.errors import (
+    ApiConfigError,
+    ApiProtocolError,
+    ApiRejected,
+    ApiTimeout,
+    ApiUnavailable,
+    EditRefused,
+    InvalidImage,
+    InvalidSetting,
+    PromptError,
+    PromptTooLong,
+)
+
+log = logging.getLogger("stepedit.edit_api")
+
+Style = Literal["stepfun", "openai"]
+ResponseFormat = Literal["b64_json", "url"]
+
+# The hosted StepFun endpoint's announced end of life (API.md, "Availability").
+RETIREMENT_NOTE = "the hosted StepFun endpoint was announced to retire on 2026-10-10"
+# The message StepFun's guide says most often means "the input image is too large".
+TOO_LARGE_MARKER = "消息获取失败"
+# Refuse to hold more than this in memory from one reply (a 4096x4096 PNG in base64 is far less).
+MAX_REPLY_BYTES = 128 * 1024 * 1024
+# Statuses worth another try: rate limiting, request timeout and server-side failures.
+_RETRY_STATUSES = frozenset({408, 429})
+_USER_AGENT = "stepedit/0.1 (+httpx)"
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """One HTTP answer, read in full, with no httpx type in it."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+    elapsed_ms: int
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.headers.get("x-trace-id")
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying (never leaves this module)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        timed_out: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+        self.retry_after = retry_after
+        self.status = status
+
+
+class EditApiClient:
+    """bot.ports.ImageEditor over async httpx, with retries (tenacity) for 429/5xx/network errors.
+
+    `style="stepfun"` sends StepFun's extra fields (cfg_scale, steps, seed, text_mode,
+    negative_prompt); `style="openai"` sends only OpenAI's documented ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        model: str = "step-image-edit-2",
+        style: Style = "stepfun",
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 20.0,
+        response_format: ResponseFormat = "b64_json",
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if style not in ("stepfun", "openai"):
+            raise ValueError(f"style must be 'stepfun' or 'openai', not {style!r}")
+        if response_format not in ("b64_json", "url"):
+            raise ValueError(
+                f"response_format must be 'b64_json' or 'url', not {response_format!r}"
+            )
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        if retries < 0 or backoff < 0 or max_backoff < 0:
+            raise ValueError("retries, backoff and max_backoff must not be negative")
+        self._api_key = api_key
+        self.base_url = base_url.strip().rstrip("/")
+        if not self.base_url:
+            raise ApiConfigError("The edit API URL is empty: set EDIT_API_URL.")
+        try:
+            parsed = httpx.URL(self.base_url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ApiConfigError(
+                f"The edit API URL {self._scrub(self.base_url)!r} is not an http(s) URL: "
+                "check EDIT_API_URL (e.g. https://api.stepfun.com/v1)."
+            )
+        self._origin = _origin(parsed)
+        self.model = model
+        self.style: Style = style
+        self.response_format: ResponseFormat = response_format
+        self._timeout = float(timeout)
+        self._retries = int(retries)
+        self._backoff = float(backoff)
+        self._max_backoff = float(max_backoff)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout),
+            transport=transport,
+            verify=_ssl_context(),
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
+
+    # ------------------------------------------------------------------ ImageEditor
+
+    async def edit(
+        self, image: bytes, filename: str, mime: str, prompt: str, options: EditOptions
+    ) -> EditedImage:
+        """Edit one image. Raises bot.errors exceptions only (validation errors before sending)."""
+        fields = self._form_fields(prompt, options)
+        if not image:
+            raise InvalidImage("the image is empty")
+        files = {"image": (filename or "image", bytes(image), mime or "application/octet-stream")}
+        url = f"{self.base_url}/images/edits"
+        started = time.monotonic()
+        reply = await self._request(
+            "POST", url, what="edit", data=fields, files=files, headers=self._auth_headers()
+        )
+        if reply.status // 100 != 2:
+            self._raise_for_status(reply, "POST /images/edits")
+        result = await self._parse_edit_reply(reply)
+        log.info(
+            "edit ok: id=%s trace=%s seed=%s %d bytes in %d ms",
+            result.request_id,
+            reply.trace_id,
+            result.seed,
+            len(result.data),
+            (time.monotonic() - started) * 1000,
+        )
+        return result
+
+    async def check(self) -> None:
+        """A cheap start-up probe: GET {base}/models with the key.
+
+        A rejected key (401/402/403) or a model list without our model raise ApiConfigError; a
+        missing /models (404) or an unreachable server only log a warning, since other compatible
+        servers may not have /models and a network blip must not stop the bot from starting.
+        """
+        url = f"{self.base_url}/models"
+        try:
+            reply = await self._attempt("GET", url, what="check", headers=self._auth_headers())
+        except _Transient as exc:
+            log.warning(
+                "start-up check: GET %s failed (%s); carrying on", url, self._scrub(exc.reason)
+            )
+            return
+        except ApiProtocolError as exc:
+            log.warning("start-up check: GET %s failed (%s); carrying on", url, exc.detail)
+            return
+        if reply.status in (401, 402, 403):
+            raise self._config_error(reply, "GET /models")
+        if reply.status != 200:
+            log.warning(
+                "start-up check: GET %s answered %d; cannot list models, carrying on",
+                url,
+                reply.status,
+            )
+            return
+        ids = _model_ids(reply.body)
+        if ids is None:
+            log.warning("start-up check: GET %s is not an OpenAI-style model list", url)
+            return
+        if self.model not in ids:
+            shown = ", ".join(sorted(ids)[:10]) or "none"
+            more = " …" if len(ids) > 10 else ""
+            raise ApiConfigError(
+                f"The edit API at {self._where()} does not offer model {self.model} "
+                f"(GET /models lists: {shown}{more}): check EDIT_MODEL and EDIT_API_URL "
+                f"({RETIREMENT_NOTE}).",
+                status=reply.status,
+            )
+        log.info("start-up check: %s offers model %s", self._where(), self.model)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ------------------------------------------------------------------ request building
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _form_fields(self, prompt: str, options: EditOptions) -> dict[str, str]:
+        """The text parts, validated, in the order the OpenAI SDK sends them."""
+        text = (prompt or "").strip()
+        if not text:
+            raise PromptError("the prompt is empty", limit=MAX_PROMPT_CHARS)
+        if len(text) > MAX_PROMPT_CHARS:
+            raise PromptTooLong(
+                f"the prompt has {len(text)} characters; the API takes at most {MAX_PROMPT_CHARS}",
+                limit=MAX_PROMPT_CHARS,
+                length=len(text),
+            )
+        fields: dict[str, str] = {"prompt": text, "model": self.model}
+        if self.style == "openai":
+            # gpt-image models reject response_format ("Unknown parameter") and always answer
+            # with b64_json; other OpenAI-style servers (e.g. dall-e-2, DeepInfra) take it.
+            if not self.model.lower().startswith("gpt-image"):
+                fields["response_format"] = self.response_format
+            return fields
+        fields["response_format"] = self.response_format
+        steps = _check_int("steps", options.steps, *STEPS_RANGE)
+        cfg = _check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
+        fields["cfg_scale"] = _form_value(cfg)
+        fields["steps"] = _form_value(steps)
+        if options.seed is not None:
+            fields["seed"] = _form_value(_check_int("seed", options.seed, 0, MAX_SEED))
+        if not isinstance(options.text_mode, bool):
+            raise InvalidSetting(
+                "text_mode must be true or false", field="text_mode", value=options.text_mode
+            )
+        fields["text_mode"] = _form_value(options.text_mode)
+        negative = options.negative_prompt or ""
+        if not isinstance(negative, str):
+            raise InvalidSetting("negative_prompt must be text", field="negative_prompt")
+        if len(negative) > MAX_NEGATIVE_PROMPT_CHARS:
+            raise InvalidSetting(
+                f"negative_prompt has {len(negative)} characters; "
+                f"the API takes at most {MAX_NEGATIVE_PROMPT_CHARS}",
+                field="negative_prompt",
+                limit=MAX_NEGATIVE_PROMPT_CHARS,
+                length=len(negative),
+            )
+        if negative.strip():
+            fields["negative_prompt"] = negative
+        return fields
+
+    # ------------------------------------------------------------------ transport
+
+    async def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> _Reply:
+        """Send with retries; returns the first reply that is not worth retrying."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        failure: _Transient | None = None
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(method, url, what=what, **kwargs)
+        except _Transient as exc:
+            failure = exc
+        if failure is None:  # pragma: no cover - tenacity either returns or re-raises
+            raise ApiProtocolError(f"{what}: the retry loop ended without an answer")
+        # Raised outside the except block, so no exception of ours carries a context chain.
+        tries = self._retries + 1
+        plural = "s" if tries != 1 else ""
+        if failure.timed_out:
+            raise ApiTimeout(
+                f"{what}: no answer from {self._where()} within {self._timeout:g} s "
+                f"({tries} attempt{plural})",
+                attempts=tries,
+                timeout=self._timeout,
+            )
+        raise ApiUnavailable(
+            f"{what}: {self._where()} failed {tries} time{plural}; last: {failure.reason}",
+            attempts=tries,
+            status=failure.status,
+        )
+
+    async def _attempt(
+        self, method: str, url: str, *, what: str, follow_redirects: bool = False, **kwargs: Any
+    ) -> _Reply:
+        """One try. Raises _Transient for what deserves a retry, bot.errors for the rest."""
+        started = time.monotonic()
+        reply: _Reply | None = None
+        # Failures are built inside the except blocks but raised after them, so that no httpx
+        # exception travels along as __context__ of what leaves this module.
+        failure: Exception | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._client.stream(
+                    method, url, follow_redirects=follow_redirects, **kwargs
+                ) as response:
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > MAX_REPLY_BYTES:
+                            raise ApiProtocolError(
+                                f"{what}: the reply from {self._where()} exceeds "
+                                f"{MAX_REPLY_BYTES // (1024 * 1024)} MiB"
+                            )
+                        chunks.append(chunk)
+                    reply = _Reply(
+                        status=response.status_code,
+                        headers={k.lower(): v for k, v in response.headers.items()},
+                        body=b"".join(chunks),
+                        url=str(response.url),
+                        elapsed_ms=int((time.monotonic() - started) * 1000),
+                    )
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            ms = int((time.monotonic() - started) * 1000)
+            log.warning("%s: %s %s timed out after %d ms", what, method, url, ms)
+            failure = _Transient(f"timed out after {ms} ms ({type(exc).__name__})", timed_out=True)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            failure = ApiConfigError(
+                f"The edit API URL {self._where()} cannot be used ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))}): check EDIT_API_URL."
+            )
+        except httpx.TransportError as exc:
+            ms = int((time.monotonic() - started) * 1000)
+            detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
+            log.warning("%s: %s %s failed after %d ms: %s", what, method, url, ms, detail)
+            failure = _Transient(detail)
+        except httpx.HTTPError as exc:  # decoding errors, too many redirects, stream errors
+            failure = ApiProtocolError(
+                f"{what}: unusable reply from {self._where()} "
+                f"({type(exc).__name__}: {self._scrub(str(exc))})"
+            )
+        if failure is not None:
+            raise failure
+        if reply is None:  # pragma: no cover - the try block either sets reply or fails
+            raise ApiProtocolError(f"{what}: no reply")
+        log.log(
+            logging.INFO if reply.status < 400 else logging.WARNING,
+            "%s: %s %s -> %d in %d ms (trace=%s)",
+            what,
+            method,
+            url,
+            reply.status,
+            reply.elapsed_ms,
+            reply.trace_id,
+        )
+        if reply.status in _RETRY_STATUSES or reply.status >= 500:
+            message = _error_message(reply.body)
+            reason = f"HTTP {reply.status}" + (f": {self._scrub(message)}" if message else "")
+            raise _Transient(
+                reason,
+                retry_after=_retry_after(reply.headers.get("retry-after")),
+                status=reply.status,
+            )
+        return reply
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return min(self._max_backoff, exc.retry_after)
+        delay = self._backoff * 2.0 ** (state.attempt_number - 1)
+        delay += random.uniform(0, delay / 4)  # a little jitter so clients do not march in step
+        return min(self._max_backoff, delay)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        reason = self._scrub(exc.reason) if isinstance(exc, _Transient) else repr(exc)
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "attempt %d of %d failed (%s); retrying in %.2f s",
+            state.attempt_number,
+            self._retries + 1,
+            reason,
+            sleep,
+        )
+
+    # ------------------------------------------------------------------ replies
+
+    def _raise_for_status(self, reply: _Reply, what: str) -> NoReturn:
+        status = reply.status
+        message = self._scrub(_error_message(reply.body) or "")
+        trace = reply.trace_id
+        if status in (401, 402, 403, 404):
+            error = self._config_error(reply, what)
+            log.error("%s (trace=%s)", error.operator_message, trace)
+            raise error
+        if status == 451:
+            raise EditRefused(
+                "the API's safety review refused the request (451)"
+                + (f": {message}" if message else ""),
+                status=status,
+                message=message,
+                trace_id=trace,
+            )
+        if 300 <= status < 400:
+            location = self._scrub(reply.headers.get("location", "?"))
+            raise ApiConfigError(
+                f"The edit API at {self._where()} answered {what} with a redirect ({status}) "
+                f"to {location}: set EDIT_API_URL to the final address.",
+                status=status,
+            )
+        if 400 <= status < 500:  # 400 mostly; 413/422 and the like from other servers
+            too_large = status == 413 or TOO_LARGE_MARKER in message
+            params: dict[str, object] = {"status": status, "message": message, "trace_id": trace}
+            if too_large:
+                params["reason"] = "image_too_large"
+            raise ApiRejected(
+                f"the edit API rejected the request ({status})"
+                + (f": {message}" if message else "")
+                + (" (most likely the image is too large)" if too_large else ""),
+                **params,
+            )
+        raise ApiProtocolError(
+            f"unexpected HTTP {status} from {self._where()}" + (f": {message}" if message else ""),
+            status=status,
+        )
+
+    def _config_error(self, reply: _Reply, what: str) -> ApiConfigError:
+        """Plain words for the operator: names the URL and model, never the key."""
+        status = reply.status
+        where = self._where()
+        said = self._scrub(_error_message(reply.body) or "")
+        tail = f" The server said: {said[:300]}" if said else ""
+        if status == 401:
+            text = (
+                f"The edit API at {where} rejected the key (401) for model {self.model}: "
+                "check EDIT_API_KEY."
+            )
+        elif status == 402:
+            text = (
+                f"The edit API at {where} says the balance is too low (402) for model "
+                f"{self.model}: top up the account that owns EDIT_API_KEY."
+            )
+        elif status == 403:
+            text = (
+                f"The edit API at {where} refused access (403) to model {self.model}: check "
+                "that EDIT_API_KEY may use this model and belongs to this site (a key from "
+                "api.stepfun.com does not work on api.stepfun.ai and vice versa)."
+            )
+        else:
+            text = (
+                f"The edit API at {where} answered 404 for {what} with model {self.model}: "
+                f"check EDIT_API_URL and EDIT_MODEL ({RETIREMENT_NOTE})."
+            )
+        return ApiConfigError(text + tail, status=status)
+
+    async def _parse_edit_reply(self, reply: _Reply) -> EditedImage:
+        try:
+            payload = json.loads(reply.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiProtocolError(
+                f"the edit reply is not JSON (HTTP {reply.status}, {len(reply.body)} bytes, "
+                f"trace={reply.trace_id})"
+            ) from None
+        if not isinstance(payload, dict):
+            raise ApiProtocolError("the edit reply is not a JSON object")
+        request_id = payload.get("id")
+        request_id = str(request_id) if isinstance(request_id, (str, int)) else None
+        data = payload.get("data")
+        if not isinstance(data, list) or not data:
+            said = _error_message(reply.body)
+            raise ApiProtocolError(
+                "the edit reply has no data"
+                + (f": {self._scrub(said)}" if said else "")
+                + f" (id={request_id}, trace={reply.trace_id})"
+            )
+        item = data[0]
+        if not isinstance(item, dict):
+            raise ApiProtocolError("the edit reply's data[0] is not an object")
+        seed = _as_seed(item.get("seed"))
+        if item.get("finish_reason") == "content_filtered":
+            log.info("edit refused by content review: id=%s trace=%s", request_id, reply.trace_id)
+            raise EditRefused("content_filtered", reason="content_filtered", request_id=request_id)
+        b64 = item.get("b64_json")
+        url = item.get("url")
+        if isinstance(b64, str) and b64:
+            image = _decode_b64(b64)
+        elif isinstance(url, str) and url:
+            image = await self._download(url)
+        else:
+            raise ApiProtocolError(
+                f"the edit reply carries no image (id={request_id}, trace={reply.trace_id})"
+            )
+        if not image:
+            raise ApiProtocolError(f"the edit reply's image is empty (id={request_id})")
+        if not _looks_like_image(image):
+            raise ApiProtocolError(
+                f"the edit reply's image is not a readable image (id={request_id})"
+            )
+        return EditedImage(data=image, seed=seed, request_id=request_id)
+
+    async def _download(self, raw_url: str) -> bytes:
+        """Fetch a result URL at once (they expire). The key goes only to base_url's origin."""
+        url: httpx.URL | None = None
+        # An unparsable URL is reported below, outside any except block (no httpx context).
+        with contextlib.suppress(httpx.InvalidURL, TypeError, ValueError):
+            url = httpx.URL(self.base_url + "/").join(raw_url.strip())
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise ApiProtocolError("the edit reply's image url is not an http(s) URL")
+        headers = self._auth_headers() if _origin(url) == self._origin else {}
+        reply = await self._request(
+            "GET", str(url), what="download", headers=headers, follow_redirects=True
+        )
+        if reply.status != 200:
+            raise ApiProtocolError(
+                f"downloading the edited image failed with HTTP {reply.status} "
+                f"(trace={reply.trace_id})",
+                status=reply.status,
+            )
+        return reply.body
+
+    # ------------------------------------------------------------------ helpers
+
+    def _where(self) -> str:
+        return self._scrub(self.base_url)
+
+    def _scrub(self, text: str) -> str:
+        """Remove the key from text that came from elsewhere (server messages, URLs)."""
+        if self._api_key and len(self._api_key) >= 4 and self._api_key in text:
+            return text.replace(self._api_key, "***")
+        return text
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once per process (building one costs ~50 ms)."""
+    return httpx.create_ssl_context()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host.lower(), url.port or default)
+
+
+def _form_value(value: bool | int | float | str) -> str:
+    """Encode a value as the OpenAI SDK does: booleans lowercase, numbers as Python writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSetting(
+            f"{name} must be a whole number from {low} to {high}, not {value!r}",
+            field=name,
+            allowed=f"{low}-{high}",
+            min=low,
+            max=high,
+            value=value,
+        )
+    return value
+
+
+def _check_float(name: str, value: object, low: float, high: float) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not low <= value <= high
+    ):
+        raise InvalidSetting(
+            f"{name} must be a number from {low} to {high}, not {value!r}",
+            field=name,
+            allowed=f"{low}-{high}",
+            min=low,
+            max=high,
+            value=value,
+        )
+    return float(value)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _error_message(body: bytes) -> str | None:
+    """The message of an OpenAI-style error body, else a short piece of the body as text."""
+    if not body:
+        return None
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body[:300].decode("utf-8", "replace").strip()
+        return text or None
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str) and message:
+                return message
+            return json.dumps(error, ensure_ascii=False)[:300]
+        if isinstance(error, str) and error:
+            return error
+        for key in ("message", "msg", "detail"):
+            if isinstance(payload.get(key), str) and payload[key]:
+                return str(payload[key])
+    return None
+
+
+def _model_ids(body: bytes) -> set[str] | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        return None
+    return {
+        item["id"]
+        for item in payload["data"]
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+
+
+def _as_seed(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _decode_b64(text: str) -> bytes:
+    text = text.strip()
+    if text.startswith("data:") and "," in text:  # a data URL from some compatible servers
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
+
+
+def _looks_like_image(data: bytes) -> bool:
+    """Pillow can identify it (reads the header only; cheap)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return bool(im.format) and im.width > 0 and im.height > 0
+    except Exception:
+        return False

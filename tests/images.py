@@ -1,0 +1,91 @@
+"""Make test images in memory, so no test needs image files on disk."""
+
+from __future__ import annotations
+
+import functools
+import io
+import random
+import struct
+import zlib
+from typing import Any
+
+from PIL import ExifTags, Image
+
+Color = tuple[int, int, int]
+FRAME_COLORS: tuple[Color, ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))
+
+
+def to_bytes(image: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
+    """Encode `image` as `fmt` with Pillow's save `params`."""
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def make_image(
+    width: int = 100,
+    height: int = 80,
+    fmt: str = "JPEG",
+    color: Color = (200, 100, 50),
+    mode: str = "RGB",
+    exif_orientation: int | None = None,
+) -> bytes:
+    """A one-colour image; `mode` is converted from RGB (e.g. "L", "P", "RGBA", "CMYK")."""
+    image = Image.new("RGB", (width, height), color)
+    if mode != "RGB":
+        image = image.convert(mode)
+    params: dict[str, Any] = {}
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[ExifTags.Base.Orientation] = exif_orientation
+        params["exif"] = exif.tobytes()
+    return to_bytes(image, fmt, **params)
+
+
+def make_noise(width: int, height: int, fmt: str = "PNG", seed: int = 0) -> bytes:
+    """Random RGB pixels: the worst case for file size (use fmt="BMP" for speed)."""
+    pixels = random.Random(seed).randbytes(width * height * 3)
+    return to_bytes(Image.frombytes("RGB", (width, height), pixels), fmt)
+
+
+def make_animated(frames: int = 3, size: tuple[int, int] = (96, 72), fmt: str = "GIF") -> bytes:
+    """A multi-frame GIF / WebP / PNG (APNG) / TIFF; frame i is FRAME_COLORS[i] (red first)."""
+    images = [Image.new("RGB", size, FRAME_COLORS[i % len(FRAME_COLORS)]) for i in range(frames)]
+    params: dict[str, Any] = {"save_all": True, "append_images": images[1:]}
+    if fmt in ("GIF", "WEBP", "PNG"):
+        params["duration"] = 100
+    if fmt == "WEBP":
+        params["lossless"] = True
+    return to_bytes(images[0], fmt, **params)
+
+
+def make_animated_gif(frames: int = 3, size: tuple[int, int] = (96, 72)) -> bytes:
+    return make_animated(frames, size, "GIF")
+
+
+@functools.cache  # ~0.4 s to build; bytes are immutable
+def make_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1-bit black PNG claiming width x height, ~110 KB on disk for 30000x30000.
+
+    Hand-made (IHDR + zlib-compressed zero rows), since Pillow would need the pixels in memory.
+    """
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + 1 bit per pixel
+    compressor = zlib.compressobj(9)
+    rows = [compressor.compress(row * min(1000, height - y)) for y in range(0, height, 1000)]
+    idat = b"".join(rows) + compressor.flush()
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(tag + body)
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grey, no interlace
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def decode(data: bytes) -> Image.Image:
+    """Fully decoded image (format kept in `.format`)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

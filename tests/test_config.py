@@ -1,0 +1,63 @@
+"""Settings: defaults, .env, and one clear line for every bad value (never the secret itself)."""
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+SETTING_NAMES = [
+    "TELEGRAM_BOT_TOKEN", "TELEGRAM_API_URL", "DISCORD_BOT_TOKEN", "EDIT_API_KEY", "EDIT_API_URL",
+    "EDIT_MODEL", "EDIT_API_STYLE", "EDIT_TIMEOUT", "EDIT_RETRIES", "EDIT_CONCURRENCY",
+    "DATABASE_URL", "DAILY_QUOTA", "DEFAULT_STEPS", "DEFAULT_CFG_SCALE", "MAX_IMAGE_SIDE",
+    "LOG_LEVEL",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_point_at_stepfun_and_sqlite() -> None:
+    settings = load_settings()
+    assert settings.edit_api_url == "https://api.stepfun.com/v1"
+    assert settings.edit_model == "step-image-edit-2"
+    assert settings.edit_api_style == "stepfun"
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.database_url.startswith("sqlite")
+    assert settings.telegram_bot_token is None
+
+
+def test_reads_dotenv_and_blank_tokens_count_as_unset(tmp_path) -> None:
+    (tmp_path / ".env").write_text(
+        "TELEGRAM_BOT_TOKEN=123456:ABCDEFGHIJKLMNOP\nDISCORD_BOT_TOKEN=\nDAILY_QUOTA=5\n"
+        "EDIT_API_URL=http://127.0.0.1:9/v1/\n"
+    )
+    settings = load_settings()
+    assert settings.telegram_bot_token is not None
+    assert settings.telegram_bot_token.get_secret_value() == "123456:ABCDEFGHIJKLMNOP"
+    assert settings.discord_bot_token is None
+    assert settings.daily_quota == 5
+    assert settings.edit_api_url == "http://127.0.0.1:9/v1"
+
+
+def test_every_bad_value_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DAILY_QUOTA", "lots")
+    monkeypatch.setenv("DEFAULT_STEPS", "99")
+    monkeypatch.setenv("EDIT_API_STYLE", "azure")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "not-a-token-secret-value")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    for name in ("DAILY_QUOTA", "DEFAULT_STEPS", "EDIT_API_STYLE", "TELEGRAM_BOT_TOKEN"):
+        assert name in message
+    assert "not-a-token-secret-value" not in message
+
+
+def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDIT_API_KEY", "sk-very-secret")
+    settings = load_settings()
+    assert "sk-very-secret" not in repr(settings)
+    assert settings.secrets() == ["sk-very-secret"]
