@@ -101,10 +101,10 @@ class Addressing:
     def __init__(self, text: str, bot_username: str) -> None:
         self.bot_username = bot_username
         command = re.match(r"^/edit(@\w+)?(\s|$)", text, flags=re.IGNORECASE)
-        self.command = bool(command) and (
-            not command.group(1) or command.group(1)[1:].lower() == bot_username.lower()
-        )
+        self.command = False
         if command:
+            addressee = command.group(1)
+            self.command = not addressee or addressee[1:].lower() == bot_username.lower()
             text = text[command.end() :]
         mention = re.compile(rf"@{re.escape(bot_username)}\b", re.IGNORECASE)
         self.mentioned = bool(mention.search(text))
@@ -135,7 +135,8 @@ class TelegramBot:
             .post_init(self._post_init)
         )
         if rate_limit:
-            builder = builder.rate_limiter(AIORateLimiter(max_retries=2))
+            # PTB's builder types the limiter's generic parameter loosely; this one fits.
+            builder = builder.rate_limiter(AIORateLimiter(max_retries=2))  # type: ignore[arg-type]
         self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self._add_handlers()
 

@@ -1,0 +1,158 @@
+"""Engines and schema migrations.
+
+    engine = create_engine("sqlite:///data/stepedit.sqlite3")   # or "postgresql://user@host/db"
+    await migrate(engine)                                        # upgrade to head; safe every start
+    store = SqlStore(engine)
+
+Migrations live in storage/migrations and run through Alembic's programmatic API on a
+connection we hand it (`Config.attributes["connection"]`), so `migrate` works from inside a running
+event loop without a nested loop and without an alembic.ini.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# How long a SQLite writer waits for another writer (other sessions or processes) before failing.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Execution option: this transaction only reads, so on SQLite it may start with a plain (deferred)
+# BEGIN and run alongside writers (WAL) instead of queueing for the write lock.
+READ_ONLY = "stepedit_read_only"
+# Any constant works: all processes migrating one PostgreSQL database take this lock in turn.
+_PG_MIGRATE_LOCK = 0x5E9ED17
+
+
+def normalize_url(url: str) -> str:
+    """Make a database URL name an async driver.
+
+    `postgres://` and `postgresql://` (or `postgresql+psycopg2://` etc.) become
+    `postgresql+asyncpg://`; `sqlite://` becomes `sqlite+aiosqlite://`. URLs that already name an
+    async driver are returned unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not a database URL (expected e.g. sqlite:///path or postgresql://...)")
+    backend, _, driver = scheme.partition("+")
+    backend = backend.lower()
+    if backend in ("postgres", "postgresql"):
+        if driver == "asyncpg":
+            return url
+        return f"postgresql+asyncpg://{rest}"
+    if backend == "sqlite":
+        if driver == "aiosqlite":
+            return url
+        return f"sqlite+aiosqlite://{rest}"
+    return url
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL with its password masked, fit for logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, or None for an in-memory database."""
+    database = url.database
+    if not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # uri=true form
+        if url.query.get("uri") not in ("true", "1"):
+            return Path(database)
+        path = database.removeprefix("file:").split("?", 1)[0]
+        if not path or path == ":memory:" or "mode=memory" in database:
+            return None
+        return Path(path)
+    return Path(database)
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for `url` (any form `normalize_url` accepts).
+
+    SQLite: the database file's directory is created if missing; every connection runs in WAL mode
+    with foreign keys on and a busy timeout, and every transaction starts with BEGIN IMMEDIATE so
+    concurrent writers (other sessions or processes) queue up instead of failing.
+    Extra keyword arguments go to `sqlalchemy.ext.asyncio.create_async_engine`.
+    """
+    sa_url = make_url(normalize_url(url))
+    if sa_url.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_async_engine(sa_url, **kwargs)
+
+    path = _sqlite_file(sa_url)
+    if path is not None:
+        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
+    busy_ms = int(float(connect_args["timeout"]) * 1000)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the sqlite3 module (it skips it for SELECT and DDL) ...
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if path is not None:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # ... and emit it ourselves: IMMEDIATE takes the write lock up front (waiting up to the
+        # busy timeout), so a read-then-write transaction never fails halfway with SQLITE_BUSY.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config() -> Config:
+    """An Alembic config for our migrations, built in code (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def migrate(engine_or_url: AsyncEngine | str, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (default: the newest). Idempotent: safe on every start,
+    and from several processes at once (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE)."""
+    if isinstance(engine_or_url, str):
+        engine = create_engine(engine_or_url)
+        owned = True
+    else:
+        engine = engine_or_url
+        owned = False
+    try:
+        log.info("migrating %s to %s", safe_url(engine.url), revision)
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATE_LOCK})")
+            await conn.run_sync(_upgrade, revision)
+    finally:
+        if owned:
+            await engine.dispose()

@@ -1,0 +1,190 @@
+"""SQLAlchemy rows for the bot's persistent state. Nothing outside storage/ sees these classes:
+storage/repo.py turns them into the frozen values of bot/domain.py.
+
+Every timestamp is timezone-aware UTC (see `UtcDateTime`). Constraint names follow
+`NAMING_CONVENTION`, so migrations can refer to them on every database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+PLATFORM_LEN = 32
+EXTERNAL_ID_LEN = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """`DateTime(timezone=True)` that always hands back aware UTC datetimes.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so the value is converted to UTC
+    before it is written and marked as UTC when it is read. Naive datetimes are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: storage needs timezone-aware values")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("platform", "external_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN))
+    external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN))
+    name: Mapped[str | None] = mapped_column(String(256))
+    language: Mapped[str | None] = mapped_column(String(35))
+    # settings: None = "not chosen" (see bot.domain.UserSettings)
+    fixed_seed: Mapped[int | None] = mapped_column(BigInteger)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    cfg_scale: Mapped[float | None] = mapped_column(Float)
+    text_mode: Mapped[bool | None] = mapped_column(Boolean)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+
+
+class QuotaUsage(Base):
+    __tablename__ = "quota_usage"
+
+    user_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    mime: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+
+
+class Edit(Base):
+    __tablename__ = "edits"
+    __table_args__ = (Index("ix_edits_user_id_created_at", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN))
+    chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN))
+    parent_edit_id: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("edits.id", ondelete="SET NULL")
+    )
+    source_image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
+    result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
+    prompt: Mapped[str] = mapped_column(Text)
+    # the options the edit was asked with (bot.domain.EditOptions)
+    steps: Mapped[int] = mapped_column(Integer)
+    cfg_scale: Mapped[float] = mapped_column(Float)
+    requested_seed: Mapped[int | None] = mapped_column(BigInteger)
+    text_mode: Mapped[bool] = mapped_column(Boolean)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # the outcome
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    normalize_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    api_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ShownMessage(Base):
+    """Which image (and edit) one chat message shows, so a reply to it can refine that image."""
+
+    __tablename__ = "shown_messages"
+
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
+    edit_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("edits.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+
+
+class ChatHead(Base):
+    """A user's current image in one chat: what a plain-text message refines next."""
+
+    __tablename__ = "chat_heads"
+
+    user_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
+    edit_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("edits.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp(), onupdate=utcnow
+    )

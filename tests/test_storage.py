@@ -1,0 +1,454 @@
+"""storage/: migrations, SqlStore. Each test runs on SQLite and PostgreSQL (see tests/dbs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from bot.domain import (
+    EditOptions,
+    EditStatus,
+    EditTimings,
+    MessageRef,
+    NewEdit,
+    ShownImage,
+    UserRef,
+    UserSettings,
+)
+from storage.db import create_engine, migrate, normalize_url, safe_url
+from storage.models import Base
+from storage.repo import SqlStore
+
+DAY = date(2026, 1, 15)
+ALICE = UserRef(platform="telegram", id="1001", name="Alice", language="en")
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+            else:
+                query = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            return {row[0] for row in await conn.execute(text(query))}
+    finally:
+        await engine.dispose()
+
+
+async def _alembic_versions(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return [row[0] for row in result]
+    finally:
+        await engine.dispose()
+
+
+# urls and migrations
+
+
+def test_normalize_url() -> None:
+    assert normalize_url("postgresql://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert normalize_url("postgres://u@h:5433/db") == "postgresql+asyncpg://u@h:5433/db"
+    assert normalize_url("postgresql+psycopg2://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert normalize_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert normalize_url("sqlite:///data/x.db") == "sqlite+aiosqlite:///data/x.db"
+    assert normalize_url("sqlite:////abs/x.db") == "sqlite+aiosqlite:////abs/x.db"
+    assert normalize_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    assert "secret" not in safe_url("postgresql://u:secret@h/db")
+
+
+async def test_migrate_creates_schema_and_twice_is_a_noop(db_url: str) -> None:
+    await migrate(db_url)
+    tables = await _tables(db_url)
+    assert set(Base.metadata.tables) | {"alembic_version"} <= tables
+    versions = await _alembic_versions(db_url)
+    assert versions == ["0001"]
+
+    await migrate(db_url)  # again, with a string URL: nothing changes
+    engine = create_engine(db_url)
+    try:
+        await migrate(engine)  # and with an engine we keep
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await engine.dispose()
+    assert await _tables(db_url) == tables
+    assert await _alembic_versions(db_url) == versions
+
+
+async def test_concurrent_migrations(db_url: str) -> None:
+    await asyncio.gather(*(migrate(db_url) for _ in range(3)))
+    assert await _alembic_versions(db_url) == ["0001"]
+
+
+async def test_sqlite_file_directory_is_created(sqlite_url: str) -> None:
+    store = SqlStore(create_engine(sqlite_url))
+    try:
+        await migrate(store.engine)
+        assert (await store.get_or_create_user(ALICE)).id > 0
+    finally:
+        await store.aclose()
+
+
+# users and settings
+
+
+async def test_user_created_once_and_updated(store: SqlStore) -> None:
+    first = await store.get_or_create_user(ALICE)
+    assert first.ref == ALICE
+    assert first.settings == UserSettings()
+
+    again = await store.get_or_create_user(ALICE)
+    assert again == first
+
+    renamed = await store.get_or_create_user(
+        UserRef(platform="telegram", id="1001", name="Alice B.", language="zh-hans")
+    )
+    assert renamed.id == first.id
+    assert renamed.ref.name == "Alice B."
+    assert renamed.ref.language == "zh-hans"
+
+    # a platform that leaves name and language out does not erase them
+    bare = await store.get_or_create_user(UserRef(platform="telegram", id="1001"))
+    assert bare.ref == renamed.ref
+
+    # same external id on another platform is another person
+    other = await store.get_or_create_user(UserRef(platform="discord", id="1001"))
+    assert other.id != first.id
+    assert other.ref == UserRef(platform="discord", id="1001")
+
+
+async def test_concurrent_first_sight_creates_one_user(store: SqlStore) -> None:
+    ref = UserRef(platform="discord", id="42", name="Bob")
+    users = await asyncio.gather(*(store.get_or_create_user(ref) for _ in range(10)))
+    assert len({user.id for user in users}) == 1
+
+
+async def test_settings_round_trip(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    fixed = UserSettings(
+        seed=2_147_483_647,
+        steps=30,
+        cfg_scale=7.5,
+        text_mode=True,
+        negative_prompt="blurry, watermark",
+    )
+    await store.save_settings(user.id, fixed)
+    assert (await store.get_or_create_user(ALICE)).settings == fixed
+
+    random_seed = UserSettings(seed=None, steps=1, cfg_scale=1.0, text_mode=False)
+    await store.save_settings(user.id, random_seed)
+    assert (await store.get_or_create_user(ALICE)).settings == random_seed
+
+    await store.save_settings(user.id, UserSettings())
+    assert (await store.get_or_create_user(ALICE)).settings == UserSettings()
+
+
+async def test_save_settings_unknown_user(store: SqlStore) -> None:
+    with pytest.raises(KeyError):
+        await store.save_settings(999_999, UserSettings(steps=3))
+
+
+# quota
+
+
+async def test_quota_reserve_release(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    assert await store.quota_used(user.id, DAY) == 0
+    for n in range(1, 4):
+        assert await store.reserve_quota(user.id, DAY, 3)
+        assert await store.quota_used(user.id, DAY) == n
+    assert not await store.reserve_quota(user.id, DAY, 3)
+    assert await store.quota_used(user.id, DAY) == 3  # a refusal changes nothing
+
+    await store.release_quota(user.id, DAY)
+    assert await store.quota_used(user.id, DAY) == 2
+    assert await store.reserve_quota(user.id, DAY, 3)
+    assert not await store.reserve_quota(user.id, DAY, 3)
+
+    # a lower limit (the operator changed it) refuses too
+    assert not await store.reserve_quota(user.id, DAY, 1)
+    assert await store.quota_used(user.id, DAY) == 3
+
+
+async def test_quota_release_never_below_zero(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    await store.release_quota(user.id, DAY)  # no row yet
+    assert await store.quota_used(user.id, DAY) == 0
+    assert await store.reserve_quota(user.id, DAY, 2)
+    for _ in range(3):
+        await store.release_quota(user.id, DAY)
+    assert await store.quota_used(user.id, DAY) == 0
+    assert await store.reserve_quota(user.id, DAY, 1)
+    assert await store.quota_used(user.id, DAY) == 1
+
+
+async def test_quota_zero_is_unlimited(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    for _ in range(25):
+        assert await store.reserve_quota(user.id, DAY, 0)
+    assert await store.quota_used(user.id, DAY) == 25
+
+
+async def test_quota_days_and_users_are_separate(store: SqlStore) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    bob = await store.get_or_create_user(UserRef(platform="telegram", id="2002"))
+    tomorrow = DAY + timedelta(days=1)
+    assert await store.reserve_quota(alice.id, DAY, 1)
+    assert not await store.reserve_quota(alice.id, DAY, 1)
+    assert await store.reserve_quota(alice.id, tomorrow, 1)
+    assert await store.reserve_quota(bob.id, DAY, 1)
+    assert await store.quota_used(alice.id, DAY) == 1
+    assert await store.quota_used(alice.id, tomorrow) == 1
+    assert await store.quota_used(bob.id, DAY) == 1
+    assert await store.quota_used(bob.id, tomorrow) == 0
+
+
+async def test_quota_concurrent_reservations(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    results = await asyncio.gather(*(store.reserve_quota(user.id, DAY, 5) for _ in range(20)))
+    assert sum(results) == 5
+    assert await store.quota_used(user.id, DAY) == 5
+
+
+async def test_quota_concurrent_across_engines(db_url: str) -> None:
+    """Two engines stand in for two processes sharing the database."""
+    await migrate(db_url)
+    stores = [SqlStore(create_engine(db_url)) for _ in range(2)]
+    try:
+        user = await stores[0].get_or_create_user(ALICE)
+        results = await asyncio.gather(
+            *(stores[i % 2].reserve_quota(user.id, DAY, 7) for i in range(20)),
+            *(stores[i % 2].quota_used(user.id, DAY) for i in range(4)),
+        )
+        assert sum(1 for ok in results[:20] if ok) == 7
+        assert await stores[1].quota_used(user.id, DAY) == 7
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+# images
+
+
+async def test_image_dedup_and_round_trip(store: SqlStore) -> None:
+    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+    first = await store.save_image(data, "image/png", 640, 480)
+    assert await store.save_image(data, "image/png", 640, 480) == first
+    other = await store.save_image(data + b"\x00", "image/jpeg", 64, 64)
+    assert other != first
+
+    image = await store.load_image(first)
+    assert image.id == first
+    assert image.data == data
+    assert (image.mime, image.width, image.height) == ("image/png", 640, 480)
+    assert (await store.load_image(other)).mime == "image/jpeg"
+
+
+async def test_concurrent_image_saves_dedup(store: SqlStore) -> None:
+    data = hashlib.sha256(b"seed").digest() * 100
+    ids = await asyncio.gather(*(store.save_image(data, "image/png", 64, 64) for _ in range(10)))
+    assert len(set(ids)) == 1
+
+
+async def test_load_missing_image(store: SqlStore) -> None:
+    with pytest.raises(KeyError):
+        await store.load_image(123_456)
+
+
+# edits
+
+
+async def test_edit_chain(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    source = await store.save_image(b"original", "image/png", 512, 512)
+
+    parent_id: int | None = None
+    image_id = source
+    ids: list[int] = []
+    for n in range(3):
+        options = EditOptions(
+            steps=8 + n,
+            cfg_scale=1.5 + n,
+            seed=None if n == 0 else 1000 + n,
+            text_mode=n == 2,
+            negative_prompt="" if n == 0 else f"no {n}",
+        )
+        edit_id = await store.create_edit(
+            NewEdit(
+                user_id=user.id,
+                platform="telegram",
+                chat_id="-100123",
+                parent_edit_id=parent_id,
+                source_image_id=image_id,
+                prompt=f"step {n}",
+                options=options,
+            )
+        )
+        running = await store.get_edit(edit_id)
+        assert running is not None
+        assert running.status == EditStatus.RUNNING
+        assert running.result_image_id is None
+        assert running.seed is None
+        assert running.timings == EditTimings()
+        assert running.options == options
+
+        result = await store.save_image(f"result {n}".encode(), "image/png", 512, 512)
+        timings = EditTimings(queued_ms=n, normalize_ms=10 + n, api_ms=2000 + n, total_ms=2100 + n)
+        await store.finish_edit(
+            edit_id,
+            EditStatus.SUCCEEDED,
+            result_image_id=result,
+            seed=2_000_000_000 + n,
+            timings=timings,
+        )
+        ids.append(edit_id)
+        parent_id, image_id = edit_id, result
+
+    records = [await store.get_edit(edit_id) for edit_id in ids]
+    assert all(record is not None for record in records)
+    first, second, third = (record for record in records if record is not None)
+    assert first.parent_edit_id is None
+    assert second.parent_edit_id == first.id
+    assert third.parent_edit_id == second.id
+    assert first.source_image_id == source
+    assert second.source_image_id == first.result_image_id
+    assert third.source_image_id == second.result_image_id
+    assert third.prompt == "step 2"
+    assert third.user_id == user.id
+    assert (third.platform, third.chat_id) == ("telegram", "-100123")
+    assert third.options == EditOptions(
+        steps=10, cfg_scale=3.5, seed=1002, text_mode=True, negative_prompt="no 2"
+    )
+    assert [record.seed for record in (first, second, third)] == [
+        2_000_000_000,
+        2_000_000_001,
+        2_000_000_002,
+    ]
+    assert third.timings == EditTimings(queued_ms=2, normalize_ms=12, api_ms=2002, total_ms=2102)
+    assert third.status == EditStatus.SUCCEEDED
+    assert third.error is None
+    assert third.created_at.tzinfo is not None
+    assert third.created_at.utcoffset() == timedelta(0)
+    assert before <= first.created_at <= third.created_at <= datetime.now(UTC) + timedelta(1)
+
+
+async def test_edit_failure_keeps_timings_when_none(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await store.save_image(b"x", "image/png", 64, 64)
+    edit_id = await store.create_edit(
+        NewEdit(
+            user_id=user.id,
+            platform="discord",
+            chat_id="c1",
+            parent_edit_id=None,
+            source_image_id=source,
+            prompt="make it blue",
+            options=EditOptions(),
+        )
+    )
+    await store.finish_edit(edit_id, EditStatus.FAILED, error="ApiTimeout: no answer in 120 s")
+    record = await store.get_edit(edit_id)
+    assert record is not None
+    assert record.status == EditStatus.FAILED
+    assert record.error == "ApiTimeout: no answer in 120 s"
+    assert record.result_image_id is None
+    assert record.timings == EditTimings()
+    assert record.options == EditOptions()
+
+    assert await store.get_edit(edit_id + 1000) is None
+    with pytest.raises(KeyError):
+        await store.finish_edit(edit_id + 1000, EditStatus.FAILED)
+
+
+# messages and current images
+
+
+async def test_link_message_upserts(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    upload = await store.save_image(b"upload", "image/jpeg", 800, 600)
+    result = await store.save_image(b"result", "image/png", 800, 600)
+    edit_id = await store.create_edit(
+        NewEdit(user.id, "telegram", "55", None, upload, "sunset", EditOptions())
+    )
+    message = MessageRef(platform="telegram", chat_id="55", message_id="9001")
+    assert await store.shown_in(message) is None
+
+    await store.link_message(message, ShownImage(image_id=upload, edit_id=None))
+    assert await store.shown_in(message) == ShownImage(image_id=upload, edit_id=None)
+
+    await store.link_message(message, ShownImage(image_id=result, edit_id=edit_id))
+    assert await store.shown_in(message) == ShownImage(image_id=result, edit_id=edit_id)
+
+    # the same message id in another chat or platform is another message
+    assert await store.shown_in(MessageRef("telegram", "56", "9001")) is None
+    assert await store.shown_in(MessageRef("discord", "55", "9001")) is None
+
+
+async def test_set_current_upserts(store: SqlStore) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    bob = await store.get_or_create_user(UserRef(platform="telegram", id="2002"))
+    first = await store.save_image(b"first", "image/png", 64, 64)
+    second = await store.save_image(b"second", "image/png", 64, 64)
+    edit_id = await store.create_edit(
+        NewEdit(alice.id, "telegram", "g1", None, first, "x", EditOptions())
+    )
+    assert await store.current(alice.id, "telegram", "g1") is None
+
+    await store.set_current(alice.id, "telegram", "g1", ShownImage(first, None))
+    assert await store.current(alice.id, "telegram", "g1") == ShownImage(first, None)
+
+    await store.set_current(alice.id, "telegram", "g1", ShownImage(second, edit_id))
+    assert await store.current(alice.id, "telegram", "g1") == ShownImage(second, edit_id)
+
+    # per user and per chat
+    assert await store.current(bob.id, "telegram", "g1") is None
+    assert await store.current(alice.id, "telegram", "g2") is None
+    await store.set_current(bob.id, "telegram", "g1", ShownImage(first, None))
+    assert await store.current(bob.id, "telegram", "g1") == ShownImage(first, None)
+    assert await store.current(alice.id, "telegram", "g1") == ShownImage(second, edit_id)
+
+
+# restart
+
+
+async def test_data_survives_restart(db_url: str) -> None:
+    store = SqlStore(create_engine(db_url))
+    await migrate(store.engine)
+    user = await store.get_or_create_user(ALICE)
+    settings = UserSettings(seed=77, steps=12, cfg_scale=2.5, text_mode=None, negative_prompt="x")
+    await store.save_settings(user.id, settings)
+    image_id = await store.save_image(b"persist me", "image/png", 100, 200)
+    edit_id = await store.create_edit(
+        NewEdit(user.id, "telegram", "7", None, image_id, "keep", EditOptions(seed=5))
+    )
+    await store.finish_edit(edit_id, EditStatus.SUCCEEDED, result_image_id=image_id, seed=5)
+    message = MessageRef("telegram", "7", "700")
+    await store.link_message(message, ShownImage(image_id, edit_id))
+    await store.set_current(user.id, "telegram", "7", ShownImage(image_id, edit_id))
+    assert await store.reserve_quota(user.id, DAY, 10)
+    await store.aclose()
+
+    store = SqlStore(create_engine(db_url))
+    try:
+        await migrate(store.engine)  # as on every start
+        again = await store.get_or_create_user(ALICE)
+        assert again.id == user.id
+        assert again.settings == settings
+        assert (await store.load_image(image_id)).data == b"persist me"
+        edit = await store.get_edit(edit_id)
+        assert edit is not None
+        assert (edit.status, edit.seed, edit.options.seed) == (EditStatus.SUCCEEDED, 5, 5)
+        assert await store.shown_in(message) == ShownImage(image_id, edit_id)
+        assert await store.current(user.id, "telegram", "7") == ShownImage(image_id, edit_id)
+        assert await store.quota_used(user.id, DAY) == 1
+    finally:
+        await store.aclose()
