@@ -3,3 +3,4 @@
 from tests.dbs import db_url, postgres_url, sqlite_url, store  # noqa: F401
 from tests.fakes.stepfun import stepfun  # noqa: F401
 from tests.fakes.telegram import telegram  # noqa: F401
+from tests.harness import app  # noqa: F401

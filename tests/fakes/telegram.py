@@ -899,7 +899,7 @@ class FakeTelegram:
     async def wait_for(
         self,
         predicate: Callable[[Any], Any],
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> Call | StoredMessage:
         """The first recorded ``Call`` or bot ``StoredMessage`` satisfying ``predicate``.
 
@@ -923,7 +923,7 @@ class FakeTelegram:
     async def wait_until(
         self,
         condition: Callable[[], Any],
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> Any:
         """Wait until ``condition()`` returns something truthy; return it."""
         return await self._wait(lambda: condition() or None, timeout, f"condition {condition!r}")
@@ -932,7 +932,7 @@ class FakeTelegram:
         self,
         method: str,
         predicate: Callable[[Call], Any] | None = None,
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> Call:
         """The first (already recorded or future) answered call of ``method`` matching."""
 
@@ -948,7 +948,7 @@ class FakeTelegram:
         self,
         chat_id: int,
         predicate: Callable[[StoredMessage], Any] | None = None,
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> StoredMessage:
         """The next bot message in ``chat_id`` (matching ``predicate``, if given).
 
@@ -970,7 +970,7 @@ class FakeTelegram:
     async def wait_until_confirmed(
         self,
         update_id: int | StoredMessage,
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> None:
         """Wait until the bot confirmed an update (polled with an offset past it)."""
         uid = update_id.update_id if isinstance(update_id, StoredMessage) else update_id

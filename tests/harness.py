@@ -1,0 +1,109 @@
+"""The whole bot as `stepedit run` wires it, against local fakes: the real TelegramBot (PTB) polling
+the fake Bot API, the real EditService, SqlStore on a SQLite file and the httpx client calling the
+fake StepFun API. `restart()` stops everything but the database and starts it again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from adapters.telegram import TelegramBot
+from bot.domain import UserRef
+from bot.edit_api import EditApiClient
+from bot.service import EditService
+from storage.db import create_engine, migrate
+from storage.repo import SqlStore
+from tests.fakes.stepfun import FakeStepFun
+from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
+
+
+@dataclass
+class BotUnderTest:
+    telegram: FakeTelegram
+    stepfun: FakeStepFun
+    database_url: str
+    service_options: dict[str, Any] = field(default_factory=dict)
+    client_options: dict[str, Any] = field(default_factory=dict)
+    store: SqlStore | None = None
+    client: EditApiClient | None = None
+    service: EditService | None = None
+    bot: TelegramBot | None = None
+
+    async def start(self) -> None:
+        engine = create_engine(self.database_url)
+        await migrate(engine)
+        self.store = SqlStore(engine)
+        client_options = {"retries": 2, "backoff": 0.01, "max_backoff": 1.0, "timeout": 2.0}
+        client_options.update(self.client_options)
+        self.client = EditApiClient(
+            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, **client_options
+        )
+        options = {"daily_quota": 5, **self.service_options}
+        self.service = EditService(self.store, self.client, **options)
+        self.bot = TelegramBot(
+            self.service, token=self.telegram.token, api_url=self.telegram.root, rate_limit=False
+        )
+        await self.bot.start(poll_timeout=0, poll_interval=0.01)
+
+    async def stop(self) -> None:
+        if self.bot:
+            await self.bot.stop()
+        if self.client:
+            await self.client.aclose()
+        if self.store:
+            await self.store.aclose()
+        self.bot = self.client = self.store = self.service = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def quota_used(self, user: FakeUser) -> int:
+        assert self.service is not None
+        return (await self.service.quota(UserRef("telegram", str(user.id)))).used
+
+    async def photo_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:
+        """The next photo the bot sends in this chat, once the bot has finished with it (the
+        status note is gone, so the photo is linked to its edit and a reply to it works)."""
+        photo = await self.telegram.wait_for_message(
+            chat_id, lambda m: m.kind == "photo", timeout=timeout
+        )
+        await self.telegram.wait_until(
+            lambda: all(m.deleted for m in self.telegram.sent(chat_id) if _is_status(m)),
+            timeout=timeout,
+        )
+        return photo
+
+    async def text_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:
+        """The next text message the bot sends and does not delete (status messages go away)."""
+        return await self.telegram.wait_for_message(
+            chat_id, lambda m: m.kind == "text" and not _is_status(m), timeout=timeout
+        )
+
+
+def _is_status(message: StoredMessage) -> bool:
+    text = message.text or ""
+    return text.startswith(("🎨", "⏳"))
+
+
+@pytest.fixture
+async def app(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[BotUnderTest]:
+    service = request.node.get_closest_marker("service")
+    client = request.node.get_closest_marker("client")
+    bot = BotUnderTest(
+        telegram,
+        stepfun,
+        sqlite_url,
+        dict(service.kwargs) if service else {},
+        dict(client.kwargs) if client else {},
+    )
+    await bot.start()
+    try:
+        yield bot
+    finally:
+        await bot.stop()
