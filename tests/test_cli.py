@@ -1,0 +1,131 @@
+"""The `stepedit` command as an operator runs it: in a subprocess, configured by environment,
+against the local fakes. Mistakes end in one plain line (exit 2), never a traceback or secret."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.stepfun import FakeStepFun
+from tests.fakes.telegram import FakeTelegram, FakeUser
+from tests.images import decode, make_image
+
+STEPEDIT = str(Path(sys.executable).parent / "stepedit")
+SETTINGS = (
+    "TELEGRAM_",
+    "DISCORD_",
+    "EDIT_",
+    "DATABASE_URL",
+    "DAILY_QUOTA",
+    "DEFAULT_",
+    "MAX_IMAGE",
+)
+
+
+def environment(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS)}
+    return {**env, **settings}
+
+
+async def run(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = 60
+) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_run_without_any_token_says_what_to_set(tmp_path: Path) -> None:
+    code, _, err = await run("run", cwd=tmp_path, env=environment())
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "TELEGRAM_BOT_TOKEN" in err
+    assert "Traceback" not in err
+
+
+async def test_bad_values_are_named_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DAILY_QUOTA=plenty\nDEFAULT_CFG_SCALE=20\n")
+    code, _, err = await run("run", cwd=tmp_path, env=environment())
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "DAILY_QUOTA" in err and "DEFAULT_CFG_SCALE" in err
+
+
+async def test_a_rejected_key_at_start_names_url_and_model_but_not_the_key(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    env = environment(
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_URL=telegram.root,
+        EDIT_API_URL=stepfun.base_url,
+        EDIT_API_KEY="sk-wrong-secret-key",
+    )
+    code, out, err = await run("run", cwd=tmp_path, env=env)
+    assert code == 2
+    assert stepfun.base_url in err
+    assert "EDIT_API_KEY" in err
+    assert "sk-wrong-secret-key" not in out + err
+    assert "Traceback" not in err
+
+
+async def test_edit_from_the_shell(tmp_path: Path, stepfun: FakeStepFun) -> None:
+    source = tmp_path / "cat.jpg"
+    source.write_bytes(make_image(300, 200))
+    env = environment(EDIT_API_URL=stepfun.base_url, EDIT_API_KEY=stepfun.api_key)
+    code, out, err = await run(
+        "edit", str(source), 'a sign saying "hello"', "-o", "out.png", "--seed", "7",
+        "--steps", "12", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "seed 7" in out
+    assert decode((tmp_path / "out.png").read_bytes()).size == (300, 200)
+    fields = stepfun.requests[0].fields
+    assert (fields["seed"], fields["steps"], fields["text_mode"]) == ("7", "12", "true")
+
+
+async def test_edit_with_an_unreadable_image_explains(tmp_path: Path, stepfun: FakeStepFun) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    env = environment(EDIT_API_URL=stepfun.base_url, EDIT_API_KEY=stepfun.api_key)
+    code, _, err = await run(
+        "edit", "notes.txt", "make it snow", "-o", "out.png", cwd=tmp_path, env=env
+    )
+    assert code == 1
+    assert "couldn't read that file as an image" in err
+    assert stepfun.requests == []
+
+
+@pytest.mark.timeout(60)
+async def test_run_serves_telegram_until_stopped(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    env = environment(
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_URL=telegram.root,
+        EDIT_API_URL=stepfun.base_url,
+        EDIT_API_KEY=stepfun.api_key,
+    )
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        alice = FakeUser(id=77, first_name="Alice")
+        telegram.user_sends_photo(77, alice, make_image(200, 150), caption="make it snow")
+        photo = await telegram.wait_for_message(77, lambda m: m.kind == "photo", timeout=30)
+        assert decode(photo.photo_bytes).size == (200, 150)
+        assert (tmp_path / "data" / "stepedit.db").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert telegram.token not in err.decode()
+    assert stepfun.api_key not in err.decode()
