@@ -112,6 +112,7 @@ async def test_run_serves_telegram_until_stopped(
         TELEGRAM_API_URL=telegram.root,
         EDIT_API_URL=stepfun.base_url,
         EDIT_API_KEY=stepfun.api_key,
+        LOG_LEVEL="DEBUG",  # the chattiest logs must still hold no secret
     )
     process = await asyncio.create_subprocess_exec(
         STEPEDIT, "run", cwd=tmp_path, env=env,
@@ -126,6 +127,9 @@ async def test_run_serves_telegram_until_stopped(
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, err.decode()
-    assert telegram.token not in err.decode()
-    assert stepfun.api_key not in err.decode()
+    log = err.decode()
+    assert process.returncode == 0, log
+    assert "edit" in log and "delivered" in log
+    assert telegram.token not in log
+    assert telegram.token.split(":")[1] not in log
+    assert stepfun.api_key not in log
