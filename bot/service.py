@@ -169,17 +169,13 @@ class EditService:
         try:
             image = await self.store.load_image(source.image_id)
             queued = time.perf_counter()
-
-            async def report(place: int) -> None:
-                if on_progress:
-                    await on_progress(Progress(queue_position=place))
-
-            async with self.queue.turn(report if on_progress else None):
+            report = _place_reporter(on_progress)
+            async with self.queue.turn(report):
                 timings = replace(timings, queued_ms=_ms_since(queued))
-                if on_progress:
-                    await on_progress(Progress(queue_position=0))
+                if report:
+                    await report(0)
                 called = time.perf_counter()
-                filename = "image.png" if image.mime == "image/png" else "image.jpg"
+                filename = "image." + image.mime.removeprefix("image/").replace("jpeg", "jpg")
                 result = await self.editor.edit(image.data, filename, image.mime, prompt, options)
                 timings = replace(timings, api_ms=_ms_since(called))
             result_id = await self._save_result(result.data)
@@ -485,7 +481,22 @@ def _checked_prompt(prompt: str) -> str:
 
 
 def _mime_of(data: bytes) -> str:
-    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/jpeg"
+
+
+def _place_reporter(on_progress: OnProgress | None) -> Callable[[int], Awaitable[None]] | None:
+    """Turn the queue's "your place is n" into Progress for the adapter (0 = working now)."""
+    if on_progress is None:
+        return None
+
+    async def report(place: int) -> None:
+        await on_progress(Progress(queue_position=place))
+
+    return report
 
 
 def _ms_since(start: float) -> int:
