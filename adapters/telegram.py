@@ -47,6 +47,8 @@ log = logging.getLogger("stepedit.telegram")
 PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
 CHAT_ACTION_EVERY = 4.0  # seconds; Telegram shows a chat action for about five
+# Bot API errors that refuse a picture as a photo but would take it as a file.
+PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
 COMMANDS = {
     "edit": ("Edit a photo: /edit <what to change>", "修改照片：/edit <要求>"),
     "help": ("How to use the bot, with examples", "使用说明和示例"),
@@ -132,7 +134,6 @@ class TelegramBot:
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
             .concurrent_updates(True)  # /cancel must run while an edit is in flight
-            .post_init(self._post_init)
         )
         if rate_limit:
             # PTB's builder types the limiter's generic parameter loosely; this one fits.
@@ -148,17 +149,25 @@ class TelegramBot:
         app.add_handler(CommandHandler("seed", self.on_seed))
         app.add_handler(CommandHandler("settings", self.on_settings))
         app.add_handler(CommandHandler("cancel", self.on_cancel))
-        app.add_handler(CommandHandler("edit", self.on_text))
+        new = (
+            filters.UpdateType.MESSAGE
+        )  # editing an old caption must not start (and charge) an edit
+        app.add_handler(CommandHandler("edit", self.on_text, filters=new))
         images = filters.PHOTO | filters.Document.ALL | filters.Sticker.STATIC
-        app.add_handler(MessageHandler(images, self.on_image))
-        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(MessageHandler(new & images, self.on_image))
+        app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
 
-    async def _post_init(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    async def _register_commands(self) -> None:
+        """The command menu, in English and Chinese. (PTB's post_init hook would only run under
+        run_polling, which start() does not use.) A failure here must not stop the bot."""
         for lang, index in ((None, 0), ("zh", 1)):
             commands = [BotCommand(name, about[index]) for name, about in COMMANDS.items()]
-            await app.bot.set_my_commands(commands, language_code=lang)
+            try:
+                await self.app.bot.set_my_commands(commands, language_code=lang)
+            except TelegramError as exc:
+                log.warning("could not set the command menu (%s): %s", lang or "default", exc)
 
     # lifecycle: start() returns once polling runs; stop() shuts everything down
     async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
@@ -169,6 +178,7 @@ class TelegramBot:
                 f"the Bot API at {self.api_url} rejected TELEGRAM_BOT_TOKEN: "
                 "check it with @BotFather"
             ) from None
+        await self._register_commands()
         await self.app.start()
         assert self.app.updater is not None
         await self.app.updater.start_polling(
@@ -283,16 +293,32 @@ class TelegramBot:
                     await status.delete()
 
     def _photo_reply(self, message: Message, lang: str) -> Deliver:
-        """How the core hands over a picture: as a photo replying to `message`, with buttons."""
+        """How the core hands over a picture: as a photo replying to `message`, with buttons
+        (as a file, with the same caption and buttons, when Telegram refuses it as a photo)."""
 
         async def deliver(picture: Picture) -> MessageRef:
-            sent = await message.reply_photo(
-                picture.data,
-                caption=self._caption(picture, lang),
-                reply_markup=self._result_buttons(picture.edit_id, lang),
-                do_quote=True,
-                filename=picture.filename,
-            )
+            caption = self._caption(picture, lang)
+            buttons = self._result_buttons(picture.edit_id, lang)
+            try:
+                sent = await message.reply_photo(
+                    picture.data,
+                    caption=caption,
+                    reply_markup=buttons,
+                    do_quote=True,
+                    filename=picture.filename,
+                )
+            except BadRequest as exc:
+                # Telegram refuses some pictures as photos (e.g. wider than 20:1): send a file.
+                if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
+                    raise
+                log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
+                sent = await message.reply_document(
+                    picture.data,
+                    caption=caption,
+                    reply_markup=buttons,
+                    do_quote=True,
+                    filename=picture.filename,
+                )
             return message_ref(sent)
 
         return deliver
