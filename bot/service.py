@@ -137,8 +137,10 @@ class EditService:
         user = await self.store.get_or_create_user(request.user)
         with self._in_flight.track(request.user, request.chat):
             rerolled = await self._rerolled(request.reroll_of)
-            prompt = rerolled.prompt if rerolled else _checked_prompt(request.prompt)
+            # The source first: a new photo is kept even if its caption is refused, so a
+            # shortened prompt sent next edits it without a new upload.
             source = await self._source(user, request, rerolled)
+            prompt = rerolled.prompt if rerolled else _checked_prompt(request.prompt)
             normalize_ms = _ms_since(started)
             options = self._options(user.settings, prompt, rerolled)
             day = self._clock().date()

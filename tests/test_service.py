@@ -219,7 +219,9 @@ async def test_cancel_stops_a_running_edit_without_charge(
     service = make_service(store, client)
     stepfun.delay = 1.5
     edit = asyncio.create_task(service.edit(upload(), Outbox()))
-    await asyncio.sleep(0.3)
+    async with asyncio.timeout(5):
+        while not stepfun.requests:  # the edit is waiting for the API
+            await asyncio.sleep(0.005)
     assert await service.cancel(ALICE, CHAT)
     with pytest.raises(EditCancelled):
         await edit
@@ -239,7 +241,9 @@ async def test_waiting_edits_are_told_their_place(
         seen.append(progress.queue_position)
 
     first = asyncio.create_task(service.edit(upload(), Outbox()))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(5):
+        while not stepfun.requests:  # the first edit holds the only slot
+            await asyncio.sleep(0.005)
     await service.edit(upload(user=bob), Outbox(), on_progress)
     await first
     assert seen == [1, 0]
