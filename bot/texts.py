@@ -136,9 +136,9 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "图片太小：长和宽都至少需要 {min_side} 像素。",
     },
     "error_prompt_empty": {
-        EN: "Tell me what to change: add a caption to the photo, or reply to it with a "
-        "description.",
-        ZH: "请告诉我要怎么改：给照片加上说明，或回复照片写上描述。",
+        EN: "Tell me what to change: add a caption to the photo, or reply to this message "
+        "with a description.",
+        ZH: "请告诉我要怎么改：给照片加上说明，或回复这条消息写上描述。",
     },
     "error_prompt_too_long": {
         EN: "That description is {length} characters; the limit is {limit}. Please shorten it.",
