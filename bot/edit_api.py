@@ -446,14 +446,14 @@ class EditApiClient:
             )
         if 400 <= status < 500:  # 400 mostly; 413/422 and the like from other servers
             too_large = status == 413 or TOO_LARGE_MARKER in message
-            params: dict[str, object] = {"status": status, "message": message, "trace_id": trace}
-            if too_large:
-                params["reason"] = "image_too_large"
             raise ApiRejected(
                 f"the edit API rejected the request ({status})"
                 + (f": {message}" if message else "")
                 + (" (most likely the image is too large)" if too_large else ""),
-                **params,
+                code="error_rejected_too_large" if too_large else None,
+                status=status,
+                message=message,
+                trace_id=trace,
             )
         raise ApiProtocolError(
             f"unexpected HTTP {status} from {self._where()}" + (f": {message}" if message else ""),

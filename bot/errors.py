@@ -31,8 +31,10 @@ from __future__ import annotations
 class StepEditError(Exception):
     code = "error_generic"
 
-    def __init__(self, detail: str = "", **params: object) -> None:
-        super().__init__(detail or self.code)
+    def __init__(self, detail: str = "", *, code: str | None = None, **params: object) -> None:
+        super().__init__(detail or code or self.code)
+        if code:  # a more precise text than the class's own, e.g. "error_setting_int"
+            self.code = code
         self.detail = detail
         self.params = params  # values for the user-facing text, e.g. limit=512
 

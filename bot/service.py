@@ -441,16 +441,14 @@ def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
         return replace(current, cfg_scale=_float_in(value, "cfg", *CFG_RANGE))
     if name in ("text", "text_mode"):
         if value.lower() not in _SWITCH:
-            raise InvalidSetting(field="text mode", allowed="on, off or auto")
+            raise InvalidSetting(code="error_setting_switch")
         return replace(current, text_mode=_SWITCH[value.lower()])
     if name in ("negative", "negative_prompt"):
         text = "" if value.lower() in ("none", "off", "无", "") else value
         if len(text) > MAX_NEGATIVE_PROMPT_CHARS:
-            raise InvalidSetting(
-                field="negative prompt", allowed=f"at most {MAX_NEGATIVE_PROMPT_CHARS} characters"
-            )
+            raise InvalidSetting(code="error_setting_length", limit=MAX_NEGATIVE_PROMPT_CHARS)
         return replace(current, negative_prompt=text)
-    raise InvalidSetting(field=name or "setting", allowed="one of steps, cfg, text, negative, seed")
+    raise InvalidSetting(code="error_setting_unknown", field=name)
 
 
 def _int_in(value: str, field: str, low: int, high: int) -> int:
@@ -459,7 +457,7 @@ def _int_in(value: str, field: str, low: int, high: int) -> int:
     except ValueError:
         number = low - 1
     if not low <= number <= high:
-        raise InvalidSetting(field=field, allowed=f"a whole number from {low} to {high}")
+        raise InvalidSetting(code="error_setting_int", field=field, low=low, high=high)
     return number
 
 
@@ -469,7 +467,7 @@ def _float_in(value: str, field: str, low: float, high: float) -> float:
     except ValueError:
         number = low - 1
     if not low <= number <= high:  # also rejects nan
-        raise InvalidSetting(field=field, allowed=f"a number from {low} to {high}")
+        raise InvalidSetting(code="error_setting_number", field=field, low=low, high=high)
     return number
 
 

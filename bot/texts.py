@@ -127,9 +127,8 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "无法识别这个文件。请发送 JPEG、PNG、WebP、GIF、BMP 或 TIFF 图片。",
     },
     "error_image_too_large": {
-        EN: "That image is far too large to process. Please send a smaller one "
-        "(up to about 64 megapixels).",
-        ZH: "图片太大，无法处理。请发送小一些的图片（约 6400 万像素以内）。",
+        EN: "That file is too large for me to process. Please send a smaller image.",
+        ZH: "文件太大，无法处理。请发送小一些的图片。",
     },
     "error_image_too_small": {
         EN: "That image is too small: both sides must be at least {min_side}px.",
@@ -145,6 +144,26 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "描述有 {length} 个字符，上限是 {limit}。请缩短一些。",
     },
     "error_setting": {EN: "{field} must be {allowed}.", ZH: "{field} 必须是 {allowed}。"},
+    "error_setting_int": {
+        EN: "{field} must be a whole number from {low} to {high}.",
+        ZH: "{field} 必须是 {low} 到 {high} 之间的整数。",
+    },
+    "error_setting_number": {
+        EN: "{field} must be a number from {low} to {high}.",
+        ZH: "{field} 必须是 {low} 到 {high} 之间的数字。",
+    },
+    "error_setting_switch": {
+        EN: "text mode must be on, off or auto.",
+        ZH: "文字模式只能是 on、off 或 auto。",
+    },
+    "error_setting_length": {
+        EN: "The negative prompt can be at most {limit} characters.",
+        ZH: "负面提示词最多 {limit} 个字符。",
+    },
+    "error_setting_unknown": {
+        EN: "Unknown setting \u201c{field}\u201d. Use steps, cfg, text, negative or seed.",
+        ZH: "没有\u201c{field}\u201d这个设置。可用：steps、cfg、text、negative、seed。",
+    },
     "error_nothing_to_edit": {
         EN: "There's no photo to edit yet. Send a photo with a caption first.",
         ZH: "还没有可以修改的照片。请先发送一张带说明的照片。",
@@ -181,8 +200,9 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "图像服务无法处理这张照片或描述。请换一张照片或换个说法。未扣除次数。",
     },
     "error_rejected_too_large": {
-        EN: "The image service says the image is too large. Try a smaller photo.",
-        ZH: "图像服务提示图片太大，请换一张小一些的照片。",
+        EN: "The image service says the image is too large. Try a smaller photo. "
+        "Nothing was charged.",
+        ZH: "图像服务提示图片太大，请换一张小一些的照片。未扣除次数。",
     },
 }
 
@@ -203,8 +223,6 @@ def t(key: str, lang: str = EN, **params: object) -> str:
 def error_text(error: StepEditError, lang: str = EN) -> str:
     """The user-facing sentence for any core error, filled with the error's params."""
     key = error.code
-    if error.params.get("reason") == "image_too_large":
-        key = "error_rejected_too_large"
     try:
         return t(key, lang, **error.params)
     except (KeyError, IndexError):  # a param the template needs is missing: say it plainly

@@ -360,7 +360,7 @@ async def test_400_is_not_retried(stepfun: FakeStepFun) -> None:
     assert len(stepfun.requests) == 1
     assert "steps is invalid" in info.value.detail
     assert info.value.params["status"] == 400
-    assert "reason" not in info.value.params
+    assert info.value.code == "error_rejected"
 
 
 async def test_too_large_image_is_rejected_as_too_large(stepfun: FakeStepFun) -> None:
@@ -368,7 +368,7 @@ async def test_too_large_image_is_rejected_as_too_large(stepfun: FakeStepFun) ->
     async with client_for(stepfun) as client:
         with pytest.raises(ApiRejected) as info:
             await client.edit(big, "big.png", "image/png", "x", EditOptions())
-    assert info.value.params["reason"] == "image_too_large"
+    assert info.value.code == "error_rejected_too_large"
     assert "消息获取失败" in info.value.detail
     assert len(stepfun.requests) == 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -64,6 +64,13 @@ async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
     )  # fmt: skip
     yield client
     await client.aclose()
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Wait (at most 5 s) until `condition()` holds; the fake API records requests on arrival."""
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 - polling a recorded list, nothing to await
+            await asyncio.sleep(0.005)
 
 
 def make_service(store: SqlStore, client: EditApiClient, **kw: object) -> EditService:
@@ -219,9 +226,7 @@ async def test_cancel_stops_a_running_edit_without_charge(
     service = make_service(store, client)
     stepfun.delay = 1.5
     edit = asyncio.create_task(service.edit(upload(), Outbox()))
-    async with asyncio.timeout(5):
-        while not stepfun.requests:  # the edit is waiting for the API
-            await asyncio.sleep(0.005)
+    await until(lambda: stepfun.requests)  # the edit is waiting for the API
     assert await service.cancel(ALICE, CHAT)
     with pytest.raises(EditCancelled):
         await edit
@@ -241,9 +246,7 @@ async def test_waiting_edits_are_told_their_place(
         seen.append(progress.queue_position)
 
     first = asyncio.create_task(service.edit(upload(), Outbox()))
-    async with asyncio.timeout(5):
-        while not stepfun.requests:  # the first edit holds the only slot
-            await asyncio.sleep(0.005)
+    await until(lambda: stepfun.requests)  # the first edit holds the only slot
     await service.edit(upload(user=bob), Outbox(), on_progress)
     await first
     assert seen == [1, 0]

@@ -193,7 +193,7 @@ async def test_a_bad_setting_is_explained_and_changes_nothing(
         "/settings cfg 0.5": "cfg must be a number from 1.0 to 10.0.",
         "/settings cfg nan": "cfg must be a number from 1.0 to 10.0.",
         "/settings text maybe": "text mode must be on, off or auto.",
-        "/settings bogus 1": "bogus must be one of steps, cfg, text, negative, seed.",
+        "/settings bogus 1": "Unknown setting “bogus”. Use steps, cfg, text, negative or seed.",
     }
     for command, explanation in expected.items():
         assert await answer_to(app, telegram, command) == explanation, command
