@@ -201,18 +201,22 @@ class TelegramBot:
             return
         said = Addressing(message.caption or "", context.bot.username)
         private = message.chat.type == ChatType.PRIVATE
-        replying_to_bot = self._is_bot_message(message.reply_to_message, context)
-        if not (private or said.command or said.mentioned or replying_to_bot):
+        if not (private or said.command or said.mentioned or await self._shows_known(message)):
             return  # a group photo not meant for us: no download, no API call
         upload = await self._download(message, context)
-        user, chat = user_ref(update.effective_user), chat_ref(message)
-        if not said.prompt and not said.command:
-            notes = await self.service.register_photo(user, chat, upload, message_ref(message))
+        user, chat, origin = (
+            user_ref(update.effective_user),
+            chat_ref(message),
+            message_ref(message),
+        )
+        if not said.prompt:  # keep the photo and ask; a reply to the question edits it
+            notes = await self.service.register_photo(user, chat, upload, origin)
             lang = lang_of(update)
-            reply = "\n\n".join([t("ask_prompt", lang), *(t(n, lang) for n in notes)])
-            await message.reply_text(reply, do_quote=True)
+            text = "\n\n".join([t("ask_prompt", lang), *(t(n, lang) for n in notes)])
+            question = await message.reply_text(text, do_quote=True)
+            await self.service.link_same_image(message_ref(question), origin)
             return
-        request = EditRequest(user, chat, said.prompt, upload=upload, origin=message_ref(message))
+        request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
         await self.run_edit(update, context, request)
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -224,22 +228,25 @@ class TelegramBot:
             return  # another bot's command, or one of ours we do not know
         private = message.chat.type == ChatType.PRIVATE
         replied = message.reply_to_message
-        replying_to_bot = self._is_bot_message(replied, context)
-        if not (private or said.command or said.mentioned or replying_to_bot):
-            return
+        known = await self._shows_known(message)
+        if not (private or said.command or said.mentioned or known):
+            return  # in groups only commands, mentions and replies to our images count
         user, chat = user_ref(update.effective_user), chat_ref(message)
-        request = EditRequest(user, chat, said.prompt, origin=None)
-        if replied is not None:
-            ref = message_ref(replied)
-            if await self.service.knows(ref):
-                request = EditRequest(user, chat, said.prompt, reply_to=ref)
-            elif image_file_id(replied):
-                upload = await self._download(replied, context)
-                request = EditRequest(user, chat, said.prompt, upload=upload, origin=ref)
+        request = EditRequest(user, chat, said.prompt)
+        if replied is not None and known:
+            request = EditRequest(user, chat, said.prompt, reply_to=message_ref(replied))
+        elif replied is not None and image_file_id(replied):
+            upload = await self._download(replied, context)
+            request = EditRequest(
+                user, chat, said.prompt, upload=upload, origin=message_ref(replied)
+            )
         await self.run_edit(update, context, request)
 
-    def _is_bot_message(self, message: Message | None, context: ContextTypes.DEFAULT_TYPE) -> bool:
-        return bool(message and message.from_user and message.from_user.id == context.bot.id)
+    async def _shows_known(self, message: Message) -> bool:
+        """Whether `message` replies to a message whose image the bot knows (a result, a kept
+        photo, or the bot's question about one)."""
+        replied = message.reply_to_message
+        return replied is not None and await self.service.knows(message_ref(replied))
 
     async def _download(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> ImageUpload:
         found = image_file_id(message)

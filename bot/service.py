@@ -287,6 +287,13 @@ class EditService:
     async def knows(self, message: MessageRef) -> bool:
         return await self.store.shown_in(message) is not None
 
+    async def link_same_image(self, message: MessageRef, same_as: MessageRef) -> None:
+        """Let `message` (e.g. the bot's "what should I change?") stand for the image that
+        `same_as` shows, so a reply to either edits it."""
+        shown = await self.store.shown_in(same_as)
+        if shown is not None:
+            await self.store.link_message(message, shown)
+
     async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, deliver: Deliver) -> Picture:
         """Show the image before `edit_id` again and make it the current one. Costs nothing."""
         record = await self._edit(edit_id)

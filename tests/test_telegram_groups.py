@@ -193,12 +193,10 @@ async def test_edit_without_a_prompt_asks_what_to_change_and_costs_nothing(
     sent = photo(telegram, ALICE, caption)
     answer = await app.text_reply(GROUP)
     assert answer.reply_to_message_id == sent.message_id
-    assert (answer.text or "").startswith("Tell me what to change")
+    assert (answer.text or "").startswith("Got it! What should I change")
     assert stepfun.requests == []
     assert await app.quota_used(ALICE) == 0
-    # the advice works in a group, where a plain reply to a photo is ignored: "reply to this
-    # message" (the bot's) edits the photo, which was kept
-    assert "reply to this message" in (answer.text or "")
+    # a reply to the bot's question edits the photo, which was kept
     text(telegram, ALICE, "make it snow", reply_to=answer)
     await app.photo_reply(GROUP)
     assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow"]
@@ -230,3 +228,16 @@ async def test_a_supergroup_works_like_a_group(
     assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow"]
     assert [f.file_id for f in telegram.downloads] == [sent.file_id]
     assert ignored.file_id not in [f.file_id for f in telegram.downloads]
+
+
+async def test_a_reply_to_the_bots_text_messages_is_conversation_not_an_edit(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    photo(telegram, ALICE, "/edit make it snow")
+    await app.photo_reply(GROUP)  # Alice now has a current image in the group
+    text(telegram, ALICE, "/help")
+    help_text = await app.text_reply(GROUP)
+    thanks = text(telegram, ALICE, "thanks, very helpful", reply_to=help_text)
+    await assert_ignored(app, telegram, thanks)
+    assert len(stepfun.requests) == 1
+    assert await app.quota_used(ALICE) == 1
