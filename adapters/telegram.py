@@ -149,9 +149,8 @@ class TelegramBot:
         app.add_handler(CommandHandler("seed", self.on_seed))
         app.add_handler(CommandHandler("settings", self.on_settings))
         app.add_handler(CommandHandler("cancel", self.on_cancel))
-        new = (
-            filters.UpdateType.MESSAGE
-        )  # editing an old caption must not start (and charge) an edit
+        # Only new messages: editing an old caption must not start (and charge) another edit.
+        new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("edit", self.on_text, filters=new))
         images = filters.PHOTO | filters.Document.ALL | filters.Sticker.STATIC
         app.add_handler(MessageHandler(new & images, self.on_image))
