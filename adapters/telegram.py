@@ -303,28 +303,20 @@ class TelegramBot:
         (as a file, with the same caption and buttons, when Telegram refuses it as a photo)."""
 
         async def deliver(picture: Picture) -> MessageRef:
-            caption = self._caption(picture, lang)
-            buttons = self._result_buttons(picture.edit_id, lang)
+            shown: dict[str, Any] = {
+                "caption": self._caption(picture, lang),
+                "reply_markup": self._result_buttons(picture.edit_id, lang),
+                "do_quote": True,
+                "filename": picture.filename,
+            }
             try:
-                sent = await message.reply_photo(
-                    picture.data,
-                    caption=caption,
-                    reply_markup=buttons,
-                    do_quote=True,
-                    filename=picture.filename,
-                )
+                sent = await message.reply_photo(picture.data, **shown)
             except BadRequest as exc:
                 # Telegram refuses some pictures as photos (e.g. wider than 20:1): send a file.
                 if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
                     raise
                 log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
-                sent = await message.reply_document(
-                    picture.data,
-                    caption=caption,
-                    reply_markup=buttons,
-                    do_quote=True,
-                    filename=picture.filename,
-                )
+                sent = await message.reply_document(picture.data, **shown)
             return message_ref(sent)
 
         return deliver
