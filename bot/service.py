@@ -195,8 +195,9 @@ class EditService:
             )
             message = await deliver(picture)
             shown = ShownImage(result_id, edit_id)
-            await self.store.link_message(message, shown)
+            # Current image first: once the message is linked, everything about it is in place.
             await self.store.set_current(job.user_id, chat.platform, chat.id, shown)
+            await self.store.link_message(message, shown)
             timings = replace(timings, total_ms=_ms_since(started))
             await self.store.finish_edit(
                 edit_id, EditStatus.SUCCEEDED, result_image_id=result_id, seed=seed, timings=timings
@@ -312,8 +313,8 @@ class EditService:
         )
         message = await deliver(picture)
         shown = ShownImage(image.id, picture.edit_id)
-        await self.store.link_message(message, shown)
         await self.store.set_current(owner.id, chat.platform, chat.id, shown)
+        await self.store.link_message(message, shown)
         return picture
 
     async def full_quality(self, edit_id: int) -> Picture:

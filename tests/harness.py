@@ -4,6 +4,7 @@ fake StepFun API. `restart()` stops everything but the database and starts it ag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.telegram import TelegramBot
-from bot.domain import UserRef
+from bot.domain import MessageRef, UserRef
 from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
@@ -65,9 +66,18 @@ class BotUnderTest:
         assert self.service is not None
         return (await self.service.quota(UserRef("telegram", str(user.id)))).used
 
+    async def wait_linked(self, message: StoredMessage, timeout: float = 10) -> None:
+        """Wait until the bot has recorded which image `message` (one of its own) stands for;
+        it does so right after sending, so a human's reply never comes sooner."""
+        assert self.service is not None
+        ref = MessageRef("telegram", str(message.chat_id), str(message.message_id))
+        async with asyncio.timeout(timeout):
+            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
+                await asyncio.sleep(0.005)
+
     async def photo_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:
-        """The next photo the bot sends in this chat, once the bot has finished with it (the
-        status note is gone, so the photo is linked to its edit and a reply to it works)."""
+        """The next photo the bot sends in this chat, once the bot has finished with it: the
+        status note is gone and the photo is linked to its image, so a reply to it works."""
         photo = await self.telegram.wait_for_message(
             chat_id, lambda m: m.kind == "photo", timeout=timeout
         )
@@ -75,6 +85,7 @@ class BotUnderTest:
             lambda: all(m.deleted for m in self.telegram.sent(chat_id) if _is_status(m)),
             timeout=timeout,
         )
+        await self.wait_linked(photo, timeout)
         return photo
 
     async def text_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:

@@ -197,6 +197,7 @@ async def test_edit_without_a_prompt_asks_what_to_change_and_costs_nothing(
     assert stepfun.requests == []
     assert await app.quota_used(ALICE) == 0
     # a reply to the bot's question edits the photo, which was kept
+    await app.wait_linked(answer)
     text(telegram, ALICE, "make it snow", reply_to=answer)
     await app.photo_reply(GROUP)
     assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow"]
