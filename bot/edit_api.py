@@ -426,9 +426,7 @@ class EditApiClient:
         message = self._scrub(_error_message(reply.body) or "")
         trace = reply.trace_id
         if status in (401, 402, 403, 404):
-            error = self._config_error(reply, what)
-            log.error("%s (trace=%s)", error.operator_message, trace)
-            raise error
+            raise self._config_error(reply, what)  # the service logs it for the operator
         if status == 451:
             raise EditRefused(
                 "the API's safety review refused the request (451)"
@@ -466,6 +464,8 @@ class EditApiClient:
         where = self._where()
         said = self._scrub(_error_message(reply.body) or "")
         tail = f" The server said: {said[:300]}" if said else ""
+        if reply.trace_id:
+            tail += f" (trace {reply.trace_id})"
         if status == 401:
             text = (
                 f"The edit API at {where} rejected the key (401) for model {self.model}: "

@@ -44,5 +44,11 @@ def setup_logging(level: str, secrets: Iterable[str]) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(redact)
     # httpx logs every request URL at INFO, and Telegram's URLs contain the token.
-    for noisy in ("httpx", "httpcore", "telegram.ext.Updater", "discord.gateway"):
+    for noisy in (
+        "httpx",
+        "httpcore",
+        "telegram.ext.Updater",
+        "discord.gateway",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
