@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,6 +47,7 @@ log = logging.getLogger("stepedit.telegram")
 
 PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
+ALBUMS_REMEMBERED = 1000
 CHAT_ACTION_EVERY = 4.0  # seconds; Telegram shows a chat action for about five
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
@@ -127,6 +129,7 @@ class TelegramBot:
     ) -> None:
         self.service = service
         self.api_url = api_url
+        self._albums: OrderedDict[str, None] = OrderedDict()  # presentation state only
         root = api_url.rstrip("/")
         builder = (
             ApplicationBuilder()
@@ -210,13 +213,28 @@ class TelegramBot:
         )
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
             notes = await self.service.register_photo(user, chat, upload, origin)
+            if self._album_already_answered(message):
+                return  # one question per album, not one per photo
             lang = lang_of(update)
             text = "\n\n".join([t("ask_prompt", lang), *(t(n, lang) for n in notes)])
             question = await message.reply_text(text, do_quote=True)
             await self.service.link_same_image(message_ref(question), origin)
             return
+        self._album_already_answered(message)
         request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
         await self.run_edit(update, context, request)
+
+    def _album_already_answered(self, message: Message) -> bool:
+        """Remember albums (media groups) the bot has answered; True if this one was."""
+        album = message.media_group_id
+        if album is None:
+            return False
+        if album in self._albums:
+            return True
+        self._albums[album] = None
+        if len(self._albums) > ALBUMS_REMEMBERED:
+            self._albums.popitem(last=False)
+        return False
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

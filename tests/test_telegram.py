@@ -161,3 +161,43 @@ async def test_quota_is_charged_per_delivered_result_only(
     quota = await app.text_reply(CHAT)
     assert "0 of 2" in (quota.text or "")
     assert await app.quota_used(ALICE) == 2
+
+
+async def test_an_album_gets_one_question_not_one_per_photo(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    album = [
+        telegram.user_sends_photo(CHAT, ALICE, make_image(200 + i, 150), media_group_id="a1")
+        for i in range(3)
+    ]
+    question = await app.text_reply(CHAT)
+    assert "What should I change" in (question.text or "")
+    for photo in album:
+        await telegram.wait_until_confirmed(photo)
+    telegram.user_sends_text(CHAT, ALICE, "/help")
+    await telegram.wait_for_message(CHAT, lambda m: "How to use me" in (m.text or ""))
+    questions = [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
+    assert questions == [question]
+    await app.wait_linked(question)
+    telegram.user_sends_text(CHAT, ALICE, "make it snow", reply_to=question)
+    await app.photo_reply(CHAT)
+    asked_about = next(p for p in album if p.message_id == question.reply_to_message_id)
+    assert (
+        decode(stepfun.requests[0].image).size
+        == decode(telegram.file_bytes(asked_about.file_id or "")).size
+    )
+
+
+async def test_an_album_with_a_caption_edits_the_captioned_photo_without_questions(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow", media_group_id="a2")
+    result = await app.photo_reply(CHAT)
+    assert "make it snow" in (result.caption or "")
+    rest = telegram.user_sends_photo(CHAT, ALICE, make_image(300, 200), media_group_id="a2")
+    await telegram.wait_until_confirmed(rest)
+    telegram.user_sends_text(CHAT, ALICE, "/help")
+    await telegram.wait_for_message(CHAT, lambda m: "How to use me" in (m.text or ""))
+    assert not [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
+    assert decode(stepfun.requests[0].image).size == (640, 480)
+    assert len(stepfun.requests) == 1
