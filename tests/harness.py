@@ -66,6 +66,19 @@ class BotUnderTest:
         assert self.service is not None
         return (await self.service.quota(UserRef("telegram", str(user.id)))).used
 
+    async def idle(self, timeout: float = 10) -> None:
+        """Wait until the bot has fetched every update and finished handling all of them, so a
+        test can assert that something did *not* happen."""
+        assert self.bot is not None
+        application = self.bot.app
+        async with asyncio.timeout(timeout):
+            while (  # noqa: ASYNC110 - PTB offers no event for "all handlers done"
+                self.telegram.pending_updates
+                or not application.update_queue.empty()
+                or application.update_processor.current_concurrent_updates
+            ):
+                await asyncio.sleep(0.005)
+
     async def wait_linked(self, message: StoredMessage, timeout: float = 10) -> None:
         """Wait until the bot has recorded which image `message` (one of its own) stands for;
         it does so right after sending, so a human's reply never comes sooner."""

@@ -172,10 +172,7 @@ async def test_an_album_gets_one_question_not_one_per_photo(
     ]
     question = await app.text_reply(CHAT)
     assert "What should I change" in (question.text or "")
-    for photo in album:
-        await telegram.wait_until_confirmed(photo)
-    telegram.user_sends_text(CHAT, ALICE, "/help")
-    await telegram.wait_for_message(CHAT, lambda m: "How to use me" in (m.text or ""))
+    await app.idle()
     questions = [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
     assert questions == [question]
     await app.wait_linked(question)
@@ -196,8 +193,7 @@ async def test_an_album_with_a_caption_edits_the_captioned_photo_without_questio
     assert "make it snow" in (result.caption or "")
     rest = telegram.user_sends_photo(CHAT, ALICE, make_image(300, 200), media_group_id="a2")
     await telegram.wait_until_confirmed(rest)
-    telegram.user_sends_text(CHAT, ALICE, "/help")
-    await telegram.wait_for_message(CHAT, lambda m: "How to use me" in (m.text or ""))
+    await app.idle()
     assert not [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
     assert decode(stepfun.requests[0].image).size == (640, 480)
     assert len(stepfun.requests) == 1

@@ -46,6 +46,7 @@ async def assert_ignored(app: BotUnderTest, telegram: FakeTelegram, message: Sto
     """`message` (in GROUP) was received and left alone: once the bot has answered a later /help,
     it has not downloaded its image, not answered it and sent nothing else."""
     await telegram.wait_until_confirmed(message)
+    await app.idle()
     before = len(telegram.sent(GROUP))
     text(telegram, ALICE, "/help")
     answer = await app.text_reply(GROUP)
