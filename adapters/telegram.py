@@ -386,13 +386,18 @@ class TelegramBot:
         query = update.callback_query
         if query is None or query.data is None:
             return
-        await query.answer()
         message = query.message if isinstance(query.message, Message) else None
-        if message is None:
-            return
         action, _, arg = query.data.partition(":")
-        user, chat = user_ref(query.from_user), chat_ref(message)
         lang = lang_of(update)
+        if message is None:
+            await query.answer()
+            return
+        asker = message.reply_to_message.from_user if message.reply_to_message else None
+        if action == "set" and asker is not None and asker.id != query.from_user.id:
+            await query.answer(t("not_your_settings", lang))  # someone else's /settings
+            return
+        await query.answer()
+        user, chat = user_ref(query.from_user), chat_ref(message)
         if action == "set":
             name, _, value = arg.partition(":")
             if name == "reset":

@@ -102,7 +102,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "修改示例：/settings steps 12、/settings cfg 4、/settings text on|off|auto、"
         "/settings negative <文字>|none、/settings reset。",
     },
-    "settings_saved": {EN: "Saved.", ZH: "已保存。"},
+    "not_your_settings": {
+        EN: "These are someone else's settings. Send /settings for yours.",
+        ZH: "这是别人的设置。发送 /settings 查看你自己的。",
+    },
     "value_auto": {
         EN: "auto (on when the prompt quotes text)",
         ZH: "自动（要求里有引号文字时开启）",

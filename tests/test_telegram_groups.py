@@ -243,3 +243,22 @@ async def test_a_reply_to_the_bots_text_messages_is_conversation_not_an_edit(
     await assert_ignored(app, telegram, thanks)
     assert len(stepfun.requests) == 1
     assert await app.quota_used(ALICE) == 1
+
+
+async def test_only_the_asker_can_press_their_settings_buttons(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    text(telegram, ALICE, "/settings")
+    shown = await app.text_reply(GROUP)
+    assert "steps: 8" in (shown.text or "")
+    press = telegram.user_presses_button(GROUP, BOB, shown, "set:steps:30")
+    answered = await telegram.wait_for_call(
+        "answerCallbackQuery", lambda c: c.params.get("callback_query_id") == press.query_id
+    )
+    assert "someone else's settings" in answered.params.get("text", "")
+    assert shown.edits == []  # Alice's message still shows Alice's settings
+    text(telegram, BOB, "/settings")
+    bobs = await app.text_reply(GROUP)
+    assert "steps: 8" in (bobs.text or "")  # and Bob's did not change
+    telegram.user_presses_button(GROUP, ALICE, shown, "set:steps:30")
+    await telegram.wait_until(lambda: "steps: 30" in (shown.text or ""))
