@@ -61,3 +61,16 @@ def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert "sk-very-secret" not in repr(settings)
     assert settings.secrets() == ["sk-very-secret"]
+
+
+def test_every_setting_is_documented_in_env_example_and_readme() -> None:
+    from pathlib import Path
+
+    from bot.config import Settings
+
+    root = Path(__file__).resolve().parent.parent
+    example = (root / ".env.example").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    for name in Settings.model_fields:
+        assert f"\n{name.upper()}=" in example, f"{name.upper()} missing from .env.example"
+        assert f"`{name.upper()}`" in readme, f"{name.upper()} missing from README.md"
