@@ -197,3 +197,21 @@ async def test_an_album_with_a_caption_edits_the_captioned_photo_without_questio
     assert not [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
     assert decode(stepfun.requests[0].image).size == (640, 480)
     assert len(stepfun.requests) == 1
+
+
+@pytest.mark.postgres
+async def test_reply_to_refine_after_a_restart_on_postgresql(
+    telegram: FakeTelegram, stepfun: FakeStepFun, postgres_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, postgres_url)
+    await app.start()
+    try:
+        telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
+        first = await app.photo_reply(CHAT)
+        await app.restart()
+        telegram.user_sends_text(CHAT, ALICE, "add a snowman", reply_to=first.message_id)
+        await app.photo_reply(CHAT)
+        assert stepfun.requests[1].image == stepfun.results[0]
+        assert await app.quota_used(ALICE) == 2
+    finally:
+        await app.stop()
