@@ -51,14 +51,7 @@ ALBUMS_REMEMBERED = 1000
 CHAT_ACTION_EVERY = 4.0  # seconds; Telegram shows a chat action for about five
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
-COMMANDS = {
-    "edit": ("Edit a photo: /edit <what to change>", "修改照片：/edit <要求>"),
-    "help": ("How to use the bot, with examples", "使用说明和示例"),
-    "quota": ("Edits left today", "今日剩余次数"),
-    "seed": ("Fix the seed, or /seed random", "固定种子，或 /seed random"),
-    "settings": ("Steps, cfg, text mode, negative prompt", "步数、cfg、文字模式、负面提示词"),
-    "cancel": ("Cancel your running edit", "取消正在进行的修改"),
-}
+COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel")  # described in bot/texts.py
 SETTINGS_BUTTONS = (
     (("text", "auto"), ("text", "on"), ("text", "off")),
     (("steps", "8"), ("steps", "16"), ("steps", "30")),
@@ -164,12 +157,12 @@ class TelegramBot:
     async def _register_commands(self) -> None:
         """The command menu, in English and Chinese. (PTB's post_init hook would only run under
         run_polling, which start() does not use.) A failure here must not stop the bot."""
-        for lang, index in ((None, 0), ("zh", 1)):
-            commands = [BotCommand(name, about[index]) for name, about in COMMANDS.items()]
+        for code, lang in ((None, texts.EN), ("zh", texts.ZH)):
+            commands = [BotCommand(name, t(f"command_{name}", lang)) for name in COMMANDS]
             try:
-                await self.app.bot.set_my_commands(commands, language_code=lang)
+                await self.app.bot.set_my_commands(commands, language_code=code)
             except TelegramError as exc:
-                log.warning("could not set the command menu (%s): %s", lang or "default", exc)
+                log.warning("could not set the command menu (%s): %s", code or "default", exc)
 
     # lifecycle: start() returns once polling runs; stop() shuts everything down
     async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
