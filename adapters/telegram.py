@@ -96,7 +96,6 @@ class Addressing:
     whether it was addressed to the bot at all (which matters in groups)."""
 
     def __init__(self, text: str, bot_username: str) -> None:
-        self.bot_username = bot_username
         command = re.match(r"^/edit(@\w+)?(\s|$)", text, flags=re.IGNORECASE)
         self.command = False
         if command:
@@ -105,7 +104,8 @@ class Addressing:
             text = text[command.end() :]
         mention = re.compile(rf"@{re.escape(bot_username)}\b", re.IGNORECASE)
         self.mentioned = bool(mention.search(text))
-        self.prompt = " ".join(mention.sub(" ", text).split())
+        # Line breaks stay (a speech bubble may have two lines); doubled spaces do not.
+        self.prompt = re.sub(r"[ \t]{2,}", " ", mention.sub(" ", text)).strip()
 
 
 # --- the bot -----------------------------------------------------------------------------------
