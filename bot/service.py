@@ -41,6 +41,7 @@ from bot.domain import (
     Progress,
     QuotaStatus,
     ShownImage,
+    StoredImage,
     UserRecord,
     UserRef,
     UserSettings,
@@ -169,7 +170,7 @@ class EditService:
         timings = EditTimings(normalize_ms=job.normalize_ms)
         started = job.started
         try:
-            image = await self.store.load_image(source.image_id)
+            data, mime = await self._api_input(await self.store.load_image(source.image_id))
             queued = time.perf_counter()
             report = _place_reporter(on_progress)
             async with self.queue.turn(report):
@@ -177,8 +178,8 @@ class EditService:
                 if report:
                     await report(0)
                 called = time.perf_counter()
-                filename = "image." + image.mime.removeprefix("image/").replace("jpeg", "jpg")
-                result = await self.editor.edit(image.data, filename, image.mime, prompt, options)
+                filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
+                result = await self.editor.edit(data, filename, mime, prompt, options)
                 timings = replace(timings, api_ms=_ms_since(called))
             result_id = await self._save_result(result.data)
             seed = result.seed if result.seed is not None else options.seed
@@ -214,6 +215,15 @@ class EditService:
             timings = replace(timings, total_ms=_ms_since(started))
             await self.store.finish_edit(edit_id, status, error=error, timings=timings)
             raise
+
+    async def _api_input(self, image: StoredImage) -> tuple[bytes, str]:
+        """What to upload for a stored image. Uploads were normalized when they arrived and
+        results have their source's size, but a result can be a PNG over the API's safe byte
+        size: that one is re-encoded first."""
+        if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
+            return image.data, image.mime
+        normal = await asyncio.to_thread(imaging.normalize, image.data, max_side=self.max_side)
+        return normal.data, normal.mime
 
     async def _save_result(self, data: bytes) -> int:
         try:

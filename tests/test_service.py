@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from bot import imaging
 from bot.domain import (
     ChatRef,
     EditRequest,
@@ -282,3 +283,17 @@ async def test_reroll_undo_and_full_quality(
     full = await service.full_quality(first.edit_id or 0)
     assert full.mime == "image/png"
     assert decode(full.data).tobytes() == decode(stepfun.results[0]).tobytes()
+
+
+async def test_a_result_over_the_apis_safe_size_is_re_encoded_before_refining(
+    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imaging, "MAX_OUTPUT_BYTES", 1_000)  # every PNG result is "too big"
+    service = make_service(store, client)
+    await service.edit(upload(), Outbox())
+    assert stepfun.results[0].startswith(b"\x89PNG") and len(stepfun.results[0]) > 1_000
+    await service.edit(EditRequest(ALICE, CHAT, "add a hat"), Outbox())
+    refine = stepfun.requests[1]
+    assert refine.image_content_type == "image/jpeg"
+    assert refine.image_filename == "image.jpg"
+    assert decode(refine.image).size == decode(stepfun.results[0]).size
