@@ -91,6 +91,7 @@ def normalize(
         if min(target) < min_side:  # e.g. a 100x9000 panorama: fitting it makes it too thin
             raise ImageTooSmall(
                 f"{size[0]}x{size[1]} fits as {target[0]}x{target[1]}, below {min_side}",
+                code="error_image_too_narrow",
                 min_side=min_side,
                 max_side=max_side,
             )

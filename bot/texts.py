@@ -146,6 +146,11 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "That image is too small: both sides must be at least {min_side}px.",
         ZH: "图片太小：长和宽都至少需要 {min_side} 像素。",
     },
+    "error_image_too_narrow": {
+        EN: "That image is too long and narrow: scaled down to {max_side}px its short side "
+        "would be under {min_side}px. Crop it a little and send it again.",
+        ZH: "图片太细长：缩小到 {max_side} 像素后，短边会小于 {min_side} 像素。请裁剪一下再发送。",
+    },
     "error_prompt_empty": {
         EN: "Tell me what to change: add a caption to the photo, or reply to this message "
         "with a description.",

@@ -17,6 +17,7 @@ from bot.imaging import (
     lossless_png,
     normalize,
 )
+from bot.texts import error_text
 from tests.images import (
     decode,
     make_animated,
@@ -332,6 +333,7 @@ def test_too_thin_to_fit_is_refused() -> None:
         normalize(make_image(8200, 100, "PNG"))
 
     assert error.value.params["min_side"] == 64
+    assert "too long and narrow" in error_text(error.value)
 
 
 # --- for_chat --------------------------------------------------------------------------------
