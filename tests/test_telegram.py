@@ -215,3 +215,16 @@ async def test_reply_to_refine_after_a_restart_on_postgresql(
         assert await app.quota_used(ALICE) == 2
     finally:
         await app.stop()
+
+
+async def test_editing_an_old_caption_starts_no_new_edit(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    sent = telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(CHAT)
+    telegram.user_edits_caption(sent, "make it rain")
+    await telegram.wait_until_confirmed(sent)
+    await app.idle()
+    assert len(stepfun.requests) == 1
+    assert await app.quota_used(ALICE) == 1
+    assert len(telegram.sent(CHAT)) == 2  # the status note and the photo, nothing more

@@ -1109,6 +1109,19 @@ class FakeTelegram:
         message.media_group_id = media_group_id
         return self._inject_message(message)
 
+    def user_edits_caption(self, message: StoredMessage, caption: str) -> StoredMessage:
+        """The user edits the caption (or text) of a message they sent: an ``edited_message``."""
+        if message.text is not None:
+            message.text, message.entities = caption, make_entities(caption) or None
+        else:
+            message.caption = caption
+            message.caption_entities = make_entities(caption) or None
+        message.edit_date = int(time.time())
+        update = {"update_id": next(self._update_ids), "edited_message": message.to_api()}
+        message.update_id = update["update_id"]
+        self._enqueue(update)
+        return message
+
     def user_presses_button(
         self,
         chat_id: int,
