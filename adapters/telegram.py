@@ -17,6 +17,7 @@ from typing import Any
 
 from telegram import (
     BotCommand,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
@@ -32,6 +33,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    Defaults,
     MessageHandler,
     filters,
 )
@@ -130,6 +132,8 @@ class TelegramBot:
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
             .concurrent_updates(True)  # /cancel must run while an edit is in flight
+            # A reply still arrives if the user deleted the message it answers.
+            .defaults(Defaults(allow_sending_without_reply=True))
         )
         if rate_limit:
             # PTB's builder types the limiter's generic parameter loosely; this one fits.
@@ -196,7 +200,8 @@ class TelegramBot:
             return
         said = Addressing(message.caption or "", context.bot.username)
         private = message.chat.type == ChatType.PRIVATE
-        if not (private or said.command or said.mentioned or await self._shows_known(message)):
+        addressed = said.command or said.mentioned
+        if not (private or addressed or await self._replies_to_our_image(message, context)):
             return  # a group photo not meant for us: no download, no API call
         upload = await self._download(message, context)
         user, chat, origin = (
@@ -237,13 +242,13 @@ class TelegramBot:
         if message.text.startswith("/") and not said.command:
             return  # another bot's command, or one of ours we do not know
         private = message.chat.type == ChatType.PRIVATE
-        replied = message.reply_to_message
-        known = await self._shows_known(message)
-        if not (private or said.command or said.mentioned or known):
+        addressed = said.command or said.mentioned
+        if not (private or addressed or await self._replies_to_our_image(message, context)):
             return  # in groups only commands, mentions and replies to our images count
         user, chat = user_ref(update.effective_user), chat_ref(message)
         request = EditRequest(user, chat, said.prompt)
-        if replied is not None and known:
+        replied = message.reply_to_message
+        if replied is not None and await self.service.knows(message_ref(replied)):
             request = EditRequest(user, chat, said.prompt, reply_to=message_ref(replied))
         elif replied is not None and image_file_id(replied):
             upload = await self._download(replied, context)
@@ -252,11 +257,15 @@ class TelegramBot:
             )
         await self.run_edit(update, context, request)
 
-    async def _shows_known(self, message: Message) -> bool:
-        """Whether `message` replies to a message whose image the bot knows (a result, a kept
-        photo, or the bot's question about one)."""
+    async def _replies_to_our_image(
+        self, message: Message, context: ContextTypes.DEFAULT_TYPE
+    ) -> bool:
+        """Whether `message` replies to one of the bot's own messages that stands for an image
+        (a result, or its question about a photo). Replies to people's photos are chatter."""
         replied = message.reply_to_message
-        return replied is not None and await self.service.knows(message_ref(replied))
+        if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
+            return False
+        return await self.service.knows(message_ref(replied))
 
     async def _download(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> ImageUpload:
         found = image_file_id(message)
@@ -295,10 +304,10 @@ class TelegramBot:
             if text == shown:
                 return
             shown = text
-            if status is None:
-                status = await message.reply_text(text, do_quote=True)
-            else:
-                with contextlib.suppress(BadRequest):
+            with contextlib.suppress(TelegramError):  # progress is cosmetic: never fail an edit
+                if status is None:
+                    status = await message.reply_text(text, do_quote=True)
+                else:
                     await status.edit_text(text)
 
         try:
@@ -383,13 +392,13 @@ class TelegramBot:
         action, _, arg = query.data.partition(":")
         lang = lang_of(update)
         if message is None:
-            await query.answer()
+            await self._answer(query)
             return
         asker = message.reply_to_message.from_user if message.reply_to_message else None
         if action == "set" and asker is not None and asker.id != query.from_user.id:
-            await query.answer(t("not_your_settings", lang))  # someone else's /settings
+            await self._answer(query, t("not_your_settings", lang))  # someone else's /settings
             return
-        await query.answer()
+        await self._answer(query)
         user, chat = user_ref(query.from_user), chat_ref(message)
         if action == "set":
             name, _, value = arg.partition(":")
@@ -418,6 +427,13 @@ class TelegramBot:
                 caption=t("caption_full", lang, seed=picture.seed),
                 do_quote=True,
             )
+
+    @staticmethod
+    async def _answer(query: CallbackQuery, text: str | None = None) -> None:
+        """Stop the button's spinner. A press answered late (e.g. queued while the bot was
+        down) is "too old" for Telegram, but the action itself must still happen."""
+        with contextlib.suppress(BadRequest):
+            await query.answer(text)
 
     # --- commands ---------------------------------------------------------------------------
 
