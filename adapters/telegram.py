@@ -364,10 +364,17 @@ class TelegramBot:
     def _caption(self, picture: Picture, lang: str) -> str:
         if picture.prompt is None:
             lines = [t("caption_original", lang)]
+        elif picture.seed is None:  # a server that does not tell its seed
+            lines = [picture.prompt]
         else:
             lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
         lines += [t(note, lang) for note in picture.notes]
         return "\n\n".join(lines)[:1024]
+
+    def _full_caption(self, picture: Picture, lang: str) -> str:
+        if picture.seed is None:
+            return t("caption_full_plain", lang)
+        return t("caption_full", lang, seed=picture.seed)
 
     def _result_buttons(self, edit_id: int | None, lang: str) -> InlineKeyboardMarkup | None:
         if edit_id is None:
@@ -424,7 +431,7 @@ class TelegramBot:
             await message.reply_document(
                 picture.data,
                 filename=picture.filename,
-                caption=t("caption_full", lang, seed=picture.seed),
+                caption=self._full_caption(picture, lang),
                 do_quote=True,
             )
 

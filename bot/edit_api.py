@@ -22,7 +22,7 @@ import random
 import ssl
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NoReturn
 
@@ -184,6 +184,8 @@ class EditApiClient:
         if reply.status // 100 != 2:
             self._raise_for_status(reply, "POST /images/edits")
         result = await self._parse_edit_reply(reply)
+        if result.seed is None and "seed" in fields:  # the server used ours without echoing it
+            result = replace(result, seed=options.seed)
         log.info(
             "edit ok: id=%s trace=%s seed=%s %d bytes in %d ms",
             result.request_id,

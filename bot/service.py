@@ -94,6 +94,14 @@ class _Source:
 
 
 @dataclass(frozen=True)
+class _Delivered:
+    edit_id: int
+    picture: Picture
+    message: MessageRef
+    timings: EditTimings
+
+
+@dataclass(frozen=True)
 class _Job:
     user_id: int
     chat: ChatRef
@@ -149,26 +157,27 @@ class EditService:
                 raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
             job = _Job(user.id, request.chat, source, prompt, options, started, normalize_ms)
             try:
-                return await self._run(job, deliver, on_progress)
+                delivered = await self._deliver_new_edit(job, deliver, on_progress)
             except BaseException:
                 await self.store.release_quota(user.id, day)
                 raise
+            # The user has the picture: the unit stays spent and /cancel no longer applies.
+            self._in_flight.forget_current()
+            await self._record_delivery(job, delivered)
+            return delivered.picture
 
-    async def _run(self, job: _Job, deliver: Deliver, on_progress: OnProgress | None) -> Picture:
-        """Record the edit, wait for a turn, call the API, deliver, and record how it ended."""
+    async def _deliver_new_edit(
+        self, job: _Job, deliver: Deliver, on_progress: OnProgress | None
+    ) -> _Delivered:
+        """Record the edit, wait for a turn, call the API and deliver the result; if anything
+        fails on the way, record how the edit ended and re-raise."""
         chat, source, prompt, options = job.chat, job.source, job.prompt, job.options
         new = NewEdit(
-            job.user_id,
-            chat.platform,
-            chat.id,
-            source.parent_edit_id,
-            source.image_id,
-            prompt,
+            job.user_id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
             options,
-        )
+        )  # fmt: skip
         edit_id = await self.store.create_edit(new)
         timings = EditTimings(normalize_ms=job.normalize_ms)
-        started = job.started
         try:
             data, mime = await self._api_input(await self.store.load_image(source.image_id))
             queued = time.perf_counter()
@@ -182,7 +191,6 @@ class EditService:
                 result = await self.editor.edit(data, filename, mime, prompt, options)
                 timings = replace(timings, api_ms=_ms_since(called))
             result_id = await self._save_result(result.data)
-            seed = result.seed if result.seed is not None else options.seed
             chat_bytes, chat_mime = await asyncio.to_thread(imaging.for_chat, result.data)
             picture = Picture(
                 data=chat_bytes,
@@ -191,30 +199,39 @@ class EditService:
                 image_id=result_id,
                 edit_id=edit_id,
                 prompt=prompt,
-                seed=seed,
+                seed=result.seed,
                 notes=source.notes,
             )
             message = await deliver(picture)
-            shown = ShownImage(result_id, edit_id)
-            # Current image first: once the message is linked, everything about it is in place.
-            await self.store.set_current(job.user_id, chat.platform, chat.id, shown)
-            await self.store.link_message(message, shown)
-            timings = replace(timings, total_ms=_ms_since(started))
-            await self.store.finish_edit(
-                edit_id, EditStatus.SUCCEEDED, result_image_id=result_id, seed=seed, timings=timings
-            )
-            log.info(
-                "edit %s delivered: api %d ms, total %d ms",
-                edit_id,
-                timings.api_ms,
-                timings.total_ms,
-            )
-            return picture
+            return _Delivered(edit_id, picture, message, timings)
         except BaseException as exc:
             status, error = _failure(exc)
-            timings = replace(timings, total_ms=_ms_since(started))
+            timings = replace(timings, total_ms=_ms_since(job.started))
             await self.store.finish_edit(edit_id, status, error=error, timings=timings)
             raise
+
+    async def _record_delivery(self, job: _Job, delivered: _Delivered) -> None:
+        """Make the delivered picture the user's current image and its message repliable.
+        The user already has it, so a failure here is logged, not shown as a failed edit."""
+        picture = delivered.picture
+        assert picture.edit_id is not None
+        shown = ShownImage(picture.image_id, picture.edit_id)
+        timings = replace(delivered.timings, total_ms=_ms_since(job.started))
+        try:
+            # Current image first: once the message is linked, everything about it is in place.
+            await self.store.set_current(job.user_id, job.chat.platform, job.chat.id, shown)
+            await self.store.link_message(delivered.message, shown)
+            await self.store.finish_edit(
+                picture.edit_id, EditStatus.SUCCEEDED, result_image_id=picture.image_id,
+                seed=picture.seed, timings=timings,
+            )  # fmt: skip
+        except Exception:
+            log.exception("edit %s was delivered, but recording it failed", picture.edit_id)
+            return
+        log.info(
+            "edit %s delivered: api %d ms, total %d ms",
+            picture.edit_id, timings.api_ms, timings.total_ms,
+        )  # fmt: skip
 
     async def _api_input(self, image: StoredImage) -> tuple[bytes, str]:
         """What to upload for a stored image. Uploads were normalized when they arrived and
@@ -414,6 +431,12 @@ class _InFlight:
         finally:
             self._owners.pop(task, None)
             self._cancelled.discard(task)
+
+    def forget_current(self) -> None:
+        """The current task's edit can no longer be cancelled (its result was delivered)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._owners.pop(task, None)
 
     def cancel(self, user: UserRef, chat: ChatRef) -> bool:
         owner = (user.platform, user.id, chat.id)

@@ -56,6 +56,7 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "caption": {EN: "{prompt}\n\nseed {seed}", ZH: "{prompt}\n\n种子 {seed}"},
     "caption_original": {EN: "The original photo.", ZH: "原始照片。"},
+    "caption_full_plain": {EN: "Full quality, lossless PNG.", ZH: "原图，无损 PNG。"},
     "caption_full": {
         EN: "Full quality, lossless PNG (seed {seed}).",
         ZH: "原图，无损 PNG（种子 {seed}）。",

@@ -297,3 +297,44 @@ async def test_a_result_over_the_apis_safe_size_is_re_encoded_before_refining(
     assert refine.image_content_type == "image/jpeg"
     assert refine.image_filename == "image.jpg"
     assert decode(refine.image).size == decode(stepfun.results[0]).size
+
+
+async def test_a_cancel_after_delivery_changes_nothing(
+    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+) -> None:
+    service = make_service(store, client)
+    cancels: list[asyncio.Task[bool]] = []
+
+    async def deliver_then_cancel(picture: Picture) -> MessageRef:
+        # /cancel is handled right after Telegram accepted the photo
+        asyncio.get_running_loop().call_soon(
+            lambda: cancels.append(asyncio.ensure_future(service.cancel(ALICE, CHAT)))
+        )
+        return MessageRef("test", CHAT.id, "photo-1")
+
+    picture = await service.edit(upload(), deliver_then_cancel)
+    assert await asyncio.gather(*cancels) == [False]
+    assert await used(service) == 1
+    record = await store.get_edit(picture.edit_id or 0)
+    assert record is not None and record.status == EditStatus.SUCCEEDED
+    assert await service.knows(MessageRef("test", CHAT.id, "photo-1"))
+
+
+async def test_a_delivered_picture_counts_even_if_recording_it_fails(
+    store: SqlStore,
+    client: EditApiClient,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = make_service(store, client)
+
+    async def broken_link(*args: object) -> None:
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(store, "link_message", broken_link)
+    with caplog.at_level(logging.ERROR, logger="stepedit.service"):
+        picture = await service.edit(upload(), Outbox())
+    assert picture.data
+    assert await used(service) == 1
+    assert "was delivered, but recording it failed" in caplog.text
