@@ -25,7 +25,7 @@ from telegram import (
 )
 from telegram import User as TgUser
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, InvalidToken, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -176,6 +176,11 @@ class TelegramBot:
             raise ConfigError(
                 f"the Bot API at {self.api_url} rejected TELEGRAM_BOT_TOKEN: "
                 "check it with @BotFather"
+            ) from None
+        except NetworkError as exc:
+            raise ConfigError(
+                f"cannot reach the Bot API at {self.api_url} ({exc}): check TELEGRAM_API_URL "
+                "and the network"
             ) from None
         await self._register_commands()
         await self.app.start()

@@ -101,8 +101,11 @@ async def open_service(
     try:
         try:
             await migrate(engine)
-        except OSError as exc:
-            raise ConfigError(f"cannot open the database {safe_url(database_url)}: {exc}") from None
+        except Exception as exc:  # any driver's error: the operator needs one line, not a trace
+            reason = f"{type(exc).__name__}: {str(exc).strip()}".splitlines()[0]
+            raise ConfigError(
+                f"cannot open the database {safe_url(database_url)} ({reason}): check DATABASE_URL"
+            ) from None
         try:
             await editor.check()
         except ApiConfigError as exc:

@@ -133,3 +133,42 @@ async def test_run_serves_telegram_until_stopped(
     assert telegram.token not in log
     assert telegram.token.split(":")[1] not in log
     assert stepfun.api_key not in log
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "sqlite:////",  # a folder, not a file
+        "postgresql://postgres@127.0.0.1:9/nowhere",  # nothing listens on port 9
+    ],
+)
+async def test_an_unusable_database_is_one_line(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram, database_url: str
+) -> None:
+    env = environment(
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_URL=telegram.root,
+        EDIT_API_URL=stepfun.base_url,
+        EDIT_API_KEY=stepfun.api_key,
+        DATABASE_URL=database_url,
+    )
+    code, _, err = await run("run", cwd=tmp_path, env=env)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stepedit: cannot open the database")
+    assert "DATABASE_URL" in err.strip().splitlines()[-1]
+
+
+async def test_an_unreachable_bot_api_is_one_line(tmp_path: Path, stepfun: FakeStepFun) -> None:
+    env = environment(
+        TELEGRAM_BOT_TOKEN="123456:ABCDEFGHIJKLMNOP",
+        TELEGRAM_API_URL="http://127.0.0.1:9",
+        EDIT_API_URL=stepfun.base_url,
+        EDIT_API_KEY=stepfun.api_key,
+    )
+    code, _, err = await run("run", cwd=tmp_path, env=env)
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("stepedit: cannot reach the Bot API")
+    assert "TELEGRAM_API_URL" in err.strip().splitlines()[-1]
+    assert "ABCDEFGHIJKLMNOP" not in err
