@@ -2,7 +2,7 @@
 
 import asyncio
 
-from bot.queue import WorkQueue
+from bot.queue import OnWait, WorkQueue
 
 
 async def test_waiters_learn_their_place_and_go_in_order() -> None:
@@ -69,3 +69,34 @@ async def test_a_cancelled_waiter_leaves_the_line() -> None:
     release.set()
     await asyncio.gather(hold, tail)
     assert places == [2, 1]
+
+
+async def test_a_slow_place_report_holds_up_no_one() -> None:
+    queue = WorkQueue(slots=2)
+    release = asyncio.Event()
+    report_stuck = asyncio.Event()
+    started: list[str] = []
+
+    async def holder() -> None:
+        async with queue.turn():
+            await release.wait()
+
+    async def slow_reporter(place: int) -> None:
+        await report_stuck.wait()  # e.g. a chat API under a flood wait
+
+    async def job(name: str, on_wait: OnWait | None = None) -> None:
+        async with queue.turn(on_wait):
+            started.append(name)
+
+    holders = [asyncio.create_task(holder()) for _ in range(2)]
+    await asyncio.sleep(0)
+    head = asyncio.create_task(job("head", slow_reporter))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(job("second"))
+    await asyncio.sleep(0.01)
+    release.set()
+    await asyncio.wait_for(second, 1)  # both slots freed: "second" runs though "head" is stuck
+    assert "second" in started
+    report_stuck.set()
+    await asyncio.gather(head, *holders)
+    assert sorted(started) == ["head", "second"]
