@@ -361,7 +361,17 @@ class EditApiClient:
         except (httpx.TimeoutException, TimeoutError) as exc:
             ms = int((time.monotonic() - started) * 1000)
             log.warning("%s: %s %s timed out after %d ms", what, method, url, ms)
-            failure = _Transient(f"timed out after {ms} ms ({type(exc).__name__})", timed_out=True)
+            if method == "POST" and not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+                # The server may still be working on (and billing) it: do not send it again.
+                failure = ApiTimeout(
+                    f"{what}: no answer from {self._where()} within {self._timeout:g} s",
+                    attempts=1,
+                    timeout=self._timeout,
+                )
+            else:
+                failure = _Transient(
+                    f"timed out after {ms} ms ({type(exc).__name__})", timed_out=True
+                )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             failure = ApiConfigError(
                 f"The edit API URL {self._where()} cannot be used ({type(exc).__name__}: "
@@ -394,9 +404,18 @@ class EditApiClient:
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             message = _error_message(reply.body)
             reason = f"HTTP {reply.status}" + (f": {self._scrub(message)}" if message else "")
+            retry_after = _retry_after(reply.headers.get("retry-after"))
+            if retry_after is not None and retry_after > self._max_backoff:
+                # Asked to wait longer than we would keep a user waiting: busy, right now.
+                raise ApiUnavailable(
+                    f"{what}: {self._where()} asks to retry after {retry_after:g} s ({reason})",
+                    attempts=1,
+                    status=reply.status,
+                    retry_after=retry_after,
+                )
             raise _Transient(
                 reason,
-                retry_after=_retry_after(reply.headers.get("retry-after")),
+                retry_after=retry_after,
                 status=reply.status,
             )
         return reply
