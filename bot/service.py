@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from typing import Any, TypeVar
 
 from bot import imaging
 from bot.domain import (
@@ -72,6 +73,8 @@ OnProgress = Callable[[Progress], Awaitable[None]]
 # quote counts only when it does not touch a letter on its outer side (so "cat's" is no quote).
 _QUOTED_TEXT = re.compile(r"\"[^\"]+\"|“[^”]+”|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)'[^']+'(?!\w)")
 MAX_EDITS_IN_FLIGHT_PER_USER = 3
+PILLOW_WORKERS = 2
+_T = TypeVar("_T")
 
 
 def wants_text_mode(prompt: str) -> bool:
@@ -135,6 +138,8 @@ class EditService:
         self._clock = clock
         self._seeds = seeds
         self._in_flight = _InFlight()
+        # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
+        self._pillow_slots = asyncio.Semaphore(PILLOW_WORKERS)
 
     # --- editing ---------------------------------------------------------------------------
 
@@ -191,7 +196,7 @@ class EditService:
                 result = await self.editor.edit(data, filename, mime, prompt, options)
                 timings = replace(timings, api_ms=_ms_since(called))
             result_id = await self._save_result(result.data)
-            chat_bytes, chat_mime = await asyncio.to_thread(imaging.for_chat, result.data)
+            chat_bytes, chat_mime = await self._pillow(imaging.for_chat, result.data)
             picture = Picture(
                 data=chat_bytes,
                 mime=chat_mime,
@@ -233,18 +238,23 @@ class EditService:
             picture.edit_id, timings.api_ms, timings.total_ms,
         )  # fmt: skip
 
+    async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
+        async with self._pillow_slots:
+            return await asyncio.to_thread(work, *args, **kwargs)
+
     async def _api_input(self, image: StoredImage) -> tuple[bytes, str]:
         """What to upload for a stored image. Uploads were normalized when they arrived and
         results have their source's size, but a result can be a PNG over the API's safe byte
         size: that one is re-encoded first."""
         if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
             return image.data, image.mime
-        normal = await asyncio.to_thread(imaging.normalize, image.data, max_side=self.max_side)
+        normal = await self._pillow(imaging.normalize, image.data, max_side=self.max_side)
         return normal.data, normal.mime
 
     async def _save_result(self, data: bytes) -> int:
         try:
-            width, height = await asyncio.to_thread(imaging.image_size, data)
+            width, height = await self._pillow(imaging.image_size, data)
         except InvalidImage as exc:
             raise ApiProtocolError("the API returned bytes that are not an image") from exc
         return await self.store.save_image(data, _mime_of(data), width, height)
@@ -279,7 +289,7 @@ class EditService:
     ) -> _Source:
         """Normalize and keep a user's photo; it becomes their current image in this chat even
         if the edit then fails, so "try again" needs no new upload."""
-        normal = await asyncio.to_thread(imaging.normalize, upload.data, max_side=self.max_side)
+        normal = await self._pillow(imaging.normalize, upload.data, max_side=self.max_side)
         image_id = await self.store.save_image(
             normal.data, normal.mime, normal.width, normal.height
         )
@@ -328,7 +338,7 @@ class EditService:
         owner = await self.store.get_or_create_user(user)
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
         image = await self.store.load_image(record.source_image_id)
-        data, mime = await asyncio.to_thread(imaging.for_chat, image.data)
+        data, mime = await self._pillow(imaging.for_chat, image.data)
         picture = Picture(
             data=data,
             mime=mime,
@@ -349,7 +359,7 @@ class EditService:
         if record.result_image_id is None:
             raise UnknownEdit(f"edit {edit_id} has no result")
         image = await self.store.load_image(record.result_image_id)
-        data = await asyncio.to_thread(imaging.lossless_png, image.data)
+        data = await self._pillow(imaging.lossless_png, image.data)
         return Picture(
             data=data,
             mime="image/png",

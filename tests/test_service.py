@@ -338,3 +338,30 @@ async def test_a_delivered_picture_counts_even_if_recording_it_fails(
     assert picture.data
     assert await used(service) == 1
     assert "was delivered, but recording it failed" in caplog.text
+
+
+async def test_image_work_runs_a_few_at_a_time(
+    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time as clock
+
+    service = make_service(store, client, daily_quota=0)
+    lock, running, peak = threading.Lock(), [0], [0]
+    real_normalize = imaging.normalize
+
+    def counting_normalize(*args: object, **kwargs: object) -> imaging.NormalizedImage:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        clock.sleep(0.05)  # long enough for the others to pile up
+        try:
+            return real_normalize(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(imaging, "normalize", counting_normalize)
+    users = [UserRef("test", f"user-{n}") for n in range(6)]
+    await asyncio.gather(*(service.edit(upload(user=u), Outbox()) for u in users))
+    assert peak[0] == 2
