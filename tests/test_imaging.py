@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile
 
 from bot import imaging
 from bot.errors import ImageTooLarge, ImageTooSmall, InvalidImage
@@ -453,3 +453,16 @@ def test_image_size_refuses_garbage(data: bytes) -> None:
 def test_for_chat_refuses_an_impossible_byte_limit() -> None:
     with pytest.raises(ImageTooLarge):
         for_chat(make_image(200, 100, "PNG"), max_bytes=100)  # a JPEG header alone is bigger
+
+
+@pytest.mark.parametrize("size", [(12_000, 12_000), (30_000, 30_000)])
+def test_bombs_are_refused_without_decoding_a_pixel(
+    size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_decoding(self: object) -> None:
+        raise AssertionError("pixels were decoded before the size check")
+
+    bomb = make_bomb(*size)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageTooLarge):
+        normalize(bomb)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -343,9 +345,6 @@ async def test_a_delivered_picture_counts_even_if_recording_it_fails(
 async def test_image_work_runs_a_few_at_a_time(
     store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import threading
-    import time as clock
-
     service = make_service(store, client, daily_quota=0)
     lock, running, peak = threading.Lock(), [0], [0]
     real_normalize = imaging.normalize
@@ -354,7 +353,7 @@ async def test_image_work_runs_a_few_at_a_time(
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        clock.sleep(0.05)  # long enough for the others to pile up
+        time.sleep(0.05)  # long enough for the others to pile up
         try:
             return real_normalize(*args, **kwargs)  # type: ignore[arg-type]
         finally:
