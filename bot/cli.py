@@ -110,7 +110,7 @@ async def open_service(
             await editor.check()
         except ApiConfigError as exc:
             raise ConfigError(exc.operator_message) from None
-        yield EditService(
+        service = EditService(
             store,
             editor,
             daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
@@ -119,6 +119,8 @@ async def open_service(
             max_side=settings.max_image_side,
             concurrency=settings.edit_concurrency,
         )
+        await service.recover_interrupted()
+        yield service
     finally:
         await editor.aclose()
         await store.aclose()

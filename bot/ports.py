@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol
 
 from bot.domain import (
@@ -73,6 +73,10 @@ class EditStore(Protocol):
         timings: EditTimings | None = None,
     ) -> None: ...
     async def get_edit(self, edit_id: int) -> EditRecord | None: ...
+    async def fail_stale_edits(self, started_before: datetime) -> list[tuple[int, date]]:
+        """Mark edits still running that began before `started_before` as failed; returns
+        (user id, quota day) for each, so their units can be released."""
+        ...
 
     # which message shows which image, and each user's current image per chat
     async def link_message(self, message: MessageRef, shown: ShownImage) -> None: ...

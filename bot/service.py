@@ -315,6 +315,18 @@ class EditService:
 
     # --- other actions ------------------------------------------------------------------------
 
+    async def recover_interrupted(self, older_than: timedelta = timedelta(minutes=30)) -> int:
+        """At start-up: edits a crash or restart left "running" are marked failed and their
+        users get the unit back. Only old ones, since another replica may be mid-edit."""
+        stale = await self.store.fail_stale_edits(self._clock() - older_than)
+        for user_id, day in stale:
+            await self.store.release_quota(user_id, day)
+        if stale:
+            log.warning(
+                "%d interrupted edit(s) marked failed; their quota was given back", len(stale)
+            )
+        return len(stale)
+
     async def register_photo(
         self, user: UserRef, chat: ChatRef, upload: ImageUpload, message: MessageRef
     ) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import select, update
@@ -258,6 +258,19 @@ class SqlStore:
             )
             if result.scalar_one_or_none() is None:
                 raise KeyError(edit_id)
+
+    async def fail_stale_edits(self, started_before: datetime) -> list[tuple[int, date]]:
+        """Mark edits still `running` that began before `started_before` as failed
+        ("interrupted"); returns each one's user and the day its quota unit was taken."""
+        async with self._tx() as session:
+            result = await session.execute(
+                update(Edit)
+                .where(Edit.status == EditStatus.RUNNING, Edit.created_at < started_before)
+                .values(status=EditStatus.FAILED, error="interrupted", finished_at=utcnow())
+                .returning(Edit.user_id, Edit.created_at)
+                .execution_options(synchronize_session=False)
+            )
+            return [(user_id, created_at.date()) for user_id, created_at in result.all()]
 
     async def get_edit(self, edit_id: int) -> EditRecord | None:
         async with self._tx(read_only=True) as session:

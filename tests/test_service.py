@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import pytest
 
@@ -364,3 +365,36 @@ async def test_image_work_runs_a_few_at_a_time(
     users = [UserRef("test", f"user-{n}") for n in range(6)]
     await asyncio.gather(*(service.edit(upload(user=u), Outbox()) for u in users))
     assert peak[0] == 2
+
+
+async def test_an_edit_interrupted_by_a_crash_gives_its_unit_back_on_start(
+    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+) -> None:
+    crashed = make_service(store, client)
+    stepfun.delay = 5
+    edit = asyncio.create_task(crashed.edit(upload(), Outbox()))
+    await until(lambda: stepfun.requests)
+    assert await used(crashed) == 1
+    # The process dies mid-edit: nothing it would still write reaches the database, so the
+    # unit stays reserved and the row stays "running".
+    crashed.store = _Frozen(store)  # type: ignore[assignment]
+    edit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await edit
+    restarted = make_service(store, client)
+    assert await restarted.recover_interrupted(older_than=timedelta(0)) == 1
+    assert await used(restarted) == 0
+    assert await restarted.recover_interrupted(older_than=timedelta(0)) == 0
+
+
+class _Frozen:
+    """A store whose writes never happen, like a process that died mid-edit."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> object:
+        async def nothing(*args: object, **kwargs: object) -> None:
+            return None
+
+        return nothing

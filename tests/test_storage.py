@@ -452,3 +452,19 @@ async def test_data_survives_restart(db_url: str) -> None:
         assert await store.quota_used(user.id, DAY) == 1
     finally:
         await store.aclose()
+
+
+async def test_stale_running_edits_are_failed_once_and_reported(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await store.save_image(b"y", "image/png", 64, 64)
+    new = NewEdit(user.id, "telegram", "c1", None, source, "make it snow", EditOptions())
+    stale, finished = await store.create_edit(new), await store.create_edit(new)
+    await store.finish_edit(finished, EditStatus.SUCCEEDED)
+    assert await store.fail_stale_edits(datetime.now(UTC) - timedelta(minutes=5)) == []
+    interrupted = await store.fail_stale_edits(datetime.now(UTC) + timedelta(seconds=1))
+    assert interrupted == [(user.id, datetime.now(UTC).date())]
+    record = await store.get_edit(stale)
+    assert record is not None and (record.status, record.error) == ("failed", "interrupted")
+    done = await store.get_edit(finished)
+    assert done is not None and done.status == EditStatus.SUCCEEDED
+    assert await store.fail_stale_edits(datetime.now(UTC) + timedelta(seconds=1)) == []
