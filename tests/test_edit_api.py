@@ -5,6 +5,7 @@ No httpx mocks: every request crosses a socket on 127.0.0.1.
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import math
@@ -623,3 +624,20 @@ async def test_fake_enforces_documented_limits(
         error = response.json()["error"]
         assert error["message"] and "type" in error
     assert response.headers["X-Trace-Id"]
+
+
+@pytest.mark.parametrize(
+    ("style", "sent_seed", "recorded"),
+    [("stepfun", 7, 7), ("stepfun", None, None), ("openai", 7, None)],
+)
+async def test_a_seed_is_only_recorded_when_known(
+    stepfun: FakeStepFun, style: str, sent_seed: int | None, recorded: int | None
+) -> None:
+    """A server that does not echo the seed used ours if we sent one; otherwise nobody knows."""
+    image = base64.b64encode(make_image(8, 8)).decode()
+    stepfun.fail_next(
+        200, body={"id": "x", "data": [{"b64_json": image, "finish_reason": "success"}]}
+    )
+    async with client_for(stepfun, style=style) as client:
+        result = await edit(client, seed=sent_seed)
+    assert result.seed == recorded
