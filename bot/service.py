@@ -98,7 +98,6 @@ class _Source:
 
 @dataclass(frozen=True)
 class _Delivered:
-    edit_id: int
     picture: Picture
     message: MessageRef
     timings: EditTimings
@@ -150,7 +149,7 @@ class EditService:
         started = time.perf_counter()
         user = await self.store.get_or_create_user(request.user)
         with self._in_flight.track(request.user, request.chat):
-            rerolled = await self._rerolled(request.reroll_of)
+            rerolled = None if request.reroll_of is None else await self._edit(request.reroll_of)
             # The source first: a new photo is kept even if its caption is refused, so a
             # shortened prompt sent next edits it without a new upload.
             source = await self._source(user, request, rerolled)
@@ -208,8 +207,10 @@ class EditService:
                 notes=source.notes,
             )
             message = await deliver(picture)
-            return _Delivered(edit_id, picture, message, timings)
+            return _Delivered(picture, message, timings)
         except BaseException as exc:
+            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator why
+                log.error("the edit API needs the operator: %s", exc.operator_message)
             status, error = _failure(exc)
             timings = replace(timings, total_ms=_ms_since(job.started))
             await self.store.finish_edit(edit_id, status, error=error, timings=timings)
@@ -223,9 +224,7 @@ class EditService:
         shown = ShownImage(picture.image_id, picture.edit_id)
         timings = replace(delivered.timings, total_ms=_ms_since(job.started))
         try:
-            # Current image first: once the message is linked, everything about it is in place.
-            await self.store.set_current(job.user_id, job.chat.platform, job.chat.id, shown)
-            await self.store.link_message(delivered.message, shown)
+            await self._make_current(job.user_id, job.chat, shown, delivered.message)
             await self.store.finish_edit(
                 picture.edit_id, EditStatus.SUCCEEDED, result_image_id=picture.image_id,
                 seed=picture.seed, timings=timings,
@@ -237,6 +236,15 @@ class EditService:
             "edit %s delivered: api %d ms, total %d ms",
             picture.edit_id, timings.api_ms, timings.total_ms,
         )  # fmt: skip
+
+    async def _make_current(
+        self, user_id: int, chat: ChatRef, shown: ShownImage, message: MessageRef | None
+    ) -> None:
+        """`shown` becomes what the user's next message in `chat` edits, and `message` (the one
+        showing it) repliable. Current first: once a message is linked, its state is complete."""
+        await self.store.set_current(user_id, chat.platform, chat.id, shown)
+        if message is not None:
+            await self.store.link_message(message, shown)
 
     async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -258,14 +266,6 @@ class EditService:
         except InvalidImage as exc:
             raise ApiProtocolError("the API returned bytes that are not an image") from exc
         return await self.store.save_image(data, _mime_of(data), width, height)
-
-    async def _rerolled(self, edit_id: int | None) -> EditRecord | None:
-        if edit_id is None:
-            return None
-        record = await self.store.get_edit(edit_id)
-        if record is None:
-            raise UnknownEdit(f"no edit {edit_id}")
-        return record
 
     async def _source(
         self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
@@ -293,10 +293,7 @@ class EditService:
         image_id = await self.store.save_image(
             normal.data, normal.mime, normal.width, normal.height
         )
-        shown = ShownImage(image_id, None)
-        if origin:
-            await self.store.link_message(origin, shown)
-        await self.store.set_current(user.id, chat.platform, chat.id, shown)
+        await self._make_current(user.id, chat, ShownImage(image_id, None), origin)
         return _Source(image_id, None, normal.notes)
 
     def _options(
@@ -304,13 +301,22 @@ class EditService:
     ) -> EditOptions:
         if rerolled:  # same everything, new seed
             return replace(rerolled.options, seed=self._seeds())
-        text_mode = settings.text_mode
+        chosen = self._with_defaults(settings)
+        assert chosen.steps is not None and chosen.cfg_scale is not None  # filled in just now
         return EditOptions(
+            steps=chosen.steps,
+            cfg_scale=chosen.cfg_scale,
+            seed=chosen.seed if chosen.seed is not None else self._seeds(),
+            text_mode=wants_text_mode(prompt) if chosen.text_mode is None else chosen.text_mode,
+            negative_prompt=chosen.negative_prompt,
+        )
+
+    def _with_defaults(self, settings: UserSettings) -> UserSettings:
+        """Steps and cfg the user did not choose are the operator's defaults."""
+        return replace(
+            settings,
             steps=settings.steps or self.defaults.steps,
             cfg_scale=settings.cfg_scale or self.defaults.cfg_scale,
-            seed=settings.seed if settings.seed is not None else self._seeds(),
-            text_mode=wants_text_mode(prompt) if text_mode is None else text_mode,
-            negative_prompt=settings.negative_prompt,
         )
 
     # --- other actions ------------------------------------------------------------------------
@@ -361,9 +367,7 @@ class EditService:
             seed=parent.seed if parent else None,
         )
         message = await deliver(picture)
-        shown = ShownImage(image.id, picture.edit_id)
-        await self.store.set_current(owner.id, chat.platform, chat.id, shown)
-        await self.store.link_message(message, shown)
+        await self._make_current(owner.id, chat, ShownImage(image.id, picture.edit_id), message)
         return picture
 
     async def full_quality(self, edit_id: int) -> Picture:
@@ -406,23 +410,19 @@ class EditService:
     async def settings(self, user: UserRef) -> UserSettings:
         """The user's settings with the operator's defaults filled in where they chose none."""
         record = await self.store.get_or_create_user(user)
-        return replace(
-            record.settings,
-            steps=record.settings.steps or self.defaults.steps,
-            cfg_scale=record.settings.cfg_scale or self.defaults.cfg_scale,
-        )
+        return self._with_defaults(record.settings)
 
     async def change_setting(self, user: UserRef, name: str, value: str) -> UserSettings:
         """Apply `/settings <name> <value>` or `/seed <value>`; raises InvalidSetting."""
         record = await self.store.get_or_create_user(user)
         updated = parse_setting(record.settings, name.strip().lower(), value.strip())
         await self.store.save_settings(record.id, updated)
-        return await self.settings(user)
+        return self._with_defaults(updated)
 
     async def reset_settings(self, user: UserRef) -> UserSettings:
         record = await self.store.get_or_create_user(user)
         await self.store.save_settings(record.id, UserSettings())
-        return await self.settings(user)
+        return self._with_defaults(UserSettings())
 
 
 class _InFlight:
@@ -471,8 +471,6 @@ class _InFlight:
 
 def _failure(exc: BaseException) -> tuple[str, str]:
     """The status and error text an edit ends with when `exc` stopped it."""
-    if isinstance(exc, ApiConfigError):  # users only hear "unavailable": tell the operator why
-        log.error("the edit API needs the operator: %s", exc.operator_message)
     if isinstance(exc, EditRefused):
         return EditStatus.REFUSED, exc.code
     if isinstance(exc, asyncio.CancelledError | EditCancelled):
