@@ -204,9 +204,7 @@ class TelegramBot:
         if message is None or update.effective_user is None:
             return
         said = Addressing(message.caption or "", context.bot.username)
-        private = message.chat.type == ChatType.PRIVATE
-        addressed = said.command or said.mentioned
-        if not (private or addressed or await self._replies_to_our_image(message, context)):
+        if not self._for_us(message, said, await self._known_reply(message), context):
             return  # a group photo not meant for us: no download, no API call
         upload = await self._download(message, context)
         user, chat, origin = (
@@ -216,19 +214,20 @@ class TelegramBot:
         )
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
             notes = await self.service.register_photo(user, chat, upload, origin)
-            if self._album_already_answered(message):
+            if self._album_answered_before(message):
                 return  # one question per album, not one per photo
             lang = lang_of(update)
             text = "\n\n".join([t("ask_prompt", lang), *(t(n, lang) for n in notes)])
             question = await message.reply_text(text, do_quote=True)
             await self.service.link_same_image(message_ref(question), origin)
             return
-        self._album_already_answered(message)
+        self._album_answered_before(message)  # its other photos need no question
         request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
         await self.run_edit(update, context, request)
 
-    def _album_already_answered(self, message: Message) -> bool:
-        """Remember albums (media groups) the bot has answered; True if this one was."""
+    def _album_answered_before(self, message: Message) -> bool:
+        """Note that the bot answers this message's album (media group); True if it already
+        had. False for a message outside any album."""
         album = message.media_group_id
         if album is None:
             return False
@@ -246,31 +245,42 @@ class TelegramBot:
         said = Addressing(message.text, context.bot.username)
         if message.text.startswith("/") and not said.command:
             return  # another bot's command, or one of ours we do not know
-        private = message.chat.type == ChatType.PRIVATE
-        addressed = said.command or said.mentioned
-        if not (private or addressed or await self._replies_to_our_image(message, context)):
-            return  # in groups only commands, mentions and replies to our images count
+        known_reply = await self._known_reply(message)
+        if not self._for_us(message, said, known_reply, context):
+            return
         user, chat = user_ref(update.effective_user), chat_ref(message)
-        request = EditRequest(user, chat, said.prompt)
+        request = EditRequest(user, chat, said.prompt, reply_to=known_reply)
         replied = message.reply_to_message
-        if replied is not None and await self.service.knows(message_ref(replied)):
-            request = EditRequest(user, chat, said.prompt, reply_to=message_ref(replied))
-        elif replied is not None and image_file_id(replied):
+        if known_reply is None and replied is not None and image_file_id(replied):
             upload = await self._download(replied, context)
             request = EditRequest(
                 user, chat, said.prompt, upload=upload, origin=message_ref(replied)
             )
         await self.run_edit(update, context, request)
 
-    async def _replies_to_our_image(
-        self, message: Message, context: ContextTypes.DEFAULT_TYPE
-    ) -> bool:
-        """Whether `message` replies to one of the bot's own messages that stands for an image
-        (a result, or its question about a photo). Replies to people's photos are chatter."""
+    async def _known_reply(self, message: Message) -> MessageRef | None:
+        """The message `message` replies to, if it stands for an image the bot knows (a result,
+        a kept photo, or the bot's question about one)."""
         replied = message.reply_to_message
-        if replied is None or replied.from_user is None or replied.from_user.id != context.bot.id:
-            return False
-        return await self.service.knows(message_ref(replied))
+        if replied is None:
+            return None
+        ref = message_ref(replied)
+        return ref if await self.service.knows(ref) else None
+
+    @staticmethod
+    def _for_us(
+        message: Message,
+        said: Addressing,
+        known_reply: MessageRef | None,
+        context: ContextTypes.DEFAULT_TYPE,
+    ) -> bool:
+        """Private chats: everything. Groups: /edit, a mention, or a reply to one of the bot's
+        own image messages; replies to people's photos are chatter."""
+        if message.chat.type == ChatType.PRIVATE or said.command or said.mentioned:
+            return True
+        replied = message.reply_to_message
+        author = replied.from_user if replied is not None else None
+        return known_reply is not None and author is not None and author.id == context.bot.id
 
     async def _download(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> ImageUpload:
         found = image_file_id(message)

@@ -240,11 +240,10 @@ def t(key: str, lang: str = EN, **params: object) -> str:
 
 def error_text(error: StepEditError, lang: str = EN) -> str:
     """The user-facing sentence for any core error, filled with the error's params."""
-    key = error.code
     try:
-        return t(key, lang, **error.params)
+        return t(error.code, lang, **error.params)
     except (KeyError, IndexError):  # a param the template needs is missing: say it plainly
-        return t(key if "{" not in TEXTS[key][EN] else "error_generic", lang)
+        return t("error_generic", lang)
 
 
 def describe_settings(settings: UserSettings, lang: str = EN) -> str:

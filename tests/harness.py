@@ -15,6 +15,7 @@ from adapters.telegram import TelegramBot
 from bot.domain import MessageRef, UserRef
 from bot.edit_api import EditApiClient
 from bot.service import EditService
+from bot.texts import EN, ZH, t
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
@@ -109,8 +110,11 @@ class BotUnderTest:
 
 
 def _is_status(message: StoredMessage) -> bool:
+    """One of the bot's "working" / "queued" notes, in any language."""
     text = message.text or ""
-    return text.startswith(("🎨", "⏳"))
+    notes = [t("working", lang) for lang in (EN, ZH)]
+    notes += [t("queued", lang, position=0).split("0")[0] for lang in (EN, ZH)]
+    return text.startswith(tuple(notes))
 
 
 @pytest.fixture
