@@ -235,7 +235,7 @@ def language_for(hint: str | None, sample: str = "") -> str:
 def t(key: str, lang: str = EN, **params: object) -> str:
     variants = TEXTS[key]
     template = variants.get(lang, variants[EN])
-    return template.format(**params) if params else template
+    return template.format(**params)
 
 
 def error_text(error: StepEditError, lang: str = EN) -> str:
