@@ -228,3 +228,18 @@ async def test_editing_an_old_caption_starts_no_new_edit(
     assert len(stepfun.requests) == 1
     assert await app.quota_used(ALICE) == 1
     assert len(telegram.sent(CHAT)) == 2  # the status note and the photo, nothing more
+
+
+async def test_a_sticker_can_be_edited_like_a_photo(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    sticker = telegram.user_sends_sticker(CHAT, ALICE, make_image(512, 384, fmt="WEBP"))
+    question = await app.text_reply(CHAT)
+    assert question.reply_to_message_id == sticker.message_id
+    assert "What should I change" in (question.text or "")
+    await app.wait_linked(question)
+    telegram.user_sends_text(CHAT, ALICE, 'add a speech bubble saying "hi"', reply_to=question)
+    result = await app.photo_reply(CHAT)
+    assert decode(stepfun.requests[0].image).size == (512, 384)
+    assert stepfun.requests[0].fields["text_mode"] == "true"
+    assert decode(result.photo_bytes).size == (512, 384)

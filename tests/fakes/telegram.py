@@ -315,6 +315,7 @@ class StoredMessage:
     photo_bytes: bytes | None = None
     document: dict[str, Any] | None = None
     document_bytes: bytes | None = None
+    sticker: dict[str, Any] | None = None
     reply_markup: dict[str, Any] | None = None
     reply_to: StoredMessage | None = None
     deleted: bool = False
@@ -396,6 +397,8 @@ class StoredMessage:
             data["photo"] = self.photo
         if self.document is not None:
             data["document"] = self.document
+        if self.sticker is not None:
+            data["sticker"] = self.sticker
         if self.caption is not None:
             data["caption"] = self.plain_caption
             if self.caption_entities:
@@ -1107,6 +1110,31 @@ class FakeTelegram:
             message.caption = caption
             message.caption_entities = make_entities(caption) or None
         message.media_group_id = media_group_id
+        return self._inject_message(message)
+
+    def user_sends_sticker(
+        self,
+        chat_id: int,
+        user: FakeUser | dict[str, Any] | None,
+        webp_bytes: bytes,
+        reply_to: int | StoredMessage | None = None,
+        chat_type: str = "private",
+    ) -> StoredMessage:
+        """Inject a static (WebP) sticker from ``user``; its file_id downloads ``webp_bytes``."""
+        message = self._new_user_message(chat_id, user, chat_type, reply_to)
+        info = _image_info(webp_bytes)
+        width, height = (info[0], info[1]) if info else (512, 512)
+        stored = self.add_file(webp_bytes, kind="stickers", ext="webp", mime="image/webp")
+        message.sticker = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "type": "regular",
+            "width": width,
+            "height": height,
+            "is_animated": False,
+            "is_video": False,
+            "file_size": stored.size,
+        }
         return self._inject_message(message)
 
     def user_edits_caption(self, message: StoredMessage, caption: str) -> StoredMessage:
