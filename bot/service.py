@@ -94,6 +94,7 @@ class _Source:
     image_id: int
     parent_edit_id: int | None
     notes: tuple[str, ...] = ()
+    image: StoredImage | None = None  # already in hand (a fresh upload): no need to reload it
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,8 @@ class EditService:
         edit_id = await self.store.create_edit(new)
         timings = EditTimings(normalize_ms=job.normalize_ms)
         try:
-            data, mime = await self._api_input(await self.store.load_image(source.image_id))
+            image = source.image or await self.store.load_image(source.image_id)
+            data, mime = await self._api_input(image)
             queued = time.perf_counter()
             report = _place_reporter(on_progress)
             async with self.queue.turn(report):
@@ -294,7 +296,8 @@ class EditService:
             normal.data, normal.mime, normal.width, normal.height
         )
         await self._make_current(user.id, chat, ShownImage(image_id, None), origin)
-        return _Source(image_id, None, normal.notes)
+        image = StoredImage(image_id, normal.data, normal.mime, normal.width, normal.height)
+        return _Source(image_id, None, normal.notes, image)
 
     def _options(
         self, settings: UserSettings, prompt: str, rerolled: EditRecord | None
