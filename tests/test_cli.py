@@ -32,6 +32,17 @@ def environment(**settings: str) -> dict[str, str]:
     return {**env, **settings}
 
 
+def wired_to(telegram: FakeTelegram, stepfun: FakeStepFun, **settings: str) -> dict[str, str]:
+    """The environment of a bot that talks to the two fakes; `settings` add or override."""
+    fakes = {
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_API_URL": telegram.root,
+        "EDIT_API_URL": stepfun.base_url,
+        "EDIT_API_KEY": stepfun.api_key,
+    }
+    return environment(**{**fakes, **settings})
+
+
 async def run(
     *args: str, cwd: Path, env: dict[str, str], timeout: float = 60
 ) -> tuple[int, str, str]:
@@ -63,12 +74,7 @@ async def test_bad_values_are_named_in_one_line(tmp_path: Path) -> None:
 async def test_a_rejected_key_at_start_names_url_and_model_but_not_the_key(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
-    env = environment(
-        TELEGRAM_BOT_TOKEN=telegram.token,
-        TELEGRAM_API_URL=telegram.root,
-        EDIT_API_URL=stepfun.base_url,
-        EDIT_API_KEY="sk-wrong-secret-key",
-    )
+    env = wired_to(telegram, stepfun, EDIT_API_KEY="sk-wrong-secret-key")
     code, out, err = await run("run", cwd=tmp_path, env=env)
     assert code == 2
     assert stepfun.base_url in err
@@ -107,11 +113,9 @@ async def test_edit_with_an_unreadable_image_explains(tmp_path: Path, stepfun: F
 async def test_run_serves_telegram_until_stopped(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
-    env = environment(
-        TELEGRAM_BOT_TOKEN=telegram.token,
-        TELEGRAM_API_URL=telegram.root,
-        EDIT_API_URL=stepfun.base_url,
-        EDIT_API_KEY=stepfun.api_key,
+    env = wired_to(
+        telegram,
+        stepfun,
         LOG_LEVEL="DEBUG",  # the chattiest logs must still hold no secret
     )
     process = await asyncio.create_subprocess_exec(
@@ -145,13 +149,7 @@ async def test_run_serves_telegram_until_stopped(
 async def test_an_unusable_database_is_one_line(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram, database_url: str
 ) -> None:
-    env = environment(
-        TELEGRAM_BOT_TOKEN=telegram.token,
-        TELEGRAM_API_URL=telegram.root,
-        EDIT_API_URL=stepfun.base_url,
-        EDIT_API_KEY=stepfun.api_key,
-        DATABASE_URL=database_url,
-    )
+    env = wired_to(telegram, stepfun, DATABASE_URL=database_url)
     code, _, err = await run("run", cwd=tmp_path, env=env)
     assert code == 2, err
     assert "Traceback" not in err
