@@ -5,6 +5,11 @@ It implements bot.ports.ImageEditor. The request is the multipart form the OpenA
 `images.edit(..., extra_body={...})` sends (see ../shared/reference/API.md and TESTING.md). Every
 failure leaves this module as a bot.errors exception: no httpx type or exception escapes, and the
 API key never appears in a log line or an exception message.
+
+An edit costs money, so the POST is sent again only when the server surely did not do the work
+(it was never reached, or it answered 429, 500 or 503). After anything else (502, 504, 408, a read
+timeout, a dropped answer) it raises at once, with `maybe_done=True` in the error's params: the
+server may have done and billed the edit, the user should just try again.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from PIL import Image
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
 )
 
@@ -40,6 +45,7 @@ from bot.domain import (
     MAX_NEGATIVE_PROMPT_CHARS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
+    MAX_SIDE,
     STEPS_RANGE,
     EditedImage,
     EditOptions,
@@ -50,6 +56,7 @@ from bot.errors import (
     ApiRejected,
     ApiTimeout,
     ApiUnavailable,
+    EditApiError,
     EditRefused,
     InvalidImage,
     InvalidSetting,
@@ -66,10 +73,18 @@ ResponseFormat = Literal["b64_json", "url"]
 RETIREMENT_NOTE = "the hosted StepFun endpoint was announced to retire on 2026-10-10"
 # The message StepFun's guide says most often means "the input image is too large".
 TOO_LARGE_MARKER = "消息获取失败"
-# Refuse to hold more than this in memory from one reply (a 4096x4096 PNG in base64 is far less).
-MAX_REPLY_BYTES = 128 * 1024 * 1024
-# Statuses worth another try: rate limiting, request timeout and server-side failures.
+_MIB = 1024 * 1024
+# The largest result image we take. The output has the input's size, at most 4096x4096: a lossless
+# PNG of that is at most ~50 MB (raw RGB), and real results stay well under 40 MB.
+MAX_RESULT_BYTES = 64 * _MIB
+# The largest reply we hold in memory: the result in base64 (4/3 of it) in a small JSON envelope.
+MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + _MIB // 4
+# Statuses worth another GET: rate limiting, request timeout and server-side failures (all 5xx).
 _RETRY_STATUSES = frozenset({408, 429})
+# Statuses after which the server surely did not do the edit, so the POST may go again.
+_RESEND_STATUSES = frozenset({429, 500, 503})
+# Failures before the request reached the server: a POST may go again after these.
+_NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "stepedit/0.1 (+httpx)"
 
 
@@ -89,25 +104,31 @@ class _Reply:
 
 
 class _Transient(Exception):
-    """One attempt failed in a way worth retrying (never leaves this module)."""
+    """One attempt failed in a way that may pass on its own (never leaves this module).
+
+    `resend` says whether sending the request again is safe: always for a GET; for the POST only
+    when the server surely did not do the work.
+    """
 
     def __init__(
         self,
         reason: str,
         *,
+        resend: bool = True,
         timed_out: bool = False,
         retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.resend = resend
         self.timed_out = timed_out
         self.retry_after = retry_after
         self.status = status
 
 
 class EditApiClient:
-    """bot.ports.ImageEditor over async httpx, with retries (tenacity) for 429/5xx/network errors.
+    """bot.ports.ImageEditor over async httpx, with retries (tenacity) where they are safe.
 
     `style="stepfun"` sends StepFun's extra fields (cfg_scale, steps, seed, text_mode,
     negative_prompt); `style="openai"` sends only OpenAI's documented ones.
@@ -183,7 +204,11 @@ class EditApiClient:
         )
         if reply.status // 100 != 2:
             self._raise_for_status(reply, "POST /images/edits")
-        result = await self._parse_edit_reply(reply)
+        try:
+            result = await self._parse_edit_reply(reply)
+        except EditApiError as exc:
+            exc.params["maybe_done"] = True  # the server answered 2xx: it did (and billed) the edit
+            raise
         if result.seed is None and "seed" in fields:  # the server used ours without echoing it
             result = replace(result, seed=options.seed)
         log.info(
@@ -294,17 +319,19 @@ class EditApiClient:
     # ------------------------------------------------------------------ transport
 
     async def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> _Reply:
-        """Send with retries; returns the first reply that is not worth retrying."""
+        """Send, again while that is safe; returns the first reply that is not worth retrying."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retries + 1),
             wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Transient) and exc.resend),
             before_sleep=self._before_sleep,
             reraise=True,
         )
         failure: _Transient | None = None
+        tries = 0
         try:
             async for attempt in retrying:
+                tries = attempt.retry_state.attempt_number
                 with attempt:
                     return await self._attempt(method, url, what=what, **kwargs)
         except _Transient as exc:
@@ -312,25 +339,37 @@ class EditApiClient:
         if failure is None:  # pragma: no cover - tenacity either returns or re-raises
             raise ApiProtocolError(f"{what}: the retry loop ended without an answer")
         # Raised outside the except block, so no exception of ours carries a context chain.
-        tries = self._retries + 1
+        raise self._gave_up(what, failure, tries)
+
+    def _gave_up(self, what: str, failure: _Transient, tries: int) -> EditApiError:
+        """The error for the last failed attempt. `maybe_done`: the server may have done the work
+        (so the request was not sent again); otherwise it surely did not."""
+        maybe_done = not failure.resend
         plural = "s" if tries != 1 else ""
+        if maybe_done:
+            log.warning("%s: %s; not sent again, the server may have done it", what, failure.reason)
         if failure.timed_out:
-            raise ApiTimeout(
+            return ApiTimeout(
                 f"{what}: no answer from {self._where()} within {self._timeout:g} s "
                 f"({tries} attempt{plural})",
                 attempts=tries,
                 timeout=self._timeout,
+                maybe_done=maybe_done,
             )
-        raise ApiUnavailable(
-            f"{what}: {self._where()} failed {tries} time{plural}; last: {failure.reason}",
-            attempts=tries,
-            status=failure.status,
-        )
+        if maybe_done:
+            detail = f"{what}: {self._where()} is busy ({failure.reason}); try again"
+        else:
+            detail = f"{what}: {self._where()} failed {tries} time{plural}; last: {failure.reason}"
+        return ApiUnavailable(detail, attempts=tries, status=failure.status, maybe_done=maybe_done)
 
     async def _attempt(
-        self, method: str, url: str, *, what: str, follow_redirects: bool = False, **kwargs: Any
+        self, method: str, url: str, *, what: str, limit: int | None = None, **kwargs: Any
     ) -> _Reply:
-        """One try. Raises _Transient for what deserves a retry, bot.errors for the rest."""
+        """One try. Raises _Transient for what may pass on its own, bot.errors for the rest.
+
+        `limit`: the most bytes of body to hold (MAX_REPLY_BYTES unless given).
+        """
+        limit = MAX_REPLY_BYTES if limit is None else limit
         started = time.monotonic()
         reply: _Reply | None = None
         # Failures are built inside the except blocks but raised after them, so that no httpx
@@ -338,17 +377,17 @@ class EditApiClient:
         failure: Exception | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._client.stream(
-                    method, url, follow_redirects=follow_redirects, **kwargs
-                ) as response:
+                async with self._client.stream(method, url, **kwargs) as response:
                     chunks: list[bytes] = []
                     size = 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
-                        if size > MAX_REPLY_BYTES:
+                        if size > limit:  # refused while streaming: never held whole
                             raise ApiProtocolError(
                                 f"{what}: the reply from {self._where()} exceeds "
-                                f"{MAX_REPLY_BYTES // (1024 * 1024)} MiB"
+                                f"{limit / _MIB:.1f} MiB",
+                                status=response.status_code,
+                                maybe_done=method == "POST",
                             )
                         chunks.append(chunk)
                     reply = _Reply(
@@ -361,17 +400,11 @@ class EditApiClient:
         except (httpx.TimeoutException, TimeoutError) as exc:
             ms = int((time.monotonic() - started) * 1000)
             log.warning("%s: %s %s timed out after %d ms", what, method, url, ms)
-            if method == "POST" and not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                # The server may still be working on (and billing) it: do not send it again.
-                failure = ApiTimeout(
-                    f"{what}: no answer from {self._where()} within {self._timeout:g} s",
-                    attempts=1,
-                    timeout=self._timeout,
-                )
-            else:
-                failure = _Transient(
-                    f"timed out after {ms} ms ({type(exc).__name__})", timed_out=True
-                )
+            failure = _Transient(
+                f"timed out after {ms} ms ({type(exc).__name__})",
+                resend=_may_resend(method, exc),
+                timed_out=True,
+            )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             failure = ApiConfigError(
                 f"The edit API URL {self._where()} cannot be used ({type(exc).__name__}: "
@@ -381,7 +414,7 @@ class EditApiClient:
             ms = int((time.monotonic() - started) * 1000)
             detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
             log.warning("%s: %s %s failed after %d ms: %s", what, method, url, ms, detail)
-            failure = _Transient(detail)
+            failure = _Transient(detail, resend=_may_resend(method, exc))
         except httpx.HTTPError as exc:  # decoding errors, too many redirects, stream errors
             failure = ApiProtocolError(
                 f"{what}: unusable reply from {self._where()} "
@@ -404,6 +437,7 @@ class EditApiClient:
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
             message = _error_message(reply.body)
             reason = f"HTTP {reply.status}" + (f": {self._scrub(message)}" if message else "")
+            resend = method != "POST" or reply.status in _RESEND_STATUSES
             retry_after = _retry_after(reply.headers.get("retry-after"))
             if retry_after is not None and retry_after > self._max_backoff:
                 # Asked to wait longer than we would keep a user waiting: busy, right now.
@@ -412,12 +446,9 @@ class EditApiClient:
                     attempts=1,
                     status=reply.status,
                     retry_after=retry_after,
+                    maybe_done=not resend,
                 )
-            raise _Transient(
-                reason,
-                retry_after=retry_after,
-                status=reply.status,
-            )
+            raise _Transient(reason, resend=resend, retry_after=retry_after, status=reply.status)
         return reply
 
     def _wait(self, state: RetryCallState) -> float:
@@ -549,25 +580,34 @@ class EditApiClient:
             )
         if not image:
             raise ApiProtocolError(f"the edit reply's image is empty (id={request_id})")
-        if not _looks_like_image(image):
-            raise ApiProtocolError(
-                f"the edit reply's image is not a readable image (id={request_id})"
-            )
+        _check_result(image, request_id)
         return EditedImage(data=image, seed=seed, request_id=request_id)
 
     async def _download(self, raw_url: str) -> bytes:
-        """Fetch a result URL at once (they expire). The key goes only to base_url's origin."""
+        """Fetch a result URL at once (they expire).
+
+        Only from the edit API's own origin, without following redirects: a reply must not make
+        us fetch (or probe) other hosts, and the key must go nowhere else.
+        """
         url: httpx.URL | None = None
         # An unparsable URL is reported below, outside any except block (no httpx context).
         with contextlib.suppress(httpx.InvalidURL, TypeError, ValueError):
             url = httpx.URL(self.base_url + "/").join(raw_url.strip())
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ApiProtocolError("the edit reply's image url is not an http(s) URL")
-        headers = self._auth_headers() if _origin(url) == self._origin else {}
+        if _origin(url) != self._origin:
+            raise ApiProtocolError(
+                f"the edit reply's image url is on {url.scheme}://{url.host}, not on the edit "
+                f"API's own origin ({self._where()}): not fetched"
+            )
         reply = await self._request(
-            "GET", str(url), what="download", headers=headers, follow_redirects=True
+            "GET",
+            str(url),
+            what="download",
+            headers=self._auth_headers(),  # same origin as the API, checked above
+            limit=MAX_RESULT_BYTES,
         )
-        if reply.status != 200:
+        if reply.status != 200:  # a 3xx included: redirects are not followed
             raise ApiProtocolError(
                 f"downloading the edited image failed with HTTP {reply.status} "
                 f"(trace={reply.trace_id})",
@@ -594,6 +634,11 @@ class EditApiClient:
 def _ssl_context() -> ssl.SSLContext:
     """httpx's default TLS context, built once per process (building one costs ~50 ms)."""
     return httpx.create_ssl_context()
+
+
+def _may_resend(method: str, exc: Exception) -> bool:
+    """A GET may always go again; the POST only if it surely never reached the server."""
+    return method != "POST" or isinstance(exc, _NOT_SENT_ERRORS)
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -709,16 +754,44 @@ def _decode_b64(text: str) -> bytes:
     text = text.strip()
     if text.startswith("data:") and "," in text:  # a data URL from some compatible servers
         text = text.split(",", 1)[1]
+    text = "".join(text.split())
+    # Refused before decoding: the decoded copy is what would cost the memory.
+    decoded_size = len(text) * 3 // 4 - text[-2:].count("=")
+    if decoded_size > MAX_RESULT_BYTES:
+        raise ApiProtocolError(
+            f"the edit reply's image has {decoded_size} bytes; "
+            f"we take at most {MAX_RESULT_BYTES // _MIB} MiB"
+        )
     try:
-        return base64.b64decode("".join(text.split()), validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
 
 
-def _looks_like_image(data: bytes) -> bool:
-    """Pillow can identify it (reads the header only; cheap)."""
+def _check_result(data: bytes, request_id: str | None) -> None:
+    """A readable image within the API's output bounds (reads the header only; cheap)."""
+    if len(data) > MAX_RESULT_BYTES:
+        raise ApiProtocolError(
+            f"the edit reply's image has {len(data)} bytes; "
+            f"we take at most {MAX_RESULT_BYTES // _MIB} MiB (id={request_id})"
+        )
+    size = _image_size(data)
+    if size is None:
+        raise ApiProtocolError(f"the edit reply's image is not a readable image (id={request_id})")
+    width, height = size
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ApiProtocolError(
+            f"the edit reply's image is {width}x{height}, over the API's "
+            f"{MAX_SIDE}x{MAX_SIDE} (id={request_id})"
+        )
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image header, or None if Pillow cannot identify it."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return bool(im.format) and im.width > 0 and im.height > 0
+            if im.format and im.width > 0 and im.height > 0:
+                return im.width, im.height
     except Exception:
-        return False
+        pass
+    return None

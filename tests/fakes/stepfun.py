@@ -14,13 +14,18 @@ Use the `stepfun` fixture (exported in tests/conftest.py) or, from any test modu
     fake.results                       [bytes]: every image it returned (PNG)
     fake.fail_next(429, retry_after=1) an error answer (times=N for the next N requests)
     fake.drop_next()                   close the connection without an answer
+    fake.drop_next(after_headers=True) send 200 and part of the body, then close the connection
+    fake.hang_next()                   never answer (until the client gives up or the fake stops)
+    fake.huge_next(90_000_000)         200 with a b64_json of that many bytes, streamed
     fake.malformed_next("not_json")    a broken 200 answer (MALFORMED_KINDS)
     fake.filter_next()                 200 with finish_reason "content_filtered", no image
-    fake.delay = 0.5                   latency before each edit answer
+    fake.delay = 0.5                   latency before each edit answer (requests overlap)
     fake.response_format_override      answer "url" or "b64_json" whatever was asked
+    fake.file_redirects["abc"] = url   GET /files/abc.png answers 302 to url
     fake.models_status = 404           make GET /v1/models fail (a server without /models)
 
 Faults are queued and consumed in order, one per edit request, before the request is validated.
+Requests are served concurrently: decoding, drawing and encoding run in a worker thread.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import pytest_asyncio
 from aiohttp import BodyPartReader, web
@@ -101,11 +106,13 @@ class RecordedRequest:
 
 @dataclass
 class _Fault:
-    kind: Literal["status", "drop", "malformed", "filter"]
+    kind: Literal["status", "drop", "hang", "huge", "malformed", "filter"]
     status: int = 0
     retry_after: float | str | None = None
     body: Any = None
     malformed: str = ""
+    after_headers: bool = False  # "drop": first send a 200 and part of the body
+    size: int = 0  # "huge": bytes of b64_json
 
 
 class _BadRequest(Exception):
@@ -183,12 +190,17 @@ class FakeStepFun:
     """The fake server. Start with `await fake.start()` (or use run_fake_stepfun)."""
 
     def __init__(
-        self, *, api_key: str = DEFAULT_KEY, model: str = DEFAULT_MODEL, host: str = "127.0.0.1"
+        self,
+        *,
+        api_key: str = DEFAULT_KEY,
+        model: str = DEFAULT_MODEL,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.api_key = api_key
         self.model = model
         self.host = host
-        self.port = 0
+        self.port = port  # 0: an ephemeral port, chosen by start()
         self.requests: list[RecordedRequest] = []
         self.results: list[bytes] = []
         self.delay: float = 0.0
@@ -199,6 +211,7 @@ class FakeStepFun:
         self.downloads: list[str] = []  # paths of GET /files/... requests
         self.download_headers: list[dict[str, str]] = []
         self.files: dict[str, bytes] = {}
+        self.file_redirects: dict[str, str] = {}  # file id -> where GET /files/<id>.png redirects
         self._faults: deque[_Fault] = deque()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -226,10 +239,21 @@ class FakeStepFun:
         for _ in range(times):
             self._faults.append(_Fault("status", status=status, retry_after=retry_after, body=body))
 
-    def drop_next(self, *, times: int = 1) -> None:
-        """Close the connection of the next `times` edit requests without answering."""
+    def drop_next(self, *, times: int = 1, after_headers: bool = False) -> None:
+        """Close the connection of the next `times` edit requests without answering; with
+        `after_headers`, only after sending a 200 status line, headers and part of the body."""
         for _ in range(times):
-            self._faults.append(_Fault("drop"))
+            self._faults.append(_Fault("drop", after_headers=after_headers))
+
+    def hang_next(self, *, times: int = 1) -> None:
+        """Never answer the next `times` edit requests: they wait until the client gives up."""
+        for _ in range(times):
+            self._faults.append(_Fault("hang"))
+
+    def huge_next(self, size: int, *, times: int = 1) -> None:
+        """Answer 200 with a b64_json of `size` bytes, streamed in chunks (never held whole)."""
+        for _ in range(times):
+            self._faults.append(_Fault("huge", size=size))
 
     def malformed_next(self, kind: MalformedKind | str, *, times: int = 1) -> None:
         if kind not in MALFORMED_KINDS:
@@ -266,7 +290,7 @@ class FakeStepFun:
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
 
@@ -307,8 +331,10 @@ class FakeStepFun:
     async def _handle_file(self, request: web.Request) -> web.StreamResponse:
         self.downloads.append(request.path)
         self.download_headers.append(dict(request.headers))
-        name = request.match_info["name"]
-        data = self.files.get(name.removesuffix(".png"))
+        name = request.match_info["name"].removesuffix(".png")
+        if name in self.file_redirects:
+            return web.Response(status=302, headers={"Location": self.file_redirects[name]})
+        data = self.files.get(name)
         if data is None:
             return self._json(error_body("file not found", code="not_found"), 404)
         return web.Response(body=data, content_type="image/png")
@@ -353,22 +379,47 @@ class FakeStepFun:
             record.fault = (
                 fault.kind if fault.kind != "malformed" else f"malformed:{fault.malformed}"
             )
-            if fault.kind == "drop":
-                record.status = 0
-                if request.transport is not None:
-                    request.transport.close()
-                raise asyncio.CancelledError  # aiohttp then ends the handler without an answer
+            if fault.kind in ("drop", "hang", "huge"):
+                return await self._stream_fault(fault, request, record)
             response = self._fault_response(fault, record)
         else:
             try:
                 if parse_error:
                     raise _BadRequest(parse_error)
-                response = self._edit(record, images, list_images)
+                response = await self._edit(record, images, list_images)
             except _BadRequest as exc:
                 code = "invalid_api_key" if exc.status == 401 else exc.code
                 type_ = "invalid_api_key" if exc.status == 401 else "invalid_request_error"
                 response = self._json(error_body(exc.message, type_=type_, code=code), exc.status)
         record.status = response.status
+        return response
+
+    async def _stream_fault(
+        self, fault: _Fault, request: web.Request, record: RecordedRequest
+    ) -> web.StreamResponse:
+        """The faults that break off or stretch an answer on the wire."""
+        if fault.kind == "hang":
+            await self._closing.wait()  # cancelled when the client goes away
+            _drop(request)
+        response = web.StreamResponse(headers={"X-Trace-Id": uuid.uuid4().hex})
+        response.content_type = "application/json"
+        head = b'{"id": "img-streamed", "data": [{"finish_reason": "success", "b64_json": "'
+        if fault.kind == "drop":
+            record.status = 0
+            if fault.after_headers:
+                response.content_length = len(head) + 1024  # promised, never sent
+                await response.prepare(request)
+                await response.write(head)
+            _drop(request)
+        record.status = 200  # "huge"
+        await response.prepare(request)
+        chunk = b"A" * (1024 * 1024)
+        with suppress(ConnectionResetError):  # a careful client stops reading half-way
+            await response.write(head)
+            for start in range(0, fault.size, len(chunk)):
+                await response.write(chunk[: fault.size - start])
+            await response.write(b'"}]}')
+            await response.write_eof()
         return response
 
     def _fault_response(self, fault: _Fault, record: RecordedRequest) -> web.Response:
@@ -419,13 +470,37 @@ class FakeStepFun:
         # "missing_image": neither b64_json nor url
         return self._json({"id": rid, "created": int(time.time()), "data": [item]})
 
-    def _edit(
+    async def _edit(
         self,
         record: RecordedRequest,
         images: list[tuple[bytes, str | None, str | None]],
         list_images: bool,
     ) -> web.Response:
         """Validate like the real API, then "edit". Raises _BadRequest for a refused request."""
+        prompt, seed, response_format = self._validate(record, images, list_images)
+        source = _open_input(images[0][0])
+        used_seed = seed if seed is not None else random.randint(0, MAX_SEED)
+        as_url = (self.response_format_override or response_format) == "url"
+        # CPU work off the event loop, so that concurrent requests overlap as on a real server.
+        png, b64 = await asyncio.to_thread(_render, source, prompt, used_seed, not as_url)
+        self.results.append(png)
+        rid = f"img-{uuid.uuid4().hex[:16]}"
+        item: dict[str, Any] = {"finish_reason": "success", "seed": used_seed}
+        if as_url:
+            self.files[rid] = png
+            item["url"] = f"{self.root_url}/files/{rid}.png"
+        else:
+            item["b64_json"] = b64
+        return self._json({"id": rid, "created": int(time.time()), "data": [item]})
+
+    def _validate(
+        self,
+        record: RecordedRequest,
+        images: list[tuple[bytes, str | None, str | None]],
+        list_images: bool,
+    ) -> tuple[str, int | None, str]:
+        """The documented checks on fields (the image is checked when opened).
+        Returns prompt, seed and response_format."""
         auth = record.headers.get("Authorization")
         if auth != f"Bearer {self.api_key}":
             raise _BadRequest("Incorrect API key provided", status=401)
@@ -466,31 +541,41 @@ class FakeStepFun:
         response_format = f.get("response_format", "url")
         if response_format not in ("b64_json", "url"):
             raise _BadRequest(f"response_format must be b64_json or url, not {response_format!r}")
+        return prompt, seed, response_format
 
-        data = images[0][0]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                source = Image.open(io.BytesIO(data))
-                if source.width > MAX_SIDE or source.height > MAX_SIDE:
-                    raise _BadRequest(TOO_LARGE_MESSAGE)
-                source.load()
-        except Image.DecompressionBombError:
-            raise _BadRequest(TOO_LARGE_MESSAGE) from None
-        except (OSError, ValueError, SyntaxError):
-            raise _BadRequest("the image could not be decoded", code="invalid_image") from None
 
-        used_seed = seed if seed is not None else random.randint(0, MAX_SEED)
-        png = render_result(source, prompt, used_seed)
-        self.results.append(png)
-        rid = f"img-{uuid.uuid4().hex[:16]}"
-        item: dict[str, Any] = {"finish_reason": "success", "seed": used_seed}
-        if (self.response_format_override or response_format) == "url":
-            self.files[rid] = png
-            item["url"] = f"{self.root_url}/files/{rid}.png"
-        else:
-            item["b64_json"] = base64.b64encode(png).decode()
-        return self._json({"id": rid, "created": int(time.time()), "data": [item]})
+def _open_input(data: bytes) -> Image.Image:
+    """The input's header, checked like the real API (raising _BadRequest); pixels not read yet.
+    On the event loop: warnings.catch_warnings is not thread-safe."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            source = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise _BadRequest(TOO_LARGE_MESSAGE) from None
+    except (OSError, ValueError, SyntaxError):
+        raise _BadRequest("the image could not be decoded", code="invalid_image") from None
+    if source.width > MAX_SIDE or source.height > MAX_SIDE:
+        raise _BadRequest(TOO_LARGE_MESSAGE)
+    return source
+
+
+def _render(source: Image.Image, prompt: str, seed: int, b64: bool) -> tuple[bytes, str | None]:
+    """Decode the input's pixels (raising _BadRequest), "edit" them, encode the result: PNG bytes,
+    and their base64 if asked. Runs in a worker thread."""
+    try:
+        source.load()
+    except (OSError, ValueError, SyntaxError):
+        raise _BadRequest("the image could not be decoded", code="invalid_image") from None
+    png = render_result(source, prompt, seed)
+    return png, base64.b64encode(png).decode() if b64 else None
+
+
+def _drop(request: web.Request) -> NoReturn:
+    """Close the connection without (the rest of) an answer."""
+    if request.transport is not None:
+        request.transport.close()
+    raise asyncio.CancelledError  # aiohttp then ends the handler without an answer
 
 
 def _int_field(
@@ -510,7 +595,7 @@ def _int_field(
 
 @asynccontextmanager
 async def run_fake_stepfun(**kw: Any) -> AsyncIterator[FakeStepFun]:
-    """Start a FakeStepFun (keywords: api_key, model, host) and stop it afterwards."""
+    """Start a FakeStepFun (keywords: api_key, model, host, port) and stop it afterwards."""
     fake = FakeStepFun(**kw)
     await fake.start()
     try:
