@@ -11,9 +11,13 @@ event loop without a nested loop and without an alembic.ini.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import sqlite3
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,12 +26,18 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+if TYPE_CHECKING:
+    import aiosqlite
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # How long a SQLite writer waits for another writer (other sessions or processes) before failing.
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# Pauses between attempts to switch a SQLite file to WAL while another connection holds its lock.
+_WAL_RETRY_FIRST_S = 0.002
+_WAL_RETRY_MAX_S = 0.05
 # Execution option: this transaction only reads, so on SQLite it may start with a plain (deferred)
 # BEGIN and run alongside writers (WAL) instead of queueing for the write lock.
 READ_ONLY = "stepedit_read_only"
@@ -78,6 +88,49 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether `exc` is SQLITE_BUSY ("database is locked"), any extended variant."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
+
+
+async def _enable_wal(driver_connection: aiosqlite.Connection, timeout_s: float) -> None:
+    """Put the database file in WAL mode (a lasting property of the file).
+
+    On a file already in WAL mode this is a no-op that needs only a shared lock, which the busy
+    timeout covers. The switch itself reads the file under a shared lock, then takes the write
+    lock to rewrite the header; if another connection (any process) holds or wants the write lock
+    meanwhile, typically one switching the same new file at the same moment, SQLite fails it with
+    "database is locked" at once instead of calling the busy handler, since waiting while holding
+    the shared lock could deadlock (https://www.sqlite.org/c3ref/busy_handler.html). So we retry,
+    with short randomized pauses, for up to the busy timeout ourselves.
+
+    This goes through aiosqlite's `execute_fetchall` rather than a DB-API cursor: there a failed
+    statement's sqlite3 cursor is freed at once, on the connection's own thread. Through the
+    SQLAlchemy adapter it would outlive the error in a reference cycle, and the garbage collector
+    resetting it later on the event loop thread blocks the whole loop for as long as the connection
+    is busy waiting in another statement (e.g. its next BEGIN IMMEDIATE, queued behind a writer
+    that then cannot finish: a stall of the full busy timeout).
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = _WAL_RETRY_FIRST_S
+    while True:
+        try:
+            rows = list(await driver_connection.execute_fetchall("PRAGMA journal_mode = WAL"))
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        else:
+            mode = str(rows[0][0]).lower() if rows else "unknown"
+            if mode != "wal":  # e.g. a file system without shared memory: works, just slower
+                log.warning("SQLite kept journal_mode=%s instead of WAL", mode)
+            return
+        await asyncio.sleep(pause * random.uniform(0.5, 1.5))
+        pause = min(pause * 2, _WAL_RETRY_MAX_S)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for `url` (any form `normalize_url` accepts).
 
@@ -97,7 +150,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
-    busy_ms = int(float(connect_args["timeout"]) * 1000)
+    busy_s = float(connect_args["timeout"])
+    busy_ms = int(busy_s * 1000)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -107,7 +161,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if path is not None:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                dbapi_connection.run_async(lambda conn: _enable_wal(conn, busy_s))
                 cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
