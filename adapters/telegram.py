@@ -1,8 +1,11 @@
-"""Telegram adapter (python-telegram-bot): updates in, core requests out, results back as
-photos, buttons and files. Every rule (quota, seeds, sources, limits) lives in bot/service.py;
-this module only decides *whether* a message is addressed to the bot and *how* to show answers.
+"""Telegram adapter (python-telegram-bot): updates in, core requests out; and the Messenger the
+core answers through (photos with buttons, notes, texts), which needs nothing but a stored
+address, so a job resumed after a restart answers in its chat. Every rule (quota, seeds,
+sources, limits, queueing) lives in bot/service.py; this module only decides *whether* a
+message is addressed to the bot and *how* to show answers.
 
-Buttons carry the stored edit id ("reroll:42"), so they keep working after a restart.
+Buttons carry the stored edit id ("reroll:42"), so they keep working after a restart; the core
+checks that the edit belongs to the chat where the button was pressed.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import contextlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from telegram import (
+    Bot,
     BotCommand,
     CallbackQuery,
     InlineKeyboardButton,
@@ -40,9 +44,9 @@ from telegram.ext import (
 
 from bot import texts
 from bot.config import ConfigError
-from bot.domain import ChatRef, EditRequest, ImageUpload, MessageRef, Picture, Progress, UserRef
+from bot.domain import Address, ChatRef, EditRequest, FileRef, MessageRef, Picture, UserRef
 from bot.errors import ImageTooLarge, StepEditError, UnknownEdit
-from bot.service import Deliver, EditService
+from bot.service import EditService
 from bot.texts import t
 
 log = logging.getLogger("stepedit.telegram")
@@ -50,7 +54,7 @@ log = logging.getLogger("stepedit.telegram")
 PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
 ALBUMS_REMEMBERED = 1000
-CHAT_ACTION_EVERY = 4.0  # seconds; Telegram shows a chat action for about five
+POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
 COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel")  # described in bot/texts.py
@@ -68,6 +72,17 @@ def user_ref(user: TgUser) -> UserRef:
     return UserRef(PLATFORM, str(user.id), user.full_name, user.language_code)
 
 
+def sender_ref(update: Update) -> UserRef | None:
+    """Who speaks. An anonymous group admin or a channel speaks as a chat (`sender_chat`):
+    each such chat is its own user, with its own settings and quota, rather than one shared
+    "GroupAnonymousBot" for every group."""
+    message = update.effective_message
+    if message is not None and message.sender_chat is not None:
+        chat = message.sender_chat
+        return UserRef(PLATFORM, f"chat{chat.id}", chat.title or chat.username, None)
+    return None if update.effective_user is None else user_ref(update.effective_user)
+
+
 def chat_ref(message: Message) -> ChatRef:
     return ChatRef(PLATFORM, str(message.chat_id), message.chat.type == ChatType.PRIVATE)
 
@@ -81,16 +96,33 @@ def lang_of(update: Update, sample: str = "") -> str:
     return texts.language_for(user.language_code if user else None, sample)
 
 
-def image_file_id(message: Message) -> tuple[str, int | None] | None:
+def image_file(message: Message) -> FileRef | None:
     """The file of the best photo size, or of a document (any file: the core judges it)."""
     if message.photo:
         best = message.photo[-1]
-        return best.file_id, best.file_size
+        return FileRef(PLATFORM, best.file_id, best.file_size)
     if message.document:
-        return message.document.file_id, message.document.file_size
+        document = message.document
+        return FileRef(PLATFORM, document.file_id, document.file_size, document.file_name)
     if message.sticker and not (message.sticker.is_animated or message.sticker.is_video):
-        return message.sticker.file_id, message.sticker.file_size
+        return FileRef(PLATFORM, message.sticker.file_id, message.sticker.file_size)
     return None
+
+
+def checked_file(message: Message) -> FileRef:
+    """The message's image file, refused now (before any job) if Telegram won't let us fetch it."""
+    file = image_file(message)
+    if file is None:
+        raise UnknownEdit("the message has no image")
+    if file.size and file.size > MAX_DOWNLOAD_BYTES:
+        raise ImageTooLarge(f"{file.size} bytes is more than the Bot API lets bots download")
+    return file
+
+
+def event_key(message: Message) -> str:
+    """The same Telegram message delivered twice (a crash before its offset was confirmed)
+    must make one job."""
+    return f"{PLATFORM}:{message.chat_id}:{message.message_id}"
 
 
 class Addressing:
@@ -131,7 +163,7 @@ class TelegramBot:
             .token(token)
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
-            .concurrent_updates(True)  # /cancel must run while an edit is in flight
+            .updater(None)  # we poll ourselves: see _poll
             # A reply still arrives if the user deleted the message it answers.
             .defaults(Defaults(allow_sending_without_reply=True))
         )
@@ -139,6 +171,11 @@ class TelegramBot:
             # PTB's builder types the limiter's generic parameter loosely; this one fits.
             builder = builder.rate_limiter(AIORateLimiter(max_retries=2))  # type: ignore[arg-type]
         self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self.messenger = TelegramMessenger(self.app.bot)
+        self._polling: asyncio.Task[None] | None = None
+        self._confirmed = 0  # the next update id Telegram should send (all before are handled)
+        self._offset = 0
+        self.handling = 0  # batches of updates being handled now
         self._add_handlers()
 
     def _add_handlers(self) -> None:
@@ -168,7 +205,7 @@ class TelegramBot:
             except TelegramError as exc:
                 log.warning("could not set the command menu (%s): %s", code or "default", exc)
 
-    # lifecycle: start() returns once polling runs; stop() shuts everything down
+    # lifecycle: start() returns once polling runs; stop_receiving() then stop() shut down
     async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
         try:
             await self.app.initialize()
@@ -184,46 +221,93 @@ class TelegramBot:
             ) from None
         await self._register_commands()
         await self.app.start()
-        assert self.app.updater is not None
-        await self.app.updater.start_polling(
-            timeout=poll_timeout, poll_interval=poll_interval, allowed_updates=Update.ALL_TYPES
-        )
+        await self.app.bot.delete_webhook()  # polling needs it off
+        self._polling = asyncio.create_task(self._poll(poll_timeout, poll_interval))
         log.info("Telegram bot @%s is running", self.app.bot.username)
 
-    async def stop(self) -> None:
-        if self.app.updater and self.app.updater.running:
-            await self.app.updater.stop()
+    async def stop_receiving(self) -> None:
+        """Take no new updates; the bot can still send (running jobs finish and answer)."""
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._polling
+            self._polling = None
+            await self._confirm()
         if self.app.running:
             await self.app.stop()
+
+    async def stop(self) -> None:
+        await self.stop_receiving()
         await self.app.shutdown()
+
+    async def _poll(self, timeout: int, interval: float) -> None:
+        """getUpdates, handle the batch, and only then ask for the next one, which confirms the
+        batch to Telegram. A crash mid-batch gets the batch again after a restart (at least
+        once): the requests' idempotency keys make the ones already admitted no-ops, so
+        nothing a user sent is lost and nothing is done twice."""
+        while True:
+            try:
+                updates = await self.app.bot.get_updates(
+                    offset=self._offset, timeout=timeout, allowed_updates=Update.ALL_TYPES
+                )
+            except TelegramError as exc:
+                log.warning("getUpdates failed (%s); trying again", exc)
+                await asyncio.sleep(POLL_RETRY_SECONDS)
+                continue
+            self._confirmed = self._offset
+            if updates:
+                await self._handle(updates)
+                self._offset = updates[-1].update_id + 1
+            elif interval:
+                await asyncio.sleep(interval)
+
+    async def _handle(self, updates: tuple[Update, ...]) -> None:
+        """Each chat's updates one after another, in the order sent (a text right after a
+        photo edits that photo); different chats side by side."""
+        by_chat: dict[int, list[Update]] = {}
+        for update in updates:
+            chat = update.effective_chat
+            by_chat.setdefault(chat.id if chat else -update.update_id, []).append(update)
+
+        async def in_order(chat_updates: list[Update]) -> None:
+            for update in chat_updates:
+                await self.app.process_update(update)  # errors go to on_error
+
+        self.handling += 1
+        try:
+            await asyncio.gather(*(in_order(chat_updates) for chat_updates in by_chat.values()))
+        finally:
+            self.handling -= 1
+
+    async def _confirm(self) -> None:
+        """Tell Telegram the updates handled so far are done (as the next getUpdates would)."""
+        if self._offset > self._confirmed:
+            with contextlib.suppress(TelegramError):
+                await self.app.bot.get_updates(offset=self._offset, timeout=0)
+            self._confirmed = self._offset
 
     # --- messages ----------------------------------------------------------------------------
 
     async def on_image(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if message is None or update.effective_user is None:
+        user = sender_ref(update)
+        if message is None or user is None:
             return
         said = Addressing(message.caption or "", context.bot.username)
         if not self._for_us(message, said, await self._known_reply(message), context):
             return  # a group photo not meant for us: no download, no API call
-        upload = await self._download(message, context)
-        user, chat, origin = (
-            user_ref(update.effective_user),
-            chat_ref(message),
-            message_ref(message),
-        )
+        upload = checked_file(message)
+        chat, origin = chat_ref(message), message_ref(message)
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
-            notes = await self.service.register_photo(user, chat, upload, origin)
+            await self.service.register_photo(user, chat, upload, origin)
             if self._album_answered_before(message):
                 return  # one question per album, not one per photo
-            lang = lang_of(update)
-            text = "\n\n".join([t("ask_prompt", lang), *(t(n, lang) for n in notes)])
-            question = await message.reply_text(text, do_quote=True)
+            question = await message.reply_text(t("ask_prompt", lang_of(update)), do_quote=True)
             await self.service.link_same_image(message_ref(question), origin)
             return
         self._album_answered_before(message)  # its other photos need no question
         request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
-        await self.run_edit(update, context, request)
+        await self._submit(update, message, request)
 
     def _album_answered_before(self, message: Message) -> bool:
         """Note that the bot answers this message's album (media group); True if it already
@@ -240,7 +324,8 @@ class TelegramBot:
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if message is None or update.effective_user is None or message.text is None:
+        user = sender_ref(update)
+        if message is None or user is None or message.text is None:
             return
         said = Addressing(message.text, context.bot.username)
         if message.text.startswith("/") and not said.command:
@@ -248,15 +333,15 @@ class TelegramBot:
         known_reply = await self._known_reply(message)
         if not self._for_us(message, said, known_reply, context):
             return
-        user, chat = user_ref(update.effective_user), chat_ref(message)
-        request = EditRequest(user, chat, said.prompt, reply_to=known_reply)
+        chat = chat_ref(message)
+        request = EditRequest(user, chat, said.prompt, source_message=known_reply)
         replied = message.reply_to_message
-        if known_reply is None and replied is not None and image_file_id(replied):
-            upload = await self._download(replied, context)
+        if known_reply is None and replied is not None and image_file(replied):
+            upload = checked_file(replied)
             request = EditRequest(
                 user, chat, said.prompt, upload=upload, origin=message_ref(replied)
             )
-        await self.run_edit(update, context, request)
+        await self._submit(update, message, request)
 
     async def _known_reply(self, message: Message) -> MessageRef | None:
         """The message `message` replies to, if it stands for an image the bot knows (a result,
@@ -282,127 +367,18 @@ class TelegramBot:
         author = replied.from_user if replied is not None else None
         return known_reply is not None and author is not None and author.id == context.bot.id
 
-    async def _download(self, message: Message, context: ContextTypes.DEFAULT_TYPE) -> ImageUpload:
-        found = image_file_id(message)
-        if found is None:
-            raise UnknownEdit("the message has no image")
-        file_id, size = found
-        if size and size > MAX_DOWNLOAD_BYTES:
-            raise ImageTooLarge(f"{size} bytes is more than the Bot API lets bots download")
-        file = await context.bot.get_file(file_id)
-        data = await file.download_as_bytearray()
-        name = message.document.file_name if message.document else None
-        return ImageUpload(bytes(data), name)
-
-    # --- running an edit, with progress --------------------------------------------------------
-
-    async def run_edit(
-        self,
-        update: Update,
-        context: ContextTypes.DEFAULT_TYPE,
-        request: EditRequest,
-        *,
-        answer_to: Message | None = None,
+    async def _submit(
+        self, update: Update, answer_to: Message, request: EditRequest, *, key: str | None = None
     ) -> None:
-        """Show progress, run the edit in the core, reply with the photo and its buttons.
-        Errors propagate to on_error, which answers the user."""
-        message = answer_to or update.effective_message
-        assert message is not None
-        lang = lang_of(update, request.prompt)
-        status: Message | None = None  # sent once the core starts waiting or working
-        shown = ""
-
-        async def on_progress(progress: Progress) -> None:
-            nonlocal status, shown
-            place = progress.queue_position
-            text = t("queued", lang, position=place) if place else t("working", lang)
-            if text == shown:
-                return
-            shown = text
-            with contextlib.suppress(TelegramError):  # progress is cosmetic: never fail an edit
-                if status is None:
-                    status = await message.reply_text(text, do_quote=True)
-                else:
-                    await status.edit_text(text)
-
-        try:
-            async with self._showing_action(message):
-                await self.service.edit(request, self._photo_reply(message, lang), on_progress)
-        finally:
-            if status is not None:
-                with contextlib.suppress(TelegramError):
-                    await status.delete()
-
-    def _photo_reply(self, message: Message, lang: str) -> Deliver:
-        """How the core hands over a picture: as a photo replying to `message`, with buttons
-        (as a file, with the same caption and buttons, when Telegram refuses it as a photo)."""
-
-        async def deliver(picture: Picture) -> MessageRef:
-            shown: dict[str, Any] = {
-                "caption": self._caption(picture, lang),
-                "reply_markup": self._result_buttons(picture.edit_id, lang),
-                "do_quote": True,
-                "filename": picture.filename,
-            }
-            try:
-                sent = await message.reply_photo(picture.data, **shown)
-            except BadRequest as exc:
-                # Telegram refuses some pictures as photos (e.g. wider than 20:1): send a file.
-                if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
-                    raise
-                log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
-                sent = await message.reply_document(picture.data, **shown)
-            return message_ref(sent)
-
-        return deliver
-
-    @contextlib.asynccontextmanager
-    async def _showing_action(self, message: Message) -> AsyncIterator[None]:
-        """Keep "sending photo…" on in the chat header until the body is done."""
-
-        async def keep_on() -> None:
-            while True:
-                with contextlib.suppress(TelegramError):
-                    await message.get_bot().send_chat_action(
-                        message.chat_id, ChatAction.UPLOAD_PHOTO
-                    )
-                await asyncio.sleep(CHAT_ACTION_EVERY)
-
-        task = asyncio.create_task(keep_on())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _caption(self, picture: Picture, lang: str) -> str:
-        if picture.prompt is None:
-            lines = [t("caption_original", lang)]
-        elif picture.seed is None:  # a server that does not tell its seed
-            lines = [picture.prompt]
-        else:
-            lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
-        lines += [t(note, lang) for note in picture.notes]
-        return "\n\n".join(lines)[:1024]
-
-    def _full_caption(self, picture: Picture, lang: str) -> str:
-        if picture.seed is None:
-            return t("caption_full_plain", lang)
-        return t("caption_full", lang, seed=picture.seed)
-
-    def _result_buttons(self, edit_id: int | None, lang: str) -> InlineKeyboardMarkup | None:
-        if edit_id is None:
-            return None
-        return InlineKeyboardMarkup(
-            [
-                [
-                    InlineKeyboardButton(t("btn_reroll", lang), callback_data=f"reroll:{edit_id}"),
-                    InlineKeyboardButton(t("btn_undo", lang), callback_data=f"undo:{edit_id}"),
-                    InlineKeyboardButton(t("btn_full", lang), callback_data=f"full:{edit_id}"),
-                ]
-            ]
+        """Hand the request to the core, which queues it and answers by itself (a note, then
+        the photo or a clear message). A refusal raises to on_error, which answers it."""
+        request = replace(
+            request,
+            key=key or event_key(answer_to),
+            answer_to=str(answer_to.message_id),
+            language=lang_of(update, request.prompt),
         )
+        await self.service.submit(request)
 
     # --- buttons ----------------------------------------------------------------------------
 
@@ -420,34 +396,44 @@ class TelegramBot:
         if action == "set" and asker is not None and asker.id != query.from_user.id:
             await self._answer(query, t("not_your_settings", lang))  # someone else's /settings
             return
-        await self._answer(query)
         user, chat = user_ref(query.from_user), chat_ref(message)
+        if action == "cancel" and arg.isdigit():  # the progress note's button
+            cancelled = await self.service.cancel(user, chat, edit_id=int(arg))
+            await self._answer(query, None if cancelled else t("nothing_to_cancel", lang))
+            return
+        await self._answer(query)
         if action == "set":
-            name, _, value = arg.partition(":")
-            if name == "reset":
-                settings = await self.service.reset_settings(user)
-            else:
-                settings = await self.service.change_setting(user, name, value)
-            with contextlib.suppress(BadRequest):  # "message is not modified"
-                await message.edit_text(
-                    texts.describe_settings(settings, lang), reply_markup=self._settings_buttons()
-                )
+            await self._apply_setting_button(message, user, arg, lang)
             return
         if not arg.isdigit():
             return
         edit_id = int(arg)
         if action == "reroll":
             request = EditRequest(user, chat, reroll_of=edit_id)
-            await self.run_edit(update, context, request, answer_to=message)
+            await self._submit(update, message, request, key=f"{PLATFORM}:cb:{query.id}")
         elif action == "undo":
-            await self.service.undo(user, chat, edit_id, self._photo_reply(message, lang))
+            to = Address(PLATFORM, chat.id, str(message.message_id), lang)
+            await self.service.undo(user, chat, edit_id, to)
         elif action == "full":
-            picture = await self.service.full_quality(edit_id)
+            picture = await self.service.full_quality(chat, edit_id)
             await message.reply_document(
                 picture.data,
                 filename=picture.filename,
-                caption=self._full_caption(picture, lang),
+                caption=full_caption(picture, lang),
                 do_quote=True,
+            )
+
+    async def _apply_setting_button(
+        self, message: Message, user: UserRef, arg: str, lang: str
+    ) -> None:
+        name, _, value = arg.partition(":")
+        if name == "reset":
+            settings = await self.service.reset_settings(user)
+        else:
+            settings = await self.service.change_setting(user, name, value)
+        with contextlib.suppress(BadRequest):  # "message is not modified"
+            await message.edit_text(
+                texts.describe_settings(settings, lang), reply_markup=settings_buttons()
             )
 
     @staticmethod
@@ -468,9 +454,10 @@ class TelegramBot:
         await self._reply(update, t("help", lang_of(update)))
 
     async def on_quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_user is None:
+        user = sender_ref(update)
+        if user is None:
             return
-        quota = await self.service.quota(user_ref(update.effective_user))
+        quota = await self.service.quota(user)
         lang = lang_of(update)
         if quota.remaining is None:
             text = t("quota_unlimited", lang, used=quota.used)
@@ -480,9 +467,10 @@ class TelegramBot:
         await self._reply(update, text)
 
     async def on_seed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_user is None:
+        user = sender_ref(update)
+        if user is None:
             return
-        user, lang = user_ref(update.effective_user), lang_of(update)
+        lang = lang_of(update)
         if context.args:
             settings = await self.service.change_setting(user, "seed", context.args[0])
         else:
@@ -496,9 +484,10 @@ class TelegramBot:
         await self._reply(update, text)
 
     async def on_settings(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        if update.effective_user is None:
+        user = sender_ref(update)
+        if user is None:
             return
-        user, lang = user_ref(update.effective_user), lang_of(update)
+        lang = lang_of(update)
         args = context.args or []
         if args and args[0].lower() == "reset":
             settings = await self.service.reset_settings(user)
@@ -507,27 +496,16 @@ class TelegramBot:
         else:
             settings = await self.service.settings(user)
         text = texts.describe_settings(settings, lang)
-        await self._reply(update, text, reply_markup=self._settings_buttons())
-
-    def _settings_buttons(self) -> InlineKeyboardMarkup:
-        rows = [
-            [
-                InlineKeyboardButton(f"{name} {value}", callback_data=f"set:{name}:{value}")
-                for name, value in row
-            ]
-            for row in SETTINGS_BUTTONS
-        ]
-        rows.append([InlineKeyboardButton("reset", callback_data="set:reset")])
-        return InlineKeyboardMarkup(rows)
+        await self._reply(update, text, reply_markup=settings_buttons())
 
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if update.effective_user is None or message is None:
+        user = sender_ref(update)
+        if user is None or message is None:
             return
-        cancelled = await self.service.cancel(user_ref(update.effective_user), chat_ref(message))
-        if not cancelled:
+        if not await self.service.cancel(user, chat_ref(message)):
             await self._reply(update, t("nothing_to_cancel", lang_of(update)))
-        # otherwise the cancelled edit answers for itself (see on_error)
+        # otherwise each cancelled request is answered by the core, replying to it
 
     async def _reply(
         self, update: Update, text: str, reply_markup: InlineKeyboardMarkup | None = None
@@ -538,8 +516,9 @@ class TelegramBot:
     # --- errors -----------------------------------------------------------------------------
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """The one place errors become replies: a StepEditError is the user's answer; anything
-        else is logged with its traceback and the user gets a generic apology."""
+        """The one place handler errors become replies: a StepEditError (a refused request) is
+        the user's answer; anything else is logged with its traceback and the user gets a
+        generic apology. Errors of queued jobs are answered by the core."""
         error = context.error
         if not isinstance(update, Update):
             log.error("error outside an update: %s", error, exc_info=error)
@@ -553,3 +532,124 @@ class TelegramBot:
         if message is not None:
             with contextlib.suppress(TelegramError):
                 await message.reply_text(text, do_quote=True)
+
+
+# --- answering: the core's Messenger port ---------------------------------------------------
+
+
+class TelegramMessenger:
+    """bot.ports.Messenger over the Bot API: everything it needs is in the Address."""
+
+    platform = PLATFORM
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def fetch(self, file: FileRef) -> bytes:
+        found = await self.bot.get_file(file.file_id)
+        if found.file_size and found.file_size > MAX_DOWNLOAD_BYTES:
+            raise ImageTooLarge(f"{found.file_size} bytes is more than bots may download")
+        return bytes(await found.download_as_bytearray())
+
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
+        """A photo replying to the request, with buttons; as a file, with the same caption
+        and buttons, when Telegram refuses it as a photo (e.g. wider than 20:1)."""
+        shown: dict[str, Any] = {
+            "caption": caption(picture, to.language),
+            "reply_markup": result_buttons(picture.edit_id, to.language),
+            "reply_to_message_id": _message_id(to.reply_to),
+            "filename": picture.filename,
+        }
+        try:
+            sent = await self.bot.send_photo(_chat(to), picture.data, **shown)
+        except BadRequest as exc:
+            if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
+                raise
+            log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
+            sent = await self.bot.send_document(_chat(to), picture.data, **shown)
+        return message_ref(sent)
+
+    async def send_text(self, to: Address, text: str) -> None:
+        await self.bot.send_message(_chat(to), text, reply_to_message_id=_message_id(to.reply_to))
+
+    async def send_note(self, to: Address, text: str, edit_id: int) -> str:
+        sent = await self.bot.send_message(
+            _chat(to),
+            text,
+            reply_to_message_id=_message_id(to.reply_to),
+            reply_markup=cancel_button(edit_id, to.language),
+        )
+        return str(sent.message_id)
+
+    async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
+        await self.bot.edit_message_text(
+            text,
+            chat_id=_chat(to),
+            message_id=int(note_id),
+            reply_markup=cancel_button(edit_id, to.language),
+        )
+
+    async def delete_note(self, to: Address, note_id: str) -> None:
+        await self.bot.delete_message(_chat(to), int(note_id))
+
+    async def show_working(self, to: Address) -> None:
+        await self.bot.send_chat_action(_chat(to), ChatAction.UPLOAD_PHOTO)
+
+
+def _chat(to: Address) -> int:
+    """Chat ids are numbers on Telegram. (As a string, PTB's rate limiter would take a private
+    chat for a channel and hold it to a group's 20 messages a minute.)"""
+    return int(to.chat_id)
+
+
+def _message_id(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def caption(picture: Picture, lang: str) -> str:
+    if picture.prompt is None:
+        lines = [t("caption_original", lang)]
+    elif picture.seed is None:  # a server that does not tell its seed
+        lines = [picture.prompt]
+    else:
+        lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
+    lines += [t(note, lang) for note in picture.notes]
+    return "\n\n".join(lines)[:1024]
+
+
+def full_caption(picture: Picture, lang: str) -> str:
+    if picture.seed is None:
+        return t("caption_full_plain", lang)
+    return t("caption_full", lang, seed=picture.seed)
+
+
+def result_buttons(edit_id: int | None, lang: str) -> InlineKeyboardMarkup | None:
+    if edit_id is None:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(t("btn_reroll", lang), callback_data=f"reroll:{edit_id}"),
+                InlineKeyboardButton(t("btn_undo", lang), callback_data=f"undo:{edit_id}"),
+                InlineKeyboardButton(t("btn_full", lang), callback_data=f"full:{edit_id}"),
+            ]
+        ]
+    )
+
+
+def cancel_button(edit_id: int, lang: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(t("btn_cancel", lang), callback_data=f"cancel:{edit_id}")]]
+    )
+
+
+def settings_buttons() -> InlineKeyboardMarkup:
+    rows = [
+        [
+            InlineKeyboardButton(f"{name} {value}", callback_data=f"set:{name}:{value}")
+            for name, value in row
+        ]
+        for row in SETTINGS_BUTTONS
+    ]
+    rows.append([InlineKeyboardButton("reset", callback_data="set:reset")])
+    return InlineKeyboardMarkup(rows)

@@ -20,13 +20,25 @@ from pathlib import Path
 
 from bot import texts
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain import ChatRef, EditRequest, ImageUpload, MessageRef, Picture, UserRef
+from bot.domain import (
+    Address,
+    ChatRef,
+    EditRecord,
+    EditRequest,
+    EditStatus,
+    FileRef,
+    MessageRef,
+    Picture,
+    UserRef,
+)
 from bot.edit_api import EditApiClient
 from bot.errors import ApiConfigError, StepEditError
 from bot.logs import setup_logging
 from bot.service import EditService
 
 log = logging.getLogger("stepedit")
+
+SHUTDOWN_GRACE_SECONDS = 20.0  # on SIGTERM, running edits get this long to finish
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stepedit: {exc}", file=sys.stderr)
         return 2
+    except ShellEditFailed as exc:
+        print(f"stepedit: {exc.told}", file=sys.stderr)
+        return 1
     except StepEditError as exc:
         print(f"stepedit: {texts.error_text(exc)}", file=sys.stderr)
         return 1
@@ -118,8 +133,9 @@ async def open_service(
             default_cfg_scale=settings.default_cfg_scale,
             max_side=settings.max_image_side,
             concurrency=settings.edit_concurrency,
+            max_waiting=settings.max_waiting_per_user,
+            lease=settings.job_lease_seconds,
         )
-        await service.recover_interrupted()
         yield service
     finally:
         await editor.aclose()
@@ -143,13 +159,19 @@ async def serve(settings: Settings) -> None:
                     token=settings.telegram_bot_token.get_secret_value(),
                     api_url=settings.telegram_api_url,
                 )
+                service.attach(bot.messenger)
                 await bot.start()
                 bots.append(bot)
             if settings.discord_bot_token:
                 log.warning("DISCORD_BOT_TOKEN is set, but the Discord adapter is not built yet")
             if bots:
+                await service.start()
                 await _until_stopped()
         finally:
+            # Stop taking updates, let running edits finish (bounded), then close the platforms.
+            for running in bots:
+                await running.stop_receiving()
+            await service.stop(SHUTDOWN_GRACE_SECONDS)
             for running in bots:
                 await running.stop()
 
@@ -165,12 +187,11 @@ async def _until_stopped() -> None:
 
 async def edit_once(settings: Settings, args: argparse.Namespace) -> None:
     """One edit through the same service the bots use, on a throw-away database."""
-    try:
-        data = args.image.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {args.image}: {exc.strerror}") from None
+    if not args.image.is_file():
+        raise ConfigError(f"cannot read {args.image}: no such file")
     user = UserRef("cli", "shell")
     chat = ChatRef("cli", "shell")
+    shell = ShellMessenger()
     with tempfile.TemporaryDirectory() as tmp:
         database = f"sqlite:///{tmp}/cli.sqlite3"
         async with open_service(settings, database, daily_quota=0) as service:
@@ -178,23 +199,71 @@ async def edit_once(settings: Settings, args: argparse.Namespace) -> None:
                 value = getattr(args, name)
                 if value is not None:
                     await service.change_setting(user, name, value)
-            started = time.perf_counter()
-            request = EditRequest(
-                user, chat, args.prompt, upload=ImageUpload(data, args.image.name)
-            )
-            picture = await service.edit(request, _nowhere)
-            seconds = time.perf_counter() - started
+            service.attach(shell)
+            await service.start()
+            try:
+                started = time.perf_counter()
+                upload = FileRef("cli", str(args.image), None, args.image.name)
+                admission = await service.submit(EditRequest(user, chat, args.prompt, upload))
+                edit = await service.wait(admission.edit_id)
+                seconds = time.perf_counter() - started
+            finally:
+                await service.stop(grace=0)
+            picture = _delivered(edit, shell)
             if args.output.suffix.lower() in (".jpg", ".jpeg"):
                 output = picture.data
             else:
-                output = (await service.full_quality(picture.edit_id or 0)).data
+                output = (await service.full_quality(chat, edit.id)).data
             args.output.write_bytes(output)
     notes = "".join(f"\n{texts.t(note)}" for note in picture.notes)
     print(f"wrote {args.output} (seed {picture.seed}, {seconds:.1f} s){notes}")
 
 
-async def _nowhere(picture: Picture) -> MessageRef:
-    return MessageRef("cli", "shell", str(picture.edit_id))
+def _delivered(edit: EditRecord, shell: ShellMessenger) -> Picture:
+    """The picture of a finished edit, or the error its user would have been told."""
+    if edit.status == EditStatus.SUCCEEDED and shell.pictures:
+        return shell.pictures[-1]
+    raise ShellEditFailed(shell.texts[-1] if shell.texts else texts.t("error_generic"))
+
+
+class ShellEditFailed(StepEditError):
+    """An edit from the shell ended without a picture; the message is what a user would read."""
+
+    def __init__(self, told: str) -> None:
+        super().__init__(told)
+        self.told = told
+
+
+class ShellMessenger:
+    """bot.ports.Messenger for `stepedit edit`: files from disk, answers kept in memory."""
+
+    platform = "cli"
+
+    def __init__(self) -> None:
+        self.pictures: list[Picture] = []
+        self.texts: list[str] = []
+
+    async def fetch(self, file: FileRef) -> bytes:
+        return await asyncio.to_thread(Path(file.file_id).read_bytes)
+
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
+        self.pictures.append(picture)
+        return MessageRef("cli", to.chat_id, str(len(self.pictures)))
+
+    async def send_text(self, to: Address, text: str) -> None:
+        self.texts.append(text)
+
+    async def send_note(self, to: Address, text: str, edit_id: int) -> str:
+        return "note"
+
+    async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
+        pass
+
+    async def delete_note(self, to: Address, note_id: str) -> None:
+        pass
+
+    async def show_working(self, to: Address) -> None:
+        pass
 
 
 if __name__ == "__main__":

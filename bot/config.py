@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     edit_timeout: float = Field(default=60.0, gt=0)
     edit_retries: int = Field(default=3, ge=0, le=10)
     edit_concurrency: int = Field(default=4, ge=1, le=64)
+    max_waiting_per_user: int = Field(default=5, ge=1, le=100)
+    job_lease_seconds: float = Field(default=30.0, ge=1, le=600)
 
     database_url: str = "sqlite+aiosqlite:///./data/stepedit.db"
     daily_quota: int = Field(default=20, ge=0)  # 0 = unlimited

@@ -7,7 +7,7 @@ and shared by every platform. No Telegram, Discord or SQLAlchemy type ever appea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 # The API's documented limits (see ../shared/reference/API.md).
 MAX_PROMPT_CHARS = 512
@@ -77,44 +77,75 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
-class ImageUpload:
-    """Raw bytes as the user sent them (any format; normalized by the service)."""
+class FileRef:
+    """An image file on a platform, fetched only when a job that needs it runs (so nothing is
+    downloaded for a request that is refused, and a job resumed after a restart can fetch it
+    again). `size` is the platform's own claim, checked before fetching; `file_id` is whatever
+    the platform's fetcher understands."""
 
-    data: bytes
+    platform: str
+    file_id: str
+    size: int | None = None
     filename: str | None = None
 
 
 @dataclass(frozen=True)
+class Address:
+    """Where a job answers: a chat, the message to reply to, and the user's language. Plain
+    values only, so a job resumed by another process after a restart answers in the right place."""
+
+    platform: str
+    chat_id: str
+    reply_to: str | None = None
+    language: str = "en"
+
+
+@dataclass(frozen=True)
 class StoredImage:
+    """An image's bytes, or (`data` empty, `file` set) a platform file not fetched yet."""
+
     id: int
     data: bytes
     mime: str
     width: int
     height: int
+    file: FileRef | None = None
 
 
 @dataclass(frozen=True)
 class EditRequest:
     """One edit a user asked for. The source image is, in order of precedence:
     `reroll_of` (same source and prompt as that edit, new seed), `upload` (a new photo),
-    `reply_to` (the image a known message shows), else the user's current image in this chat.
+    `source_message` (the image a known message shows), else the user's current image here.
+
+    `key` makes a redelivered platform event a no-op (e.g. "telegram:<chat>:<message id>"); the
+    answer goes to `answer_to` (a message id in the chat) in `language`.
     """
 
     user: UserRef
     chat: ChatRef
     prompt: str = ""
-    upload: ImageUpload | None = None
-    reply_to: MessageRef | None = None
+    upload: FileRef | None = None
+    source_message: MessageRef | None = None
     reroll_of: int | None = None
-    origin: MessageRef | None = None  # the user's own message, so a reply to it finds its photo
+    origin: MessageRef | None = None  # the message holding `upload`, so a reply to it finds it
+    key: str | None = None
+    answer_to: str | None = None
+    language: str = "en"
 
 
 class EditStatus:
+    QUEUED = "queued"
     RUNNING = "running"
+    DELIVERING = "delivering"  # the picture is on its way: no cancel, no refund any more
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REFUSED = "refused"
     CANCELLED = "cancelled"
+
+    WAITING = (QUEUED,)
+    WORKING = (RUNNING, DELIVERING)
+    OPEN = (QUEUED, RUNNING, DELIVERING)
 
 
 @dataclass(frozen=True)
@@ -126,6 +157,10 @@ class NewEdit:
     source_image_id: int
     prompt: str
     options: EditOptions
+    key: str | None = None
+    reply_to: str | None = None
+    origin_id: str | None = None
+    language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -152,6 +187,28 @@ class EditRecord:
     error: str | None
     timings: EditTimings
     created_at: datetime
+    # the job's side (see EditStatus for its life)
+    key: str | None = None
+    quota_day: date | None = None
+    attempts: int = 0
+    reply_to: str | None = None
+    origin_id: str | None = None
+    language: str = "en"
+    note_id: str | None = None
+    notes: tuple[str, ...] = ()
+    message_id: str | None = None
+
+    @property
+    def address(self) -> Address:
+        return Address(self.platform, self.chat_id, self.reply_to, self.language)
+
+    @property
+    def origin(self) -> MessageRef | None:
+        return (
+            None
+            if self.origin_id is None
+            else MessageRef(self.platform, self.chat_id, self.origin_id)
+        )
 
 
 @dataclass(frozen=True)
@@ -186,10 +243,13 @@ class Picture:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """Where a request stands: `queue_position` 0 means it is being worked on now."""
+class Admission:
+    """What became of a request: a new job, or (`duplicate`) the job an earlier delivery of the
+    same platform event made."""
 
-    queue_position: int
+    edit_id: int
+    duplicate: bool = False
+    refused: str | None = None  # "quota" or "busy": nothing was queued (edit_id is 0)
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,16 @@ from datetime import date, datetime
 from typing import Protocol
 
 from bot.domain import (
+    Address,
+    Admission,
     EditedImage,
     EditOptions,
     EditRecord,
     EditTimings,
+    FileRef,
     MessageRef,
     NewEdit,
+    Picture,
     ShownImage,
     StoredImage,
     UserRecord,
@@ -58,25 +62,93 @@ class EditStore(Protocol):
 
     # images (deduplicated by content)
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int: ...
+    async def save_pending_image(self, file: FileRef) -> int:
+        """An image known only as a platform file, fetched when an edit needs it."""
+        ...
+
+    async def fill_image(
+        self, image_id: int, data: bytes, mime: str, width: int, height: int
+    ) -> None: ...
     async def load_image(self, image_id: int) -> StoredImage: ...
 
-    # edits
-    async def create_edit(self, edit: NewEdit) -> int: ...
+    # edits, which are also the jobs that carry them out (see EditStatus)
+    async def admit(
+        self,
+        edit: NewEdit,
+        *,
+        day: date,
+        quota: int,
+        max_waiting: int,
+        upload: FileRef | None = None,
+        origin: MessageRef | None = None,
+    ) -> Admission:
+        """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
+        a new `upload` is kept (pending) as the source and the user's current image, `origin`
+        linked to it; then, unless the user has `max_waiting` edits queued or the quota for
+        `day` is used up (`Admission.refused` says which), one unit is reserved and the edit
+        queued."""
+        ...
+
+    async def claim(
+        self, owner: str, lease_until: datetime, platforms: list[str]
+    ) -> EditRecord | None:
+        """Take the next queued edit for one of `platforms` (fair between users; none of a
+        user who has one at the API already) and lease it to `owner`; None if there is none."""
+        ...
+
+    async def has_queued(self, platforms: list[str]) -> bool: ...
+    async def renew_leases(self, owner: str, edit_ids: list[int], until: datetime) -> None: ...
+    async def requeue_expired(self, now: datetime, *, keep: list[int] | None = None) -> int:
+        """Put edits whose lease ran out (their process died) back in the queue; not those
+        in `keep` (the caller is still working on them)."""
+        ...
+
+    async def requeue(self, owner: str, edit_ids: list[int]) -> None:
+        """Give leased edits back to the queue (a graceful shutdown)."""
+        ...
+
+    async def record_result(
+        self,
+        edit_id: int,
+        result_image_id: int,
+        seed: int | None,
+        notes: tuple[str, ...],
+        timings: EditTimings,
+    ) -> None:
+        """Keep the API's result before delivering it, so a retry delivers, not re-edits."""
+        ...
+
+    async def start_delivery(self, edit_id: int, owner: str) -> bool:
+        """running -> delivering, if `owner` still holds the edit and nobody cancelled it."""
+        ...
+
     async def finish_edit(
         self,
         edit_id: int,
         status: str,
         *,
-        result_image_id: int | None = None,
-        seed: int | None = None,
         error: str | None = None,
         timings: EditTimings | None = None,
-    ) -> None: ...
-    async def get_edit(self, edit_id: int) -> EditRecord | None: ...
-    async def fail_stale_edits(self, started_before: datetime) -> list[tuple[int, date]]:
-        """Mark edits still running that began before `started_before` as failed; returns
-        (user id, quota day) for each, so their units can be released."""
+        message: MessageRef | None = None,
+    ) -> bool:
+        """End an open edit in one transaction: a success makes its result the user's current
+        image and `message` repliable; any other end gives its unit back. False (changing
+        nothing) when it had ended already."""
         ...
+
+    async def cancel_edits(
+        self, user_id: int, platform: str, chat_id: str, *, edit_id: int | None = None
+    ) -> list[EditRecord]:
+        """Cancel the user's edits in this chat (or only `edit_id`, if it is theirs) that are
+        not being delivered, giving their units back; the cancelled edits."""
+        ...
+
+    async def set_note(self, edit_id: int, note_id: str) -> None: ...
+    async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
+        """Each queued edit's place in the line (1 = next); edits not queued are left out."""
+        ...
+
+    async def get_edit(self, edit_id: int) -> EditRecord | None: ...
 
     # which message shows which image, and each user's current image per chat
     async def link_message(self, message: MessageRef, shown: ShownImage) -> None: ...
@@ -85,3 +157,28 @@ class EditStore(Protocol):
         self, user_id: int, platform: str, chat_id: str, shown: ShownImage
     ) -> None: ...
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None: ...
+
+
+class Messenger(Protocol):
+    """What the core needs from a chat platform to finish a job with nothing but its stored
+    Address: any process, after any restart, can fetch its photo and answer in the right place.
+    Every method raises on failure; the core decides what a failure means."""
+
+    platform: str
+
+    async def fetch(self, file: FileRef) -> bytes:
+        """The file's bytes; ImageTooLarge when it is over what the platform lets bots fetch."""
+        ...
+
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef: ...
+    async def send_text(self, to: Address, text: str) -> None: ...
+    async def send_note(self, to: Address, text: str, edit_id: int) -> str:
+        """A short status note replying to the request, with a way to cancel edit `edit_id`
+        (a button); its message id."""
+        ...
+
+    async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None: ...
+    async def delete_note(self, to: Address, note_id: str) -> None: ...
+    async def show_working(self, to: Address) -> None:
+        """A passing "sending a photo…" sign in the chat (platforms show it for a few seconds)."""
+        ...

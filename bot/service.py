@@ -1,21 +1,29 @@
 """The one place that orchestrates an edit, for every platform.
 
-An edit: find the source image (a new upload, the image a replied-to message shows, the user's
-current image, or the source of a rerolled edit), validate the prompt, reserve one unit of quota,
-wait for a turn at the API, call it, hand the result to the adapter's `deliver`, and only then keep
-the unit. Anything that goes wrong on the way releases the unit, so a failed, refused or cancelled
-edit costs nothing. Pillow work runs in worker threads.
+A request becomes a job in one step (`submit`): its source image is found (a photo not fetched
+yet, the image a replied-to message shows, the user's current image, or a rerolled edit's
+source), the prompt checked, and then one transaction either refuses it (quota, too many
+waiting) or reserves a unit and queues it. Nothing is downloaded or decoded before that.
+
+Workers in every process claim queued jobs from the database (fair between users, one job per
+user at the API, at most `concurrency` here) under a lease their heartbeat renews. A job fetches
+its photo, calls the API, keeps the result, and delivers it through the platform's Messenger,
+using only the address stored with it; the transaction that ends it also keeps or gives back
+its unit, so units used always equal results delivered. If the process dies, the lease runs out
+and any process runs the job again (a kept result is delivered, not edited again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import secrets
+import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -29,20 +37,20 @@ from bot.domain import (
     MAX_SEED,
     MAX_SIDE,
     STEPS_RANGE,
+    Address,
+    Admission,
     ChatRef,
     EditOptions,
     EditRecord,
     EditRequest,
     EditStatus,
     EditTimings,
-    ImageUpload,
+    FileRef,
     MessageRef,
     NewEdit,
     Picture,
-    Progress,
     QuotaStatus,
     ShownImage,
-    StoredImage,
     UserRecord,
     UserRef,
     UserSettings,
@@ -51,7 +59,6 @@ from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
     Busy,
-    EditCancelled,
     EditRefused,
     InvalidImage,
     InvalidSetting,
@@ -59,21 +66,25 @@ from bot.errors import (
     PromptError,
     PromptTooLong,
     QuotaExceeded,
+    StepEditError,
     UnknownEdit,
 )
-from bot.ports import EditStore, ImageEditor
-from bot.queue import WorkQueue
+from bot.ports import EditStore, ImageEditor, Messenger
+from bot.progress import NoteBoard
+from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
-
-Deliver = Callable[[Picture], Awaitable[MessageRef]]
-OnProgress = Callable[[Progress], Awaitable[None]]
 
 # Written text in quotes, as in the vendor's speech-bubble and sign examples. A straight single
 # quote counts only when it does not touch a letter on its outer side (so "cat's" is no quote).
 _QUOTED_TEXT = re.compile(r"\"[^\"]+\"|“[^”]+”|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)'[^']+'(?!\w)")
-MAX_EDITS_IN_FLIGHT_PER_USER = 3
+MAX_WAITING_PER_USER = 5
 PILLOW_WORKERS = 2
+MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
+LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
+POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
+PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
+PLACES_PER_ROUND = 8  # at most this many notes change per round, however many wait
 _T = TypeVar("_T")
 
 
@@ -93,26 +104,6 @@ def random_seed() -> int:
 class _Source:
     image_id: int
     parent_edit_id: int | None
-    notes: tuple[str, ...] = ()
-    image: StoredImage | None = None  # already in hand (a fresh upload): no need to reload it
-
-
-@dataclass(frozen=True)
-class _Delivered:
-    picture: Picture
-    message: MessageRef
-    timings: EditTimings
-
-
-@dataclass(frozen=True)
-class _Job:
-    user_id: int
-    chat: ChatRef
-    source: _Source
-    prompt: str
-    options: EditOptions
-    started: float  # perf_counter() when the request arrived
-    normalize_ms: int
 
 
 class EditService:
@@ -126,6 +117,10 @@ class EditService:
         default_cfg_scale: float = 1.0,
         max_side: int = MAX_SIDE,
         concurrency: int = 4,
+        max_waiting: int = MAX_WAITING_PER_USER,
+        lease: float = LEASE_SECONDS,
+        poll: float = POLL_SECONDS,
+        note_interval: float = 4.0,
         clock: Callable[[], datetime] = utcnow,
         seeds: Callable[[], int] = random_seed,
     ) -> None:
@@ -134,140 +129,129 @@ class EditService:
         self.daily_quota = daily_quota
         self.defaults = EditOptions(steps=default_steps, cfg_scale=default_cfg_scale)
         self.max_side = max_side
-        self.queue = WorkQueue(concurrency)
+        self.concurrency = concurrency
+        # Twice as many workers as API calls: while some call the API, others fetch photos or
+        # deliver results, so the paid slots never wait for the chat platform.
+        self._workers = 2 * concurrency
+        self._api_slots = asyncio.Semaphore(concurrency)
+        self._calling = 0  # edits at the API now
+        self._committed: set[int] = set()  # held edits past their API call's start
+        self.max_waiting = max_waiting
+        self._lease = lease
+        self._poll = poll
         self._clock = clock
         self._seeds = seeds
-        self._in_flight = _InFlight()
+        self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._messengers: dict[str, Messenger] = {}
+        self._notes = NoteBoard(self.store.set_note, min_interval=note_interval)
+        self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
+        self._waiting_here: dict[int, tuple[Address, int]] = {}  # queued here: place last shown
+        self._ended: dict[int, asyncio.Future[EditRecord]] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
         # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
         self._pillow_slots = asyncio.Semaphore(PILLOW_WORKERS)
 
-    # --- editing ---------------------------------------------------------------------------
+    # --- running ---------------------------------------------------------------------------
 
-    async def edit(
-        self, request: EditRequest, deliver: Deliver, on_progress: OnProgress | None = None
-    ) -> Picture:
-        """Run one edit end to end and return the delivered picture; raises StepEditError."""
-        started = time.perf_counter()
+    def attach(self, messenger: Messenger) -> None:
+        """Answer and fetch through `messenger` for its platform; start() after attaching."""
+        self._messengers[messenger.platform] = messenger
+
+    async def start(self) -> None:
+        """Start the workers: jobs left by a crash are taken up again once their lease ends."""
+        self._stopping = False
+        await self.store.requeue_expired(self._clock())
+        loops = [self._worker() for _ in range(self._workers)]
+        loops += [self._scout(), self._heartbeat(), self._report_places()]
+        self._loops = [asyncio.create_task(loop) for loop in loops]
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """Take no more jobs, let running ones finish for up to `grace` seconds, and give the
+        rest back to the queue for the next start (of this process or another)."""
+        self._stopping = True
+        self._wake.set()
+        held = dict(self._held)
+        for edit_id, task in held.items():
+            if edit_id not in self._committed:  # not at the API yet: back to the queue now
+                task.cancel()
+        if held:
+            await asyncio.wait(held.values(), timeout=grace)
+        for task in held.values():
+            task.cancel()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*held.values(), *self._loops, return_exceptions=True)
+        self._loops = []
+        if held:  # those that ended meanwhile are no longer leased: this leaves them be
+            with contextlib.suppress(Exception):  # else their leases run out: same end, later
+                await self.store.requeue(self._owner, list(held))
+        await self._notes.drain(timeout=2.0)
+
+    async def wait(self, edit_id: int, timeout: float | None = None) -> EditRecord:
+        """The edit once it has ended (for the CLI and tests); it must run in this process."""
+        future = self._ended.setdefault(edit_id, asyncio.get_running_loop().create_future())
+        record = await self.store.get_edit(edit_id)
+        if record is not None and record.status not in EditStatus.OPEN:
+            self._ended.pop(edit_id, None)
+            return record
+        async with asyncio.timeout(timeout):
+            return await future
+
+    # --- admitting requests ----------------------------------------------------------------
+
+    async def submit(self, request: EditRequest) -> Admission:
+        """Turn a request into a queued job, or raise the StepEditError that refuses it. A
+        request whose `key` was seen before is the same job again (`Admission.duplicate`)."""
         user = await self.store.get_or_create_user(request.user)
-        with self._in_flight.track(request.user, request.chat):
-            rerolled = None if request.reroll_of is None else await self._edit(request.reroll_of)
-            # The source first: a new photo is kept even if its caption is refused, so a
-            # shortened prompt sent next edits it without a new upload.
-            source = await self._source(user, request, rerolled)
+        chat = request.chat
+        rerolled = None
+        if request.reroll_of is not None:
+            rerolled = await self._edit_in(request.reroll_of, chat)
+        try:
             prompt = rerolled.prompt if rerolled else _checked_prompt(request.prompt)
-            normalize_ms = _ms_since(started)
-            options = self._options(user.settings, prompt, rerolled)
-            day = self._clock().date()
-            if not await self.store.reserve_quota(user.id, day, self.daily_quota):
-                raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
-            job = _Job(user.id, request.chat, source, prompt, options, started, normalize_ms)
-            try:
-                delivered = await self._deliver_new_edit(job, deliver, on_progress)
-            except BaseException:
-                await self.store.release_quota(user.id, day)
-                raise
-            # The user has the picture: the unit stays spent and /cancel no longer applies.
-            self._in_flight.forget_current()
-            await self._record_delivery(job, delivered)
-            return delivered.picture
-
-    async def _deliver_new_edit(
-        self, job: _Job, deliver: Deliver, on_progress: OnProgress | None
-    ) -> _Delivered:
-        """Record the edit, wait for a turn, call the API and deliver the result; if anything
-        fails on the way, record how the edit ended and re-raise."""
-        chat, source, prompt, options = job.chat, job.source, job.prompt, job.options
-        new = NewEdit(
-            job.user_id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
-            options,
-        )  # fmt: skip
-        edit_id = await self.store.create_edit(new)
-        timings = EditTimings(normalize_ms=job.normalize_ms)
-        try:
-            image = source.image or await self.store.load_image(source.image_id)
-            data, mime = await self._api_input(image)
-            queued = time.perf_counter()
-            report = _place_reporter(on_progress)
-            async with self.queue.turn(report):
-                timings = replace(timings, queued_ms=_ms_since(queued))
-                if report:
-                    await report(0)
-                called = time.perf_counter()
-                filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
-                result = await self.editor.edit(data, filename, mime, prompt, options)
-                timings = replace(timings, api_ms=_ms_since(called))
-            result_id = await self._save_result(result.data)
-            chat_bytes, chat_mime = await self._pillow(imaging.for_chat, result.data)
-            picture = Picture(
-                data=chat_bytes,
-                mime=chat_mime,
-                filename=f"stepedit-{edit_id}.jpg",
-                image_id=result_id,
-                edit_id=edit_id,
-                prompt=prompt,
-                seed=result.seed,
-                notes=source.notes,
-            )
-            message = await deliver(picture)
-            return _Delivered(picture, message, timings)
-        except BaseException as exc:
-            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator why
-                log.error("the edit API needs the operator: %s", exc.operator_message)
-            status, error = _failure(exc)
-            timings = replace(timings, total_ms=_ms_since(job.started))
-            await self.store.finish_edit(edit_id, status, error=error, timings=timings)
+        except PromptError:
+            if request.upload:  # kept anyway: a shortened prompt sent next edits it
+                await self._keep_upload(user, chat, request.upload, request.origin)
             raise
-
-    async def _record_delivery(self, job: _Job, delivered: _Delivered) -> None:
-        """Make the delivered picture the user's current image and its message repliable.
-        The user already has it, so a failure here is logged, not shown as a failed edit."""
-        picture = delivered.picture
-        assert picture.edit_id is not None
-        shown = ShownImage(picture.image_id, picture.edit_id)
-        timings = replace(delivered.timings, total_ms=_ms_since(job.started))
-        try:
-            await self._make_current(job.user_id, job.chat, shown, delivered.message)
-            await self.store.finish_edit(
-                picture.edit_id, EditStatus.SUCCEEDED, result_image_id=picture.image_id,
-                seed=picture.seed, timings=timings,
-            )  # fmt: skip
-        except Exception:
-            log.exception("edit %s was delivered, but recording it failed", picture.edit_id)
-            return
-        log.info(
-            "edit %s delivered: api %d ms, total %d ms",
-            picture.edit_id, timings.api_ms, timings.total_ms,
+        source = await self._source(user, request, rerolled)
+        options = self._options(user.settings, prompt, rerolled)
+        new = NewEdit(
+            user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
+            options, key=request.key, reply_to=request.answer_to,
+            origin_id=request.origin.message_id if request.origin else None,
+            language=request.language,
         )  # fmt: skip
+        admission = await self.store.admit(
+            new,
+            day=self._clock().date(),
+            quota=self.daily_quota,
+            max_waiting=self.max_waiting,
+            upload=None if rerolled else request.upload,
+            origin=request.origin,
+        )
+        if admission.refused == "quota":
+            raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
+        if admission.refused == "busy":
+            raise Busy(limit=self.max_waiting)
+        if not admission.duplicate:
+            to = Address(chat.platform, chat.id, request.answer_to, request.language)
+            await self._first_note(admission.edit_id, to)
+            self._wake.set()
+        return admission
 
-    async def _make_current(
-        self, user_id: int, chat: ChatRef, shown: ShownImage, message: MessageRef | None
-    ) -> None:
-        """`shown` becomes what the user's next message in `chat` edits, and `message` (the one
-        showing it) repliable. Current first: once a message is linked, its state is complete."""
-        await self.store.set_current(user_id, chat.platform, chat.id, shown)
-        if message is not None:
-            await self.store.link_message(message, shown)
-
-    async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
-        async with self._pillow_slots:
-            return await asyncio.to_thread(work, *args, **kwargs)
-
-    async def _api_input(self, image: StoredImage) -> tuple[bytes, str]:
-        """What to upload for a stored image. Uploads were normalized when they arrived and
-        results have their source's size, but a result can be a PNG over the API's safe byte
-        size: that one is re-encoded first."""
-        if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
-            return image.data, image.mime
-        normal = await self._pillow(imaging.normalize, image.data, max_side=self.max_side)
-        return normal.data, normal.mime
-
-    async def _save_result(self, data: bytes) -> int:
-        try:
-            width, height = await self._pillow(imaging.image_size, data)
-        except InvalidImage as exc:
-            raise ApiProtocolError("the API returned bytes that are not an image") from exc
-        return await self.store.save_image(data, _mime_of(data), width, height)
+    async def _first_note(self, edit_id: int, to: Address) -> None:
+        messenger = self._messengers.get(to.platform)
+        if messenger is None:
+            return
+        idle = self.concurrency - self._calling
+        place = (await self.store.queue_places([edit_id])).get(edit_id, 0) - idle
+        if place > 0:  # idle workers take the ones ahead at once
+            self._waiting_here[edit_id] = (to, place)
+            self._notes.show(edit_id, to, messenger, t("queued", to.language, position=place))
+        else:
+            self._notes.show(edit_id, to, messenger, t("working", to.language), urgent=True)
 
     async def _source(
         self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
@@ -275,9 +259,9 @@ class EditService:
         if rerolled:
             return _Source(rerolled.source_image_id, rerolled.parent_edit_id)
         if request.upload:
-            return await self._save_upload(user, request.chat, request.upload, request.origin)
-        if request.reply_to:
-            shown = await self.store.shown_in(request.reply_to)
+            return _Source(0, None)  # kept (and this id set) by the admission itself
+        if request.source_message:
+            shown = await self.store.shown_in(request.source_message)
             if shown is None:
                 raise UnknownEdit("the replied-to message shows no known image")
             return _Source(shown.image_id, shown.edit_id)
@@ -286,18 +270,14 @@ class EditService:
             raise NothingToEdit()
         return _Source(current.image_id, current.edit_id)
 
-    async def _save_upload(
-        self, user: UserRecord, chat: ChatRef, upload: ImageUpload, origin: MessageRef | None
-    ) -> _Source:
-        """Normalize and keep a user's photo; it becomes their current image in this chat even
-        if the edit then fails, so "try again" needs no new upload."""
-        normal = await self._pillow(imaging.normalize, upload.data, max_side=self.max_side)
-        image_id = await self.store.save_image(
-            normal.data, normal.mime, normal.width, normal.height
-        )
+    async def _keep_upload(
+        self, user: UserRecord, chat: ChatRef, upload: FileRef, origin: MessageRef | None
+    ) -> int:
+        """Remember a user's photo (not fetched yet) as their current image in this chat, so
+        "try again" needs no new upload; fetched when an edit of it runs."""
+        image_id = await self.store.save_pending_image(upload)
         await self._make_current(user.id, chat, ShownImage(image_id, None), origin)
-        image = StoredImage(image_id, normal.data, normal.mime, normal.width, normal.height)
-        return _Source(image_id, None, normal.notes, image)
+        return image_id
 
     def _options(
         self, settings: UserSettings, prompt: str, rerolled: EditRecord | None
@@ -322,26 +302,268 @@ class EditService:
             cfg_scale=settings.cfg_scale or self.defaults.cfg_scale,
         )
 
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                edit = await self.store.claim(
+                    self._owner, self._lease_end(), list(self._messengers)
+                )
+            except Exception:
+                log.exception("could not claim a job; trying again")
+                edit = None
+            if edit is None:
+                await self._wake.wait()
+                continue
+            self._wake.set()  # there may be more: let the next idle worker look
+            if edit.id in self._held:  # our own lease ran out and we took it again: it runs
+                continue
+            self._waiting_here.pop(edit.id, None)
+            task = asyncio.create_task(self._run(edit))
+            self._held[edit.id] = task
+            try:
+                await asyncio.wait([task])
+            finally:
+                self._held.pop(edit.id, None)
+                self._committed.discard(edit.id)
+                self._wake.set()  # the user's next job may be claimable now
+
+    async def _scout(self) -> None:
+        """Wake the idle workers when jobs wait that this process did not admit (queued by
+        another process, or given back by one that died): one cheap query per round."""
+        while True:
+            await asyncio.sleep(self._poll)
+            try:
+                if len(self._held) < self._workers and await self.store.has_queued(
+                    list(self._messengers)
+                ):
+                    self._wake.set()
+            except Exception:
+                log.exception("could not look for queued jobs")
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases of the jobs held here; requeue those of processes that died."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                if self._held:
+                    await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
+                if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
+                    self._wake.set()
+            except Exception:
+                log.exception("lease heartbeat failed; trying again")
+
+    async def _report_places(self) -> None:
+        """Tell waiting users their place when it changed enough to matter, a few at a time."""
+        while True:
+            await asyncio.sleep(PLACE_EVERY)
+            if not self._waiting_here:
+                continue
+            try:
+                places = await self.store.queue_places(list(self._waiting_here))
+            except Exception:
+                log.exception("could not read queue places")
+                continue
+            changes = []
+            for edit_id, (to, shown) in list(self._waiting_here.items()):
+                place = places.get(edit_id)
+                if place is None:  # claimed or ended meanwhile
+                    self._waiting_here.pop(edit_id, None)
+                elif place < shown and (place <= 3 or place <= shown * 3 // 4):
+                    changes.append((shown - place, edit_id, to, place))
+            for _, edit_id, to, place in sorted(changes, reverse=True)[:PLACES_PER_ROUND]:
+                messenger = self._messengers[to.platform]
+                self._waiting_here[edit_id] = (to, place)
+                self._notes.show(edit_id, to, messenger, t("queued", to.language, position=place))
+
+    def _lease_end(self) -> datetime:
+        return self._clock() + timedelta(seconds=self._lease)
+
+    async def _run(self, edit: EditRecord) -> None:
+        """Carry one claimed job to its end: a delivered picture or a clear answer."""
+        messenger = self._messengers[edit.platform]
+        try:
+            await self._carry_out(edit, messenger)
+        except asyncio.CancelledError:
+            if self._stopping:
+                raise  # shutdown: the job goes back to the queue, its note stays
+            # else the user cancelled it: cancel() ended it, answered and closed its note
+        except Exception:
+            # Recording its end failed (the database?): the job is left to its lease, which
+            # runs out, so it is tried again; a delivered one is delivered again, never refunded.
+            log.exception("edit %s: could not record how it ended; it will run again", edit.id)
+            return
+        else:
+            self._notes.close(edit.id, note_id=edit.note_id, to=edit.address, messenger=messenger)
+        await self._announce_end(edit.id)
+
+    async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
+        to = edit.address
+        if edit.attempts > MAX_ATTEMPTS:
+            await self._end(edit, EditStatus.FAILED, "interrupted too often",
+                            answer=t("error_interrupted", to.language))  # fmt: skip
+            return
+        try:
+            async with _showing_work(messenger, to):
+                picture, timings = await self._result(edit, messenger)
+                if not await self.store.start_delivery(edit.id, self._owner):
+                    return  # cancelled meanwhile (that answered the user), or no longer ours
+                message = await messenger.send_picture(to, picture)
+        except StepEditError as exc:
+            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
+                log.error("the edit API needs the operator: %s", exc.operator_message)
+            status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
+            await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
+                            answer=error_text(exc, to.language))  # fmt: skip
+            return
+        except Exception as exc:
+            log.exception("edit %s failed", edit.id)
+            await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
+                            answer=t("error_generic", to.language))  # fmt: skip
+            return
+        # The user has the picture: from here on it is a delivered edit, whatever fails.
+        timings = replace(timings, total_ms=_ms_between(edit.created_at, self._clock()))
+        await self.store.finish_edit(
+            edit.id, EditStatus.SUCCEEDED, timings=timings, message=message
+        )
+        log.info("edit %s delivered: api %d ms, total %d ms",
+                 edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
+
+    async def _end(self, edit: EditRecord, status: str, error: str, *, answer: str) -> None:
+        """End the job without a result (its unit goes back) and tell the user why. If the
+        database is down, the lease runs out and the job is tried again later."""
+        timings = EditTimings(total_ms=_ms_between(edit.created_at, self._clock()))
+        if await self.store.finish_edit(edit.id, status, error=error, timings=timings):
+            with contextlib.suppress(Exception):
+                await self._messengers[edit.platform].send_text(edit.address, answer)
+
+    async def _announce_end(self, edit_id: int) -> None:
+        future = self._ended.pop(edit_id, None)
+        if future is not None and not future.done():
+            with contextlib.suppress(Exception):
+                record = await self.store.get_edit(edit_id)
+                if record is not None:
+                    future.set_result(record)
+
+    async def _result(self, edit: EditRecord, messenger: Messenger) -> tuple[Picture, EditTimings]:
+        """The picture to deliver: the API's result, or the one kept by an earlier attempt."""
+        timings = EditTimings(queued_ms=_ms_between(edit.created_at, self._clock()))
+        if edit.result_image_id is not None:
+            self._committed.add(edit.id)
+            self._show_working(edit, messenger)
+            result = await self.store.load_image(edit.result_image_id)
+            seed, notes, data = edit.seed, edit.notes, result.data
+            result_id = result.id
+        else:
+            started = time.perf_counter()
+            data, mime, notes = await self._api_input(edit.source_image_id, messenger)
+            timings = replace(timings, normalize_ms=_ms_since(started))
+            called = time.perf_counter()
+            filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
+            async with self._api_slots:
+                if self._stopping:
+                    raise asyncio.CancelledError  # shutting down: no new paid call
+                self._committed.add(edit.id)
+                self._calling += 1
+                self._show_working(edit, messenger)
+                try:
+                    edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
+                finally:
+                    self._calling -= 1
+            timings = replace(timings, api_ms=_ms_since(called))
+            data, seed = edited.data, edited.seed
+            result_id = await self._save_result(data)
+            await self.store.record_result(edit.id, result_id, seed, notes, timings)
+        chat_bytes, chat_mime = await self._pillow(imaging.for_chat, data)
+        picture = Picture(
+            data=chat_bytes,
+            mime=chat_mime,
+            filename=f"stepedit-{edit.id}.jpg",
+            image_id=result_id,
+            edit_id=edit.id,
+            prompt=edit.prompt,
+            seed=seed,
+            notes=notes,
+        )
+        return picture, timings
+
+    def _show_working(self, edit: EditRecord, messenger: Messenger) -> None:
+        to = edit.address
+        self._notes.show(edit.id, to, messenger, t("working", to.language),
+                         note_id=edit.note_id, urgent=True)  # fmt: skip
+
+    async def _api_input(
+        self, image_id: int, messenger: Messenger
+    ) -> tuple[bytes, str, tuple[str, ...]]:
+        """What to upload for a stored image. A photo not fetched yet is fetched, normalized and
+        kept now. Results have their source's size, but one can be a PNG over the API's safe
+        byte size: that one is re-encoded first."""
+        image = await self.store.load_image(image_id)
+        if image.file is not None:
+            data = await messenger.fetch(image.file)
+            normal = await self._pillow(imaging.normalize, data, max_side=self.max_side)
+            await self.store.fill_image(
+                image.id, normal.data, normal.mime, normal.width, normal.height
+            )
+            return normal.data, normal.mime, normal.notes
+        if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
+            return image.data, image.mime, ()
+        normal = await self._pillow(imaging.normalize, image.data, max_side=self.max_side)
+        return normal.data, normal.mime, ()
+
+    async def _save_result(self, data: bytes) -> int:
+        try:
+            width, height = await self._pillow(imaging.image_size, data)
+        except InvalidImage as exc:
+            raise ApiProtocolError("the API returned bytes that are not an image") from exc
+        return await self.store.save_image(data, _mime_of(data), width, height)
+
+    async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
+        async with self._pillow_slots:
+            return await asyncio.to_thread(work, *args, **kwargs)
+
+    async def _make_current(
+        self, user_id: int, chat: ChatRef, shown: ShownImage, message: MessageRef | None
+    ) -> None:
+        """`shown` becomes what the user's next message in `chat` edits, and `message` (the one
+        showing it) repliable. Current first: once a message is linked, its state is complete."""
+        await self.store.set_current(user_id, chat.platform, chat.id, shown)
+        if message is not None:
+            await self.store.link_message(message, shown)
+
     # --- other actions ------------------------------------------------------------------------
 
-    async def recover_interrupted(self, older_than: timedelta = timedelta(minutes=30)) -> int:
-        """At start-up: edits a crash or restart left "running" are marked failed and their
-        users get the unit back. Only old ones, since another replica may be mid-edit."""
-        stale = await self.store.fail_stale_edits(self._clock() - older_than)
-        for user_id, day in stale:
-            await self.store.release_quota(user_id, day)
-        if stale:
-            log.warning(
-                "%d interrupted edit(s) marked failed; their quota was given back", len(stale)
-            )
-        return len(stale)
+    async def cancel(self, user: UserRef, chat: ChatRef, *, edit_id: int | None = None) -> bool:
+        """Cancel this user's edits in this chat (or only `edit_id`) that are not on their way
+        yet; their units go back in the same transaction. True if there was one."""
+        record = await self.store.get_or_create_user(user)
+        cancelled = await self.store.cancel_edits(
+            record.id, chat.platform, chat.id, edit_id=edit_id
+        )
+        for edit in cancelled:
+            task = self._held.get(edit.id)
+            if task is not None:
+                task.cancel()  # stop waiting for the API: the job has ended
+            self._waiting_here.pop(edit.id, None)
+            messenger = self._messengers.get(edit.platform)
+            if messenger is None:
+                continue
+            self._notes.close(edit.id, note_id=edit.note_id, to=edit.address, messenger=messenger)
+            with contextlib.suppress(Exception):  # each cancelled request answers for itself
+                await messenger.send_text(edit.address, t("cancelled", edit.language))
+            await self._announce_end(edit.id)
+        return bool(cancelled)
 
     async def register_photo(
-        self, user: UserRef, chat: ChatRef, upload: ImageUpload, message: MessageRef
-    ) -> tuple[str, ...]:
-        """A photo without a prompt: keep it as the current image; the next text edits it."""
+        self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef
+    ) -> None:
+        """A photo without a prompt: keep it (unfetched) as the current image; the next text
+        edits it. Costs nothing and downloads nothing until then."""
         record = await self.store.get_or_create_user(user)
-        return (await self._save_upload(record, chat, upload, message)).notes
+        await self._keep_upload(record, chat, upload, message)
 
     async def knows(self, message: MessageRef) -> bool:
         return await self.store.shown_in(message) is not None
@@ -353,30 +575,32 @@ class EditService:
         if shown is not None:
             await self.store.link_message(message, shown)
 
-    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, deliver: Deliver) -> Picture:
+    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, to: Address) -> Picture:
         """Show the image before `edit_id` again and make it the current one. Costs nothing."""
-        record = await self._edit(edit_id)
+        record = await self._edit_in(edit_id, chat)
         owner = await self.store.get_or_create_user(user)
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
-        image = await self.store.load_image(record.source_image_id)
-        data, mime = await self._pillow(imaging.for_chat, image.data)
+        messenger = self._messengers[chat.platform]
+        data, _, _ = await self._api_input(record.source_image_id, messenger)
+        chat_bytes, mime = await self._pillow(imaging.for_chat, data)
         picture = Picture(
-            data=data,
+            data=chat_bytes,
             mime=mime,
             filename=f"stepedit-undo-{edit_id}.jpg",
-            image_id=image.id,
+            image_id=record.source_image_id,
             edit_id=parent.id if parent else None,
             prompt=parent.prompt if parent else None,
             seed=parent.seed if parent else None,
         )
-        message = await deliver(picture)
-        await self._make_current(owner.id, chat, ShownImage(image.id, picture.edit_id), message)
+        message = await messenger.send_picture(to, picture)
+        shown = ShownImage(record.source_image_id, picture.edit_id)
+        await self._make_current(owner.id, chat, shown, message)
         return picture
 
-    async def full_quality(self, edit_id: int) -> Picture:
-        record = await self._edit(edit_id)
-        if record.result_image_id is None:
-            raise UnknownEdit(f"edit {edit_id} has no result")
+    async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
+        record = await self._edit_in(edit_id, chat)
+        if record.result_image_id is None or record.status != EditStatus.SUCCEEDED:
+            raise UnknownEdit(f"edit {edit_id} has no delivered result")
         image = await self.store.load_image(record.result_image_id)
         data = await self._pillow(imaging.lossless_png, image.data)
         return Picture(
@@ -389,15 +613,13 @@ class EditService:
             seed=record.seed,
         )
 
-    async def _edit(self, edit_id: int) -> EditRecord:
+    async def _edit_in(self, edit_id: int, chat: ChatRef) -> EditRecord:
+        """The edit, if it was made in `chat`: a button's data is the user's to forge, and must
+        not reach another chat's private pictures."""
         record = await self.store.get_edit(edit_id)
-        if record is None:
-            raise UnknownEdit(f"no edit {edit_id}")
+        if record is None or (record.platform, record.chat_id) != (chat.platform, chat.id):
+            raise UnknownEdit(f"no edit {edit_id} in this chat")
         return record
-
-    async def cancel(self, user: UserRef, chat: ChatRef) -> bool:
-        """Cancel this user's edits in this chat; they end with EditCancelled, charging nothing."""
-        return self._in_flight.cancel(user, chat)
 
     # --- quota and settings ---------------------------------------------------------------------
 
@@ -428,57 +650,22 @@ class EditService:
         return self._with_defaults(UserSettings())
 
 
-class _InFlight:
-    """The edit tasks running now, by user and chat, so /cancel can find them and one user
-    cannot fill the queue."""
-
-    def __init__(self) -> None:
-        self._owners: dict[asyncio.Task[object], tuple[str, str, str]] = {}
-        self._cancelled: set[asyncio.Task[object]] = set()
-
-    @contextmanager
-    def track(self, user: UserRef, chat: ChatRef) -> Iterator[None]:
-        owner = (user.platform, user.id, chat.id)
-        if sum(o[:2] == owner[:2] for o in self._owners.values()) >= MAX_EDITS_IN_FLIGHT_PER_USER:
-            raise Busy()
-        task: asyncio.Task[object] | None = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self._owners[task] = owner
-        try:
-            yield
-        except asyncio.CancelledError:
-            if task not in self._cancelled:
-                raise  # shutdown, not the user: let it through
-            task.uncancel()
-            raise EditCancelled() from None
-        finally:
-            self._owners.pop(task, None)
-            self._cancelled.discard(task)
-
-    def forget_current(self) -> None:
-        """The current task's edit can no longer be cancelled (its result was delivered)."""
-        task = asyncio.current_task()
-        if task is not None:
-            self._owners.pop(task, None)
-
-    def cancel(self, user: UserRef, chat: ChatRef) -> bool:
-        owner = (user.platform, user.id, chat.id)
-        tasks = [task for task, o in self._owners.items() if o == owner]
-        for task in tasks:
-            self._cancelled.add(task)
-            task.cancel()
-        return bool(tasks)
+@contextlib.asynccontextmanager
+async def _showing_work(messenger: Messenger, to: Address) -> AsyncIterator[None]:
+    """The platform's "sending a photo…" sign while the body runs (the note says the rest);
+    shown once, never waited for: a slow platform must not hold up the work."""
+    sign = asyncio.create_task(messenger.show_working(to))
+    sign.add_done_callback(_ignore_outcome)
+    try:
+        yield
+    finally:
+        sign.cancel()
 
 
-def _failure(exc: BaseException) -> tuple[str, str]:
-    """The status and error text an edit ends with when `exc` stopped it."""
-    if isinstance(exc, EditRefused):
-        return EditStatus.REFUSED, exc.code
-    if isinstance(exc, asyncio.CancelledError | EditCancelled):
-        return EditStatus.CANCELLED, "cancelled"
-    return EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500]
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """A cosmetic call's failure is no one's business (and must not be logged as unretrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 _SWITCH = {
@@ -516,22 +703,24 @@ def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
 
 
 def _int_in(value: str, field: str, low: int, high: int) -> int:
+    error = InvalidSetting(code="error_setting_int", field=field, low=low, high=high)
     try:
         number = int(value)
     except ValueError:
-        number = low - 1
+        raise error from None
     if not low <= number <= high:
-        raise InvalidSetting(code="error_setting_int", field=field, low=low, high=high)
+        raise error
     return number
 
 
 def _float_in(value: str, field: str, low: float, high: float) -> float:
+    error = InvalidSetting(code="error_setting_number", field=field, low=low, high=high)
     try:
         number = float(value)
     except ValueError:
-        number = low - 1
+        raise error from None
     if not low <= number <= high:  # also rejects nan
-        raise InvalidSetting(code="error_setting_number", field=field, low=low, high=high)
+        raise error
     return number
 
 
@@ -552,19 +741,12 @@ def _mime_of(data: bytes) -> str:
     return "image/jpeg"
 
 
-def _place_reporter(on_progress: OnProgress | None) -> Callable[[int], Awaitable[None]] | None:
-    """Turn the queue's "your place is n" into Progress for the adapter (0 = working now)."""
-    if on_progress is None:
-        return None
-
-    async def report(place: int) -> None:
-        await on_progress(Progress(queue_position=place))
-
-    return report
-
-
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+def _ms_between(start: datetime, end: datetime) -> int:
+    return max(int((end - start).total_seconds() * 1000), 0)
 
 
 def _next_midnight(now: datetime) -> datetime:

@@ -81,6 +81,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "btn_reroll": {EN: "🎲 Reroll", ZH: "🎲 重新生成"},
     "btn_undo": {EN: "↩️ Undo", ZH: "↩️ 撤销"},
     "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},
+    "btn_cancel": {EN: "✖️ Cancel", ZH: "✖️ 取消"},
     "quota": {
         EN: "You have {remaining} of {limit} edits left today (resets {resets} UTC).",
         ZH: "今天还剩 {remaining}/{limit} 次修改（UTC {resets} 重置）。",
@@ -195,8 +196,14 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "今天的 {limit} 次修改已用完，将于 UTC {resets} 重置。",
     },
     "error_busy_user": {
-        EN: "You already have edits running. Please wait for them to finish.",
-        ZH: "你已有修改在进行中，请稍候。",
+        EN: "You already have {limit} edits waiting. Please wait for them to finish, or "
+        "/cancel them.",
+        ZH: "你已有 {limit} 个修改在排队，请等它们完成，或用 /cancel 取消。",
+    },
+    "error_interrupted": {
+        EN: "This edit was interrupted several times, so I gave up on it. Please try again. "
+        "Nothing was charged.",
+        ZH: "这次修改多次中断，已放弃。请再试一次。未扣除次数。",
     },
     "error_refused": {
         EN: "The image service refused this edit (content rules). Try a different photo or "

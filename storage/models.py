@@ -27,6 +27,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -75,6 +76,27 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class CleanText(TypeDecorator[str]):
+    """Text without NUL characters: PostgreSQL refuses them in text columns, and a prompt or an
+    API's error body may carry one. They are dropped on the way in, on every database."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else value.replace("\x00", "")
+
+
+class CleanString(TypeDecorator[str]):
+    """CleanText with a length limit."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else value.replace("\x00", "")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -86,14 +108,14 @@ class User(Base):
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     platform: Mapped[str] = mapped_column(String(PLATFORM_LEN))
     external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN))
-    name: Mapped[str | None] = mapped_column(String(256))
+    name: Mapped[str | None] = mapped_column(CleanString(256))
     language: Mapped[str | None] = mapped_column(String(35))
     # settings: None = "not chosen" (see bot.domain.UserSettings)
     fixed_seed: Mapped[int | None] = mapped_column(BigInteger)
     steps: Mapped[int | None] = mapped_column(Integer)
     cfg_scale: Mapped[float | None] = mapped_column(Float)
     text_mode: Mapped[bool | None] = mapped_column(Boolean)
-    negative_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    negative_prompt: Mapped[str] = mapped_column(CleanText, default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
@@ -110,23 +132,47 @@ class QuotaUsage(Base):
 
 
 class Image(Base):
+    """An image's bytes; or, while `data` is None, a platform file not fetched yet (a photo sent
+    without a prompt is only fetched when an edit needs it, after that edit was admitted)."""
+
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     mime: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # the platform file it comes from (bot.domain.FileRef), while not fetched
+    file_platform: Mapped[str | None] = mapped_column(String(PLATFORM_LEN))
+    file_id: Mapped[str | None] = mapped_column(Text)
+    file_name: Mapped[str | None] = mapped_column(CleanString(256))
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
 
 
 class Edit(Base):
+    """One edit a user asked for, and the job that carries it out (see bot/service.py).
+
+    Its life: queued -> running -> delivering -> succeeded, or failed / refused / cancelled from
+    queued or running. Its quota unit is reserved in the transaction that inserts the row and
+    given back in the one that ends it without a result, so units used = edits not failed."""
+
     __tablename__ = "edits"
-    __table_args__ = (Index("ix_edits_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_edits_user_id_created_at", "user_id", "created_at"),
+        Index("ix_edits_status_rank_id", "status", "rank", "id"),
+        # At most one job per user at the API at once, whichever process claims it.
+        Index(
+            "uq_edits_user_id_working",
+            "user_id",
+            unique=True,
+            sqlite_where=text("status IN ('running', 'delivering')"),
+            postgresql_where=text("status IN ('running', 'delivering')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
@@ -137,17 +183,30 @@ class Edit(Base):
     )
     source_image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
     result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
-    prompt: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(CleanText)
     # the options the edit was asked with (bot.domain.EditOptions)
     steps: Mapped[int] = mapped_column(Integer)
     cfg_scale: Mapped[float] = mapped_column(Float)
     requested_seed: Mapped[int | None] = mapped_column(BigInteger)
     text_mode: Mapped[bool] = mapped_column(Boolean)
-    negative_prompt: Mapped[str] = mapped_column(Text, default="", server_default="")
+    negative_prompt: Mapped[str] = mapped_column(CleanText, default="", server_default="")
+    # the job: where to answer, the unit it holds, who works on it
+    key: Mapped[str | None] = mapped_column(String(160), unique=True)  # idempotency key
+    quota_day: Mapped[date | None] = mapped_column(Date)  # None: costs no unit
+    rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reply_to: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
+    origin_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    note_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    message_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(CleanText)
     queued_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     normalize_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     api_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -11,18 +11,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.domain import (
+    Admission,
     EditOptions,
     EditRecord,
     EditStatus,
     EditTimings,
+    FileRef,
     MessageRef,
     NewEdit,
     ShownImage,
@@ -68,6 +72,11 @@ class SqlStore:
 
     async def get_or_create_user(self, ref: UserRef) -> UserRecord:
         key = (User.platform == ref.platform, User.external_id == ref.id)
+        # Most calls find the user as they were: a read, not a write (SQLite has one writer).
+        async with self._tx(read_only=True) as session:
+            known = (await session.execute(select(User).where(*key))).scalar_one_or_none()
+            if known is not None and _as_known(known, ref):
+                return _user_record(known)
         async with self._tx() as session:
             user = (await session.execute(select(User).where(*key))).scalar_one_or_none()
             if user is None:
@@ -113,36 +122,34 @@ class SqlStore:
     # quota
 
     async def reserve_quota(self, user_id: int, day: date, limit: int) -> bool:
-        if limit < 0:
-            raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
         async with self._tx() as session:
-            await session.execute(
-                self._insert(QuotaUsage)
-                .values(user_id=user_id, day=day, used=0)
-                .on_conflict_do_nothing(index_elements=["user_id", "day"])
-            )
-            conditions = [QuotaUsage.user_id == user_id, QuotaUsage.day == day]
-            if limit:
-                # Checked by the UPDATE itself: concurrent callers queue on the row lock and
-                # each sees the count the one before it left.
-                conditions.append(QuotaUsage.used < limit)
-            result = await session.execute(
-                update(QuotaUsage)
-                .where(*conditions)
-                .values(used=QuotaUsage.used + 1)
-                .returning(QuotaUsage.used)
-                .execution_options(synchronize_session=False)
-            )
-            return result.scalar_one_or_none() is not None
+            return await self._reserve(session, user_id, day, limit)
 
     async def release_quota(self, user_id: int, day: date) -> None:
         async with self._tx() as session:
-            await session.execute(
-                update(QuotaUsage)
-                .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
-                .values(used=QuotaUsage.used - 1)
-                .execution_options(synchronize_session=False)
-            )
+            await _release(session, user_id, day)
+
+    async def _reserve(self, session: AsyncSession, user_id: int, day: date, limit: int) -> bool:
+        if limit < 0:
+            raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
+        await session.execute(
+            self._insert(QuotaUsage)
+            .values(user_id=user_id, day=day, used=0)
+            .on_conflict_do_nothing(index_elements=["user_id", "day"])
+        )
+        conditions = [QuotaUsage.user_id == user_id, QuotaUsage.day == day]
+        if limit:
+            # Checked by the UPDATE itself: concurrent callers queue on the row lock and
+            # each sees the count the one before it left.
+            conditions.append(QuotaUsage.used < limit)
+        result = await session.execute(
+            update(QuotaUsage)
+            .where(*conditions)
+            .values(used=QuotaUsage.used + 1)
+            .returning(QuotaUsage.used)
+            .execution_options(synchronize_session=False)
+        )
+        return result.scalar_one_or_none() is not None
 
     async def quota_used(self, user_id: int, day: date) -> int:
         async with self._tx(read_only=True) as session:
@@ -176,24 +183,106 @@ class SqlStore:
                 image_id = (await session.execute(query)).scalar_one()
             return image_id
 
+    async def save_pending_image(self, file: FileRef) -> int:
+        """An image known only as a platform file (fetched later); its id."""
+        row = _pending_image(file)
+        async with self._tx() as session:
+            session.add(row)
+            await session.flush()
+            return row.id
+
+    async def fill_image(
+        self, image_id: int, data: bytes, mime: str, width: int, height: int
+    ) -> None:
+        """The fetched bytes of a pending image (not deduplicated: rows point at it already)."""
+        async with self._tx() as session:
+            await session.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.data.is_(None))
+                .values(data=data, mime=mime, width=width, height=height, size_bytes=len(data))
+                .execution_options(synchronize_session=False)
+            )
+
     async def load_image(self, image_id: int) -> StoredImage:
-        """The stored image; KeyError if there is none with this id."""
+        """The stored image (with `file` set and no data while it is pending); KeyError if
+        there is none with this id."""
         async with self._tx(read_only=True) as session:
             image = await session.get(Image, image_id)
             if image is None:
                 raise KeyError(image_id)
+            file = None
+            if image.data is None:
+                assert image.file_platform is not None and image.file_id is not None
+                file = FileRef(
+                    image.file_platform, image.file_id, image.size_bytes or None, image.file_name
+                )
             return StoredImage(
                 id=image.id,
-                data=image.data,
+                data=image.data or b"",
                 mime=image.mime,
                 width=image.width,
                 height=image.height,
+                file=file,
             )
 
-    # edits
+    # edits, which are also jobs
 
-    async def create_edit(self, edit: NewEdit) -> int:
-        """Record an edit as running; its id."""
+    async def admit(
+        self,
+        edit: NewEdit,
+        *,
+        day: date,
+        quota: int,
+        max_waiting: int,
+        upload: FileRef | None = None,
+        origin: MessageRef | None = None,
+    ) -> Admission:
+        try:
+            async with self._tx() as session:
+                if edit.key is not None:
+                    found = await session.scalar(select(Edit.id).where(Edit.key == edit.key))
+                    if found is not None:
+                        return Admission(found, duplicate=True)
+                if upload is not None:
+                    image_id = await self._keep_upload(session, edit, upload, origin)
+                    edit = replace(edit, source_image_id=image_id)
+                return await self._admit(session, edit, day, quota, max_waiting)
+        except IntegrityError:  # the same key, admitted by another process just now
+            async with self._tx(read_only=True) as session:
+                found = await session.scalar(select(Edit.id).where(Edit.key == edit.key))
+            if found is None:
+                raise
+            return Admission(found, duplicate=True)
+
+    async def _keep_upload(
+        self, session: AsyncSession, edit: NewEdit, upload: FileRef, origin: MessageRef | None
+    ) -> int:
+        """A new photo (pending) becomes the user's current image here, and `origin` (the
+        message holding it) repliable, whether or not the edit is then admitted."""
+        image = _pending_image(upload)
+        session.add(image)
+        await session.flush()
+        shown = ShownImage(image.id, None)
+        await session.execute(self._set_current(edit.user_id, edit.platform, edit.chat_id, shown))
+        if origin is not None:
+            await session.execute(self._link(origin, shown))
+        return image.id
+
+    async def _admit(
+        self, session: AsyncSession, edit: NewEdit, day: date, quota: int, max_waiting: int
+    ) -> Admission:
+        mine = (Edit.user_id == edit.user_id,)
+        counts = dict(
+            (await session.execute(
+                select(Edit.status, func.count())
+                .where(*mine, Edit.status.in_(EditStatus.OPEN))
+                .group_by(Edit.status)
+            )).tuples().all()
+        )  # fmt: skip
+        if max_waiting and counts.get(EditStatus.QUEUED, 0) >= max_waiting:
+            return Admission(0, refused="busy")
+        if not await self._reserve(session, edit.user_id, day, quota):
+            return Admission(0, refused="quota")
         options = edit.options
         row = Edit(
             user_id=edit.user_id,
@@ -201,76 +290,233 @@ class SqlStore:
             chat_id=edit.chat_id,
             parent_edit_id=edit.parent_edit_id,
             source_image_id=edit.source_image_id,
-            result_image_id=None,
             prompt=edit.prompt,
             steps=options.steps,
             cfg_scale=options.cfg_scale,
             requested_seed=options.seed,
             text_mode=options.text_mode,
             negative_prompt=options.negative_prompt,
-            seed=None,
-            status=EditStatus.RUNNING,
-            error=None,
+            key=edit.key,
+            quota_day=day,
+            rank=sum(counts.values()),  # a user's n-th waiting job comes after others' first
+            attempts=0,
+            reply_to=edit.reply_to,
+            origin_id=edit.origin_id,
+            language=edit.language,
+            notes="",
+            status=EditStatus.QUEUED,
             queued_ms=0,
             normalize_ms=0,
             api_ms=0,
             total_ms=0,
             created_at=utcnow(),
         )
+        session.add(row)
+        await session.flush()
+        return Admission(row.id)
+
+    async def claim(
+        self, owner: str, lease_until: datetime, platforms: list[str]
+    ) -> EditRecord | None:
+        for _ in range(3):
+            try:
+                async with self._tx() as session:
+                    return await self._claim(session, owner, lease_until, platforms)
+            except IntegrityError:
+                continue  # another process claimed this user's other job just now
+        return None
+
+    async def _claim(
+        self, session: AsyncSession, owner: str, lease_until: datetime, platforms: list[str]
+    ) -> EditRecord | None:
+        busy_users = select(Edit.user_id).where(Edit.status.in_(EditStatus.WORKING))
+        pick = (
+            select(Edit.id)
+            .where(
+                Edit.status == EditStatus.QUEUED,
+                Edit.platform.in_(platforms),
+                Edit.user_id.not_in(busy_users),
+            )
+            .order_by(Edit.rank, Edit.id)
+            .limit(1)
+        )
+        if self._dialect == "postgresql":  # other processes skip the row we are taking
+            pick = pick.with_for_update(skip_locked=True)
+        edit_id = await session.scalar(pick)
+        if edit_id is None:
+            return None
+        row = await session.scalar(
+            update(Edit)
+            .where(Edit.id == edit_id, Edit.status == EditStatus.QUEUED)
+            .values(
+                status=EditStatus.RUNNING,
+                lease_owner=owner,
+                lease_until=lease_until,
+                attempts=Edit.attempts + 1,
+            )
+            .returning(Edit)
+            .execution_options(synchronize_session=False)
+        )
+        return None if row is None else _edit_record(row)
+
+    async def has_queued(self, platforms: list[str]) -> bool:
+        query = select(Edit.id).where(Edit.status == EditStatus.QUEUED)
+        async with self._tx(read_only=True) as session:
+            found = await session.scalar(query.where(Edit.platform.in_(platforms)).limit(1))
+            return found is not None
+
+    async def renew_leases(self, owner: str, edit_ids: list[int], until: datetime) -> None:
         async with self._tx() as session:
-            session.add(row)
-            await session.flush()
-            return row.id
+            await session.execute(
+                update(Edit)
+                .where(Edit.id.in_(edit_ids), Edit.lease_owner == owner)
+                .where(Edit.status.in_(EditStatus.WORKING))
+                .values(lease_until=until)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def requeue_expired(self, now: datetime, *, keep: list[int] | None = None) -> int:
+        expired = [Edit.status.in_(EditStatus.WORKING), Edit.lease_until < now]
+        if keep:
+            expired.append(Edit.id.not_in(keep))
+        async with self._tx() as session:
+            result = await session.execute(
+                update(Edit)
+                .where(*expired)
+                .values(status=EditStatus.QUEUED, lease_owner=None, lease_until=None)
+                .returning(Edit.id)
+                .execution_options(synchronize_session=False)
+            )
+            return len(result.all())
+
+    async def requeue(self, owner: str, edit_ids: list[int]) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.id.in_(edit_ids), Edit.lease_owner == owner)
+                .where(Edit.status.in_(EditStatus.WORKING))
+                .values(status=EditStatus.QUEUED, lease_owner=None, lease_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def record_result(
+        self,
+        edit_id: int,
+        result_image_id: int,
+        seed: int | None,
+        notes: tuple[str, ...],
+        timings: EditTimings,
+    ) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.id == edit_id)
+                .values(
+                    result_image_id=result_image_id,
+                    seed=seed,
+                    notes=",".join(notes),
+                    **_timing_values(timings),
+                )
+                .execution_options(synchronize_session=False)
+            )
+
+    async def start_delivery(self, edit_id: int, owner: str) -> bool:
+        async with self._tx() as session:
+            result = await session.execute(
+                update(Edit)
+                .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                .where(Edit.status == EditStatus.RUNNING)
+                .values(status=EditStatus.DELIVERING)
+                .returning(Edit.id)
+                .execution_options(synchronize_session=False)
+            )
+            return result.scalar_one_or_none() is not None
 
     async def finish_edit(
         self,
         edit_id: int,
         status: str,
         *,
-        result_image_id: int | None = None,
-        seed: int | None = None,
         error: str | None = None,
         timings: EditTimings | None = None,
-    ) -> None:
-        """Record how an edit ended (timings are kept as they were when None). KeyError for an
-        unknown edit."""
+        message: MessageRef | None = None,
+    ) -> bool:
+        """End an open edit: SUCCEEDED from delivering (making its result current and
+        `message` repliable), FAILED or REFUSED from any open state (giving its unit back).
+        False, changing nothing, if it had ended already."""
+        succeeded = status == EditStatus.SUCCEEDED
+        since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
-            "status": status,
-            "result_image_id": result_image_id,
-            "seed": seed,
-            "error": error,
-            "finished_at": utcnow(),
-        }
+            "status": status, "error": error, "finished_at": utcnow(), "lease_owner": None,
+            "lease_until": None, "message_id": message.message_id if message else None,
+        }  # fmt: skip
         if timings is not None:
-            values.update(
-                queued_ms=timings.queued_ms,
-                normalize_ms=timings.normalize_ms,
-                api_ms=timings.api_ms,
-                total_ms=timings.total_ms,
-            )
+            values.update(_timing_values(timings))
         async with self._tx() as session:
-            result = await session.execute(
+            row = await session.scalar(
+                update(Edit)
+                .where(Edit.id == edit_id, Edit.status.in_(since))
+                .values(**values)
+                .returning(Edit)
+                .execution_options(synchronize_session=False)
+            )
+            if row is None:
+                return False
+            if not succeeded:
+                if row.quota_day is not None:
+                    await _release(session, row.user_id, row.quota_day)
+                return True
+            assert row.result_image_id is not None
+            shown = ShownImage(row.result_image_id, row.id)
+            await session.execute(self._set_current(row.user_id, row.platform, row.chat_id, shown))
+            if message is not None:
+                await session.execute(self._link(message, shown))
+            return True
+
+    async def cancel_edits(
+        self, user_id: int, platform: str, chat_id: str, *, edit_id: int | None = None
+    ) -> list[EditRecord]:
+        which = [Edit.user_id == user_id, Edit.platform == platform, Edit.chat_id == chat_id]
+        if edit_id is not None:
+            which.append(Edit.id == edit_id)
+        async with self._tx() as session:
+            rows = (
+                await session.scalars(
+                    update(Edit)
+                    .where(*which)
+                    .where(Edit.status.in_((EditStatus.QUEUED, EditStatus.RUNNING)))
+                    .values(
+                        status=EditStatus.CANCELLED,
+                        error="cancelled",
+                        finished_at=utcnow(),
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                    .returning(Edit)
+                    .execution_options(synchronize_session=False)
+                )
+            ).all()
+            for row in rows:
+                if row.quota_day is not None:
+                    await _release(session, row.user_id, row.quota_day)
+            return [_edit_record(row) for row in rows]
+
+    async def set_note(self, edit_id: int, note_id: str) -> None:
+        async with self._tx() as session:
+            await session.execute(
                 update(Edit)
                 .where(Edit.id == edit_id)
-                .values(**values)
-                .returning(Edit.id)
+                .values(note_id=note_id)
                 .execution_options(synchronize_session=False)
             )
-            if result.scalar_one_or_none() is None:
-                raise KeyError(edit_id)
 
-    async def fail_stale_edits(self, started_before: datetime) -> list[tuple[int, date]]:
-        """Mark edits still `running` that began before `started_before` as failed
-        ("interrupted"); returns each one's user and the day its quota unit was taken."""
-        async with self._tx() as session:
-            result = await session.execute(
-                update(Edit)
-                .where(Edit.status == EditStatus.RUNNING, Edit.created_at < started_before)
-                .values(status=EditStatus.FAILED, error="interrupted", finished_at=utcnow())
-                .returning(Edit.user_id, Edit.created_at)
-                .execution_options(synchronize_session=False)
+    async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
+        wanted = set(edit_ids)
+        async with self._tx(read_only=True) as session:
+            line = await session.scalars(
+                select(Edit.id).where(Edit.status == EditStatus.QUEUED).order_by(Edit.rank, Edit.id)
             )
-            return [(user_id, created_at.date()) for user_id, created_at in result.all()]
+            return {edit_id: place for place, edit_id in enumerate(line, 1) if edit_id in wanted}
 
     async def get_edit(self, edit_id: int) -> EditRecord | None:
         async with self._tx(read_only=True) as session:
@@ -281,6 +527,10 @@ class SqlStore:
 
     async def link_message(self, message: MessageRef, shown: ShownImage) -> None:
         """Remember that `message` shows `shown` (replacing what it showed before)."""
+        async with self._tx() as session:
+            await session.execute(self._link(message, shown))
+
+    def _link(self, message: MessageRef, shown: ShownImage) -> _Insert:
         stmt = self._insert(ShownMessage).values(
             platform=message.platform,
             chat_id=message.chat_id,
@@ -289,12 +539,10 @@ class SqlStore:
             edit_id=shown.edit_id,
             created_at=utcnow(),
         )
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=["platform", "chat_id", "message_id"],
             set_={"image_id": shown.image_id, "edit_id": shown.edit_id},
         )
-        async with self._tx() as session:
-            await session.execute(stmt)
 
     async def shown_in(self, message: MessageRef) -> ShownImage | None:
         async with self._tx(read_only=True) as session:
@@ -306,6 +554,10 @@ class SqlStore:
     async def set_current(
         self, user_id: int, platform: str, chat_id: str, shown: ShownImage
     ) -> None:
+        async with self._tx() as session:
+            await session.execute(self._set_current(user_id, platform, chat_id, shown))
+
+    def _set_current(self, user_id: int, platform: str, chat_id: str, shown: ShownImage) -> _Insert:
         now = utcnow()
         stmt = self._insert(ChatHead).values(
             user_id=user_id,
@@ -315,17 +567,22 @@ class SqlStore:
             edit_id=shown.edit_id,
             updated_at=now,
         )
-        stmt = stmt.on_conflict_do_update(
+        return stmt.on_conflict_do_update(
             index_elements=["user_id", "platform", "chat_id"],
             set_={"image_id": shown.image_id, "edit_id": shown.edit_id, "updated_at": now},
         )
-        async with self._tx() as session:
-            await session.execute(stmt)
 
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None:
         async with self._tx(read_only=True) as session:
             row = await session.get(ChatHead, (user_id, platform, chat_id))
             return None if row is None else ShownImage(image_id=row.image_id, edit_id=row.edit_id)
+
+
+def _as_known(user: User, ref: UserRef) -> bool:
+    """Whether `ref` tells nothing new about `user` (a missing name or language is no news)."""
+    return (ref.name is None or ref.name == user.name) and (
+        ref.language is None or ref.language == user.language
+    )
 
 
 def _user_record(user: User) -> UserRecord:
@@ -371,4 +628,40 @@ def _edit_record(row: Edit) -> EditRecord:
             total_ms=row.total_ms,
         ),
         created_at=row.created_at,
+        key=row.key,
+        quota_day=row.quota_day,
+        attempts=row.attempts,
+        reply_to=row.reply_to,
+        origin_id=row.origin_id,
+        language=row.language,
+        note_id=row.note_id,
+        notes=tuple(note for note in row.notes.split(",") if note),
+        message_id=row.message_id,
+    )
+
+
+def _pending_image(file: FileRef) -> Image:
+    return Image(
+        sha256=None, mime="", width=0, height=0, size_bytes=file.size or 0, data=None,
+        file_platform=file.platform, file_id=file.file_id, file_name=file.filename,
+        created_at=utcnow(),
+    )  # fmt: skip
+
+
+def _timing_values(timings: EditTimings) -> dict[str, int]:
+    return {
+        "queued_ms": timings.queued_ms,
+        "normalize_ms": timings.normalize_ms,
+        "api_ms": timings.api_ms,
+        "total_ms": timings.total_ms,
+    }
+
+
+async def _release(session: AsyncSession, user_id: int, day: date) -> None:
+    """Take back one reserved unit (never below zero)."""
+    await session.execute(
+        update(QuotaUsage)
+        .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
+        .values(used=QuotaUsage.used - 1)
+        .execution_options(synchronize_session=False)
     )

@@ -1,9 +1,12 @@
-"""Speed and memory figures of the image pipeline and of one edit end to end: `make bench`.
+"""Speed and memory figures of the image pipeline, of edits through the service, and of the whole
+bot under load: `make bench`.
 
-Run as `python -m tests.bench` from the project root. It prints figures and asserts nothing (it is
-not a test: pytest never collects it). Machines are noisy, so every timed case runs several times
-after one untimed warm-up and reports the median and the minimum; ratios are computed from medians
-measured in the same run. The whole run takes about a minute on 2 cores.
+Run as `python -m tests.bench` from the project root (`--load-only` runs case 5 alone, `--keep`
+keeps the temporary folder with the load runs' logs and databases). It prints figures and asserts
+nothing (it is not a test: pytest never collects it). Machines are noisy, so every timed case of
+1-4 runs several times after one untimed warm-up and reports the median and the minimum; ratios
+are computed from medians measured in the same run. The whole run takes about three minutes on
+2 cores, two of them for case 5.
 
 Cases:
 1. `imaging.normalize` on a 6000x4000 photo-like JPEG (a gradient with noise, so JPEG cannot make
@@ -13,51 +16,100 @@ Cases:
    1024x1024 PNG.
 3. Peak memory (max RSS) of normalize on the 6000x4000 JPEG and on a decompression bomb, each in a
    fresh interpreter: max RSS before and after the call, and the growth.
-4. Edits through the real EditService + SqlStore (a migrated SQLite file in a temporary
-   directory) + EditApiClient against the fake StepFun API on 127.0.0.1. The fake runs on its own
-   event loop in a thread, as a remote server would, so its CPU work does not stall the service's
-   loop. Overhead = wall time minus the API time the service recorded for the edit (`api_ms` of
-   the edit row), i.e. everything but the API round trip: normalizing, the database, for_chat.
-   Then 16 edits from 16 users at once, with the service's edit concurrency at 4 and 0.2 s of
-   fake API latency, against the ideal 16 / 4 * 0.2 s.
+4. Edits through the real EditService (`attach`, `start`, `submit`, `wait`) + SqlStore (a
+   migrated SQLite file in a temporary directory) + EditApiClient against the fake StepFun API on
+   127.0.0.1, with an in-memory Messenger that serves the uploads and counts the pictures. The
+   fake runs on its own event loop in a thread, as a remote server would, so its CPU work does not
+   stall the service's loop. Overhead = wall time (submit until the ended edit) minus the API time
+   the service recorded for the edit (`api_ms`), i.e. everything but the API round trip: the
+   queue and its database, normalizing, for_chat. Then 16 edits from 16 users at once, with the
+   service's edit concurrency at 4 and 0.2 s of fake API latency, against the ideal 16 / 4 * 0.2 s.
+5. Load, black-box: the real `stepedit run` process (configured by environment, its log in a
+   file) against the fake Telegram Bot API and the fake StepFun API, each on its own event loop
+   in a thread. 50 users send 4 captioned 320x240 photos each, all at once; the fake API answers
+   after 1.5 s, requests in parallel; EDIT_CONCURRENCY=16, so at best 200 / 16 * 1.5 s = 18.75 s.
+   - clean: seconds from sending until the last photo arrived; `load_efficiency` = that minimum
+     / total, in percent (goal: at least 90).
+   - faults + kill: about 30% of the API calls fail (500, 503 and 429 are retried by the client;
+     502, a dropped connection, a malformed answer and a hang end the edit with a clear message),
+     and the process is killed with SIGKILL once 30% of the requests got their photo, then
+     started again at once (JOB_LEASE_SECONDS=3). The run ends when every request has an answer
+     that replies to it, or 120 s after the restart.
+   Both runs count, per request: results (a photo, counted once even if it came twice), clear
+   refusals (a text that is not a progress note), lost (no answer: must be 0), and
+   charged - delivered (the users' quota units used today, read from the database, minus the
+   requests that got a photo: must be 0); and the send budget spent on progress notes (edits of
+   notes per request, notes left undeleted) and on all Bot API sends. The bot's WARNING and
+   ERROR log lines are summarized by message.
+
+The last line is for other tools: `bench: load_efficiency=<%> lost=<n> charged_minus_delivered=<n>
+tg_photo_ms=<median normalize of the 1280x960 JPEG> e2e_overhead_ms=<median service overhead of
+one edit>`; lost and charged_minus_delivered are summed over both load runs.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import functools
 import gc
 import io
+import itertools
 import json
 import math
 import os
 import platform
 import random
+import re
+import resource
+import shutil
+import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    closing,
+    contextmanager,
+    suppress,
+)
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import PIL
 from PIL import Image, ImageChops
 
 from bot import imaging
-from bot.domain import ChatRef, EditRequest, ImageUpload, MessageRef, Picture, UserRef
+from bot.domain import (
+    Address,
+    ChatRef,
+    EditRequest,
+    EditStatus,
+    FileRef,
+    MessageRef,
+    Picture,
+    UserRef,
+)
 from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun, run_fake_stepfun
-from tests.images import make_animated_gif, make_bomb
+from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage, run_fake_telegram
+from tests.harness import _is_status
+from tests.images import make_animated_gif, make_bomb, make_image
+from tests.test_cli import STEPEDIT, wired_to
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,6 +124,18 @@ N_BURST = 3  # bursts of 16 concurrent edits
 BURST_USERS = 16
 BURST_CONCURRENCY = 4
 BURST_LATENCY_S = 0.2
+
+# The load (case 5), as the issue asks for it.
+LOAD_USERS = 50
+LOAD_PHOTOS = 4  # per user, all sent at once
+LOAD_CONCURRENCY = 16  # EDIT_CONCURRENCY
+LOAD_LATENCY_S = 1.5  # the fake API's latency per edit
+LOAD_FAULTS = 0.3  # share of API calls that fail in the second run
+LOAD_KILL_AT = 0.3  # SIGKILL once this share of the requests got their photo
+LOAD_TIMEOUT_S = 120  # longest wait for every answer (after sending, or after the restart)
+LOAD_API_TIMEOUT_S = 10  # EDIT_TIMEOUT: how long a hung API call holds a slot
+LOAD_USER_BASE = 8000  # Telegram user ids
+LOAD_SEED = 20240611  # where faults fall
 
 LABEL_WIDTH = 36
 
@@ -169,7 +233,7 @@ def time_calls(fn: Callable[[], T], n: int) -> tuple[list[float], T]:
 # --- 1 and 2: normalize and for_chat -----------------------------------------------------------
 
 
-def bench_normalize(inputs: Inputs) -> list[str]:
+def bench_normalize(inputs: Inputs, summary: dict[str, str]) -> list[str]:
     cases = [
         ("normalize 6000x4000 JPEG", inputs.big_jpeg, N_BIG),
         ("normalize 4096x4096 PNG", inputs.png_4096, N_BIG),
@@ -180,6 +244,8 @@ def bench_normalize(inputs: Inputs) -> list[str]:
     for label, data, n in cases:
         progress(label)
         samples, result = time_calls(functools.partial(imaging.normalize, data), n)
+        if data is inputs.tg_jpeg:
+            summary["tg_photo_ms"] = f"{statistics.median(samples):.1f}"
         notes = f" [{', '.join(result.notes)}]" if result.notes else ""
         tail = f"{mb(len(data))} -> {result.width}x{result.height} {mb(len(result.data))}{notes}"
         rows.append(timing_row(label, samples, tail))
@@ -254,51 +320,87 @@ def bench_memory(inputs: Inputs, tmp: Path) -> list[str]:
     return rows
 
 
-# --- 4: end to end -----------------------------------------------------------------------------
+# --- 4: the service in this process ------------------------------------------------------------
+
+
+class LoopThread:
+    """An event loop running in a daemon thread, so a fake server's work never stalls the loop
+    (or the thread) that measures. `run` waits for a coroutine on it; `call` runs a plain
+    function on it (the fakes are not thread-safe: read and poke them only this way)."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, work: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        async def on_loop() -> T:
+            return fn(*args)
+
+        return self.run(on_loop())
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 @contextmanager
-def fake_stepfun_in_thread() -> Iterator[FakeStepFun]:
-    """The fake API on its own event loop in a daemon thread; stopped when the block ends."""
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-    fakes: list[FakeStepFun] = []
-
-    async def serve() -> None:
-        try:
-            async with run_fake_stepfun() as fake:
-                fakes.append(fake)
-                ready.set()
-                await stop.wait()
-        finally:
-            ready.set()  # also when it failed to start
-
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(serve(),), name="fake-stepfun", daemon=True
-    )
-    thread.start()
+def served_in_thread(
+    name: str, serve: Callable[[], AbstractAsyncContextManager[T]]
+) -> Iterator[tuple[T, LoopThread]]:
+    """`serve()` (e.g. run_fake_stepfun) entered on its own loop in a thread; left at the end."""
+    thread = LoopThread(name)
+    stack = AsyncExitStack()
     try:
-        ready.wait(30)
-        if not fakes:
-            raise RuntimeError("the fake StepFun API did not start (see the traceback above)")
-        yield fakes[0]
+        yield thread.run(stack.enter_async_context(serve())), thread
     finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        if not thread.is_alive():
-            loop.close()
+        with suppress(Exception):
+            thread.run(stack.aclose(), timeout=20)
+        thread.close()
 
 
-class Outbox:
-    """deliver(): accepts every picture as a new chat message."""
+class BenchMessenger:
+    """bot.ports.Messenger in memory: `fetch` serves the bytes `upload` registered, pictures are
+    counted, notes go nowhere and texts are kept (they explain an edit that failed)."""
+
+    platform = "bench"
 
     def __init__(self) -> None:
-        self.count = 0
+        self.files: dict[str, bytes] = {}
+        self.pictures = 0
+        self.texts: list[str] = []
 
-    async def __call__(self, picture: Picture) -> MessageRef:
-        self.count += 1
-        return MessageRef("bench", "chat", f"m{self.count}")
+    def upload(self, data: bytes) -> FileRef:
+        file_id = f"file-{len(self.files)}"
+        self.files[file_id] = data
+        return FileRef(self.platform, file_id, len(data), "photo.jpg")
+
+    async def fetch(self, file: FileRef) -> bytes:
+        return self.files[file.file_id]
+
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
+        self.pictures += 1
+        return MessageRef(self.platform, to.chat_id, f"result-{self.pictures}")
+
+    async def send_text(self, to: Address, text: str) -> None:
+        self.texts.append(text)
+
+    async def send_note(self, to: Address, text: str, edit_id: int = 0) -> str:
+        return "note"
+
+    async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int = 0) -> None:
+        pass
+
+    async def delete_note(self, to: Address, note_id: str) -> None:
+        pass
+
+    async def show_working(self, to: Address) -> None:
+        pass
 
 
 async def repeat(run: Callable[[], Awaitable[T]], n: int) -> list[T]:
@@ -313,7 +415,7 @@ async def repeat(run: Callable[[], Awaitable[T]], n: int) -> list[T]:
 
 @dataclass(frozen=True)
 class Timed:
-    wall: float  # ms, measured around service.edit
+    wall: float  # ms, from submit until wait returned the ended edit
     api: float  # ms, the api_ms the service recorded in the edit row
 
     @property
@@ -325,34 +427,41 @@ def median_of(values: list[float]) -> str:
     return fmt_ms(statistics.median(values))
 
 
-async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
-    progress("single edits end to end (fake API in a thread)")
+async def bench_service(inputs: Inputs, tmp: Path, summary: dict[str, str]) -> list[str]:
+    progress("single edits through the service (fake API in a thread)")
     rows = []
-    with fake_stepfun_in_thread() as fake:
+    with served_in_thread("fake-stepfun", run_fake_stepfun) as (fake, _):
         engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'bench.sqlite3'}")
         await migrate(engine)
         store = SqlStore(engine)
         client = EditApiClient(
             base_url=fake.base_url, api_key=fake.api_key, model=fake.model, retries=0, timeout=60
         )
+        service = EditService(store, client, daily_quota=0, concurrency=BURST_CONCURRENCY)
+        messenger = BenchMessenger()
+        service.attach(messenger)
+        await service.start()
         try:
-            service = EditService(store, client, daily_quota=0, concurrency=BURST_CONCURRENCY)
-            outbox = Outbox()
-            chat = ChatRef("bench", "chat")
+            chat = ChatRef(messenger.platform, "chat")
+            requests = itertools.count(1)
 
             async def edit(user: UserRef, prompt: str, upload: bytes | None) -> Timed:
-                photo = ImageUpload(upload, "photo.jpg") if upload else None
-                request = EditRequest(user, chat, prompt, upload=photo)
+                n = next(requests)
+                request = EditRequest(
+                    user, chat, prompt, upload=messenger.upload(upload) if upload else None,
+                    key=f"bench:{n}", answer_to=str(n), language="en",
+                )  # fmt: skip
                 started = time.perf_counter()
-                picture = await service.edit(request, outbox)
+                admission = await service.submit(request)
+                record = await service.wait(admission.edit_id, timeout=120)
                 wall = (time.perf_counter() - started) * 1000
-                record = await store.get_edit(picture.edit_id or 0)
-                if record is None:
-                    raise RuntimeError(f"edit {picture.edit_id} was not recorded")
+                if record.status != EditStatus.SUCCEEDED:
+                    told = messenger.texts[-1] if messenger.texts else "nothing"
+                    raise RuntimeError(f"edit {record.id} {record.status}: {record.error} ({told})")
                 return Timed(wall, record.timings.api_ms)
 
             # One edit of a fresh 1280x960 upload.
-            single_user = UserRef("bench", "single")
+            single_user = UserRef(messenger.platform, "single")
             singles = await repeat(
                 lambda: edit(single_user, "make it snow", inputs.tg_jpeg), N_EDIT
             )
@@ -363,13 +472,13 @@ async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
                     f"API {median_of([t.api for t in singles])} ms (api_ms)",
                 )
             )
-            rows.append(
-                timing_row("  service overhead (wall - api_ms)", [t.overhead for t in singles])
-            )
+            overheads = [t.overhead for t in singles]
+            rows.append(timing_row("  service overhead (wall - api_ms)", overheads))
+            summary["e2e_overhead_ms"] = f"{statistics.median(overheads):.0f}"
 
             # A refine chain: the upload edited, then the result edited twice more.
             progress("3-step refine chains")
-            chain_user = UserRef("bench", "chain")
+            chain_user = UserRef(messenger.platform, "chain")
 
             async def chain() -> Timed:
                 steps = [
@@ -396,7 +505,7 @@ async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
             # A burst: 16 users at once, 4 at a time through the API, 0.2 s latency each.
             progress(f"bursts of {BURST_USERS} concurrent edits")
             fake.delay = BURST_LATENCY_S
-            users = [UserRef("bench", f"burst-{i}") for i in range(BURST_USERS)]
+            users = [UserRef(messenger.platform, f"burst-{i}") for i in range(BURST_USERS)]
             burst_api: list[float] = []
 
             async def burst() -> float:
@@ -420,8 +529,449 @@ async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
             )
         finally:
             fake.delay = 0.0
+            await service.stop(grace=5)
             await client.aclose()
             await store.aclose()
+    return rows
+
+
+# --- 5: load through `stepedit run` --------------------------------------------------------------
+
+# The fake API's faults, with weights: the first three are retried by the client (the server
+# surely did nothing), the others end the edit with a clear message and no charge.
+FAULTS: dict[str, tuple[int, Callable[[FakeStepFun], None]]] = {
+    "500": (2, lambda fake: fake.fail_next(500)),
+    "503": (1, lambda fake: fake.fail_next(503)),
+    "429 retry-after 1": (2, lambda fake: fake.fail_next(429, retry_after=1)),
+    "502": (1, lambda fake: fake.fail_next(502)),
+    "drop": (1, lambda fake: fake.drop_next()),
+    "malformed": (1, lambda fake: fake.malformed_next("not_json")),
+    "hang": (1, lambda fake: fake.hang_next()),
+}
+SEND_METHODS = (
+    "sendMessage", "editMessageText", "deleteMessage", "sendChatAction", "sendPhoto",
+    "sendDocument",
+)  # fmt: skip
+
+
+@dataclass
+class ApiWatch:
+    """Kept by `watch_api` on the fake API's loop: faults armed, and how many edit requests the
+    fake held at once (it serves them in parallel: the peak should reach EDIT_CONCURRENCY)."""
+
+    share: float  # of edit requests that get a fault
+    rng: random.Random = field(default_factory=lambda: random.Random(LOAD_SEED))
+    armed: Counter[str] = field(default_factory=Counter)
+    abandoned: set[int] = field(default_factory=set)  # ids of requests a killed process left
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, in flight)
+
+    def abandon_all(self, fake: FakeStepFun) -> None:
+        """On the fake's loop, right after a kill: what is open now will never be answered."""
+        self.abandoned.update(id(r) for r in fake.requests if r.status is None)
+
+    def in_flight(self, since: float, until: float) -> tuple[int, float]:
+        """Peak and mean of the requests in flight between two monotonic times."""
+        counts = [n for at, n in self.samples if since <= at <= until] or [0]
+        return max(counts), statistics.mean(counts)
+
+
+async def watch_api(fake: FakeStepFun, watch: ApiWatch) -> None:
+    """Arm a fault for `watch.share` of the edit requests, as they arrive (spread evenly; the
+    kind drawn at random). Faults are consumed in order after the fake's latency, so the one
+    armed now hits a request that arrived at about the same time. Every 10 ms, count the
+    requests in flight."""
+    names = list(FAULTS)
+    weights = [FAULTS[name][0] for name in names]
+    seen = 0
+    while True:
+        for _ in fake.requests[seen:]:
+            seen += 1
+            if watch.armed.total() < watch.share * seen:
+                name = watch.rng.choices(names, weights)[0]
+                FAULTS[name][1](fake)
+                watch.armed[name] += 1
+        open_now = sum(
+            1
+            for r in fake.requests
+            if r.status is None and r.fault != "hang" and id(r) not in watch.abandoned
+        )
+        watch.samples.append((time.monotonic(), open_now))
+        await asyncio.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Every request's answers as the fake Telegram holds them."""
+
+    photos: int  # requests answered with a photo (counted once even if it came twice)
+    twice: int  # requests that got more than one photo
+    refusals: int  # requests answered with a clear text and no photo
+    lost: int  # requests with no answer at all
+    refusal_texts: Counter[str]
+    last_photo_at: float  # time.monotonic() of the last sendPhoto
+    note_edits: list[int]  # editMessageText calls on each request's notes
+    notes: list[int]  # notes sent for each request
+    notes_left: int  # notes never deleted
+    sends: Counter[str]  # Bot API calls that spend the bot's send budget, by method
+    send_times: list[float]  # time.monotonic() of each of them
+
+
+def tally(telegram: FakeTelegram, requests: list[StoredMessage]) -> Tally:
+    """Run on the fake Telegram's loop."""
+    answers: dict[tuple[int, int], list[StoredMessage]] = defaultdict(list)
+    notes: Counter[tuple[int, int]] = Counter()
+    notes_left = 0
+    for chat in sorted({r.chat_id for r in requests}):
+        for message in telegram.sent(chat):
+            if message.reply_to_message_id is None:
+                continue
+            to = (chat, message.reply_to_message_id)
+            if _is_status(message):
+                notes[to] += 1
+                notes_left += not message.deleted
+            else:
+                answers[to].append(message)
+    photos = twice = refusals = lost = 0
+    refusal_texts: Counter[str] = Counter()
+    for request in requests:
+        got = answers.get((request.chat_id, request.message_id), [])
+        pictures = sum(1 for m in got if m.kind != "text")
+        if pictures:
+            photos += 1
+            twice += pictures > 1
+        elif got:
+            refusals += 1
+            refusal_texts[(got[0].text or "").split("\n")[0][:60]] += 1
+        else:
+            lost += 1
+    edits: Counter[tuple[int, int]] = Counter()
+    for call in telegram.calls_of("editMessageText"):
+        if call.ok:
+            chat = int(call.params["chat_id"])
+            note = telegram.message(chat, int(call.params["message_id"]))
+            edits[(chat, note.reply_to_message_id or 0)] += 1
+    sent = [c for c in telegram.calls if c.method in SEND_METHODS]
+    delivered = [c.at for c in sent if c.ok and c.method in ("sendPhoto", "sendDocument")]
+    keys = [(r.chat_id, r.message_id) for r in requests]
+    return Tally(
+        photos=photos,
+        twice=twice,
+        refusals=refusals,
+        lost=lost,
+        refusal_texts=refusal_texts,
+        last_photo_at=max(delivered, default=math.nan),
+        note_edits=[edits[key] for key in keys],
+        notes=[notes[key] for key in keys],
+        notes_left=notes_left,
+        sends=Counter(c.method for c in sent),
+        send_times=[c.at for c in sent],
+    )
+
+
+def peak_per_second(times: list[float]) -> int:
+    """The most of `times` within any one second."""
+    times = sorted(times)
+    peak, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= 1.0:
+            first += 1
+        peak = max(peak, last - first + 1)
+    return peak
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """What the edits table says after a run."""
+
+    statuses: dict[str, int]
+    max_attempts: int
+    admitted_s: float  # from the first edit row created to the last
+    hold_ms: float  # median time a worker held a succeeded job (claim to finish), ms
+    outside_api_ms: float  # median of hold minus api_ms: fetch, images, database, delivery
+
+
+def read_jobs(path: Path) -> Jobs:
+    with closing(sqlite3.connect(path)) as db:
+        statuses = dict(db.execute("SELECT status, count(*) FROM edits GROUP BY status"))
+        rows = db.execute(
+            "SELECT created_at, finished_at, queued_ms, api_ms, attempts, status FROM edits"
+        ).fetchall()
+    created = [datetime.fromisoformat(row[0]).timestamp() for row in rows]
+    holds, outside = [], []
+    for (_, finished, queued_ms, api_ms, attempts, status), at in zip(rows, created, strict=True):
+        if status == EditStatus.SUCCEEDED and finished and attempts == 1:
+            hold = (datetime.fromisoformat(finished).timestamp() - at) * 1000 - queued_ms
+            holds.append(hold)
+            outside.append(hold - api_ms)
+    return Jobs(
+        statuses=statuses,
+        max_attempts=max((row[4] for row in rows), default=0),
+        admitted_s=max(created, default=0) - min(created, default=0),
+        hold_ms=statistics.median(holds) if holds else math.nan,
+        outside_api_ms=statistics.median(outside) if outside else math.nan,
+    )
+
+
+@dataclass
+class LoadRun:
+    name: str
+    seconds: float = math.nan  # from sending until the last photo (clean) or the last answer
+    tally: Tally | None = None
+    charged: int = 0  # quota units used, summed over the users
+    jobs: Jobs | None = None
+    api_calls: int = 0
+    api_failed: int = 0  # calls that met an injected fault
+    api_peak: int = 0  # most edit requests in flight at once
+    api_mean: float = 0.0  # mean of them, while the run lasted
+    watch: ApiWatch | None = None
+    killed_at: int | None = None  # photos delivered when the process was killed
+    cpu_s: float = 0.0  # CPU seconds (user + system) of the bot's processes
+    fakes_cpu_s: float = 0.0  # of this process (mostly the two fakes) while the run lasted
+    log_lines: Counter[str] = field(default_factory=Counter)  # WARNING/ERROR lines, by text
+    exits: list[int | None] = field(default_factory=list)
+
+    @property
+    def charged_minus_delivered(self) -> int:
+        return self.charged - (self.tally.photos if self.tally else 0)
+
+
+def start_bot(cwd: Path, env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+    """`stepedit run`, its output in a file (a pipe nobody reads would fill up)."""
+    with (cwd / log_name).open("ab") as log:
+        return subprocess.Popen(
+            [STEPEDIT, "run"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def wait_polling(
+    process: subprocess.Popen[bytes], telegram: FakeTelegram, on: LoopThread, log: Path
+) -> None:
+    """Until the bot long-polls the fake Telegram (migrated, API checked, workers started)."""
+    deadline = time.monotonic() + 60
+    while not on.call(lambda: telegram.long_polls > 0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"`stepedit run` did not start (exit {process.poll()}):\n{tail}")
+        time.sleep(0.05)
+
+
+def stop_bot(process: subprocess.Popen[bytes]) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(45)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_photos() -> list[list[bytes]]:
+    """LOAD_PHOTOS small JPEGs for each user, all different (the API's and the bot's image work
+    stays small beside the latency that this case is about)."""
+    return [
+        [
+            make_image(320, 240, color=(40 + 4 * u, 60 + 40 * n, 200 - 3 * u))
+            for n in range(LOAD_PHOTOS)
+        ]
+        for u in range(LOAD_USERS)
+    ]
+
+
+async def read_quota(database_url: str, users: list[FakeUser]) -> int:
+    """Quota units used today, summed over `users`."""
+    store = SqlStore(create_engine(database_url))
+    try:
+        today = datetime.now(UTC).date()
+        charged = 0
+        for user in users:
+            record = await store.get_or_create_user(UserRef("telegram", str(user.id)))
+            charged += await store.quota_used(record.id, today)
+        return charged
+    finally:
+        await store.aclose()
+
+
+def log_problems(*logs: Path) -> Counter[str]:
+    """WARNING and ERROR lines of the bot's logs, by message (timestamps and numbers dropped)."""
+    found: Counter[str] = Counter()
+    for log in logs:
+        if not log.exists():
+            continue
+        for line in log.read_text(errors="replace").splitlines():
+            level = re.search(r" (WARNING|ERROR|CRITICAL) ", line)
+            if level or line.startswith("Traceback"):
+                text = line[level.start() + 1 :] if level else line
+                found[re.sub(r"\d+", "N", text)[:110]] += 1
+    return found
+
+
+def bench_load_run(
+    tmp: Path, name: str, photos: list[list[bytes]], *, faults: float, kill_share: float | None
+) -> LoadRun:
+    """One run: LOAD_USERS users send LOAD_PHOTOS captioned photos each, all at once, to a fresh
+    `stepedit run`; it ends when every request has an answer, or LOAD_TIMEOUT_S after sending
+    (or after the restart)."""
+    run = LoadRun(name)
+    folder = tmp / name
+    folder.mkdir()
+    database = folder / "stepedit.sqlite3"
+    database_url = f"sqlite+aiosqlite:///{database}"
+    users = [FakeUser(id=LOAD_USER_BASE + u, first_name=f"U{u}") for u in range(LOAD_USERS)]
+    logs = [folder / "first.log", folder / "second.log"]
+    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN), cpu_seconds(resource.RUSAGE_SELF)
+    with (
+        served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
+        served_in_thread("fake-stepfun", run_fake_stepfun) as (stepfun, api),
+    ):
+        stepfun.delay = LOAD_LATENCY_S
+        env = wired_to(
+            telegram, stepfun, DATABASE_URL=database_url, EDIT_CONCURRENCY=str(LOAD_CONCURRENCY),
+            DAILY_QUOTA="0", MAX_WAITING_PER_USER=str(LOAD_PHOTOS + 1), JOB_LEASE_SECONDS="3",
+            EDIT_TIMEOUT=str(LOAD_API_TIMEOUT_S), LOG_LEVEL="WARNING",
+        )  # fmt: skip
+        process = start_bot(folder, env, logs[0].name)
+        watch = run.watch = ApiWatch(share=faults)
+        watcher = asyncio.run_coroutine_threadsafe(watch_api(stepfun, watch), api.loop)
+        try:
+            wait_polling(process, telegram, tg, logs[0])
+
+            def send_all() -> list[StoredMessage]:
+                return [
+                    telegram.user_sends_photo(user.id, user, photo, caption=f"make it snow {n}")
+                    for user, mine in zip(users, photos, strict=True)
+                    for n, photo in enumerate(mine)
+                ]
+
+            started = time.monotonic()
+            requests = tg.call(send_all)
+            deadline = started + LOAD_TIMEOUT_S
+            while True:
+                time.sleep(0.1)
+                now = tg.call(tally, telegram, requests)
+                due = kill_share is not None and now.photos >= kill_share * len(requests)
+                if due and run.killed_at is None:
+                    process.send_signal(signal.SIGKILL)
+                    run.exits.append(process.wait())
+                    api.call(watch.abandon_all, stepfun)
+                    run.killed_at = now.photos
+                    progress(f"{name}: killed at {now.photos} photos; restarting")
+                    process = start_bot(folder, env, logs[1].name)
+                    deadline = time.monotonic() + LOAD_TIMEOUT_S
+                if now.lost == 0 or time.monotonic() > deadline or process.poll() is not None:
+                    break
+            answered_at = time.monotonic()
+            # A photo sent again after the kill, and notes, may still be on their way.
+            end = answered_at + 15
+            while time.monotonic() < end and tg.call(tally, telegram, requests).notes_left:
+                time.sleep(0.2)
+        finally:
+            run.exits.append(stop_bot(process))
+            watcher.cancel()
+        run.tally = tg.call(tally, telegram, requests)
+        clean = kill_share is None and faults == 0
+        run.seconds = (run.tally.last_photo_at if clean else answered_at) - started
+        run.api_calls, run.api_failed = api.call(
+            lambda: (len(stepfun.requests), sum(1 for r in stepfun.requests if r.fault))
+        )
+        run.api_peak, run.api_mean = watch.in_flight(started, started + run.seconds)
+    run.cpu_s = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before[0]
+    run.fakes_cpu_s = cpu_seconds(resource.RUSAGE_SELF) - cpu_before[1]
+    run.charged = asyncio.run(read_quota(database_url, users))
+    run.jobs = read_jobs(database)
+    run.log_lines = log_problems(*logs)
+    return run
+
+
+def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
+    photos = load_photos()
+    total = LOAD_USERS * LOAD_PHOTOS
+    minimum = total / LOAD_CONCURRENCY * LOAD_LATENCY_S
+    progress(f"load, clean: {total} edits from {LOAD_USERS} users through `stepedit run`")
+    clean = bench_load_run(tmp, "clean", photos, faults=0.0, kill_share=None)
+    progress(f"load, {LOAD_FAULTS:.0%} faults and one SIGKILL + restart")
+    faulty = bench_load_run(tmp, "faults", photos, faults=LOAD_FAULTS, kill_share=LOAD_KILL_AT)
+    runs = [clean, faulty]
+    efficiency = minimum / clean.seconds * 100
+    summary["load_efficiency"] = f"{efficiency:.0f}"
+    summary["lost"] = str(sum(r.tally.lost if r.tally else total for r in runs))
+    summary["charged_minus_delivered"] = str(sum(r.charged_minus_delivered for r in runs))
+
+    def row(label: str, values: list[str], tail: str = "") -> str:
+        cells = "".join(f"{v:>16}" for v in values)
+        return f"{label:<{LABEL_WIDTH}}{cells}  {tail}".rstrip()
+
+    def each(fn: Callable[[LoadRun, Tally, Jobs], object]) -> list[str]:
+        return [str(fn(r, r.tally, r.jobs)) if r.tally and r.jobs else "-" for r in runs]
+
+    rows = [
+        f"load: {total} edits = {LOAD_USERS} users x {LOAD_PHOTOS} photos sent at once to "
+        f"`stepedit run`, EDIT_CONCURRENCY={LOAD_CONCURRENCY}, API latency {LOAD_LATENCY_S:g} s",
+        row("", ["clean", f"{LOAD_FAULTS:.0%} faults+kill"]),
+        row(
+            "total s (last photo | last answer)",
+            [f"{r.seconds:.2f}" for r in runs],
+            f"minimum {total}/{LOAD_CONCURRENCY} x {LOAD_LATENCY_S:g} s = {minimum:.2f} s",
+        ),
+        row("load_efficiency (minimum / total)", [f"{efficiency:.0f}%", "-"], "goal >= 90%"),
+        row("results (requests with a photo)", each(lambda r, t, j: t.photos)),
+        row("  of them got the photo twice", each(lambda r, t, j: t.twice)),
+        row("clear refusals (texts)", each(lambda r, t, j: t.refusals)),
+        row("lost (no answer)", each(lambda r, t, j: t.lost), "must be 0"),
+        row("charged - delivered", [str(r.charged_minus_delivered) for r in runs], "must be 0"),
+        row("API calls (failed by a fault)", [f"{r.api_calls} ({r.api_failed})" for r in runs]),
+        row(
+            "API requests in flight (peak/mean)",
+            [f"{r.api_peak}/{r.api_mean:.1f}" for r in runs],
+            f"of {LOAD_CONCURRENCY} slots",
+        ),
+        row("requests admitted within s", each(lambda r, t, j: f"{j.admitted_s:.1f}")),
+        row("job held by a worker, median ms", each(lambda r, t, j: f"{j.hold_ms:.0f}")),
+        row("  of it outside the API, median ms", each(lambda r, t, j: f"{j.outside_api_ms:.0f}")),
+        row(
+            "notes per request (mean/max)",
+            each(lambda r, t, j: f"{statistics.mean(t.notes):.2f}/{max(t.notes)}"),
+        ),
+        row(
+            "note edits per request (mean/max)",
+            each(lambda r, t, j: f"{statistics.mean(t.note_edits):.2f}/{max(t.note_edits)}"),
+        ),
+        row("notes left undeleted", each(lambda r, t, j: t.notes_left)),
+        row("Bot API sends per request", each(lambda r, t, j: f"{t.sends.total() / total:.2f}")),
+        row(
+            "Bot API sends/s (peak 1 s/mean)",
+            each(
+                lambda r, t, j: (
+                    f"{peak_per_second(t.send_times)}/{len(t.send_times) / r.seconds:.1f}"
+                )
+            ),
+        ),
+        row("job attempts (max)", each(lambda r, t, j: j.max_attempts)),
+        row("bot CPU s (user+system)", [f"{r.cpu_s:.1f}" for r in runs]),
+        row("bench + fakes CPU s", [f"{r.fakes_cpu_s:.1f}" for r in runs], "(this process)"),
+    ]
+    for run in runs:
+        if run.tally is None or run.jobs is None:
+            continue
+        sends = ", ".join(f"{m} {n}" for m, n in run.tally.sends.most_common())
+        rows.append(f"  {run.name}: sends {sends}")
+        rows.append(
+            f"  {run.name}: jobs {dict(sorted(run.jobs.statuses.items()))}, exits {run.exits}"
+        )
+        if run.watch and run.watch.armed:
+            armed = ", ".join(f"{k} x{n}" for k, n in run.watch.armed.most_common())
+            rows.append(f"  {run.name}: faults armed {run.watch.armed.total()}: {armed}")
+        if run.killed_at is not None:
+            rows.append(f"  {run.name}: SIGKILL after {run.killed_at} photos, restarted at once")
+        for text, n in run.tally.refusal_texts.most_common(4):
+            rows.append(f"  {run.name}: refusal x{n}: {text}")
+        for text, n in run.log_lines.most_common(6):
+            rows.append(f"  {run.name}: log x{n}: {text}")
     return rows
 
 
@@ -439,18 +989,31 @@ def header() -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser.add_argument("--load-only", action="store_true", help="only case 5 (the load)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
+    args = parser.parse_args(argv)
     began = time.perf_counter()
     about = header()  # the load average before the bench adds its own
-    progress("making inputs")
-    inputs = make_inputs()
     rows: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="stepedit-bench-") as name:
-        tmp = Path(name)
-        rows += bench_normalize(inputs)
-        rows += bench_for_chat(inputs)
-        rows += bench_memory(inputs, tmp)
-        rows += asyncio.run(bench_service(inputs, tmp))
+    summary: dict[str, str] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="stepedit-bench-"))
+    try:
+        if not args.load_only:
+            progress("making inputs")
+            inputs = make_inputs()
+            rows += bench_normalize(inputs, summary)
+            rows += bench_for_chat(inputs)
+            rows += bench_memory(inputs, tmp)
+            rows += asyncio.run(bench_service(inputs, tmp, summary))
+            rows.append("-" * 100)
+        rows += bench_load(tmp, summary)
+    finally:
+        if args.keep:
+            progress(f"kept {tmp} (logs and databases of the load runs)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     print()
     print(about)
     print("medians and minima after one warm-up run; ms unless stated")
@@ -459,6 +1022,8 @@ def main() -> None:
         print(row)
     print("-" * 100)
     print(f"total bench time {time.perf_counter() - began:.0f} s")
+    order = ["load_efficiency", "lost", "charged_minus_delivered", "tg_photo_ms", "e2e_overhead_ms"]
+    print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 
 
 if __name__ == "__main__":

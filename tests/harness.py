@@ -43,14 +43,20 @@ class BotUnderTest:
         self.client = EditApiClient(
             base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, **client_options
         )
-        options = {"daily_quota": 5, **self.service_options}
+        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
         self.service = EditService(self.store, self.client, **options)
         self.bot = TelegramBot(
             self.service, token=self.telegram.token, api_url=self.telegram.root, rate_limit=False
         )
+        self.service.attach(self.bot.messenger)
         await self.bot.start(poll_timeout=0, poll_interval=0.01)
+        await self.service.start()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.bot:
+            await self.bot.stop_receiving()
+        if self.service:
+            await self.service.stop(grace)
         if self.bot:
             await self.bot.stop()
         if self.client:
@@ -74,8 +80,8 @@ class BotUnderTest:
         application = self.bot.app
         async with asyncio.timeout(timeout):
             while (  # noqa: ASYNC110 - PTB offers no event for "all handlers done"
-                self.telegram.pending_updates
-                or not application.update_queue.empty()
+                self.telegram.pending_updates  # confirmed only once handled (see TelegramBot._poll)
+                or self.bot.handling
                 or application.update_processor.current_concurrent_updates
             ):
                 await asyncio.sleep(0.005)

@@ -122,6 +122,9 @@ async def test_run_serves_telegram_until_stopped(
         STEPEDIT, "run", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    # Read the log while it runs: a full pipe would block the bot's DEBUG logging.
+    assert process.stderr is not None
+    reading = asyncio.create_task(process.stderr.read())
     try:
         alice = FakeUser(id=77, first_name="Alice")
         telegram.user_sends_photo(77, alice, make_image(200, 150), caption="make it snow")
@@ -130,8 +133,8 @@ async def test_run_serves_telegram_until_stopped(
         assert (tmp_path / "data" / "stepedit.db").exists()
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(process.communicate(), 30)
-    log = err.decode()
+        await asyncio.wait_for(process.wait(), 30)
+    log = (await reading).decode()
     assert process.returncode == 0, log
     assert "edit" in log and "delivered" in log
     assert telegram.token not in log

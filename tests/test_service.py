@@ -1,186 +1,374 @@
 """The edit service through its real collaborators: SqlStore on SQLite/PostgreSQL and the httpx
-client against the fake StepFun API. What a user would notice: the image that comes back, the
-quota left, the seed and settings used, and the edit row in the database."""
+client against the fake StepFun API, with a recording Messenger standing in for the chat platform.
+What a user would notice: the picture or the sentence that comes back (and where it goes), the
+progress notes, the quota left, the seed and settings used, and the edit row in the database."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from bot import imaging
 from bot.domain import (
+    Address,
     ChatRef,
+    EditedImage,
+    EditOptions,
+    EditRecord,
     EditRequest,
     EditStatus,
-    ImageUpload,
+    EditTimings,
+    FileRef,
     MessageRef,
     Picture,
-    Progress,
     UserRef,
 )
 from bot.edit_api import EditApiClient
 from bot.errors import (
-    ApiConfigError,
-    ApiUnavailable,
     Busy,
-    EditCancelled,
-    EditRefused,
+    InvalidSetting,
     NothingToEdit,
     PromptError,
     PromptTooLong,
     QuotaExceeded,
+    UnknownEdit,
 )
-from bot.service import EditService, wants_text_mode
+from bot.service import EditService, utcnow, wants_text_mode
+from bot.texts import ZH, t
 from storage.repo import SqlStore
-from tests.fakes.stepfun import FakeStepFun
+from tests.fakes.stepfun import FakeStepFun, render_result
 from tests.images import decode, make_image
 
-ALICE = UserRef("test", "alice", "Alice", "en")
-CHAT = ChatRef("test", "chat-1")
+PLATFORM = "test"
+ALICE = UserRef(PLATFORM, "alice", "Alice", "en")
+BOB = UserRef(PLATFORM, "bob", "Bob", "en")
+CHAT = ChatRef(PLATFORM, "chat-1")
+OTHER_CHAT = ChatRef(PLATFORM, "chat-2")
 PHOTO = make_image(320, 240)
+WORKING = t("working")
 
 
-class Outbox:
-    """A deliver() that records what the user would have received."""
+# --- a recording chat platform ---------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.pictures: list[Picture] = []
-        self.fail = False
 
-    async def __call__(self, picture: Picture) -> MessageRef:
-        if self.fail:
+@dataclass
+class Sent:
+    """A picture the platform delivered, where to, and the message that shows it."""
+
+    to: Address
+    picture: Picture
+    message: MessageRef
+
+
+@dataclass
+class Note:
+    to: Address
+    edit_id: int  # the edit its cancel button names
+    texts: list[str]
+    deleted: bool = False
+
+
+@dataclass
+class FakeMessenger:
+    """bot.ports.Messenger that keeps uploaded files in memory and records every answer."""
+
+    platform: str = PLATFORM
+    files: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes
+    fetched: list[str] = field(default_factory=list)  # file ids, in fetch order
+    pictures: list[Sent] = field(default_factory=list)
+    texts: list[tuple[Address, str]] = field(default_factory=list)
+    notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
+    fail_pictures: bool = False  # send_picture raises, like a platform that is down
+    on_picture: Callable[[Picture], Awaitable[None]] | None = None  # runs once it is "sent"
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def upload(self, data: bytes = PHOTO, filename: str = "cat.jpg") -> FileRef:
+        """A file as a user would send it: known by id, its bytes fetched only on demand."""
+        file_id = f"file-{next(self._ids)}"
+        self.files[file_id] = data
+        return FileRef(self.platform, file_id, len(data), filename)
+
+    async def fetch(self, file: FileRef) -> bytes:
+        self.fetched.append(file.file_id)
+        return self.files[file.file_id]
+
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
+        if self.fail_pictures:
             raise ConnectionError("the chat platform is down")
-        self.pictures.append(picture)
-        return MessageRef("test", CHAT.id, f"m{len(self.pictures)}")
+        message = MessageRef(self.platform, to.chat_id, f"m{next(self._ids)}")
+        self.pictures.append(Sent(to, picture, message))
+        if self.on_picture is not None:
+            await self.on_picture(picture)
+        return message
+
+    async def send_text(self, to: Address, text: str) -> None:
+        self.texts.append((to, text))
+
+    async def send_note(self, to: Address, text: str, edit_id: int) -> str:
+        note_id = f"n{next(self._ids)}"
+        self.notes[note_id] = Note(to, edit_id, [text])
+        return note_id
+
+    async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
+        assert self.notes[note_id].edit_id == edit_id
+        self.notes[note_id].texts.append(text)
+
+    async def delete_note(self, to: Address, note_id: str) -> None:
+        self.notes[note_id].deleted = True
+
+    async def show_working(self, to: Address) -> None:
+        pass
+
+    def said(self) -> list[str]:
+        return [text for _, text in self.texts]
+
+    def all_notes_gone(self) -> bool:
+        return all(note.deleted for note in self.notes.values())
+
+
+class CountingEditor:
+    """An ImageEditor around the real client that counts the edits at the API at once, in all
+    and per prompt prefix (tests put the user's name first in the prompt)."""
+
+    def __init__(self, inner: EditApiClient) -> None:
+        self.inner = inner
+        self.running: list[str] = []
+        self.peak = 0
+        self.peak_per_user = 0
+
+    async def edit(
+        self, image: bytes, filename: str, mime: str, prompt: str, options: EditOptions
+    ) -> EditedImage:
+        user = prompt.split()[0]
+        self.running.append(user)
+        self.peak = max(self.peak, len(self.running))
+        self.peak_per_user = max(self.peak_per_user, self.running.count(user))
+        try:
+            return await self.inner.edit(image, filename, mime, prompt, options)
+        finally:
+            self.running.remove(user)
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    async def aclose(self) -> None:
+        pass  # the client fixture closes the real client
+
+
+# --- fixtures and helpers --------------------------------------------------------------------
+
+StartService = Callable[..., Awaitable[EditService]]
 
 
 @pytest.fixture
 async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
     client = EditApiClient(
         base_url=stepfun.base_url, api_key=stepfun.api_key, retries=1, backoff=0.01,
-        max_backoff=0.05, timeout=2.0,
+        max_backoff=0.05, timeout=5.0,
     )  # fmt: skip
     yield client
     await client.aclose()
 
 
-async def until(condition: Callable[[], object]) -> None:
-    """Wait (at most 5 s) until `condition()` holds; the fake API records requests on arrival."""
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110 - polling a recorded list, nothing to await
-            await asyncio.sleep(0.005)
+@pytest.fixture
+def messenger() -> FakeMessenger:
+    return FakeMessenger()
 
 
-def make_service(store: SqlStore, client: EditApiClient, **kw: object) -> EditService:
-    kw.setdefault("daily_quota", 3)
-    return EditService(store, client, **kw)  # type: ignore[arg-type]
+@pytest.fixture
+async def start_service(
+    store: SqlStore, client: EditApiClient, messenger: FakeMessenger
+) -> AsyncIterator[StartService]:
+    """`await start_service(**options)`: an EditService on the test's store, client and
+    messenger, started (unless start=False); every one is stopped when the test ends."""
+    services: list[EditService] = []
+
+    async def make(*, start: bool = True, editor: Any = None, **options: Any) -> EditService:
+        options = {"daily_quota": 3, "lease": 2.0, "poll": 0.1, "note_interval": 0.05, **options}
+        service = EditService(store, editor or client, **options)
+        service.attach(messenger)
+        services.append(service)
+        if start:
+            await service.start()
+        return service
+
+    yield make
+    for service in services:
+        await service.stop(grace=0)
 
 
-def upload(prompt: str = "make it snow", user: UserRef = ALICE) -> EditRequest:
-    return EditRequest(user, CHAT, prompt, upload=ImageUpload(PHOTO, "cat.jpg"))
+@pytest.fixture
+async def service(start_service: StartService) -> EditService:
+    return await start_service()
+
+
+async def until(condition: Callable[[], object], timeout: float = 10) -> None:
+    """Wait until `condition()` holds (the fakes record what happened as it happens)."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polling recorded lists, nothing to await
+            await asyncio.sleep(0.01)
+
+
+def photo_request(
+    messenger: FakeMessenger,
+    prompt: str = "make it snow",
+    user: UserRef = ALICE,
+    chat: ChatRef = CHAT,
+    **kw: Any,
+) -> EditRequest:
+    """A new photo with a caption, as a platform adapter would submit it."""
+    return EditRequest(user, chat, prompt, upload=messenger.upload(), **kw)
+
+
+async def run(service: EditService, request: EditRequest, timeout: float = 10) -> EditRecord:
+    """Submit a request and wait until its job has ended."""
+    admission = await service.submit(request)
+    return await service.wait(admission.edit_id, timeout)
 
 
 async def used(service: EditService, user: UserRef = ALICE) -> int:
     return (await service.quota(user)).used
 
 
-async def test_an_edit_returns_the_apis_image_and_is_recorded(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+# --- one edit --------------------------------------------------------------------------------
+
+
+async def test_a_photo_comes_back_edited_at_its_size(
+    service: EditService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client)
-    outbox = Outbox()
-    picture = await service.edit(upload(), outbox)
-    assert outbox.pictures == [picture]
-    assert decode(picture.data).size == (320, 240)
-    assert picture.seed == int(stepfun.requests[0].fields["seed"])
-    record = await store.get_edit(picture.edit_id or 0)
-    assert record is not None
+    request = photo_request(messenger, answer_to="41", key="test:chat-1:41")
+    record = await run(service, request)
+
     assert record.status == EditStatus.SUCCEEDED
-    assert record.seed == picture.seed
-    assert record.prompt == "make it snow"
+    [sent] = messenger.pictures
+    assert sent.to == Address(PLATFORM, CHAT.id, "41", "en")  # a reply to the request
+    assert decode(sent.picture.data).size == (320, 240)
+    assert sent.picture.edit_id == record.id
+    assert sent.picture.prompt == "make it snow"
+    assert sent.picture.seed == record.seed == int(stepfun.requests[0].fields["seed"])
+    assert record.message_id == sent.message.message_id
     assert record.timings.total_ms >= record.timings.api_ms
-    stored = await store.load_image(record.result_image_id or 0)
-    assert stored.data == stepfun.results[0]
+    assert (await store.load_image(record.result_image_id or 0)).data == stepfun.results[0]
+    assert request.upload is not None and messenger.fetched == [request.upload.file_id]
+    assert messenger.texts == []
     assert await used(service) == 1
+    # the user saw "Editing…" while it ran, and the note went away with the result
+    await until(messenger.all_notes_gone)
+    [note] = messenger.notes.values()
+    assert (note.to, note.edit_id, note.texts) == (sent.to, record.id, [WORKING])
+    # the result is now what a reply to it (or plain text) edits
+    assert await service.knows(sent.message)
 
 
-async def test_quota_is_not_charged_for_failures_and_runs_out(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_a_waiting_edit_is_told_its_place_then_that_it_runs(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client, daily_quota=2)
-    outbox = Outbox()
-    stepfun.fail_next(500, times=2)  # both attempts fail
-    with pytest.raises(ApiUnavailable):
-        await service.edit(upload(), outbox)
-    stepfun.filter_next()
-    with pytest.raises(EditRefused):
-        await service.edit(upload(), outbox)
-    outbox.fail = True
-    with pytest.raises(ConnectionError):
-        await service.edit(upload(), outbox)
-    assert await used(service) == 0
-    outbox.fail = False
-    await service.edit(upload(), outbox)
-    await service.edit(upload(), outbox)
-    with pytest.raises(QuotaExceeded) as caught:
-        await service.edit(upload(), outbox)
-    assert caught.value.params["limit"] == 2
-    assert await used(service) == 2
-    assert len(outbox.pictures) == 2
+    service = await start_service(concurrency=1)
+    stepfun.delay = 0.5
+    bob = await service.submit(photo_request(messenger, user=BOB))
+    await until(lambda: stepfun.requests)  # Bob's edit holds the only slot
+    alice = await service.submit(photo_request(messenger, language=ZH))
+    await service.wait(bob.edit_id, 10)
+    await service.wait(alice.edit_id, 10)
+    await until(messenger.all_notes_gone)
+    alice_notes = [n.texts for n in messenger.notes.values() if n.to.language == ZH]
+    assert alice_notes == [[t("queued", ZH, position=1), t("working", ZH)]]
 
 
-async def test_racing_edits_never_overspend(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+# --- seeds, settings, text mode --------------------------------------------------------------
+
+
+async def test_random_seeds_are_new_for_every_edit(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client, daily_quota=2)
-    stepfun.delay = 0.2
-    outbox = Outbox()
-    results = await asyncio.gather(
-        *(service.edit(upload(), outbox) for _ in range(3)), return_exceptions=True
-    )
-    assert sum(isinstance(r, Picture) for r in results) == 2
-    assert sum(isinstance(r, QuotaExceeded) for r in results) == 1
-    assert await used(service) == 2
-    assert len(stepfun.requests) == 2
+    service = await start_service(seeds=iter([11, 22]).__next__)
+    first = await run(service, photo_request(messenger))
+    second = await run(service, photo_request(messenger))
+    assert [r.fields["seed"] for r in stepfun.requests] == ["11", "22"]
+    assert (first.seed, second.seed) == (11, 22)
+    assert [s.picture.seed for s in messenger.pictures] == [11, 22]
 
 
-async def test_one_user_cannot_fill_the_queue(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_a_fixed_seed_is_sent_every_time(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client, daily_quota=0)
-    stepfun.delay = 0.2
-    results = await asyncio.gather(
-        *(service.edit(upload(), Outbox()) for _ in range(4)), return_exceptions=True
-    )
-    assert sum(isinstance(r, Busy) for r in results) == 1
-
-
-async def test_fixed_seed_settings_and_automatic_text_mode(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
-) -> None:
-    service = make_service(store, client)
     await service.change_setting(ALICE, "seed", "1234")
+    await run(service, photo_request(messenger))
+    await run(service, photo_request(messenger))
+    assert [r.fields["seed"] for r in stepfun.requests] == ["1234", "1234"]
+    assert [s.picture.seed for s in messenger.pictures] == [1234, 1234]
+    assert stepfun.results[0] == stepfun.results[1]  # same photo, prompt and seed
+
+
+async def test_the_seed_shown_is_the_one_the_api_echoed(
+    start_service: StartService,
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+) -> None:
+    # OpenAI's protocol sends no seed: the server picks one and says which
+    openai = EditApiClient(base_url=stepfun.base_url, api_key=stepfun.api_key, style="openai")
+    try:
+        service = await start_service(editor=openai)
+        record = await run(service, photo_request(messenger))
+    finally:
+        await openai.aclose()
+    assert "seed" not in stepfun.requests[0].fields
+    [sent] = messenger.pictures
+    assert sent.picture.seed is not None and sent.picture.seed == record.seed
+    source = decode(stepfun.requests[0].image)
+    assert render_result(source, "make it snow", sent.picture.seed) == stepfun.results[0]
+
+
+async def test_settings_are_sent_and_quoted_text_switches_text_mode_on(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
     await service.change_setting(ALICE, "steps", "12")
     await service.change_setting(ALICE, "cfg", "4.5")
     await service.change_setting(ALICE, "negative", "blurry")
-    picture = await service.edit(upload('a sign saying "OPEN"'), Outbox())
+    await run(service, photo_request(messenger, 'a sign saying "OPEN"'))
     fields = stepfun.requests[-1].fields
-    assert picture.seed == 1234
-    assert fields["seed"] == "1234"
     assert fields["steps"] == "12"
     assert fields["cfg_scale"] == "4.5"
     assert fields["negative_prompt"] == "blurry"
     assert fields["text_mode"] == "true"
-    await service.change_setting(ALICE, "text", "off")
-    await service.change_setting(ALICE, "seed", "random")
-    await service.edit(upload('a sign saying "OPEN"'), Outbox())
+
+    await run(service, photo_request(messenger, "make it night time"))
     assert stepfun.requests[-1].fields["text_mode"] == "false"
+
+    await service.change_setting(ALICE, "text", "off")  # the user's choice beats the quotes
+    await run(service, photo_request(messenger, 'a sign saying "OPEN"'))
+    assert stepfun.requests[-1].fields["text_mode"] == "false"
+
+
+async def test_settings_show_the_operators_defaults_until_chosen(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(default_steps=12, default_cfg_scale=2.5)
+    settings = await service.settings(ALICE)
+    assert (settings.steps, settings.cfg_scale, settings.seed) == (12, 2.5, None)
+    assert settings.text_mode is None  # automatic
+    await run(service, photo_request(messenger))
+    assert stepfun.requests[-1].fields["steps"] == "12"
+    assert stepfun.requests[-1].fields["cfg_scale"] == "2.5"
+
+    changed = await service.change_setting(ALICE, "steps", "30")
+    assert (changed.steps, changed.cfg_scale) == (30, 2.5)
+    with pytest.raises(InvalidSetting):
+        await service.change_setting(ALICE, "steps", "51")
+    with pytest.raises(InvalidSetting):
+        await service.change_setting(ALICE, "colour", "blue")
+    assert (await service.settings(ALICE)).steps == 30
+    reset = await service.reset_settings(ALICE)
+    assert (reset.steps, reset.cfg_scale) == (12, 2.5)
+    assert (await service.settings(BOB)).steps == 12  # settings are per user
 
 
 @pytest.mark.parametrize(
@@ -198,203 +386,503 @@ def test_text_mode_switches_on_for_quoted_text(prompt: str, expected: bool) -> N
     assert wants_text_mode(prompt) is expected
 
 
-async def test_plain_text_refines_the_latest_result(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
-) -> None:
-    service = make_service(store, client)
-    first = await service.edit(upload(), Outbox())
-    second = await service.edit(EditRequest(ALICE, CHAT, "now add a hat"), Outbox())
-    assert stepfun.requests[1].image == stepfun.results[0]
-    record = await store.get_edit(second.edit_id or 0)
-    assert record is not None and record.parent_edit_id == first.edit_id
+# --- quota -----------------------------------------------------------------------------------
 
 
-async def test_nothing_to_edit_and_bad_prompts_cost_nothing(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_failed_and_refused_edits_cost_nothing_and_say_why(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client)
-    with pytest.raises(NothingToEdit):
-        await service.edit(EditRequest(ALICE, CHAT, "add a hat"), Outbox())
-    with pytest.raises(PromptError):
-        await service.edit(upload("   "), Outbox())
-    with pytest.raises(PromptTooLong) as caught:
-        await service.edit(upload("x" * 513), Outbox())
-    assert caught.value.params == {"length": 513, "limit": 512}
+    service = await start_service(daily_quota=2)
+    stepfun.fail_next(500, times=2)  # the first try and its retry
+    failed = await run(service, photo_request(messenger))
+    stepfun.filter_next()
+    refused = await run(service, photo_request(messenger, language=ZH))
+    assert (failed.status, refused.status) == (EditStatus.FAILED, EditStatus.REFUSED)
+    assert messenger.said() == [t("error_unavailable"), t("error_refused", ZH)]
+    assert messenger.pictures == []
+    assert await used(service) == 0
+
+    await run(service, photo_request(messenger))
+    await run(service, photo_request(messenger))
+    assert await used(service) == 2
+    late = photo_request(messenger)
+    with pytest.raises(QuotaExceeded) as caught:
+        await service.submit(late)
+    assert caught.value.params["limit"] == 2
+    assert len(messenger.pictures) == 2
+    assert await used(service) == 2
+    assert late.upload is not None and late.upload.file_id not in messenger.fetched
+
+
+async def test_racing_requests_never_overspend(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=2)
+    stepfun.delay = 0.2
+    results = await asyncio.gather(
+        *(service.submit(photo_request(messenger)) for _ in range(3)), return_exceptions=True
+    )
+    admitted = [r.edit_id for r in results if not isinstance(r, BaseException)]
+    assert len(admitted) == 2
+    assert sum(isinstance(r, QuotaExceeded) for r in results) == 1
+    for edit_id in admitted:
+        assert (await service.wait(edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert await used(service) == 2
+    assert len(stepfun.requests) == 2
+
+
+async def test_a_failing_api_key_is_reported_to_the_operator(
+    service: EditService,
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stepfun.api_key = "another-key"
+    with caplog.at_level(logging.ERROR, logger="stepedit.service"):
+        record = await run(service, photo_request(messenger))
+    assert record.status == EditStatus.FAILED
+    assert stepfun.base_url in caplog.text
+    assert "step-image-edit-2" in caplog.text
+    assert "test-key" not in caplog.text
+    assert messenger.said() == [t("error_unavailable")]  # users hear "unavailable"
+    assert await used(service) == 0
+
+
+async def test_a_file_that_is_no_image_costs_nothing(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    request = EditRequest(ALICE, CHAT, "make it snow", upload=messenger.upload(b"%PDF-1.4 ..."))
+    record = await run(service, request)
+    assert record.status == EditStatus.FAILED
+    assert messenger.said() == [t("error_not_image")]
     assert stepfun.requests == []
     assert await used(service) == 0
 
 
-async def test_cancel_stops_a_running_edit_without_charge(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_a_picture_the_platform_cannot_send_costs_nothing(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client)
-    stepfun.delay = 1.5
-    edit = asyncio.create_task(service.edit(upload(), Outbox()))
-    await until(lambda: stepfun.requests)  # the edit is waiting for the API
-    assert await service.cancel(ALICE, CHAT)
-    with pytest.raises(EditCancelled):
-        await edit
+    messenger.fail_pictures = True
+    record = await run(service, photo_request(messenger))
+    assert record.status == EditStatus.FAILED
+    assert len(stepfun.requests) == 1
+    assert messenger.pictures == []
+    assert messenger.said() == [t("error_generic")]
     assert await used(service) == 0
-    assert not await service.cancel(ALICE, CHAT)
+    await until(messenger.all_notes_gone)
 
 
-async def test_waiting_edits_are_told_their_place(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+# --- what the request names ------------------------------------------------------------------
+
+
+async def test_bad_prompts_and_nothing_to_edit_cost_nothing(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client, concurrency=1, daily_quota=0)
-    stepfun.delay = 0.3
-    bob = UserRef("test", "bob")
-    seen: list[int] = []
-
-    async def on_progress(progress: Progress) -> None:
-        seen.append(progress.queue_position)
-
-    first = asyncio.create_task(service.edit(upload(), Outbox()))
-    await until(lambda: stepfun.requests)  # the first edit holds the only slot
-    await service.edit(upload(user=bob), Outbox(), on_progress)
-    await first
-    assert seen == [1, 0]
-
-
-async def test_operator_hears_about_a_rejected_key(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, caplog: pytest.LogCaptureFixture
-) -> None:
-    service = make_service(store, client)
-    stepfun.api_key = "another-key"
-    with caplog.at_level(logging.ERROR, logger="stepedit.service"), pytest.raises(ApiConfigError):
-        await service.edit(upload(), Outbox())
-    assert stepfun.base_url in caplog.text
-    assert "step-image-edit-2" in caplog.text
-    assert "test-key" not in caplog.text
+    with pytest.raises(NothingToEdit):
+        await service.submit(EditRequest(ALICE, CHAT, "add a hat"))
+    with pytest.raises(PromptError):
+        await service.submit(photo_request(messenger, "   "))
+    with pytest.raises(PromptTooLong) as caught:
+        await service.submit(photo_request(messenger, "x" * 513))
+    assert caught.value.params == {"length": 513, "limit": 512}
+    with pytest.raises(UnknownEdit):  # a reply to a message that shows nothing we know
+        unknown = MessageRef(PLATFORM, CHAT.id, "never-sent")
+        await service.submit(EditRequest(ALICE, CHAT, "add a hat", source_message=unknown))
+    assert stepfun.requests == []
+    assert messenger.fetched == []
     assert await used(service) == 0
+    # the photo whose caption was too long is kept: a shorter prompt edits it, no new upload
+    record = await run(service, EditRequest(ALICE, CHAT, "make it snow"))
+    assert record.status == EditStatus.SUCCEEDED
+    assert messenger.fetched == ["file-2"]  # the second upload: the long caption's photo
 
 
-async def test_reroll_undo_and_full_quality(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_a_redelivered_request_makes_one_job_and_one_charge(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client, daily_quota=0)
-    first = await service.edit(upload(), Outbox())
-    second = await service.edit(EditRequest(ALICE, CHAT, "add a hat"), Outbox())
-    reroll = await service.edit(EditRequest(ALICE, CHAT, reroll_of=second.edit_id), Outbox())
+    request = photo_request(messenger, key="test:chat-1:7")
+    first = await service.submit(request)
+    again = await service.submit(request)
+    assert not first.duplicate
+    assert again.duplicate and again.edit_id == first.edit_id
+    await service.wait(first.edit_id, 10)
+    later = await service.submit(request)  # redelivered after it was done
+    assert later.duplicate and later.edit_id == first.edit_id
+    assert len(stepfun.requests) == 1
+    assert len(messenger.pictures) == 1
+    assert await used(service) == 1
+
+
+# --- working on results: refine, reroll, undo, full quality ----------------------------------
+
+
+async def test_replies_and_plain_text_refine_a_chain_of_results(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=0)
+    original = MessageRef(PLATFORM, CHAT.id, "photo-1")
+    first = await run(service, photo_request(messenger, origin=original))
+    first_message = messenger.pictures[-1].message
+
+    second = await run(service, EditRequest(ALICE, CHAT, "add a hat"))  # plain text
+    assert stepfun.requests[1].image == stepfun.results[0]
+    assert second.parent_edit_id == first.id
+
+    third = await run(
+        service, EditRequest(ALICE, CHAT, "add a scarf", source_message=first_message)
+    )
+    assert stepfun.requests[2].image == stepfun.results[0]  # a branch from the first result
+    assert third.parent_edit_id == first.id
+
+    fourth = await run(service, EditRequest(ALICE, CHAT, "make it red", source_message=original))
+    assert stepfun.requests[3].image == stepfun.requests[0].image  # the photo itself
+    assert fourth.parent_edit_id is None
+
+    fifth = await run(service, EditRequest(ALICE, CHAT, "and blue"))  # the latest result
+    assert stepfun.requests[4].image == stepfun.results[3]
+    assert fifth.parent_edit_id == fourth.id
+    assert messenger.fetched == ["file-1"]  # the photo was fetched once
+    assert await used(service) == 5
+
+
+async def test_reroll_keeps_source_and_prompt_with_a_new_seed(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=0, seeds=iter([1, 2, 3]).__next__)
+    await run(service, photo_request(messenger))
+    second = await run(service, EditRequest(ALICE, CHAT, "add a hat"))
+    reroll = await run(service, EditRequest(ALICE, CHAT, reroll_of=second.id))
     assert stepfun.requests[2].image == stepfun.requests[1].image  # same source
     assert stepfun.requests[2].fields["prompt"] == "add a hat"
-    assert reroll.seed != second.seed or reroll.data != second.data
-    back = await service.undo(ALICE, CHAT, second.edit_id or 0, Outbox())
-    assert back.edit_id == first.edit_id
-    await service.edit(EditRequest(ALICE, CHAT, "make it red"), Outbox())
+    assert (second.seed, reroll.seed) == (2, 3)
+    assert reroll.parent_edit_id == second.parent_edit_id
+    assert stepfun.results[2] != stepfun.results[1]
+
+
+async def test_undo_shows_the_previous_image_and_refines_from_there(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=0)
+    first = await run(service, photo_request(messenger))
+    second = await run(service, EditRequest(ALICE, CHAT, "add a hat"))
+    to = Address(PLATFORM, CHAT.id, "99", "en")
+
+    back = await service.undo(ALICE, CHAT, second.id, to)
+    assert back.edit_id == first.id and back.prompt == "make it snow"
+    assert messenger.pictures[-1].picture == back and messenger.pictures[-1].to == to
+    await run(service, EditRequest(ALICE, CHAT, "make it red"))
     assert stepfun.requests[-1].image == stepfun.results[0]  # refines the undone-to image
-    full = await service.full_quality(first.edit_id or 0)
+
+    original = await service.undo(ALICE, CHAT, first.id, to)  # back to the photo itself
+    assert original.edit_id is None
+    assert decode(original.data).size == (320, 240)
+    await run(service, EditRequest(ALICE, CHAT, "make it blue"))
+    assert stepfun.requests[-1].image == stepfun.requests[0].image
+
+
+async def test_full_quality_is_the_apis_result_losslessly(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    record = await run(service, photo_request(messenger))
+    full = await service.full_quality(CHAT, record.id)
     assert full.mime == "image/png"
+    assert full.seed == record.seed
     assert decode(full.data).tobytes() == decode(stepfun.results[0]).tobytes()
+    stepfun.fail_next(500, times=2)
+    failed = await run(service, EditRequest(ALICE, CHAT, "add a hat"))
+    with pytest.raises(UnknownEdit):  # no result to show
+        await service.full_quality(CHAT, failed.id)
 
 
 async def test_a_result_over_the_apis_safe_size_is_re_encoded_before_refining(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
+    service: EditService,
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(imaging, "MAX_OUTPUT_BYTES", 1_000)  # every PNG result is "too big"
-    service = make_service(store, client)
-    await service.edit(upload(), Outbox())
+    await run(service, photo_request(messenger))
     assert stepfun.results[0].startswith(b"\x89PNG") and len(stepfun.results[0]) > 1_000
-    await service.edit(EditRequest(ALICE, CHAT, "add a hat"), Outbox())
+    await run(service, EditRequest(ALICE, CHAT, "add a hat"))
     refine = stepfun.requests[1]
     assert refine.image_content_type == "image/jpeg"
     assert refine.image_filename == "image.jpg"
     assert decode(refine.image).size == decode(stepfun.results[0]).size
 
 
-async def test_a_cancel_after_delivery_changes_nothing(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+async def test_buttons_forged_for_another_chats_edit_are_refused(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = make_service(store, client)
-    cancels: list[asyncio.Task[bool]] = []
-
-    async def deliver_then_cancel(picture: Picture) -> MessageRef:
-        # /cancel is handled right after Telegram accepted the photo
-        asyncio.get_running_loop().call_soon(
-            lambda: cancels.append(asyncio.ensure_future(service.cancel(ALICE, CHAT)))
-        )
-        return MessageRef("test", CHAT.id, "photo-1")
-
-    picture = await service.edit(upload(), deliver_then_cancel)
-    assert await asyncio.gather(*cancels) == [False]
+    record = await run(service, photo_request(messenger))
+    elsewhere = Address(PLATFORM, OTHER_CHAT.id)
+    with pytest.raises(UnknownEdit):
+        await service.full_quality(OTHER_CHAT, record.id)
+    with pytest.raises(UnknownEdit):
+        await service.undo(ALICE, OTHER_CHAT, record.id, elsewhere)
+    with pytest.raises(UnknownEdit):
+        await service.submit(EditRequest(ALICE, OTHER_CHAT, reroll_of=record.id))
+    with pytest.raises(UnknownEdit):  # the same chat id on another platform is another chat
+        await service.full_quality(ChatRef("other", CHAT.id), record.id)
+    with pytest.raises(UnknownEdit):
+        await service.full_quality(CHAT, record.id + 1000)
+    assert len(messenger.pictures) == 1  # nothing went to the other chat
+    assert len(stepfun.requests) == 1
     assert await used(service) == 1
-    record = await store.get_edit(picture.edit_id or 0)
-    assert record is not None and record.status == EditStatus.SUCCEEDED
-    assert await service.knows(MessageRef("test", CHAT.id, "photo-1"))
 
 
-async def test_a_delivered_picture_counts_even_if_recording_it_fails(
-    store: SqlStore,
+# --- the queue -------------------------------------------------------------------------------
+
+
+async def test_no_more_than_concurrency_edits_reach_the_api_at_once(
+    start_service: StartService,
+    messenger: FakeMessenger,
     client: EditApiClient,
     stepfun: FakeStepFun,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    service = make_service(store, client)
+    editor = CountingEditor(client)
+    service = await start_service(concurrency=2, daily_quota=0, editor=editor)
+    stepfun.delay = 0.3
+    users = [UserRef(PLATFORM, f"user{n}") for n in range(5)]
+    admissions = [
+        await service.submit(photo_request(messenger, f"{user.id} make it snow", user))
+        for user in users
+    ]
+    for admission in admissions:
+        assert (await service.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert editor.peak == 2
+    assert len(messenger.pictures) == 5
 
-    async def broken_link(*args: object) -> None:
-        raise ConnectionError("database went away")
 
-    monkeypatch.setattr(store, "link_message", broken_link)
-    with caplog.at_level(logging.ERROR, logger="stepedit.service"):
-        picture = await service.edit(upload(), Outbox())
-    assert picture.data
+async def test_one_user_has_one_edit_at_the_api_and_others_go_first(
+    start_service: StartService,
+    messenger: FakeMessenger,
+    client: EditApiClient,
+    stepfun: FakeStepFun,
+) -> None:
+    editor = CountingEditor(client)
+    service = await start_service(concurrency=3, daily_quota=0, editor=editor)
+    stepfun.delay = 0.3
+    admissions = [
+        await service.submit(photo_request(messenger, f"alice edit {n}")) for n in range(3)
+    ]
+    admissions.append(await service.submit(photo_request(messenger, "bob edit 0", BOB)))
+    for admission in admissions:
+        await service.wait(admission.edit_id, 10)
+    assert editor.peak_per_user == 1
+    # each user's first waiting edit before anyone's second
+    prompts = [r.fields["prompt"] for r in stepfun.requests]
+    assert prompts == ["alice edit 0", "bob edit 0", "alice edit 1", "alice edit 2"]
+
+
+async def test_a_user_with_max_waiting_queued_edits_is_busy(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False, max_waiting=2, daily_quota=0)  # nothing claims
+    first = await service.submit(photo_request(messenger))
+    second = await service.submit(photo_request(messenger))
+    refused = photo_request(messenger)
+    with pytest.raises(Busy) as caught:
+        await service.submit(refused)
+    assert caught.value.params["limit"] == 2
+    bobs = await service.submit(photo_request(messenger, user=BOB))  # others still may
+
+    await service.start()
+    for admission in (first, second, bobs):
+        assert (await service.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert await used(service) == 2
+    assert refused.upload is not None and refused.upload.file_id not in messenger.fetched
+    assert len(stepfun.requests) == 3
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_queued_edit_charges_nothing(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(concurrency=1)
+    stepfun.delay = 0.5
+    bobs = await service.submit(photo_request(messenger, user=BOB))
+    await until(lambda: stepfun.requests)  # Bob's edit holds the only slot
+    alices = await service.submit(photo_request(messenger, answer_to="5"))
     assert await used(service) == 1
-    assert "was delivered, but recording it failed" in caplog.text
+
+    assert await service.cancel(ALICE, CHAT)
+    assert (await service.wait(alices.edit_id, 10)).status == EditStatus.CANCELLED
+    assert await used(service) == 0
+    assert messenger.texts == [(Address(PLATFORM, CHAT.id, "5"), t("cancelled"))]
+    assert (await service.wait(bobs.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert [s.picture.edit_id for s in messenger.pictures] == [bobs.edit_id]
+    assert len(stepfun.requests) == 1  # Alice's edit never reached the API
+    assert not await service.cancel(ALICE, CHAT)
+    await until(messenger.all_notes_gone)
+
+
+async def test_cancelling_a_running_edit_charges_nothing_and_sends_no_picture(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 1.5
+    admission = await service.submit(photo_request(messenger))
+    await until(lambda: stepfun.requests)  # the edit is waiting for the API
+    assert not await service.cancel(BOB, CHAT)  # only the user's own edits
+    assert await service.cancel(ALICE, CHAT)
+    assert (await service.wait(admission.edit_id, 10)).status == EditStatus.CANCELLED
+    assert await used(service) == 0
+    assert messenger.said() == [t("cancelled")]
+    # the photo is kept: the next text edits it, and only that result ever arrives
+    stepfun.delay = 0
+    again = await run(service, EditRequest(ALICE, CHAT, "make it rain"))
+    assert [s.picture.edit_id for s in messenger.pictures] == [again.id]
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow", "make it rain"]
+    assert await used(service) == 1
+    await until(messenger.all_notes_gone)
+
+
+async def test_a_notes_cancel_button_cancels_only_its_own_edit(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)  # both stay queued until the cancel
+    first = await service.submit(photo_request(messenger, "make it snow"))
+    second = await service.submit(photo_request(messenger, "make it rain"))
+    # a button pressed by someone else, or forged for another chat, cancels nothing
+    assert not await service.cancel(BOB, CHAT, edit_id=first.edit_id)
+    assert not await service.cancel(ALICE, OTHER_CHAT, edit_id=first.edit_id)
+    assert await service.cancel(ALICE, CHAT, edit_id=first.edit_id)
+    await service.start()
+    assert (await service.wait(first.edit_id, 10)).status == EditStatus.CANCELLED
+    assert (await service.wait(second.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it rain"]
+    assert messenger.said() == [t("cancelled")]
+    assert await used(service) == 1
+
+
+async def test_a_cancel_once_the_picture_is_on_its_way_changes_nothing(
+    service: EditService, messenger: FakeMessenger
+) -> None:
+    answers: list[bool] = []
+
+    async def cancel_now(picture: Picture) -> None:  # /cancel right as the photo goes out
+        answers.append(await service.cancel(ALICE, CHAT))
+
+    messenger.on_picture = cancel_now
+    record = await run(service, photo_request(messenger))
+    assert answers == [False]
+    assert record.status == EditStatus.SUCCEEDED
+    assert await used(service) == 1
+    assert messenger.texts == []
+    assert await service.knows(messenger.pictures[0].message)
+
+
+# --- processes that stop or die --------------------------------------------------------------
+
+
+async def test_a_graceful_stop_leaves_a_running_edit_for_the_next_start(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
+) -> None:
+    stopping = await start_service()
+    stepfun.delay = 1.0
+    admission = await stopping.submit(photo_request(messenger))
+    await until(lambda: stepfun.requests)
+    await stopping.stop(grace=0)
+    record = await store.get_edit(admission.edit_id)
+    assert record is not None and record.status == EditStatus.QUEUED
+    assert messenger.texts == [] and messenger.pictures == []
+
+    stepfun.delay = 0
+    restarted = await start_service()
+    assert (await restarted.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert len(messenger.pictures) == 1
+    assert await used(restarted) == 1
+
+
+async def test_an_edit_whose_process_died_is_taken_up_again(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)
+    admission = await service.submit(photo_request(messenger))
+    # another process claimed it and died: its lease ran out
+    assert await store.claim("dead:1", utcnow() - timedelta(seconds=1), [PLATFORM])
+    await service.start()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED
+    assert record.attempts == 2
+    assert len(messenger.pictures) == 1
+    assert await used(service) == 1
+
+
+async def test_a_result_kept_before_a_crash_is_delivered_not_edited_again(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)
+    admission = await service.submit(photo_request(messenger))
+    # the dead process had the API's result and kept it, but never delivered it
+    assert await store.claim("dead:1", utcnow() - timedelta(seconds=1), [PLATFORM])
+    kept = make_image(320, 240, fmt="PNG", color=(1, 2, 3))
+    image_id = await store.save_image(kept, "image/png", 320, 240)
+    await store.record_result(admission.edit_id, image_id, 77, (), EditTimings(api_ms=5))
+    await service.start()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED
+    assert stepfun.requests == []
+    assert messenger.fetched == []
+    [sent] = messenger.pictures
+    assert (sent.picture.image_id, sent.picture.seed) == (image_id, 77)
+    full = await service.full_quality(CHAT, record.id)
+    assert decode(full.data).tobytes() == decode(kept).tobytes()
+    assert await used(service) == 1
+
+
+async def test_an_edit_interrupted_too_often_is_given_up_without_charge(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)
+    admission = await service.submit(photo_request(messenger))
+    for n in range(3):  # three processes took it and died
+        assert await store.claim(f"dead:{n}", utcnow() - timedelta(seconds=1), [PLATFORM])
+        assert await store.requeue_expired(utcnow()) == 1
+    await service.start()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.FAILED
+    assert messenger.said() == [t("error_interrupted")]
+    assert stepfun.requests == []
+    assert await used(service) == 0
+
+
+# --- resources -------------------------------------------------------------------------------
 
 
 async def test_image_work_runs_a_few_at_a_time(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
+    start_service: StartService,
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    service = make_service(store, client, daily_quota=0)
+    service = await start_service(daily_quota=0, concurrency=6)
     lock, running, peak = threading.Lock(), [0], [0]
+    release = threading.Event()
     real_normalize = imaging.normalize
 
-    def counting_normalize(*args: object, **kwargs: object) -> imaging.NormalizedImage:
+    def held_normalize(*args: Any, **kwargs: Any) -> imaging.NormalizedImage:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.05)  # long enough for the others to pile up
+        release.wait(10)  # held until the test has seen who got in
         try:
-            return real_normalize(*args, **kwargs)  # type: ignore[arg-type]
+            return real_normalize(*args, **kwargs)
         finally:
             with lock:
                 running[0] -= 1
 
-    monkeypatch.setattr(imaging, "normalize", counting_normalize)
-    users = [UserRef("test", f"user-{n}") for n in range(6)]
-    await asyncio.gather(*(service.edit(upload(user=u), Outbox()) for u in users))
+    monkeypatch.setattr(imaging, "normalize", held_normalize)
+    users = [UserRef(PLATFORM, f"user{n}") for n in range(6)]
+    admissions = [await service.submit(photo_request(messenger, user=u)) for u in users]
+    try:
+        # every photo is fetched, and its decoding has begun or waits for a slot
+        await until(lambda: len(messenger.fetched) == 6 and running[0] == 2)
+        await asyncio.sleep(0.1)  # room for a third to get in, if the limit let it
+        assert peak[0] == 2
+    finally:
+        release.set()
+    for admission in admissions:
+        assert (await service.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
     assert peak[0] == 2
-
-
-async def test_an_edit_interrupted_by_a_crash_gives_its_unit_back_on_start(
-    store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
-) -> None:
-    crashed = make_service(store, client)
-    stepfun.delay = 5
-    edit = asyncio.create_task(crashed.edit(upload(), Outbox()))
-    await until(lambda: stepfun.requests)
-    assert await used(crashed) == 1
-    # The process dies mid-edit: nothing it would still write reaches the database, so the
-    # unit stays reserved and the row stays "running".
-    crashed.store = _Frozen(store)  # type: ignore[assignment]
-    edit.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await edit
-    restarted = make_service(store, client)
-    assert await restarted.recover_interrupted(older_than=timedelta(0)) == 1
-    assert await used(restarted) == 0
-    assert await restarted.recover_interrupted(older_than=timedelta(0)) == 0
-
-
-class _Frozen:
-    """A store whose writes never happen, like a process that died mid-edit."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> object:
-        async def nothing(*args: object, **kwargs: object) -> None:
-            return None
-
-        return nothing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -12,9 +12,7 @@ from sqlalchemy import text
 from bot.domain import (
     EditOptions,
     EditStatus,
-    EditTimings,
     MessageRef,
-    NewEdit,
     ShownImage,
     UserRef,
     UserSettings,
@@ -22,6 +20,7 @@ from bot.domain import (
 from storage.db import create_engine, migrate, normalize_url, safe_url
 from storage.models import Base
 from storage.repo import SqlStore
+from tests.jobs import deliver, queued
 
 DAY = date(2026, 1, 15)
 ALICE = UserRef(platform="telegram", id="1001", name="Alice", language="en")
@@ -69,7 +68,7 @@ async def test_migrate_creates_schema_and_twice_is_a_noop(db_url: str) -> None:
     tables = await _tables(db_url)
     assert set(Base.metadata.tables) | {"alembic_version"} <= tables
     versions = await _alembic_versions(db_url)
-    assert versions == ["0001"]
+    assert versions == ["0002"]
 
     await migrate(db_url)  # again, with a string URL: nothing changes
     engine = create_engine(db_url)
@@ -85,7 +84,7 @@ async def test_migrate_creates_schema_and_twice_is_a_noop(db_url: str) -> None:
 
 async def test_concurrent_migrations(db_url: str) -> None:
     await asyncio.gather(*(migrate(db_url) for _ in range(3)))
-    assert await _alembic_versions(db_url) == ["0001"]
+    assert await _alembic_versions(db_url) == ["0002"]
 
 
 async def test_sqlite_file_directory_is_created(sqlite_url: str) -> None:
@@ -263,112 +262,6 @@ async def test_load_missing_image(store: SqlStore) -> None:
         await store.load_image(123_456)
 
 
-# edits
-
-
-async def test_edit_chain(store: SqlStore) -> None:
-    user = await store.get_or_create_user(ALICE)
-    before = datetime.now(UTC) - timedelta(seconds=5)
-    source = await store.save_image(b"original", "image/png", 512, 512)
-
-    parent_id: int | None = None
-    image_id = source
-    ids: list[int] = []
-    for n in range(3):
-        options = EditOptions(
-            steps=8 + n,
-            cfg_scale=1.5 + n,
-            seed=None if n == 0 else 1000 + n,
-            text_mode=n == 2,
-            negative_prompt="" if n == 0 else f"no {n}",
-        )
-        edit_id = await store.create_edit(
-            NewEdit(
-                user_id=user.id,
-                platform="telegram",
-                chat_id="-100123",
-                parent_edit_id=parent_id,
-                source_image_id=image_id,
-                prompt=f"step {n}",
-                options=options,
-            )
-        )
-        running = await store.get_edit(edit_id)
-        assert running is not None
-        assert running.status == EditStatus.RUNNING
-        assert running.result_image_id is None
-        assert running.seed is None
-        assert running.timings == EditTimings()
-        assert running.options == options
-
-        result = await store.save_image(f"result {n}".encode(), "image/png", 512, 512)
-        timings = EditTimings(queued_ms=n, normalize_ms=10 + n, api_ms=2000 + n, total_ms=2100 + n)
-        await store.finish_edit(
-            edit_id,
-            EditStatus.SUCCEEDED,
-            result_image_id=result,
-            seed=2_000_000_000 + n,
-            timings=timings,
-        )
-        ids.append(edit_id)
-        parent_id, image_id = edit_id, result
-
-    records = [await store.get_edit(edit_id) for edit_id in ids]
-    assert all(record is not None for record in records)
-    first, second, third = (record for record in records if record is not None)
-    assert first.parent_edit_id is None
-    assert second.parent_edit_id == first.id
-    assert third.parent_edit_id == second.id
-    assert first.source_image_id == source
-    assert second.source_image_id == first.result_image_id
-    assert third.source_image_id == second.result_image_id
-    assert third.prompt == "step 2"
-    assert third.user_id == user.id
-    assert (third.platform, third.chat_id) == ("telegram", "-100123")
-    assert third.options == EditOptions(
-        steps=10, cfg_scale=3.5, seed=1002, text_mode=True, negative_prompt="no 2"
-    )
-    assert [record.seed for record in (first, second, third)] == [
-        2_000_000_000,
-        2_000_000_001,
-        2_000_000_002,
-    ]
-    assert third.timings == EditTimings(queued_ms=2, normalize_ms=12, api_ms=2002, total_ms=2102)
-    assert third.status == EditStatus.SUCCEEDED
-    assert third.error is None
-    assert third.created_at.tzinfo is not None
-    assert third.created_at.utcoffset() == timedelta(0)
-    assert before <= first.created_at <= third.created_at <= datetime.now(UTC) + timedelta(1)
-
-
-async def test_edit_failure_keeps_timings_when_none(store: SqlStore) -> None:
-    user = await store.get_or_create_user(ALICE)
-    source = await store.save_image(b"x", "image/png", 64, 64)
-    edit_id = await store.create_edit(
-        NewEdit(
-            user_id=user.id,
-            platform="discord",
-            chat_id="c1",
-            parent_edit_id=None,
-            source_image_id=source,
-            prompt="make it blue",
-            options=EditOptions(),
-        )
-    )
-    await store.finish_edit(edit_id, EditStatus.FAILED, error="ApiTimeout: no answer in 120 s")
-    record = await store.get_edit(edit_id)
-    assert record is not None
-    assert record.status == EditStatus.FAILED
-    assert record.error == "ApiTimeout: no answer in 120 s"
-    assert record.result_image_id is None
-    assert record.timings == EditTimings()
-    assert record.options == EditOptions()
-
-    assert await store.get_edit(edit_id + 1000) is None
-    with pytest.raises(KeyError):
-        await store.finish_edit(edit_id + 1000, EditStatus.FAILED)
-
-
 # messages and current images
 
 
@@ -376,9 +269,7 @@ async def test_link_message_upserts(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     upload = await store.save_image(b"upload", "image/jpeg", 800, 600)
     result = await store.save_image(b"result", "image/png", 800, 600)
-    edit_id = await store.create_edit(
-        NewEdit(user.id, "telegram", "55", None, upload, "sunset", EditOptions())
-    )
+    edit_id = await queued(store, user.id, upload)
     message = MessageRef(platform="telegram", chat_id="55", message_id="9001")
     assert await store.shown_in(message) is None
 
@@ -398,9 +289,7 @@ async def test_set_current_upserts(store: SqlStore) -> None:
     bob = await store.get_or_create_user(UserRef(platform="telegram", id="2002"))
     first = await store.save_image(b"first", "image/png", 64, 64)
     second = await store.save_image(b"second", "image/png", 64, 64)
-    edit_id = await store.create_edit(
-        NewEdit(alice.id, "telegram", "g1", None, first, "x", EditOptions())
-    )
+    edit_id = await queued(store, alice.id, first)
     assert await store.current(alice.id, "telegram", "g1") is None
 
     await store.set_current(alice.id, "telegram", "g1", ShownImage(first, None))
@@ -427,13 +316,9 @@ async def test_data_survives_restart(db_url: str) -> None:
     settings = UserSettings(seed=77, steps=12, cfg_scale=2.5, text_mode=None, negative_prompt="x")
     await store.save_settings(user.id, settings)
     image_id = await store.save_image(b"persist me", "image/png", 100, 200)
-    edit_id = await store.create_edit(
-        NewEdit(user.id, "telegram", "7", None, image_id, "keep", EditOptions(seed=5))
-    )
-    await store.finish_edit(edit_id, EditStatus.SUCCEEDED, result_image_id=image_id, seed=5)
+    edit_id = await queued(store, user.id, image_id, chat="7", options=EditOptions(seed=5))
     message = MessageRef("telegram", "7", "700")
-    await store.link_message(message, ShownImage(image_id, edit_id))
-    await store.set_current(user.id, "telegram", "7", ShownImage(image_id, edit_id))
+    await deliver(store, edit_id, image_id, seed=5, message=message)
     assert await store.reserve_quota(user.id, DAY, 10)
     await store.aclose()
 
@@ -449,22 +334,6 @@ async def test_data_survives_restart(db_url: str) -> None:
         assert (edit.status, edit.seed, edit.options.seed) == (EditStatus.SUCCEEDED, 5, 5)
         assert await store.shown_in(message) == ShownImage(image_id, edit_id)
         assert await store.current(user.id, "telegram", "7") == ShownImage(image_id, edit_id)
-        assert await store.quota_used(user.id, DAY) == 1
+        assert await store.quota_used(user.id, DAY) == 2  # the edit's unit and the one above
     finally:
         await store.aclose()
-
-
-async def test_stale_running_edits_are_failed_once_and_reported(store: SqlStore) -> None:
-    user = await store.get_or_create_user(ALICE)
-    source = await store.save_image(b"y", "image/png", 64, 64)
-    new = NewEdit(user.id, "telegram", "c1", None, source, "make it snow", EditOptions())
-    stale, finished = await store.create_edit(new), await store.create_edit(new)
-    await store.finish_edit(finished, EditStatus.SUCCEEDED)
-    assert await store.fail_stale_edits(datetime.now(UTC) - timedelta(minutes=5)) == []
-    interrupted = await store.fail_stale_edits(datetime.now(UTC) + timedelta(seconds=1))
-    assert interrupted == [(user.id, datetime.now(UTC).date())]
-    record = await store.get_edit(stale)
-    assert record is not None and (record.status, record.error) == ("failed", "interrupted")
-    done = await store.get_edit(finished)
-    assert done is not None and done.status == EditStatus.SUCCEEDED
-    assert await store.fail_stale_edits(datetime.now(UTC) + timedelta(seconds=1)) == []

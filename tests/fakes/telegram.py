@@ -1228,6 +1228,13 @@ class FakeTelegram:
         self._enqueue(update)
         return message
 
+    def redeliver(self, message: StoredMessage) -> None:
+        """Send the update of `message` again, as the Bot API does when a bot crashed before
+        confirming it (or a webhook is retried). A new update id, so this fake's offset
+        bookkeeping lets it through; the message is the same."""
+        original = next(u for u in self.updates if u.get("update_id") == message.update_id)
+        self._enqueue({**original, "update_id": next(self._update_ids)})
+
     def _enqueue(self, update: dict[str, Any]) -> None:
         self.updates.append(update)
         self._pending.append(update)

@@ -1,0 +1,248 @@
+"""The ledger under faults, through the real service, SqlStore (SQLite and PostgreSQL) and edit
+client against the fake StepFun API, with a recording Messenger: whatever fails and whenever,
+every request ends with a picture or a clear answer, and units used equal pictures delivered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.domain import Address, ChatRef, EditRequest, EditStatus, UserRef
+from bot.edit_api import EditApiClient
+from bot.service import MAX_ATTEMPTS, EditService
+from storage.repo import SqlStore
+from tests.fakes.messenger import FakeMessenger
+from tests.fakes.stepfun import FakeStepFun
+from tests.images import make_image
+
+CHAT = ChatRef("test", "chat-1")
+PHOTO = make_image(160, 120)
+
+
+def user(n: int = 0) -> UserRef:
+    return UserRef("test", f"user-{n}", f"User {n}", "en")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 1, 23, 59, 50, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FlakyStore:
+    """The real store, but `finish_edit` fails while `failing_finish` is set: the database
+    going away right after a picture was delivered."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+        self.failing_finish = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def finish_edit(self, edit_id: int, status: str, **kwargs: Any) -> bool:
+        if self.failing_finish:
+            self.failing_finish -= 1
+            raise ConnectionError("the database went away")
+        return await self._store.finish_edit(edit_id, status, **kwargs)
+
+
+@pytest.fixture
+async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
+    client = EditApiClient(
+        base_url=stepfun.base_url, api_key=stepfun.api_key, retries=0, timeout=5.0
+    )
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def messenger() -> FakeMessenger:
+    return FakeMessenger()
+
+
+@pytest.fixture
+async def running(
+    store: SqlStore, client: EditApiClient, messenger: FakeMessenger
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start services on the shared store; each is stopped at the end of the test."""
+    started: list[EditService] = []
+
+    async def start(store_: Any = store, **options: Any) -> EditService:
+        defaults = {"daily_quota": 5, "lease": 1.0, "poll": 0.1, "note_interval": 0.05}
+        service = EditService(store_, client, **{**defaults, **options})
+        service.attach(messenger)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop(grace=1)
+
+
+async def submit(service: EditService, messenger: FakeMessenger, n: int = 0, **kw: Any) -> int:
+    upload = messenger.add_file(PHOTO)
+    request = EditRequest(user(n), CHAT, kw.pop("prompt", "make it snow"), upload=upload,
+                          answer_to=f"m{len(messenger.files)}", **kw)  # fmt: skip
+    return (await service.submit(request)).edit_id
+
+
+async def until(condition: Callable[[], object], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - polling recorded state
+            await asyncio.sleep(0.01)
+
+
+async def until_async(condition: Callable[[], Awaitable[object]], timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not await condition():  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.01)
+
+
+async def used(service: EditService, n: int = 0) -> int:
+    return (await service.quota(user(n))).used
+
+
+async def test_a_failed_bookkeeping_after_delivery_is_never_a_refund(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
+) -> None:
+    flaky = FlakyStore(store)
+    service = await running(flaky)
+    flaky.failing_finish = 1  # the database fails just after the photo went out
+    edit_id = await submit(service, messenger)
+    edit = await service.wait(edit_id, timeout=15)  # the lease runs out; it is delivered again
+    assert edit.status == EditStatus.SUCCEEDED
+    assert len(messenger.pictures) == 2  # the user may see it twice, never pays twice
+    assert await used(service) == 1
+    assert messenger.texts == []
+
+
+async def test_cancel_while_the_picture_is_on_its_way_is_too_late(
+    running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await running()
+    messenger.hold_picture = asyncio.Event()
+    edit_id = await submit(service, messenger)
+    await asyncio.wait_for(messenger.sending_picture.wait(), 10)
+    assert not await service.cancel(user(), CHAT)
+    messenger.hold_picture.set()
+    edit = await service.wait(edit_id, timeout=10)
+    assert edit.status == EditStatus.SUCCEEDED
+    assert await used(service) == 1
+    assert [text for _, text in messenger.texts] == []  # no "Cancelled" beside the photo
+    full = await service.full_quality(CHAT, edit_id)  # and its result is there
+    assert full.data.startswith(b"\x89PNG")
+
+
+async def test_cancel_before_the_photo_is_even_fetched_cancels(
+    running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await running()
+    messenger.hold_fetch = asyncio.Event()
+    edit_id = await submit(service, messenger)
+    await until(lambda: messenger.fetched)
+    assert await service.cancel(user(), CHAT)
+    messenger.hold_fetch.set()
+    edit = await service.wait(edit_id, timeout=10)
+    assert edit.status == EditStatus.CANCELLED
+    assert [text for _, text in messenger.texts] == ["Cancelled. Nothing was charged."]
+    assert await used(service) == 0
+    await asyncio.sleep(0.2)
+    assert messenger.pictures == [] and stepfun.requests == []
+    assert await service.cancel(user(), CHAT) is False  # twice: nothing more to give back
+    assert await used(service) == 0
+
+
+async def test_a_refund_goes_back_to_the_day_the_unit_was_taken(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
+) -> None:
+    clock = Clock()
+    service = await running(clock=clock)
+    messenger.hold_fetch = asyncio.Event()
+    upload = messenger.add_file(b"this is not an image")
+    request = EditRequest(user(), CHAT, "make it snow", upload=upload)
+    edit_id = (await service.submit(request)).edit_id
+    day_one = clock.now.date()
+    await until(lambda: messenger.fetched)
+    clock.now += timedelta(seconds=20)  # past midnight while it runs
+    messenger.hold_fetch.set()
+    edit = await service.wait(edit_id, timeout=10)
+    assert edit.status == EditStatus.FAILED
+    assert "couldn't read that file" in messenger.texts[0][1]
+    record = await store.get_or_create_user(user())
+    assert await store.quota_used(record.id, day_one) == 0
+    assert await store.quota_used(record.id, clock.now.date()) == 0
+
+
+async def test_stop_lets_running_edits_finish_and_leaves_the_rest_queued(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 0.5
+    service = await running(concurrency=1)
+    ids = [await submit(service, messenger, n) for n in range(3)]
+    await until(lambda: stepfun.requests)
+    await service.stop(grace=5)
+    assert len(messenger.pictures) == 1  # the one at the API finished
+    states = [(await store.get_edit(edit_id)).status for edit_id in ids]  # type: ignore[union-attr]
+    assert sorted(states) == [EditStatus.QUEUED, EditStatus.QUEUED, EditStatus.SUCCEEDED]
+    again = await running(concurrency=2)  # the next start takes them up
+    for edit_id in ids[1:]:
+        assert (await again.wait(edit_id, timeout=10)).status == EditStatus.SUCCEEDED
+    assert [await used(again, n) for n in range(3)] == [1, 1, 1]
+    assert messenger.open_notes() == []
+
+
+async def test_an_edit_cut_off_by_shutdown_runs_again_and_is_charged_once(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 2
+    service = await running()
+    edit_id = await submit(service, messenger)
+    await until(lambda: stepfun.requests)
+    await service.stop(grace=0.1)  # the API call was in flight
+    assert (await store.get_edit(edit_id)).status == EditStatus.QUEUED  # type: ignore[union-attr]
+    stepfun.delay = 0
+    again = await running()
+    assert (await again.wait(edit_id, timeout=10)).status == EditStatus.SUCCEEDED
+    assert len(stepfun.requests) == 2 and len(messenger.pictures) == 1
+    assert await used(again) == 1
+
+
+async def test_a_job_that_keeps_dying_is_given_up_with_a_clear_answer(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
+) -> None:
+    first = await running()
+    await first.stop()  # only to admit the job without working on it
+    edit_id = await submit(first, messenger)
+    for _ in range(MAX_ATTEMPTS):  # each claim dies with its process
+        gone = datetime.now(UTC) - timedelta(seconds=1)
+        # (PostgreSQL skips the row while the progress note's id is being written to it)
+        await until_async(lambda gone=gone: store.claim("dead", gone, ["test"]))
+        assert await store.requeue_expired(datetime.now(UTC)) == 1
+    service = await running()
+    edit = await service.wait(edit_id, timeout=10)
+    assert edit.status == EditStatus.FAILED
+    assert "interrupted several times" in messenger.texts[0][1]
+    assert await used(service) == 0
+
+
+async def test_progress_notes_stay_cheap_with_many_waiting(
+    running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 0.05
+    service = await running(concurrency=1, max_waiting=5)
+    ids = [await submit(service, messenger, n) for n in range(40)]
+    for edit_id in ids:
+        await service.wait(edit_id, timeout=30)
+    await until(lambda: not messenger.open_notes())
+    edits = sum(note.edits for note in messenger.notes.values())
+    assert len(messenger.notes) == 40  # one note per request
+    assert edits <= 3 * 40  # "working" once, and only a few place changes each
+    assert all(isinstance(note.to, Address) for note in messenger.notes.values())

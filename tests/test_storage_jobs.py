@@ -1,0 +1,246 @@
+"""Edits as durable jobs in storage: admission with its unit in one transaction, idempotency keys,
+fair claims under leases, cancel and finish that give units back exactly once. Each test runs
+on SQLite and PostgreSQL (see tests/dbs.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from bot.domain import EditOptions, EditStatus, EditTimings, FileRef, MessageRef, NewEdit, UserRef
+from storage.db import create_engine
+from storage.repo import SqlStore
+from tests.jobs import DAY, OWNER, deliver, later, queued
+
+ALICE = UserRef("telegram", "1001", "Alice", "en")
+BOB = UserRef("telegram", "2002", "Bob", "en")
+
+
+async def _source(store: SqlStore) -> int:
+    return await store.save_image(b"original", "image/png", 512, 512)
+
+
+async def test_a_refine_chain_is_kept_with_its_results_and_messages(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    source = image = await _source(store)
+    parent: int | None = None
+    ids = []
+    for n in range(3):
+        options = EditOptions(steps=8 + n, cfg_scale=1.5 + n, seed=1000 + n, text_mode=n == 2)
+        edit_id = await queued(store, user.id, image, options=options, parent=parent,
+                               prompt=f"step {n}")  # fmt: skip
+        waiting = await store.get_edit(edit_id)
+        assert waiting is not None
+        assert (waiting.status, waiting.result_image_id, waiting.options) == (
+            EditStatus.QUEUED, None, options,
+        )  # fmt: skip
+        result = await store.save_image(f"result {n}".encode(), "image/png", 512, 512)
+        timings = EditTimings(queued_ms=n, normalize_ms=10, api_ms=2000, total_ms=2100 + n)
+        message = MessageRef("telegram", "55", f"m{n}")
+        await deliver(store, edit_id, result, seed=2_000_000_000 + n, message=message,
+                      timings=timings)  # fmt: skip
+        # the result is the user's current image, and its message shows it
+        shown = await store.current(user.id, "telegram", "55")
+        assert shown is not None and (shown.image_id, shown.edit_id) == (result, edit_id)
+        assert await store.shown_in(message) == shown
+        ids.append(edit_id)
+        parent, image = edit_id, result
+    first, second, third = [await store.get_edit(edit_id) for edit_id in ids]
+    assert first is not None and second is not None and third is not None
+    assert (first.parent_edit_id, second.parent_edit_id, third.parent_edit_id) == (
+        None, first.id, second.id,
+    )  # fmt: skip
+    assert first.source_image_id == source
+    assert third.source_image_id == second.result_image_id
+    assert third.status == EditStatus.SUCCEEDED and third.error is None
+    assert third.seed == 2_000_000_002 and third.message_id == "m2"
+    assert third.timings == EditTimings(queued_ms=2, normalize_ms=10, api_ms=2000, total_ms=2102)
+    assert third.attempts == 1 and third.quota_day == DAY
+    assert before <= first.created_at <= third.created_at
+
+
+async def test_admission_reserves_the_unit_and_a_known_key_is_the_same_job(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    new = NewEdit(user.id, "telegram", "55", None, await _source(store), "x", EditOptions(),
+                  key="telegram:55:7")  # fmt: skip
+    first = await store.admit(new, day=DAY, quota=2, max_waiting=5)
+    again = await store.admit(new, day=DAY, quota=2, max_waiting=5)  # the update came twice
+    assert not first.duplicate and again.duplicate and again.edit_id == first.edit_id
+    assert await store.quota_used(user.id, DAY) == 1
+    other = await store.admit(
+        NewEdit(**{**new.__dict__, "key": "telegram:55:8"}), day=DAY, quota=2, max_waiting=5
+    )
+    assert other.refused is None
+    last = await store.admit(
+        NewEdit(**{**new.__dict__, "key": "telegram:55:9"}), day=DAY, quota=2, max_waiting=5
+    )
+    assert last.refused == "quota"
+    assert await store.quota_used(user.id, DAY) == 2
+
+
+async def test_the_same_key_from_two_processes_at_once_makes_one_job(db_url: str) -> None:
+    stores = [SqlStore(create_engine(db_url)) for _ in range(2)]
+    try:
+        from storage.db import migrate
+
+        await migrate(stores[0].engine)
+        user = await stores[0].get_or_create_user(ALICE)
+        source = await _source(stores[0])
+        new = NewEdit(user.id, "telegram", "55", None, source, "x", EditOptions(), key="k1")
+        results = await asyncio.gather(
+            *(s.admit(new, day=DAY, quota=10, max_waiting=5) for s in stores for _ in range(3))
+        )
+        assert len({r.edit_id for r in results}) == 1
+        assert sum(not r.duplicate for r in results) == 1
+        assert await stores[0].quota_used(user.id, DAY) == 1
+    finally:
+        for s in stores:
+            await s.aclose()
+
+
+async def test_too_many_waiting_is_refused_without_a_charge(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await _source(store)
+    new = NewEdit(user.id, "telegram", "55", None, source, "x", EditOptions())
+    for _ in range(2):
+        assert (await store.admit(new, day=DAY, quota=0, max_waiting=2)).refused is None
+    assert (await store.admit(new, day=DAY, quota=10, max_waiting=2)).refused == "busy"
+    assert await store.quota_used(user.id, DAY) == 2
+
+
+async def test_claims_are_fair_and_one_per_user_at_a_time(store: SqlStore) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    bob = await store.get_or_create_user(BOB)
+    source = await _source(store)
+    a1, a2, a3 = [await queued(store, alice.id, source) for _ in range(3)]
+    b1 = await queued(store, bob.id, source)
+    first = await store.claim(OWNER, later(), ["telegram"])
+    second = await store.claim(OWNER, later(), ["telegram"])
+    assert (first and first.id, second and second.id) == (a1, b1)
+    assert await store.claim(OWNER, later(), ["telegram"]) is None  # Alice has one at the API
+    assert await store.claim(OWNER, later(), ["discord"]) is None
+    assert await store.queue_places([a2, a3, a1]) == {a2: 1, a3: 2}
+    assert await store.finish_edit(a1, EditStatus.FAILED, error="x")
+    nxt = await store.claim(OWNER, later(), ["telegram"])
+    assert nxt is not None and nxt.id == a2
+
+
+async def test_claims_from_two_processes_never_share_a_job(db_url: str) -> None:
+    from storage.db import migrate
+
+    stores = [SqlStore(create_engine(db_url)) for _ in range(2)]
+    try:
+        await migrate(stores[0].engine)
+        source = await _source(stores[0])
+        ids = set()
+        for n in range(12):
+            user = await stores[0].get_or_create_user(UserRef("telegram", f"u{n}"))
+            ids.add(await queued(stores[0], user.id, source))
+
+        async def drain(store: SqlStore, owner: str) -> list[int]:
+            taken = []
+            while (edit := await store.claim(owner, later(), ["telegram"])) is not None:
+                taken.append(edit.id)
+            return taken
+
+        one, two = await asyncio.gather(drain(stores[0], "p1"), drain(stores[1], "p2"))
+        assert sorted(one + two) == sorted(ids)
+        assert not set(one) & set(two)
+    finally:
+        for s in stores:
+            await s.aclose()
+
+
+async def test_an_expired_lease_goes_back_to_the_queue(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store))
+    dead = await store.claim("dead-process", datetime.now(UTC) + timedelta(seconds=1), ["telegram"])
+    assert dead is not None
+    assert await store.requeue_expired(datetime.now(UTC)) == 0  # still leased
+    await store.renew_leases("someone-else", [edit_id], later())  # not theirs to renew
+    assert await store.requeue_expired(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    again = await store.claim(OWNER, later(), ["telegram"])
+    assert again is not None and again.id == edit_id and again.attempts == 2
+    assert not await store.start_delivery(edit_id, "dead-process")  # the old owner lost it
+    assert await store.start_delivery(edit_id, OWNER)
+
+
+async def test_a_kept_result_survives_a_requeue(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store))
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    result = await store.save_image(b"result", "image/png", 512, 512)
+    await store.record_result(edit_id, result, 42, ("note_first_frame",), EditTimings(api_ms=9))
+    await store.requeue(OWNER, [edit_id])  # a graceful shutdown mid-delivery
+    again = await store.claim(OWNER, later(), ["telegram"])
+    assert again is not None
+    assert (again.result_image_id, again.seed, again.notes) == (result, 42, ("note_first_frame",))
+
+
+async def test_an_edit_ends_once_and_gives_its_unit_back_once(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store), quota=5)
+    assert await store.quota_used(user.id, DAY) == 1
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    assert await store.finish_edit(edit_id, EditStatus.FAILED, error="ApiTimeout")
+    assert not await store.finish_edit(edit_id, EditStatus.FAILED, error="again")
+    assert not await store.finish_edit(edit_id, EditStatus.SUCCEEDED)
+    assert await store.quota_used(user.id, DAY) == 0
+    record = await store.get_edit(edit_id)
+    assert record is not None and (record.status, record.error) == ("failed", "ApiTimeout")
+
+
+async def test_cancel_takes_waiting_and_running_edits_but_not_one_on_its_way(
+    store: SqlStore,
+) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    bob = await store.get_or_create_user(BOB)
+    source = await _source(store)
+    running = await queued(store, alice.id, source, quota=9)
+    waiting = await queued(store, alice.id, source, quota=9)
+    other_chat = await queued(store, alice.id, source, chat="66", quota=9)
+    bobs = await queued(store, bob.id, source, quota=9)
+    assert (await store.claim(OWNER, later(), ["telegram"])).id == running  # type: ignore[union-attr]
+    cancelled = await store.cancel_edits(alice.id, "telegram", "55")
+    assert sorted(edit.id for edit in cancelled) == [running, waiting]
+    assert await store.quota_used(alice.id, DAY) == 1  # only the other chat's
+    assert not await store.start_delivery(running, OWNER)  # its worker finds it cancelled
+    assert await store.cancel_edits(alice.id, "telegram", "55") == []  # twice: nothing more
+    assert await store.quota_used(alice.id, DAY) == 1
+    # once delivery started, /cancel no longer applies
+    bob_claim = await store.claim(OWNER, later(), ["telegram"])
+    assert bob_claim is not None and bob_claim.id in (other_chat, bobs)
+    result = await store.save_image(b"r", "image/png", 8, 8)
+    await store.record_result(bob_claim.id, result, None, (), EditTimings())
+    assert await store.start_delivery(bob_claim.id, OWNER)
+    owner = alice.id if bob_claim.id == other_chat else bob.id
+    chat = "66" if bob_claim.id == other_chat else "55"
+    assert await store.cancel_edits(owner, "telegram", chat) == []
+
+
+async def test_nul_characters_are_dropped_not_fatal(store: SqlStore) -> None:
+    """PostgreSQL refuses NUL in text; a prompt or an API's error body may carry one."""
+    user = await store.get_or_create_user(UserRef("telegram", "3", "Eve\x00"))
+    edit_id = await queued(store, user.id, await _source(store), prompt="make\x00 it snow")
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    assert await store.finish_edit(edit_id, EditStatus.FAILED, error="HTTP 500: bad\x00body")
+    record = await store.get_edit(edit_id)
+    assert record is not None
+    assert (record.prompt, record.error) == ("make it snow", "HTTP 500: badbody")
+
+
+async def test_a_pending_image_is_a_file_until_filled(store: SqlStore) -> None:
+    image_id = await store.save_pending_image(FileRef("telegram", "AgAC-1", 1234, "cat.png"))
+    pending = await store.load_image(image_id)
+    assert pending.data == b"" and pending.file == FileRef("telegram", "AgAC-1", 1234, "cat.png")
+    await store.fill_image(image_id, b"jpeg bytes", "image/jpeg", 640, 480)
+    filled = await store.load_image(image_id)
+    assert (filled.data, filled.mime, filled.width, filled.file) == (
+        b"jpeg bytes", "image/jpeg", 640, None,
+    )  # fmt: skip
+    # the same bytes as a stored image still dedup elsewhere; a fill never collides with them
+    same = await store.save_image(b"jpeg bytes", "image/jpeg", 640, 480)
+    assert same != image_id

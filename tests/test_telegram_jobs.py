@@ -1,0 +1,208 @@
+"""Durable jobs seen from Telegram: a redelivered update is one edit, requests are handled in the
+order sent, nothing is downloaded for a refused request, buttons only reach their own chat, and
+`stepedit run` killed with SIGKILL mid-load answers every accepted request after a restart,
+charging each delivered photo once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from telegram import Update
+
+from adapters.telegram import sender_ref
+from bot.domain import UserRef
+from storage.db import create_engine
+from storage.repo import SqlStore
+from tests.fakes.stepfun import FakeStepFun
+from tests.fakes.telegram import FakeTelegram, FakeUser
+from tests.harness import BotUnderTest, _is_status
+from tests.images import decode, make_image
+from tests.test_cli import STEPEDIT, wired_to
+
+ALICE = FakeUser(id=5101, first_name="Alice", language_code="en")
+MALLORY = FakeUser(id=5102, first_name="Mallory", language_code="en")
+PHOTO = make_image(320, 240, color=(200, 40, 40))
+
+
+async def test_a_redelivered_update_makes_one_edit_and_one_charge(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    sent = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(ALICE.id)
+    telegram.redeliver(sent)  # the bot "crashed" before confirming the update
+    await app.idle()
+    await asyncio.sleep(0.3)  # a second job would be claimed by now
+    await app.idle()
+    assert len(stepfun.requests) == 1
+    assert len([m for m in telegram.sent(ALICE.id) if m.kind == "photo"]) == 1
+    assert await app.quota_used(ALICE) == 1
+
+
+async def test_a_text_right_after_an_uncaptioned_photo_edits_that_photo(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(ALICE.id)
+    second = make_image(200, 100, color=(0, 200, 0))
+    telegram.user_sends_photo(ALICE.id, ALICE, second)  # no caption: kept as the current image
+    telegram.user_sends_text(ALICE.id, ALICE, "add a hat")  # at once, before any answer
+    await app.photo_reply(ALICE.id)
+    assert stepfun.requests[-1].fields["prompt"] == "add a hat"
+    assert decode(stepfun.requests[-1].image).size == (200, 100)
+
+
+@pytest.mark.service(daily_quota=1)
+async def test_nothing_is_downloaded_for_a_request_over_the_quota(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(ALICE.id)
+    fetched = len(telegram.calls_of("getFile"))
+    for n in range(5):
+        telegram.user_sends_photo(ALICE.id, ALICE, make_image(300 + n, 200), caption="again")
+    await app.idle()
+    answers = [
+        m for m in telegram.sent(ALICE.id) if m.kind == "text" and "used all" in (m.text or "")
+    ]
+    assert len(answers) == 5
+    assert len(telegram.calls_of("getFile")) == fetched  # not one file fetched for them
+    assert len(stepfun.requests) == 1
+
+
+async def test_buttons_only_reach_edits_of_their_own_chat(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it private")
+    alices = await app.photo_reply(ALICE.id)
+    edit_id = alices.callback_data[0].split(":")[1]
+    telegram.user_sends_photo(MALLORY.id, MALLORY, make_image(64, 64), caption="anything")
+    mallorys = await app.photo_reply(MALLORY.id)
+    for action in ("undo", "full", "reroll"):  # forged data on Mallory's own message
+        telegram.user_presses_button(
+            MALLORY.id, MALLORY, mallorys, f"{action}:{edit_id}", check_button=False
+        )
+        answer = await app.text_reply(MALLORY.id)
+        assert "can't find that image" in (answer.text or "")
+        answer.deleted = True  # so the next text_reply waits for a new answer
+    assert [m.kind for m in telegram.sent(MALLORY.id) if m.kind != "text"] == ["photo"]
+    assert len(stepfun.requests) == 2
+
+
+async def test_an_anonymous_admin_speaks_as_their_group() -> None:
+    def update(sender_chat: dict[str, object] | None) -> Update:
+        message = {
+            "message_id": 1, "date": 0, "chat": {"id": -100, "type": "supergroup", "title": "G"},
+            "from": {"id": 1087968824, "is_bot": True, "first_name": "Group"},
+            "text": "/quota",
+        }  # fmt: skip
+        if sender_chat:
+            message["sender_chat"] = sender_chat
+        return Update.de_json({"update_id": 1, "message": message}, None)
+
+    group = {"id": -100, "type": "supergroup", "title": "G"}
+    other = {"id": -200, "type": "supergroup", "title": "H"}
+    one, two = sender_ref(update(group)), sender_ref(update(other))
+    assert one is not None and two is not None
+    assert one.id != two.id  # each group's anonymous admins have their own quota
+    assert sender_ref(update(None)) is not None
+
+
+# --- SIGKILL mid-load, then a restart ------------------------------------------------------
+
+
+async def test_a_killed_bot_answers_every_request_after_a_restart_and_charges_once(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram, db_url: str
+) -> None:
+    database_url = db_url
+    env = wired_to(
+        telegram, stepfun, DATABASE_URL=database_url, JOB_LEASE_SECONDS="2",
+        EDIT_CONCURRENCY="2", DAILY_QUOTA="10", EDIT_RETRIES="0",
+    )  # fmt: skip
+    stepfun.delay = 0.5
+    users = [FakeUser(id=7000 + n, first_name=f"U{n}") for n in range(4)]
+    sent = {
+        (user.id, n): telegram.user_sends_photo(
+            user.id, user, make_image(96 + n, 64), caption=f"edit {n}"
+        )
+        for user in users
+        for n in range(3)
+    }
+    first = await _start(tmp_path, env, "first.log")
+    await telegram.wait_until(
+        lambda: sum(1 for u in users for m in telegram.sent(u.id) if m.kind == "photo") >= 2,
+        timeout=30,
+    )
+    first.send_signal(signal.SIGKILL)  # mid-load: edits are queued, running and delivering
+    await first.wait()
+    second = await _start(tmp_path, env, "second.log")
+    try:
+
+        def answered(key: tuple[int, int]) -> bool:
+            chat, _ = key
+            message_id = sent[key].message_id
+            return any(
+                m.reply_to_message_id == message_id and not _is_status(m)
+                for m in telegram.sent(chat)
+            )
+
+        await telegram.wait_until(lambda: all(answered(k) for k in sent), timeout=60)
+        await telegram.wait_until(
+            lambda: all(m.deleted for u in users for m in telegram.sent(u.id) if _is_status(m)),
+            timeout=20,
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    store = SqlStore(create_engine(database_url))
+    try:
+        for user in users:
+            photos = {m.reply_to_message_id for m in telegram.sent(user.id) if m.kind == "photo"}
+            record = await store.get_or_create_user(_ref(user))
+            used = await store.quota_used(record.id, _today())
+            assert used == len(photos)  # charged = delivered (a re-sent photo counts once)
+    finally:
+        await store.aclose()
+
+
+async def _start(cwd: Path, env: dict[str, str], log: str) -> asyncio.subprocess.Process:
+    """`stepedit run`, logging to a file in `cwd` (a pipe nobody reads would fill up)."""
+    with (cwd / log).open("wb") as output:
+        return await asyncio.create_subprocess_exec(
+            STEPEDIT, "run", cwd=cwd, env=env, stdout=output, stderr=output
+        )
+
+
+def _ref(user: FakeUser) -> UserRef:
+    return UserRef("telegram", str(user.id))
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+@pytest.mark.client(timeout=5)
+async def test_the_cancel_button_on_the_progress_note_cancels_that_edit(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 2
+    sent = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    note = await telegram.wait_for_message(
+        ALICE.id, lambda m: any(d.startswith("cancel:") for d in m.callback_data)
+    )
+    assert note.reply_to_message_id == sent.message_id
+    await telegram.wait_until(lambda: stepfun.requests)  # the API is working on it
+    telegram.user_presses_button(ALICE.id, MALLORY, note, note.callback_data[0])
+    await app.idle()
+    assert not note.deleted  # not Mallory's to cancel
+    telegram.user_presses_button(ALICE.id, ALICE, note, note.callback_data[0])
+    answer = await app.text_reply(ALICE.id)
+    assert answer.text == "Cancelled. Nothing was charged."
+    assert answer.reply_to_message_id == sent.message_id
+    await telegram.wait_until(lambda: note.deleted)
+    await asyncio.sleep(2.5)  # the API's answer comes back meanwhile, and is dropped
+    assert [m for m in telegram.sent(ALICE.id) if m.kind == "photo"] == []
+    assert await app.quota_used(ALICE) == 0
