@@ -28,7 +28,7 @@ from telegram import (
     Update,
 )
 from telegram import User as TgUser
-from telegram.constants import ChatAction, ChatType
+from telegram.constants import ChatType
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -591,9 +591,6 @@ class TelegramMessenger:
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         await self.bot.delete_message(_chat(to), int(note_id))
-
-    async def show_working(self, to: Address) -> None:
-        await self.bot.send_chat_action(_chat(to), ChatAction.UPLOAD_PHOTO)
 
 
 def _chat(to: Address) -> int:

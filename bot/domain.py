@@ -187,6 +187,7 @@ class EditRecord:
     error: str | None
     timings: EditTimings
     created_at: datetime
+    finished_at: datetime | None = None
     # the job's side (see EditStatus for its life)
     key: str | None = None
     quota_day: date | None = None
@@ -194,7 +195,8 @@ class EditRecord:
     reply_to: str | None = None
     origin_id: str | None = None
     language: str = "en"
-    note_id: str | None = None
+    note_id: str | None = None  # the progress note, until it is deleted
+    answer: str | None = None  # what a failed edit tells its user, until it is sent
     notes: tuple[str, ...] = ()
     message_id: str | None = None
 

@@ -130,6 +130,7 @@ class EditStore(Protocol):
         error: str | None = None,
         timings: EditTimings | None = None,
         message: MessageRef | None = None,
+        answer: str | None = None,
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
         image and `message` repliable; any other end gives its unit back. False (changing
@@ -143,7 +144,21 @@ class EditStore(Protocol):
         not being delivered, giving their units back; the cancelled edits."""
         ...
 
-    async def set_note(self, edit_id: int, note_id: str) -> None: ...
+    async def set_note(self, edit_id: int, note_id: str | None) -> None:
+        """The progress note's message id; None once it is deleted."""
+        ...
+
+    async def answered(self, edit_id: int) -> None:
+        """A failed edit's answer reached its user."""
+        ...
+
+    async def leftovers(
+        self, platforms: list[str], ended_before: datetime, limit: int = 20
+    ) -> list[EditRecord]:
+        """Edits that ended before `ended_before` with a note still standing or an answer
+        not yet sent (their process died in between): what a sweep must finish."""
+        ...
+
     async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
         """Each queued edit's place in the line (1 = next); edits not queued are left out."""
         ...
@@ -179,6 +194,3 @@ class Messenger(Protocol):
 
     async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None: ...
     async def delete_note(self, to: Address, note_id: str) -> None: ...
-    async def show_working(self, to: Address) -> None:
-        """A passing "sending a photo…" sign in the chat (platforms show it for a few seconds)."""
-        ...

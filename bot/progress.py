@@ -20,7 +20,7 @@ from bot.ports import Messenger
 
 log = logging.getLogger("stepedit.progress")
 
-OnNoteSent = Callable[[int, str], Awaitable[None]]  # (edit id, note message id)
+OnNoteChange = Callable[[int, str | None], Awaitable[None]]  # (edit id, note id or None)
 _CLOSE = ""  # the wanted text of a note to delete
 
 
@@ -37,9 +37,11 @@ class _Note:
 
 
 class NoteBoard:
-    def __init__(self, on_sent: OnNoteSent, *, min_interval: float = 4.0) -> None:
+    def __init__(self, on_change: OnNoteChange, *, min_interval: float = 4.0) -> None:
+        """`on_change` keeps each note's id (None once deleted), so another process can
+        delete a note this one could not."""
         self._notes: dict[int, _Note] = {}
-        self._on_sent = on_sent
+        self._on_change = on_change
         self.min_interval = min_interval
 
     def shown(self, edit_id: int) -> str | None:
@@ -110,9 +112,10 @@ class NoteBoard:
             if text == _CLOSE:
                 if note.note_id is not None:
                     await messenger.delete_note(to, note.note_id)
+                    await self._on_change(edit_id, None)
             elif note.note_id is None:
                 note.note_id = await messenger.send_note(to, text, edit_id)
-                await self._on_sent(edit_id, note.note_id)
+                await self._on_change(edit_id, note.note_id)
             else:
                 await messenger.edit_note(to, note.note_id, text, edit_id)
         except Exception as exc:

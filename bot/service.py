@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -134,7 +134,6 @@ class EditService:
         # deliver results, so the paid slots never wait for the chat platform.
         self._workers = 2 * concurrency
         self._api_slots = asyncio.Semaphore(concurrency)
-        self._calling = 0  # edits at the API now
         self._committed: set[int] = set()  # held edits past their API call's start
         self.max_waiting = max_waiting
         self._lease = lease
@@ -245,7 +244,7 @@ class EditService:
         messenger = self._messengers.get(to.platform)
         if messenger is None:
             return
-        idle = self.concurrency - self._calling
+        idle = max(self.concurrency - len(self._held), 0)  # roughly: held jobs use the API
         place = (await self.store.queue_places([edit_id])).get(edit_id, 0) - idle
         if place > 0:  # idle workers take the ones ahead at once
             self._waiting_here[edit_id] = (to, place)
@@ -344,7 +343,8 @@ class EditService:
                 log.exception("could not look for queued jobs")
 
     async def _heartbeat(self) -> None:
-        """Renew the leases of the jobs held here; requeue those of processes that died."""
+        """Renew the leases of the jobs held here; requeue those of processes that died, and
+        finish what they left of ended ones."""
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
@@ -352,6 +352,7 @@ class EditService:
                     await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
                 if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
                     self._wake.set()
+                await self._sweep()
             except Exception:
                 log.exception("lease heartbeat failed; trying again")
 
@@ -406,11 +407,10 @@ class EditService:
                             answer=t("error_interrupted", to.language))  # fmt: skip
             return
         try:
-            async with _showing_work(messenger, to):
-                picture, timings = await self._result(edit, messenger)
-                if not await self.store.start_delivery(edit.id, self._owner):
-                    return  # cancelled meanwhile (that answered the user), or no longer ours
-                message = await messenger.send_picture(to, picture)
+            picture, timings = await self._result(edit, messenger)
+            if not await self.store.start_delivery(edit.id, self._owner):
+                return  # cancelled meanwhile (that answered the user), or no longer ours
+            message = await messenger.send_picture(to, picture)
         except StepEditError as exc:
             if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
                 log.error("the edit API needs the operator: %s", exc.operator_message)
@@ -435,9 +435,28 @@ class EditService:
         """End the job without a result (its unit goes back) and tell the user why. If the
         database is down, the lease runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self._clock()))
-        if await self.store.finish_edit(edit.id, status, error=error, timings=timings):
-            with contextlib.suppress(Exception):
-                await self._messengers[edit.platform].send_text(edit.address, answer)
+        if await self.store.finish_edit(
+            edit.id, status, error=error, timings=timings, answer=answer
+        ):
+            await self._answer(edit.id, edit.address, answer)
+
+    async def _answer(self, edit_id: int, to: Address, text: str) -> None:
+        """Tell a failed edit's user why; the answer stays stored until it got through."""
+        with contextlib.suppress(Exception):
+            await self._messengers[to.platform].send_text(to, text)
+            await self.store.answered(edit_id)
+
+    async def _sweep(self) -> None:
+        """Finish what a dead process left of ended edits: notes standing, answers unsent."""
+        ended_before = self._clock() - timedelta(seconds=self._lease)
+        for edit in await self.store.leftovers(list(self._messengers), ended_before):
+            messenger = self._messengers[edit.platform]
+            if edit.answer is not None:
+                await self._answer(edit.id, edit.address, edit.answer)
+            if edit.note_id is not None:
+                with contextlib.suppress(Exception):  # gone already, or too old to delete
+                    await messenger.delete_note(edit.address, edit.note_id)
+                await self.store.set_note(edit.id, None)
 
     async def _announce_end(self, edit_id: int) -> None:
         future = self._ended.pop(edit_id, None)
@@ -466,12 +485,8 @@ class EditService:
                 if self._stopping:
                     raise asyncio.CancelledError  # shutting down: no new paid call
                 self._committed.add(edit.id)
-                self._calling += 1
                 self._show_working(edit, messenger)
-                try:
-                    edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
-                finally:
-                    self._calling -= 1
+                edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
             timings = replace(timings, api_ms=_ms_since(called))
             data, seed = edited.data, edited.seed
             result_id = await self._save_result(data)
@@ -648,24 +663,6 @@ class EditService:
         record = await self.store.get_or_create_user(user)
         await self.store.save_settings(record.id, UserSettings())
         return self._with_defaults(UserSettings())
-
-
-@contextlib.asynccontextmanager
-async def _showing_work(messenger: Messenger, to: Address) -> AsyncIterator[None]:
-    """The platform's "sending a photo…" sign while the body runs (the note says the rest);
-    shown once, never waited for: a slow platform must not hold up the work."""
-    sign = asyncio.create_task(messenger.show_working(to))
-    sign.add_done_callback(_ignore_outcome)
-    try:
-        yield
-    finally:
-        sign.cancel()
-
-
-def _ignore_outcome(task: asyncio.Task[Any]) -> None:
-    """A cosmetic call's failure is no one's business (and must not be logged as unretrieved)."""
-    if not task.cancelled():
-        task.exception()
 
 
 _SWITCH = {

@@ -200,7 +200,8 @@ class Edit(Base):
     reply_to: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     origin_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
-    note_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
+    note_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))  # until deleted
+    answer: Mapped[str | None] = mapped_column(CleanText)  # a failure's text, until sent
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
     message_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     # the outcome

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -440,15 +440,18 @@ class SqlStore:
         error: str | None = None,
         timings: EditTimings | None = None,
         message: MessageRef | None = None,
+        answer: str | None = None,
     ) -> bool:
         """End an open edit: SUCCEEDED from delivering (making its result current and
-        `message` repliable), FAILED or REFUSED from any open state (giving its unit back).
-        False, changing nothing, if it had ended already."""
+        `message` repliable), FAILED or REFUSED from any open state (giving its unit back,
+        keeping `answer` for its user until `answered`). False, changing nothing, if it had
+        ended already."""
         succeeded = status == EditStatus.SUCCEEDED
         since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
             "status": status, "error": error, "finished_at": utcnow(), "lease_owner": None,
             "lease_until": None, "message_id": message.message_id if message else None,
+            "answer": answer,
         }  # fmt: skip
         if timings is not None:
             values.update(_timing_values(timings))
@@ -501,7 +504,30 @@ class SqlStore:
                     await _release(session, row.user_id, row.quota_day)
             return [_edit_record(row) for row in rows]
 
-    async def set_note(self, edit_id: int, note_id: str) -> None:
+    async def answered(self, edit_id: int) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.id == edit_id)
+                .values(answer=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def leftovers(
+        self, platforms: list[str], ended_before: datetime, limit: int = 20
+    ) -> list[EditRecord]:
+        async with self._tx(read_only=True) as session:
+            rows = await session.scalars(
+                select(Edit)
+                .where(Edit.status.not_in(EditStatus.OPEN), Edit.platform.in_(platforms))
+                .where(Edit.finished_at < ended_before)
+                .where(or_(Edit.note_id.is_not(None), Edit.answer.is_not(None)))
+                .order_by(Edit.id)
+                .limit(limit)
+            )
+            return [_edit_record(row) for row in rows]
+
+    async def set_note(self, edit_id: int, note_id: str | None) -> None:
         async with self._tx() as session:
             await session.execute(
                 update(Edit)
@@ -635,6 +661,8 @@ def _edit_record(row: Edit) -> EditRecord:
         origin_id=row.origin_id,
         language=row.language,
         note_id=row.note_id,
+        answer=row.answer,
+        finished_at=row.finished_at,
         notes=tuple(note for note in row.notes.split(",") if note),
         message_id=row.message_id,
     )

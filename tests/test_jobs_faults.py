@@ -14,6 +14,7 @@ import pytest
 from bot.domain import Address, ChatRef, EditRequest, EditStatus, UserRef
 from bot.edit_api import EditApiClient
 from bot.service import MAX_ATTEMPTS, EditService
+from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.stepfun import FakeStepFun
@@ -246,3 +247,68 @@ async def test_progress_notes_stay_cheap_with_many_waiting(
     assert len(messenger.notes) == 40  # one note per request
     assert edits <= 3 * 40  # "working" once, and only a few place changes each
     assert all(isinstance(note.to, Address) for note in messenger.notes.values())
+
+
+async def test_what_a_dead_process_left_of_an_ended_edit_is_finished_by_another(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
+) -> None:
+    """It failed the edit (unit given back) and died before telling the user and before
+    deleting the progress note: the next process does both, once."""
+    first = await running()
+    await first.stop()  # admit only
+    edit_id = await submit(first, messenger)  # its note goes out, and its id is kept
+    await until_async(lambda: _note_of(store, edit_id))
+    await until_async(lambda: store.claim("dead", datetime.now(UTC) + timedelta(hours=1), ["test"]))
+    assert await store.finish_edit(edit_id, EditStatus.FAILED, error="x", answer="Sorry!")
+    service = await running(lease=0.3)
+    await until(lambda: messenger.texts and not messenger.open_notes())
+    await asyncio.sleep(0.5)  # a few more sweeps: nothing twice
+    assert [text for _, text in messenger.texts] == ["Sorry!"]
+    edit = await store.get_edit(edit_id)
+    assert edit is not None and (edit.note_id, edit.answer) == (None, None)
+    assert await used(service) == 0
+
+
+async def _note_of(store: SqlStore, edit_id: int) -> str | None:
+    edit = await store.get_edit(edit_id)
+    return None if edit is None else edit.note_id
+
+
+async def test_two_processes_share_one_queue_and_never_run_the_same_job(
+    db_url: str, store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+) -> None:
+    """Two `stepedit run` on one database (PostgreSQL in production; SQLite here too, as one
+    file shared by two engines): every job runs once, in one of them."""
+    stepfun.delay = 0.1
+    messengers = [FakeMessenger(), FakeMessenger()]
+    stores = [store, SqlStore(create_engine(db_url))]
+    services = [
+        EditService(s, client, daily_quota=0, lease=2.0, poll=0.05, concurrency=2) for s in stores
+    ]
+    for service, messenger in zip(services, messengers, strict=True):
+        service.attach(messenger)
+    files = [messengers[0].add_file(PHOTO) for _ in range(12)]
+    for messenger in messengers[1:]:
+        messenger.files = messengers[0].files  # the platform's files, fetched by either
+    ids = []
+    for n, upload in enumerate(files):
+        request = EditRequest(user(n % 4), CHAT, f"edit {n}", upload=upload, key=f"k{n}")
+        ids.append((await services[0].submit(request)).edit_id)
+    try:
+        for service in services:
+            await service.start()
+        for edit_id in ids:
+            await until_async(lambda edit_id=edit_id: _ended(store, edit_id), timeout=30)
+    finally:
+        for service in services:
+            await service.stop(grace=1)
+        await stores[1].aclose()
+    delivered = [picture.edit_id for m in messengers for _, picture in m.pictures]
+    assert sorted(delivered) == sorted(ids)  # each once, in one process or the other
+    assert len(stepfun.requests) == 12
+    assert all(m.pictures for m in messengers)  # both took part
+
+
+async def _ended(store: SqlStore, edit_id: int) -> bool:
+    edit = await store.get_edit(edit_id)
+    return edit is not None and edit.status not in EditStatus.OPEN

@@ -124,9 +124,6 @@ class FakeMessenger:
     async def delete_note(self, to: Address, note_id: str) -> None:
         self.notes[note_id].deleted = True
 
-    async def show_working(self, to: Address) -> None:
-        pass
-
     def said(self) -> list[str]:
         return [text for _, text in self.texts]
 

@@ -69,8 +69,5 @@ class FakeMessenger:
     async def delete_note(self, to: Address, note_id: str) -> None:
         self.notes[note_id].deleted = True
 
-    async def show_working(self, to: Address) -> None:
-        pass
-
     def open_notes(self) -> list[Note]:
         return [note for note in self.notes.values() if not note.deleted]

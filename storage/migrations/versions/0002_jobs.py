@@ -45,6 +45,7 @@ def upgrade() -> None:
             sa.Column("language", sa.String(length=8), server_default="en", nullable=False)
         )
         batch.add_column(sa.Column("note_id", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("answer", sa.Text(), nullable=True))
         batch.add_column(sa.Column("notes", sa.Text(), server_default="", nullable=False))
         batch.add_column(sa.Column("message_id", sa.String(length=64), nullable=True))
         batch.create_unique_constraint(op.f("uq_edits_key"), ["key"])
@@ -68,7 +69,7 @@ def downgrade() -> None:
     with op.batch_alter_table("edits") as batch:
         batch.drop_constraint(op.f("uq_edits_key"), type_="unique")
         for column in (
-            "message_id", "notes", "note_id", "language", "origin_id", "reply_to",
+            "message_id", "notes", "answer", "note_id", "language", "origin_id", "reply_to",
             "lease_until", "lease_owner", "attempts", "rank", "quota_day", "key",
         ):  # fmt: skip
             batch.drop_column(column)
