@@ -159,7 +159,6 @@ class NewEdit:
     options: EditOptions
     key: str | None = None
     reply_to: str | None = None
-    origin_id: str | None = None
     language: str = "en"
 
 
@@ -193,24 +192,16 @@ class EditRecord:
     quota_day: date | None = None
     attempts: int = 0
     reply_to: str | None = None
-    origin_id: str | None = None
     language: str = "en"
     note_id: str | None = None  # the progress note, until it is deleted
     answer: str | None = None  # what a failed edit tells its user, until it is sent
     notes: tuple[str, ...] = ()
     message_id: str | None = None
+    delivery_started: bool = False
 
     @property
     def address(self) -> Address:
         return Address(self.platform, self.chat_id, self.reply_to, self.language)
-
-    @property
-    def origin(self) -> MessageRef | None:
-        return (
-            None
-            if self.origin_id is None
-            else MessageRef(self.platform, self.chat_id, self.origin_id)
-        )
 
 
 @dataclass(frozen=True)

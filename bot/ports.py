@@ -114,8 +114,11 @@ class EditStore(Protocol):
         seed: int | None,
         notes: tuple[str, ...],
         timings: EditTimings,
-    ) -> None:
-        """Keep the API's result before delivering it, so a retry delivers, not re-edits."""
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        """Keep the API's result before delivering it, so a retry delivers, not re-edits.
+        False if `owner` no longer holds the edit."""
         ...
 
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
@@ -131,6 +134,7 @@ class EditStore(Protocol):
         timings: EditTimings | None = None,
         message: MessageRef | None = None,
         answer: str | None = None,
+        owner: str | None = None,
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
         image and `message` repliable; any other end gives its unit back. False (changing
@@ -152,11 +156,12 @@ class EditStore(Protocol):
         """A failed edit's answer reached its user."""
         ...
 
-    async def leftovers(
+    async def take_leftovers(
         self, platforms: list[str], ended_before: datetime, limit: int = 20
     ) -> list[EditRecord]:
         """Edits that ended before `ended_before` with a note still standing or an answer
-        not yet sent (their process died in between): what a sweep must finish."""
+        not yet sent (their process died in between), as they were; their note and answer
+        are cleared in the same transaction, so one sweep (of one process) finishes each."""
         ...
 
     async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:

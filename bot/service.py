@@ -100,6 +100,10 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+class _LeaseLost(Exception):
+    """This process no longer holds the edit (its lease ran out and another took it)."""
+
+
 @dataclass(frozen=True)
 class _Source:
     image_id: int
@@ -163,7 +167,7 @@ class EditService:
         self._stopping = False
         await self.store.requeue_expired(self._clock())
         loops = [self._worker() for _ in range(self._workers)]
-        loops += [self._scout(), self._heartbeat(), self._report_places()]
+        loops += [self._scout(), self._heartbeat(), self._sweep(), self._report_places()]
         self._loops = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self, grace: float = 20.0) -> None:
@@ -219,7 +223,6 @@ class EditService:
         new = NewEdit(
             user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
             options, key=request.key, reply_to=request.answer_to,
-            origin_id=request.origin.message_id if request.origin else None,
             language=request.language,
         )  # fmt: skip
         admission = await self.store.admit(
@@ -235,17 +238,23 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
+            self._wake.set()
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, to)
-            self._wake.set()
         return admission
 
     async def _first_note(self, edit_id: int, to: Address) -> None:
+        """The request's note: its place in line, or that work starts. Cosmetic: the request
+        was admitted already, so a failure here must not tell the user otherwise."""
         messenger = self._messengers.get(to.platform)
         if messenger is None:
             return
         idle = max(self.concurrency - len(self._held), 0)  # roughly: held jobs use the API
-        place = (await self.store.queue_places([edit_id])).get(edit_id, 0) - idle
+        try:
+            place = (await self.store.queue_places([edit_id])).get(edit_id, 0) - idle
+        except Exception:
+            log.exception("could not read the queue place of edit %s", edit_id)
+            place = 0
         if place > 0:  # idle workers take the ones ahead at once
             self._waiting_here[edit_id] = (to, place)
             self._notes.show(edit_id, to, messenger, t("queued", to.language, position=place))
@@ -319,6 +328,10 @@ class EditService:
             self._wake.set()  # there may be more: let the next idle worker look
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
                 continue
+            if self._stopping:  # claimed while stop() began: hand it back untouched
+                with contextlib.suppress(Exception):
+                    await self.store.requeue(self._owner, [edit.id])
+                return
             self._waiting_here.pop(edit.id, None)
             task = asyncio.create_task(self._run(edit))
             self._held[edit.id] = task
@@ -343,8 +356,7 @@ class EditService:
                 log.exception("could not look for queued jobs")
 
     async def _heartbeat(self) -> None:
-        """Renew the leases of the jobs held here; requeue those of processes that died, and
-        finish what they left of ended ones."""
+        """Renew the leases of the jobs held here; requeue those of processes that died."""
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
@@ -352,7 +364,6 @@ class EditService:
                     await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
                 if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
                     self._wake.set()
-                await self._sweep()
             except Exception:
                 log.exception("lease heartbeat failed; trying again")
 
@@ -391,6 +402,9 @@ class EditService:
             if self._stopping:
                 raise  # shutdown: the job goes back to the queue, its note stays
             # else the user cancelled it: cancel() ended it, answered and closed its note
+        except _LeaseLost:
+            log.warning("edit %s: its lease ran out while it ran; another process has it", edit.id)
+            return
         except Exception:
             # Recording its end failed (the database?): the job is left to its lease, which
             # runs out, so it is tried again; a delivered one is delivered again, never refunded.
@@ -402,7 +416,7 @@ class EditService:
 
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to = edit.address
-        if edit.attempts > MAX_ATTEMPTS:
+        if edit.attempts > MAX_ATTEMPTS and edit.result_image_id is None:
             await self._end(edit, EditStatus.FAILED, "interrupted too often",
                             answer=t("error_interrupted", to.language))  # fmt: skip
             return
@@ -411,6 +425,8 @@ class EditService:
             if not await self.store.start_delivery(edit.id, self._owner):
                 return  # cancelled meanwhile (that answered the user), or no longer ours
             message = await messenger.send_picture(to, picture)
+        except _LeaseLost:
+            raise  # another process has it now: leave it (and its note) to that one
         except StepEditError as exc:
             if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
                 log.error("the edit API needs the operator: %s", exc.operator_message)
@@ -425,9 +441,11 @@ class EditService:
             return
         # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self._clock()))
-        await self.store.finish_edit(
-            edit.id, EditStatus.SUCCEEDED, timings=timings, message=message
-        )
+        if not await self.store.finish_edit(
+            edit.id, EditStatus.SUCCEEDED, timings=timings, message=message, owner=self._owner
+        ):
+            log.warning("edit %s was delivered after its lease ran out", edit.id)
+            return
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
 
@@ -436,27 +454,39 @@ class EditService:
         database is down, the lease runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self._clock()))
         if await self.store.finish_edit(
-            edit.id, status, error=error, timings=timings, answer=answer
+            edit.id, status, error=error, timings=timings, answer=answer, owner=self._owner
         ):
             await self._answer(edit.id, edit.address, answer)
 
     async def _answer(self, edit_id: int, to: Address, text: str) -> None:
-        """Tell a failed edit's user why; the answer stays stored until it got through."""
-        with contextlib.suppress(Exception):
+        """Tell a failed edit's user why; if that fails, the answer stays stored and the sweep
+        tries once more."""
+        try:
             await self._messengers[to.platform].send_text(to, text)
-            await self.store.answered(edit_id)
+        except Exception as exc:
+            log.warning("could not answer edit %s (%s); the sweep tries again", edit_id, exc)
+            return
+        await self.store.answered(edit_id)
 
     async def _sweep(self) -> None:
-        """Finish what a dead process left of ended edits: notes standing, answers unsent."""
-        ended_before = self._clock() - timedelta(seconds=self._lease)
-        for edit in await self.store.leftovers(list(self._messengers), ended_before):
-            messenger = self._messengers[edit.platform]
-            if edit.answer is not None:
-                await self._answer(edit.id, edit.address, edit.answer)
-            if edit.note_id is not None:
-                with contextlib.suppress(Exception):  # gone already, or too old to delete
-                    await messenger.delete_note(edit.address, edit.note_id)
-                await self.store.set_note(edit.id, None)
+        """Finish, once, what a dead process (or a failed send) left of ended edits: notes
+        standing, answers unsent. Each is taken off the list before it is tried, so a user
+        who blocked the bot holds up no one, and no answer goes out twice."""
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                ended_before = self._clock() - timedelta(seconds=self._lease)
+                leftovers = await self.store.take_leftovers(list(self._messengers), ended_before)
+            except Exception:
+                log.exception("could not look for leftovers of ended edits")
+                continue
+            for edit in leftovers:
+                messenger = self._messengers[edit.platform]
+                with contextlib.suppress(Exception):  # the last try: gone, blocked, too old
+                    if edit.answer is not None:
+                        await messenger.send_text(edit.address, edit.answer)
+                    if edit.note_id is not None:
+                        await messenger.delete_note(edit.address, edit.note_id)
 
     async def _announce_end(self, edit_id: int) -> None:
         future = self._ended.pop(edit_id, None)
@@ -490,7 +520,10 @@ class EditService:
             timings = replace(timings, api_ms=_ms_since(called))
             data, seed = edited.data, edited.seed
             result_id = await self._save_result(data)
-            await self.store.record_result(edit.id, result_id, seed, notes, timings)
+            if not await self.store.record_result(
+                edit.id, result_id, seed, notes, timings, owner=self._owner
+            ):
+                raise _LeaseLost(edit.id)
         chat_bytes, chat_mime = await self._pillow(imaging.for_chat, data)
         picture = Picture(
             data=chat_bytes,

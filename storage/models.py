@@ -132,18 +132,19 @@ class QuotaUsage(Base):
 
 
 class Image(Base):
-    """An image's bytes; or, while `data` is None, a platform file not fetched yet (a photo sent
-    without a prompt is only fetched when an edit needs it, after that edit was admitted)."""
+    """An image's bytes; or, while `data` is empty and `file_id` set, a platform file not
+    fetched yet (a photo is only fetched when an edit of it runs, after that edit was admitted;
+    its `sha256` is a unique placeholder, as the bytes are unknown)."""
 
     __tablename__ = "images"
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
     mime: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(Integer)
-    data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     # the platform file it comes from (bot.domain.FileRef), while not fetched
     file_platform: Mapped[str | None] = mapped_column(String(PLATFORM_LEN))
     file_id: Mapped[str | None] = mapped_column(Text)
@@ -163,7 +164,8 @@ class Edit(Base):
     __tablename__ = "edits"
     __table_args__ = (
         Index("ix_edits_user_id_created_at", "user_id", "created_at"),
-        Index("ix_edits_status_rank_id", "status", "rank", "id"),
+        Index("ix_edits_status_rank_id", "status", "rank", "id"),  # the claim's order
+        Index("uq_edits_key", "key", unique=True),
         # At most one job per user at the API at once, whichever process claims it.
         Index(
             "uq_edits_user_id_working",
@@ -191,19 +193,20 @@ class Edit(Base):
     text_mode: Mapped[bool] = mapped_column(Boolean)
     negative_prompt: Mapped[str] = mapped_column(CleanText, default="", server_default="")
     # the job: where to answer, the unit it holds, who works on it
-    key: Mapped[str | None] = mapped_column(String(160), unique=True)  # idempotency key
+    key: Mapped[str | None] = mapped_column(String(160))  # idempotency key (unique index)
     quota_day: Mapped[date | None] = mapped_column(Date)  # None: costs no unit
     rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     reply_to: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
-    origin_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     note_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))  # until deleted
     answer: Mapped[str | None] = mapped_column(CleanText)  # a failure's text, until sent
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
     message_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
+    # set once a picture went out: from then on no cancel and no refund, even if requeued
+    delivery_started: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     status: Mapped[str] = mapped_column(String(16))

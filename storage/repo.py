@@ -9,6 +9,7 @@ SQLite every writing transaction also holds the write lock from its start (see s
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -198,7 +199,7 @@ class SqlStore:
         async with self._tx() as session:
             await session.execute(
                 update(Image)
-                .where(Image.id == image_id, Image.data.is_(None))
+                .where(Image.id == image_id, Image.mime == "")
                 .values(data=data, mime=mime, width=width, height=height, size_bytes=len(data))
                 .execution_options(synchronize_session=False)
             )
@@ -211,14 +212,14 @@ class SqlStore:
             if image is None:
                 raise KeyError(image_id)
             file = None
-            if image.data is None:
+            if image.mime == "":  # pending: known only as a platform file
                 assert image.file_platform is not None and image.file_id is not None
                 file = FileRef(
                     image.file_platform, image.file_id, image.size_bytes or None, image.file_name
                 )
             return StoredImage(
                 id=image.id,
-                data=image.data or b"",
+                data=image.data,
                 mime=image.mime,
                 width=image.width,
                 height=image.height,
@@ -248,6 +249,8 @@ class SqlStore:
                     edit = replace(edit, source_image_id=image_id)
                 return await self._admit(session, edit, day, quota, max_waiting)
         except IntegrityError:  # the same key, admitted by another process just now
+            if edit.key is None:
+                raise
             async with self._tx(read_only=True) as session:
                 found = await session.scalar(select(Edit.id).where(Edit.key == edit.key))
             if found is None:
@@ -271,6 +274,10 @@ class SqlStore:
     async def _admit(
         self, session: AsyncSession, edit: NewEdit, day: date, quota: int, max_waiting: int
     ) -> Admission:
+        # The unit first: its row lock makes one user's admissions take turns, so the count
+        # below is exact on PostgreSQL too.
+        if not await self._reserve(session, edit.user_id, day, quota):
+            return Admission(0, refused="quota")
         mine = (Edit.user_id == edit.user_id,)
         counts = dict(
             (await session.execute(
@@ -280,9 +287,8 @@ class SqlStore:
             )).tuples().all()
         )  # fmt: skip
         if max_waiting and counts.get(EditStatus.QUEUED, 0) >= max_waiting:
+            await _release(session, edit.user_id, day)
             return Admission(0, refused="busy")
-        if not await self._reserve(session, edit.user_id, day, quota):
-            return Admission(0, refused="quota")
         options = edit.options
         row = Edit(
             user_id=edit.user_id,
@@ -301,7 +307,6 @@ class SqlStore:
             rank=sum(counts.values()),  # a user's n-th waiting job comes after others' first
             attempts=0,
             reply_to=edit.reply_to,
-            origin_id=edit.origin_id,
             language=edit.language,
             notes="",
             status=EditStatus.QUEUED,
@@ -360,7 +365,11 @@ class SqlStore:
         return None if row is None else _edit_record(row)
 
     async def has_queued(self, platforms: list[str]) -> bool:
-        query = select(Edit.id).where(Edit.status == EditStatus.QUEUED)
+        """Whether a queued edit could be claimed now (its user has none at the API)."""
+        busy_users = select(Edit.user_id).where(Edit.status.in_(EditStatus.WORKING))
+        query = select(Edit.id).where(
+            Edit.status == EditStatus.QUEUED, Edit.user_id.not_in(busy_users)
+        )
         async with self._tx(read_only=True) as session:
             found = await session.scalar(query.where(Edit.platform.in_(platforms)).limit(1))
             return found is not None
@@ -395,7 +404,12 @@ class SqlStore:
                 update(Edit)
                 .where(Edit.id.in_(edit_ids), Edit.lease_owner == owner)
                 .where(Edit.status.in_(EditStatus.WORKING))
-                .values(status=EditStatus.QUEUED, lease_owner=None, lease_until=None)
+                .values(  # handed back, not died: no attempt spent
+                    status=EditStatus.QUEUED,
+                    lease_owner=None,
+                    lease_until=None,
+                    attempts=Edit.attempts - 1,
+                )
                 .execution_options(synchronize_session=False)
             )
 
@@ -406,19 +420,28 @@ class SqlStore:
         seed: int | None,
         notes: tuple[str, ...],
         timings: EditTimings,
-    ) -> None:
+        *,
+        owner: str | None = None,
+    ) -> bool:
+        which = (
+            [Edit.id == edit_id]
+            if owner is None
+            else [Edit.id == edit_id, Edit.lease_owner == owner]
+        )
         async with self._tx() as session:
-            await session.execute(
+            result = await session.execute(
                 update(Edit)
-                .where(Edit.id == edit_id)
+                .where(*which)
                 .values(
                     result_image_id=result_image_id,
                     seed=seed,
                     notes=",".join(notes),
                     **_timing_values(timings),
                 )
+                .returning(Edit.id)
                 .execution_options(synchronize_session=False)
             )
+            return result.scalar_one_or_none() is not None
 
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
         async with self._tx() as session:
@@ -426,7 +449,7 @@ class SqlStore:
                 update(Edit)
                 .where(Edit.id == edit_id, Edit.lease_owner == owner)
                 .where(Edit.status == EditStatus.RUNNING)
-                .values(status=EditStatus.DELIVERING)
+                .values(status=EditStatus.DELIVERING, delivery_started=True)
                 .returning(Edit.id)
                 .execution_options(synchronize_session=False)
             )
@@ -441,11 +464,13 @@ class SqlStore:
         timings: EditTimings | None = None,
         message: MessageRef | None = None,
         answer: str | None = None,
+        owner: str | None = None,
     ) -> bool:
-        """End an open edit: SUCCEEDED from delivering (making its result current and
-        `message` repliable), FAILED or REFUSED from any open state (giving its unit back,
-        keeping `answer` for its user until `answered`). False, changing nothing, if it had
-        ended already."""
+        """End an open edit (if `owner` is given, only while it holds the lease):
+        SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
+        or REFUSED from any open state (giving its unit back, keeping `answer` for its user
+        until `answered`). False, changing nothing, if it had ended already or is not
+        `owner`'s."""
         succeeded = status == EditStatus.SUCCEEDED
         since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
@@ -456,15 +481,19 @@ class SqlStore:
         if timings is not None:
             values.update(_timing_values(timings))
         async with self._tx() as session:
+            which = [Edit.id == edit_id, Edit.status.in_(since)]
+            if owner is not None:
+                which.append(Edit.lease_owner == owner)
             row = await session.scalar(
                 update(Edit)
-                .where(Edit.id == edit_id, Edit.status.in_(since))
+                .where(*which)
                 .values(**values)
                 .returning(Edit)
                 .execution_options(synchronize_session=False)
             )
             if row is None:
                 return False
+            await _move_up(session, row)
             if not succeeded:
                 if row.quota_day is not None:
                     await _release(session, row.user_id, row.quota_day)
@@ -486,7 +515,7 @@ class SqlStore:
             rows = (
                 await session.scalars(
                     update(Edit)
-                    .where(*which)
+                    .where(*which, Edit.delivery_started.is_(False))
                     .where(Edit.status.in_((EditStatus.QUEUED, EditStatus.RUNNING)))
                     .values(
                         status=EditStatus.CANCELLED,
@@ -500,6 +529,7 @@ class SqlStore:
                 )
             ).all()
             for row in rows:
+                await _move_up(session, row)
                 if row.quota_day is not None:
                     await _release(session, row.user_id, row.quota_day)
             return [_edit_record(row) for row in rows]
@@ -513,19 +543,29 @@ class SqlStore:
                 .execution_options(synchronize_session=False)
             )
 
-    async def leftovers(
+    async def take_leftovers(
         self, platforms: list[str], ended_before: datetime, limit: int = 20
     ) -> list[EditRecord]:
-        async with self._tx(read_only=True) as session:
-            rows = await session.scalars(
-                select(Edit)
-                .where(Edit.status.not_in(EditStatus.OPEN), Edit.platform.in_(platforms))
-                .where(Edit.finished_at < ended_before)
-                .where(or_(Edit.note_id.is_not(None), Edit.answer.is_not(None)))
-                .order_by(Edit.id)
-                .limit(limit)
-            )
-            return [_edit_record(row) for row in rows]
+        pick = (
+            select(Edit)
+            .where(Edit.status.not_in(EditStatus.OPEN), Edit.platform.in_(platforms))
+            .where(Edit.finished_at < ended_before)
+            .where(or_(Edit.note_id.is_not(None), Edit.answer.is_not(None)))
+            .order_by(Edit.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        async with self._tx() as session:
+            taken = [_edit_record(row) for row in await session.scalars(pick)]
+            if taken:
+                await session.execute(
+                    update(Edit)
+                    .where(Edit.id.in_([edit.id for edit in taken]))
+                    .values(note_id=None, answer=None)
+                    .execution_options(synchronize_session=False)
+                )
+            return taken
 
     async def set_note(self, edit_id: int, note_id: str | None) -> None:
         async with self._tx() as session:
@@ -658,19 +698,20 @@ def _edit_record(row: Edit) -> EditRecord:
         quota_day=row.quota_day,
         attempts=row.attempts,
         reply_to=row.reply_to,
-        origin_id=row.origin_id,
         language=row.language,
         note_id=row.note_id,
         answer=row.answer,
         finished_at=row.finished_at,
         notes=tuple(note for note in row.notes.split(",") if note),
         message_id=row.message_id,
+        delivery_started=row.delivery_started,
     )
 
 
 def _pending_image(file: FileRef) -> Image:
-    return Image(
-        sha256=None, mime="", width=0, height=0, size_bytes=file.size or 0, data=None,
+    return Image(  # mime "" marks it pending; the sha256 is a placeholder until it is fetched
+        sha256=f"pending-{secrets.token_hex(16)}", mime="", width=0, height=0,
+        size_bytes=file.size or 0, data=b"",
         file_platform=file.platform, file_id=file.file_id, file_name=file.filename,
         created_at=utcnow(),
     )  # fmt: skip
@@ -683,6 +724,18 @@ def _timing_values(timings: EditTimings) -> dict[str, int]:
         "api_ms": timings.api_ms,
         "total_ms": timings.total_ms,
     }
+
+
+async def _move_up(session: AsyncSession, ended: Edit) -> None:
+    """The user's edits admitted after `ended` counted it in their rank: one less now, so a
+    user's n-th open edit always waits behind everyone's (n-1)-th, and none starves."""
+    await session.execute(
+        update(Edit)
+        .where(Edit.user_id == ended.user_id, Edit.status == EditStatus.QUEUED)
+        .where(Edit.id > ended.id, Edit.rank > 0)
+        .values(rank=Edit.rank - 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _release(session: AsyncSession, user_id: int, day: date) -> None:

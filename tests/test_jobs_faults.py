@@ -278,8 +278,9 @@ async def test_two_processes_share_one_queue_and_never_run_the_same_job(
     db_url: str, store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
 ) -> None:
     """Two `stepedit run` on one database (PostgreSQL in production; SQLite here too, as one
-    file shared by two engines): every job runs once, in one of them."""
-    stepfun.delay = 0.1
+    file shared by two engines): every job runs once, in one of them. (12 users, so neither
+    can hold them all: each has 4 workers.)"""
+    stepfun.delay = 0.3
     messengers = [FakeMessenger(), FakeMessenger()]
     stores = [store, SqlStore(create_engine(db_url))]
     services = [
@@ -292,7 +293,7 @@ async def test_two_processes_share_one_queue_and_never_run_the_same_job(
         messenger.files = messengers[0].files  # the platform's files, fetched by either
     ids = []
     for n, upload in enumerate(files):
-        request = EditRequest(user(n % 4), CHAT, f"edit {n}", upload=upload, key=f"k{n}")
+        request = EditRequest(user(n), CHAT, f"edit {n}", upload=upload, key=f"k{n}")
         ids.append((await services[0].submit(request)).edit_id)
     try:
         for service in services:

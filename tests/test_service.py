@@ -658,7 +658,7 @@ async def test_one_user_has_one_edit_at_the_api_and_others_go_first(
 ) -> None:
     editor = CountingEditor(client)
     service = await start_service(concurrency=3, daily_quota=0, editor=editor)
-    stepfun.delay = 0.3
+    stepfun.delay = 1.0  # Bob's edit is surely taken before Alice's first one ends
     admissions = [
         await service.submit(photo_request(messenger, f"alice edit {n}")) for n in range(3)
     ]

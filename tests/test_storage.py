@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from alembic import command
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from bot.domain import (
     EditOptions,
@@ -17,7 +19,7 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
-from storage.db import create_engine, migrate, normalize_url, safe_url
+from storage.db import alembic_config, create_engine, migrate, normalize_url, safe_url
 from storage.models import Base
 from storage.repo import SqlStore
 from tests.jobs import deliver, queued
@@ -337,3 +339,59 @@ async def test_data_survives_restart(db_url: str) -> None:
         assert await store.quota_used(user.id, DAY) == 2  # the edit's unit and the one above
     finally:
         await store.aclose()
+
+
+async def test_the_jobs_migration_ends_edits_a_crash_left_running_and_refunds_them(
+    db_url: str,
+) -> None:
+    await migrate(db_url, "0001")
+    engine = create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO users (id, platform, external_id, negative_prompt, created_at) "
+                "VALUES (1, 'telegram', '5', '', CURRENT_TIMESTAMP)"
+            ))  # fmt: skip
+            await conn.execute(text(
+                "INSERT INTO images (id, sha256, mime, width, height, size_bytes, data, created_at)"
+                " VALUES (1, 'x', 'image/png', 1, 1, 1, :data, CURRENT_TIMESTAMP)"
+            ), {"data": b"x"})  # fmt: skip
+            await conn.execute(text(
+                "INSERT INTO edits (user_id, platform, chat_id, source_image_id, prompt, steps, "
+                "cfg_scale, text_mode, negative_prompt, status, created_at) VALUES "
+                "(1, 'telegram', '5', 1, 'snow', 8, 1.0, false, '', 'running', :created)"
+            ), {"created": datetime.now(UTC)})  # fmt: skip
+            await conn.execute(
+                text("INSERT INTO quota_usage (user_id, day, used) VALUES (1, :day, 1)"),
+                {"day": datetime.now(UTC).date()},
+            )
+        await migrate(engine)
+        store = SqlStore(engine)
+        edit = await store.get_edit(1)
+        assert edit is not None and (edit.status, edit.error) == ("failed", "interrupted")
+        assert await store.quota_used(1, datetime.now(UTC).date()) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_the_jobs_migration_goes_down_and_up_again(db_url: str) -> None:
+    store = SqlStore(create_engine(db_url))
+    try:
+        await migrate(store.engine)
+        user = await store.get_or_create_user(ALICE)
+        image = await store.save_image(b"kept", "image/png", 8, 8)
+        await store.set_current(user.id, "telegram", "1", ShownImage(image, None))
+        async with store.engine.begin() as conn:
+            await conn.run_sync(_downgrade, "0001")
+        assert await _alembic_versions(db_url) == ["0001"]
+        await migrate(store.engine)
+        assert await store.current(user.id, "telegram", "1") == ShownImage(image, None)
+        assert await _alembic_versions(db_url) == ["0002"]
+    finally:
+        await store.aclose()
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)

@@ -244,3 +244,89 @@ async def test_a_pending_image_is_a_file_until_filled(store: SqlStore) -> None:
     # the same bytes as a stored image still dedup elsewhere; a fill never collides with them
     same = await store.save_image(b"jpeg bytes", "image/jpeg", 640, 480)
     assert same != image_id
+
+
+async def test_a_process_that_lost_its_lease_can_neither_keep_nor_end_the_edit(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store), quota=5)
+    assert await store.claim("slow", datetime.now(UTC) + timedelta(seconds=1), ["telegram"])
+    assert await store.requeue_expired(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    assert await store.claim(OWNER, later(), ["telegram"])  # another process has it now
+    result = await store.save_image(b"late", "image/png", 8, 8)
+    assert not await store.record_result(edit_id, result, 1, (), EditTimings(), owner="slow")
+    assert not await store.finish_edit(edit_id, EditStatus.FAILED, error="late", owner="slow")
+    assert await store.quota_used(user.id, DAY) == 1  # its unit is still held for the new owner
+    assert await store.record_result(edit_id, result, 1, (), EditTimings(), owner=OWNER)
+
+
+async def test_an_edit_whose_picture_went_out_cannot_be_cancelled_even_when_requeued(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store), quota=5)
+    assert await store.claim(OWNER, datetime.now(UTC) + timedelta(seconds=1), ["telegram"])
+    result = await store.save_image(b"r", "image/png", 8, 8)
+    await store.record_result(edit_id, result, None, (), EditTimings())
+    assert await store.start_delivery(edit_id, OWNER)  # ...and the process dies while sending
+    assert await store.requeue_expired(datetime.now(UTC) + timedelta(seconds=2)) == 1
+    assert await store.cancel_edits(user.id, "telegram", "55") == []
+    assert await store.quota_used(user.id, DAY) == 1
+
+
+async def test_a_users_next_edit_moves_up_when_one_ends(store: SqlStore) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    bob = await store.get_or_create_user(BOB)
+    carol = await store.get_or_create_user(UserRef("telegram", "3003"))
+    source = await _source(store)
+    a1, a2 = await queued(store, alice.id, source), await queued(store, alice.id, source)
+    first = await store.claim(OWNER, later(), ["telegram"])
+    assert first is not None and first.id == a1
+    assert await store.finish_edit(a1, EditStatus.FAILED, error="x")
+    b1 = await queued(store, bob.id, source)  # newcomers come after Alice's next one,
+    c1 = await queued(store, carol.id, source)  # now her first waiting edit
+    order = []
+    while (edit := await store.claim(OWNER, later(), ["telegram"])) is not None:
+        order.append(edit.id)
+    assert order == [a2, b1, c1]
+
+
+async def test_a_graceful_hand_back_costs_no_attempt(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store))
+    for _ in range(5):
+        assert await store.claim(OWNER, later(), ["telegram"]) is not None
+        await store.requeue(OWNER, [edit_id])
+    edit = await store.get_edit(edit_id)
+    assert edit is not None and edit.attempts == 0
+
+
+async def test_leftovers_are_taken_once(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    edit_id = await queued(store, user.id, await _source(store))
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    await store.set_note(edit_id, "n1")
+    assert await store.finish_edit(edit_id, EditStatus.FAILED, error="x", answer="Sorry")
+    taken = await store.take_leftovers(["telegram"], later())
+    assert [(e.id, e.note_id, e.answer) for e in taken] == [(edit_id, "n1", "Sorry")]
+    assert await store.take_leftovers(["telegram"], later()) == []
+
+
+async def test_the_waiting_limit_holds_for_requests_at_the_same_moment(db_url: str) -> None:
+    from storage.db import migrate
+
+    stores = [SqlStore(create_engine(db_url)) for _ in range(3)]
+    try:
+        await migrate(stores[0].engine)
+        user = await stores[0].get_or_create_user(ALICE)
+        source = await _source(stores[0])
+        new = NewEdit(user.id, "telegram", "55", None, source, "x", EditOptions())
+        results = await asyncio.gather(
+            *(s.admit(new, day=DAY, quota=10, max_waiting=1) for s in stores for _ in range(2))
+        )
+        assert sum(r.refused is None for r in results) == 1
+        assert await stores[0].quota_used(user.id, DAY) == 1
+    finally:
+        for s in stores:
+            await s.aclose()
