@@ -143,7 +143,6 @@ class EditStatus:
     REFUSED = "refused"
     CANCELLED = "cancelled"
 
-    WAITING = (QUEUED,)
     WORKING = (RUNNING, DELIVERING)
     OPEN = (QUEUED, RUNNING, DELIVERING)
 

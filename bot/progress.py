@@ -44,10 +44,6 @@ class NoteBoard:
         self._on_change = on_change
         self.min_interval = min_interval
 
-    def shown(self, edit_id: int) -> str | None:
-        note = self._notes.get(edit_id)
-        return None if note is None else note.wanted or None
-
     def show(
         self,
         edit_id: int,
