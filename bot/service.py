@@ -150,7 +150,10 @@ class EditService:
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
         self._waiting_here: dict[int, tuple[Address, int]] = {}  # queued here: place last shown
         self._ended: dict[int, asyncio.Future[EditRecord]] = {}
-        self._wake = asyncio.Event()
+        # "There may be a job to claim": one idle worker at a time looks (SQLite has one
+        # writer; a claim by every idle worker would only queue them up), and on success
+        # passes the word on. A word said while no worker waits stays until one does.
+        self._nudges: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
@@ -174,7 +177,6 @@ class EditService:
         """Take no more jobs, let running ones finish for up to `grace` seconds, and give the
         rest back to the queue for the next start (of this process or another)."""
         self._stopping = True
-        self._wake.set()
         held = dict(self._held)
         for edit_id, task in held.items():
             if edit_id not in self._committed:  # not at the API yet: back to the queue now
@@ -238,7 +240,7 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
-            self._wake.set()
+            self._nudge()
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, to)
         return admission
@@ -314,7 +316,6 @@ class EditService:
 
     async def _worker(self) -> None:
         while not self._stopping:
-            self._wake.clear()
             try:
                 edit = await self.store.claim(
                     self._owner, self._lease_end(), list(self._messengers)
@@ -323,9 +324,9 @@ class EditService:
                 log.exception("could not claim a job; trying again")
                 edit = None
             if edit is None:
-                await self._wake.wait()
+                await self._nudges.get()
                 continue
-            self._wake.set()  # there may be more: let the next idle worker look
+            self._nudge()  # there may be more: the next idle worker looks
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
                 continue
             if self._stopping:  # claimed while stop() began: hand it back untouched
@@ -340,7 +341,11 @@ class EditService:
             finally:
                 self._held.pop(edit.id, None)
                 self._committed.discard(edit.id)
-                self._wake.set()  # the user's next job may be claimable now
+            # and this worker looks for the next job at once (the user's next may be free now)
+
+    def _nudge(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):  # a word is out already
+            self._nudges.put_nowait(None)
 
     async def _scout(self) -> None:
         """Wake the idle workers when jobs wait that this process did not admit (queued by
@@ -351,7 +356,7 @@ class EditService:
                 if len(self._held) < self._workers and await self.store.has_queued(
                     list(self._messengers)
                 ):
-                    self._wake.set()
+                    self._nudge()
             except Exception:
                 log.exception("could not look for queued jobs")
 
@@ -363,7 +368,7 @@ class EditService:
                 if self._held:
                     await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
                 if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
-                    self._wake.set()
+                    self._nudge()
             except Exception:
                 log.exception("lease heartbeat failed; trying again")
 
