@@ -271,7 +271,10 @@ class TelegramBot:
 
         async def in_order(chat_updates: list[Update]) -> None:
             for update in chat_updates:
-                await self.app.process_update(update)  # errors go to on_error
+                try:
+                    await self.app.process_update(update)  # handler errors go to on_error
+                except Exception:  # on_error itself failed: never let it stop the polling
+                    log.exception("update %s could not be handled", update.update_id)
 
         self.handling += 1
         try:
