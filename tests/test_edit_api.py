@@ -9,10 +9,8 @@ import base64
 import io
 import logging
 import math
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -34,53 +32,20 @@ from bot.errors import (
     PromptTooLong,
     StepEditError,
 )
+from tests.edit_api_helpers import chain, client_for, free_port
 from tests.fakes.stepfun import MALFORMED_KINDS, FakeStepFun, make_image, run_fake_stepfun
 
 PNG = make_image(64, 48)
 SECRET = "sk-SECRET-do-not-log-0123456789"
 
 
-@asynccontextmanager
-async def client_for(fake: FakeStepFun, **kw: Any) -> AsyncIterator[EditApiClient]:
-    """A client with tiny backoffs so retry tests stay fast."""
-    settings: dict[str, Any] = {
-        "base_url": fake.base_url,
-        "api_key": fake.api_key,
-        "retries": 2,
-        "backoff": 0.001,
-        "max_backoff": 0.01,
-        "timeout": 5.0,
-    }
-    settings.update(kw)
-    client = EditApiClient(**settings)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def edit(client: EditApiClient, prompt: str = "make it red", **options: Any) -> Any:
     return await client.edit(PNG, "photo.png", "image/png", prompt, EditOptions(**options))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def size_of(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as im:
         return im.size
-
-
-def chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 # --------------------------------------------------------------------------- the request

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -20,28 +17,10 @@ import bot.edit_api
 from bot.domain import EditOptions
 from bot.edit_api import MAX_REPLY_BYTES, MAX_RESULT_BYTES, EditApiClient
 from bot.errors import ApiProtocolError, ApiTimeout, ApiUnavailable
+from tests.edit_api_helpers import chain, client_for, free_port
 from tests.fakes.stepfun import FakeStepFun, make_image, run_fake_stepfun
 
 PNG = make_image(64, 48)
-
-
-@asynccontextmanager
-async def client_for(fake: FakeStepFun, **kw: Any) -> AsyncIterator[EditApiClient]:
-    """A client with tiny backoffs so retry tests stay fast."""
-    settings: dict[str, Any] = {
-        "base_url": fake.base_url,
-        "api_key": fake.api_key,
-        "retries": 2,
-        "backoff": 0.001,
-        "max_backoff": 0.01,
-        "timeout": 5.0,
-    }
-    settings.update(kw)
-    client = EditApiClient(**settings)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def edit(client: EditApiClient, image: bytes = PNG) -> Any:
@@ -53,12 +32,7 @@ def reply_with(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def no_httpx_in(exc: BaseException) -> bool:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return not any(isinstance(e, httpx.HTTPError) for e in seen)
+    return not any(isinstance(e, httpx.HTTPError) for e in chain(exc))
 
 
 # --------------------------------------------------------------------------- when to send again
@@ -123,9 +97,7 @@ async def test_answer_dropped_after_headers_is_not_resent(stepfun: FakeStepFun) 
 
 
 async def test_refused_connection_is_resent_until_the_server_is_up() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     client = EditApiClient(
         base_url=f"http://127.0.0.1:{port}/v1",
         api_key="test-key",

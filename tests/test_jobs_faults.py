@@ -89,7 +89,7 @@ async def running(
 
 
 async def submit(service: EditService, messenger: FakeMessenger, n: int = 0, **kw: Any) -> int:
-    upload = messenger.add_file(PHOTO)
+    upload = messenger.upload(PHOTO)
     request = EditRequest(user(n), CHAT, kw.pop("prompt", "make it snow"), upload=upload,
                           answer_to=f"m{len(messenger.files)}", **kw)  # fmt: skip
     return (await service.submit(request)).edit_id
@@ -167,7 +167,7 @@ async def test_a_refund_goes_back_to_the_day_the_unit_was_taken(
     clock = Clock()
     service = await running(clock=clock)
     messenger.hold_fetch = asyncio.Event()
-    upload = messenger.add_file(b"this is not an image")
+    upload = messenger.upload(b"this is not an image")
     request = EditRequest(user(), CHAT, "make it snow", upload=upload)
     edit_id = (await service.submit(request)).edit_id
     day_one = clock.now.date()
@@ -288,7 +288,7 @@ async def test_two_processes_share_one_queue_and_never_run_the_same_job(
     ]
     for service, messenger in zip(services, messengers, strict=True):
         service.attach(messenger)
-    files = [messengers[0].add_file(PHOTO) for _ in range(12)]
+    files = [messengers[0].upload(PHOTO) for _ in range(12)]
     for messenger in messengers[1:]:
         messenger.files = messengers[0].files  # the platform's files, fetched by either
     ids = []
@@ -304,7 +304,7 @@ async def test_two_processes_share_one_queue_and_never_run_the_same_job(
         for service in services:
             await service.stop(grace=1)
         await stores[1].aclose()
-    delivered = [picture.edit_id for m in messengers for _, picture in m.pictures]
+    delivered = [sent.picture.edit_id for m in messengers for sent in m.pictures]
     assert sorted(delivered) == sorted(ids)  # each once, in one process or the other
     assert len(stepfun.requests) == 12
     assert all(m.pictures for m in messengers)  # both took part

@@ -1,42 +1,66 @@
 """A Messenger (bot.ports) that records what a user would see, for tests of the core without a
-chat platform. Files are served from a dict; each method can be held (an asyncio.Event) or made
-to fail, to stage what happens while a picture is being sent or a photo fetched."""
+chat platform. Uploaded files are kept in memory and fetched on demand; every answer is recorded.
+Each method can be held (an asyncio.Event) or made to fail, to stage what happens while a
+picture is being sent or a photo fetched."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bot.domain import Address, FileRef, MessageRef, Picture
 
 
 @dataclass
-class Note:
+class Sent:
+    """A picture the platform delivered, where to, and the message that shows it."""
+
     to: Address
-    text: str
-    edit_id: int
+    picture: Picture
+    message: MessageRef
+
+
+@dataclass
+class Note:
+    """A progress note: every text it showed, in order (the first is the one it was sent with)."""
+
+    to: Address
+    edit_id: int  # the edit its cancel button names
+    texts: list[str]
     deleted: bool = False
-    edits: int = 0
+
+    @property
+    def edits(self) -> int:
+        """How often it was edited after it was sent."""
+        return len(self.texts) - 1
 
 
 @dataclass
 class FakeMessenger:
+    """bot.ports.Messenger that keeps uploaded files in memory and records every answer."""
+
     platform: str = "test"
-    files: dict[str, bytes] = field(default_factory=dict)
-    pictures: list[tuple[Address, Picture]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes
+    fetched: list[str] = field(default_factory=list)  # file ids, in fetch order
+    pictures: list[Sent] = field(default_factory=list)
     texts: list[tuple[Address, str]] = field(default_factory=list)
-    notes: dict[str, Note] = field(default_factory=dict)
-    fetched: list[str] = field(default_factory=list)
-    # staging: a set event lets the call through; an exception is raised once
+    notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
+    # staging: a set event lets the call through; `fail_pictures` makes every send_picture raise,
+    # like a platform that is down; `on_picture` runs once a picture is "sent"
     hold_fetch: asyncio.Event | None = None
     hold_picture: asyncio.Event | None = None
-    fail_picture: Exception | None = None
+    fail_pictures: bool = False
+    on_picture: Callable[[Picture], Awaitable[None]] | None = None
     sending_picture: asyncio.Event = field(default_factory=asyncio.Event)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def add_file(self, data: bytes, name: str = "photo.jpg") -> FileRef:
+    def upload(self, data: bytes, filename: str = "photo.jpg") -> FileRef:
+        """A file as a user would send it: known by id, its bytes fetched only on demand."""
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = data
-        return FileRef(self.platform, file_id, len(data), name)
+        return FileRef(self.platform, file_id, len(data), filename)
 
     async def fetch(self, file: FileRef) -> bytes:
         self.fetched.append(file.file_id)
@@ -48,26 +72,35 @@ class FakeMessenger:
         self.sending_picture.set()
         if self.hold_picture is not None:
             await self.hold_picture.wait()
-        if self.fail_picture is not None:
-            error, self.fail_picture = self.fail_picture, None
-            raise error
-        self.pictures.append((to, picture))
-        return MessageRef(self.platform, to.chat_id, f"picture-{len(self.pictures)}")
+        if self.fail_pictures:
+            raise ConnectionError("the chat platform is down")
+        message = MessageRef(self.platform, to.chat_id, f"picture-{next(self._ids)}")
+        self.pictures.append(Sent(to, picture, message))
+        if self.on_picture is not None:
+            await self.on_picture(picture)
+        return message
 
     async def send_text(self, to: Address, text: str) -> None:
         self.texts.append((to, text))
 
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
-        note_id = f"note-{len(self.notes) + 1}"
-        self.notes[note_id] = Note(to, text, edit_id)
+        note_id = f"note-{next(self._ids)}"
+        self.notes[note_id] = Note(to, edit_id, [text])
         return note_id
 
     async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
-        note = self.notes[note_id]
-        note.text, note.edits = text, note.edits + 1
+        assert self.notes[note_id].edit_id == edit_id
+        self.notes[note_id].texts.append(text)
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         self.notes[note_id].deleted = True
 
+    def said(self) -> list[str]:
+        """The texts sent, without where to."""
+        return [text for _, text in self.texts]
+
     def open_notes(self) -> list[Note]:
         return [note for note in self.notes.values() if not note.deleted]
+
+    def all_notes_gone(self) -> bool:
+        return not self.open_notes()
