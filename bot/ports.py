@@ -62,8 +62,17 @@ class EditStore(Protocol):
 
     # images (deduplicated by content)
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int: ...
-    async def save_pending_image(self, file: FileRef) -> int:
-        """An image known only as a platform file, fetched when an edit needs it."""
+    async def keep_upload(
+        self,
+        user_id: int,
+        platform: str,
+        chat_id: str,
+        upload: FileRef,
+        origin: MessageRef | None,
+    ) -> int:
+        """In one transaction: a photo known only as a platform file (fetched when an edit
+        of it runs) becomes the user's current image in the chat, and `origin` (the message
+        holding it) shows it. Its image id."""
         ...
 
     async def fill_image(

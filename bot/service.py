@@ -285,9 +285,7 @@ class EditService:
     ) -> int:
         """Remember a user's photo (not fetched yet) as their current image in this chat, so
         "try again" needs no new upload; fetched when an edit of it runs."""
-        image_id = await self.store.save_pending_image(upload)
-        await self._make_current(user.id, chat, ShownImage(image_id, None), origin)
-        return image_id
+        return await self.store.keep_upload(user.id, chat.platform, chat.id, upload, origin)
 
     def _options(
         self, settings: UserSettings, prompt: str, rerolled: EditRecord | None

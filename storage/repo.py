@@ -184,13 +184,16 @@ class SqlStore:
                 image_id = (await session.execute(query)).scalar_one()
             return image_id
 
-    async def save_pending_image(self, file: FileRef) -> int:
-        """An image known only as a platform file (fetched later); its id."""
-        row = _pending_image(file)
+    async def keep_upload(
+        self,
+        user_id: int,
+        platform: str,
+        chat_id: str,
+        upload: FileRef,
+        origin: MessageRef | None,
+    ) -> int:
         async with self._tx() as session:
-            session.add(row)
-            await session.flush()
-            return row.id
+            return await self._keep_upload(session, user_id, platform, chat_id, upload, origin)
 
     async def fill_image(
         self, image_id: int, data: bytes, mime: str, width: int, height: int
@@ -245,7 +248,9 @@ class SqlStore:
                     if found is not None:
                         return Admission(found, duplicate=True)
                 if upload is not None:
-                    image_id = await self._keep_upload(session, edit, upload, origin)
+                    image_id = await self._keep_upload(
+                        session, edit.user_id, edit.platform, edit.chat_id, upload, origin
+                    )
                     edit = replace(edit, source_image_id=image_id)
                 return await self._admit(session, edit, day, quota, max_waiting)
         except IntegrityError:  # the same key, admitted by another process just now
@@ -258,15 +263,21 @@ class SqlStore:
             return Admission(found, duplicate=True)
 
     async def _keep_upload(
-        self, session: AsyncSession, edit: NewEdit, upload: FileRef, origin: MessageRef | None
+        self,
+        session: AsyncSession,
+        user_id: int,
+        platform: str,
+        chat_id: str,
+        upload: FileRef,
+        origin: MessageRef | None,
     ) -> int:
         """A new photo (pending) becomes the user's current image here, and `origin` (the
-        message holding it) repliable, whether or not the edit is then admitted."""
+        message holding it) repliable, whether or not an edit of it is then admitted."""
         image = _pending_image(upload)
         session.add(image)
         await session.flush()
         shown = ShownImage(image.id, None)
-        await session.execute(self._set_current(edit.user_id, edit.platform, edit.chat_id, shown))
+        await session.execute(self._set_current(user_id, platform, chat_id, shown))
         if origin is not None:
             await session.execute(self._link(origin, shown))
         return image.id

@@ -7,7 +7,16 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from bot.domain import EditOptions, EditStatus, EditTimings, FileRef, MessageRef, NewEdit, UserRef
+from bot.domain import (
+    EditOptions,
+    EditStatus,
+    EditTimings,
+    FileRef,
+    MessageRef,
+    NewEdit,
+    ShownImage,
+    UserRef,
+)
 from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.jobs import DAY, OWNER, deliver, later, queued
@@ -233,7 +242,12 @@ async def test_nul_characters_are_dropped_not_fatal(store: SqlStore) -> None:
 
 
 async def test_a_pending_image_is_a_file_until_filled(store: SqlStore) -> None:
-    image_id = await store.save_pending_image(FileRef("telegram", "AgAC-1", 1234, "cat.png"))
+    user = await store.get_or_create_user(ALICE)
+    file = FileRef("telegram", "AgAC-1", 1234, "cat.png")
+    origin = MessageRef("telegram", "55", "7")
+    image_id = await store.keep_upload(user.id, "telegram", "55", file, origin)
+    assert await store.current(user.id, "telegram", "55") == ShownImage(image_id, None)
+    assert await store.shown_in(origin) == ShownImage(image_id, None)
     pending = await store.load_image(image_id)
     assert pending.data == b"" and pending.file == FileRef("telegram", "AgAC-1", 1234, "cat.png")
     await store.fill_image(image_id, b"jpeg bytes", "image/jpeg", 640, 480)
