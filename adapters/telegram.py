@@ -302,6 +302,8 @@ class TelegramBot:
         upload = checked_file(message)
         chat, origin = chat_ref(message), message_ref(message)
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
+            if await self.service.knows(origin):
+                return  # the same update again (redelivered after a crash): asked already
             await self.service.register_photo(user, chat, upload, origin)
             if self._album_answered_before(message):
                 return  # one question per album, not one per photo

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.domain import Address, ChatRef, EditRequest, EditStatus, UserRef
+from bot.domain import ChatRef, EditRequest, EditStatus, UserRef
 from bot.edit_api import EditApiClient
 from bot.service import MAX_ATTEMPTS, EditService
 from storage.db import create_engine
@@ -246,7 +246,7 @@ async def test_progress_notes_stay_cheap_with_many_waiting(
     edits = sum(note.edits for note in messenger.notes.values())
     assert len(messenger.notes) == 40  # one note per request
     assert edits <= 3 * 40  # "working" once, and only a few place changes each
-    assert all(isinstance(note.to, Address) for note in messenger.notes.values())
+    assert len({note.to.reply_to for note in messenger.notes.values()}) == 40  # each under its own
 
 
 async def test_what_a_dead_process_left_of_an_ended_edit_is_finished_by_another(

@@ -206,3 +206,17 @@ async def test_the_cancel_button_on_the_progress_note_cancels_that_edit(
     await asyncio.sleep(2.5)  # the API's answer comes back meanwhile, and is dropped
     assert [m for m in telegram.sent(ALICE.id) if m.kind == "photo"] == []
     assert await app.quota_used(ALICE) == 0
+
+
+async def test_a_redelivered_uncaptioned_photo_is_asked_about_once(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    sent = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO)
+    question = await app.text_reply(ALICE.id)
+    telegram.redeliver(sent)
+    await app.idle()
+    assert [m for m in telegram.sent(ALICE.id) if m.kind == "text"] == [question]
+    telegram.user_sends_text(ALICE.id, ALICE, "add a hat", reply_to=question.message_id)
+    await app.photo_reply(ALICE.id)
+    assert decode(stepfun.requests[0].image).size == (320, 240)
+    assert telegram.calls_of("getFile") and len(telegram.calls_of("getFile")) == 1
