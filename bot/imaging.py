@@ -1,25 +1,30 @@
 """Turn whatever photo a user sends into what the edit API and the chats accept.
 
-Pure, synchronous functions on bytes (the service runs them in a thread). Every Pillow failure is
-mapped to `InvalidImage` / `ImageTooLarge` / `ImageTooSmall`, and sizes are checked from the header
-before any pixel is decoded, so a decompression bomb never gets to allocate its pixels.
+Pure, synchronous functions on bytes (the service runs them in threads). Every file is hostile
+until its header is checked: `bot.image_headers` reads format, size, frames and orientation from
+the bytes with capped, O(1)-per-step walks and refuses what no honest photo looks like, before
+Pillow parses anything; Pillow then opens only the one format found, and never parses EXIF. Every
+Pillow failure is mapped to `InvalidImage` / `ImageTooLarge` / `ImageTooSmall`.
+
+No global lock: pixels are bounded by the header check (below Pillow's own bomb threshold, so its
+warning cannot fire), and Pillow's decoders release the GIL, so slots run side by side.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import cast
 
-from PIL import ExifTags, Image, ImageCms, ImageFile
+from PIL import Image, ImageCms, ImageFile, PngImagePlugin
 
 from bot.domain import MAX_SIDE, MIN_SIDE
 from bot.errors import ImageTooLarge, ImageTooSmall, InvalidImage, StepEditError
+from bot.image_headers import Header, read_header
 
 NOTE_FIRST_FRAME = "note_first_frame"
 NOTE_DOWNSCALED = "note_downscaled"
@@ -30,12 +35,28 @@ MAX_INPUT_PIXELS = 64_000_000
 MAX_INPUT_BYTES = 50_000_000
 MAX_OUTPUT_BYTES = 10_000_000  # the edit API's upload limit
 
-# Only these decoders ever see user bytes: fewer parsers, less attack surface (no EPS/Ghostscript).
+# Only these decoders ever see user bytes (and each file only the one its header names): fewer
+# parsers, less attack surface (no EPS/Ghostscript).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
+# Our pixel limit is below Pillow's bomb warning threshold (89 Mpx), so the warning cannot fire
+# for our calls; silenced once here anyway (not with catch_warnings per call: that swaps
+# process-wide state, and needed a lock that made every Pillow slot wait for one slow open).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Text chunks are no use to us: Pillow's default allows 64 MB of them inflated per file.
+PngImagePlugin.MAX_TEXT_MEMORY = 4 * PngImagePlugin.MAX_TEXT_CHUNK
+
+# JPEGs decode at a reduced scale; other formats decode in full, at several bytes per pixel at
+# once (a 64 Mpx RGBA PNG peaked at 678 MiB and 3.9 s; WebP goes through an RGBA canvas and took
+# 260 MiB for 16.8 Mpx). These caps keep any one file near 250 MiB and a few seconds of CPU.
+_FULL_DECODE_PIXELS = {"WEBP": 4096 * 4096, "GIF": 4096 * 4096}
+_FULL_DECODE_DEFAULT = 24_000_000  # PNG, TIFF, BMP: a 6000x4000 camera picture
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_API_QUALITIES = (95, 90, 85, 80, 70, 60, 50)
-_CHAT_QUALITIES = (92, 85, 78)
+_API_QUALITIES = (90, 85, 80, 70, 60, 50)
+_CHAT_QUALITIES = (90, 85, 78)
+# A JPEG decoded at 1/2, 1/4 or 1/8 scale (far less time and memory) may end up this much below
+# the target size rather than be decoded in full: 8000x6000 gives 4000x3000 instead of 4096x3072.
+_DRAFT_SLACK = 0.9
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
@@ -50,8 +71,8 @@ _ORIENTATION = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# warnings.catch_warnings swaps process-wide state; serialize our own uses of it.
-_WARNINGS_LOCK = threading.Lock()
+
+Fit = Callable[[tuple[int, int]], tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,24 @@ class NormalizedImage:
     notes: tuple[str, ...]  # text keys: NOTE_FIRST_FRAME, NOTE_DOWNSCALED
 
 
+@dataclass(frozen=True)
+class PictureLimits:
+    """What a platform accepts as a picture shown in the chat (its adapter states them)."""
+
+    max_bytes: int
+    max_side_sum: int | None = None  # width + height
+    max_ratio: float | None = None  # long side / short side
+
+    def shows_as_picture(self, width: int, height: int) -> bool:
+        """Whether a picture this long can be shown at all (else send it as a file): fitting
+        cannot change the ratio without cropping or padding the user's picture."""
+        return self.max_ratio is None or max(width, height) <= self.max_ratio * min(width, height)
+
+
+TELEGRAM_PHOTO = PictureLimits(max_bytes=10_000_000, max_side_sum=10_000, max_ratio=20.0)
+DISCORD_FILE = PictureLimits(max_bytes=10 * 1024 * 1024)
+
+
 def normalize(
     data: bytes,
     *,
@@ -76,7 +115,8 @@ def normalize(
     max_output_bytes: int = MAX_OUTPUT_BYTES,
 ) -> NormalizedImage:
     """Decode an upload (first frame if animated), orient it upright, flatten it onto white, fit it
-    within `max_side` and encode it as a metadata-free JPEG the edit API accepts.
+    within `max_side` and encode it as a metadata-free JPEG the edit API accepts. An upright
+    baseline sRGB JPEG that fits is sent as it is, its metadata cut out at the byte level.
 
     Raises ImageTooLarge (too many bytes or pixels, checked before decoding), ImageTooSmall (a side
     below `min_side`, also after fitting an extreme aspect ratio) or InvalidImage.
@@ -98,47 +138,49 @@ def normalize(
         return target
 
     with _pillow_errors():
-        image, animated, downscaled = _decode_rgb(data, max_input_pixels, fit)
+        header = _header(data, max_input_pixels)
+        size = (header.width, header.height)
+        if fit(size) == size and _sendable_as_is(header, max_output_bytes):
+            return NormalizedImage(header.data, JPEG_MIME, "image.jpg", *size, ())
+        image, downscaled = _decode_rgb(header, fit)
         encoded = _encode_jpeg(image, _API_QUALITIES, max_output_bytes)
     if len(encoded) > max_output_bytes:
         raise ImageTooLarge(
             f"no JPEG of {image.size} within {max_output_bytes} bytes", max_bytes=max_output_bytes
         )
-    notes = tuple(
-        note for note, on in ((NOTE_FIRST_FRAME, animated), (NOTE_DOWNSCALED, downscaled)) if on
-    )
+    flags = ((NOTE_FIRST_FRAME, header.animated), (NOTE_DOWNSCALED, downscaled))
+    notes = tuple(note for note, on in flags if on)
     return NormalizedImage(encoded, JPEG_MIME, "image.jpg", image.width, image.height, notes)
 
 
 def for_chat(
-    data: bytes, *, max_bytes: int = 10_000_000, max_side_sum: int = 10_000
+    data: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_side_sum: int | None = None,
+    limits: PictureLimits = TELEGRAM_PHOTO,
 ) -> tuple[bytes, str]:
-    """A JPEG within Telegram's photo limits (file size and width + height), as sharp as fits.
+    """A JPEG within a platform's picture limits (`limits`; `max_bytes` and `max_side_sum`
+    override its fields), as sharp as fits.
 
     A JPEG that already fits is returned untouched; otherwise quality is lowered a little first,
-    then the picture is downscaled until it fits. Returns (bytes, mime).
+    then the picture is downscaled until it fits. The ratio is left as it is (see
+    `PictureLimits.shows_as_picture`). Returns (bytes, mime).
     """
+    max_bytes = limits.max_bytes if max_bytes is None else max_bytes
+    side_sum = limits.max_side_sum if max_side_sum is None else max_side_sum
 
     def fit(size: tuple[int, int]) -> tuple[int, int]:
-        if sum(size) <= max_side_sum:
+        if side_sum is None or sum(size) <= side_sum:
             return size
-        return _scaled(size, (max_side_sum - 1) / sum(size))  # - 1: each side is rounded
+        return _scaled(size, (side_sum - 1) / sum(size))  # - 1: each side is rounded
 
     with _pillow_errors():
-        if _fits_chat_as_is(data, max_bytes, max_side_sum):
+        header = _header(data, MAX_INPUT_PIXELS)
+        if _fits_chat_as_is(header, data, max_bytes, side_sum):
             return data, JPEG_MIME
-        image, _, _ = _decode_rgb(data, MAX_INPUT_PIXELS, fit)
-        size = image.size
-        while True:
-            scaled = image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
-            encoded = _encode_jpeg(scaled, _CHAT_QUALITIES, max_bytes)
-            if len(encoded) <= max_bytes:
-                return encoded, JPEG_MIME
-            if max(size) <= 1:
-                raise ImageTooLarge(f"no JPEG within {max_bytes} bytes", max_bytes=max_bytes)
-            # File size grows about with the pixel count: aim just under the limit.
-            factor = min(0.9, max(0.25, 0.95 * math.sqrt(max_bytes / len(encoded))))
-            size = max(1, int(size[0] * factor)), max(1, int(size[1] * factor))  # always shrinks
+        image, _ = _decode_rgb(header, fit)
+        return _shrink_to_bytes(image, max_bytes), JPEG_MIME
 
 
 def lossless_png(data: bytes) -> bytes:
@@ -150,14 +192,15 @@ def lossless_png(data: bytes) -> bytes:
     if data.startswith(_PNG_SIGNATURE):
         return data
     with _pillow_errors():
-        source, _ = _open(data, MAX_INPUT_PIXELS)
-        with source:
+        header = _header(data, MAX_INPUT_PIXELS)
+        with _open(header) as source:
             source.load()
             image: Image.Image = source
-            icc = image.info.get("icc_profile")
-            if image.mode not in _PNG_MODES:  # e.g. CMYK: _to_rgb converts to sRGB itself
-                image, icc = _to_rgb(image, keep_alpha=True), None
-            image = _upright(image, _orientation(source))
+            icc = header.icc or image.info.get("icc_profile")
+            if image.mode not in _PNG_MODES:  # e.g. CMYK: converted to sRGB here
+                image, icc = _to_rgb(image, icc, keep_alpha=True)
+                image, icc = _icc_to_srgb(image, icc) or image, None
+            image = _upright(image, header.orientation)
             out = io.BytesIO()
             image.save(out, "PNG", **({"icc_profile": icc} if icc else {}))
             return out.getvalue()
@@ -168,10 +211,8 @@ def image_size(data: bytes) -> tuple[int, int]:
 
     EXIF orientation is not applied (images we store carry none). Raises InvalidImage.
     """
-    with _pillow_errors():
-        source, _ = _open(data, None)
-        with source:
-            return source.size
+    header = _header(data, None)
+    return header.width, header.height
 
 
 # --- internals ---------------------------------------------------------------------------------
@@ -195,72 +236,79 @@ def _pillow_errors() -> Iterator[None]:
         raise InvalidImage(f"cannot decode: {type(exc).__name__}: {exc}") from exc
 
 
-def _open(data: bytes, max_pixels: int | None) -> tuple[ImageFile.ImageFile, bool]:
-    """Open lazily (header only), refuse too many pixels, and move to the first frame.
-
-    Returns (image, whether frames were dropped). Pillow's DecompressionBombWarning is silenced
-    here because we check the size ourselves; its DecompressionBombError still propagates.
-    """
+def _header(data: bytes, max_pixels: int | None) -> Header:
+    """The checked header; with `max_pixels` (we will decode it), also within its format's cap."""
     if not data:
         raise InvalidImage("empty file")
-    with _WARNINGS_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-        try:
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise InvalidImage(f"bad size {width}x{height}")
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(
-                    f"{width}x{height} > {max_pixels} pixels",
-                    max_pixels=max_pixels,
-                    width=width,
-                    height=height,
-                )
-            # Seeking to frame 1 (done by is_animated) can meet a bomb-sized GIF frame too.
-            # MPO is a camera JPEG with extra pictures (e.g. a depth map): frame 0 is the photo.
-            animated = bool(getattr(image, "is_animated", False)) and image.format != "MPO"
-            if animated:
-                image.seek(0)
-        except BaseException:
-            image.close()
-            raise
-    return image, animated
+    header = read_header(data, max_pixels)
+    cap = _FULL_DECODE_PIXELS.get(header.format, _FULL_DECODE_DEFAULT)
+    if max_pixels is not None and header.format != "JPEG" and header.width * header.height > cap:
+        raise ImageTooLarge(
+            f"{header.format} of {header.width}x{header.height} > {cap} pixels",
+            max_pixels=cap,
+            width=header.width,
+            height=header.height,
+        )
+    return header
 
 
-def _decode_rgb(
-    data: bytes, max_pixels: int, fit: Callable[[tuple[int, int]], tuple[int, int]]
-) -> tuple[Image.Image, bool, bool]:
+def _open(header: Header) -> ImageFile.ImageFile:
+    """Open lazily (header only) with the one decoder the checked header names. Never seeks
+    beyond the first frame: we know from the header whether there are more."""
+    image = Image.open(io.BytesIO(header.data), formats=(header.format,))
+    if image.size != (header.width, header.height):  # our check must be about what Pillow reads
+        image.close()
+        raise InvalidImage(f"header says {header.width}x{header.height}, Pillow {image.size}")
+    return image
+
+
+def _sendable_as_is(header: Header, max_bytes: int) -> bool:
+    """An upright baseline sRGB JPEG needs no decoding: its cleaned stream is what the API
+    wants."""
+    return (
+        header.plain_jpeg
+        and header.orientation == 1
+        and len(header.data) <= max_bytes
+        and (header.icc is None or _is_srgb(header.icc))
+    )
+
+
+def _decode_rgb(header: Header, fit: Fit) -> tuple[Image.Image, bool]:
     """Decode to an upright sRGB "RGB" image of the size `fit` picks from the stored size (it may
-    raise, or return the size itself; it must not depend on orientation).
+    raise, or return the size itself; it must not depend on orientation). Downscaling comes
+    before the colour conversion and the rotation, where they are cheap.
 
-    Returns (image, whether frames were dropped, whether it was downscaled).
+    Returns (image, whether it was downscaled).
     """
-    source, animated = _open(data, max_pixels)
-    with source:
-        original = source.size
-        target = fit(original)
-        if target[0] > original[0] or target[1] > original[1]:
-            target = original  # never upscale
-        if target != original and source.format in ("JPEG", "MPO"):
-            # libjpeg can decode at 1/2, 1/4 or 1/8 scale: far less memory and time for a big
-            # photo; Pillow keeps the result at least as large as `target`, we resize exactly.
-            source.draft(None, target)
+    original = (header.width, header.height)
+    target = fit(original)
+    with _open(header) as source:
+        if header.format == "JPEG" and target != original:
+            target = _draft(source, target)
         source.load()
-        image = _to_rgb(source, keep_alpha=True)
+        icc = header.icc or source.info.get("icc_profile")
+        # Flattened before resizing: the same result (both are linear, and Pillow resizes RGBA
+        # premultiplied) for far less memory than resizing RGBA, which copies it twice.
+        image, icc = _to_rgb(source, icc)
+        if image is not source:
+            source.close()  # frees its pixels now (leaving `with` only closes the file)
         if image.size != target:
             image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        image = _upright(image, _orientation(source))
-        return _flatten(image), animated, target != original
+            source.close()
+    image = _icc_to_srgb(image, icc) or image
+    return _upright(image, header.orientation), target != original
 
 
-def _orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1-8); 1 when absent or unreadable. Call after load() (PNG eXIf)."""
-    try:
-        value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # a broken EXIF block is no reason to refuse the photo
-        return 1
-    return value if isinstance(value, int) and value in _ORIENTATION else 1
+def _draft(source: ImageFile.ImageFile, target: tuple[int, int]) -> tuple[int, int]:
+    """Have libjpeg decode at 1/8, 1/4 or 1/2 scale when that is at least nearly `target`;
+    returns the size to resize to (the reduced size itself when it is just below target)."""
+    width, height = source.size
+    for scale in (8, 4, 2):
+        if width / scale >= target[0] * _DRAFT_SLACK and height / scale >= target[1] * _DRAFT_SLACK:
+            source.draft(None, (width // scale, height // scale))
+            reduced = source.size
+            return target if reduced[0] >= target[0] and reduced[1] >= target[1] else reduced
+    return target
 
 
 def _upright(image: Image.Image, orientation: int) -> Image.Image:
@@ -269,52 +317,72 @@ def _upright(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def _to_rgb(image: Image.Image, *, keep_alpha: bool = False) -> Image.Image:
-    """Any mode -> sRGB "RGB" ("RGBA" when `keep_alpha` and it has transparency, so resizing
-    happens before flattening and transparent pixels do not bleed into the edges)."""
+def _to_rgb(
+    image: Image.Image, icc: bytes | None, *, keep_alpha: bool = False
+) -> tuple[Image.Image, bytes | None]:
+    """Any mode -> "RGB", transparency flattened onto white ("RGBA" when `keep_alpha` and it has
+    transparency). A CMYK image with a
+    profile is converted through it here (it cannot wait for after the resize).
+
+    Returns (image, the profile still to apply to it: None once applied)."""
     if image.mode.startswith("I") or image.mode == "F":
         image = _to_8bit(image)
+    if image.mode == "CMYK" and icc:
+        image, icc = _icc_to_srgb(image, icc) or image, None
     transparent = image.mode in _ALPHA_MODES or "transparency" in image.info
     mode = "RGBA" if transparent else "RGB"
-    icc = image.info.get("icc_profile")
-    if icc and image.mode in ("RGB", "RGBA", "CMYK"):
-        converted = _icc_to_srgb(image, icc, "RGBA" if image.mode == "RGBA" else "RGB")
-        if converted is not None:
-            image = converted
     if image.mode != mode:
         image = image.convert(mode)
-    return image if keep_alpha else _flatten(image)
+    return (image if keep_alpha else _flatten(image)), icc
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16/32-bit grey and float -> "L"; a plain convert() would clip 16-bit values to white."""
+    sixteen = image.mode.startswith("I;16")
+    if image.mode not in ("I", "F", "I;16"):  # e.g. big-endian "I;16B": getextrema() refuses it
+        image = image.convert("I")
     low, high = cast(tuple[float, float], image.getextrema())  # one band: (min, max)
     if image.mode == "F":
         scale = 255.0 if low >= 0 and high <= 1 else 1.0
     else:
-        scale = 1 / 256 if image.mode.startswith("I;16") or high > 255 else 1.0
+        scale = 1 / 256 if sixteen or high > 255 else 1.0
     return image.point(lambda value: value * scale).convert("L")
 
 
-def _icc_to_srgb(image: Image.Image, icc: bytes, mode: str) -> Image.Image | None:
+def _is_srgb(icc: bytes) -> bool:
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return "sRGB" in ImageCms.getProfileDescription(profile)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return True  # an unusable profile: the pixels are taken as sRGB
+
+
+def _icc_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image | None:
     """Convert from an embedded colour profile (e.g. an iPhone's Display P3, a print CMYK) to
     sRGB, because the profile is dropped with the rest of the metadata. None if not needed or
     the profile is unusable (then the pixels are taken as sRGB)."""
+    if not icc or image.mode not in ("RGB", "RGBA", "CMYK"):
+        return None
+    if image.mode != "CMYK" and _is_srgb(icc):
+        return None
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if image.mode != "CMYK" and "sRGB" in ImageCms.getProfileDescription(profile):
-            return None
+        mode = "RGBA" if image.mode == "RGBA" else "RGB"
         return ImageCms.profileToProfile(image, profile, _SRGB, outputMode=mode)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
 
 
 def _flatten(image: Image.Image) -> Image.Image:
-    """Transparency onto white (the edit API and JPEG take no alpha); RGB stays as it is."""
+    """Transparency onto white (the edit API and JPEG take no alpha); RGB stays as it is. Pasting
+    through the alpha band needs one new image, where alpha_composite needed three."""
     if image.mode == "RGB":
         return image
-    rgba = image.convert("RGBA")
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*_WHITE, 255)), rgba).convert("RGB")
+    if image.mode != "RGBA":
+        image = image.convert("RGBA")
+    canvas = Image.new("RGB", image.size, _WHITE)
+    canvas.paste(image, mask=image)
+    return canvas
 
 
 def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
@@ -340,15 +408,26 @@ def _encode_jpeg(image: Image.Image, qualities: tuple[int, ...], max_bytes: int)
     return encoded
 
 
-def _fits_chat_as_is(data: bytes, max_bytes: int, max_side_sum: int) -> bool:
-    """A plain upright RGB/grey JPEG within the limits needs no re-encoding (nor quality loss)."""
-    if len(data) > max_bytes or not data.startswith(b"\xff\xd8"):
-        return False
-    source, _ = _open(data, MAX_INPUT_PIXELS)
-    with source:
-        return (
-            source.format == "JPEG"
-            and source.mode in ("RGB", "L")
-            and sum(source.size) <= max_side_sum
-            and _orientation(source) == 1
-        )
+def _shrink_to_bytes(image: Image.Image, max_bytes: int) -> bytes:
+    """A JPEG of `image` within `max_bytes`: lower quality a little first, then downscale."""
+    size = image.size
+    while True:
+        scaled = image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+        encoded = _encode_jpeg(scaled, _CHAT_QUALITIES, max_bytes)
+        if len(encoded) <= max_bytes:
+            return encoded
+        if max(size) <= 1:
+            raise ImageTooLarge(f"no JPEG within {max_bytes} bytes", max_bytes=max_bytes)
+        # File size grows about with the pixel count: aim just under the limit.
+        factor = min(0.9, max(0.25, 0.95 * math.sqrt(max_bytes / len(encoded))))
+        size = max(1, int(size[0] * factor)), max(1, int(size[1] * factor))  # always shrinks
+
+
+def _fits_chat_as_is(header: Header, data: bytes, max_bytes: int, max_side_sum: int | None) -> bool:
+    """A plain upright JPEG within the limits needs no re-encoding (nor quality loss)."""
+    return (
+        header.plain_jpeg
+        and header.orientation == 1
+        and len(data) <= max_bytes
+        and (max_side_sum is None or header.width + header.height <= max_side_sum)
+    )

@@ -54,6 +54,14 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "⏳ Queued: you're number {position} in line.",
         ZH: "⏳ 排队中：你排在第 {position} 位。",
     },
+    "working_more": {
+        EN: "🎨 Editing… ({count} more of yours queued)",
+        ZH: "🎨 正在修改…（你还有 {count} 个在排队）",
+    },
+    "queued_many": {
+        EN: "⏳ Queued: {count} of yours, the next is number {position} in line.",
+        ZH: "⏳ 排队中：你有 {count} 个修改，下一个排在第 {position} 位。",
+    },
     "caption": {EN: "{prompt}\n\nseed {seed}", ZH: "{prompt}\n\n种子 {seed}"},
     "caption_original": {EN: "The original photo.", ZH: "原始照片。"},
     "caption_full_plain": {EN: "Full quality, lossless PNG.", ZH: "原图，无损 PNG。"},
@@ -139,6 +147,12 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "I couldn't read that file as an image. Please send a JPEG, PNG, WebP, GIF, BMP "
         "or TIFF photo.",
         ZH: "无法识别这个文件。请发送 JPEG、PNG、WebP、GIF、BMP 或 TIFF 图片。",
+    },
+    "error_unsupported_format": {
+        EN: "I can't read {format} files yet. Please send the picture as a JPEG, PNG, WebP or "
+        "GIF (sending it as a photo rather than a file also works).",
+        ZH: "暂不支持 {format} 格式。请以 JPEG、PNG、WebP 或 GIF 格式发送"
+        "（或以照片而非文件的方式发送）。",
     },
     "error_image_too_large": {
         EN: "That file is too large for me to process. Please send a smaller image.",

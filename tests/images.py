@@ -9,7 +9,7 @@ import struct
 import zlib
 from typing import Any
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageChops
 
 Color = tuple[int, int, int]
 FRAME_COLORS: tuple[Color, ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))
@@ -89,3 +89,52 @@ def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def photo_like(width: int, height: int, *, noise: int = 16, seed: int = 0) -> Image.Image:
+    """An RGB picture with smooth gradients plus uniform noise of +-`noise` levels: about as hard
+    to compress as a camera photo (a 6000x4000 one is ~7 MB as JPEG quality 90)."""
+    gx = Image.linear_gradient("L").rotate(90).resize((width, height), Image.Resampling.BILINEAR)
+    gy = Image.linear_gradient("L").resize((width, height), Image.Resampling.BILINEAR)
+    base = Image.merge("RGB", (gx, gy, ImageChops.invert(gx)))
+    pixels = random.Random(seed).randbytes(width * height * 3)
+    grain = Image.frombytes("RGB", (width, height), pixels).point(
+        lambda v: 128 - noise + v * 2 * noise // 255
+    )
+    return ImageChops.add(base, grain, offset=-128)
+
+
+def exif_bytes(orientation: int) -> bytes:
+    """An EXIF block (as Pillow's `exif=` save parameter takes it) holding only an orientation."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    return exif.tobytes()
+
+
+def tiff_with_entries(entries: int, block: int, *, distinct_tags: bool) -> bytes:
+    """A little-endian TIFF whose first directory has `entries` entries, each pointing at the
+    same `block`-byte value (Pillow copies it once per entry; with distinct tags it keeps every
+    copy): the shape of the file that took Pillow 18 s and gigabytes to open."""
+    header_size, directory_size = 8, 2 + 12 * entries + 4
+    data_offset = header_size + directory_size
+    rows = []
+    for i in range(entries):
+        tag = 1 + i % 65_535 if distinct_tags else 40_000
+        rows.append(struct.pack("<HHII", tag, 7, block, data_offset))  # 7: UNDEFINED bytes
+    directory = struct.pack("<H", entries) + b"".join(rows) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", header_size) + directory + b"\x00" * block
+
+
+def png_chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def png_parts(width: int = 80, height: int = 80) -> tuple[bytes, bytes, bytes]:
+    """(signature + IHDR, IDAT, IEND) of a small grey PNG, to put other chunks between."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"".join(b"\x00" + b"\x80" * width for _ in range(height)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header),
+        png_chunk(b"IDAT", pixels),
+        png_chunk(b"IEND", b""),
+    )

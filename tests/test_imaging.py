@@ -267,6 +267,15 @@ def test_decompression_bomb_is_refused(size: tuple[int, int]) -> None:
         normalize(bomb)
 
 
+@pytest.mark.parametrize(
+    ("fmt", "size"), [("PNG", (6000, 4001)), ("WEBP", (4097, 4096)), ("GIF", (4097, 4096))]
+)
+def test_formats_decoded_in_full_have_a_lower_pixel_cap(fmt: str, size: tuple[int, int]) -> None:
+    # Only JPEG decodes at a reduced scale; the others would cost several bytes per pixel.
+    with pytest.raises(ImageTooLarge):
+        normalize(make_image(*size, fmt))
+
+
 def test_too_many_pixels_is_refused_before_decoding() -> None:
     with pytest.raises(ImageTooLarge) as error:
         normalize(make_image(300, 300, "PNG"), max_input_pixels=300 * 300 - 1)
@@ -340,14 +349,14 @@ def test_too_thin_to_fit_is_refused() -> None:
 
 
 def test_for_chat_fits_telegram_side_sum() -> None:
-    data, mime = for_chat(make_image(9000, 3000, "PNG"))
+    data, mime = for_chat(make_image(9000, 2000, "PNG"))
 
     image = decode(data)
     assert mime == "image/jpeg"
     assert image.format == "JPEG"
     assert image.width + image.height <= 10_000
     assert len(data) <= 10_000_000
-    assert abs(image.width / image.height - 3) < 0.01
+    assert abs(image.width / image.height - 4.5) < 0.01
     assert close(image.getpixel((100, 100)), ORANGE)
 
 
@@ -466,3 +475,101 @@ def test_bombs_are_refused_without_decoding_a_pixel(
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
     with pytest.raises(ImageTooLarge):
         normalize(bomb)
+
+
+# --- sent as it is, reduced decoding, platform limits -------------------------------------------
+
+
+def test_upright_baseline_jpeg_goes_to_the_api_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Secret Camera Maker"
+    exif[0x0112] = 1  # upright
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>secret place</x:xmpmeta>"
+    noise = decode(make_noise(200, 150, "BMP"))
+    photo = to_bytes(noise, "JPEG", quality=90, exif=exif.tobytes(), comment=b"secret")
+    data = photo[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + photo[2:]
+
+    def no_decoding(self: object) -> None:
+        raise AssertionError("an upright JPEG that fits was decoded")
+
+    expected = decode(data).tobytes()
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    result = normalize(data)
+    monkeypatch.undo()
+
+    assert (result.width, result.height, result.notes) == (200, 150, ())
+    assert b"secret" not in result.data.lower()
+    assert b"Exif" not in result.data
+    assert decode(result.data).tobytes() == expected  # the very same pixels, not re-encoded
+
+
+@pytest.mark.parametrize("params", [{"restart_marker_blocks": 1}, {"subsampling": 0}])
+def test_jpeg_variants_sent_as_they_are_keep_their_pixels(params: dict[str, int]) -> None:
+    source = to_bytes(decode(make_noise(120, 90, "BMP")), "JPEG", quality=90, **params)
+
+    result = normalize(source)
+
+    assert result.data == source[:2] + source[source.index(b"\xff\xdb") :]  # only JFIF gone
+    assert decode(result.data).tobytes() == decode(source).tobytes()
+
+
+def test_jpeg_in_another_colour_space_is_converted_not_sent_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An sRGB profile renamed: to us it is some other RGB space, like an iPhone's Display P3.
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    other = srgb.replace("sRGB".encode("utf-16-be"), "Wide".encode("utf-16-be"))
+    assert other != srgb
+    data = to_bytes(Image.new("RGB", (80, 80), ORANGE), "JPEG", quality=95, icc_profile=other)
+    converted: list[str] = []
+    real = ImageCms.profileToProfile
+
+    def spy(image: Image.Image, *args: object, **kwargs: object) -> object:
+        converted.append(image.mode)
+        return real(image, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageCms, "profileToProfile", spy)
+    result = normalize(data)
+
+    assert converted == ["RGB"]
+
+    image = assert_jpeg(result)
+    assert b"\xff\xe2" not in result.data[:200]  # no profile: the pixels are sRGB now
+    assert close(image.getpixel((40, 40)), ORANGE)
+
+
+def test_big_jpeg_just_over_the_limit_is_decoded_at_half_scale() -> None:
+    # 2000x1500 to fit 1024: a half-scale decode gives 1000x750, close enough to keep as it is.
+    result = normalize(make_image(2000, 1500, "JPEG"), max_side=1024)
+
+    assert (result.width, result.height) == (1000, 750)
+    assert result.notes == (NOTE_DOWNSCALED,)
+
+
+def test_big_endian_16_bit_grey_tiff_keeps_its_brightness() -> None:
+    grey = Image.new("I;16", (80, 80), 40000)
+    data = to_bytes(Image.frombytes("I;16B", grey.size, grey.tobytes("raw", "I;16B")), "TIFF")
+    assert decode(data).mode == "I;16B"
+
+    image = assert_jpeg(normalize(data))
+
+    assert close(image.getpixel((40, 40)), (156, 156, 156), tolerance=3)
+
+
+def test_for_chat_keeps_the_ratio_and_says_whether_it_shows_as_a_picture() -> None:
+    data, _ = for_chat(make_image(4096, 150, "PNG"))  # 27:1: Telegram refuses it as a photo
+
+    assert decode(data).size == (4096, 150)
+    assert not imaging.TELEGRAM_PHOTO.shows_as_picture(4096, 150)
+    assert imaging.TELEGRAM_PHOTO.shows_as_picture(4000, 200)
+    assert imaging.DISCORD_FILE.shows_as_picture(4096, 150)
+
+
+def test_for_chat_follows_the_platform_limits() -> None:
+    source = make_image(6400, 3700, "PNG")
+
+    telegram = decode(for_chat(source, limits=imaging.TELEGRAM_PHOTO)[0])
+    discord = decode(for_chat(source, limits=imaging.DISCORD_FILE)[0])
+
+    assert telegram.width + telegram.height <= 10_000
+    assert discord.size == (6400, 3700)  # Discord limits bytes only
