@@ -403,7 +403,7 @@ class TelegramBot:
             return
         user, chat = user_ref(query.from_user), chat_ref(message)
         if action == "cancel" and arg.isdigit():  # the progress note's button
-            cancelled = await self.service.cancel(user, chat, edit_id=int(arg))
+            cancelled = await self.service.cancel(user, chat, note_of=int(arg))
             await self._answer(query, None if cancelled else t("nothing_to_cancel", lang))
             return
         await self._answer(query)

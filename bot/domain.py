@@ -101,6 +101,16 @@ class Address:
 
 
 @dataclass(frozen=True)
+class NewImage:
+    """Image bytes to keep, with what the store records of them."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class StoredImage:
     """An image's bytes, or (`data` empty, `file` set) a platform file not fetched yet."""
 

@@ -17,6 +17,7 @@ from bot.domain import (
     FileRef,
     MessageRef,
     NewEdit,
+    NewImage,
     Picture,
     ShownImage,
     StoredImage,
@@ -130,6 +131,23 @@ class EditStore(Protocol):
         False if `owner` no longer holds the edit."""
         ...
 
+    async def keep_result(
+        self,
+        edit_id: int,
+        result: NewImage,
+        seed: int | None,
+        notes: tuple[str, ...],
+        timings: EditTimings,
+        *,
+        owner: str,
+        source: tuple[int, NewImage] | None = None,
+    ) -> int | None:
+        """In one transaction: keep the API's result (and the bytes of its source, if that was
+        a pending upload: (image id, bytes)) and start delivering it (running -> delivering).
+        The result's image id; None, keeping nothing, if `owner` no longer holds the edit or
+        it was cancelled."""
+        ...
+
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
         """running -> delivering, if `owner` still holds the edit and nobody cancelled it."""
         ...
@@ -157,8 +175,13 @@ class EditStore(Protocol):
         not being delivered, giving their units back; the cancelled edits."""
         ...
 
-    async def set_note(self, edit_id: int, note_id: str | None) -> None:
-        """The progress note's message id; None once it is deleted."""
+    async def set_note(self, edit_ids: list[int], note_id: str) -> None:
+        """The progress note's message id, shared by the edits it stands for. A note still
+        standing for an open edit is not a leftover."""
+        ...
+
+    async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
+        """The note was deleted: no edit in that chat stands for it any more."""
         ...
 
     async def answered(self, edit_id: int) -> None:

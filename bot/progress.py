@@ -1,9 +1,15 @@
 """Progress notes ("⏳ Queued, place 7", "🎨 Editing…") that never hold up the work they describe.
 
-Every note has one pump task that brings the chat up to date with the latest wanted text: the
-work only says what it wants (`show`, `close`) and goes on at once. A note changes at most every
-`min_interval` seconds unless the change is urgent (work started), and texts in between are
-skipped, so hundreds of waiting jobs cost a small share of a platform's send budget.
+One note per user and chat stands for all of that user's open requests there: four photos sent
+at once get one note ("🎨 Editing… (3 more queued)"), not four, and it is deleted when the last
+of them has ended. The work only says where each request is (`show`, `done`) and goes on at
+once; one pump task per note brings the chat up to date with the latest wanted text.
+
+A new note is sent and an emptied one deleted at once. Changes in between are cosmetic: each
+note changes at most every `min_interval` seconds (unless work started on a note that said
+"queued"), all notes together at most `edits_per_second` times a second, and texts in between are
+skipped, so hundreds of waiting requests cost a small,
+fixed share of a platform's send budget and leave the rest to the results.
 """
 
 from __future__ import annotations
@@ -15,105 +21,198 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from aiolimiter import AsyncLimiter
+
 from bot.domain import Address
 from bot.ports import Messenger
+from bot.texts import t
 
 log = logging.getLogger("stepedit.progress")
 
-OnNoteChange = Callable[[int, str | None], Awaitable[None]]  # (edit id, note id or None)
-_CLOSE = ""  # the wanted text of a note to delete
+WORKING = 0  # the place of a request at work (waiting ones have places 1, 2, ...)
+NoteKey = tuple[str, str, int]  # (platform, chat id, user id): whose note, where
+OnNoteSent = Callable[[list[int], str], Awaitable[None]]  # (edit ids, note id)
+OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
+_GONE = ""  # the wanted text of a note to delete
 
 
 @dataclass
 class _Note:
-    to: Address
+    to: Address  # replies to the first request it stood for; its language is the note's
     messenger: Messenger
     note_id: str | None
-    wanted: str
+    places: dict[int, int] = field(default_factory=dict)  # open edit id -> place (WORKING)
+    covered: set[int] = field(default_factory=set)  # every edit id that has had this note
+    unsaved: set[int] = field(default_factory=set)  # edit ids whose stored note id is stale
+    button_edit: int = 0  # the edit its cancel button names (any of the user's here would do)
     shown: str | None = None
-    urgent: bool = False
-    last_change: float = field(default=-1e9)
+    shown_working: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a waiting pump
+    last_change: float = -1e9
     pump: asyncio.Task[None] | None = None
+
+    def working(self) -> bool:
+        return WORKING in self.places.values()
+
+    def work_started(self) -> bool:
+        """The news worth telling without delay: one of the requests is at work now."""
+        return self.working() and not self.shown_working
+
+    def wanted(self) -> str:
+        if not self.places:
+            return _GONE
+        lang = self.to.language
+        waiting = sorted(place for place in self.places.values() if place != WORKING)
+        if len(waiting) < len(self.places):
+            if waiting:
+                return t("working_more", lang, count=len(waiting))
+            return t("working", lang)
+        if len(waiting) == 1:
+            return t("queued", lang, position=waiting[0])
+        return t("queued_many", lang, count=len(waiting), position=waiting[0])
 
 
 class NoteBoard:
-    def __init__(self, on_change: OnNoteChange, *, min_interval: float = 4.0) -> None:
-        """`on_change` keeps each note's id (None once deleted), so another process can
-        delete a note this one could not."""
-        self._notes: dict[int, _Note] = {}
-        self._on_change = on_change
+    def __init__(
+        self,
+        on_sent: OnNoteSent,
+        on_gone: OnNoteGone,
+        *,
+        min_interval: float = 4.0,
+        edits_per_second: float = 3.0,
+    ) -> None:
+        """`on_sent` stores a note's id with the edits it stands for, and `on_gone` forgets it
+        once deleted, so another process can take a note over, or delete one this one could
+        not (after a restart, a note may stand for edits this process never saw)."""
+        self._notes: dict[NoteKey, _Note] = {}
+        self._on_sent, self._on_gone = on_sent, on_gone
         self.min_interval = min_interval
+        self._edits = AsyncLimiter(edits_per_second, 1.0)
+        self._pumps: set[asyncio.Task[None]] = set()
 
     def show(
         self,
         edit_id: int,
+        key: NoteKey,
         to: Address,
         messenger: Messenger,
-        text: str,
+        place: int,
         *,
         note_id: str | None = None,
-        urgent: bool = False,
     ) -> None:
-        """Make the note of `edit_id` say `text` (sending it first if there is none yet)."""
-        note = self._notes.get(edit_id)
+        """Request `edit_id` (of the user and chat `key`) is at `place` (WORKING: at work).
+        `note_id` is the note stored with the edit, if a process sent one before."""
+        note = self._notes.get(key)
         if note is None:
-            note = self._notes[edit_id] = _Note(to, messenger, note_id, text)
-        elif note.wanted == _CLOSE:
-            return  # closed already: a late place report must not bring it back
-        note.wanted = text
-        note.urgent = note.urgent or urgent
-        self._pump(edit_id, note)
+            note = self._notes[key] = _Note(to, messenger, note_id)
+        if edit_id not in note.covered:
+            note.covered.add(edit_id)
+            if note_id is None or note_id != note.note_id:  # else it is stored already
+                note.unsaved.add(edit_id)
+        note.places[edit_id] = place
+        self._pump(key, note)
 
-    def close(self, edit_id: int, *, note_id: str | None = None, to: Address | None = None,
-              messenger: Messenger | None = None) -> None:  # fmt: skip
-        """Delete the note (once any send in flight is done). A note this process never
-        showed, e.g. one sent before a restart, is deleted by its stored id."""
-        note = self._notes.get(edit_id)
+    def show_place(self, edit_id: int, key: NoteKey, place: int) -> None:
+        """A new place in line for a request this note stands for already."""
+        note = self._notes.get(key)
+        if note is not None and edit_id in note.places:
+            note.places[edit_id] = place
+            self._pump(key, note)
+
+    def done(
+        self,
+        edit_id: int,
+        key: NoteKey,
+        *,
+        note_id: str | None = None,
+        to: Address | None = None,
+        messenger: Messenger | None = None,
+    ) -> None:
+        """Request `edit_id` has ended: the note goes once no other request needs it. A note
+        this process never showed (sent before a restart) is deleted by its stored id."""
+        note = self._notes.get(key)
         if note is None:
             if note_id is None or to is None or messenger is None:
                 return
-            note = self._notes[edit_id] = _Note(to, messenger, note_id, _CLOSE)
-        note.wanted = _CLOSE
-        note.urgent = True
-        self._pump(edit_id, note)
+            note = self._notes[key] = _Note(to, messenger, note_id, covered={edit_id})
+        note.places.pop(edit_id, None)
+        if not note.places:
+            # The next request of this user here gets a new note, while this one goes.
+            del self._notes[key]
+        self._pump(key, note)
+
+    def place_of(self, key: NoteKey, edit_id: int) -> int | None:
+        note = self._notes.get(key)
+        return None if note is None else note.places.get(edit_id)
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for every pending note change, e.g. before shutting down."""
-        pumps = [n.pump for n in self._notes.values() if n.pump is not None and not n.pump.done()]
+        pumps = [pump for pump in self._pumps if not pump.done()]
         if pumps:
             await asyncio.wait(pumps, timeout=timeout)
 
-    def _pump(self, edit_id: int, note: _Note) -> None:
+    def _pump(self, key: NoteKey, note: _Note) -> None:
+        note.changed.set()
         if note.pump is None or note.pump.done():
-            note.pump = asyncio.create_task(self._bring_up_to_date(edit_id, note))
+            note.pump = asyncio.create_task(self._bring_up_to_date(note))
+            self._pumps.add(note.pump)
+            note.pump.add_done_callback(self._pumps.discard)
 
-    async def _bring_up_to_date(self, edit_id: int, note: _Note) -> None:
-        while note.shown != note.wanted:
-            if not note.urgent:
+    async def _bring_up_to_date(self, note: _Note) -> None:
+        while True:
+            note.changed.clear()
+            if note.unsaved and note.note_id is not None:  # new requests it stands for
+                await self._save(note)
+                continue
+            wanted = note.wanted()
+            if wanted == note.shown:
+                return
+            if note.note_id is not None and wanted != _GONE:  # a change: within the budgets
                 wait = note.last_change + self.min_interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue  # the wanted text may have changed meanwhile
-            text, note.urgent = note.wanted, False
+                if (
+                    wait > 0 and not note.work_started()
+                ):  # until then, or until the next news (a deletion is urgent)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await note.changed.wait()
+                    continue
+                await self._edits.acquire()
+                wanted = note.wanted()  # the latest, after waiting for the budget
             with contextlib.suppress(Exception):  # cosmetic: a failed note never fails work
-                await self._apply(edit_id, note, text)
-            note.shown = text
+                await self._apply(note, wanted)
+            note.shown, note.shown_working = wanted, note.working()
             note.last_change = time.monotonic()
-        if note.wanted == _CLOSE:
-            self._notes.pop(edit_id, None)
+            if wanted == _GONE:
+                return
 
-    async def _apply(self, edit_id: int, note: _Note, text: str) -> None:
+    async def _apply(self, note: _Note, text: str) -> None:
         messenger, to = note.messenger, note.to
         try:
-            if text == _CLOSE:
+            if text == _GONE:
                 if note.note_id is not None:
                     await messenger.delete_note(to, note.note_id)
-                    await self._on_change(edit_id, None)
+                    gone, note.note_id = note.note_id, None
+                    note.unsaved.clear()
+                    await self._on_gone(to, gone)
             elif note.note_id is None:
-                note.note_id = await messenger.send_note(to, text, edit_id)
-                await self._on_change(edit_id, note.note_id)
+                note.button_edit = min(note.covered)
+                note.note_id = await messenger.send_note(to, text, note.button_edit)
+                note.unsaved |= note.covered
+                await self._save(note)
             else:
-                await messenger.edit_note(to, note.note_id, text, edit_id)
+                await messenger.edit_note(
+                    to, note.note_id, text, note.button_edit or min(note.covered)
+                )
         except Exception as exc:
-            log.debug("progress note of edit %s: %s", edit_id, exc)
+            log.debug("progress note of edits %s: %s", sorted(note.covered), exc)
             raise
+
+    async def _save(self, note: _Note) -> None:
+        """Store the note's id with the edits it stands for, so a restart finds it."""
+        edits, note.unsaved = sorted(note.unsaved), set()
+        if note.note_id is None:
+            return
+        try:
+            await self._on_sent(edits, note.note_id)
+        except Exception as exc:  # then a restart sends a new note and this one stays
+            log.warning("could not store note %s of edits %s: %s", note.note_id, edits, exc)

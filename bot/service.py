@@ -48,6 +48,7 @@ from bot.domain import (
     FileRef,
     MessageRef,
     NewEdit,
+    NewImage,
     Picture,
     QuotaStatus,
     ShownImage,
@@ -70,7 +71,7 @@ from bot.errors import (
     UnknownEdit,
 )
 from bot.ports import EditStore, ImageEditor, Messenger
-from bot.progress import NoteBoard
+from bot.progress import WORKING, NoteBoard, NoteKey
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -84,7 +85,6 @@ MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not 
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
-PLACES_PER_ROUND = 8  # at most this many notes change per round, however many wait
 _T = TypeVar("_T")
 
 
@@ -146,9 +146,9 @@ class EditService:
         self._seeds = seeds
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._messengers: dict[str, Messenger] = {}
-        self._notes = NoteBoard(self.store.set_note, min_interval=note_interval)
+        self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
-        self._waiting_here: dict[int, tuple[Address, int]] = {}  # queued here: place last shown
+        self._waiting_here: dict[int, NoteKey] = {}  # queued jobs admitted here, for their notes
         self._ended: dict[int, asyncio.Future[EditRecord]] = {}
         # "There may be a job to claim": one idle worker at a time looks (SQLite has one
         # writer; a claim by every idle worker would only queue them up), and on success
@@ -242,12 +242,13 @@ class EditService:
         if not admission.duplicate:
             self._nudge()
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
-            await self._first_note(admission.edit_id, to)
+            await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
         return admission
 
-    async def _first_note(self, edit_id: int, to: Address) -> None:
-        """The request's note: its place in line, or that work starts. Cosmetic: the request
-        was admitted already, so a failure here must not tell the user otherwise."""
+    async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
+        """The request's place in line, or that work starts, on its user's note in this chat.
+        Cosmetic: the request was admitted already, so a failure here must not tell the user
+        otherwise."""
         messenger = self._messengers.get(to.platform)
         if messenger is None:
             return
@@ -258,10 +259,8 @@ class EditService:
             log.exception("could not read the queue place of edit %s", edit_id)
             place = 0
         if place > 0:  # idle workers take the ones ahead at once
-            self._waiting_here[edit_id] = (to, place)
-            self._notes.show(edit_id, to, messenger, t("queued", to.language, position=place))
-        else:
-            self._notes.show(edit_id, to, messenger, t("working", to.language), urgent=True)
+            self._waiting_here[edit_id] = key
+        self._notes.show(edit_id, key, to, messenger, max(place, WORKING))
 
     async def _source(
         self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
@@ -371,7 +370,8 @@ class EditService:
                 log.exception("lease heartbeat failed; trying again")
 
     async def _report_places(self) -> None:
-        """Tell waiting users their place when it changed enough to matter, a few at a time."""
+        """Tell waiting users their place when it changed enough to matter (the notes' own
+        budget decides how often that reaches the chat)."""
         while True:
             await asyncio.sleep(PLACE_EVERY)
             if not self._waiting_here:
@@ -381,17 +381,12 @@ class EditService:
             except Exception:
                 log.exception("could not read queue places")
                 continue
-            changes = []
-            for edit_id, (to, shown) in list(self._waiting_here.items()):
-                place = places.get(edit_id)
-                if place is None:  # claimed or ended meanwhile
+            for edit_id, key in list(self._waiting_here.items()):
+                place, shown = places.get(edit_id), self._notes.place_of(key, edit_id)
+                if place is None or shown is None:  # claimed or ended meanwhile
                     self._waiting_here.pop(edit_id, None)
                 elif place < shown and (place <= 3 or place <= shown * 3 // 4):
-                    changes.append((shown - place, edit_id, to, place))
-            for _, edit_id, to, place in sorted(changes, reverse=True)[:PLACES_PER_ROUND]:
-                messenger = self._messengers[to.platform]
-                self._waiting_here[edit_id] = (to, place)
-                self._notes.show(edit_id, to, messenger, t("queued", to.language, position=place))
+                    self._notes.show_place(edit_id, key, place)
 
     def _lease_end(self) -> datetime:
         return self._clock() + timedelta(seconds=self._lease)
@@ -414,8 +409,15 @@ class EditService:
             log.exception("edit %s: could not record how it ended; it will run again", edit.id)
             return
         else:
-            self._notes.close(edit.id, note_id=edit.note_id, to=edit.address, messenger=messenger)
+            self._close_note(edit, messenger)
         await self._announce_end(edit.id)
+
+    async def _forget_note(self, where: Address, note_id: str) -> None:
+        await self.store.forget_note(where.platform, where.chat_id, note_id)
+
+    def _close_note(self, edit: EditRecord, messenger: Messenger) -> None:
+        self._notes.done(edit.id, _note_key(edit), note_id=edit.note_id, to=edit.address,
+                         messenger=messenger)  # fmt: skip
 
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to = edit.address
@@ -424,9 +426,10 @@ class EditService:
                             answer=t("error_interrupted", to.language))  # fmt: skip
             return
         try:
-            picture, timings = await self._result(edit, messenger)
-            if not await self.store.start_delivery(edit.id, self._owner):
+            ready = await self._result(edit, messenger)
+            if ready is None:
                 return  # cancelled meanwhile (that answered the user), or no longer ours
+            picture, timings = ready
             message = await messenger.send_picture(to, picture)
         except _LeaseLost:
             raise  # another process has it now: leave it (and its note) to that one
@@ -499,77 +502,95 @@ class EditService:
                 if record is not None:
                     future.set_result(record)
 
-    async def _result(self, edit: EditRecord, messenger: Messenger) -> tuple[Picture, EditTimings]:
-        """The picture to deliver: the API's result, or the one kept by an earlier attempt."""
+    async def _result(
+        self, edit: EditRecord, messenger: Messenger
+    ) -> tuple[Picture, EditTimings] | None:
+        """The picture to deliver, its delivery started: the API's result, or the one kept by
+        an earlier attempt. None if the edit was cancelled meanwhile or is no longer ours."""
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, self._clock()))
         if edit.result_image_id is not None:
             self._committed.add(edit.id)
             self._show_working(edit, messenger)
             result = await self.store.load_image(edit.result_image_id)
-            seed, notes, data = edit.seed, edit.notes, result.data
-            result_id = result.id
-        else:
-            started = time.perf_counter()
-            data, mime, notes = await self._api_input(edit.source_image_id, messenger)
-            timings = replace(timings, normalize_ms=_ms_since(started))
-            called = time.perf_counter()
-            filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
-            async with self._api_slots:
-                if self._stopping:
-                    raise asyncio.CancelledError  # shutting down: no new paid call
-                self._committed.add(edit.id)
-                self._show_working(edit, messenger)
-                edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
-            timings = replace(timings, api_ms=_ms_since(called))
-            data, seed = edited.data, edited.seed
-            result_id = await self._save_result(data)
-            if not await self.store.record_result(
-                edit.id, result_id, seed, notes, timings, owner=self._owner
-            ):
-                raise _LeaseLost(edit.id)
+            picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes)
+            if not await self.store.start_delivery(edit.id, self._owner):
+                await self._not_ours(edit.id)
+                return None
+            return picture, timings
+        started = time.perf_counter()
+        data, mime, notes, fetched = await self._api_input(edit.source_image_id, messenger)
+        timings = replace(timings, normalize_ms=_ms_since(started))
+        called = time.perf_counter()
+        filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
+        async with self._api_slots:
+            if self._stopping:
+                raise asyncio.CancelledError  # shutting down: no new paid call
+            self._committed.add(edit.id)
+            self._show_working(edit, messenger)
+            edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
+        timings = replace(timings, api_ms=_ms_since(called))
+        checked = await self._checked_result(edited.data)
+        picture = await self._picture(edit, edited.data, 0, edited.seed, notes)
+        # One transaction keeps the result (and the fetched photo) and starts the delivery.
+        result_id = await self.store.keep_result(
+            edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched
+        )
+        if result_id is None:
+            await self._not_ours(edit.id)
+            return None
+        return replace(picture, image_id=result_id), timings
+
+    async def _not_ours(self, edit_id: int) -> None:
+        """An edit this worker held cannot go on: fine if its user cancelled it (they have been
+        answered); if its lease ran out and another process has it, _LeaseLost."""
+        edit = await self.store.get_edit(edit_id)
+        if edit is None or edit.status != EditStatus.CANCELLED:
+            raise _LeaseLost(edit_id)
+
+    async def _picture(
+        self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
+        notes: tuple[str, ...],
+    ) -> Picture:  # fmt: skip
         chat_bytes, chat_mime = await self._pillow(imaging.for_chat, data)
-        picture = Picture(
+        return Picture(
             data=chat_bytes,
             mime=chat_mime,
             filename=f"stepedit-{edit.id}.jpg",
-            image_id=result_id,
+            image_id=image_id,
             edit_id=edit.id,
             prompt=edit.prompt,
             seed=seed,
             notes=notes,
         )
-        return picture, timings
 
     def _show_working(self, edit: EditRecord, messenger: Messenger) -> None:
-        to = edit.address
-        self._notes.show(edit.id, to, messenger, t("working", to.language),
-                         note_id=edit.note_id, urgent=True)  # fmt: skip
+        self._notes.show(edit.id, _note_key(edit), edit.address, messenger, WORKING,
+                         note_id=edit.note_id)  # fmt: skip
 
     async def _api_input(
         self, image_id: int, messenger: Messenger
-    ) -> tuple[bytes, str, tuple[str, ...]]:
-        """What to upload for a stored image. A photo not fetched yet is fetched, normalized and
-        kept now. Results have their source's size, but one can be a PNG over the API's safe
-        byte size: that one is re-encoded first."""
+    ) -> tuple[bytes, str, tuple[str, ...], tuple[int, NewImage] | None]:
+        """What to upload for a stored image: (bytes, mime, notes, fetched). A photo not
+        fetched yet is fetched and normalized now, and `fetched` is what to keep of it (with
+        the result, in one transaction). Results have their source's size, but one can be a
+        PNG over the API's safe byte size: that one is re-encoded first."""
         image = await self.store.load_image(image_id)
         if image.file is not None:
             data = await messenger.fetch(image.file)
             normal = await self._pillow(imaging.normalize, data, max_side=self.max_side)
-            await self.store.fill_image(
-                image.id, normal.data, normal.mime, normal.width, normal.height
-            )
-            return normal.data, normal.mime, normal.notes
+            kept = NewImage(normal.data, normal.mime, normal.width, normal.height)
+            return normal.data, normal.mime, normal.notes, (image.id, kept)
         if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
-            return image.data, image.mime, ()
+            return image.data, image.mime, (), None
         normal = await self._pillow(imaging.normalize, image.data, max_side=self.max_side)
-        return normal.data, normal.mime, ()
+        return normal.data, normal.mime, (), None
 
-    async def _save_result(self, data: bytes) -> int:
+    async def _checked_result(self, data: bytes) -> NewImage:
         try:
             width, height = await self._pillow(imaging.image_size, data)
         except InvalidImage as exc:
             raise ApiProtocolError("the API returned bytes that are not an image") from exc
-        return await self.store.save_image(data, _mime_of(data), width, height)
+        return NewImage(data, _mime_of(data), width, height)
 
     async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -587,13 +608,20 @@ class EditService:
 
     # --- other actions ------------------------------------------------------------------------
 
-    async def cancel(self, user: UserRef, chat: ChatRef, *, edit_id: int | None = None) -> bool:
-        """Cancel this user's edits in this chat (or only `edit_id`) that are not on their way
-        yet; their units go back in the same transaction. True if there was one."""
+    async def cancel(self, user: UserRef, chat: ChatRef, *, note_of: int | None = None) -> bool:
+        """Cancel this user's edits in this chat that are not on their way yet; their units go
+        back in the same transaction. True if there was one. `note_of`: pressed on the note of
+        that edit, which stands for all of its user's edits here, and only its user may."""
         record = await self.store.get_or_create_user(user)
-        cancelled = await self.store.cancel_edits(
-            record.id, chat.platform, chat.id, edit_id=edit_id
-        )
+        if note_of is not None:
+            noted = await self.store.get_edit(note_of)
+            if noted is None or (noted.user_id, noted.platform, noted.chat_id) != (
+                record.id,
+                chat.platform,
+                chat.id,
+            ):
+                return False
+        cancelled = await self.store.cancel_edits(record.id, chat.platform, chat.id)
         for edit in cancelled:
             task = self._held.get(edit.id)
             if task is not None:
@@ -602,7 +630,7 @@ class EditService:
             messenger = self._messengers.get(edit.platform)
             if messenger is None:
                 continue
-            self._notes.close(edit.id, note_id=edit.note_id, to=edit.address, messenger=messenger)
+            self._close_note(edit, messenger)
             with contextlib.suppress(Exception):  # each cancelled request answers for itself
                 await messenger.send_text(edit.address, t("cancelled", edit.language))
             await self._announce_end(edit.id)
@@ -632,7 +660,10 @@ class EditService:
         owner = await self.store.get_or_create_user(user)
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
         messenger = self._messengers[chat.platform]
-        data, _, _ = await self._api_input(record.source_image_id, messenger)
+        data, _, _, fetched = await self._api_input(record.source_image_id, messenger)
+        if fetched is not None:  # an edit of it failed before it was kept: keep it now
+            kept = fetched[1]
+            await self.store.fill_image(fetched[0], kept.data, kept.mime, kept.width, kept.height)
         chat_bytes, mime = await self._pillow(imaging.for_chat, data)
         picture = Picture(
             data=chat_bytes,
@@ -776,6 +807,10 @@ def _mime_of(data: bytes) -> str:
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+def _note_key(edit: EditRecord) -> NoteKey:
+    return (edit.platform, edit.chat_id, edit.user_id)
 
 
 def _ms_between(start: datetime, end: datetime) -> int:

@@ -8,6 +8,7 @@ SQLite every writing transaction also holds the write lock from its start (see s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from bot.domain import (
     FileRef,
     MessageRef,
     NewEdit,
+    NewImage,
     ShownImage,
     StoredImage,
     UserRecord,
@@ -51,6 +53,7 @@ class SqlStore:
         if self._dialect not in ("postgresql", "sqlite"):
             raise ValueError(f"unsupported database {self._dialect!r} (use SQLite or PostgreSQL)")
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sqlite_writer = asyncio.Lock()
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -58,9 +61,16 @@ class SqlStore:
     @asynccontextmanager
     async def _tx(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        async with self._sessions.begin() as session:
-            if read_only:
-                await session.connection(execution_options={READ_ONLY: True})
+        if read_only or self._dialect != "sqlite":
+            async with self._sessions.begin() as session:
+                if read_only:
+                    await session.connection(execution_options={READ_ONLY: True})
+                yield session
+            return
+        # SQLite has one writer. Writers of this process take turns here, woken as soon as the
+        # one before commits, instead of in SQLite's busy handler, which polls with sleeps of
+        # up to 100 ms: under load those sleeps, not the work, set the pace.
+        async with self._sqlite_writer, self._sessions.begin() as session:
             yield session
 
     def _insert(self, entity: Any) -> _Insert:
@@ -163,26 +173,29 @@ class SqlStore:
 
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int:
         """Store `data` unless the same bytes are stored already; the id either way."""
-        digest = hashlib.sha256(data).hexdigest()
-        query = select(Image.id).where(Image.sha256 == digest)
         async with self._tx() as session:
-            image_id = await session.scalar(query)
-            if image_id is None:
-                await session.execute(
-                    self._insert(Image)
-                    .values(
-                        sha256=digest,
-                        mime=mime,
-                        width=width,
-                        height=height,
-                        size_bytes=len(data),
-                        data=data,
-                        created_at=utcnow(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["sha256"])
+            return await self._save_image(session, NewImage(data, mime, width, height))
+
+    async def _save_image(self, session: AsyncSession, image: NewImage) -> int:
+        digest = hashlib.sha256(image.data).hexdigest()
+        query = select(Image.id).where(Image.sha256 == digest)
+        image_id = await session.scalar(query)
+        if image_id is None:
+            await session.execute(
+                self._insert(Image)
+                .values(
+                    sha256=digest,
+                    mime=image.mime,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=len(image.data),
+                    data=image.data,
+                    created_at=utcnow(),
                 )
-                image_id = (await session.execute(query)).scalar_one()
-            return image_id
+                .on_conflict_do_nothing(index_elements=["sha256"])
+            )
+            image_id = (await session.execute(query)).scalar_one()
+        return image_id
 
     async def keep_upload(
         self,
@@ -200,12 +213,7 @@ class SqlStore:
     ) -> None:
         """The fetched bytes of a pending image (not deduplicated: rows point at it already)."""
         async with self._tx() as session:
-            await session.execute(
-                update(Image)
-                .where(Image.id == image_id, Image.mime == "")
-                .values(data=data, mime=mime, width=width, height=height, size_bytes=len(data))
-                .execution_options(synchronize_session=False)
-            )
+            await session.execute(_fill(image_id, NewImage(data, mime, width, height)))
 
     async def load_image(self, image_id: int) -> StoredImage:
         """The stored image (with `file` set and no data while it is pending); KeyError if
@@ -454,6 +462,43 @@ class SqlStore:
             )
             return result.scalar_one_or_none() is not None
 
+    async def keep_result(
+        self,
+        edit_id: int,
+        result: NewImage,
+        seed: int | None,
+        notes: tuple[str, ...],
+        timings: EditTimings,
+        *,
+        owner: str,
+        source: tuple[int, NewImage] | None = None,
+    ) -> int | None:
+        try:
+            async with self._tx() as session:
+                if source is not None:
+                    await session.execute(_fill(*source))
+                result_id = await self._save_image(session, result)
+                kept = await session.scalar(
+                    update(Edit)
+                    .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                    .where(Edit.status == EditStatus.RUNNING)
+                    .values(
+                        result_image_id=result_id,
+                        seed=seed,
+                        notes=",".join(notes),
+                        status=EditStatus.DELIVERING,
+                        delivery_started=True,
+                        **_timing_values(timings),
+                    )
+                    .returning(Edit.id)
+                    .execution_options(synchronize_session=False)
+                )
+                if kept is None:
+                    raise _NotKept  # keep nothing: roll the images back too
+                return result_id
+        except _NotKept:
+            return None
+
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
         async with self._tx() as session:
             result = await session.execute(
@@ -569,21 +614,41 @@ class SqlStore:
             pick = pick.with_for_update(skip_locked=True)
         async with self._tx() as session:
             taken = [_edit_record(row) for row in await session.scalars(pick)]
-            if taken:
-                await session.execute(
-                    update(Edit)
-                    .where(Edit.id.in_([edit.id for edit in taken]))
-                    .values(note_id=None, answer=None)
-                    .execution_options(synchronize_session=False)
+            if not taken:
+                return []
+            await session.execute(
+                update(Edit)
+                .where(Edit.id.in_([edit.id for edit in taken]))
+                .values(note_id=None, answer=None)
+                .execution_options(synchronize_session=False)
+            )
+            # A note is shared by its user's edits in a chat: one still open keeps it.
+            notes = {edit.note_id for edit in taken if edit.note_id is not None}
+            in_use = set(
+                await session.scalars(
+                    select(Edit.note_id).where(
+                        Edit.status.in_(EditStatus.OPEN), Edit.note_id.in_(notes)
+                    )
                 )
-            return taken
+            )
+            return [replace(e, note_id=None) if e.note_id in in_use else e for e in taken]
 
-    async def set_note(self, edit_id: int, note_id: str | None) -> None:
+    async def set_note(self, edit_ids: list[int], note_id: str) -> None:
         async with self._tx() as session:
             await session.execute(
                 update(Edit)
-                .where(Edit.id == edit_id)
+                .where(Edit.id.in_(edit_ids))
                 .values(note_id=note_id)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.platform == platform, Edit.chat_id == chat_id)
+                .where(Edit.note_id == note_id)
+                .values(note_id=None)
                 .execution_options(synchronize_session=False)
             )
 
@@ -755,5 +820,25 @@ async def _release(session: AsyncSession, user_id: int, day: date) -> None:
         update(QuotaUsage)
         .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
         .values(used=QuotaUsage.used - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class _NotKept(Exception):
+    """Rolls back a transaction whose edit is no longer the caller's to change."""
+
+
+def _fill(image_id: int, image: NewImage) -> Any:
+    """UPDATE giving a pending image its fetched bytes (only while it is pending)."""
+    return (
+        update(Image)
+        .where(Image.id == image_id, Image.mime == "")
+        .values(
+            data=image.data,
+            mime=image.mime,
+            width=image.width,
+            height=image.height,
+            size_bytes=len(image.data),
+        )
         .execution_options(synchronize_session=False)
     )

@@ -1,30 +1,39 @@
-"""Speed and memory figures of the image pipeline, of edits through the service, and of the whole
-bot under load: `make bench`.
+"""Speed and memory figures of the image pipeline, of edits through the service and through the
+whole bot, and of the bot under load: `make bench`.
 
-Run as `python -m tests.bench` from the project root (`--load-only` runs case 5 alone, `--keep`
-keeps the temporary folder with the load runs' logs and databases). It prints figures and asserts
-nothing (it is not a test: pytest never collects it). Machines are noisy, so every timed case of
-1-4 runs several times after one untimed warm-up and reports the median and the minimum; ratios
-are computed from medians measured in the same run. The whole run takes about three minutes on
-2 cores, two of them for case 5.
+Run as `python -m tests.bench` from the project root (`--pipeline-only` runs case 1 alone,
+`--load-only` case 4 alone, `--keep` keeps the temporary folder with the bot's logs and
+databases). It prints figures and asserts nothing (it is not a test: pytest never collects it).
+Machines are noisy, so every timed case of 1-3 runs several times after one untimed warm-up and
+reports the median (and the minimum); ratios are computed from medians measured in the same run.
+The whole run takes about four minutes on 2 cores, two of them for case 4.
 
 Cases:
-1. `imaging.normalize` on a 6000x4000 photo-like JPEG (a gradient with noise, so JPEG cannot make
-   it trivially small), a 4096x4096 PNG, a 1280x960 JPEG (a typical Telegram photo) and an
-   animated GIF.
-2. `imaging.for_chat` on a 4096x4096 PNG (an edit result at the API's largest size) and a
-   1024x1024 PNG.
-3. Peak memory (max RSS) of normalize on the 6000x4000 JPEG and on a decompression bomb, each in a
-   fresh interpreter: max RSS before and after the call, and the growth.
-4. Edits through the real EditService (`attach`, `start`, `submit`, `wait`) + SqlStore (a
+1. The image pipeline on the inputs of issue 6 (a 1280x960 Telegram photo, upright and turned;
+   a 4032x3024 JPEG with EXIF orientation 6; an 8000x6000 JPEG; a 4000x3000 PNG; for_chat of a
+   4096x4096 PNG) against a naive Pillow reference (open, exif_transpose, convert RGB, LANCZOS
+   resize to 4096, JPEG q90) measured in the same run: medians, naive / ours, and the max RSS
+   growth of one call in a fresh interpreter. It is tests/bench_pipeline.py, which also runs
+   alone: `python -m tests.bench_pipeline [--bounds]`.
+2. Edits through the real EditService (`attach`, `start`, `submit`, `wait`) + SqlStore (a
    migrated SQLite file in a temporary directory) + EditApiClient against the fake StepFun API on
    127.0.0.1, with an in-memory Messenger that serves the uploads and counts the pictures. The
    fake runs on its own event loop in a thread, as a remote server would, so its CPU work does not
-   stall the service's loop. Overhead = wall time (submit until the ended edit) minus the API time
-   the service recorded for the edit (`api_ms`), i.e. everything but the API round trip: the
-   queue and its database, normalizing, for_chat. Then 16 edits from 16 users at once, with the
-   service's edit concurrency at 4 and 0.2 s of fake API latency, against the ideal 16 / 4 * 0.2 s.
-5. Load, black-box: the real `stepedit run` process (configured by environment, its log in a
+   stall the service's loop. Service overhead = wall time (submit until the ended edit) minus the
+   API time the service recorded for the edit (`api_ms`), i.e. everything but the API round trip:
+   the queue and its database, normalizing, for_chat. Then 16 edits from 16 users at once, with
+   the service's edit concurrency at 4 and 0.2 s of fake API latency, against the ideal
+   16 / 4 * 0.2 s.
+3. Bot time, black-box: the real `stepedit run` process against the fake Telegram Bot API and the
+   fake StepFun API (as in case 4), one request at a time (the next is sent once the previous
+   one's photo arrived and its note is gone): a 1280x960 photo with a caption, and a 4032x3024
+   JPEG with EXIF orientation 6 sent as a file. Bot time = from the update being available at the
+   fake Telegram until the fake received sendPhoto, minus the time the fake API held the edit
+   request (from its handler being called until its answer was written out; the fake records no
+   times, so the bench wraps its handler). That leaves getUpdates, the download, normalizing, the
+   upload to the API, decoding its answer, for_chat, the database and the sendPhoto upload. Also
+   the bot's peak RSS (VmHWM) after each input.
+4. Load, black-box: the real `stepedit run` process (configured by environment, its log in a
    file) against the fake Telegram Bot API and the fake StepFun API, each on its own event loop
    in a thread. 50 users send 4 captioned 320x240 photos each, all at once; the fake API answers
    after 1.5 s, requests in parallel; EDIT_CONCURRENCY=16, so at best 200 / 16 * 1.5 s = 18.75 s.
@@ -42,9 +51,11 @@ Cases:
    notes per request, notes left undeleted) and on all Bot API sends. The bot's WARNING and
    ERROR log lines are summarized by message.
 
-The last line is for other tools: `bench: load_efficiency=<%> lost=<n> charged_minus_delivered=<n>
-tg_photo_ms=<median normalize of the 1280x960 JPEG> e2e_overhead_ms=<median service overhead of
-one edit>`; lost and charged_minus_delivered are summed over both load runs.
+The last line is for other tools, fields space-separated in this order, each present when
+measured: `bench: tg_photo_ms=<our median for the 1280x960 photo, case 1> mp48_speedup=<naive /
+ours, 8000x6000 JPEG> mp48_mem_ratio=<our max RSS growth / the naive one's, same input>
+e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3> load_efficiency=<%> lost=<n>
+charged_minus_delivered=<n>`; lost and charged_minus_delivered are summed over both load runs.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
 """
@@ -57,7 +68,6 @@ import functools
 import gc
 import io
 import itertools
-import json
 import math
 import os
 import platform
@@ -74,10 +84,11 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
+    asynccontextmanager,
     closing,
     contextmanager,
     suppress,
@@ -88,7 +99,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import PIL
-from PIL import Image, ImageChops
+from aiohttp import web
+from PIL import Image
 
 from bot import imaging
 from bot.domain import (
@@ -105,27 +117,26 @@ from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
+from tests import bench_pipeline
 from tests.fakes.stepfun import FakeStepFun, run_fake_stepfun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage, run_fake_telegram
-from tests.harness import _is_status
-from tests.images import make_animated_gif, make_bomb, make_image
+from tests.harness import is_note
+from tests.images import make_image, photo_like
 from tests.test_cli import STEPEDIT, wired_to
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Repetitions (after one untimed warm-up each), chosen to keep the run near a minute on 2 cores.
-N_BIG = 5  # normalize / for_chat on 4096- and 6000-pixel images (~0.5-0.9 s each)
-N_SMALL = 20  # the small images (milliseconds each)
-N_MEMORY = 3  # fresh interpreters per memory case
+# Repetitions (after one untimed warm-up each).
 N_EDIT = 7  # single edits end to end (~0.7 s each: the fake renders a PNG)
 N_CHAIN = 4  # 3-step refine chains
 N_BURST = 3  # bursts of 16 concurrent edits
+N_BOT = 7  # requests per input through `stepedit run` (case 3)
 
 BURST_USERS = 16
 BURST_CONCURRENCY = 4
 BURST_LATENCY_S = 0.2
 
-# The load (case 5), as the issue asks for it.
+# The load (case 4), as the issue asks for it.
 LOAD_USERS = 50
 LOAD_PHOTOS = 4  # per user, all sent at once
 LOAD_CONCURRENCY = 16  # EDIT_CONCURRENCY
@@ -145,19 +156,6 @@ T = TypeVar("T")
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def photo_like(width: int, height: int, *, noise: int = 16, seed: int = 0) -> Image.Image:
-    """An RGB picture with smooth gradients plus uniform noise of +-`noise` levels: about as hard
-    to compress as a camera photo (a 6000x4000 one is ~7 MB as JPEG quality 90)."""
-    gx = Image.linear_gradient("L").rotate(90).resize((width, height), Image.Resampling.BILINEAR)
-    gy = Image.linear_gradient("L").resize((width, height), Image.Resampling.BILINEAR)
-    base = Image.merge("RGB", (gx, gy, ImageChops.invert(gx)))
-    pixels = random.Random(seed).randbytes(width * height * 3)
-    grain = Image.frombytes("RGB", (width, height), pixels).point(
-        lambda v: 128 - noise + v * 2 * noise // 255
-    )
-    return ImageChops.add(base, grain, offset=-128)
-
-
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
     out = io.BytesIO()
     image.save(out, fmt, **params)
@@ -166,26 +164,14 @@ def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
 
 @dataclass(frozen=True)
 class Inputs:
-    big_jpeg: bytes  # 6000x4000 photo
-    png_4096: bytes  # 4096x4096 (as upload and as an API result)
     tg_jpeg: bytes  # 1280x960, Telegram's usual photo
-    gif: bytes  # animated
     burst_jpeg: bytes  # small, so the fake API's own CPU time does not swamp the burst figure
-    png_1024: bytes
-    bomb: bytes
 
 
 def make_inputs() -> Inputs:
     return Inputs(
-        big_jpeg=encode(photo_like(6000, 4000), "JPEG", quality=90),
-        # compress_level=1: encoding 16 Mpx at the default level takes ~5 s; decoding costs
-        # about the same either way.
-        png_4096=encode(photo_like(4096, 4096, noise=8, seed=1), "PNG", compress_level=1),
         tg_jpeg=encode(photo_like(1280, 960, seed=2), "JPEG", quality=87),
-        gif=make_animated_gif(frames=10, size=(800, 600)),
         burst_jpeg=encode(photo_like(320, 240, seed=4), "JPEG", quality=87),
-        png_1024=encode(photo_like(1024, 1024, seed=3), "PNG"),
-        bomb=make_bomb(),
     )
 
 
@@ -230,97 +216,7 @@ def time_calls(fn: Callable[[], T], n: int) -> tuple[list[float], T]:
     return samples, result
 
 
-# --- 1 and 2: normalize and for_chat -----------------------------------------------------------
-
-
-def bench_normalize(inputs: Inputs, summary: dict[str, str]) -> list[str]:
-    cases = [
-        ("normalize 6000x4000 JPEG", inputs.big_jpeg, N_BIG),
-        ("normalize 4096x4096 PNG", inputs.png_4096, N_BIG),
-        ("normalize 1280x960 JPEG", inputs.tg_jpeg, N_SMALL),
-        ("normalize 800x600 GIF (10 frames)", inputs.gif, N_SMALL),
-    ]
-    rows = []
-    for label, data, n in cases:
-        progress(label)
-        samples, result = time_calls(functools.partial(imaging.normalize, data), n)
-        if data is inputs.tg_jpeg:
-            summary["tg_photo_ms"] = f"{statistics.median(samples):.1f}"
-        notes = f" [{', '.join(result.notes)}]" if result.notes else ""
-        tail = f"{mb(len(data))} -> {result.width}x{result.height} {mb(len(result.data))}{notes}"
-        rows.append(timing_row(label, samples, tail))
-    return rows
-
-
-def bench_for_chat(inputs: Inputs) -> list[str]:
-    cases = [
-        ("for_chat 4096x4096 PNG", inputs.png_4096, N_BIG),
-        ("for_chat 1024x1024 PNG", inputs.png_1024, N_SMALL),
-    ]
-    rows = []
-    for label, data, n in cases:
-        progress(label)
-        samples, (out, mime) = time_calls(functools.partial(imaging.for_chat, data), n)
-        tail = f"{mb(len(data))} -> {dims(out)} {mime} {mb(len(out))}"
-        rows.append(timing_row(label, samples, tail))
-    return rows
-
-
-# --- 3: peak memory, each in a fresh interpreter -----------------------------------------------
-
-# Linux carries a process's max RSS over into a child (fork copies the high-water mark, exec
-# keeps it), so a child started from this big process would report this process's peak. A tiny
-# launcher in between gives the measuring child a clean start.
-_LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
-_MEMORY_CHILD = """
-import json, resource, sys, time
-from bot import imaging
-from bot.errors import StepEditError
-
-data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-started = time.perf_counter()
-try:
-    result = imaging.normalize(data)
-    outcome = f"{result.width}x{result.height}"
-except StepEditError as exc:
-    outcome = f"refused: {type(exc).__name__}"
-ms = (time.perf_counter() - started) * 1000
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before": before, "after": after, "ms": ms, "outcome": outcome}))
-"""
-
-
-def bench_memory(inputs: Inputs, tmp: Path) -> list[str]:
-    cases = [
-        ("max RSS normalize 6000x4000 JPEG", inputs.big_jpeg),
-        ("max RSS normalize 30000x30000 bomb", inputs.bomb),
-    ]
-    rows = []
-    for label, data in cases:
-        progress(label)
-        path = tmp / "memory-input"
-        path.write_bytes(data)
-        command = [sys.executable, "-c", _LAUNCHER, sys.executable, "-c", _MEMORY_CHILD, str(path)]
-        runs = []
-        for _ in range(N_MEMORY):
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
-            runs.append(json.loads(done.stdout))
-        # ru_maxrss is in KiB on Linux.
-        peak = statistics.median(r["after"] for r in runs) / 1024
-        base = statistics.median(r["before"] for r in runs) / 1024
-        growth = [(r["after"] - r["before"]) / 1024 for r in runs]
-        ms = statistics.median(r["ms"] for r in runs)
-        rows.append(
-            f"{label:<{LABEL_WIDTH}} peak {peak:5.0f} MiB"
-            f"  +{statistics.median(growth):.0f} MiB over {base:.0f} MiB after imports"
-            f"  (n={len(runs)}, min +{min(growth):.0f})"
-            f"  {mb(len(data))} in {fmt_ms(ms)} ms -> {runs[-1]['outcome']}"
-        )
-    return rows
-
-
-# --- 4: the service in this process ------------------------------------------------------------
+# --- 2: the service in this process ------------------------------------------------------------
 
 
 class LoopThread:
@@ -427,7 +323,7 @@ def median_of(values: list[float]) -> str:
     return fmt_ms(statistics.median(values))
 
 
-async def bench_service(inputs: Inputs, tmp: Path, summary: dict[str, str]) -> list[str]:
+async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
     progress("single edits through the service (fake API in a thread)")
     rows = []
     with served_in_thread("fake-stepfun", run_fake_stepfun) as (fake, _):
@@ -474,7 +370,6 @@ async def bench_service(inputs: Inputs, tmp: Path, summary: dict[str, str]) -> l
             )
             overheads = [t.overhead for t in singles]
             rows.append(timing_row("  service overhead (wall - api_ms)", overheads))
-            summary["e2e_overhead_ms"] = f"{statistics.median(overheads):.0f}"
 
             # A refine chain: the upload edited, then the result edited twice more.
             progress("3-step refine chains")
@@ -535,7 +430,153 @@ async def bench_service(inputs: Inputs, tmp: Path, summary: dict[str, str]) -> l
     return rows
 
 
-# --- 5: load through `stepedit run` --------------------------------------------------------------
+# --- 3: bot time through `stepedit run`, one request at a time --------------------------------
+
+BOT_USER = FakeUser(id=7000, first_name="Solo")
+BOT_TIMEOUT_S = 60  # longest wait for one request's photo
+
+
+@asynccontextmanager
+async def run_timed_stepfun(held: list[tuple[float, float]]) -> AsyncIterator[FakeStepFun]:
+    """run_fake_stepfun, appending each edit request's (start, end) as time.monotonic() to `held`
+    (on the fake's loop): from its handler being called (the upload is read after that) until its
+    answer was written out. The fake records no times, so its handler is wrapped before start()
+    routes to it."""
+    fake = FakeStepFun()
+    handle = fake._handle_edit
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            response = await handle(request)
+            if not response.prepared:
+                await response.prepare(request)
+                await response.write_eof()
+            return response
+        finally:
+            held.append((started, time.monotonic()))
+
+    fake._handle_edit = timed  # type: ignore[method-assign]
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@dataclass(frozen=True)
+class BotTime:
+    wall: float  # ms, from the update being available until the fake received sendPhoto
+    api: float  # ms, the fake API held the edit request
+
+    @property
+    def bot(self) -> float:
+        return self.wall - self.api
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a running process (Linux), in MiB; nan where /proc does not tell."""
+    with suppress(OSError, StopIteration, ValueError):
+        status = Path(f"/proc/{pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def bot_edit(
+    telegram: FakeTelegram,
+    tg: LoopThread,
+    api: LoopThread,
+    held: list[tuple[float, float]],
+    data: bytes,
+    *,
+    as_document: bool,
+    n: int,
+) -> BotTime:
+    """One captioned request; waits for its photo (and for its note to be gone)."""
+
+    def send() -> tuple[StoredMessage, float]:
+        message = telegram.user_sends_photo(
+            BOT_USER.id, BOT_USER, data, caption=f"make it snow {n}", as_document=as_document,
+            filename="IMG_0001.jpg" if as_document else None,
+        )  # fmt: skip
+        return message, time.monotonic()  # the update is queued and the long poll woken
+
+    request, sent_at = tg.call(send)
+
+    def delivered() -> float | None:
+        for call in reversed(telegram.calls):
+            if call.at <= sent_at:
+                break
+            if call.method in ("sendPhoto", "sendDocument") and isinstance(call.result, dict):
+                replied = call.result.get("reply_to_message", {})
+                if replied.get("message_id") == request.message_id:
+                    return call.at
+        return None
+
+    deadline = time.monotonic() + BOT_TIMEOUT_S
+    while (photo_at := tg.call(delivered)) is None:
+        now = tg.call(tally, telegram, [request])
+        if now.refusals or time.monotonic() > deadline:
+            raise RuntimeError(f"request {n}: no photo ({now.refusal_texts or 'no answer'})")
+        time.sleep(0.01)
+    while tg.call(tally, telegram, [request]).notes_left and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spans = api.call(lambda: [end - start for start, end in held if sent_at <= start <= photo_at])
+    return BotTime((photo_at - sent_at) * 1000, sum(spans) * 1000)
+
+
+def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
+    """Case 3: the bot's own time per request, black-box."""
+    cases = [
+        ("1280x960 photo", bench_pipeline.make_input("tg"), False),
+        ("4032x3024 JPEG, orientation 6, file", bench_pipeline.make_input("jpeg12"), True),
+    ]
+    folder = tmp / "bot-time"
+    folder.mkdir()
+    log = folder / "bot.log"
+    held: list[tuple[float, float]] = []
+    rows = [
+        "bot time through `stepedit run`, one request at a time: update available -> sendPhoto"
+        " received, minus the fake API's hold"
+    ]
+    with (
+        served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
+        served_in_thread("fake-stepfun", functools.partial(run_timed_stepfun, held)) as (
+            stepfun,
+            api,
+        ),
+    ):
+        env = wired_to(
+            telegram, stepfun, DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
+            DAILY_QUOTA="0", LOG_LEVEL="WARNING",
+        )  # fmt: skip
+        process = start_bot(folder, env, log.name)
+        try:
+            wait_polling(process, telegram, tg, log)
+            for label, data, as_document in cases:
+                progress(f"bot time: {label}, one at a time through `stepedit run`")
+                runs = [
+                    bot_edit(telegram, tg, api, held, data, as_document=as_document, n=n)
+                    for n in range(N_BOT + 1)
+                ][1:]  # the first is the warm-up
+                bot = [r.bot for r in runs]
+                tail = (
+                    f"wall {median_of([r.wall for r in runs])} ms, API held"
+                    f" {median_of([r.api for r in runs])} ms, {mb(len(data))};"
+                    f" bot peak RSS {peak_rss_mib(process.pid):.0f} MiB"
+                )
+                rows.append(timing_row(f"  {label}", bot, tail))
+                if not as_document:
+                    summary["e2e_overhead_ms"] = f"{statistics.median(bot):.0f}"
+        finally:
+            stop_bot(process)
+    for text, n in log_problems(log).most_common(4):
+        rows.append(f"  log x{n}: {text}")
+    return rows
+
+
+# --- 4: load through `stepedit run` --------------------------------------------------------------
 
 # The fake API's faults, with weights: the first three are retried by the client (the server
 # surely did nothing), the others end the edit with a clear message and no charge.
@@ -573,6 +614,14 @@ class ApiWatch:
         """Peak and mean of the requests in flight between two monotonic times."""
         counts = [n for at, n in self.samples if since <= at <= until] or [0]
         return max(counts), statistics.mean(counts)
+
+    def timeline(self, since: float, until: float, step: float = 2.0) -> list[float]:
+        """Mean requests in flight in each `step` seconds from `since` to `until`."""
+        spans: list[list[int]] = [[] for _ in range(max(1, math.ceil((until - since) / step)))]
+        for at, n in self.samples:
+            if since <= at < until:
+                spans[int((at - since) // step)].append(n)
+        return [statistics.mean(span) if span else 0.0 for span in spans]
 
 
 async def watch_api(fake: FakeStepFun, watch: ApiWatch) -> None:
@@ -626,7 +675,7 @@ def tally(telegram: FakeTelegram, requests: list[StoredMessage]) -> Tally:
             if message.reply_to_message_id is None:
                 continue
             to = (chat, message.reply_to_message_id)
-            if _is_status(message):
+            if is_note(message):
                 notes[to] += 1
                 notes_left += not message.deleted
             else:
@@ -729,6 +778,7 @@ class LoadRun:
     fakes_cpu_s: float = 0.0  # of this process (mostly the two fakes) while the run lasted
     log_lines: Counter[str] = field(default_factory=Counter)  # WARNING/ERROR lines, by text
     exits: list[int | None] = field(default_factory=list)
+    started: float = 0.0  # time.monotonic() when the requests were sent
 
     @property
     def charged_minus_delivered(self) -> int:
@@ -848,7 +898,7 @@ def bench_load_run(
                     for n, photo in enumerate(mine)
                 ]
 
-            started = time.monotonic()
+            started = run.started = time.monotonic()
             requests = tg.call(send_all)
             deadline = started + LOAD_TIMEOUT_S
             while True:
@@ -886,6 +936,10 @@ def bench_load_run(
     run.jobs = read_jobs(database)
     run.log_lines = log_problems(*logs)
     return run
+
+
+def _numbers(values: list[float]) -> str:
+    return " ".join(f"{value:.0f}" for value in values)
 
 
 def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
@@ -968,6 +1022,9 @@ def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
             rows.append(f"  {run.name}: faults armed {run.watch.armed.total()}: {armed}")
         if run.killed_at is not None:
             rows.append(f"  {run.name}: SIGKILL after {run.killed_at} photos, restarted at once")
+        elif run.watch is not None:
+            spans = run.watch.timeline(run.started, run.started + run.seconds)
+            rows.append(f"  {run.name}: API in flight, mean of each 2 s: {_numbers(spans)}")
         for text, n in run.tally.refusal_texts.most_common(4):
             rows.append(f"  {run.name}: refusal x{n}: {text}")
         for text, n in run.log_lines.most_common(6):
@@ -991,7 +1048,9 @@ def header() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    parser.add_argument("--load-only", action="store_true", help="only case 5 (the load)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--pipeline-only", action="store_true", help="only case 1 (image pipeline)")
+    only.add_argument("--load-only", action="store_true", help="only case 4 (the load)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -1001,17 +1060,19 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="stepedit-bench-"))
     try:
         if not args.load_only:
-            progress("making inputs")
-            inputs = make_inputs()
-            rows += bench_normalize(inputs, summary)
-            rows += bench_for_chat(inputs)
-            rows += bench_memory(inputs, tmp)
-            rows += asyncio.run(bench_service(inputs, tmp, summary))
+            progress("image pipeline, ours and the naive reference")
+            rows += bench_pipeline.run(summary)
+        if not args.load_only and not args.pipeline_only:
             rows.append("-" * 100)
-        rows += bench_load(tmp, summary)
+            rows += asyncio.run(bench_service(make_inputs(), tmp))
+            rows += bench_bot(tmp, summary)
+        if not args.pipeline_only:
+            if rows:
+                rows.append("-" * 100)
+            rows += bench_load(tmp, summary)
     finally:
         if args.keep:
-            progress(f"kept {tmp} (logs and databases of the load runs)")
+            progress(f"kept {tmp} (the bot's logs and databases)")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     print()
@@ -1022,7 +1083,10 @@ def main(argv: list[str] | None = None) -> None:
         print(row)
     print("-" * 100)
     print(f"total bench time {time.perf_counter() - began:.0f} s")
-    order = ["load_efficiency", "lost", "charged_minus_delivered", "tg_photo_ms", "e2e_overhead_ms"]
+    order = [
+        "tg_photo_ms", "mp48_speedup", "mp48_mem_ratio", "e2e_overhead_ms",
+        "load_efficiency", "lost", "charged_minus_delivered",
+    ]  # fmt: skip
     print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 
 

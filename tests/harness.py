@@ -15,7 +15,6 @@ from adapters.telegram import TelegramBot
 from bot.domain import MessageRef, UserRef
 from bot.edit_api import EditApiClient
 from bot.service import EditService
-from bot.texts import EN, ZH, t
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
@@ -102,7 +101,7 @@ class BotUnderTest:
             chat_id, lambda m: m.kind == "photo", timeout=timeout
         )
         await self.telegram.wait_until(
-            lambda: all(m.deleted for m in self.telegram.sent(chat_id) if _is_status(m)),
+            lambda: all(m.deleted for m in self.telegram.sent(chat_id) if is_note(m)),
             timeout=timeout,
         )
         await self.wait_linked(photo, timeout)
@@ -111,16 +110,15 @@ class BotUnderTest:
     async def text_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:
         """The next text message the bot sends and does not delete (status messages go away)."""
         return await self.telegram.wait_for_message(
-            chat_id, lambda m: m.kind == "text" and not _is_status(m), timeout=timeout
+            chat_id, lambda m: m.kind == "text" and not is_note(m), timeout=timeout
         )
 
 
-def _is_status(message: StoredMessage) -> bool:
-    """One of the bot's "working" / "queued" notes, in any language."""
-    text = message.text or ""
-    notes = [t("working", lang) for lang in (EN, ZH)]
-    notes += [t("queued", lang, position=0).split("0")[0] for lang in (EN, ZH)]
-    return text.startswith(tuple(notes))
+def is_note(message: StoredMessage) -> bool:
+    """One of the bot's progress notes ("queued" / "editing"): the texts with a Cancel button."""
+    return message.kind == "text" and any(
+        data.startswith("cancel:") for data in message.callback_data
+    )
 
 
 @pytest.fixture

@@ -664,22 +664,29 @@ async def test_cancelling_a_running_edit_charges_nothing_and_sends_no_picture(
     await until(messenger.all_notes_gone)
 
 
-async def test_a_notes_cancel_button_cancels_only_its_own_edit(
+async def test_one_note_stands_for_a_users_requests_and_its_button_cancels_them(
     start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    service = await start_service(start=False)  # both stay queued until the cancel
-    first = await service.submit(photo_request(messenger, "make it snow"))
+    service = await start_service(start=False)  # all stay queued until the cancel
+    first = await service.submit(photo_request(messenger, "make it snow", answer_to="1"))
     second = await service.submit(photo_request(messenger, "make it rain"))
+    bobs = await service.submit(photo_request(messenger, "make it hail", user=BOB))
+    await until(lambda: len(messenger.notes) == 2)
+    alices, bobs_note = messenger.notes.values()
+    assert alices.edit_id == first.edit_id and alices.to.reply_to == "1"
+    assert bobs_note.edit_id == bobs.edit_id
     # a button pressed by someone else, or forged for another chat, cancels nothing
-    assert not await service.cancel(BOB, CHAT, edit_id=first.edit_id)
-    assert not await service.cancel(ALICE, OTHER_CHAT, edit_id=first.edit_id)
-    assert await service.cancel(ALICE, CHAT, edit_id=first.edit_id)
+    assert not await service.cancel(BOB, CHAT, note_of=first.edit_id)
+    assert not await service.cancel(ALICE, OTHER_CHAT, note_of=first.edit_id)
+    assert await service.cancel(ALICE, CHAT, note_of=first.edit_id)
     await service.start()
     assert (await service.wait(first.edit_id, 10)).status == EditStatus.CANCELLED
-    assert (await service.wait(second.edit_id, 10)).status == EditStatus.SUCCEEDED
-    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it rain"]
-    assert messenger.said() == [t("cancelled")]
-    assert await used(service) == 1
+    assert (await service.wait(second.edit_id, 10)).status == EditStatus.CANCELLED
+    assert (await service.wait(bobs.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it hail"]
+    assert messenger.said() == [t("cancelled")] * 2
+    assert (await used(service), await used(service, BOB)) == (0, 1)
+    await until(messenger.all_notes_gone)
 
 
 async def test_a_cancel_once_the_picture_is_on_its_way_changes_nothing(

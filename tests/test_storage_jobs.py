@@ -320,11 +320,27 @@ async def test_leftovers_are_taken_once(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     edit_id = await queued(store, user.id, await _source(store))
     assert await store.claim(OWNER, later(), ["telegram"]) is not None
-    await store.set_note(edit_id, "n1")
+    await store.set_note([edit_id], "n1")
     assert await store.finish_edit(edit_id, EditStatus.FAILED, error="x", answer="Sorry")
     taken = await store.take_leftovers(["telegram"], later())
     assert [(e.id, e.note_id, e.answer) for e in taken] == [(edit_id, "n1", "Sorry")]
     assert await store.take_leftovers(["telegram"], later()) == []
+
+
+async def test_a_note_shared_with_an_open_edit_is_no_leftover_until_forgotten(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await _source(store)
+    ended, waiting = await queued(store, user.id, source), await queued(store, user.id, source)
+    await store.set_note([ended, waiting], "n1")
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    assert await store.finish_edit(ended, EditStatus.FAILED, error="x", answer="Sorry")
+    taken = await store.take_leftovers(["telegram"], later())
+    assert [(e.id, e.note_id, e.answer) for e in taken] == [(ended, None, "Sorry")]
+    await store.forget_note("telegram", "55", "n1")
+    still = await store.get_edit(waiting)
+    assert still is not None and still.note_id is None
 
 
 async def test_the_waiting_limit_holds_for_requests_at_the_same_moment(db_url: str) -> None:

@@ -19,7 +19,7 @@ from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser
-from tests.harness import BotUnderTest, _is_status
+from tests.harness import BotUnderTest, is_note
 from tests.images import decode, make_image
 from tests.test_cli import STEPEDIT, wired_to
 
@@ -145,13 +145,12 @@ async def test_a_killed_bot_answers_every_request_after_a_restart_and_charges_on
             chat, _ = key
             message_id = sent[key].message_id
             return any(
-                m.reply_to_message_id == message_id and not _is_status(m)
-                for m in telegram.sent(chat)
+                m.reply_to_message_id == message_id and not is_note(m) for m in telegram.sent(chat)
             )
 
         await telegram.wait_until(lambda: all(answered(k) for k in sent), timeout=60)
         await telegram.wait_until(
-            lambda: all(m.deleted for u in users for m in telegram.sent(u.id) if _is_status(m)),
+            lambda: all(m.deleted for u in users for m in telegram.sent(u.id) if is_note(m)),
             timeout=20,
         )
     finally:
