@@ -9,6 +9,7 @@ SQLite every writing transaction also holds the write lock from its start (see s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -54,6 +55,11 @@ class SqlStore:
             raise ValueError(f"unsupported database {self._dialect!r} (use SQLite or PostgreSQL)")
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite_writer = asyncio.Lock()
+        # A burst of new requests waits its turn here, so that at most one of them stands in
+        # line for SQLite's writer: the running jobs' writes are never stuck behind the burst.
+        self._admitting: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -250,7 +256,7 @@ class SqlStore:
         origin: MessageRef | None = None,
     ) -> Admission:
         try:
-            async with self._tx() as session:
+            async with self._admitting, self._tx() as session:
                 if edit.key is not None:
                     found = await session.scalar(select(Edit.id).where(Edit.key == edit.key))
                     if found is not None:
