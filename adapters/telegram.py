@@ -42,10 +42,10 @@ from telegram.ext import (
     filters,
 )
 
-from bot import texts
-from bot.config import ConfigError
+from bot import imaging, presenter, texts
 from bot.domain import Address, ChatRef, EditRequest, FileRef, MessageRef, Picture, UserRef
-from bot.errors import ImageTooLarge, StepEditError, UnknownEdit
+from bot.errors import ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.presenter import Action, Button
 from bot.service import EditService
 from bot.texts import t
 
@@ -58,11 +58,7 @@ POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
 COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel")  # described in bot/texts.py
-SETTINGS_BUTTONS = (
-    (("text", "auto"), ("text", "on"), ("text", "off")),
-    (("steps", "8"), ("steps", "16"), ("steps", "30")),
-    (("cfg", "1.0"), ("cfg", "3.0"), ("cfg", "5.0")),
-)
+MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
 
 # --- translating Telegram objects ---------------------------------------------------------------
@@ -210,12 +206,12 @@ class TelegramBot:
         try:
             await self.app.initialize()
         except InvalidToken:
-            raise ConfigError(
+            raise StartupError(
                 f"the Bot API at {self.api_url} rejected TELEGRAM_BOT_TOKEN: "
                 "check it with @BotFather"
             ) from None
         except NetworkError as exc:
-            raise ConfigError(
+            raise StartupError(
                 f"cannot reach the Bot API at {self.api_url} ({exc}): check TELEGRAM_API_URL "
                 "and the network"
             ) from None
@@ -302,13 +298,9 @@ class TelegramBot:
         upload = checked_file(message)
         chat, origin = chat_ref(message), message_ref(message)
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
-            if await self.service.knows(origin):
-                return  # the same update again (redelivered after a crash): asked already
-            await self.service.register_photo(user, chat, upload, origin)
-            if self._album_answered_before(message):
-                return  # one question per album, not one per photo
-            question = await message.reply_text(t("ask_prompt", lang_of(update)), do_quote=True)
-            await self.service.link_same_image(message_ref(question), origin)
+            to = Address(PLATFORM, chat.id, origin.message_id, lang_of(update))
+            ask = not self._album_answered_before(message)  # one question per album
+            await self.service.ask_for_prompt(user, chat, upload, origin, to, ask=ask)
             return
         self._album_answered_before(message)  # its other photos need no question
         request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
@@ -364,13 +356,16 @@ class TelegramBot:
         known_reply: MessageRef | None,
         context: ContextTypes.DEFAULT_TYPE,
     ) -> bool:
-        """Private chats: everything. Groups: /edit, a mention, or a reply to one of the bot's
-        own image messages; replies to people's photos are chatter."""
-        if message.chat.type == ChatType.PRIVATE or said.command or said.mentioned:
-            return True
         replied = message.reply_to_message
         author = replied.from_user if replied is not None else None
-        return known_reply is not None and author is not None and author.id == context.bot.id
+        return presenter.addressed(
+            private=message.chat.type == ChatType.PRIVATE,
+            command=said.command,
+            mentioned=said.mentioned,
+            replies_to_our_image=known_reply is not None
+            and author is not None
+            and author.id == context.bot.id,
+        )
 
     async def _submit(
         self, update: Update, answer_to: Message, request: EditRequest, *, key: str | None = None
@@ -392,53 +387,50 @@ class TelegramBot:
         if query is None or query.data is None:
             return
         message = query.message if isinstance(query.message, Message) else None
-        action, _, arg = query.data.partition(":")
+        press = presenter.parse_press(query.data)
         lang = lang_of(update)
-        if message is None:
+        if message is None or press is None:
             await self._answer(query)
             return
-        asker = message.reply_to_message.from_user if message.reply_to_message else None
-        if action == "set" and asker is not None and asker.id != query.from_user.id:
-            await self._answer(query, t("not_your_settings", lang))  # someone else's /settings
-            return
         user, chat = user_ref(query.from_user), chat_ref(message)
-        if action == "cancel" and arg.isdigit():  # the progress note's button
-            cancelled = await self.service.cancel(user, chat, note_of=int(arg))
-            await self._answer(query, None if cancelled else t("nothing_to_cancel", lang))
+        if press.action == Action.SET:
+            await self._apply_setting_button(query, message, user, press.setting, lang)
+            return
+        to = Address(PLATFORM, chat.id, str(message.message_id), lang)
+        if press.action == Action.CANCEL:  # answered with its toast, before anything is sent
+            await self._answer(query, await self._press(user, chat, press, to, query))
             return
         await self._answer(query)
-        if action == "set":
-            await self._apply_setting_button(message, user, arg, lang)
-            return
-        if not arg.isdigit():
-            return
-        edit_id = int(arg)
-        if action == "reroll":
-            request = EditRequest(user, chat, reroll_of=edit_id)
-            await self._submit(update, message, request, key=f"{PLATFORM}:cb:{query.id}")
-        elif action == "undo":
-            to = Address(PLATFORM, chat.id, str(message.message_id), lang)
-            await self.service.undo(user, chat, edit_id, to)
-        elif action == "full":
-            picture = await self.service.full_quality(chat, edit_id)
-            await message.reply_document(
-                picture.data,
-                filename=picture.filename,
-                caption=full_caption(picture, lang),
-                do_quote=True,
-            )
+        await self._press(user, chat, press, to, query)
+
+    async def _press(
+        self, user: UserRef, chat: ChatRef, press: presenter.Press, to: Address,
+        query: CallbackQuery,
+    ) -> str | None:  # fmt: skip
+        return await self.service.press(user, chat, press, to, key=f"{PLATFORM}:cb:{query.id}")
 
     async def _apply_setting_button(
-        self, message: Message, user: UserRef, arg: str, lang: str
+        self,
+        query: CallbackQuery,
+        message: Message,
+        user: UserRef,
+        setting: tuple[str, str],
+        lang: str,
     ) -> None:
-        name, _, value = arg.partition(":")
+        asker = message.reply_to_message.from_user if message.reply_to_message else None
+        if asker is not None and asker.id != query.from_user.id:
+            await self._answer(query, t("not_your_settings", lang))  # someone else's /settings
+            return
+        await self._answer(query)
+        name, value = setting
         if name == "reset":
             settings = await self.service.reset_settings(user)
         else:
             settings = await self.service.change_setting(user, name, value)
         with contextlib.suppress(BadRequest):  # "message is not modified"
             await message.edit_text(
-                texts.describe_settings(settings, lang), reply_markup=settings_buttons()
+                presenter.settings_text(settings, lang),
+                reply_markup=keyboard(presenter.settings_buttons()),
             )
 
     @staticmethod
@@ -456,43 +448,30 @@ class TelegramBot:
         await self._reply(update, t("start", lang_of(update), name=name))
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        await self._reply(update, t("help", lang_of(update)))
+        await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))
 
     async def on_quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = sender_ref(update)
         if user is None:
             return
         quota = await self.service.quota(user)
-        lang = lang_of(update)
-        if quota.remaining is None:
-            text = t("quota_unlimited", lang, used=quota.used)
-        else:
-            resets = quota.resets_at.strftime("%H:%M")
-            text = t("quota", lang, remaining=quota.remaining, limit=quota.limit, resets=resets)
-        await self._reply(update, text)
+        await self._reply(update, presenter.quota_text(quota, lang_of(update)))
 
     async def on_seed(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = sender_ref(update)
         if user is None:
             return
-        lang = lang_of(update)
         if context.args:
             settings = await self.service.change_setting(user, "seed", context.args[0])
         else:
             settings = await self.service.settings(user)
-        if settings.seed is None:
-            text = t("seed_random", lang)
-        else:
-            text = t("seed_fixed", lang, seed=settings.seed)
-        if not context.args:
-            text += "\n\n" + t("seed_usage", lang)
+        text = presenter.seed_text(settings, lang_of(update), with_usage=not context.args)
         await self._reply(update, text)
 
     async def on_settings(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = sender_ref(update)
         if user is None:
             return
-        lang = lang_of(update)
         args = context.args or []
         if args and args[0].lower() == "reset":
             settings = await self.service.reset_settings(user)
@@ -500,8 +479,8 @@ class TelegramBot:
             settings = await self.service.change_setting(user, args[0], " ".join(args[1:]))
         else:
             settings = await self.service.settings(user)
-        text = texts.describe_settings(settings, lang)
-        await self._reply(update, text, reply_markup=settings_buttons())
+        text = presenter.settings_text(settings, lang_of(update))
+        await self._reply(update, text, reply_markup=keyboard(presenter.settings_buttons()))
 
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -546,6 +525,8 @@ class TelegramMessenger:
     """bot.ports.Messenger over the Bot API: everything it needs is in the Address."""
 
     platform = PLATFORM
+    picture_limits = imaging.TELEGRAM_PHOTO
+    file_limit = MAX_FILE_BYTES
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
@@ -560,8 +541,8 @@ class TelegramMessenger:
         """A photo replying to the request, with buttons; as a file, with the same caption
         and buttons, when Telegram refuses it as a photo (e.g. wider than 20:1)."""
         shown: dict[str, Any] = {
-            "caption": caption(picture, to.language),
-            "reply_markup": result_buttons(picture.edit_id, to.language),
+            "caption": presenter.caption(picture, to.language),
+            "reply_markup": keyboard(presenter.result_buttons(picture.edit_id, to.language)),
             "reply_to_message_id": _message_id(to.reply_to),
             "filename": picture.filename,
         }
@@ -574,15 +555,27 @@ class TelegramMessenger:
             sent = await self.bot.send_document(_chat(to), picture.data, **shown)
         return message_ref(sent)
 
-    async def send_text(self, to: Address, text: str) -> None:
-        await self.bot.send_message(_chat(to), text, reply_to_message_id=_message_id(to.reply_to))
+    async def send_file(self, to: Address, picture: Picture) -> None:
+        await self.bot.send_document(
+            _chat(to),
+            picture.data,
+            filename=picture.filename,
+            caption=presenter.full_caption(picture, to.language),
+            reply_to_message_id=_message_id(to.reply_to),
+        )
+
+    async def send_text(self, to: Address, text: str) -> MessageRef:
+        sent = await self.bot.send_message(
+            _chat(to), text, reply_to_message_id=_message_id(to.reply_to)
+        )
+        return message_ref(sent)
 
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
         sent = await self.bot.send_message(
             _chat(to),
             text,
             reply_to_message_id=_message_id(to.reply_to),
-            reply_markup=cancel_button(edit_id, to.language),
+            reply_markup=keyboard(presenter.cancel_buttons(edit_id, to.language)),
         )
         return str(sent.message_id)
 
@@ -591,7 +584,7 @@ class TelegramMessenger:
             text,
             chat_id=_chat(to),
             message_id=int(note_id),
-            reply_markup=cancel_button(edit_id, to.language),
+            reply_markup=keyboard(presenter.cancel_buttons(edit_id, to.language)),
         )
 
     async def delete_note(self, to: Address, note_id: str) -> None:
@@ -608,50 +601,10 @@ def _message_id(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def caption(picture: Picture, lang: str) -> str:
-    if picture.prompt is None:
-        lines = [t("caption_original", lang)]
-    elif picture.seed is None:  # a server that does not tell its seed
-        lines = [picture.prompt]
-    else:
-        lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
-    lines += [t(note, lang) for note in picture.notes]
-    return "\n\n".join(lines)[:1024]
-
-
-def full_caption(picture: Picture, lang: str) -> str:
-    if picture.seed is None:
-        return t("caption_full_plain", lang)
-    return t("caption_full", lang, seed=picture.seed)
-
-
-def result_buttons(edit_id: int | None, lang: str) -> InlineKeyboardMarkup | None:
-    if edit_id is None:
+def keyboard(rows: list[list[Button]]) -> InlineKeyboardMarkup | None:
+    """The core's buttons as an inline keyboard (None for no buttons)."""
+    if not rows:
         return None
     return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(t("btn_reroll", lang), callback_data=f"reroll:{edit_id}"),
-                InlineKeyboardButton(t("btn_undo", lang), callback_data=f"undo:{edit_id}"),
-                InlineKeyboardButton(t("btn_full", lang), callback_data=f"full:{edit_id}"),
-            ]
-        ]
+        [[InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in rows]
     )
-
-
-def cancel_button(edit_id: int, lang: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        [[InlineKeyboardButton(t("btn_cancel", lang), callback_data=f"cancel:{edit_id}")]]
-    )
-
-
-def settings_buttons() -> InlineKeyboardMarkup:
-    rows = [
-        [
-            InlineKeyboardButton(f"{name} {value}", callback_data=f"set:{name}:{value}")
-            for name, value in row
-        ]
-        for row in SETTINGS_BUTTONS
-    ]
-    rows.append([InlineKeyboardButton("reset", callback_data="set:reset")])
-    return InlineKeyboardMarkup(rows)

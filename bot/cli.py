@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot import texts
+from bot import imaging, texts
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import (
     Address,
@@ -32,7 +32,7 @@ from bot.domain import (
     UserRef,
 )
 from bot.edit_api import EditApiClient
-from bot.errors import ApiConfigError, StepEditError
+from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
 from bot.service import EditService
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve(settings))
         else:
             asyncio.run(edit_once(settings, args))
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"stepedit: {exc}", file=sys.stderr)
         return 2
     except ShellEditFailed as exc:
@@ -238,6 +238,8 @@ class ShellMessenger:
     """bot.ports.Messenger for `stepedit edit`: files from disk, answers kept in memory."""
 
     platform = "cli"
+    picture_limits = imaging.PictureLimits(max_bytes=1 << 30)  # a file on disk: as it came
+    file_limit = 1 << 30
 
     def __init__(self) -> None:
         self.pictures: list[Picture] = []
@@ -250,8 +252,12 @@ class ShellMessenger:
         self.pictures.append(picture)
         return MessageRef("cli", to.chat_id, str(len(self.pictures)))
 
-    async def send_text(self, to: Address, text: str) -> None:
+    async def send_file(self, to: Address, picture: Picture) -> None:
+        self.pictures.append(picture)
+
+    async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append(text)
+        return MessageRef("cli", to.chat_id, f"text-{len(self.texts)}")
 
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
         return "note"

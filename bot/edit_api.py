@@ -69,8 +69,8 @@ log = logging.getLogger("stepedit.edit_api")
 Style = Literal["stepfun", "openai"]
 ResponseFormat = Literal["b64_json", "url"]
 
-# The hosted StepFun endpoint's announced end of life (API.md, "Availability").
-RETIREMENT_NOTE = "the hosted StepFun endpoint was announced to retire on 2026-10-10"
+# What to try when the server lacks the model: any server speaking the protocol can stand in.
+OTHER_SERVER_NOTE = "any compatible server can stand in: see the README's other edit servers"
 # The message StepFun's guide says most often means "the input image is too large".
 TOO_LARGE_MARKER = "消息获取失败"
 _MIB = 1024 * 1024
@@ -258,7 +258,7 @@ class EditApiClient:
             raise ApiConfigError(
                 f"The edit API at {self._where()} does not offer model {self.model} "
                 f"(GET /models lists: {shown}{more}): check EDIT_MODEL and EDIT_API_URL "
-                f"({RETIREMENT_NOTE}).",
+                f"({OTHER_SERVER_NOTE}).",
                 status=reply.status,
             )
         log.info("start-up check: %s offers model %s", self._where(), self.model)
@@ -537,7 +537,7 @@ class EditApiClient:
         else:
             text = (
                 f"The edit API at {where} answered 404 for {what} with model {self.model}: "
-                f"check EDIT_API_URL and EDIT_MODEL ({RETIREMENT_NOTE})."
+                f"check EDIT_API_URL and EDIT_MODEL ({OTHER_SERVER_NOTE})."
             )
         return ApiConfigError(text + tail, status=status)
 

@@ -71,6 +71,12 @@ class NothingToEdit(UserError):
     code = "error_nothing_to_edit"
 
 
+class FileTooLarge(UserError):
+    """A file over what the platform lets the bot send here."""
+
+    code = "error_file_too_large"
+
+
 class UnknownEdit(UserError):
     code = "error_unknown_edit"
 
@@ -120,3 +126,8 @@ class ApiConfigError(EditApiError):
         super().__init__(operator_message)
         self.operator_message = operator_message
         self.status = status
+
+
+class StartupError(Exception):
+    """A platform adapter could not start (a rejected token, an unreachable API): one line for
+    the operator, naming the setting to check."""

@@ -25,6 +25,7 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
+from bot.imaging import PictureLimits
 
 
 class ImageEditor(Protocol):
@@ -217,13 +218,23 @@ class Messenger(Protocol):
     Every method raises on failure; the core decides what a failure means."""
 
     platform: str
+    picture_limits: PictureLimits  # what it shows as a picture; results are fitted to it
+    file_limit: int  # the largest file (bytes) it may send, e.g. a lossless result
 
     async def fetch(self, file: FileRef) -> bytes:
         """The file's bytes; ImageTooLarge when it is over what the platform lets bots fetch."""
         ...
 
-    async def send_picture(self, to: Address, picture: Picture) -> MessageRef: ...
-    async def send_text(self, to: Address, text: str) -> None: ...
+    async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
+        """The picture with its caption and result buttons (bot.presenter), replying to the
+        request; the message that shows it."""
+        ...
+
+    async def send_file(self, to: Address, picture: Picture) -> None:
+        """The picture as a file, as it is (a lossless result), captioned."""
+        ...
+
+    async def send_text(self, to: Address, text: str) -> MessageRef: ...
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
         """A short status note replying to the request, with a way to cancel edit `edit_id`
         (a button); its message id."""

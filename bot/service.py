@@ -61,6 +61,7 @@ from bot.errors import (
     ApiProtocolError,
     Busy,
     EditRefused,
+    FileTooLarge,
     InvalidImage,
     InvalidSetting,
     NothingToEdit,
@@ -71,6 +72,7 @@ from bot.errors import (
     UnknownEdit,
 )
 from bot.ports import EditStore, ImageEditor, Messenger
+from bot.presenter import Action, Press
 from bot.progress import WORKING, NoteBoard, NoteKey
 from bot.texts import error_text, t
 
@@ -512,7 +514,8 @@ class EditService:
             self._committed.add(edit.id)
             self._show_working(edit, messenger)
             result = await self.store.load_image(edit.result_image_id)
-            picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes)
+            picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
+                                          messenger)  # fmt: skip
             if not await self.store.start_delivery(edit.id, self._owner):
                 await self._not_ours(edit.id)
                 return None
@@ -530,7 +533,7 @@ class EditService:
             edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
         timings = replace(timings, api_ms=_ms_since(called))
         checked = await self._checked_result(edited.data)
-        picture = await self._picture(edit, edited.data, 0, edited.seed, notes)
+        picture = await self._picture(edit, edited.data, 0, edited.seed, notes, messenger)
         # One transaction keeps the result (and the fetched photo) and starts the delivery.
         result_id = await self.store.keep_result(
             edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched
@@ -549,9 +552,9 @@ class EditService:
 
     async def _picture(
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
-        notes: tuple[str, ...],
+        notes: tuple[str, ...], messenger: Messenger,
     ) -> Picture:  # fmt: skip
-        chat_bytes, chat_mime = await self._pillow(imaging.for_chat, data)
+        chat_bytes, chat_mime = await self._for_chat(data, messenger)
         return Picture(
             data=chat_bytes,
             mime=chat_mime,
@@ -591,6 +594,10 @@ class EditService:
         except InvalidImage as exc:
             raise ApiProtocolError("the API returned bytes that are not an image") from exc
         return NewImage(data, _mime_of(data), width, height)
+
+    async def _for_chat(self, data: bytes, messenger: Messenger) -> tuple[bytes, str]:
+        """The picture as the platform shows it (its adapter states its limits)."""
+        return await self._pillow(imaging.for_chat, data, limits=messenger.picture_limits)
 
     async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -636,6 +643,42 @@ class EditService:
             await self._announce_end(edit.id)
         return bool(cancelled)
 
+    async def press(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, *, key: str
+    ) -> str | None:
+        """A button under one of the bot's messages, pressed by `user` in `chat`; `to` is the
+        message it sits under, and `key` names the press (a redelivered press is one press).
+        Returns a short text for the presser, if any. Settings presses are the adapter's to
+        apply with `change_setting`: they change the message they sit under."""
+        if press.action == Action.CANCEL:
+            cancelled = await self.cancel(user, chat, note_of=press.edit_id)
+            return None if cancelled else t("nothing_to_cancel", to.language)
+        if press.action == Action.REROLL:
+            request = EditRequest(user, chat, reroll_of=press.edit_id, key=key,
+                                  answer_to=to.reply_to, language=to.language)  # fmt: skip
+            await self.submit(request)
+        elif press.action == Action.UNDO:
+            await self.undo(user, chat, press.edit_id, to)
+        elif press.action == Action.FULL:
+            await self.send_full_quality(chat, press.edit_id, to)
+        return None
+
+    async def ask_for_prompt(
+        self, user: UserRef, chat: ChatRef, upload: FileRef, origin: MessageRef, to: Address,
+        *, ask: bool = True,
+    ) -> None:  # fmt: skip
+        """A photo without a prompt: keep it (unfetched) and ask what to change; a reply to
+        the photo or to the question edits it. `ask=False` keeps it without asking (e.g. the
+        other photos of an album asked about once). The same photo again is asked about once."""
+        if await self.knows(origin):
+            return  # redelivered after a crash: kept and asked already
+        await self.register_photo(user, chat, upload, origin)
+        if ask:
+            question = await self._messengers[chat.platform].send_text(
+                to, t("ask_prompt", to.language)
+            )
+            await self.link_same_image(question, origin)
+
     async def register_photo(
         self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef
     ) -> None:
@@ -664,7 +707,7 @@ class EditService:
         if fetched is not None:  # an edit of it failed before it was kept: keep it now
             kept = fetched[1]
             await self.store.fill_image(fetched[0], kept.data, kept.mime, kept.width, kept.height)
-        chat_bytes, mime = await self._pillow(imaging.for_chat, data)
+        chat_bytes, mime = await self._for_chat(data, messenger)
         picture = Picture(
             data=chat_bytes,
             mime=mime,
@@ -678,6 +721,18 @@ class EditService:
         shown = ShownImage(record.source_image_id, picture.edit_id)
         await self._make_current(owner.id, chat, shown, message)
         return picture
+
+    async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
+        """The lossless file of a delivered result, if the platform takes a file that big."""
+        picture = await self.full_quality(chat, edit_id)
+        messenger = self._messengers[chat.platform]
+        if len(picture.data) > messenger.file_limit:
+            raise FileTooLarge(
+                f"{len(picture.data)} bytes > {messenger.file_limit}",
+                size_mb=f"{len(picture.data) / 1e6:.1f}",
+                limit_mb=f"{messenger.file_limit / 1e6:.0f}",
+            )
+        await messenger.send_file(to, picture)
 
     async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
         record = await self._edit_in(edit_id, chat)

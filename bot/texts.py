@@ -23,7 +23,7 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "你好 {name}！发一张照片并在说明里写上要怎么改，几秒钟后我会发回修改后的照片。"
         "\n\n回复结果图可以继续修改。/help 查看示例。",
     },
-    "help": {
+    "help_telegram": {
         EN: "How to use me:\n"
         "• Send a photo with a caption, e.g. \u201cmake it night time with neon lights\u201d.\n"
         "• Speech bubbles and signs: put the words in quotes, e.g. \u201cmake the cat lie on "
@@ -44,6 +44,29 @@ TEXTS: dict[str, dict[str, str]] = {
         "按钮：🎲 重新生成（同样的要求，新的种子）· ↩️ 撤销（回到上一步）· "
         "🖼 原图（无损文件）。\n\n"
         "命令：/quota · /seed [数字|random] · /settings · /cancel",
+    },
+    "help_discord": {
+        EN: "How to use me:\n"
+        "• Send an image and mention me with what to change, e.g. \u201c@stepedit make it night "
+        "time with neon lights\u201d (in DMs no mention is needed).\n"
+        "• Or use `/edit` with an image and a prompt, or right-click a message with an image "
+        "→ Apps → **Edit image**.\n"
+        "• Speech bubbles and signs: put the words in quotes, e.g. \u201cwith a speech bubble "
+        'saying "I was wrong"\u201d.\n'
+        "• Reply to any result with more instructions to refine it; reply to someone's image "
+        "and mention me to edit theirs.\n\n"
+        "Buttons: 🎲 Reroll (same prompt, new seed) · ↩️ Undo (back one step) · "
+        "🖼 Full quality (lossless file).\n\n"
+        "Commands: /quota · /seed · /settings · /cancel · /help",
+        ZH: "使用方法：\n"
+        "• 发送图片并 @我 写上要怎么改，例如「@stepedit 把场景改成夜晚，加上霓虹灯」"
+        "（私信里不用 @）。\n"
+        "• 也可以用 `/edit` 附上图片和要求，或右键带图片的消息 → 应用 → **Edit image**。\n"
+        "• 对话气泡和招牌：把文字放进引号里，例如「旁边有个对话气泡框写着\u201c我错了\u201d」。\n"
+        "• 回复任意结果图并写上新的要求，就能继续修改；回复别人的图片并 @我，可以修改他的图。\n\n"
+        "按钮：🎲 重新生成（同样的要求，新的种子）· ↩️ 撤销（回到上一步）· "
+        "🖼 原图（无损文件）。\n\n"
+        "命令：/quota · /seed · /settings · /cancel · /help",
     },
     "ask_prompt": {
         EN: "Got it! What should I change in this photo? Just reply with a description.",
@@ -153,6 +176,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "GIF (sending it as a photo rather than a file also works).",
         ZH: "暂不支持 {format} 格式。请以 JPEG、PNG、WebP 或 GIF 格式发送"
         "（或以照片而非文件的方式发送）。",
+    },
+    "error_file_too_large": {
+        EN: "The lossless file is {size_mb} MB, more than the {limit_mb} MB I may send here. "
+        "The picture above is the best I can send.",
+        ZH: "无损文件有 {size_mb} MB，超过这里允许发送的 {limit_mb} MB。"
+        "上面的图片已是能发送的最佳质量。",
     },
     "error_image_too_large": {
         EN: "That file is too large for me to process. Please send a smaller image.",

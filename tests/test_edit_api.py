@@ -383,7 +383,7 @@ async def test_404_names_model(stepfun: FakeStepFun) -> None:
     message = info.value.operator_message
     assert info.value.status == 404
     assert "step-image-edit-1" in message and stepfun.base_url in message
-    assert "EDIT_MODEL" in message and "2026-10-10" in message
+    assert "EDIT_MODEL" in message and "compatible server" in message
 
 
 @pytest.mark.parametrize(("status", "words"), [(402, "balance"), (403, "refused access")])

@@ -31,6 +31,7 @@ from bot.domain import (
 from bot.edit_api import EditApiClient
 from bot.errors import (
     Busy,
+    FileTooLarge,
     InvalidSetting,
     NothingToEdit,
     PromptError,
@@ -39,7 +40,7 @@ from bot.errors import (
     UnknownEdit,
 )
 from bot.service import EditService, utcnow, wants_text_mode
-from bot.texts import ZH, t
+from bot.texts import ZH, error_text, t
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.stepfun import FakeStepFun, render_result
@@ -502,6 +503,37 @@ async def test_undo_shows_the_previous_image_and_refines_from_there(
     assert decode(original.data).size == (320, 240)
     await run(service, EditRequest(ALICE, CHAT, "make it blue"))
     assert stepfun.requests[-1].image == stepfun.requests[0].image
+
+
+async def test_a_lossless_file_over_the_platforms_limit_is_refused_with_its_size(
+    service: EditService, messenger: FakeMessenger
+) -> None:
+    record = await run(service, photo_request(messenger))
+    to = Address(CHAT.platform, CHAT.id, "9")
+    await service.send_full_quality(CHAT, record.id, to)
+    (sent,) = messenger.files_sent
+    assert sent.picture.mime == "image/png" and sent.to == to
+    messenger.file_limit = len(sent.picture.data) - 1
+    with pytest.raises(FileTooLarge) as refused:
+        await service.send_full_quality(CHAT, record.id, to)
+    assert "MB" in error_text(refused.value)
+    assert len(messenger.files_sent) == 1
+
+
+async def test_a_photo_without_a_prompt_is_kept_and_asked_about_once(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    origin = MessageRef(CHAT.platform, CHAT.id, "30")
+    to = Address(CHAT.platform, CHAT.id, "30")
+    upload = messenger.upload(PHOTO)
+    for _ in range(2):  # the same update delivered twice
+        await service.ask_for_prompt(ALICE, CHAT, upload, origin, to)
+    assert messenger.said() == [t("ask_prompt")]
+    assert not messenger.fetched  # nothing downloaded for a photo nobody asked to edit yet
+    question = MessageRef(CHAT.platform, CHAT.id, "text-1")
+    record = await run(service, EditRequest(ALICE, CHAT, "make it snow", source_message=question))
+    assert record.status == EditStatus.SUCCEEDED
+    assert len(stepfun.requests) == 1
 
 
 async def test_full_quality_is_the_apis_result_losslessly(

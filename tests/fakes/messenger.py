@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from bot import imaging
 from bot.domain import Address, FileRef, MessageRef, Picture
 
 
@@ -42,9 +43,12 @@ class FakeMessenger:
     """bot.ports.Messenger that keeps uploaded files in memory and records every answer."""
 
     platform: str = "test"
+    picture_limits: imaging.PictureLimits = imaging.TELEGRAM_PHOTO
+    file_limit: int = 50_000_000
     files: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes
     fetched: list[str] = field(default_factory=list)  # file ids, in fetch order
     pictures: list[Sent] = field(default_factory=list)
+    files_sent: list[Sent] = field(default_factory=list)  # pictures sent as files (lossless)
     texts: list[tuple[Address, str]] = field(default_factory=list)
     notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
     # staging: a set event lets the call through; `fail_pictures` makes every send_picture raise,
@@ -80,8 +84,13 @@ class FakeMessenger:
             await self.on_picture(picture)
         return message
 
-    async def send_text(self, to: Address, text: str) -> None:
+    async def send_file(self, to: Address, picture: Picture) -> None:
+        message = MessageRef(self.platform, to.chat_id, f"file-{next(self._ids)}")
+        self.files_sent.append(Sent(to, picture, message))
+
+    async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append((to, text))
+        return MessageRef(self.platform, to.chat_id, f"text-{next(self._ids)}")
 
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
         note_id = f"note-{next(self._ids)}"

@@ -1,0 +1,136 @@
+"""What the bot's answers say and which buttons they carry, the same on every platform.
+
+Adapters draw these with their own widgets (Telegram's inline keyboards, Discord's components)
+and hand a pressed button's data back to `parse_press`; the core decides what a press does. A
+button's data names a stored edit ("reroll:42"), so buttons keep working after a restart; the
+core checks the edit belongs to the chat where it was pressed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.domain import Picture, QuotaStatus, UserSettings
+from bot.texts import describe_settings, t
+
+# The settings offered as buttons under /settings: (name, value) rows.
+SETTING_CHOICES = (
+    (("text", "auto"), ("text", "on"), ("text", "off")),
+    (("steps", "8"), ("steps", "16"), ("steps", "30")),
+    (("cfg", "1.0"), ("cfg", "3.0"), ("cfg", "5.0")),
+)
+_PRESS = re.compile(r"(reroll|undo|full|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))")
+
+
+class Action(StrEnum):
+    REROLL = "reroll"  # the same prompt on the same source, with a new seed
+    UNDO = "undo"  # show the image before this edit again
+    FULL = "full"  # the lossless file of this result
+    CANCEL = "cancel"  # the progress note's button: cancel its user's edits in this chat
+    SET = "set"  # one of the /settings buttons
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    data: str  # what the platform hands back when it is pressed (at most 64 bytes on Telegram)
+
+
+@dataclass(frozen=True)
+class Press:
+    """A pressed button, decoded: an action on an edit, or a setting (name, value)."""
+
+    action: Action
+    edit_id: int = 0
+    setting: tuple[str, str] = ("", "")  # ("reset", "") resets every setting
+
+
+def parse_press(data: str) -> Press | None:
+    """The press a button's data stands for; None for data that is not one of ours."""
+    match = _PRESS.fullmatch(data)
+    if match is None:
+        return None
+    action, edit_id, setting, name, value = match.groups()
+    if action is not None:
+        return Press(Action(action), int(edit_id))
+    if setting == "reset":
+        return Press(Action.SET, setting=("reset", ""))
+    return Press(Action.SET, setting=(name, value))
+
+
+def result_buttons(edit_id: int | None, lang: str) -> list[list[Button]]:
+    """Under a result: Reroll, Undo, Full quality (none under a picture no edit made)."""
+    if edit_id is None:
+        return []
+    return [
+        [
+            Button(t("btn_reroll", lang), f"{Action.REROLL}:{edit_id}"),
+            Button(t("btn_undo", lang), f"{Action.UNDO}:{edit_id}"),
+            Button(t("btn_full", lang), f"{Action.FULL}:{edit_id}"),
+        ]
+    ]
+
+
+def cancel_buttons(edit_id: int, lang: str) -> list[list[Button]]:
+    """Under a progress note."""
+    return [[Button(t("btn_cancel", lang), f"{Action.CANCEL}:{edit_id}")]]
+
+
+def settings_buttons() -> list[list[Button]]:
+    rows = [
+        [Button(f"{name} {value}", f"{Action.SET}:{name}:{value}") for name, value in row]
+        for row in SETTING_CHOICES
+    ]
+    return [*rows, [Button("reset", f"{Action.SET}:reset")]]
+
+
+def caption(picture: Picture, lang: str, limit: int = 1024) -> str:
+    """What a picture says about itself: its prompt and seed, and notes on its input."""
+    if picture.prompt is None:
+        lines = [t("caption_original", lang)]
+    elif picture.seed is None:  # a server that does not tell its seed
+        lines = [picture.prompt]
+    else:
+        lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
+    lines += [t(note, lang) for note in picture.notes]
+    return "\n\n".join(lines)[:limit]
+
+
+def full_caption(picture: Picture, lang: str) -> str:
+    if picture.seed is None:
+        return t("caption_full_plain", lang)
+    return t("caption_full", lang, seed=picture.seed)
+
+
+def quota_text(quota: QuotaStatus, lang: str) -> str:
+    if quota.remaining is None:
+        return t("quota_unlimited", lang, used=quota.used)
+    resets = quota.resets_at.strftime("%H:%M")
+    return t("quota", lang, remaining=quota.remaining, limit=quota.limit, resets=resets)
+
+
+def seed_text(settings: UserSettings, lang: str, *, with_usage: bool) -> str:
+    """/seed's answer: the seed in use; with how to change it when none was given."""
+    if settings.seed is None:
+        text = t("seed_random", lang)
+    else:
+        text = t("seed_fixed", lang, seed=settings.seed)
+    return text + "\n\n" + t("seed_usage", lang) if with_usage else text
+
+
+def settings_text(settings: UserSettings, lang: str) -> str:
+    return describe_settings(settings, lang)
+
+
+def help_text(platform: str, lang: str) -> str:
+    """How to use the bot where the user is: each platform has its own gestures."""
+    return t(f"help_{platform}", lang)
+
+
+def addressed(*, private: bool, command: bool, mentioned: bool, replies_to_our_image: bool) -> bool:
+    """Whether a message is meant for the bot. In a private chat (a DM) everything is; in a
+    group only a command, a mention, or a reply to one of the bot's own pictures: a reply to
+    someone else's photo is chatter, unless it mentions the bot (a group meme)."""
+    return private or command or mentioned or replies_to_our_image
