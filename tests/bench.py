@@ -124,8 +124,6 @@ from tests.harness import is_note
 from tests.images import make_image, photo_like
 from tests.test_cli import STEPEDIT, wired_to
 
-ROOT = Path(__file__).resolve().parent.parent
-
 # Repetitions (after one untimed warm-up each).
 N_EDIT = 7  # single edits end to end (~0.7 s each: the fake renders a PNG)
 N_CHAIN = 4  # 3-step refine chains
@@ -204,18 +202,6 @@ def progress(text: str) -> None:
     print(f"... {text}", file=sys.stderr, flush=True)
 
 
-def time_calls(fn: Callable[[], T], n: int) -> tuple[list[float], T]:
-    """Call `fn` once untimed, then `n` times timed; (ms per call, the last result)."""
-    result = fn()
-    samples = []
-    for _ in range(n):
-        gc.collect()
-        started = time.perf_counter()
-        result = fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples, result
-
-
 # --- 2: the service in this process ------------------------------------------------------------
 
 
@@ -265,6 +251,8 @@ class BenchMessenger:
     counted, notes go nowhere and texts are kept (they explain an edit that failed)."""
 
     platform = "bench"
+    picture_limits = imaging.TELEGRAM_PHOTO
+    file_limit = 50_000_000
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -283,8 +271,12 @@ class BenchMessenger:
         self.pictures += 1
         return MessageRef(self.platform, to.chat_id, f"result-{self.pictures}")
 
-    async def send_text(self, to: Address, text: str) -> None:
+    async def send_file(self, to: Address, picture: Picture) -> None:
+        pass
+
+    async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append(text)
+        return MessageRef(self.platform, to.chat_id, f"text-{len(self.texts)}")
 
     async def send_note(self, to: Address, text: str, edit_id: int = 0) -> str:
         return "note"
@@ -293,9 +285,6 @@ class BenchMessenger:
         pass
 
     async def delete_note(self, to: Address, note_id: str) -> None:
-        pass
-
-    async def show_working(self, to: Address) -> None:
         pass
 
 
@@ -530,7 +519,7 @@ def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
     """Case 3: the bot's own time per request, black-box."""
     cases = [
         ("1280x960 photo", bench_pipeline.make_input("tg"), False),
-        ("4032x3024 JPEG, orientation 6, file", bench_pipeline.make_input("jpeg12"), True),
+        ("4032x3024 JPEG, EXIF 6, as a file", bench_pipeline.make_input("jpeg12"), True),
     ]
     folder = tmp / "bot-time"
     folder.mkdir()
