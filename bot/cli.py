@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from bot import imaging, texts
 from bot.config import ConfigError, Settings, load_settings
@@ -34,6 +35,7 @@ from bot.domain import (
 from bot.edit_api import EditApiClient
 from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
+from bot.ports import Messenger
 from bot.service import EditService
 
 log = logging.getLogger("stepedit")
@@ -142,37 +144,66 @@ async def open_service(
         await store.aclose()
 
 
+class Platform(Protocol):
+    """A chat platform's adapter as `serve` runs it."""
+
+    @property
+    def messenger(self) -> Messenger: ...
+
+    async def start(self) -> None: ...
+    async def stop_receiving(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def platforms(settings: Settings, service: EditService) -> list[Platform]:
+    """An adapter for every platform whose token is set."""
+    found: list[Platform] = []
+    if settings.telegram_bot_token:
+        from adapters.telegram import TelegramBot
+
+        found.append(
+            TelegramBot(
+                service,
+                token=settings.telegram_bot_token.get_secret_value(),
+                api_url=settings.telegram_api_url,
+            )
+        )
+    if settings.discord_bot_token:
+        from adapters.discord import DiscordBot
+
+        found.append(
+            DiscordBot(
+                service,
+                token=settings.discord_bot_token.get_secret_value(),
+                api_url=settings.discord_api_url,
+                gateway_url=settings.discord_gateway_url,
+                message_content=settings.discord_message_content,
+            )
+        )
+    return found
+
+
 async def serve(settings: Settings) -> None:
     if settings.telegram_bot_token is None and settings.discord_bot_token is None:
         raise ConfigError(
-            "nothing to run: set TELEGRAM_BOT_TOKEN (get one from @BotFather) in the "
-            "environment or .env"
+            "nothing to run: set TELEGRAM_BOT_TOKEN (get one from @BotFather) and/or "
+            "DISCORD_BOT_TOKEN (from the Discord Developer Portal) in the environment or .env"
         )
-    from adapters.telegram import TelegramBot
-
     async with open_service(settings, settings.database_url) as service:
-        bots: list[TelegramBot] = []
+        started: list[Platform] = []
         try:
-            if settings.telegram_bot_token:
-                bot = TelegramBot(
-                    service,
-                    token=settings.telegram_bot_token.get_secret_value(),
-                    api_url=settings.telegram_api_url,
-                )
-                service.attach(bot.messenger)
-                await bot.start()
-                bots.append(bot)
-            if settings.discord_bot_token:
-                log.warning("DISCORD_BOT_TOKEN is set, but the Discord adapter is not built yet")
-            if bots:
-                await service.start()
-                await _until_stopped()
+            for platform in platforms(settings, service):
+                service.attach(platform.messenger)
+                await platform.start()
+                started.append(platform)
+            await service.start()
+            await _until_stopped()
         finally:
             # Stop taking updates, let running edits finish (bounded), then close the platforms.
-            for running in bots:
+            for running in started:
                 await running.stop_receiving()
             await service.stop(SHUTDOWN_GRACE_SECONDS)
-            for running in bots:
+            for running in started:
                 await running.stop()
 
 

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
     discord_bot_token: SecretStr | None = None
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str | None = None  # None: Discord's own
+    discord_message_content: bool = False  # the privileged intent: see the README
 
     edit_api_key: SecretStr | None = None
     edit_api_url: str = "https://api.stepfun.com/v1"
@@ -60,12 +63,21 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token from @BotFather (123456:ABC-…)")
         return value
 
-    @field_validator("telegram_api_url", "edit_api_url")
+    @field_validator("telegram_api_url", "edit_api_url", "discord_api_url")
     @classmethod
     def _is_http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("discord_gateway_url", mode="before")
+    @classmethod
+    def _is_ws_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that blanks them out."""

@@ -129,7 +129,9 @@ class EditRequest:
     `source_message` (the image a known message shows), else the user's current image here.
 
     `key` makes a redelivered platform event a no-op (e.g. "telegram:<chat>:<message id>"); the
-    answer goes to `answer_to` (a message id in the chat) in `language`.
+    answer goes to `answer_to` (a message id in the chat) in `language`. `overrides` are settings
+    for this edit only, as (name, value) pairs a user typed (e.g. ("steps", "30")), checked like
+    /settings.
     """
 
     user: UserRef
@@ -142,6 +144,7 @@ class EditRequest:
     key: str | None = None
     answer_to: str | None = None
     language: str = "en"
+    overrides: tuple[tuple[str, str], ...] = ()
 
 
 class EditStatus:

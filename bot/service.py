@@ -223,7 +223,10 @@ class EditService:
                 await self._keep_upload(user, chat, request.upload, request.origin)
             raise
         source = await self._source(user, request, rerolled)
-        options = self._options(user.settings, prompt, rerolled)
+        settings = user.settings
+        for name, value in request.overrides:  # this edit only; refused like /settings
+            settings = parse_setting(settings, name, value)
+        options = self._options(settings, prompt, rerolled)
         new = NewEdit(
             user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
             options, key=request.key, reply_to=request.answer_to,

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.discord import ALICE as DISCORD_ALICE
+from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
+from tests.fakes.discord import TOKEN as DISCORD_TOKEN
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser
 from tests.images import decode, make_image
@@ -173,3 +177,53 @@ async def test_an_unreachable_bot_api_is_one_line(tmp_path: Path, stepfun: FakeS
     assert err.strip().splitlines()[-1].startswith("stepedit: cannot reach the Bot API")
     assert "TELEGRAM_API_URL" in err.strip().splitlines()[-1]
     assert "ABCDEFGHIJKLMNOP" not in err
+
+
+def discord_env(discord: FakeDiscord, stepfun: FakeStepFun, **settings: str) -> dict[str, str]:
+    """The environment of a Discord-only bot that talks to the fakes."""
+    fakes = {
+        "DISCORD_BOT_TOKEN": DISCORD_TOKEN,
+        "DISCORD_API_URL": discord.rest_url,
+        "DISCORD_GATEWAY_URL": str(discord.gateway_url),
+        "EDIT_API_URL": stepfun.base_url,
+        "EDIT_API_KEY": stepfun.api_key,
+    }
+    return environment(**{**fakes, **settings})
+
+
+async def test_run_with_only_a_discord_token_edits_on_discord_and_stops_on_sigterm(
+    tmp_path: Path, stepfun: FakeStepFun, fake_discord: FakeDiscord
+) -> None:
+    env = discord_env(fake_discord, stepfun)
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await fake_discord.wait_connected(timeout=30)
+        await fake_discord.wait_until(lambda: fake_discord.commands, timeout=10)
+        sent = fake_discord.user_sends(
+            DISCORD_GENERAL, DISCORD_ALICE, "make it snow",
+            attachments=[("cat.jpg", make_image(320, 240), "image/jpeg")], mentions_bot=True,
+        )  # fmt: skip
+        result = await fake_discord.next_message(
+            DISCORD_GENERAL, lambda m: m.from_bot and bool(m.attachments), timeout=20
+        )
+        assert result.reply_to == sent.id
+        assert decode(result.files[0][1]).size == (320, 240)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+
+
+async def test_a_rejected_discord_token_is_one_line_naming_it(
+    tmp_path: Path, stepfun: FakeStepFun, fake_discord: FakeDiscord
+) -> None:
+    env = discord_env(fake_discord, stepfun, DISCORD_BOT_TOKEN="not-the-right-token")
+    code, _, err = await run("run", cwd=tmp_path, env=env)
+    assert code == 2, err
+    assert "Traceback" not in err and "not-the-right-token" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stepedit: Discord at") and "rejected DISCORD_BOT_TOKEN" in last

@@ -1,0 +1,301 @@
+"""The Discord adapter end to end: the real DiscordBot (discord.py) against the fake Discord
+(REST, gateway, CDN), the real EditService and SqlStore, and the fake StepFun API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from adapters.discord import DiscordBot
+from bot.domain import MessageRef, UserRef
+from bot.edit_api import EditApiClient
+from bot.service import EditService
+from bot.texts import t
+from storage.db import create_engine, migrate
+from storage.repo import SqlStore
+from tests.fakes.discord import (
+    ALICE,
+    BOB,
+    GENERAL_ID,
+    OTHER_BOT,
+    TOKEN,
+    FakeDiscord,
+    FakeUser,
+    StoredMessage,
+    Upload,
+)
+from tests.fakes.stepfun import FakeStepFun
+from tests.images import decode, make_image
+
+PHOTO = make_image(320, 240)
+
+
+@dataclass
+class DiscordUnderTest:
+    discord: FakeDiscord
+    stepfun: FakeStepFun
+    database_url: str
+    service_options: dict[str, Any] = field(default_factory=dict)
+    store: SqlStore | None = None
+    client: EditApiClient | None = None
+    service: EditService | None = None
+    bot: DiscordBot | None = None
+
+    async def start(self) -> None:
+        engine = create_engine(self.database_url)
+        await migrate(engine)
+        self.store = SqlStore(engine)
+        self.client = EditApiClient(
+            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, retries=1,
+            backoff=0.01, timeout=5.0,
+        )  # fmt: skip
+        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
+        self.service = EditService(self.store, self.client, **options)
+        self.bot = DiscordBot(
+            self.service,
+            token=TOKEN,
+            api_url=self.discord.rest_url,
+            gateway_url=str(self.discord.gateway_url),
+        )
+        self.service.attach(self.bot.messenger)
+        await self.bot.start()
+        await self.service.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.bot:
+            await self.bot.stop_receiving()
+        if self.service:
+            await self.service.stop(grace)
+        if self.bot:
+            await self.bot.stop()
+        if self.client:
+            await self.client.aclose()
+        if self.store:
+            await self.store.aclose()
+        self.bot = self.client = self.store = self.service = None
+
+    async def quota_used(self, user: FakeUser) -> int:
+        assert self.service is not None
+        return (await self.service.quota(UserRef("discord", str(user.id)))).used
+
+    async def result(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
+        """The next picture the bot posts here, once it is linked (so a reply to it works)."""
+        posted = await self.discord.next_message(
+            channel_id, lambda m: m.from_bot and bool(m.attachments), timeout=timeout
+        )
+        assert self.service is not None
+        ref = MessageRef("discord", str(posted.channel_id), str(posted.id))
+        async with asyncio.timeout(timeout):
+            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
+                await asyncio.sleep(0.005)
+        return posted
+
+    async def text(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
+        """The next text the bot posts here that is not a progress note."""
+        return await self.discord.next_message(
+            channel_id,
+            lambda m: m.from_bot and not m.attachments and not is_note(m),
+            timeout=timeout,
+        )
+
+
+def is_note(message: StoredMessage) -> bool:
+    return any(c.startswith("stepedit:cancel:") for c in message.custom_ids)
+
+
+@pytest.fixture
+async def bot(
+    fake_discord: FakeDiscord, stepfun: FakeStepFun, sqlite_url: str
+) -> AsyncIterator[DiscordUnderTest]:
+    under_test = DiscordUnderTest(fake_discord, stepfun, sqlite_url)
+    await under_test.start()
+    try:
+        yield under_test
+    finally:
+        await under_test.stop()
+
+
+def photo(name: str = "cat.jpg", data: bytes = PHOTO) -> Upload:
+    return Upload(name, data, "image/jpeg")
+
+
+async def test_a_mention_with_an_image_gets_the_edited_image_as_a_reply_with_buttons(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    sent = fake_discord.user_sends(
+        GENERAL_ID, ALICE, "make it snow", attachments=[photo()], mentions_bot=True
+    )
+    result = await bot.result()
+    assert result.reply_to == sent.id
+    assert "make it snow" in result.content
+    (_, data), *_ = result.files
+    assert decode(data).size == (320, 240)
+    assert [c.split(":")[1] for c in result.custom_ids] == ["reroll", "undo", "full"]
+    assert stepfun.requests[-1].fields["prompt"] == "make it snow"
+    assert await bot.quota_used(ALICE) == 1
+    await fake_discord.wait_until(
+        lambda: all(m.deleted for m in fake_discord.sent(GENERAL_ID) if is_note(m))
+    )
+    assert fake_discord.typing_in(GENERAL_ID) >= 1
+
+
+async def test_messages_not_meant_for_the_bot_are_ignored(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "look at my cat", attachments=[photo()])
+    fake_discord.user_sends(GENERAL_ID, OTHER_BOT, "edit this", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    fake_discord.user_sends(GENERAL_ID, BOB, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    result = await bot.result()  # only Bob's
+    assert result.referenced is not None and result.referenced.author == BOB
+    assert len(stepfun.requests) == 1
+
+
+async def test_a_reply_to_a_result_refines_exactly_that_result_also_after_a_restart(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    first = await bot.result()
+    await bot.stop()
+    await bot.start()
+    fake_discord.user_sends(GENERAL_ID, ALICE, "add a hat", reply_to=first)
+    second = await bot.result()
+    assert second.reply_to is not None
+    assert stepfun.requests[-1].image == stepfun.results[0]  # the first result, as it was
+    assert await bot.quota_used(ALICE) == 2
+
+
+async def test_a_reply_mentioning_the_bot_under_someones_image_edits_that_image(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    theirs = fake_discord.user_sends(GENERAL_ID, BOB, "my cat", attachments=[photo()])
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it wear a crown", reply_to=theirs,
+                            mentions_bot=True, reply_pings=False)  # fmt: skip
+    await bot.result()
+    assert stepfun.requests[-1].fields["prompt"] == "make it wear a crown"
+    assert (await bot.quota_used(ALICE), await bot.quota_used(BOB)) == (1, 0)
+
+
+async def test_slash_edit_thinks_at_once_then_answers_with_the_picture(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 0.3
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": photo(), "prompt": "make it night", "steps": 12, "seed": 7}
+    )
+    await fake_discord.wait_for_response(interaction)
+    assert interaction.thinking
+    await fake_discord.wait_until(lambda: any(m.attachments for m in interaction.messages))
+    fields = stepfun.requests[-1].fields
+    assert (fields["prompt"], fields["steps"], fields["seed"]) == ("make it night", "12", "7")
+    assert await bot.quota_used(ALICE) == 1
+
+
+async def test_a_refused_slash_edit_is_answered_only_to_its_user(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": Upload("notes.txt", b"not an image at all", "text/plain"),
+                 "prompt": "x" * 300 + "!"},
+    )  # fmt: skip
+    await fake_discord.wait_until(lambda: bool(interaction.followups) or interaction.modal)
+    await fake_discord.wait_until(lambda: any(m.ephemeral for m in interaction.followups))
+    assert not stepfun.requests
+    assert await bot.quota_used(ALICE) == 0
+
+
+async def test_the_edit_image_menu_asks_for_the_prompt_in_a_modal(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    target = fake_discord.user_sends(GENERAL_ID, BOB, "", attachments=[photo()])
+    menu = fake_discord.user_runs_message_command("Edit image", target)
+    await fake_discord.wait_until(lambda: menu.modal is not None)
+    assert not menu.thinking  # a modal must be the first answer
+    modal = menu.modal
+    assert modal is not None
+    fake_discord.user_submits_modal(modal["custom_id"], {"prompt": "make it a painting"})
+    await fake_discord.wait_until(lambda: bool(stepfun.requests))
+    assert stepfun.requests[-1].fields["prompt"] == "make it a painting"
+
+
+async def test_reroll_after_a_restart_and_a_forged_button_from_another_channel(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    first = await bot.result()
+    await bot.stop()
+    await bot.start()
+    reroll = next(c for c in first.custom_ids if ":reroll:" in c)
+    fake_discord.user_clicks_button(first, reroll)
+    again = await bot.result()
+    assert again.reply_to == first.id
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow"] * 2
+    assert stepfun.requests[1].fields["seed"] != stepfun.requests[0].fields["seed"]
+
+
+async def test_slash_commands_answer_privately(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord
+) -> None:
+    for name in ("quota", "help", "settings", "cancel", "seed"):
+        interaction = fake_discord.user_runs_slash_command(name, {})
+        await fake_discord.wait_for_response(interaction)
+        assert interaction.ephemeral, name
+    helped = fake_discord.user_runs_slash_command("help", {}, user=BOB)  # zh-CN
+    await fake_discord.wait_for_response(helped)
+    assert helped.original is not None
+    assert helped.original.content == t("help_discord", "zh")
+
+
+async def test_full_quality_sends_the_lossless_file(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    first = await bot.result()
+    full = next(c for c in first.custom_ids if ":full:" in c)
+    fake_discord.user_clicks_button(first, full)
+    lossless = await fake_discord.next_message(
+        GENERAL_ID, lambda m: m.from_bot and bool(m.attachments)
+    )
+    assert lossless.reply_to == first.id
+    (name, data), *_ = lossless.files
+    assert name.endswith(".png")
+    assert decode(data).tobytes() == decode(stepfun.results[0]).tobytes()
+
+
+async def test_a_slash_edit_whose_bot_restarted_answers_in_the_channel_mentioning_its_user(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 3.0
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": photo(), "prompt": "make it night"}
+    )
+    await fake_discord.wait_until(lambda: bool(stepfun.requests))
+    await bot.stop(grace=0)  # its API call is abandoned: the job waits for the next start
+    stepfun.delay = 0.0
+    await bot.start()
+    result = await fake_discord.next_message(
+        GENERAL_ID, lambda m: m.from_bot and bool(m.attachments), timeout=15
+    )
+    assert result.interaction is not interaction
+    assert result.content.startswith(f"<@{ALICE.id}>")
+    assert "make it night" in result.content
+    assert await bot.quota_used(ALICE) == 1
+
+
+async def test_discords_rate_limits_never_reach_the_user(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.fail_next(2, status=429, retry_after=0.05)
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    result = await bot.result()
+    assert "make it snow" in result.content
+    assert not [m for m in fake_discord.sent(GENERAL_ID) if not m.attachments and not is_note(m)]
