@@ -519,8 +519,19 @@ class DiscordMessenger:
     """bot.ports.Messenger over Discord's REST API: everything it needs is in the Address."""
 
     platform = PLATFORM
-    picture_limits = imaging.DISCORD_FILE
-    file_limit = FILE_LIMIT
+
+    def picture_limits(self, to: Address) -> imaging.PictureLimits:
+        return imaging.PictureLimits(max_bytes=self.file_limit(to))
+
+    def file_limit(self, to: Address) -> int:
+        """10 MiB, or what the interaction says (`attachment_size_limit`) or the server allows
+        (boosts)."""
+        held = self._fresh(to)
+        if held is not None:
+            return max(FILE_LIMIT, held.interaction.filesize_limit)
+        channel = self.client.get_channel(int(to.chat_id))
+        guild = getattr(channel, "guild", None)
+        return max(FILE_LIMIT, guild.filesize_limit) if guild is not None else FILE_LIMIT
 
     def __init__(self, client: discord.Client) -> None:
         self.client = client

@@ -525,8 +525,12 @@ class TelegramMessenger:
     """bot.ports.Messenger over the Bot API: everything it needs is in the Address."""
 
     platform = PLATFORM
-    picture_limits = imaging.TELEGRAM_PHOTO
-    file_limit = MAX_FILE_BYTES
+
+    def picture_limits(self, to: Address) -> imaging.PictureLimits:
+        return imaging.TELEGRAM_PHOTO
+
+    def file_limit(self, to: Address) -> int:
+        return MAX_FILE_BYTES
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot

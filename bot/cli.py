@@ -269,8 +269,12 @@ class ShellMessenger:
     """bot.ports.Messenger for `stepedit edit`: files from disk, answers kept in memory."""
 
     platform = "cli"
-    picture_limits = imaging.PictureLimits(max_bytes=1 << 30)  # a file on disk: as it came
-    file_limit = 1 << 30
+
+    def picture_limits(self, to: Address) -> imaging.PictureLimits:
+        return imaging.PictureLimits(max_bytes=1 << 30)  # a file on disk: as it came
+
+    def file_limit(self, to: Address) -> int:
+        return 1 << 30
 
     def __init__(self) -> None:
         self.pictures: list[Picture] = []

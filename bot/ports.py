@@ -218,8 +218,14 @@ class Messenger(Protocol):
     Every method raises on failure; the core decides what a failure means."""
 
     platform: str
-    picture_limits: PictureLimits  # what it shows as a picture; results are fitted to it
-    file_limit: int  # the largest file (bytes) it may send, e.g. a lossless result
+
+    def picture_limits(self, to: Address) -> PictureLimits:
+        """What a picture sent to `to` may be; results are fitted to it."""
+        ...
+
+    def file_limit(self, to: Address) -> int:
+        """The largest file (bytes) it may send to `to`, e.g. a lossless result."""
+        ...
 
     async def fetch(self, file: FileRef) -> bytes:
         """The file's bytes; ImageTooLarge when it is over what the platform lets bots fetch."""

@@ -557,7 +557,7 @@ class EditService:
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
         notes: tuple[str, ...], messenger: Messenger,
     ) -> Picture:  # fmt: skip
-        chat_bytes, chat_mime = await self._for_chat(data, messenger)
+        chat_bytes, chat_mime = await self._for_chat(data, messenger, edit.address)
         return Picture(
             data=chat_bytes,
             mime=chat_mime,
@@ -598,9 +598,9 @@ class EditService:
             raise ApiProtocolError("the API returned bytes that are not an image") from exc
         return NewImage(data, _mime_of(data), width, height)
 
-    async def _for_chat(self, data: bytes, messenger: Messenger) -> tuple[bytes, str]:
+    async def _for_chat(self, data: bytes, messenger: Messenger, to: Address) -> tuple[bytes, str]:
         """The picture as the platform shows it (its adapter states its limits)."""
-        return await self._pillow(imaging.for_chat, data, limits=messenger.picture_limits)
+        return await self._pillow(imaging.for_chat, data, limits=messenger.picture_limits(to))
 
     async def _pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -710,7 +710,7 @@ class EditService:
         if fetched is not None:  # an edit of it failed before it was kept: keep it now
             kept = fetched[1]
             await self.store.fill_image(fetched[0], kept.data, kept.mime, kept.width, kept.height)
-        chat_bytes, mime = await self._for_chat(data, messenger)
+        chat_bytes, mime = await self._for_chat(data, messenger, to)
         picture = Picture(
             data=chat_bytes,
             mime=mime,
@@ -729,11 +729,12 @@ class EditService:
         """The lossless file of a delivered result, if the platform takes a file that big."""
         picture = await self.full_quality(chat, edit_id)
         messenger = self._messengers[chat.platform]
-        if len(picture.data) > messenger.file_limit:
+        limit = messenger.file_limit(to)
+        if len(picture.data) > limit:
             raise FileTooLarge(
-                f"{len(picture.data)} bytes > {messenger.file_limit}",
+                f"{len(picture.data)} bytes > {limit}",
                 size_mb=f"{len(picture.data) / 1e6:.1f}",
-                limit_mb=f"{messenger.file_limit / 1e6:.0f}",
+                limit_mb=f"{limit / 1e6:.0f}",
             )
         await messenger.send_file(to, picture)
 

@@ -251,8 +251,12 @@ class BenchMessenger:
     counted, notes go nowhere and texts are kept (they explain an edit that failed)."""
 
     platform = "bench"
-    picture_limits = imaging.TELEGRAM_PHOTO
-    file_limit = 50_000_000
+
+    def picture_limits(self, to: Address) -> imaging.PictureLimits:
+        return imaging.TELEGRAM_PHOTO
+
+    def file_limit(self, to: Address) -> int:
+        return 50_000_000
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}

@@ -299,3 +299,18 @@ async def test_discords_rate_limits_never_reach_the_user(
     result = await bot.result()
     assert "make it snow" in result.content
     assert not [m for m in fake_discord.sent(GENERAL_ID) if not m.attachments and not is_note(m)]
+
+
+async def test_in_a_dm_an_image_needs_no_mention_and_an_uncaptioned_one_gets_a_question(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    dm = fake_discord.dm_channel(ALICE)
+    fake_discord.user_sends(dm.id, ALICE, "make it snow", attachments=[photo()])
+    await bot.result(dm.id)
+    fake_discord.user_sends(dm.id, ALICE, "", attachments=[photo("dog.jpg", make_image(200, 100))])
+    question = await bot.text(dm.id)
+    assert question.content == t("ask_prompt", "en")
+    fake_discord.user_sends(dm.id, ALICE, "give it a hat", reply_to=question)
+    await bot.result(dm.id)
+    assert decode(stepfun.requests[-1].image).size == (200, 100)
+    assert await bot.quota_used(ALICE) == 2

@@ -513,7 +513,7 @@ async def test_a_lossless_file_over_the_platforms_limit_is_refused_with_its_size
     await service.send_full_quality(CHAT, record.id, to)
     (sent,) = messenger.files_sent
     assert sent.picture.mime == "image/png" and sent.to == to
-    messenger.file_limit = len(sent.picture.data) - 1
+    messenger.largest_file = len(sent.picture.data) - 1
     with pytest.raises(FileTooLarge) as refused:
         await service.send_full_quality(CHAT, record.id, to)
     assert "MB" in error_text(refused.value)

@@ -43,8 +43,8 @@ class FakeMessenger:
     """bot.ports.Messenger that keeps uploaded files in memory and records every answer."""
 
     platform: str = "test"
-    picture_limits: imaging.PictureLimits = imaging.TELEGRAM_PHOTO
-    file_limit: int = 50_000_000
+    pictures_fit: imaging.PictureLimits = imaging.TELEGRAM_PHOTO
+    largest_file: int = 50_000_000
     files: dict[str, bytes] = field(default_factory=dict)  # file id -> bytes
     fetched: list[str] = field(default_factory=list)  # file ids, in fetch order
     pictures: list[Sent] = field(default_factory=list)
@@ -59,6 +59,12 @@ class FakeMessenger:
     on_picture: Callable[[Picture], Awaitable[None]] | None = None
     sending_picture: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def picture_limits(self, to: Address) -> imaging.PictureLimits:
+        return self.pictures_fit
+
+    def file_limit(self, to: Address) -> int:
+        return self.largest_file
 
     def upload(self, data: bytes, filename: str = "photo.jpg") -> FileRef:
         """A file as a user would send it: known by id, its bytes fetched only on demand."""
