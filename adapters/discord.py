@@ -31,7 +31,7 @@ from discord import app_commands
 from bot import imaging, presenter, texts
 from bot.domain import MAX_SEED, Address, ChatRef, EditRequest, FileRef, MessageRef, Picture
 from bot.domain import UserRef as CoreUser
-from bot.errors import ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
 from bot.presenter import Action, Button
 from bot.service import EditService
 from bot.texts import t
@@ -213,6 +213,8 @@ class DiscordBot:
         to = Address(PLATFORM, str(message.channel.id), str(message.id), lang)
         try:
             await self._edit_from_message(message, prompt, replied, known, to)
+        except Ignored:
+            pass  # someone the operator keeps out, told already (or in a group)
         except StepEditError as exc:
             await self.messenger.send_text(to, texts.error_text(exc, lang))
 
@@ -303,6 +305,8 @@ class DiscordBot:
             toast = await self.service.press(
                 user, chat, press, to, key=f"{PLATFORM}:i:{interaction.id}"
             )
+        except Ignored:
+            toast = None
         except StepEditError as exc:
             toast = texts.error_text(exc, lang)
         if toast:
@@ -568,6 +572,10 @@ class DiscordMessenger:
     async def send_file(self, to: Address, picture: Picture) -> None:
         file = discord.File(io.BytesIO(picture.data), filename=picture.filename)
         await self._send(to, presenter.full_caption(picture, to.language), file=file)
+
+    async def tell(self, user_id: str, text: str) -> None:
+        user = await self.client.fetch_user(int(user_id))
+        await user.send(text)
 
     async def send_text(self, to: Address, text: str) -> MessageRef:
         return await self._send(to, text, private=True)

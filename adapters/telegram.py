@@ -44,7 +44,7 @@ from telegram.ext import (
 
 from bot import imaging, presenter, texts
 from bot.domain import Address, ChatRef, EditRequest, FileRef, MessageRef, Picture, UserRef
-from bot.errors import ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
 from bot.presenter import Action, Button
 from bot.service import EditService
 from bot.texts import t
@@ -58,6 +58,7 @@ POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
 COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel")  # described in bot/texts.py
+ADMIN_COMMANDS = ("stats", "grant", "ban", "unban")  # and /quota <user id>; not in the menu
 MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
 
@@ -182,6 +183,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("seed", self.on_seed))
         app.add_handler(CommandHandler("settings", self.on_settings))
         app.add_handler(CommandHandler("cancel", self.on_cancel))
+        app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
         # Only new messages: editing an old caption must not start (and charge) another edit.
         new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("edit", self.on_text, filters=new))
@@ -450,9 +452,23 @@ class TelegramBot:
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))
 
+    async def on_admin(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        user = sender_ref(update)
+        if user is None or message is None or not message.text:
+            return
+        command = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        answer = await self.service.admin(user, chat_ref(message), command, context.args or [])
+        await self._reply(update, answer)
+
     async def on_quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         user = sender_ref(update)
-        if user is None:
+        message = update.effective_message
+        if user is None or message is None:
+            return
+        if context.args:  # an admin asking about someone
+            answer = await self.service.admin(user, chat_ref(message), "quota", context.args)
+            await self._reply(update, answer)
             return
         quota = await self.service.quota(user)
         await self._reply(update, presenter.quota_text(quota, lang_of(update)))
@@ -507,6 +523,8 @@ class TelegramBot:
         if not isinstance(update, Update):
             log.error("error outside an update: %s", error, exc_info=error)
             return
+        if isinstance(error, Ignored):
+            return  # someone the operator keeps out, told already (or in a group)
         if isinstance(error, StepEditError):
             text = texts.error_text(error, lang_of(update))
         else:
@@ -567,6 +585,9 @@ class TelegramMessenger:
             caption=presenter.full_caption(picture, to.language),
             reply_to_message_id=_message_id(to.reply_to),
         )
+
+    async def tell(self, user_id: str, text: str) -> None:
+        await self.bot.send_message(int(user_id), text)  # a user's private chat has their id
 
     async def send_text(self, to: Address, text: str) -> MessageRef:
         sent = await self.bot.send_message(

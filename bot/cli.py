@@ -131,6 +131,7 @@ async def open_service(
             store,
             editor,
             daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
+            rules=settings.rules(),
             default_steps=settings.default_steps,
             default_cfg_scale=settings.default_cfg_scale,
             max_side=settings.max_image_side,
@@ -289,6 +290,9 @@ class ShellMessenger:
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         self.pictures.append(picture)
+
+    async def tell(self, user_id: str, text: str) -> None:
+        self.texts.append(text)
 
     async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append(text)

@@ -7,7 +7,9 @@ that line instead of a traceback. Secrets are `SecretStr`: they never show in re
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +17,52 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain import CFG_RANGE, DEFAULT_CFG_SCALE, DEFAULT_STEPS, MAX_SIDE, MIN_SIDE, STEPS_RANGE
 
 _BOT_TOKEN = re.compile(r"\d+:[\w-]{8,}")
+
+
+class IdSet:
+    """Users or chats named in a setting: "123" matches that id on any platform,
+    "telegram:123" only there. Empty: nobody (for an allowlist: no list)."""
+
+    PLATFORMS = ("telegram", "discord")
+
+    def __init__(self, items: frozenset[tuple[str | None, str]]) -> None:
+        self.items = items
+
+    @classmethod
+    def parse(cls, text: str) -> IdSet:
+        items: set[tuple[str | None, str]] = set()
+        for raw in text.replace(";", ",").split(","):
+            item = raw.strip()
+            if not item:
+                continue
+            platform, _, number = item.rpartition(":")
+            chat = number.removeprefix("-")  # Telegram group chats have negative ids
+            if not chat.isdigit() or (platform and platform not in cls.PLATFORMS):
+                raise ValueError(
+                    f"{item!r} is not an id (use 123, or telegram:123 / discord:456; "
+                    "comma-separated)"
+                )
+            items.add((platform or None, number))
+        return cls(frozenset(items))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __contains__(self, who: tuple[str, str]) -> bool:
+        platform, number = who
+        return (None, number) in self.items or (platform, number) in self.items
+
+
+@dataclass(frozen=True)
+class OperatorRules:
+    """The operator's limits and lists, as the core applies them (0 = no limit)."""
+
+    chat_quota: int = 0  # edits per group chat (Discord: channel) per day
+    budget: int = 0  # edits of the whole bot per day
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))  # where days begin
+    admins: IdSet = field(default_factory=lambda: IdSet(frozenset()))
+    allowed_users: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: everyone
+    allowed_chats: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: all
 
 
 class ConfigError(Exception):
@@ -49,6 +97,14 @@ class Settings(BaseSettings):
     default_cfg_scale: float = Field(default=DEFAULT_CFG_SCALE, ge=CFG_RANGE[0], le=CFG_RANGE[1])
     max_image_side: int = Field(default=MAX_SIDE, ge=MIN_SIDE, le=MAX_SIDE)
 
+    # operator controls: 0 = off; ids as "123" (any platform) or "telegram:123", comma-separated
+    chat_daily_quota: int = Field(default=0, ge=0)
+    global_daily_budget: int = Field(default=0, ge=0)
+    quota_timezone: str = "UTC"
+    admin_ids: str = ""
+    allowed_users: str = ""
+    allowed_chats: str = ""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("telegram_bot_token", "discord_bot_token", "edit_api_key", mode="before")
@@ -78,6 +134,31 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.startswith(("ws://", "wss://")):
             raise ValueError("must start with ws:// or wss://")
         return value
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _is_time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("is not a time zone (an IANA name such as Asia/Shanghai)") from None
+        return value.strip()
+
+    @field_validator("admin_ids", "allowed_users", "allowed_chats")
+    @classmethod
+    def _are_ids(cls, value: str) -> str:
+        IdSet.parse(value)  # raises ValueError naming the first bad item
+        return value
+
+    def rules(self) -> OperatorRules:
+        return OperatorRules(
+            chat_quota=self.chat_daily_quota,
+            budget=self.global_daily_budget,
+            timezone=ZoneInfo(self.quota_timezone),
+            admins=IdSet.parse(self.admin_ids),
+            allowed_users=IdSet.parse(self.allowed_users),
+            allowed_chats=IdSet.parse(self.allowed_chats),
+        )
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that blanks them out."""

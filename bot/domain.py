@@ -266,3 +266,15 @@ class QuotaStatus:
     @property
     def remaining(self) -> int | None:
         return None if self.limit == 0 else max(self.limit - self.used, 0)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What /stats tells an admin about one day (`day`, in the quota time zone) and all time."""
+
+    charged_today: int  # units the whole bot used today
+    succeeded_today: int
+    failed_today: int  # failed or refused by the API (cancelled ones are not counted)
+    median_api_ms: int
+    succeeded_total: int
+    top_users: tuple[tuple[str, int], ...]  # (name or id, edits today), most first

@@ -85,6 +85,35 @@ class QuotaExceeded(UserError):
     code = "error_quota"
 
 
+class ChatQuotaExceeded(UserError):
+    code = "error_chat_quota"
+
+
+class BudgetSpent(UserError):
+    code = "error_budget"
+
+
+class NotAllowed(UserError):
+    """Not on the operator's allowlist (said in private chats)."""
+
+    code = "error_not_allowed"
+
+
+class Banned(UserError):
+    """Said once to a banned user; after that they are ignored."""
+
+    code = "error_banned"
+
+
+class AdminsOnly(UserError):
+    code = "error_admins_only"
+
+
+class Ignored(StepEditError):
+    """Nothing to say: a group message from someone not allowed, or a banned user told
+    already. Adapters answer it with silence."""
+
+
 class Busy(UserError):
     code = "error_busy_user"
 
@@ -131,3 +160,11 @@ class ApiConfigError(EditApiError):
 class StartupError(Exception):
     """A platform adapter could not start (a rejected token, an unreachable API): one line for
     the operator, naming the setting to check."""
+
+
+class GenerationUnsupported(EditApiError):
+    """The server has no `POST /images/generations` (it answered 404 or 405 for the route, not
+    for the model): it edits pictures but cannot make new ones from text. Nothing was done or
+    billed; `detail` names the URL for the operator, never the key."""
+
+    code = "error_generation_unsupported"

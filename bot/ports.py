@@ -20,6 +20,7 @@ from bot.domain import (
     NewImage,
     Picture,
     ShownImage,
+    Stats,
     StoredImage,
     UserRecord,
     UserRef,
@@ -61,6 +62,23 @@ class EditStore(Protocol):
         ...
 
     async def quota_used(self, user_id: int, day: date) -> int: ...
+    async def counted(self, scope: str, day: date) -> int:
+        """Units a chat ("chat:<platform>:<id>") or the whole bot ("all") used that day."""
+        ...
+
+    async def first_time_today(self, flag: str, day: date) -> bool:
+        """True for the first caller that day (of any process) to raise `flag`."""
+        ...
+
+    async def grant(self, user_id: int, day: date, extra: int) -> None: ...
+    async def granted(self, user_id: int, day: date) -> int: ...
+    async def set_banned(self, platform: str, external_id: str, banned: bool) -> bool: ...
+    async def ban_status(self, user_id: int) -> tuple[bool, bool]:
+        """(banned, told already); a banned user is marked as told by this call."""
+        ...
+
+    async def find_user(self, platform: str, external_id: str) -> UserRecord | None: ...
+    async def stats(self, day: date, top: int = 5) -> Stats: ...
 
     # images (deduplicated by content)
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int: ...
@@ -92,12 +110,16 @@ class EditStore(Protocol):
         max_waiting: int,
         upload: FileRef | None = None,
         origin: MessageRef | None = None,
+        chat_quota: int = 0,
+        budget: int = 0,
+        unlimited: bool = False,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
-        linked to it; then, unless the user has `max_waiting` edits queued or the quota for
-        `day` is used up (`Admission.refused` says which), one unit is reserved and the edit
-        queued."""
+        linked to it; then, unless the user has `max_waiting` edits queued or the user's
+        `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up
+        (`Admission.refused` says which: "quota", "chat_quota", "budget", "busy"; 0 = no
+        limit; `unlimited`: none of them), one unit of each is reserved and the edit queued."""
         ...
 
     async def claim(
@@ -241,6 +263,10 @@ class Messenger(Protocol):
         ...
 
     async def send_text(self, to: Address, text: str) -> MessageRef: ...
+    async def tell(self, user_id: str, text: str) -> None:
+        """A private message to a user of this platform (e.g. an admin), by their id."""
+        ...
+
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
         """A short status note replying to the request, with a way to cancel edit `edit_id`
         (a button); its message id."""

@@ -30,6 +30,7 @@ from datetime import time as dtime
 from typing import Any, TypeVar
 
 from bot import imaging
+from bot.config import OperatorRules
 from bot.domain import (
     CFG_RANGE,
     MAX_NEGATIVE_PROMPT_CHARS,
@@ -57,13 +58,19 @@ from bot.domain import (
     UserSettings,
 )
 from bot.errors import (
+    AdminsOnly,
     ApiConfigError,
     ApiProtocolError,
+    Banned,
+    BudgetSpent,
     Busy,
+    ChatQuotaExceeded,
     EditRefused,
     FileTooLarge,
+    Ignored,
     InvalidImage,
     InvalidSetting,
+    NotAllowed,
     NothingToEdit,
     PromptError,
     PromptTooLong,
@@ -74,7 +81,7 @@ from bot.errors import (
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.presenter import Action, Press
 from bot.progress import WORKING, NoteBoard, NoteKey
-from bot.texts import error_text, t
+from bot.texts import error_text, language_for, t
 
 log = logging.getLogger("stepedit.service")
 
@@ -129,8 +136,10 @@ class EditService:
         note_interval: float = 4.0,
         clock: Callable[[], datetime] = utcnow,
         seeds: Callable[[], int] = random_seed,
+        rules: OperatorRules | None = None,
     ) -> None:
         self.store = store
+        self.rules = rules or OperatorRules()
         self.editor = editor
         self.daily_quota = daily_quota
         self.defaults = EditOptions(steps=default_steps, cfg_scale=default_cfg_scale)
@@ -213,6 +222,7 @@ class EditService:
         request whose `key` was seen before is the same job again (`Admission.duplicate`)."""
         user = await self.store.get_or_create_user(request.user)
         chat = request.chat
+        await self._gate(user, request.user, chat)
         rerolled = None
         if request.reroll_of is not None:
             rerolled = await self._edit_in(request.reroll_of, chat)
@@ -232,16 +242,25 @@ class EditService:
             options, key=request.key, reply_to=request.answer_to,
             language=request.language,
         )  # fmt: skip
+        day = self._today()
         admission = await self.store.admit(
             new,
-            day=self._clock().date(),
+            day=day,
             quota=self.daily_quota,
             max_waiting=self.max_waiting,
             upload=None if rerolled else request.upload,
             origin=request.origin,
+            chat_quota=0 if chat.is_private else self.rules.chat_quota,
+            budget=self.rules.budget,
+            unlimited=self.is_admin(request.user),
         )
         if admission.refused == "quota":
             raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
+        if admission.refused == "chat_quota":
+            raise ChatQuotaExceeded(limit=self.rules.chat_quota, resets=self._reset_time())
+        if admission.refused == "budget":
+            await self._tell_admins_budget_spent(day)
+            raise BudgetSpent(resets=self._reset_time())
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
@@ -653,6 +672,7 @@ class EditService:
         message it sits under, and `key` names the press (a redelivered press is one press).
         Returns a short text for the presser, if any. Settings presses are the adapter's to
         apply with `change_setting`: they change the message they sit under."""
+        await self._gate(await self.store.get_or_create_user(user), user, chat)
         if press.action == Action.CANCEL:
             cancelled = await self.cancel(user, chat, note_of=press.edit_id)
             return None if cancelled else t("nothing_to_cancel", to.language)
@@ -675,6 +695,7 @@ class EditService:
         other photos of an album asked about once). The same photo again is asked about once."""
         if await self.knows(origin):
             return  # redelivered after a crash: kept and asked already
+        await self._gate(await self.store.get_or_create_user(user), user, chat)
         await self.register_photo(user, chat, upload, origin)
         if ask:
             question = await self._messengers[chat.platform].send_text(
@@ -766,12 +787,100 @@ class EditService:
 
     async def quota(self, user: UserRef) -> QuotaStatus:
         record = await self.store.get_or_create_user(user)
-        now = self._clock()
-        used = await self.store.quota_used(record.id, now.date())
-        return QuotaStatus(used=used, limit=self.daily_quota, resets_at=_next_midnight(now))
+        day = self._today()
+        used = await self.store.quota_used(record.id, day)
+        if self.is_admin(user) or not self.daily_quota:
+            limit = 0
+        else:
+            limit = self.daily_quota + await self.store.granted(record.id, day)
+        return QuotaStatus(used=used, limit=limit, resets_at=self._next_reset())
+
+    def _today(self) -> date:
+        """The quota day: days begin at midnight in the operator's QUOTA_TIMEZONE."""
+        return self._clock().astimezone(self.rules.timezone).date()
+
+    def _next_reset(self) -> datetime:
+        tomorrow = self._today() + timedelta(days=1)
+        return datetime.combine(tomorrow, dtime(0, 0), tzinfo=self.rules.timezone)
 
     def _reset_time(self) -> str:
-        return _next_midnight(self._clock()).strftime("%H:%M")
+        return f"{self._next_reset():%H:%M} ({self.rules.timezone.key})"
+
+    # --- the operator's controls ----------------------------------------------------------------
+
+    def is_admin(self, user: UserRef) -> bool:
+        return (user.platform, user.id) in self.rules.admins
+
+    async def _gate(self, record: UserRecord, user: UserRef, chat: ChatRef) -> None:
+        """Refuse, before any download or charge, whoever the operator keeps out: off the
+        allowlists (told in private, ignored in groups) or banned (told once, then ignored).
+        Admins always pass."""
+        if self.is_admin(user):
+            return
+        rules = self.rules
+        listed = (not rules.allowed_users or (user.platform, user.id) in rules.allowed_users) and (
+            not rules.allowed_chats or (chat.platform, chat.id) in rules.allowed_chats
+        )
+        if not listed:
+            raise NotAllowed() if chat.is_private else Ignored("not on the allowlist")
+        banned, told = await self.store.ban_status(record.id)
+        if banned:
+            raise Ignored("banned, told already") if told else Banned()
+
+    async def _tell_admins_budget_spent(self, day: date) -> None:
+        """Once a day (whichever process sees it first), in private, where it can."""
+        if not await self.store.first_time_today("told:budget", day):
+            return
+        text = t("admin_budget_spent", budget=self.rules.budget, resets=self._reset_time())
+        for platform, user_id in self.rules.admins.items:
+            for messenger in self._messengers.values():
+                if platform in (None, messenger.platform):
+                    with contextlib.suppress(Exception):  # never started a chat with the bot
+                        await messenger.tell(user_id, text)
+
+    async def admin(self, user: UserRef, chat: ChatRef, command: str, args: list[str]) -> str:
+        """An admin command (/stats, /grant, /ban, /unban, /quota <id>); its answer. Anyone
+        else hears "admins only" in private and nothing in groups."""
+        if not self.is_admin(user):
+            raise AdminsOnly() if chat.is_private else Ignored("not an admin")
+        lang = language_for(user.language)
+        if command == "stats":
+            return await self._stats(lang)
+        if not args:
+            return t("admin_usage", lang)
+        platform, _, external_id = args[0].rpartition(":")
+        who = (platform or user.platform, external_id)
+        label = f"{who[0]}:{who[1]}"
+        if command in ("ban", "unban"):
+            if not await self.store.set_banned(*who, banned=command == "ban"):
+                return t("admin_unknown_user", lang, who=label)
+            return t(f"admin_{command}ned", lang, who=label)
+        record = await self.store.find_user(*who)
+        if record is None:
+            return t("admin_unknown_user", lang, who=label)
+        day = self._today()
+        if command == "grant" and len(args) == 2 and args[1].isdigit():
+            await self.store.grant(record.id, day, int(args[1]))
+            return t("admin_granted", lang, who=label, extra=int(args[1]))
+        if command == "quota":
+            used = await self.store.quota_used(record.id, day)
+            granted = await self.store.granted(record.id, day)
+            return t("admin_quota", lang, who=label, used=used, limit=self.daily_quota,
+                     granted=granted)  # fmt: skip
+        return t("admin_usage", lang)
+
+    async def _stats(self, lang: str) -> str:
+        day = self._today()
+        stats = await self.store.stats(day)
+        ended = stats.succeeded_today + stats.failed_today
+        budget = f" / {self.rules.budget}" if self.rules.budget else ""
+        top = ", ".join(f"{name} {n}" for name, n in stats.top_users) or "-"
+        return t(
+            "admin_stats", lang, day=day.isoformat(), today=stats.charged_today, budget=budget,
+            succeeded=stats.succeeded_today, failed=stats.failed_today,
+            rate=round(100 * stats.succeeded_today / ended) if ended else 100,
+            api_ms=stats.median_api_ms, total=stats.succeeded_total, top=top,
+        )  # fmt: skip
 
     async def settings(self, user: UserRef) -> UserSettings:
         """The user's settings with the operator's defaults filled in where they chose none."""
@@ -874,8 +983,3 @@ def _note_key(edit: EditRecord) -> NoteKey:
 
 def _ms_between(start: datetime, end: datetime) -> int:
     return max(int((end - start).total_seconds() * 1000), 0)
-
-
-def _next_midnight(now: datetime) -> datetime:
-    tomorrow: date = now.date() + timedelta(days=1)
-    return datetime.combine(tomorrow, dtime(0, 0), tzinfo=UTC)

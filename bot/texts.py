@@ -114,8 +114,8 @@ TEXTS: dict[str, dict[str, str]] = {
     "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},
     "btn_cancel": {EN: "✖️ Cancel", ZH: "✖️ 取消"},
     "quota": {
-        EN: "You have {remaining} of {limit} edits left today (resets {resets} UTC).",
-        ZH: "今天还剩 {remaining}/{limit} 次修改（UTC {resets} 重置）。",
+        EN: "You have {remaining} of {limit} edits left today (resets at {resets}).",
+        ZH: "今天还剩 {remaining}/{limit} 次修改（{resets} 重置）。",
     },
     "quota_unlimited": {
         EN: "You have no daily limit. Edits today: {used}.",
@@ -235,8 +235,57 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "找不到这张图了，请重新发送照片。",
     },
     "error_quota": {
-        EN: "You've used all {limit} edits for today. The quota resets at {resets} UTC.",
-        ZH: "今天的 {limit} 次修改已用完，将于 UTC {resets} 重置。",
+        EN: "You've used all {limit} edits for today. The quota resets at {resets}.",
+        ZH: "今天的 {limit} 次修改已用完，将于 {resets} 重置。",
+    },
+    "error_chat_quota": {
+        EN: "This chat has used all {limit} edits for today. They reset at {resets}.",
+        ZH: "这个群今天的 {limit} 次修改已用完，将于 {resets} 重置。",
+    },
+    "error_budget": {
+        EN: "The bot has used up today's edits. Edits resume at {resets}; sorry!",
+        ZH: "机器人今天的修改额度已用完，将于 {resets} 恢复，抱歉！",
+    },
+    "error_not_allowed": {
+        EN: "Sorry, this bot is private. Ask its operator for access.",
+        ZH: "抱歉，这是私人机器人。请联系管理员开通。",
+    },
+    "error_banned": {
+        EN: "You can't use this bot any more.",
+        ZH: "你已无法再使用这个机器人。",
+    },
+    "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
+    "admin_budget_spent": {
+        EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",
+        ZH: "每日 {budget} 次修改的总额度已用完，修改暂停到 {resets}。",
+    },
+    "admin_usage": {
+        EN: "Admin commands: /stats · /grant <user id> <n> · /ban <user id> · "
+        "/unban <user id> · /quota <user id>",
+        ZH: "管理员命令：/stats · /grant <用户id> <次数> · /ban <用户id> · "
+        "/unban <用户id> · /quota <用户id>",
+    },
+    "admin_unknown_user": {
+        EN: "No user {who} has used the bot yet.",
+        ZH: "用户 {who} 还没有用过这个机器人。",
+    },
+    "admin_granted": {
+        EN: "{who} gets {extra} more edits today.",
+        ZH: "{who} 今天多了 {extra} 次修改。",
+    },
+    "admin_banned": {EN: "{who} is banned.", ZH: "{who} 已被封禁。"},
+    "admin_unbanned": {EN: "{who} may use the bot again.", ZH: "{who} 已解除封禁。"},
+    "admin_quota": {
+        EN: "{who}: {used} edits today, limit {limit} (+{granted} granted).",
+        ZH: "{who}：今天已修改 {used} 次，上限 {limit}（另加 {granted} 次）。",
+    },
+    "admin_stats": {
+        EN: "Today ({day}): {today} edits charged{budget}; {succeeded} delivered, {failed} failed "
+        "({rate}% success); median API time {api_ms} ms.\nAll time: {total} delivered.\n"
+        "Top users today: {top}",
+        ZH: "今天（{day}）：已计 {today} 次{budget}；成功 {succeeded}，失败 {failed}"
+        "（成功率 {rate}%）；API 中位耗时 {api_ms} 毫秒。\n累计成功 {total} 次。\n"
+        "今天用得最多：{top}",
     },
     "error_busy_user": {
         EN: "You already have {limit} edits waiting. Please wait for them to finish, or "

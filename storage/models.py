@@ -91,6 +91,7 @@ class CleanString(CleanText):
     """CleanText with a length limit."""
 
     impl = String  # type: ignore[assignment]  # the same binding, on VARCHAR(n)
+    cache_ok = True
 
 
 class Base(DeclarativeBase):
@@ -112,6 +113,8 @@ class User(Base):
     cfg_scale: Mapped[float | None] = mapped_column(Float)
     text_mode: Mapped[bool | None] = mapped_column(Boolean)
     negative_prompt: Mapped[str] = mapped_column(CleanText, default="", server_default="")
+    banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    ban_told: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
@@ -123,6 +126,19 @@ class QuotaUsage(Base):
     user_id: Mapped[int] = mapped_column(
         IdType, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    granted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # by an admin
+
+
+class Counter(Base):
+    """Edits charged per day beyond one user: a chat's ("chat:<platform>:<id>") and the whole
+    bot's ("all"), counted in the same transaction as the user's unit; and one-off flags of the
+    day ("told:budget": the admins were told the budget is spent)."""
+
+    __tablename__ = "counters"
+
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 

@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
@@ -34,15 +34,28 @@ from bot.domain import (
     NewEdit,
     NewImage,
     ShownImage,
+    Stats,
     StoredImage,
     UserRecord,
     UserRef,
     UserSettings,
 )
 from storage.db import READ_ONLY
-from storage.models import ChatHead, Edit, Image, QuotaUsage, ShownMessage, User, utcnow
+from storage.models import (
+    ChatHead,
+    Counter,
+    Edit,
+    Image,
+    QuotaUsage,
+    ShownMessage,
+    User,
+    utcnow,
+)
 
 _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
+
+
+ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
 
 
 class SqlStore:
@@ -144,7 +157,7 @@ class SqlStore:
 
     async def release_quota(self, user_id: int, day: date) -> None:
         async with self._tx() as session:
-            await _release(session, user_id, day)
+            await _release_user(session, user_id, day)
 
     async def _reserve(self, session: AsyncSession, user_id: int, day: date, limit: int) -> bool:
         if limit < 0:
@@ -157,8 +170,8 @@ class SqlStore:
         conditions = [QuotaUsage.user_id == user_id, QuotaUsage.day == day]
         if limit:
             # Checked by the UPDATE itself: concurrent callers queue on the row lock and
-            # each sees the count the one before it left.
-            conditions.append(QuotaUsage.used < limit)
+            # each sees the count the one before it left. An admin's grant adds to the limit.
+            conditions.append(QuotaUsage.used < limit + QuotaUsage.granted)
         result = await session.execute(
             update(QuotaUsage)
             .where(*conditions)
@@ -167,6 +180,147 @@ class SqlStore:
             .execution_options(synchronize_session=False)
         )
         return result.scalar_one_or_none() is not None
+
+    async def _count(self, session: AsyncSession, scope: str, day: date, limit: int) -> bool:
+        """One more for `scope` today, unless that would pass `limit` (0: no limit)."""
+        await session.execute(
+            self._insert(Counter)
+            .values(scope=scope, day=day, used=0)
+            .on_conflict_do_nothing(index_elements=["scope", "day"])
+        )
+        conditions = [Counter.scope == scope, Counter.day == day]
+        if limit:
+            conditions.append(Counter.used < limit)
+        counted = await session.scalar(
+            update(Counter)
+            .where(*conditions)
+            .values(used=Counter.used + 1)
+            .returning(Counter.used)
+            .execution_options(synchronize_session=False)
+        )
+        return counted is not None
+
+    async def counted(self, scope: str, day: date) -> int:
+        async with self._tx(read_only=True) as session:
+            used = await session.scalar(
+                select(Counter.used).where(Counter.scope == scope, Counter.day == day)
+            )
+            return used or 0
+
+    async def first_time_today(self, flag: str, day: date) -> bool:
+        """True for the first caller of the day (of any process) to raise `flag`."""
+        async with self._tx() as session:
+            inserted = await session.execute(
+                self._insert(Counter)
+                .values(scope=flag, day=day, used=1)
+                .on_conflict_do_nothing(index_elements=["scope", "day"])
+                .returning(Counter.used)
+            )
+            return inserted.scalar_one_or_none() is not None
+
+    async def grant(self, user_id: int, day: date, extra: int) -> None:
+        """`extra` more edits for the user today (an admin's /grant)."""
+        async with self._tx() as session:
+            await session.execute(
+                self._insert(QuotaUsage)
+                .values(user_id=user_id, day=day, used=0, granted=0)
+                .on_conflict_do_nothing(index_elements=["user_id", "day"])
+            )
+            await session.execute(
+                update(QuotaUsage)
+                .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day)
+                .values(granted=QuotaUsage.granted + extra)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def granted(self, user_id: int, day: date) -> int:
+        async with self._tx(read_only=True) as session:
+            value = await session.scalar(
+                select(QuotaUsage.granted).where(
+                    QuotaUsage.user_id == user_id, QuotaUsage.day == day
+                )
+            )
+            return value or 0
+
+    async def set_banned(self, platform: str, external_id: str, banned: bool) -> bool:
+        """Ban or unban a user known to the bot; False if there is none with that id."""
+        async with self._tx() as session:
+            changed = await session.scalar(
+                update(User)
+                .where(User.platform == platform, User.external_id == external_id)
+                .values(banned=banned, ban_told=False)
+                .returning(User.id)
+                .execution_options(synchronize_session=False)
+            )
+            return changed is not None
+
+    async def ban_status(self, user_id: int) -> tuple[bool, bool]:
+        """(banned, told already), marking a banned user as told: one clear reply, no more."""
+        async with self._tx(read_only=True) as session:
+            row = (
+                await session.execute(select(User.banned, User.ban_told).where(User.id == user_id))
+            ).one()
+        banned, told = bool(row[0]), bool(row[1])
+        if banned and not told:
+            async with self._tx() as session:
+                await session.execute(
+                    update(User)
+                    .where(User.id == user_id)
+                    .values(ban_told=True)
+                    .execution_options(synchronize_session=False)
+                )
+        return banned, told
+
+    async def stats(self, day: date, top: int = 5) -> Stats:
+        today = Edit.quota_day == day
+        async with self._tx(read_only=True) as session:
+            by_status = dict(
+                (await session.execute(
+                    select(Edit.status, func.count()).where(today).group_by(Edit.status)
+                )).tuples().all()
+            )  # fmt: skip
+            api_ms = sorted(
+                await session.scalars(
+                    select(Edit.api_ms).where(today, Edit.status == EditStatus.SUCCEEDED)
+                )
+            )
+            total = await session.scalar(
+                select(func.count()).where(Edit.status == EditStatus.SUCCEEDED)
+            )
+            leaders = (
+                (
+                    await session.execute(
+                        select(User.platform, User.external_id, User.name, QuotaUsage.used)
+                        .join(User, User.id == QuotaUsage.user_id)
+                        .where(QuotaUsage.day == day, QuotaUsage.used > 0)
+                        .order_by(QuotaUsage.used.desc())
+                        .limit(top)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+            charged = await session.scalar(
+                select(Counter.used).where(Counter.scope == ALL_EDITS, Counter.day == day)
+            )
+        return Stats(
+            charged_today=charged or 0,
+            succeeded_today=by_status.get(EditStatus.SUCCEEDED, 0),
+            failed_today=by_status.get(EditStatus.FAILED, 0) + by_status.get(EditStatus.REFUSED, 0),
+            median_api_ms=api_ms[len(api_ms) // 2] if api_ms else 0,
+            succeeded_total=total or 0,
+            top_users=tuple(
+                (f"{name or external_id} ({platform}:{external_id})", used)
+                for platform, external_id, name, used in leaders
+            ),
+        )
+
+    async def find_user(self, platform: str, external_id: str) -> UserRecord | None:
+        async with self._tx(read_only=True) as session:
+            user = await session.scalar(
+                select(User).where(User.platform == platform, User.external_id == external_id)
+            )
+            return None if user is None else _user_record(user)
 
     async def quota_used(self, user_id: int, day: date) -> int:
         async with self._tx(read_only=True) as session:
@@ -254,7 +408,11 @@ class SqlStore:
         max_waiting: int,
         upload: FileRef | None = None,
         origin: MessageRef | None = None,
+        chat_quota: int = 0,
+        budget: int = 0,
+        unlimited: bool = False,
     ) -> Admission:
+        limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited)
         try:
             async with self._admitting, self._tx() as session:
                 if edit.key is not None:
@@ -266,7 +424,7 @@ class SqlStore:
                         session, edit.user_id, edit.platform, edit.chat_id, upload, origin
                     )
                     edit = replace(edit, source_image_id=image_id)
-                return await self._admit(session, edit, day, quota, max_waiting)
+                return await self._admit(session, edit, day, limits)
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
                 raise
@@ -297,12 +455,23 @@ class SqlStore:
         return image.id
 
     async def _admit(
-        self, session: AsyncSession, edit: NewEdit, day: date, quota: int, max_waiting: int
+        self, session: AsyncSession, edit: NewEdit, day: date, limits: _Limits
     ) -> Admission:
         # The unit first: its row lock makes one user's admissions take turns, so the count
-        # below is exact on PostgreSQL too.
-        if not await self._reserve(session, edit.user_id, day, quota):
+        # below is exact on PostgreSQL too. The chat's and the bot's counters come next, each
+        # checked by its own UPDATE, so a race for the last unit lets exactly one through.
+        free = limits.unlimited
+        if not await self._reserve(session, edit.user_id, day, 0 if free else limits.user):
             return Admission(0, refused="quota")
+        chat = _chat_scope(edit.platform, edit.chat_id)
+        if not await self._count(session, chat, day, 0 if free else limits.chat):
+            await _release_user(session, edit.user_id, day)
+            return Admission(0, refused="chat_quota")
+        if not await self._count(session, ALL_EDITS, day, 0 if free else limits.budget):
+            await _release_user(session, edit.user_id, day)
+            await _uncount(session, chat, day)
+            return Admission(0, refused="budget")
+        max_waiting = limits.waiting
         mine = (Edit.user_id == edit.user_id,)
         counts = dict(
             (await session.execute(
@@ -312,7 +481,7 @@ class SqlStore:
             )).tuples().all()
         )  # fmt: skip
         if max_waiting and counts.get(EditStatus.QUEUED, 0) >= max_waiting:
-            await _release(session, edit.user_id, day)
+            await _release(session, edit.user_id, edit.platform, edit.chat_id, day)
             return Admission(0, refused="busy")
         options = edit.options
         row = Edit(
@@ -558,7 +727,7 @@ class SqlStore:
             await _move_up(session, row)
             if not succeeded:
                 if row.quota_day is not None:
-                    await _release(session, row.user_id, row.quota_day)
+                    await _release(session, row.user_id, row.platform, row.chat_id, row.quota_day)
                 return True
             assert row.result_image_id is not None
             shown = ShownImage(row.result_image_id, row.id)
@@ -593,7 +762,7 @@ class SqlStore:
             for row in rows:
                 await _move_up(session, row)
                 if row.quota_day is not None:
-                    await _release(session, row.user_id, row.quota_day)
+                    await _release(session, row.user_id, row.platform, row.chat_id, row.quota_day)
             return [_edit_record(row) for row in rows]
 
     async def answered(self, edit_id: int) -> None:
@@ -820,14 +989,45 @@ async def _move_up(session: AsyncSession, ended: Edit) -> None:
     )
 
 
-async def _release(session: AsyncSession, user_id: int, day: date) -> None:
-    """Take back one reserved unit (never below zero)."""
+async def _release(
+    session: AsyncSession, user_id: int, platform: str, chat_id: str, day: date
+) -> None:
+    """Take back one admitted edit's units: the user's, the chat's and the bot's."""
+    await _release_user(session, user_id, day)
+    await _uncount(session, _chat_scope(platform, chat_id), day)
+    await _uncount(session, ALL_EDITS, day)
+
+
+async def _release_user(session: AsyncSession, user_id: int, day: date) -> None:
+    """Take back one reserved unit of the user (never below zero)."""
     await session.execute(
         update(QuotaUsage)
         .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
         .values(used=QuotaUsage.used - 1)
         .execution_options(synchronize_session=False)
     )
+
+
+async def _uncount(session: AsyncSession, scope: str, day: date) -> None:
+    await session.execute(
+        update(Counter)
+        .where(Counter.scope == scope, Counter.day == day, Counter.used > 0)
+        .values(used=Counter.used - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _chat_scope(platform: str, chat_id: str) -> str:
+    return f"chat:{platform}:{chat_id}"
+
+
+@dataclass(frozen=True)
+class _Limits:
+    user: int  # units per user per day (0: no limit)
+    chat: int  # per chat per day, for group chats (0: no limit)
+    budget: int  # for the whole bot per day (0: no limit)
+    waiting: int  # queued edits per user (0: no limit)
+    unlimited: bool  # an admin: counted, never refused
 
 
 class _NotKept(Exception):

@@ -278,6 +278,9 @@ class BenchMessenger:
     async def send_file(self, to: Address, picture: Picture) -> None:
         pass
 
+    async def tell(self, user_id: str, text: str) -> None:
+        pass
+
     async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append(text)
         return MessageRef(self.platform, to.chat_id, f"text-{len(self.texts)}")

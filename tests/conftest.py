@@ -5,3 +5,4 @@ from tests.fakes.discord import fake_discord  # noqa: F401
 from tests.fakes.stepfun import stepfun  # noqa: F401
 from tests.fakes.telegram import telegram  # noqa: F401
 from tests.harness import app  # noqa: F401
+from tests.service_fixtures import client, start_service  # noqa: F401

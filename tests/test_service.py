@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +45,7 @@ from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.stepfun import FakeStepFun, render_result
 from tests.images import decode, make_image
+from tests.service_fixtures import StartService
 
 PLATFORM = "test"
 ALICE = UserRef(PLATFORM, "alice", "Alice", "en")
@@ -89,44 +90,10 @@ class CountingEditor:
 
 # --- fixtures and helpers --------------------------------------------------------------------
 
-StartService = Callable[..., Awaitable[EditService]]
-
-
-@pytest.fixture
-async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
-    client = EditApiClient(
-        base_url=stepfun.base_url, api_key=stepfun.api_key, retries=1, backoff=0.01,
-        max_backoff=0.05, timeout=5.0,
-    )  # fmt: skip
-    yield client
-    await client.aclose()
-
 
 @pytest.fixture
 def messenger() -> FakeMessenger:
     return FakeMessenger()
-
-
-@pytest.fixture
-async def start_service(
-    store: SqlStore, client: EditApiClient, messenger: FakeMessenger
-) -> AsyncIterator[StartService]:
-    """`await start_service(**options)`: an EditService on the test's store, client and
-    messenger, started (unless start=False); every one is stopped when the test ends."""
-    services: list[EditService] = []
-
-    async def make(*, start: bool = True, editor: Any = None, **options: Any) -> EditService:
-        options = {"daily_quota": 3, "lease": 2.0, "poll": 0.1, "note_interval": 0.05, **options}
-        service = EditService(store, editor or client, **options)
-        service.attach(messenger)
-        services.append(service)
-        if start:
-            await service.start()
-        return service
-
-    yield make
-    for service in services:
-        await service.stop(grace=0)
 
 
 @pytest.fixture

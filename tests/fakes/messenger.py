@@ -50,6 +50,7 @@ class FakeMessenger:
     pictures: list[Sent] = field(default_factory=list)
     files_sent: list[Sent] = field(default_factory=list)  # pictures sent as files (lossless)
     texts: list[tuple[Address, str]] = field(default_factory=list)
+    told: list[tuple[str, str]] = field(default_factory=list)  # private messages: (user id, text)
     notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
     # staging: a set event lets the call through; `fail_pictures` makes every send_picture raise,
     # like a platform that is down; `on_picture` runs once a picture is "sent"
@@ -93,6 +94,9 @@ class FakeMessenger:
     async def send_file(self, to: Address, picture: Picture) -> None:
         message = MessageRef(self.platform, to.chat_id, f"file-{next(self._ids)}")
         self.files_sent.append(Sent(to, picture, message))
+
+    async def tell(self, user_id: str, text: str) -> None:
+        self.told.append((user_id, text))
 
     async def send_text(self, to: Address, text: str) -> MessageRef:
         self.texts.append((to, text))
