@@ -63,6 +63,7 @@ class OperatorRules:
     admins: IdSet = field(default_factory=lambda: IdSet(frozenset()))
     allowed_users: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: everyone
     allowed_chats: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: all
+    retention_days: int = 0  # images are deleted after this many days; 0 = kept forever
 
 
 class ConfigError(Exception):
@@ -104,6 +105,7 @@ class Settings(BaseSettings):
     admin_ids: str = ""
     allowed_users: str = ""
     allowed_chats: str = ""
+    retention_days: int = Field(default=30, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -158,6 +160,7 @@ class Settings(BaseSettings):
             admins=IdSet.parse(self.admin_ids),
             allowed_users=IdSet.parse(self.allowed_users),
             allowed_chats=IdSet.parse(self.allowed_chats),
+            retention_days=self.retention_days,
         )
 
     def secrets(self) -> list[str]:

@@ -77,6 +77,12 @@ class FileTooLarge(UserError):
     code = "error_file_too_large"
 
 
+class ImageExpired(UserError):
+    """The image was deleted after RETENTION_DAYS."""
+
+    code = "error_image_expired"
+
+
 class UnknownEdit(UserError):
     code = "error_unknown_edit"
 

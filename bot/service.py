@@ -68,6 +68,7 @@ from bot.errors import (
     EditRefused,
     FileTooLarge,
     Ignored,
+    ImageExpired,
     InvalidImage,
     InvalidSetting,
     NotAllowed,
@@ -93,6 +94,7 @@ PILLOW_WORKERS = 2
 MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
+EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
 _T = TypeVar("_T")
 
@@ -182,6 +184,8 @@ class EditService:
         await self.store.requeue_expired(self._clock())
         loops = [self._worker() for _ in range(self._workers)]
         loops += [self._scout(), self._heartbeat(), self._sweep(), self._report_places()]
+        if self.rules.retention_days:
+            loops.append(self._expire_old_images())
         self._loops = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self, grace: float = 20.0) -> None:
@@ -287,6 +291,14 @@ class EditService:
         self._notes.show(edit_id, key, to, messenger, max(place, WORKING))
 
     async def _source(
+        self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
+    ) -> _Source:
+        source = await self._found_source(user, request, rerolled)
+        if source.image_id and await self.store.expired(source.image_id):
+            raise ImageExpired(f"image {source.image_id}")
+        return source
+
+    async def _found_source(
         self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
     ) -> _Source:
         if rerolled:
@@ -517,6 +529,19 @@ class EditService:
                         await messenger.send_text(edit.address, edit.answer)
                     if edit.note_id is not None:
                         await messenger.delete_note(edit.address, edit.note_id)
+
+    async def _expire_old_images(self) -> None:
+        """RETENTION_DAYS: delete images older than that, a batch at a time, every few minutes
+        (any process may; each batch is one transaction)."""
+        while True:
+            try:
+                cutoff = self._clock() - timedelta(days=self.rules.retention_days)
+                expired = await self.store.expire_images(cutoff)
+                while expired:  # batches of one short transaction each
+                    expired = await self.store.expire_images(cutoff)
+            except Exception:
+                log.exception("could not delete expired images")
+            await asyncio.sleep(EXPIRE_EVERY)
 
     async def _announce_end(self, edit_id: int) -> None:
         future = self._ended.pop(edit_id, None)
@@ -982,4 +1007,9 @@ def _note_key(edit: EditRecord) -> NoteKey:
 
 
 def _ms_between(start: datetime, end: datetime) -> int:
-    return max(int((end - start).total_seconds() * 1000), 0)
+    """Milliseconds, kept within the INTEGER columns they are stored in (hosts' clocks may
+    disagree, and a job may wait across a long outage)."""
+    return min(max(int((end - start).total_seconds() * 1000), 0), _MAX_MS)
+
+
+_MAX_MS = 2**31 - 1

@@ -254,6 +254,11 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "You can't use this bot any more.",
         ZH: "你已无法再使用这个机器人。",
     },
+    "error_image_expired": {
+        EN: "This image has expired (the bot keeps images for a limited time). Please send it "
+        "again.",
+        ZH: "这张图片已过期（机器人只保存图片一段时间），请重新发送。",
+    },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
     "admin_budget_spent": {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",

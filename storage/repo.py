@@ -40,6 +40,7 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
+from bot.errors import ImageExpired
 from storage.db import READ_ONLY
 from storage.models import (
     ChatHead,
@@ -56,6 +57,7 @@ _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
+EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
 
 
 class SqlStore:
@@ -375,6 +377,29 @@ class SqlStore:
         async with self._tx() as session:
             await session.execute(_fill(image_id, NewImage(data, mime, width, height)))
 
+    async def expire_images(self, before: datetime, limit: int = 500) -> int:
+        """Forget the bytes (or the platform file) of images kept since before `before`; their
+        rows stay, so edits and counts keep their meaning. How many were expired."""
+        async with self._tx() as session:
+            old = (
+                select(Image.id)
+                .where(Image.created_at < before, Image.mime != EXPIRED)
+                .limit(limit)
+                .scalar_subquery()
+            )
+            expired = await session.execute(
+                update(Image)
+                .where(Image.id.in_(old))
+                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                .returning(Image.id)
+                .execution_options(synchronize_session=False)
+            )
+            return len(expired.all())
+
+    async def expired(self, image_id: int) -> bool:
+        async with self._tx(read_only=True) as session:
+            return await session.scalar(select(Image.mime).where(Image.id == image_id)) == EXPIRED
+
     async def load_image(self, image_id: int) -> StoredImage:
         """The stored image (with `file` set and no data while it is pending); KeyError if
         there is none with this id."""
@@ -382,6 +407,8 @@ class SqlStore:
             image = await session.get(Image, image_id)
             if image is None:
                 raise KeyError(image_id)
+            if image.mime == EXPIRED:
+                raise ImageExpired(f"image {image_id} expired")
             file = None
             if image.mime == "":  # pending: known only as a platform file
                 assert image.file_platform is not None and image.file_id is not None

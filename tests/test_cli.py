@@ -227,3 +227,25 @@ async def test_a_rejected_discord_token_is_one_line_naming_it(
     assert "Traceback" not in err and "not-the-right-token" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("stepedit: Discord at") and "rejected DISCORD_BOT_TOKEN" in last
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ("DAILY_QUOTA=abc", "DAILY_QUOTA"),
+        ("CHAT_DAILY_QUOTA=ten", "CHAT_DAILY_QUOTA"),
+        ("GLOBAL_DAILY_BUDGET=-1", "GLOBAL_DAILY_BUDGET"),
+        ("QUOTA_TIMEZONE=Mars/Olympus_Mons", "QUOTA_TIMEZONE"),
+        ("ADMIN_IDS=alice", "ADMIN_IDS"),
+        ("ALLOWED_USERS=telegram:bob", "ALLOWED_USERS"),
+        ("RETENTION_DAYS=-3", "RETENTION_DAYS"),
+    ],
+)
+async def test_a_bad_operator_setting_stops_run_with_one_line_naming_it(
+    tmp_path: Path, line: str, named: str
+) -> None:
+    (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN=123456:ABCDEFGHIJKLMNOP\n{line}\n")
+    code, _, err = await run("run", cwd=tmp_path, env=environment())
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert named in err and "ABCDEFGHIJKLMNOP" not in err

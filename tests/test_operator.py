@@ -5,7 +5,7 @@ the job it admits; what a refused user hears is what they would read in the chat
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +18,7 @@ from bot.errors import (
     BudgetSpent,
     ChatQuotaExceeded,
     Ignored,
+    ImageExpired,
     NotAllowed,
     QuotaExceeded,
 )
@@ -190,3 +191,22 @@ async def test_a_race_for_the_last_unit_of_the_budget_lets_exactly_one_through(
     finally:
         for store in stores:
             await store.aclose()
+
+
+async def test_images_past_the_retention_are_deleted_and_a_reply_to_one_says_so(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun, store: SqlStore
+) -> None:
+    now = [datetime.now(UTC)]
+    service = await start_service(clock=lambda: now[0], rules=rules(retention_days=30))
+    first = await run(service, request(messenger, ALICE, PRIVATE))
+    (sent,) = messenger.pictures
+    now[0] += timedelta(days=31)
+    assert await store.expire_images(now[0] - timedelta(days=30)) == 2  # the photo and result
+    with pytest.raises(ImageExpired) as refused:
+        await service.submit(EditRequest(ALICE, PRIVATE, "add a hat", source_message=sent.message))
+    assert error_text(refused.value) == t("error_image_expired")
+    assert len(stepfun.requests) == 1 and (await service.quota(ALICE)).used == 0  # a new day
+    record = await store.get_edit(first.id)
+    assert record is not None and record.status == EditStatus.SUCCEEDED  # the history stays
+    await run(service, request(messenger, ALICE, PRIVATE))  # a new photo works as ever
+    assert (await service.quota(ALICE)).used == 1
