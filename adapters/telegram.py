@@ -57,7 +57,7 @@ ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
-COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel")  # described in bot/texts.py
+COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel", "forget")  # see bot/texts.py
 ADMIN_COMMANDS = ("stats", "grant", "ban", "unban")  # and /quota <user id>; not in the menu
 MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
@@ -184,6 +184,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("settings", self.on_settings))
         app.add_handler(CommandHandler("cancel", self.on_cancel))
         app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
+        app.add_handler(CommandHandler("forget", self.on_forget))
         # Only new messages: editing an old caption must not start (and charge) another edit.
         new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("edit", self.on_text, filters=new))
@@ -398,6 +399,12 @@ class TelegramBot:
         if press.action == Action.SET:
             await self._apply_setting_button(query, message, user, press.setting, lang)
             return
+        if press.action == Action.FORGET:  # the presser's own data, whoever asked
+            await self._answer(query)
+            answer = await self.service.forget(user, confirmed=press.setting[1] == "yes")
+            with contextlib.suppress(BadRequest):
+                await message.edit_text(answer)
+            return
         to = Address(PLATFORM, chat.id, str(message.message_id), lang)
         if press.action == Action.CANCEL:  # answered with its toast, before anything is sent
             await self._answer(query, await self._press(user, chat, press, to, query))
@@ -451,6 +458,11 @@ class TelegramBot:
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))
+
+    async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        lang = lang_of(update)
+        buttons = keyboard(presenter.forget_buttons(lang))
+        await self._reply(update, t("forget_confirm", lang), reply_markup=buttons)
 
     async def on_admin(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

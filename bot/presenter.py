@@ -21,7 +21,9 @@ SETTING_CHOICES = (
     (("steps", "8"), ("steps", "16"), ("steps", "30")),
     (("cfg", "1.0"), ("cfg", "3.0"), ("cfg", "5.0")),
 )
-_PRESS = re.compile(r"(reroll|undo|full|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))")
+_PRESS = re.compile(
+    r"(reroll|undo|full|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))|forget:(yes|no)"
+)
 
 
 class Action(StrEnum):
@@ -30,6 +32,7 @@ class Action(StrEnum):
     FULL = "full"  # the lossless file of this result
     CANCEL = "cancel"  # the progress note's button: cancel its user's edits in this chat
     SET = "set"  # one of the /settings buttons
+    FORGET = "forget"  # /forget's confirmation: ("confirm", "yes" or "no")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ def parse_press(data: str) -> Press | None:
     match = _PRESS.fullmatch(data)
     if match is None:
         return None
-    action, edit_id, setting, name, value = match.groups()
+    action, edit_id, setting, name, value, forget = match.groups()
+    if forget is not None:
+        return Press(Action.FORGET, setting=("confirm", forget))
     if action is not None:
         return Press(Action(action), int(edit_id))
     if setting == "reset":
@@ -84,6 +89,16 @@ def settings_buttons() -> list[list[Button]]:
         for row in SETTING_CHOICES
     ]
     return [*rows, [Button("reset", f"{Action.SET}:reset")]]
+
+
+def forget_buttons(lang: str) -> list[list[Button]]:
+    """Under /forget's question: nothing is deleted without a second, deliberate press."""
+    return [
+        [
+            Button(t("btn_forget_yes", lang), f"{Action.FORGET}:yes"),
+            Button(t("btn_forget_no", lang), f"{Action.FORGET}:no"),
+        ]
+    ]
 
 
 def caption(picture: Picture, lang: str, limit: int = 1024) -> str:

@@ -894,6 +894,18 @@ class EditService:
                      granted=granted)  # fmt: skip
         return t("admin_usage", lang)
 
+    async def forget(self, user: UserRef, *, confirmed: bool) -> str:
+        """/forget, once confirmed: delete what the bot keeps of the user (their images,
+        history and settings); their quota usage stays, so it is no way around the quota."""
+        lang = language_for(user.language)
+        if not confirmed:
+            return t("forget_kept", lang)
+        record = await self.store.get_or_create_user(user)
+        deleted = await self.store.forget_user(record.id)
+        if deleted is None:
+            return t("forget_busy", lang)
+        return t("forget_done", lang, edits=deleted)
+
     async def _stats(self, lang: str) -> str:
         day = self._today()
         stats = await self.store.stats(day)

@@ -259,6 +259,27 @@ TEXTS: dict[str, dict[str, str]] = {
         "again.",
         ZH: "这张图片已过期（机器人只保存图片一段时间），请重新发送。",
     },
+    "forget_confirm": {
+        EN: "Delete everything the bot keeps of you: your photos, results, history and "
+        "settings? This cannot be undone. (Today's quota stays as it is.)",
+        ZH: "删除机器人保存的你的全部数据：照片、结果、历史和设置？此操作无法撤销。"
+        "（今天的次数不变。）",
+    },
+    "forget_done": {
+        EN: "Done: your photos, results, {edits} edits and settings are deleted.",
+        ZH: "已删除你的照片、结果、{edits} 条修改记录和设置。",
+    },
+    "forget_kept": {EN: "Nothing was deleted.", ZH: "没有删除任何内容。"},
+    "forget_busy": {
+        EN: "You have edits running. Wait for them or /cancel them, then /forget again.",
+        ZH: "你还有修改在进行中。请等它们完成或用 /cancel 取消，再发送 /forget。",
+    },
+    "btn_forget_yes": {EN: "🗑 Delete everything", ZH: "🗑 全部删除"},
+    "btn_forget_no": {EN: "Keep", ZH: "保留"},
+    "command_forget": {
+        EN: "Delete your photos, history and settings",
+        ZH: "删除你的照片、历史和设置",
+    },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
     "admin_budget_spent": {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -395,6 +395,71 @@ class SqlStore:
                 .execution_options(synchronize_session=False)
             )
             return len(expired.all())
+
+    async def forget_user(self, user_id: int) -> int | None:
+        """Forget a user, in one transaction: their edits' prompts, the images only they used,
+        what links messages to them, and their settings. The edits' rows stay as empty
+        records (their ids are in buttons, and must not be reused), and so does their quota
+        usage (no way around the quota). The number of edits; None, changing nothing, while
+        one of theirs is open."""
+        mine = Edit.user_id == user_id
+        async with self._tx() as session:
+            if await session.scalar(
+                select(func.count()).where(mine, Edit.status.in_(EditStatus.OPEN))
+            ):
+                return None
+            edit_ids = list(await session.scalars(select(Edit.id).where(mine)))
+            images = await self._images_of(session, user_id)
+            await session.execute(
+                update(Edit)
+                .where(mine)
+                .values(prompt="", negative_prompt="", error=None, answer=None)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                delete(ShownMessage).where(
+                    or_(ShownMessage.edit_id.in_(edit_ids), ShownMessage.image_id.in_(images))
+                )
+            )
+            await session.execute(delete(ChatHead).where(ChatHead.user_id == user_id))
+            await session.execute(
+                update(User).where(User.id == user_id)
+                .values(name=None, fixed_seed=None, steps=None, cfg_scale=None, text_mode=None,
+                        negative_prompt="")
+                .execution_options(synchronize_session=False)
+            )  # fmt: skip
+            others = ~mine
+            shared = set(
+                await session.scalars(
+                    select(Edit.source_image_id).where(others, Edit.source_image_id.in_(images))
+                )
+            )
+            shared |= set(
+                await session.scalars(
+                    select(Edit.result_image_id).where(others, Edit.result_image_id.in_(images))
+                )
+            )
+            shared |= set(
+                await session.scalars(
+                    select(ChatHead.image_id).where(ChatHead.image_id.in_(images))
+                )
+            )
+            await session.execute(
+                update(Image)
+                .where(Image.id.in_(images - shared))
+                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                .execution_options(synchronize_session=False)
+            )
+            return len(edit_ids)
+
+    @staticmethod
+    async def _images_of(session: AsyncSession, user_id: int) -> set[int]:
+        mine = Edit.user_id == user_id
+        images = set(await session.scalars(select(Edit.source_image_id).where(mine)))
+        results = await session.scalars(select(Edit.result_image_id).where(mine))
+        images |= {image for image in results if image is not None}
+        heads = await session.scalars(select(ChatHead.image_id).where(ChatHead.user_id == user_id))
+        return images | set(heads)
 
     async def expired(self, image_id: int) -> bool:
         async with self._tx(read_only=True) as session:

@@ -210,3 +210,26 @@ async def test_images_past_the_retention_are_deleted_and_a_reply_to_one_says_so(
     assert record is not None and record.status == EditStatus.SUCCEEDED  # the history stays
     await run(service, request(messenger, ALICE, PRIVATE))  # a new photo works as ever
     assert (await service.quota(ALICE)).used == 1
+
+
+async def test_forget_keeps_what_others_still_use_and_waits_for_running_edits(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun, store: SqlStore
+) -> None:
+    service = await start_service(rules=rules())
+    mine = await run(service, request(messenger, ALICE, GROUP))
+    (shown,) = messenger.pictures
+    theirs = await run(service, EditRequest(BOB, GROUP, "add a hat", source_message=shown.message))
+    assert await service.forget(ALICE, confirmed=False) == t("forget_kept")
+    assert await service.forget(ALICE, confirmed=True) == t("forget_done", edits=1)
+    forgotten = await store.get_edit(mine.id)
+    assert forgotten is not None and forgotten.prompt == ""
+    assert mine.result_image_id is not None
+    kept = await store.load_image(mine.result_image_id)  # Bob's source: still there
+    assert kept.data
+    assert not await service.knows(shown.message)
+    again = await run(service, EditRequest(BOB, GROUP, "and a scarf", reroll_of=theirs.id))
+    assert again.status == EditStatus.SUCCEEDED
+    assert (await service.quota(ALICE)).used == 1  # the quota is not forgotten
+    stepfun.delay = 1.0
+    await service.submit(request(messenger, ALICE, PRIVATE))
+    assert await service.forget(ALICE, confirmed=True) == t("forget_busy")
