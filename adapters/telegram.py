@@ -57,7 +57,7 @@ ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
-COMMANDS = ("edit", "help", "quota", "seed", "settings", "cancel", "forget")  # see bot/texts.py
+COMMANDS = ("edit", "caption", "bubble", "help", "quota", "seed", "settings", "cancel", "forget")
 ADMIN_COMMANDS = ("stats", "grant", "ban", "unban")  # and /quota <user id>; not in the menu
 MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
@@ -185,6 +185,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("cancel", self.on_cancel))
         app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
         app.add_handler(CommandHandler("forget", self.on_forget))
+        app.add_handler(CommandHandler(("caption", "bubble"), self.on_draw))
         # Only new messages: editing an old caption must not start (and charge) another edit.
         new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("edit", self.on_text, filters=new))
@@ -458,6 +459,23 @@ class TelegramBot:
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))
+
+    async def on_draw(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/caption and /bubble: on the picture replied to, or the user's current one."""
+        message = update.effective_message
+        user = sender_ref(update)
+        if message is None or user is None or not message.text:
+            return
+        kind = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        words = message.text.partition(" ")[2]
+        chat = chat_ref(message)
+        source = await self._known_reply(message)
+        replied = message.reply_to_message
+        if source is None and replied is not None and image_file(replied):  # someone's photo
+            source = message_ref(replied)
+            await self.service.register_photo(user, chat, checked_file(replied), source)
+        to = Address(PLATFORM, chat.id, str(message.message_id), lang_of(update, words))
+        await self.service.draw(user, chat, kind, words, to, source_message=source)
 
     async def on_forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         lang = lang_of(update)

@@ -132,6 +132,7 @@ async def open_service(
             editor,
             daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
             rules=settings.rules(),
+            meme_font=settings.meme_font,
             default_steps=settings.default_steps,
             default_cfg_scale=settings.default_cfg_scale,
             max_side=settings.max_image_side,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     allowed_users: str = ""
     allowed_chats: str = ""
     retention_days: int = Field(default=30, ge=0)
+    meme_font: Path | None = None  # a TrueType/OpenType file for /caption and /bubble
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -162,6 +164,16 @@ class Settings(BaseSettings):
             allowed_chats=IdSet.parse(self.allowed_chats),
             retention_days=self.retention_days,
         )
+
+    @field_validator("meme_font", mode="before")
+    @classmethod
+    def _is_font(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        from bot.memes import check_font  # Pillow: only when a font is set
+
+        check_font(Path(str(value)))  # ValueError naming the file
+        return value
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that blanks them out."""

@@ -210,6 +210,7 @@ class EditRecord:
     notes: tuple[str, ...] = ()
     message_id: str | None = None
     delivery_started: bool = False
+    layer: str | None = None  # words the bot drew (bot.memes.TextLayer as JSON), not the API
 
     @property
     def address(self) -> Address:

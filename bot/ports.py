@@ -209,6 +209,11 @@ class EditStore(Protocol):
         not being delivered, giving their units back; the cancelled edits."""
         ...
 
+    async def record_drawn(self, new: NewEdit, result: NewImage, layer: str) -> tuple[int, int]:
+        """Keep a picture the bot drew itself (no API call, no unit) as a delivered edit with
+        its text layer; (edit id, result image id)."""
+        ...
+
     async def set_note(self, edit_ids: list[int], note_id: str) -> None:
         """The progress note's message id, shared by the edits it stands for. A note still
         standing for an open edit is not a leftover."""

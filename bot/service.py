@@ -27,9 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from bot import imaging
+from bot import imaging, memes
 from bot.config import OperatorRules
 from bot.domain import (
     CFG_RANGE,
@@ -139,8 +140,10 @@ class EditService:
         clock: Callable[[], datetime] = utcnow,
         seeds: Callable[[], int] = random_seed,
         rules: OperatorRules | None = None,
+        meme_font: Path | None = None,
     ) -> None:
         self.store = store
+        self.meme_font = meme_font  # None: the bundled CJK font
         self.rules = rules or OperatorRules()
         self.editor = editor
         self.daily_quota = daily_quota
@@ -702,6 +705,13 @@ class EditService:
             cancelled = await self.cancel(user, chat, note_of=press.edit_id)
             return None if cancelled else t("nothing_to_cancel", to.language)
         if press.action == Action.REROLL:
+            rerolled = await self._edit_in(press.edit_id, chat)
+            if rerolled.layer:  # words the bot drew: the next best place, no API call
+                record = await self.store.get_or_create_user(user)
+                layer = memes.TextLayer.from_json(rerolled.layer).rerolled()
+                source = _Source(rerolled.source_image_id, rerolled.parent_edit_id)
+                await self._draw(record, chat, source, layer, to)
+                return None
             request = EditRequest(user, chat, reroll_of=press.edit_id, key=key,
                                   answer_to=to.reply_to, language=to.language)  # fmt: skip
             await self.submit(request)
@@ -710,6 +720,48 @@ class EditService:
         elif press.action == Action.FULL:
             await self.send_full_quality(chat, press.edit_id, to)
         return None
+
+    # --- words the bot draws itself (memes): no API call, no unit ----------------------------
+
+    async def draw(
+        self, user: UserRef, chat: ChatRef, kind: str, words: str, to: Address,
+        *, source_message: MessageRef | None = None,
+    ) -> None:  # fmt: skip
+        """`/caption top | bottom` or `/bubble [left|right] text` on the image `source_message`
+        shows, or the user's current one; the picture answers `to`. Drawn on a picture the bot
+        drew before, the words replace its words (the layer is redrawn on the plain picture)."""
+        record = await self.store.get_or_create_user(user)
+        await self._gate(record, user, chat)
+        request = EditRequest(user, chat, source_message=source_message)
+        source = await self._source(record, request, None)
+        drawn = await self.store.get_edit(source.parent_edit_id) if source.parent_edit_id else None
+        layer = _new_layer(drawn.layer if drawn and drawn.layer else None, kind, words)
+        if drawn is not None and drawn.layer:  # redraw on the picture under the old words
+            source = _Source(drawn.source_image_id, drawn.parent_edit_id)
+        await self._draw(record, chat, source, layer, to)
+
+    async def _draw(
+        self, user: UserRecord, chat: ChatRef, source: _Source, layer: memes.TextLayer,
+        to: Address,
+    ) -> None:  # fmt: skip
+        messenger = self._messengers[chat.platform]
+        base, _, _, fetched = await self._api_input(source.image_id, messenger)
+        if fetched is not None:
+            kept = fetched[1]
+            await self.store.fill_image(fetched[0], kept.data, kept.mime, kept.width, kept.height)
+        drawn = await self._pillow(memes.render, base, layer, font=self.meme_font)
+        words = " | ".join(w for w in (layer.top, layer.bottom, layer.bubble) if w)
+        new = NewEdit(
+            user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, words,
+            self.defaults, reply_to=to.reply_to, language=to.language,
+        )  # fmt: skip
+        result = NewImage(drawn.data, drawn.mime, drawn.width, drawn.height)
+        edit_id, result_id = await self.store.record_drawn(new, result, layer.to_json())
+        chat_bytes, mime = await self._for_chat(drawn.data, messenger, to)
+        picture = Picture(chat_bytes, mime, f"stepedit-{edit_id}.jpg", result_id, edit_id,
+                          prompt=words)  # fmt: skip
+        message = await messenger.send_picture(to, picture)
+        await self._make_current(user.id, chat, ShownImage(result_id, edit_id), message)
 
     async def ask_for_prompt(
         self, user: UserRef, chat: ChatRef, upload: FileRef, origin: MessageRef, to: Address,
@@ -1012,6 +1064,16 @@ def _mime_of(data: bytes) -> str:
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+def _new_layer(old: str | None, kind: str, words: str) -> memes.TextLayer:
+    """The words to draw: a new layer, or the old one with this kind of words replaced."""
+    layer = memes.TextLayer.from_json(old) if old else None
+    if kind == "caption":
+        top, bottom = memes.parse_caption(words)
+        return layer.with_caption(top, bottom) if layer else memes.TextLayer.captioned(top, bottom)
+    side, text = memes.parse_bubble(words)
+    return layer.with_bubble(text, side) if layer else memes.TextLayer.bubbled(text, side)
 
 
 def _note_key(edit: EditRecord) -> NoteKey:

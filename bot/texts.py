@@ -280,6 +280,30 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Delete your photos, history and settings",
         ZH: "删除你的照片、历史和设置",
     },
+    "error_meme_text_empty": {
+        EN: "Tell me the words, e.g. /caption top text | bottom text, or /bubble I was wrong.",
+        ZH: "请写上要加的文字，例如 /caption 上面的字 | 下面的字，或 /bubble 我错了。",
+    },
+    "error_meme_text_too_long": {
+        EN: "That's too much text: at most {limit} characters per part.",
+        ZH: "文字太长了：每部分最多 {limit} 个字符。",
+    },
+    "error_meme_text_no_glyphs": {
+        EN: "I can't draw {dropped}: emoji and some symbols aren't in my font. Try words instead.",
+        ZH: "我画不出 {dropped}：字体里没有表情符号和部分符号，请换成文字。",
+    },
+    "error_meme_text_no_room": {
+        EN: "That text doesn't fit on this picture. Try fewer words or a bigger image.",
+        ZH: "这张图放不下这么多字，请少写一些或换一张大一点的图。",
+    },
+    "command_caption": {
+        EN: "Meme caption: /caption top | bottom",
+        ZH: "加梗图文字：/caption 上 | 下",
+    },
+    "command_bubble": {
+        EN: "Speech bubble: /bubble [left|right] text",
+        ZH: "加对话气泡：/bubble 文字",
+    },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
     "admin_budget_spent": {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",

@@ -216,6 +216,9 @@ class Edit(Base):
     note_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))  # until deleted
     answer: Mapped[str | None] = mapped_column(CleanText)  # a failure's text, until sent
     notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # A picture the bot drew itself (captions, bubbles): its text layer, as bot.memes stores it;
+    # the source is the plain picture under it.
+    layer: Mapped[str | None] = mapped_column(CleanText)
     message_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     # set once a picture went out: from then on no cancel and no refund, even if requeued
     delivery_started: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")

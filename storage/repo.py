@@ -900,6 +900,25 @@ class SqlStore:
             )
             return [replace(e, note_id=None) if e.note_id in in_use else e for e in taken]
 
+    async def record_drawn(self, new: NewEdit, result: NewImage, layer: str) -> tuple[int, int]:
+        """A picture the bot drew itself (no API call, no unit): kept as a delivered edit of
+        `new.source_image_id` with its text layer. (edit id, result image id)."""
+        async with self._tx() as session:
+            result_id = await self._save_image(session, result)
+            row = Edit(
+                user_id=new.user_id, platform=new.platform, chat_id=new.chat_id,
+                parent_edit_id=new.parent_edit_id, source_image_id=new.source_image_id,
+                prompt=new.prompt, result_image_id=result_id, layer=layer,
+                steps=new.options.steps, cfg_scale=new.options.cfg_scale,
+                text_mode=new.options.text_mode, negative_prompt="",
+                status=EditStatus.SUCCEEDED, reply_to=new.reply_to, language=new.language,
+                rank=0, attempts=0, notes="", queued_ms=0, normalize_ms=0, api_ms=0,
+                total_ms=0, created_at=utcnow(), finished_at=utcnow(),
+            )  # fmt: skip
+            session.add(row)
+            await session.flush()
+            return row.id, result_id
+
     async def set_note(self, edit_ids: list[int], note_id: str) -> None:
         async with self._tx() as session:
             await session.execute(
@@ -1043,6 +1062,7 @@ def _edit_record(row: Edit) -> EditRecord:
         reply_to=row.reply_to,
         language=row.language,
         note_id=row.note_id,
+        layer=row.layer,
         answer=row.answer,
         finished_at=row.finished_at,
         notes=tuple(note for note in row.notes.split(",") if note),

@@ -15,7 +15,17 @@ ALICE = FakeUser(id=6101, first_name="Alice", language_code="en")
 XIAOMING = FakeUser(id=6102, first_name="小明", language_code="zh-hans")
 CHAT = ALICE.id
 PHOTO = make_image(160, 120, color=(30, 120, 200))
-COMMAND_NAMES = ["edit", "help", "quota", "seed", "settings", "cancel", "forget"]
+COMMAND_NAMES = [
+    "edit",
+    "caption",
+    "bubble",
+    "help",
+    "quota",
+    "seed",
+    "settings",
+    "cancel",
+    "forget",
+]
 
 
 async def ask(
