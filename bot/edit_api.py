@@ -1,15 +1,17 @@
 """The client for StepFun's `step-image-edit-2` image edit API (`POST {base}/images/edits`), or any
-server that speaks the same OpenAI-style multipart protocol.
+server that speaks the same OpenAI-style multipart protocol; and for new images from text with the
+same model (`POST {base}/images/generations`, a JSON body), which some servers do not offer.
 
-It implements bot.ports.ImageEditor. The request is the multipart form the OpenAI SDK's
-`images.edit(..., extra_body={...})` sends (see ../shared/reference/API.md and TESTING.md). Every
-failure leaves this module as a bot.errors exception: no httpx type or exception escapes, and the
-API key never appears in a log line or an exception message.
+It implements bot.ports.ImageEditor. The edit request is the multipart form the OpenAI SDK's
+`images.edit(..., extra_body={...})` sends, the generation request the JSON body of its
+`images.generate(...)` (see ../shared/reference/API.md and TESTING.md). Every failure leaves this
+module as a bot.errors exception: no httpx type or exception escapes, and the API key never appears
+in a log line or an exception message.
 
-An edit costs money, so the POST is sent again only when the server surely did not do the work
-(it was never reached, or it answered 429, 500 or 503). After anything else (502, 504, 408, a read
-timeout, a dropped answer) it raises at once, with `maybe_done=True` in the error's params: the
-server may have done and billed the edit, the user should just try again.
+An edit or a new image costs money, so the POST is sent again only when the server surely did not
+do the work (it was never reached, or it answered 429, 500 or 503). After anything else (502, 504,
+408, a read timeout, a dropped answer) it raises at once, with `maybe_done=True` in the error's
+params: the server may have done and billed the work, the user should just try again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import logging
 import math
 import random
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -58,6 +61,7 @@ from bot.errors import (
     ApiUnavailable,
     EditApiError,
     EditRefused,
+    GenerationUnsupported,
     InvalidImage,
     InvalidSetting,
     PromptError,
@@ -86,6 +90,15 @@ _RESEND_STATUSES = frozenset({429, 500, 503})
 # Failures before the request reached the server: a POST may go again after these.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "stepedit/0.1 (+httpx)"
+EDITS_PATH = "/images/edits"
+GENERATIONS_PATH = "/images/generations"
+# step-image-edit-2's sizes for new images, as the vendor's API reference lists them (Nov 2026).
+# It writes them HEIGHTxWIDTH, unlike OpenAI's WIDTHxHEIGHT: "768x1360" is a landscape picture.
+GENERATION_SIZES = ("1024x1024", "768x1360", "896x1184", "1360x768", "1184x896")
+DEFAULT_GENERATION_SIZE = "1024x1024"
+# A size's form. OpenAI-style servers have their own sizes, which differ by model: for them only
+# the form is checked, and the server refuses what it does not make (a 400, a user error).
+_SIZE_FORM = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,8 @@ class EditApiClient:
     """bot.ports.ImageEditor over async httpx, with retries (tenacity) where they are safe.
 
     `style="stepfun"` sends StepFun's extra fields (cfg_scale, steps, seed, text_mode,
-    negative_prompt); `style="openai"` sends only OpenAI's documented ones.
+    negative_prompt); `style="openai"` sends only OpenAI's documented ones (for new images:
+    model, prompt, size, n, response_format).
     """
 
     def __init__(
@@ -197,29 +211,26 @@ class EditApiClient:
         if not image:
             raise InvalidImage("the image is empty")
         files = {"image": (filename or "image", bytes(image), mime or "application/octet-stream")}
-        url = f"{self.base_url}/images/edits"
-        started = time.monotonic()
-        reply = await self._request(
-            "POST", url, what="edit", data=fields, files=files, headers=self._auth_headers()
+        sent_seed = options.seed if "seed" in fields else None
+        return await self._post_for_image(
+            EDITS_PATH, "edit", sent_seed=sent_seed, data=fields, files=files
         )
-        if reply.status // 100 != 2:
-            self._raise_for_status(reply, "POST /images/edits")
-        try:
-            result = await self._parse_edit_reply(reply)
-        except EditApiError as exc:
-            exc.params["maybe_done"] = True  # the server answered 2xx: it did (and billed) the edit
-            raise
-        if result.seed is None and "seed" in fields:  # the server used ours without echoing it
-            result = replace(result, seed=options.seed)
-        log.info(
-            "edit ok: id=%s trace=%s seed=%s %d bytes in %d ms",
-            result.request_id,
-            reply.trace_id,
-            result.seed,
-            len(result.data),
-            (time.monotonic() - started) * 1000,
+
+    async def generate(
+        self, prompt: str, options: EditOptions, size: str = DEFAULT_GENERATION_SIZE
+    ) -> EditedImage:
+        """Make a new image from text alone: `POST {base}/images/generations` with a JSON body.
+
+        `size` is one of GENERATION_SIZES in the `stepfun` style (anything else is refused before
+        sending); the `openai` style passes any WIDTHxHEIGHT (or "auto") to the server. Retries,
+        errors and result checks are those of edit(). A server without the route raises
+        GenerationUnsupported (nothing done, nothing billed, not retried).
+        """
+        body = self._generation_body(prompt, options, size)
+        sent_seed = options.seed if "seed" in body else None
+        return await self._post_for_image(
+            GENERATIONS_PATH, "generate", sent_seed=sent_seed, optional_route=True, json=body
         )
-        return result
 
     async def check(self) -> None:
         """A cheap start-up probe: GET {base}/models with the key.
@@ -272,35 +283,59 @@ class EditApiClient:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def _form_fields(self, prompt: str, options: EditOptions) -> dict[str, str]:
-        """The text parts, validated, in the order the OpenAI SDK sends them."""
-        text = (prompt or "").strip()
-        if not text:
-            raise PromptError("the prompt is empty", limit=MAX_PROMPT_CHARS)
-        if len(text) > MAX_PROMPT_CHARS:
-            raise PromptTooLong(
-                f"the prompt has {len(text)} characters; the API takes at most {MAX_PROMPT_CHARS}",
-                limit=MAX_PROMPT_CHARS,
-                length=len(text),
-            )
-        fields: dict[str, str] = {"prompt": text, "model": self.model}
+        """The edit's text parts, validated, in the order the OpenAI SDK sends them."""
+        fields: dict[str, str] = {"prompt": _check_prompt(prompt), "model": self.model}
         if self.style == "openai":
-            # gpt-image models reject response_format ("Unknown parameter") and always answer
-            # with b64_json; other OpenAI-style servers (e.g. dall-e-2, DeepInfra) take it.
-            if not self.model.lower().startswith("gpt-image"):
-                fields["response_format"] = self.response_format
-            return fields
+            return fields | self._openai_format()
         fields["response_format"] = self.response_format
+        return fields | {name: _form_value(v) for name, v in self._stepfun_extras(options).items()}
+
+    def _generation_body(self, prompt: str, options: EditOptions, size: str) -> dict[str, Any]:
+        """The JSON body of a new image, validated: typed values (true, 8, 1.0), not strings."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": _check_prompt(prompt),
+            "size": self._check_size(size),
+        }
+        if self.style == "openai":
+            return body | {"n": 1} | self._openai_format()
+        body["response_format"] = self.response_format
+        return body | self._stepfun_extras(options)
+
+    def _openai_format(self) -> dict[str, str]:
+        # gpt-image models reject response_format ("Unknown parameter") and always answer
+        # with b64_json; other OpenAI-style servers (e.g. dall-e-2, DeepInfra) take it.
+        if self.model.lower().startswith("gpt-image"):
+            return {}
+        return {"response_format": self.response_format}
+
+    def _check_size(self, size: str) -> str:
+        if self.style == "stepfun":
+            if size in GENERATION_SIZES:
+                return size
+        elif isinstance(size, str) and (size == "auto" or _SIZE_FORM.fullmatch(size)):
+            return size
+        allowed = ", ".join(GENERATION_SIZES) if self.style == "stepfun" else "WIDTHxHEIGHT"
+        raise InvalidSetting(
+            f"size must be one of {allowed}, not {size!r}",
+            field="size",
+            allowed=allowed,
+            value=size,
+        )
+
+    def _stepfun_extras(self, options: EditOptions) -> dict[str, bool | int | float | str]:
+        """StepFun's own fields, validated, typed, in the order the OpenAI SDK sends them."""
+        fields: dict[str, bool | int | float | str] = {}
         steps = _check_int("steps", options.steps, *STEPS_RANGE)
-        cfg = _check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
-        fields["cfg_scale"] = _form_value(cfg)
-        fields["steps"] = _form_value(steps)
+        fields["cfg_scale"] = _check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
+        fields["steps"] = steps
         if options.seed is not None:
-            fields["seed"] = _form_value(_check_int("seed", options.seed, 0, MAX_SEED))
+            fields["seed"] = _check_int("seed", options.seed, 0, MAX_SEED)
         if not isinstance(options.text_mode, bool):
             raise InvalidSetting(
                 "text_mode must be true or false", field="text_mode", value=options.text_mode
             )
-        fields["text_mode"] = _form_value(options.text_mode)
+        fields["text_mode"] = options.text_mode
         negative = options.negative_prompt or ""
         if not isinstance(negative, str):
             raise InvalidSetting("negative_prompt must be text", field="negative_prompt")
@@ -317,6 +352,44 @@ class EditApiClient:
         return fields
 
     # ------------------------------------------------------------------ transport
+
+    async def _post_for_image(
+        self,
+        path: str,
+        what: str,
+        *,
+        sent_seed: int | None,
+        optional_route: bool = False,
+        **kwargs: Any,
+    ) -> EditedImage:
+        """POST a request that answers with one image (an edit or a new one) and decode it.
+
+        `sent_seed`: the seed we sent, if any; `optional_route`: not every server has this route
+        (a 404/405 that is not about the model means "no such route").
+        """
+        started = time.monotonic()
+        reply = await self._request(
+            "POST", self.base_url + path, what=what, headers=self._auth_headers(), **kwargs
+        )
+        if reply.status // 100 != 2:
+            self._raise_for_status(reply, f"POST {path}", optional_route=optional_route)
+        try:
+            result = await self._parse_image_reply(reply)
+        except EditApiError as exc:
+            exc.params["maybe_done"] = True  # the server answered 2xx: it did (and billed) the work
+            raise
+        if result.seed is None and sent_seed is not None:  # it used ours without echoing it
+            result = replace(result, seed=sent_seed)
+        log.info(
+            "%s ok: id=%s trace=%s seed=%s %d bytes in %d ms",
+            what,
+            result.request_id,
+            reply.trace_id,
+            result.seed,
+            len(result.data),
+            (time.monotonic() - started) * 1000,
+        )
+        return result
 
     async def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> _Reply:
         """Send, again while that is safe; returns the first reply that is not worth retrying."""
@@ -473,10 +546,21 @@ class EditApiClient:
 
     # ------------------------------------------------------------------ replies
 
-    def _raise_for_status(self, reply: _Reply, what: str) -> NoReturn:
+    def _raise_for_status(
+        self, reply: _Reply, what: str, *, optional_route: bool = False
+    ) -> NoReturn:
         status = reply.status
         message = self._scrub(_error_message(reply.body) or "")
         trace = reply.trace_id
+        if optional_route and _route_missing(reply, self.model):
+            raise GenerationUnsupported(
+                f"The edit API at {self._where()} has no {what} (it answered {status}"
+                + (f": {message[:200]}" if message else "")
+                + f"): new images from text with model {self.model} are not available there "
+                "(edits are a separate route).",
+                status=status,
+                maybe_done=False,
+            )
         if status in (401, 402, 403, 404):
             raise self._config_error(reply, what)  # the service logs it for the operator
         if status == 451:
@@ -541,7 +625,7 @@ class EditApiClient:
             )
         return ApiConfigError(text + tail, status=status)
 
-    async def _parse_edit_reply(self, reply: _Reply) -> EditedImage:
+    async def _parse_image_reply(self, reply: _Reply) -> EditedImage:
         try:
             payload = json.loads(reply.body)
         except (ValueError, UnicodeDecodeError):
@@ -634,6 +718,48 @@ class EditApiClient:
 def _ssl_context() -> ssl.SSLContext:
     """httpx's default TLS context, built once per process (building one costs ~50 ms)."""
     return httpx.create_ssl_context()
+
+
+def _check_prompt(prompt: str) -> str:
+    text = (prompt or "").strip()
+    if not text:
+        raise PromptError("the prompt is empty", limit=MAX_PROMPT_CHARS)
+    if len(text) > MAX_PROMPT_CHARS:
+        raise PromptTooLong(
+            f"the prompt has {len(text)} characters; the API takes at most {MAX_PROMPT_CHARS}",
+            limit=MAX_PROMPT_CHARS,
+            length=len(text),
+        )
+    return text
+
+
+def _route_missing(reply: _Reply, model: str) -> bool:
+    """Whether a 404/405 says "no such route" rather than "no such model".
+
+    Servers answer an unknown model with an API error about the model (StepFun and OpenAI:
+    404 with code model_not_found); an unknown route gets the web framework's plain 404 page, a
+    405, or an error that does not mention any model (OpenAI: "Invalid URL (POST /v1/...)").
+    """
+    if reply.status == 405:
+        return True
+    if reply.status != 404:
+        return False
+    try:
+        payload = json.loads(reply.body)
+    except (ValueError, UnicodeDecodeError):
+        return True
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    said = json.dumps(error, ensure_ascii=False).lower()
+    return "model" not in said and model.lower() not in said
+
+
+def generation_dimensions(size: str, style: Style = "stepfun") -> tuple[int, int]:
+    """Width and height of a generation size: StepFun writes HEIGHTxWIDTH, OpenAI WIDTHxHEIGHT."""
+    match = _SIZE_FORM.fullmatch(size)
+    if match is None:
+        raise ValueError(f"not a size: {size!r}")
+    first, second = int(match[1]), int(match[2])
+    return (second, first) if style == "stepfun" else (first, second)
 
 
 def _may_resend(method: str, exc: Exception) -> bool:

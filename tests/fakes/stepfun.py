@@ -1,16 +1,19 @@
 """A fake StepFun image edit API (aiohttp.web on 127.0.0.1, an ephemeral port).
 
 It speaks the protocol in ../shared/reference/API.md: `POST /v1/images/edits` (multipart, as the
-OpenAI SDK sends it), `GET /v1/models`, and `GET /files/<id>.png` for `response_format=url` results.
-It enforces the documented limits like the real API, returns an image of the input's size that
-visibly depends on prompt and seed, records every request, and lets a test script faults.
+OpenAI SDK sends it), `POST /v1/images/generations` (JSON, as the SDK's images.generate sends it),
+`GET /v1/models`, and `GET /files/<id>.png` for `response_format=url` results. It enforces the
+documented limits like the real API, returns an image of the input's size (an edit) or of the
+requested size (a new image) that visibly depends on prompt and seed, records every request, and
+lets a test script faults.
 
 Use the `stepfun` fixture (exported in tests/conftest.py) or, from any test module or helper,
 `async with run_fake_stepfun(api_key=..., model=...) as fake: ...`.
 
     fake.base_url                      "http://127.0.0.1:PORT/v1"
     fake.api_key / fake.model          what it accepts (both may be changed at any time)
-    fake.requests                      [RecordedRequest]: fields, image, image_filename, ...
+    fake.requests                      [RecordedRequest]: edits and generations, in order
+                                       (.path; an edit's .fields and .image; a generation's .body)
     fake.results                       [bytes]: every image it returned (PNG)
     fake.fail_next(429, retry_after=1) an error answer (times=N for the next N requests)
     fake.drop_next()                   close the connection without an answer
@@ -23,8 +26,12 @@ Use the `stepfun` fixture (exported in tests/conftest.py) or, from any test modu
     fake.response_format_override      answer "url" or "b64_json" whatever was asked
     fake.file_redirects["abc"] = url   GET /files/abc.png answers 302 to url
     fake.models_status = 404           make GET /v1/models fail (a server without /models)
+    fake.generations_missing = 404     POST /v1/images/generations answers 404 (or 405) like a
+                                       server without that route: plain text, no faults used
 
-Faults are queued and consumed in order, one per edit request, before the request is validated.
+Faults are queued and consumed in order, one per edit or generation request, before the request
+is validated. A generation takes only the documented JSON fields (an unknown one is a 400) and the
+documented sizes (GENERATION_SIZES, written HEIGHTxWIDTH as the vendor does).
 Requests are served concurrently: decoding, drawing and encoding run in a worker thread.
 """
 
@@ -41,7 +48,7 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,15 +93,43 @@ MalformedKind = Literal[
     "bad_url",
 ]
 
+# step-image-edit-2's sizes for new images as the vendor's reference lists them, HEIGHTxWIDTH
+# ("format is height x width"), with the (width, height) of the picture. Kept apart from the
+# client's own list, so that a slip in one does not hide in the other.
+GENERATION_SIZES: dict[str, tuple[int, int]] = {
+    "1024x1024": (1024, 1024),
+    "768x1360": (1360, 768),
+    "896x1184": (1184, 896),
+    "1360x768": (768, 1360),
+    "1184x896": (896, 1184),
+}
+DEFAULT_GENERATION_SIZE = "1024x1024"
+GENERATION_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "size",
+        "n",
+        "response_format",
+        "seed",
+        "steps",
+        "cfg_scale",
+        "negative_prompt",
+        "text_mode",
+    }
+)
+EDITS_PATH = "/v1/images/edits"
+GENERATIONS_PATH = "/v1/images/generations"
+
 _dumps = partial(json.dumps, ensure_ascii=False)
 
 
 @dataclass
 class RecordedRequest:
-    """One edit request as the fake received it. `status` is what it answered (None: the client
-    went away before the answer, e.g. after a client-side timeout)."""
+    """One edit or generation request as the fake received it. `status` is what it answered
+    (None: the client went away before the answer, e.g. after a client-side timeout)."""
 
-    fields: dict[str, str]
+    fields: dict[str, str]  # an edit's text parts ({} for a generation)
     image: bytes
     image_filename: str | None
     image_content_type: str | None
@@ -102,6 +137,8 @@ class RecordedRequest:
     status: int | None = None
     part_names: list[str] = field(default_factory=list)  # every multipart part, in order
     fault: str | None = None  # the injected fault that answered it, if any
+    path: str = EDITS_PATH
+    body: Any = None  # a generation's JSON body as parsed (typed values), None if not JSON
 
 
 @dataclass
@@ -212,6 +249,7 @@ class FakeStepFun:
         self.download_headers: list[dict[str, str]] = []
         self.files: dict[str, bytes] = {}
         self.file_redirects: dict[str, str] = {}  # file id -> where GET /files/<id>.png redirects
+        self.generations_missing: int | None = None  # 404/405: no POST /v1/images/generations
         self._faults: deque[_Fault] = deque()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -234,7 +272,7 @@ class FakeStepFun:
         retry_after: float | str | None = None,
         body: Any = None,
     ) -> None:
-        """Answer the next `times` edit requests with `status` (and Retry-After, if given).
+        """Answer the next `times` image requests with `status` (and Retry-After, if given).
         `body`: a dict (sent as JSON), str/bytes (sent as is), or None (an OpenAI-style error)."""
         for _ in range(times):
             self._faults.append(_Fault("status", status=status, retry_after=retry_after, body=body))
@@ -281,7 +319,8 @@ class FakeStepFun:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=256 * 1024 * 1024)
-        app.router.add_post("/v1/images/edits", self._handle_edit)
+        app.router.add_post(EDITS_PATH, self._handle_edit)
+        app.router.add_post(GENERATIONS_PATH, self._handle_generation)
         app.router.add_get("/v1/models", self._handle_models)
         app.router.add_get("/files/{name}", self._handle_file)
         self._runner = web.AppRunner(
@@ -369,7 +408,43 @@ class FakeStepFun:
             parse_error = f"the body is not multipart/form-data ({exc})"
         if images:
             record.image, record.image_filename, record.image_content_type = images[0]
+        return await self._serve(
+            request, record, partial(self._edit, record, images, list_images, parse_error)
+        )
 
+    async def _handle_generation(self, request: web.Request) -> web.StreamResponse:
+        record = RecordedRequest(
+            fields={},
+            image=b"",
+            image_filename=None,
+            image_content_type=None,
+            headers=dict(request.headers),
+            path=GENERATIONS_PATH,
+        )
+        self.requests.append(record)
+        if self.generations_missing is not None:  # what a web framework says for no such route
+            status = self.generations_missing
+            record.status = status
+            reason = "Method Not Allowed" if status == 405 else "Not Found"
+            return web.Response(status=status, text=f"{status}: {reason}")
+        parse_error: str | None = None
+        if request.content_type != "application/json":
+            parse_error = f"the body must be JSON, not {request.content_type}"
+        else:
+            try:
+                record.body = json.loads(await request.read())
+            except (ValueError, UnicodeDecodeError):
+                parse_error = "the body is not valid JSON"
+        return await self._serve(request, record, partial(self._generate, record, parse_error))
+
+    async def _serve(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        answer: Callable[[], Awaitable[web.Response]],
+    ) -> web.StreamResponse:
+        """Wait `delay`, then answer with the next fault if one is queued, else with `answer()`
+        (a refused request as an OpenAI-style error)."""
         if self.delay > 0:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.delay)
@@ -384,9 +459,7 @@ class FakeStepFun:
             response = self._fault_response(fault, record)
         else:
             try:
-                if parse_error:
-                    raise _BadRequest(parse_error)
-                response = await self._edit(record, images, list_images)
+                response = await answer()
             except _BadRequest as exc:
                 code = "invalid_api_key" if exc.status == 401 else exc.code
                 type_ = "invalid_api_key" if exc.status == 401 else "invalid_request_error"
@@ -475,10 +548,28 @@ class FakeStepFun:
         record: RecordedRequest,
         images: list[tuple[bytes, str | None, str | None]],
         list_images: bool,
+        parse_error: str | None,
     ) -> web.Response:
         """Validate like the real API, then "edit". Raises _BadRequest for a refused request."""
+        if parse_error:
+            raise _BadRequest(parse_error)
         prompt, seed, response_format = self._validate(record, images, list_images)
         source = _open_input(images[0][0])
+        return await self._image_answer(source, prompt, seed, response_format)
+
+    async def _generate(self, record: RecordedRequest, parse_error: str | None) -> web.Response:
+        """Validate like the real API, then draw a new picture of the requested size."""
+        self._check_key(record)
+        if parse_error:
+            raise _BadRequest(parse_error)
+        prompt, seed, response_format, size = self._validate_generation(record.body)
+        source = Image.new("RGB", GENERATION_SIZES[size], (128, 128, 128))
+        return await self._image_answer(source, prompt, seed, response_format)
+
+    async def _image_answer(
+        self, source: Image.Image, prompt: str, seed: int | None, response_format: str
+    ) -> web.Response:
+        """Render from `source` and answer as the API does (b64_json, or a url to fetch)."""
         used_seed = seed if seed is not None else random.randint(0, MAX_SEED)
         as_url = (self.response_format_override or response_format) == "url"
         # CPU work off the event loop, so that concurrent requests overlap as on a real server.
@@ -501,24 +592,14 @@ class FakeStepFun:
     ) -> tuple[str, int | None, str]:
         """The documented checks on fields (the image is checked when opened).
         Returns prompt, seed and response_format."""
-        auth = record.headers.get("Authorization")
-        if auth != f"Bearer {self.api_key}":
-            raise _BadRequest("Incorrect API key provided", status=401)
+        self._check_key(record)
         f = record.fields
-        model = f.get("model")
-        if not model:
-            raise _BadRequest("model is required", code="missing_parameter")
-        if model != self.model:
-            raise _BadRequest(f"model {model} not found", status=404, code="model_not_found")
+        self._check_model(f.get("model"))
         if list_images:
             raise _BadRequest("image must be a single file, not a list (image[])")
         if len(images) != 1:
             raise _BadRequest(f"exactly one image is required, got {len(images)}")
-        prompt = f.get("prompt")
-        if prompt is None or not prompt.strip():
-            raise _BadRequest("prompt is required", code="missing_parameter")
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise _BadRequest(f"prompt must be at most {MAX_PROMPT_CHARS} characters")
+        prompt = _check_prompt(f.get("prompt"))
         seed = _int_field(f, "seed", 0, MAX_SEED, None)
         _int_field(f, "steps", *STEPS_RANGE, DEFAULT_STEPS)
         cfg = f.get("cfg_scale")
@@ -538,10 +619,77 @@ class FakeStepFun:
             )
         if f.get("text_mode", "false") not in ("true", "false"):
             raise _BadRequest(f"text_mode must be true or false, not {f['text_mode']!r}")
-        response_format = f.get("response_format", "url")
-        if response_format not in ("b64_json", "url"):
-            raise _BadRequest(f"response_format must be b64_json or url, not {response_format!r}")
-        return prompt, seed, response_format
+        return prompt, seed, _check_response_format(f.get("response_format", "url"))
+
+    def _validate_generation(self, body: Any) -> tuple[str, int | None, str, str]:
+        """The documented checks on a generation's JSON body, typed as JSON types them.
+        Returns prompt, seed, response_format and size."""
+        if not isinstance(body, dict):
+            raise _BadRequest("the body must be a JSON object")
+        unknown = sorted(set(body) - GENERATION_FIELDS)
+        if unknown:
+            raise _BadRequest(f"unknown parameter: {unknown[0]}", code="unknown_parameter")
+        self._check_model(body.get("model"))
+        prompt = _check_prompt(body.get("prompt"))
+        size = body.get("size", DEFAULT_GENERATION_SIZE)
+        if not isinstance(size, str) or size not in GENERATION_SIZES:
+            allowed = ", ".join(GENERATION_SIZES)
+            raise _BadRequest(f"size must be one of {allowed} (height x width), not {size!r}")
+        _json_number(body, "n", 1, 1, integer=True)  # "only one image per request"
+        seed = _json_number(body, "seed", 0, MAX_SEED, integer=True)
+        _json_number(body, "steps", *STEPS_RANGE, integer=True)
+        _json_number(body, "cfg_scale", *CFG_RANGE, integer=False)
+        negative = body.get("negative_prompt", "")
+        if not isinstance(negative, str) or len(negative) > MAX_NEGATIVE_PROMPT_CHARS:
+            raise _BadRequest(
+                f"negative_prompt must be text of at most {MAX_NEGATIVE_PROMPT_CHARS} characters"
+            )
+        if not isinstance(body.get("text_mode", False), bool):
+            raise _BadRequest(f"text_mode must be true or false, not {body['text_mode']!r}")
+        response_format = _check_response_format(body.get("response_format", "url"))
+        return prompt, None if seed is None else int(seed), response_format, size
+
+    def _check_key(self, record: RecordedRequest) -> None:
+        if record.headers.get("Authorization") != f"Bearer {self.api_key}":
+            raise _BadRequest("Incorrect API key provided", status=401)
+
+    def _check_model(self, model: object) -> None:
+        if not model:
+            raise _BadRequest("model is required", code="missing_parameter")
+        if model != self.model:
+            raise _BadRequest(f"model {model} not found", status=404, code="model_not_found")
+
+
+def _check_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _BadRequest("prompt is required", code="missing_parameter")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise _BadRequest(f"prompt must be at most {MAX_PROMPT_CHARS} characters")
+    return prompt
+
+
+def _check_response_format(value: object) -> str:
+    if value not in ("b64_json", "url"):
+        raise _BadRequest(f"response_format must be b64_json or url, not {value!r}")
+    return str(value)
+
+
+def _json_number(
+    body: dict[str, Any], name: str, low: float, high: float, *, integer: bool
+) -> float | None:
+    """A JSON number in [low, high] (a whole one if `integer`; true/false are not numbers)."""
+    if name not in body:
+        return None
+    value = body[name]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and isinstance(value, float))
+    ):
+        raise _BadRequest(f"{name} must be a {'whole ' if integer else ''}number, not {value!r}")
+    if not low <= value <= high:
+        raise _BadRequest(f"{name} must be in [{low}, {high}]")
+    return value  # an int stays an int: seeds up to 2**31 - 1 stay exact
 
 
 def _open_input(data: bytes) -> Image.Image:
