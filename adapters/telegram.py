@@ -57,7 +57,9 @@ ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
-COMMANDS = ("edit", "caption", "bubble", "help", "quota", "seed", "settings", "cancel", "forget")
+COMMANDS = (
+    "edit", "imagine", "caption", "bubble", "help", "quota", "seed", "settings", "cancel", "forget",
+)  # fmt: skip
 ADMIN_COMMANDS = ("stats", "grant", "ban", "unban")  # and /quota <user id>; not in the menu
 MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
@@ -186,6 +188,9 @@ class TelegramBot:
         app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
         app.add_handler(CommandHandler("forget", self.on_forget))
         app.add_handler(CommandHandler(("caption", "bubble"), self.on_draw))
+        app.add_handler(
+            CommandHandler("imagine", self.on_imagine, filters=filters.UpdateType.MESSAGE)
+        )
         # Only new messages: editing an old caption must not start (and charge) another edit.
         new = filters.UpdateType.MESSAGE
         app.add_handler(CommandHandler("edit", self.on_text, filters=new))
@@ -459,6 +464,16 @@ class TelegramBot:
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))
+
+    async def on_imagine(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/imagine <prompt>: a new image from the words alone."""
+        message = update.effective_message
+        user = sender_ref(update)
+        if message is None or user is None or not message.text:
+            return
+        prompt = message.text.partition(" ")[2].strip()  # after "/imagine" or "/imagine@bot"
+        request = EditRequest(user, chat_ref(message), prompt, imagine=True)
+        await self._submit(update, message, request)
 
     async def on_draw(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/caption and /bubble: on the picture replied to, or the user's current one."""

@@ -67,6 +67,7 @@ class UserSettings:
     cfg_scale: float | None = None
     text_mode: bool | None = None  # None = on by itself when the prompt quotes text
     negative_prompt: str = ""
+    image_size: str | None = None  # of new images from text (/imagine); None = the default
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class StoredImage:
     width: int
     height: int
     file: FileRef | None = None
+    canvas: str | None = None  # not a picture: the size of a new image to make from text
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class EditRequest:
     answer_to: str | None = None
     language: str = "en"
     overrides: tuple[tuple[str, str], ...] = ()
+    imagine: bool = False  # a new image from the prompt alone (/imagine), no source
 
 
 class EditStatus:

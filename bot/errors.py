@@ -83,6 +83,10 @@ class ImageExpired(UserError):
     code = "error_image_expired"
 
 
+class NothingToUndo(UserError):
+    code = "error_nothing_to_undo"
+
+
 class UnknownEdit(UserError):
     code = "error_unknown_edit"
 

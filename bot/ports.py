@@ -36,6 +36,11 @@ class ImageEditor(Protocol):
         """Edit one image. Raises bot.errors.EditApiError subclasses or EditRefused."""
         ...
 
+    async def generate(self, prompt: str, options: EditOptions, size: str) -> EditedImage:
+        """A new image from text alone (`size`: one of bot.edit_api.GENERATION_SIZES).
+        Raises GenerationUnsupported when the server has no such route, else as edit()."""
+        ...
+
     async def check(self) -> None:
         """Cheap start-up check of URL, model and key; raises ApiConfigError when they are wrong."""
         ...
@@ -124,6 +129,7 @@ class EditStore(Protocol):
         chat_quota: int = 0,
         budget: int = 0,
         unlimited: bool = False,
+        canvas: tuple[str, int, int] | None = None,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`

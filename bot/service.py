@@ -58,6 +58,7 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
+from bot.edit_api import DEFAULT_GENERATION_SIZE, GENERATION_SIZES, generation_dimensions
 from bot.errors import (
     AdminsOnly,
     ApiConfigError,
@@ -74,6 +75,7 @@ from bot.errors import (
     InvalidSetting,
     NotAllowed,
     NothingToEdit,
+    NothingToUndo,
     PromptError,
     PromptTooLong,
     QuotaExceeded,
@@ -89,6 +91,7 @@ log = logging.getLogger("stepedit.service")
 
 # Written text in quotes, as in the vendor's speech-bubble and sign examples. A straight single
 # quote counts only when it does not touch a letter on its outer side (so "cat's" is no quote).
+CANVAS = "canvas"  # the "mime" of a new image's source: no picture, only its size
 _QUOTED_TEXT = re.compile(r"\"[^\"]+\"|“[^”]+”|「[^」]+」|『[^』]+』|‘[^’]+’|(?<!\w)'[^']+'(?!\w)")
 MAX_WAITING_PER_USER = 5
 PILLOW_WORKERS = 2
@@ -120,6 +123,7 @@ class _LeaseLost(Exception):
 class _Source:
     image_id: int
     parent_edit_id: int | None
+    canvas: str | None = None  # a new image of this size, from the prompt alone
 
 
 class EditService:
@@ -256,6 +260,7 @@ class EditService:
             quota=self.daily_quota,
             max_waiting=self.max_waiting,
             upload=None if rerolled else request.upload,
+            canvas=_canvas(source.canvas),
             origin=request.origin,
             chat_quota=0 if chat.is_private else self.rules.chat_quota,
             budget=self.rules.budget,
@@ -306,6 +311,9 @@ class EditService:
     ) -> _Source:
         if rerolled:
             return _Source(rerolled.source_image_id, rerolled.parent_edit_id)
+        size = user.settings.image_size or DEFAULT_GENERATION_SIZE
+        if request.imagine:
+            return _Source(0, None, canvas=size)  # made by the admission itself
         if request.upload:
             return _Source(0, None)  # kept (and this id set) by the admission itself
         if request.source_message:
@@ -314,6 +322,8 @@ class EditService:
                 raise UnknownEdit("the replied-to message shows no known image")
             return _Source(shown.image_id, shown.edit_id)
         current = await self.store.current(user.id, request.chat.platform, request.chat.id)
+        if current is None and request.chat.is_private and request.prompt:
+            return _Source(0, None, canvas=size)  # nothing to edit: make it from the words
         if current is None:
             raise NothingToEdit()
         return _Source(current.image_id, current.edit_id)
@@ -580,7 +590,11 @@ class EditService:
                 raise asyncio.CancelledError  # shutting down: no new paid call
             self._committed.add(edit.id)
             self._show_working(edit, messenger)
-            edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
+            if mime == CANVAS:  # nothing to edit: a new image from the words
+                size = data.decode()
+                edited = await self.editor.generate(edit.prompt, edit.options, size)
+            else:
+                edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
         timings = replace(timings, api_ms=_ms_since(called))
         checked = await self._checked_result(edited.data)
         picture = await self._picture(edit, edited.data, 0, edited.seed, notes, messenger)
@@ -628,6 +642,8 @@ class EditService:
         the result, in one transaction). Results have their source's size, but one can be a
         PNG over the API's safe byte size: that one is re-encoded first."""
         image = await self.store.load_image(image_id)
+        if image.canvas is not None:  # the size of a new image, for generate()
+            return image.canvas.encode(), CANVAS, (), None
         if image.file is not None:
             data = await messenger.fetch(image.file)
             normal = await self._pillow(imaging.normalize, data, max_side=self.max_side)
@@ -802,6 +818,8 @@ class EditService:
         """Show the image before `edit_id` again and make it the current one. Costs nothing."""
         record = await self._edit_in(edit_id, chat)
         owner = await self.store.get_or_create_user(user)
+        if (await self.store.load_image(record.source_image_id)).canvas is not None:
+            raise NothingToUndo()  # made from words: there is no picture before it
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
         messenger = self._messengers[chat.platform]
         data, _, _, fetched = await self._api_input(record.source_image_id, messenger)
@@ -1020,6 +1038,11 @@ def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
         if len(text) > MAX_NEGATIVE_PROMPT_CHARS:
             raise InvalidSetting(code="error_setting_length", limit=MAX_NEGATIVE_PROMPT_CHARS)
         return replace(current, negative_prompt=text)
+    if name in ("size", "image_size"):
+        if value.lower() not in GENERATION_SIZES:
+            raise InvalidSetting(field="size", allowed=", ".join(GENERATION_SIZES),
+                                 code="error_setting_size")  # fmt: skip
+        return replace(current, image_size=value.lower())
     raise InvalidSetting(code="error_setting_unknown", field=name)
 
 
@@ -1064,6 +1087,13 @@ def _mime_of(data: bytes) -> str:
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
+
+
+def _canvas(size: str | None) -> tuple[str, int, int] | None:
+    if size is None:
+        return None
+    width, height = generation_dimensions(size)
+    return size, width, height
 
 
 def _new_layer(old: str | None, kind: str, words: str) -> memes.TextLayer:

@@ -304,6 +304,23 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Speech bubble: /bubble [left|right] text",
         ZH: "加对话气泡：/bubble 文字",
     },
+    "error_nothing_to_undo": {
+        EN: "This picture was made from words alone: there is nothing before it to go back to.",
+        ZH: "这张图是直接根据文字生成的，没有可以撤销回去的上一步。",
+    },
+    "error_generation_unsupported": {
+        EN: "This image service can't make new images from text, only edit photos. Send a "
+        "photo to edit instead. Nothing was charged.",
+        ZH: "这个图像服务不能根据文字生成新图片，只能修改照片。请发送一张照片来修改。未扣除次数。",
+    },
+    "error_setting_size": {
+        EN: "The size must be one of: {allowed} (height x width).",
+        ZH: "尺寸必须是以下之一：{allowed}（高 x 宽）。",
+    },
+    "command_imagine": {
+        EN: "A new image from words: /imagine <prompt>",
+        ZH: "根据文字生成新图片：/imagine <描述>",
+    },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
     "admin_budget_spent": {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",

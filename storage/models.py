@@ -113,6 +113,7 @@ class User(Base):
     cfg_scale: Mapped[float | None] = mapped_column(Float)
     text_mode: Mapped[bool | None] = mapped_column(Boolean)
     negative_prompt: Mapped[str] = mapped_column(CleanText, default="", server_default="")
+    image_size: Mapped[str | None] = mapped_column(String(16))
     banned: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     ban_told: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(

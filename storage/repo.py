@@ -58,6 +58,7 @@ _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
 EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
+CANVAS = "canvas"  # Image.mime of the empty source of a new image from text (size in file_name)
 
 
 class SqlStore:
@@ -144,6 +145,7 @@ class SqlStore:
                     cfg_scale=settings.cfg_scale,
                     text_mode=settings.text_mode,
                     negative_prompt=settings.negative_prompt,
+                    image_size=settings.image_size,
                 )
                 .returning(User.id)
                 .execution_options(synchronize_session=False)
@@ -425,7 +427,7 @@ class SqlStore:
             await session.execute(
                 update(User).where(User.id == user_id)
                 .values(name=None, fixed_seed=None, steps=None, cfg_scale=None, text_mode=None,
-                        negative_prompt="")
+                        negative_prompt="", image_size=None)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
             others = ~mine
@@ -474,6 +476,9 @@ class SqlStore:
                 raise KeyError(image_id)
             if image.mime == EXPIRED:
                 raise ImageExpired(f"image {image_id} expired")
+            if image.mime == CANVAS:
+                return StoredImage(image.id, b"", CANVAS, image.width, image.height,
+                                   canvas=image.file_name)  # fmt: skip
             file = None
             if image.mime == "":  # pending: known only as a platform file
                 assert image.file_platform is not None and image.file_id is not None
@@ -503,6 +508,7 @@ class SqlStore:
         chat_quota: int = 0,
         budget: int = 0,
         unlimited: bool = False,
+        canvas: tuple[str, int, int] | None = None,
     ) -> Admission:
         limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited)
         try:
@@ -516,6 +522,8 @@ class SqlStore:
                         session, edit.user_id, edit.platform, edit.chat_id, upload, origin
                     )
                     edit = replace(edit, source_image_id=image_id)
+                elif canvas is not None:
+                    edit = replace(edit, source_image_id=await _new_canvas(session, *canvas))
                 return await self._admit(session, edit, day, limits)
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
@@ -1025,6 +1033,7 @@ def _user_record(user: User) -> UserRecord:
             cfg_scale=user.cfg_scale,
             text_mode=user.text_mode,
             negative_prompt=user.negative_prompt,
+            image_size=user.image_size,
         ),
     )
 
@@ -1140,6 +1149,17 @@ class _Limits:
     budget: int  # for the whole bot per day (0: no limit)
     waiting: int  # queued edits per user (0: no limit)
     unlimited: bool  # an admin: counted, never refused
+
+
+async def _new_canvas(session: AsyncSession, size: str, width: int, height: int) -> int:
+    """The source of a new image from text: no picture, only the size to make."""
+    row = Image(
+        sha256=f"canvas-{secrets.token_hex(16)}", mime=CANVAS, width=width, height=height,
+        size_bytes=0, data=b"", file_name=size, created_at=utcnow(),
+    )  # fmt: skip
+    session.add(row)
+    await session.flush()
+    return row.id
 
 
 class _NotKept(Exception):

@@ -16,16 +16,9 @@ XIAOMING = FakeUser(id=6102, first_name="小明", language_code="zh-hans")
 CHAT = ALICE.id
 PHOTO = make_image(160, 120, color=(30, 120, 200))
 COMMAND_NAMES = [
-    "edit",
-    "caption",
-    "bubble",
-    "help",
-    "quota",
-    "seed",
-    "settings",
-    "cancel",
+    "edit", "imagine", "caption", "bubble", "help", "quota", "seed", "settings", "cancel",
     "forget",
-]
+]  # fmt: skip
 
 
 async def ask(

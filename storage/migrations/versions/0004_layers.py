@@ -1,4 +1,5 @@
-"""drawn pictures: an edit may be words the bot drew on its source (captions, speech bubbles)
+"""drawn pictures and new ones: an edit may be words the bot drew on its source (captions, speech
+bubbles); a user's size for new images from text
 
 Revision ID: 0004
 Revises: 0003
@@ -20,7 +21,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("edits", sa.Column("layer", sa.Text(), nullable=True))
+    op.add_column("users", sa.Column("image_size", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
-    op.drop_column("edits", "layer")  # plain DROP COLUMN (SQLite 3.35+): no table rebuild
+    op.drop_column("users", "image_size")  # plain DROP COLUMN (SQLite 3.35+): no rebuild
+    op.drop_column("edits", "layer")
