@@ -103,11 +103,12 @@ async def test_reply_to_any_photo_edits_that_photo(
     assert decode(stepfun.requests[-1].image).size == (300, 200)
 
 
-async def test_plain_text_with_nothing_to_edit_says_what_to_do(
+async def test_edit_in_a_group_with_nothing_to_edit_says_what_to_do(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
 ) -> None:
-    telegram.user_sends_text(CHAT, ALICE, "make it snow")
-    answer = await app.text_reply(CHAT)
+    """(In a private chat, words alone make a new image: see test_imagine.py.)"""
+    telegram.user_sends_text(-100777, ALICE, "/edit make it snow", chat_type="supergroup")
+    answer = await app.text_reply(-100777)
     assert "no photo to edit" in (answer.text or "")
     assert stepfun.requests == []
 

@@ -299,7 +299,9 @@ async def test_a_chinese_user_gets_chinese_answers(
 ) -> None:
     assert (await answer_to(app, telegram, "/start", XIAOMING)).startswith("你好 小明")
     assert "使用方法" in await answer_to(app, telegram, "/help", XIAOMING)
-    assert "还没有可以修改的照片" in await answer_to(app, telegram, "把天空变成紫色", XIAOMING)
+    telegram.user_sends_text(XIAOMING.id, XIAOMING, "紫色天空下的灯塔")  # nothing to edit yet:
+    made = await app.photo_reply(XIAOMING.id)  # a new image from the words
+    assert "种子" in (made.caption or "") and stepfun.requests[-1].path.endswith("/generations")
     telegram.user_sends_photo(XIAOMING.id, XIAOMING, PHOTO)  # no caption: the bot asks
     question = await app.text_reply(XIAOMING.id)
     assert "这张照片要怎么改" in (question.text or "")
@@ -307,7 +309,7 @@ async def test_a_chinese_user_gets_chinese_answers(
     result = await app.photo_reply(XIAOMING.id)
     assert "种子" in (result.caption or "")  # English words, Chinese interface
     assert [b["text"] for b in result.buttons] == ["🎲 重新生成", "↩️ 撤销", "🖼 原图"]
-    assert "今天还剩 4/5 次修改" in await answer_to(app, telegram, "/quota", XIAOMING)
+    assert "今天还剩 3/5 次修改" in await answer_to(app, telegram, "/quota", XIAOMING)
     assert "没有可取消的任务" in await answer_to(app, telegram, "/cancel", XIAOMING)
 
 
