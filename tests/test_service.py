@@ -52,6 +52,7 @@ ALICE = UserRef(PLATFORM, "alice", "Alice", "en")
 BOB = UserRef(PLATFORM, "bob", "Bob", "en")
 CHAT = ChatRef(PLATFORM, "chat-1")
 OTHER_CHAT = ChatRef(PLATFORM, "chat-2")
+GROUP_CHAT = ChatRef(PLATFORM, "group-1", is_private=False)
 PHOTO = make_image(320, 240)
 WORKING = t("working")
 
@@ -370,8 +371,8 @@ async def test_a_picture_the_platform_cannot_send_costs_nothing(
 async def test_bad_prompts_and_nothing_to_edit_cost_nothing(
     service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    with pytest.raises(NothingToEdit):
-        await service.submit(EditRequest(ALICE, CHAT, "add a hat"))
+    with pytest.raises(NothingToEdit):  # (words alone in a private chat make a new image)
+        await service.submit(EditRequest(ALICE, GROUP_CHAT, "add a hat"))
     with pytest.raises(PromptError):
         await service.submit(photo_request(messenger, "   "))
     with pytest.raises(PromptTooLong) as caught:
