@@ -5,12 +5,16 @@ translates: every rule lives in the core (bot/service.py, bot/presenter.py).
 Where an answer goes is an Address, stored with the job. In a channel it replies to the user's
 message. For a slash command or the menu, whose user message does not exist, the answer goes
 to the interaction (its "thinking" response becomes the progress note, the picture a follow-up)
-while this process holds it and its token is fresh (15 minutes); after a restart, or later, it is
-a channel message that mentions the user. Interaction tokens stay in memory, never in the
-database.
+while this process holds it and its token is fresh (15 minutes); after a restart, later, or once
+Discord says the token is gone, it is a channel message that mentions the user. Interaction
+tokens stay in memory, never in the database (nor in the logs). Nothing the bot posts pings
+anyone but that user.
 
-Buttons are `discord.ui.DynamicItem`s: their state is the custom_id ("stepedit:reroll:42"), so
-they keep working after a restart; the core checks the edit belongs to the channel.
+A channel's messages are handled in the order they came (discord.py runs each event as its own
+task). Buttons are `discord.ui.DynamicItem`s and the "Edit image" form is answered from its
+custom_id: their state is the custom_id ("stepedit:reroll:42"), so they keep working after a
+restart and nothing is kept in memory per message; the core checks the edit belongs to the
+channel.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +33,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.discord_extras import add_extra_commands, answer_forget
 from bot import imaging, presenter, texts
 from bot.domain import MAX_SEED, Address, ChatRef, EditRequest, FileRef, MessageRef, Picture
 from bot.domain import UserRef as CoreUser
@@ -47,6 +53,12 @@ INTERACTION_FRESH_SECONDS = 14 * 60  # tokens last 15 minutes: keep a margin
 READY_TIMEOUT_SECONDS = 30.0
 CUSTOM_ID_PREFIX = "stepedit:"
 _INTERACTION_ADDRESS = re.compile(r"i(\d+):(\d+)")  # Address.reply_to of an interaction's answer
+_USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_MODAL_ID = re.compile(rf"{CUSTOM_ID_PREFIX}prompt:(?P<message>\d+):(?P<attachment>\d+)")
+# Interaction tokens (15-minute credentials to answer as the bot) in the URLs and gateway
+# payloads that discord.py logs at DEBUG.
+_LOGGED_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/\s?'\"]+|('token': ')[^']+")
 
 
 # --- translating Discord objects ------------------------------------------------------------------
@@ -64,13 +76,21 @@ def message_ref(message: discord.Message | discord.PartialMessage) -> MessageRef
     return MessageRef(PLATFORM, str(message.channel.id), str(message.id))
 
 
+def image_attachment(message: discord.Message) -> discord.Attachment | None:
+    """The attachment to edit: the first image, else the first file (the core judges it), so a
+    text file sent along with a photo does not hide the photo."""
+    images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+    return next(iter(images or message.attachments), None)
+
+
 def image_file(message: discord.Message) -> FileRef | None:
-    """The message's first attachment (the core judges whether it is an image). Known by its
-    message, not its URL: attachment URLs expire, so a job run later asks for a fresh one."""
-    for attachment in message.attachments:
-        file_id = f"{message.channel.id}:{message.id}:{attachment.id}"
-        return FileRef(PLATFORM, file_id, attachment.size, attachment.filename)
-    return None
+    """The message's image. Known by its message, not its URL: attachment URLs expire, so a job
+    run later asks for a fresh one."""
+    attachment = image_attachment(message)
+    if attachment is None:
+        return None
+    file_id = f"{message.channel.id}:{message.id}:{attachment.id}"
+    return FileRef(PLATFORM, file_id, attachment.size, attachment.filename)
 
 
 def attachment_file(attachment: discord.Attachment) -> FileRef:
@@ -87,11 +107,26 @@ def checked(file: FileRef | None) -> FileRef:
 
 
 def prompt_of(message: discord.Message, bot_id: int) -> tuple[str, bool]:
-    """The words meant for the bot (its mentions taken out) and whether it was mentioned."""
+    """The words meant for the bot and whether it was mentioned. Its own mentions are taken out;
+    other people's become their names (the edit API cannot read "<@1234>")."""
     mention = re.compile(rf"<@!?{bot_id}>")
     text = message.content or ""
     mentioned = any(user.id == bot_id for user in message.mentions) or bool(mention.search(text))
-    return re.sub(r"[ \t]{2,}", " ", mention.sub(" ", text)).strip(), mentioned
+    names = {user.id: user.display_name for user in message.mentions}
+
+    def name(match: re.Match[str]) -> str:
+        found = names.get(int(match[1]))
+        return match[0] if found is None else f"@{found}"
+
+    text = _USER_MENTION.sub(name, mention.sub(" ", text))
+    return re.sub(r"[ \t]{2,}", " ", text).strip(), mentioned
+
+
+def answer_for(error: Exception, lang: str) -> str:
+    """A refusal in its own words; any other failure is ours (the caller logs it): an apology."""
+    if isinstance(error, StepEditError):
+        return texts.error_text(error, lang)
+    return t("error_generic", lang)
 
 
 def language(locale: object = None, sample: str = "") -> str:
@@ -99,7 +134,9 @@ def language(locale: object = None, sample: str = "") -> str:
 
 
 def view_of(rows: list[list[Button]]) -> discord.ui.View:
-    """The core's buttons as a persistent view (clicks are handled by StepeditButton)."""
+    """The core's buttons as components. Clicks are answered by StepeditButton from the
+    custom_id alone, so the view is stopped before it is sent: discord.py would otherwise keep
+    every result's view in memory for good."""
     view = discord.ui.View(timeout=None)
     for number, row in enumerate(rows):
         for button in row:
@@ -111,7 +148,57 @@ def view_of(rows: list[list[Button]]) -> discord.ui.View:
                     style=discord.ButtonStyle.secondary,
                 )
             )
+    view.stop()
     return view
+
+
+def _submitted(components: list[Any], custom_id: str) -> str:
+    """What the user typed in a modal's text input (in an action row or a label)."""
+    for component in components:
+        inner = [component.get("component") or {}, *component.get("components", [])]
+        for item in inner:
+            if item.get("custom_id") == custom_id:
+                return str(item.get("value") or "")
+    return ""
+
+
+class _HideInteractionTokens(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = _LOGGED_TOKEN.sub(lambda m: (m[1] or m[2]) + "***", message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def _hide_interaction_tokens() -> None:
+    for name in ("discord.http", "discord.webhook.async_", "discord.gateway"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HideInteractionTokens) for f in logger.filters):
+            logger.addFilter(_HideInteractionTokens())
+
+
+class _InOrder:
+    """Each channel's messages handled one after another, in the order Discord sent them (an
+    image and then "make it snow" must not swap); channels side by side. discord.py runs every
+    event as its own task, so without this the second could overtake the first."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}  # channel -> (lock, its users)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, channel_id: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(channel_id, (asyncio.Lock(), 0))
+        self._locks[channel_id] = (lock, users + 1)
+        try:
+            async with lock:  # taken in arrival order: nothing is awaited before this
+                yield
+        finally:
+            lock, users = self._locks[channel_id]
+            if users == 1:
+                del self._locks[channel_id]
+            else:
+                self._locks[channel_id] = (lock, users - 1)
 
 
 # --- the bot ----------------------------------------------------------------------------------
@@ -135,11 +222,17 @@ class DiscordBot:
         self.gateway_url = gateway_url
         intents = discord.Intents.default()
         intents.message_content = message_content  # privileged: only if the operator enabled it
-        self.client = _Client(self, intents=intents)
+        # Nobody is pinged by what the bot posts (a prompt may say "@everyone"); the one
+        # mention it makes on purpose allows its user explicitly (DiscordMessenger._send).
+        self.client = _Client(
+            self, intents=intents, allowed_mentions=discord.AllowedMentions.none()
+        )
         self.tree = app_commands.CommandTree(self.client)
         self.messenger = DiscordMessenger(self.client)
         self.accepting = True
         self._connection: asyncio.Task[None] | None = None
+        self._order = _InOrder()
+        _hide_interaction_tokens()
         _add_commands(self)
 
     # lifecycle: start() returns once connected; stop_receiving() then stop() shut down
@@ -198,10 +291,16 @@ class DiscordBot:
     # --- messages -----------------------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
+        async with self._order.turn(message.channel.id):
+            await self._on_message(message)
+
+    async def _on_message(self, message: discord.Message) -> None:
         bot_user = self.client.user
-        if not self.accepting or message.author.bot or bot_user is None:
-            return  # ourselves and other bots are never users
+        if bot_user is None or not self._from_a_person(message):
+            return
         prompt, mentioned = prompt_of(message, bot_user.id)
+        if message.guild is not None and not mentioned and not self.client.intents.message_content:
+            return  # Discord withheld what it says: whatever it is, the bot cannot act on it
         replied = await self._replied(message)
         known = None if replied is None else await self._known(replied)
         ours = replied is not None and replied.author.id == bot_user.id
@@ -215,8 +314,15 @@ class DiscordBot:
             await self._edit_from_message(message, prompt, replied, known, to)
         except Ignored:
             pass  # someone the operator keeps out, told already (or in a group)
-        except StepEditError as exc:
-            await self.messenger.send_text(to, texts.error_text(exc, lang))
+        except Exception as exc:  # a refusal, or a failure: either way the user hears of it
+            if not isinstance(exc, StepEditError):
+                log.exception("message %s could not be handled", message.id)
+            await self.messenger.send_text(to, answer_for(exc, lang))
+
+    def _from_a_person(self, message: discord.Message) -> bool:
+        """Written by a person: ourselves and other bots are never users, and "pinned a
+        message" or "joined the server" are events, not requests."""
+        return self.accepting and not message.author.bot and message.type in _USER_MESSAGES
 
     async def _edit_from_message(
         self,
@@ -285,8 +391,22 @@ class DiscordBot:
             self.messenger.release(to)
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
-            text = texts.error_text(exc, lang) if isinstance(exc, StepEditError) else None
-            await interaction.followup.send(text or t("error_generic", lang), ephemeral=True)
+            if not isinstance(exc, Ignored):  # else silence, as for a message
+                await interaction.followup.send(answer_for(exc, lang), ephemeral=True)
+
+    async def on_modal(self, interaction: discord.Interaction) -> None:
+        """The "Edit image" form, submitted. Its custom_id names the message and attachment, so
+        it needs no memory of the form: any number of users may fill one in for the same
+        image, and one submitted after a restart still edits."""
+        data: dict[str, Any] = dict(interaction.data or {})
+        match = _MODAL_ID.fullmatch(str(data.get("custom_id", "")))
+        if match is None or not self.accepting:
+            return
+        prompt = _submitted(list(data.get("components") or []), "prompt")
+        channel_id = str(interaction.channel_id)
+        file_id = f"{channel_id}:{match['message']}:{match['attachment']}"
+        origin = MessageRef(PLATFORM, channel_id, match["message"])
+        await self.edit_from_interaction(interaction, prompt, FileRef(PLATFORM, file_id), origin)
 
     async def press(self, interaction: discord.Interaction, data: str) -> None:
         press = presenter.parse_press(data)
@@ -299,6 +419,9 @@ class DiscordBot:
         if press.action == Action.SET:
             await self._apply_setting(interaction, user, press.setting, lang)
             return
+        if press.action == Action.FORGET:  # the presser's own data, whoever asked
+            await answer_forget(self, interaction, confirmed=press.setting[1] == "yes")
+            return
         await interaction.response.defer()  # an acknowledgement the user does not see
         to = Address(PLATFORM, chat.id, str(message.id), lang)
         try:
@@ -307,8 +430,10 @@ class DiscordBot:
             )
         except Ignored:
             toast = None
-        except StepEditError as exc:
-            toast = texts.error_text(exc, lang)
+        except Exception as exc:  # only the presser hears of it
+            if not isinstance(exc, StepEditError):
+                log.exception("button %s could not be handled", data)
+            toast = answer_for(exc, lang)
         if toast:
             await interaction.followup.send(toast, ephemeral=True)
 
@@ -321,8 +446,10 @@ class DiscordBot:
                 settings = await self.service.reset_settings(user)
             else:
                 settings = await self.service.change_setting(user, name, value)
-        except StepEditError as exc:
-            await interaction.response.send_message(texts.error_text(exc, lang), ephemeral=True)
+        except Exception as exc:  # only the presser hears of it
+            if not isinstance(exc, StepEditError):
+                log.exception("setting %s could not be applied", name)
+            await interaction.response.send_message(answer_for(exc, lang), ephemeral=True)
             return
         await interaction.response.edit_message(
             content=presenter.settings_text(settings, lang),
@@ -348,6 +475,14 @@ class _Client(discord.Client):
         except Exception:
             log.exception("message %s could not be handled", message.id)
 
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return  # commands and buttons have their own handlers
+        try:
+            await self.stepedit.on_modal(interaction)
+        except Exception:
+            log.exception("form %s could not be handled", interaction.id)
+
 
 class StepeditButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -372,7 +507,10 @@ class StepeditButton(
 
 
 class PromptModal(discord.ui.Modal):
-    """Asked by the "Edit image" menu: a modal must be the first answer, so no deferral first."""
+    """Asked by the "Edit image" menu: a modal must be the first answer, so no deferral first.
+    Submissions are handled by DiscordBot.on_modal from the custom_id; the modal itself is
+    stopped so that discord.py keeps no copy of it (one per menu use, forever, for forms
+    that are dismissed)."""
 
     prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
         label="What should change?",
@@ -381,18 +519,16 @@ class PromptModal(discord.ui.Modal):
         custom_id="prompt",
     )
 
-    def __init__(self, bot: DiscordBot, target: discord.Message, upload: FileRef) -> None:
-        super().__init__(title="Edit image", custom_id=f"{CUSTOM_ID_PREFIX}prompt:{target.id}")
-        self.bot, self.target, self.upload = bot, target, upload
-
-    async def on_submit(self, interaction: discord.Interaction) -> None:
-        origin = message_ref(self.target)
-        await self.bot.edit_from_interaction(interaction, self.prompt.value, self.upload, origin)
+    def __init__(self, target: discord.Message, attachment: discord.Attachment) -> None:
+        custom_id = f"{CUSTOM_ID_PREFIX}prompt:{target.id}:{attachment.id}"
+        super().__init__(title="Edit image", custom_id=custom_id)
+        self.stop()
 
 
 def _add_commands(bot: DiscordBot) -> None:
     """The slash commands and the message menu; their answers are only for whoever asked."""
     tree, service = bot.tree, bot.service
+    add_extra_commands(bot)  # the operator's, /forget, the memes
 
     @tree.error
     async def on_error(
@@ -400,12 +536,9 @@ def _add_commands(bot: DiscordBot) -> None:
     ) -> None:
         """A command that failed: its user hears a clear word, the operator gets the trace."""
         cause = getattr(error, "original", error)
-        lang = language(interaction.locale)
-        if isinstance(cause, StepEditError):
-            text = texts.error_text(cause, lang)
-        else:
+        if not isinstance(cause, StepEditError):
             log.error("command failed", exc_info=cause)
-            text = t("error_generic", lang)
+        text = answer_for(cause, language(interaction.locale))
         with contextlib.suppress(discord.HTTPException):
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -445,12 +578,14 @@ def _add_commands(bot: DiscordBot) -> None:
 
     async def edit_image(interaction: discord.Interaction, message: discord.Message) -> None:
         lang = language(interaction.locale)
+        attachment = image_attachment(message)
         try:
-            upload = checked(image_file(message))
+            checked(image_file(message))
         except StepEditError as exc:
             await _private(interaction, texts.error_text(exc, lang))
             return
-        await interaction.response.send_modal(PromptModal(bot, message, upload))
+        assert attachment is not None  # checked() refused a message without one
+        await interaction.response.send_modal(PromptModal(message, attachment))
 
     tree.add_command(app_commands.ContextMenu(name="Edit image", callback=edit_image))
 
@@ -503,6 +638,11 @@ async def _private(interaction: discord.Interaction, text: str) -> None:
 
 # --- answering: the core's Messenger port -----------------------------------------------------
 
+_Upload = tuple[str, bytes]  # (filename, data): a discord.File is made afresh for each try
+# An interaction that can no longer answer: its token expired (401/50027), its webhook or
+# message is gone (404: 10015, 10008), it was never acknowledged (10062).
+_GONE_CODES = (50027, 10015, 10008, 10062)
+
 
 @dataclass
 class _Held:
@@ -513,7 +653,7 @@ class _Held:
     interaction: discord.Interaction
     since: float
     original_taken: bool = False
-    note_in_original: bool = False
+    note_id: str | None = None  # the original response's message id while it is the note
 
     def fresh(self) -> bool:
         return time.monotonic() - self.since < INTERACTION_FRESH_SECONDS
@@ -544,9 +684,18 @@ class DiscordMessenger:
     def hold(self, interaction: discord.Interaction, lang: str) -> Address:
         """The address of an interaction's answer (kept in memory with its token)."""
         reply_to = f"i{interaction.id}:{interaction.user.id}"
+        self._forget_stale()
         self._held[reply_to] = _Held(interaction, time.monotonic())
         channel_id = interaction.channel_id or 0
         return Address(PLATFORM, str(channel_id), reply_to, lang)
+
+    def _forget_stale(self) -> None:
+        """Nothing tells the messenger that a job is over: interactions are forgotten when their
+        tokens run out (oldest first, the dict's order), or the dict would grow for good."""
+        for reply_to, held in list(self._held.items()):
+            if held.fresh():
+                break
+            del self._held[reply_to]
 
     def release(self, to: Address) -> None:
         if to.reply_to is not None:
@@ -555,23 +704,34 @@ class DiscordMessenger:
     async def fetch(self, file: FileRef) -> bytes:
         url = file.file_id
         if not url.startswith("http"):  # channel:message:attachment: ask for a fresh URL
-            channel_id, message_id, attachment_id = url.split(":")
+            url = await self._attachment_url(url)
+        try:
+            return await self.client.http.get_from_cdn(url)
+        except discord.NotFound:
+            raise UnknownEdit("the attachment is gone from Discord's CDN") from None
+
+    async def _attachment_url(self, file_id: str) -> str:
+        """A fresh URL of an attachment; UnknownEdit if its message or the file was deleted."""
+        channel_id, message_id, attachment_id = file_id.split(":")
+        try:
             found = await self.client.http.get_message(int(channel_id), int(message_id))
-            attachment = next(a for a in found["attachments"] if a["id"] == attachment_id)
-            if int(attachment.get("size", 0)) > MAX_DOWNLOAD_BYTES:
-                raise ImageTooLarge(f"{attachment['size']} bytes", max_bytes=MAX_DOWNLOAD_BYTES)
-            url = attachment["url"]
-        return await self.client.http.get_from_cdn(url)
+        except discord.NotFound:
+            raise UnknownEdit(f"message {message_id} with the image was deleted") from None
+        attachment = next((a for a in found["attachments"] if a["id"] == attachment_id), None)
+        if attachment is None:
+            raise UnknownEdit(f"the image was taken off message {message_id}")
+        if int(attachment.get("size", 0)) > MAX_DOWNLOAD_BYTES:
+            raise ImageTooLarge(f"{attachment['size']} bytes", max_bytes=MAX_DOWNLOAD_BYTES)
+        return str(attachment["url"])
 
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         caption = presenter.caption(picture, to.language, limit=CAPTION_LIMIT - 30)
         view = view_of(presenter.result_buttons(picture.edit_id, to.language))
-        file = discord.File(io.BytesIO(picture.data), filename=picture.filename)
-        return await self._send(to, caption, file=file, view=view)
+        return await self._send(to, caption, upload=(picture.filename, picture.data), view=view)
 
     async def send_file(self, to: Address, picture: Picture) -> None:
-        file = discord.File(io.BytesIO(picture.data), filename=picture.filename)
-        await self._send(to, presenter.full_caption(picture, to.language), file=file)
+        caption = presenter.full_caption(picture, to.language)
+        await self._send(to, caption, upload=(picture.filename, picture.data))
 
     async def tell(self, user_id: str, text: str) -> None:
         user = await self.client.fetch_user(int(user_id))
@@ -584,76 +744,111 @@ class DiscordMessenger:
         view = view_of(presenter.cancel_buttons(edit_id, to.language))
         held = self._fresh(to)
         if held is not None and not held.original_taken:  # "thinking…" becomes the note
-            held.original_taken = held.note_in_original = True
-            await held.interaction.edit_original_response(content=text, view=view)
-            return "original"
+            held.original_taken = True
+            try:
+                sent = await held.interaction.edit_original_response(content=text, view=view)
+            except discord.HTTPException as exc:
+                self._lost(to, exc)
+            else:
+                held.note_id = str(sent.id)
+                return held.note_id
         channel = self.client.get_partial_messageable(int(to.chat_id))
         with contextlib.suppress(discord.HTTPException):
             await channel.typing()  # Discord's own sign that the bot is at work
-        sent = await channel.send(text, view=view, **self._reply(to))
-        return str(sent.id)
+        sent_to_channel = await channel.send(text, view=view, **self._reply(to))
+        return str(sent_to_channel.id)
 
     async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
         view = view_of(presenter.cancel_buttons(edit_id, to.language))
-        if note_id == "original":
-            held = self._fresh(to)
-            if held is not None and held.note_in_original:
+        held = self._fresh(to)
+        if held is not None and held.note_id == note_id:
+            try:
                 await held.interaction.edit_original_response(content=text, view=view)
-            return
-        channel = self.client.get_partial_messageable(int(to.chat_id))
-        await channel.get_partial_message(int(note_id)).edit(content=text, view=view)
+                return
+            except discord.HTTPException as exc:
+                self._lost(to, exc)
+        if note_id.isdigit():  # also an interaction's note, after a restart: it is ours
+            channel = self.client.get_partial_messageable(int(to.chat_id))
+            await channel.get_partial_message(int(note_id)).edit(content=text, view=view)
 
     async def delete_note(self, to: Address, note_id: str) -> None:
-        if note_id == "original":
-            held = self._fresh(to)
-            if held is not None and held.note_in_original:
-                held.note_in_original = False
+        held = self._fresh(to)
+        if held is not None and held.note_id == note_id:
+            held.note_id = None
+            try:
                 await held.interaction.delete_original_response()
-            return
-        channel = self.client.get_partial_messageable(int(to.chat_id))
-        await channel.get_partial_message(int(note_id)).delete()
+                return
+            except discord.HTTPException as exc:
+                self._lost(to, exc)
+        if note_id.isdigit():
+            channel = self.client.get_partial_messageable(int(to.chat_id))
+            await channel.get_partial_message(int(note_id)).delete()
 
     async def _send(
         self,
         to: Address,
         content: str,
         *,
-        file: discord.File | None = None,
+        upload: _Upload | None = None,
         view: discord.ui.View | None = None,
         private: bool = False,
     ) -> MessageRef:
-        """Answer `to`: through its interaction while that is fresh (`private`: only its user
-        sees it), else in the channel, replying to the user's message or mentioning them."""
-        extra: dict[str, Any] = {}
-        if file is not None:
-            extra["file"] = file
-        if view is not None:
-            extra["view"] = view
+        """Answer `to`: through its interaction while that can answer (`private`: only its
+        user sees it), else in the channel, replying to the user's message or mentioning them."""
         held = self._fresh(to)
         if held is not None:
-            return await self._answer(held, to, content, extra, private=private)
-        channel = self.client.get_partial_messageable(int(to.chat_id))
+            try:
+                return await self._answer(held, to, content, upload, view, private=private)
+            except discord.HTTPException as exc:
+                self._lost(to, exc)
+        extra: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
+        if upload is not None:
+            extra["file"] = discord.File(io.BytesIO(upload[1]), filename=upload[0])
+        if view is not None:
+            extra["view"] = view
         match = _INTERACTION_ADDRESS.fullmatch(to.reply_to or "")
         if match is not None:  # the interaction is gone: mention its user instead
             content = f"<@{match[2]}> {content}"[:CAPTION_LIMIT]
+            user = discord.Object(int(match[2]))
+            extra["allowed_mentions"] = discord.AllowedMentions(users=[user])
+        channel = self.client.get_partial_messageable(int(to.chat_id))
         message = await channel.send(content, **extra, **self._reply(to))
         return MessageRef(PLATFORM, to.chat_id, str(message.id))
 
     async def _answer(
-        self, held: _Held, to: Address, content: str, extra: dict[str, Any], *, private: bool
+        self,
+        held: _Held,
+        to: Address,
+        content: str,
+        upload: _Upload | None,
+        view: discord.ui.View | None,
+        *,
+        private: bool,
     ) -> MessageRef:
         interaction = held.interaction
+        extra: dict[str, Any] = {} if view is None else {"view": view}
+        file = None if upload is None else discord.File(io.BytesIO(upload[1]), upload[0])
         if not held.original_taken:
             held.original_taken = True
             if not private:  # the answer replaces "thinking…"
-                if "file" in extra:
-                    extra["attachments"] = [extra.pop("file")]
+                if file is not None:
+                    extra["attachments"] = [file]
                 sent = await interaction.edit_original_response(content=content, **extra)
                 return MessageRef(PLATFORM, to.chat_id, str(sent.id))
             with contextlib.suppress(discord.HTTPException):  # "thinking…" is seen by all
                 await interaction.delete_original_response()
+        if file is not None:
+            extra["file"] = file
         sent_later = await interaction.followup.send(content, ephemeral=private, wait=True, **extra)
         return MessageRef(PLATFORM, to.chat_id, str(sent_later.id))
+
+    def _lost(self, to: Address, error: discord.HTTPException) -> None:
+        """After `error` from its interaction: if the interaction can no longer answer, forget
+        it, so that this and every later answer goes to the channel; else re-raise `error`."""
+        if error.status != 401 and error.code not in _GONE_CODES:
+            raise error
+        log.info("interaction of %s can no longer answer (%s): using its channel", to, error)
+        self.release(to)
 
     def _fresh(self, to: Address) -> _Held | None:
         held = self._held.get(to.reply_to or "")

@@ -3,124 +3,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
-
-import pytest
-
-from adapters.discord import DiscordBot
-from bot.domain import MessageRef, UserRef
-from bot.edit_api import EditApiClient
-from bot.service import EditService
 from bot.texts import t
-from storage.db import create_engine, migrate
-from storage.repo import SqlStore
+from tests.discord_harness import DiscordUnderTest, is_note, photo
 from tests.fakes.discord import (
     ALICE,
     BOB,
     GENERAL_ID,
     OTHER_BOT,
-    TOKEN,
     FakeDiscord,
-    FakeUser,
-    StoredMessage,
     Upload,
 )
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import decode, make_image
-
-PHOTO = make_image(320, 240)
-
-
-@dataclass
-class DiscordUnderTest:
-    discord: FakeDiscord
-    stepfun: FakeStepFun
-    database_url: str
-    service_options: dict[str, Any] = field(default_factory=dict)
-    store: SqlStore | None = None
-    client: EditApiClient | None = None
-    service: EditService | None = None
-    bot: DiscordBot | None = None
-
-    async def start(self) -> None:
-        engine = create_engine(self.database_url)
-        await migrate(engine)
-        self.store = SqlStore(engine)
-        self.client = EditApiClient(
-            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, retries=1,
-            backoff=0.01, timeout=5.0,
-        )  # fmt: skip
-        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
-        self.service = EditService(self.store, self.client, **options)
-        self.bot = DiscordBot(
-            self.service,
-            token=TOKEN,
-            api_url=self.discord.rest_url,
-            gateway_url=str(self.discord.gateway_url),
-        )
-        self.service.attach(self.bot.messenger)
-        await self.bot.start()
-        await self.service.start()
-
-    async def stop(self, grace: float = 5.0) -> None:
-        if self.bot:
-            await self.bot.stop_receiving()
-        if self.service:
-            await self.service.stop(grace)
-        if self.bot:
-            await self.bot.stop()
-        if self.client:
-            await self.client.aclose()
-        if self.store:
-            await self.store.aclose()
-        self.bot = self.client = self.store = self.service = None
-
-    async def quota_used(self, user: FakeUser) -> int:
-        assert self.service is not None
-        return (await self.service.quota(UserRef("discord", str(user.id)))).used
-
-    async def result(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
-        """The next picture the bot posts here, once it is linked (so a reply to it works)."""
-        posted = await self.discord.next_message(
-            channel_id, lambda m: m.from_bot and bool(m.attachments), timeout=timeout
-        )
-        assert self.service is not None
-        ref = MessageRef("discord", str(posted.channel_id), str(posted.id))
-        async with asyncio.timeout(timeout):
-            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
-                await asyncio.sleep(0.005)
-        return posted
-
-    async def text(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
-        """The next text the bot posts here that is not a progress note."""
-        return await self.discord.next_message(
-            channel_id,
-            lambda m: m.from_bot and not m.attachments and not is_note(m),
-            timeout=timeout,
-        )
-
-
-def is_note(message: StoredMessage) -> bool:
-    return any(c.startswith("stepedit:cancel:") for c in message.custom_ids)
-
-
-@pytest.fixture
-async def bot(
-    fake_discord: FakeDiscord, stepfun: FakeStepFun, sqlite_url: str
-) -> AsyncIterator[DiscordUnderTest]:
-    under_test = DiscordUnderTest(fake_discord, stepfun, sqlite_url)
-    await under_test.start()
-    try:
-        yield under_test
-    finally:
-        await under_test.stop()
-
-
-def photo(name: str = "cat.jpg", data: bytes = PHOTO) -> Upload:
-    return Upload(name, data, "image/jpeg")
 
 
 async def test_a_mention_with_an_image_gets_the_edited_image_as_a_reply_with_buttons(
@@ -314,3 +208,35 @@ async def test_in_a_dm_an_image_needs_no_mention_and_an_uncaptioned_one_gets_a_q
     await bot.result(dm.id)
     assert decode(stepfun.requests[-1].image).size == (200, 100)
     assert await bot.quota_used(ALICE) == 2
+
+
+async def test_forget_caption_and_admin_commands_on_discord(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    await bot.result()
+    drawn = fake_discord.user_runs_slash_command("caption", {"text": "top words | bottom words"})
+    await fake_discord.wait_until(lambda: any(m.attachments for m in drawn.messages))
+    assert len(stepfun.requests) == 1 and await bot.quota_used(ALICE) == 1  # drawn: free
+    stats = fake_discord.user_runs_slash_command("stats", {})
+    await fake_discord.wait_for_response(stats)
+    assert stats.ephemeral and stats.original is not None
+    assert stats.original.content == t("error_admins_only", "en")
+    forget = fake_discord.user_runs_slash_command("forget", {})
+    await fake_discord.wait_for_response(forget)
+    assert forget.ephemeral and forget.original is not None
+    fake_discord.user_clicks_button(forget.original, "stepedit:forget:yes")
+    await fake_discord.wait_until(
+        lambda: forget.original is not None and forget.original.content.startswith("Done")
+    )
+    assert await bot.quota_used(ALICE) == 1  # the quota is not forgotten
+
+
+async def test_imagine_on_discord_makes_a_new_image(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    made = fake_discord.user_runs_slash_command("imagine", {"prompt": "a lighthouse at dawn"})
+    await fake_discord.wait_until(lambda: any(m.attachments for m in made.messages))
+    assert stepfun.requests[-1].path.endswith("/images/generations")
+    assert await bot.quota_used(ALICE) == 1

@@ -1,0 +1,113 @@
+"""The Discord bot as `stepedit run` wires it, against local fakes: the real DiscordBot
+(discord.py) on the fake Discord, the real EditService, SqlStore and edit client against the fake
+StepFun. The `bot` fixture is registered in conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from adapters.discord import DiscordBot
+from bot.domain import MessageRef, UserRef
+from bot.edit_api import EditApiClient
+from bot.service import EditService
+from storage.db import create_engine, migrate
+from storage.repo import SqlStore
+from tests.fakes.discord import GENERAL_ID, TOKEN, FakeDiscord, FakeUser, StoredMessage, Upload
+from tests.fakes.stepfun import FakeStepFun
+from tests.images import make_image
+
+PHOTO = make_image(320, 240)
+
+
+@dataclass
+class DiscordUnderTest:
+    discord: FakeDiscord
+    stepfun: FakeStepFun
+    database_url: str
+    service_options: dict[str, Any] = field(default_factory=dict)
+    store: SqlStore | None = None
+    client: EditApiClient | None = None
+    service: EditService | None = None
+    bot: DiscordBot | None = None
+
+    async def start(self) -> None:
+        engine = create_engine(self.database_url)
+        await migrate(engine)
+        self.store = SqlStore(engine)
+        self.client = EditApiClient(
+            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, retries=1,
+            backoff=0.01, timeout=5.0,
+        )  # fmt: skip
+        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
+        self.service = EditService(self.store, self.client, **options)
+        self.bot = DiscordBot(
+            self.service,
+            token=TOKEN,
+            api_url=self.discord.rest_url,
+            gateway_url=str(self.discord.gateway_url),
+        )
+        self.service.attach(self.bot.messenger)
+        await self.bot.start()
+        await self.service.start()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.bot:
+            await self.bot.stop_receiving()
+        if self.service:
+            await self.service.stop(grace)
+        if self.bot:
+            await self.bot.stop()
+        if self.client:
+            await self.client.aclose()
+        if self.store:
+            await self.store.aclose()
+        self.bot = self.client = self.store = self.service = None
+
+    async def quota_used(self, user: FakeUser) -> int:
+        assert self.service is not None
+        return (await self.service.quota(UserRef("discord", str(user.id)))).used
+
+    async def result(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
+        """The next picture the bot posts here, once it is linked (so a reply to it works)."""
+        posted = await self.discord.next_message(
+            channel_id, lambda m: m.from_bot and bool(m.attachments), timeout=timeout
+        )
+        assert self.service is not None
+        ref = MessageRef("discord", str(posted.channel_id), str(posted.id))
+        async with asyncio.timeout(timeout):
+            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
+                await asyncio.sleep(0.005)
+        return posted
+
+    async def text(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:
+        """The next text the bot posts here that is not a progress note."""
+        return await self.discord.next_message(
+            channel_id,
+            lambda m: m.from_bot and not m.attachments and not is_note(m),
+            timeout=timeout,
+        )
+
+
+def is_note(message: StoredMessage) -> bool:
+    return any(c.startswith("stepedit:cancel:") for c in message.custom_ids)
+
+
+@pytest.fixture
+async def bot(
+    fake_discord: FakeDiscord, stepfun: FakeStepFun, sqlite_url: str
+) -> AsyncIterator[DiscordUnderTest]:
+    under_test = DiscordUnderTest(fake_discord, stepfun, sqlite_url)
+    await under_test.start()
+    try:
+        yield under_test
+    finally:
+        await under_test.stop()
+
+
+def photo(name: str = "cat.jpg", data: bytes = PHOTO) -> Upload:
+    return Upload(name, data, "image/jpeg")
