@@ -249,3 +249,33 @@ async def test_a_bad_operator_setting_stops_run_with_one_line_naming_it(
     assert code == 2
     assert err.strip().count("\n") == 0 and "Traceback" not in err
     assert named in err and "ABCDEFGHIJKLMNOP" not in err
+
+
+async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram, fake_discord: FakeDiscord
+) -> None:
+    env = {**discord_env(fake_discord, stepfun), **wired_to(telegram, stepfun)}
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await fake_discord.wait_connected(timeout=30)
+        user = FakeUser(id=777, first_name="Tess")
+        telegram.user_sends_photo(user.id, user, make_image(200, 100), caption="make it snow")
+        fake_discord.user_sends(
+            DISCORD_GENERAL, DISCORD_ALICE, "make it rain",
+            attachments=[("cat.jpg", make_image(320, 240), "image/jpeg")], mentions_bot=True,
+        )  # fmt: skip
+        on_telegram = await telegram.wait_for_message(
+            user.id, lambda m: m.kind == "photo", timeout=30
+        )
+        on_discord = await fake_discord.next_message(
+            DISCORD_GENERAL, lambda m: m.from_bot and bool(m.attachments), timeout=30
+        )
+        assert "make it snow" in (on_telegram.caption or "")
+        assert "make it rain" in on_discord.content
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()

@@ -14,7 +14,7 @@ from tests.fakes.discord import (
     Upload,
 )
 from tests.fakes.stepfun import FakeStepFun
-from tests.images import decode, make_image
+from tests.images import decode, make_image, make_noise
 
 
 async def test_a_mention_with_an_image_gets_the_edited_image_as_a_reply_with_buttons(
@@ -240,3 +240,36 @@ async def test_imagine_on_discord_makes_a_new_image(
     await fake_discord.wait_until(lambda: any(m.attachments for m in made.messages))
     assert stepfun.requests[-1].path.endswith("/images/generations")
     assert await bot.quota_used(ALICE) == 1
+
+
+async def test_an_oversize_result_is_fitted_and_its_lossless_file_refused_with_a_reason(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    noisy = make_noise(2400, 2400, fmt="JPEG")
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", mentions_bot=True,
+                            attachments=[photo("noise.jpg", noisy)])  # fmt: skip
+    result = await bot.result(timeout=30)
+    (_, shown), *_ = result.files
+    assert len(shown) <= 10 * 1024 * 1024 < len(stepfun.results[0])  # fitted to the limit
+    assert decode(shown).size[0] / decode(shown).size[1] == 1.0
+    full = next(c for c in result.custom_ids if ":full:" in c)
+    press = fake_discord.user_clicks_button(result, full)
+    await fake_discord.wait_until(lambda: bool(press.followups), timeout=20)
+    (said,) = press.followups
+    assert said.ephemeral and "MB" in said.content  # says why, only to the presser
+
+
+async def test_undo_works_after_a_restart(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
+                            mentions_bot=True)  # fmt: skip
+    first = await bot.result()
+    await bot.stop()
+    await bot.start()
+    undo = next(c for c in first.custom_ids if ":undo:" in c)
+    fake_discord.user_clicks_button(first, undo)
+    back = await bot.result()
+    assert back.reply_to == first.id
+    assert decode(back.files[0][1]).size == (320, 240)
+    assert len(stepfun.requests) == 1
