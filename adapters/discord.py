@@ -33,7 +33,7 @@ import discord
 import yarl
 from discord import app_commands
 
-from adapters.discord_extras import add_extra_commands, answer_forget
+from adapters.discord_extras import add_extra_commands, answer_forget, run_admin
 from bot import imaging, presenter, texts
 from bot.domain import MAX_SEED, Address, ChatRef, EditRequest, FileRef, MessageRef, Picture
 from bot.domain import UserRef as CoreUser
@@ -590,9 +590,14 @@ def _add_commands(bot: DiscordBot) -> None:
     tree.add_command(app_commands.ContextMenu(name="Edit image", callback=edit_image))
 
     @tree.command(name="quota", description="How many edits you have left today")
-    async def quota(interaction: discord.Interaction) -> None:
+    @app_commands.describe(user="Admins: someone else's id")
+    async def quota(interaction: discord.Interaction, user: str | None = None) -> None:
+        lang = language(interaction.locale)
+        if user is not None:  # an admin asking about someone: as /stats and the others
+            await run_admin(bot, interaction, "quota", [user])
+            return
         status = await service.quota(user_ref(interaction.user))
-        await _private(interaction, presenter.quota_text(status, language(interaction.locale)))
+        await _private(interaction, presenter.quota_text(status, lang))
 
     @tree.command(name="seed", description="Show or fix your seed (a number, or random)")
     async def seed_command(interaction: discord.Interaction, value: str | None = None) -> None:

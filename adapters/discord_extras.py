@@ -51,19 +51,27 @@ def _add_imagine(bot: DiscordBot) -> None:
             await interaction.followup.send(text or texts.error_text(exc, lang), ephemeral=True)
 
 
-def _add_admin_commands(bot: DiscordBot) -> None:
+async def run_admin(
+    bot: DiscordBot, interaction: discord.Interaction, command: str, args: list[str]
+) -> None:
+    """An admin command; anyone else hears "admins only" (privately: a slash command must be
+    answered)."""
     from adapters.discord import chat_ref, language, user_ref
 
+    lang = language(interaction.locale)
+    chat = chat_ref(interaction.channel_id, interaction.guild)
+    try:
+        answer = await bot.service.admin(user_ref(interaction.user), chat, command, args)
+    except Ignored:
+        answer = t("error_admins_only", lang)
+    except StepEditError as exc:
+        answer = texts.error_text(exc, lang)
+    await interaction.response.send_message(answer, ephemeral=True)
+
+
+def _add_admin_commands(bot: DiscordBot) -> None:
     async def run(interaction: discord.Interaction, command: str, args: list[str]) -> None:
-        lang = language(interaction.locale)
-        chat = chat_ref(interaction.channel_id, interaction.guild)
-        try:
-            answer = await bot.service.admin(user_ref(interaction.user), chat, command, args)
-        except Ignored:  # a slash command must be answered: only its user sees this
-            answer = t("error_admins_only", lang)
-        except StepEditError as exc:
-            answer = texts.error_text(exc, lang)
-        await interaction.response.send_message(answer, ephemeral=True)
+        await run_admin(bot, interaction, command, args)
 
     # Only server admins see these by default; ADMIN_IDS decides who may use them.
     admins_only = app_commands.default_permissions(administrator=True)
@@ -89,11 +97,6 @@ def _add_admin_commands(bot: DiscordBot) -> None:
     @admins_only
     async def unban(interaction: discord.Interaction, user: str) -> None:
         await run(interaction, "unban", [user])
-
-    @bot.tree.command(name="usage", description="A user's edits today (admins)")
-    @admins_only
-    async def usage(interaction: discord.Interaction, user: str) -> None:
-        await run(interaction, "quota", [user])
 
 
 def _add_forget(bot: DiscordBot) -> None:

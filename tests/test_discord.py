@@ -219,10 +219,11 @@ async def test_forget_caption_and_admin_commands_on_discord(
     drawn = fake_discord.user_runs_slash_command("caption", {"text": "top words | bottom words"})
     await fake_discord.wait_until(lambda: any(m.attachments for m in drawn.messages))
     assert len(stepfun.requests) == 1 and await bot.quota_used(ALICE) == 1  # drawn: free
-    stats = fake_discord.user_runs_slash_command("stats", {})
-    await fake_discord.wait_for_response(stats)
-    assert stats.ephemeral and stats.original is not None
-    assert stats.original.content == t("error_admins_only", "en")
+    for name, options in (("stats", {}), ("quota", {"user": str(BOB.id)})):
+        refused = fake_discord.user_runs_slash_command(name, options)
+        await fake_discord.wait_for_response(refused)
+        assert refused.ephemeral and refused.original is not None
+        assert refused.original.content == t("error_admins_only", "en")
     forget = fake_discord.user_runs_slash_command("forget", {})
     await fake_discord.wait_for_response(forget)
     assert forget.ephemeral and forget.original is not None
