@@ -351,11 +351,13 @@ class EditService:
         )
 
     def _with_defaults(self, settings: UserSettings) -> UserSettings:
-        """Steps and cfg the user did not choose are the operator's defaults."""
+        """Steps and cfg the user did not choose are the operator's defaults; the size of new
+        images the API's default."""
         return replace(
             settings,
             steps=settings.steps or self.defaults.steps,
             cfg_scale=settings.cfg_scale or self.defaults.cfg_scale,
+            image_size=settings.image_size or DEFAULT_GENERATION_SIZE,
         )
 
     # --- workers ----------------------------------------------------------------------------

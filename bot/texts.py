@@ -136,13 +136,15 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "settings": {
         EN: "Your settings:\n• steps: {steps} (1–50)\n• cfg: {cfg} (1.0–10.0)\n"
-        "• text mode: {text_mode}\n• negative prompt: {negative}\n• seed: {seed}\n\n"
+        "• text mode: {text_mode}\n• negative prompt: {negative}\n• seed: {seed}\n"
+        "• size of new images (/imagine): {size}\n\n"
         "Change with /settings steps 12, /settings cfg 4, /settings text on|off|auto, "
-        "/settings negative <text>|none, /settings reset.",
+        "/settings negative <text>|none, /settings size 768x1360, /settings reset.",
         ZH: "你的设置：\n• 步数 steps：{steps}（1–50）\n• cfg：{cfg}（1.0–10.0）\n"
-        "• 文字模式：{text_mode}\n• 负面提示词：{negative}\n• 种子：{seed}\n\n"
+        "• 文字模式：{text_mode}\n• 负面提示词：{negative}\n• 种子：{seed}\n"
+        "• 新图尺寸（/imagine）：{size}\n\n"
         "修改示例：/settings steps 12、/settings cfg 4、/settings text on|off|auto、"
-        "/settings negative <文字>|none、/settings reset。",
+        "/settings negative <文字>|none、/settings size 768x1360、/settings reset。",
     },
     "not_your_settings": {
         EN: "These are someone else's settings. Send /settings for yours.",
@@ -430,4 +432,5 @@ def describe_settings(settings: UserSettings, lang: str = EN) -> str:
         text_mode=text_mode,
         negative=negative,
         seed=seed,
+        size=settings.image_size,
     )
