@@ -109,8 +109,22 @@ class NoteBoard:
             note.covered.add(edit_id)
             if note_id is None or note_id != note.note_id:  # else it is stored already
                 note.unsaved.add(edit_id)
+            if note_id is not None and note_id != note.note_id:
+                # A note from before a restart, while this user has another here now: one
+                # note per user and chat, so that one goes.
+                self._delete_stray(to, messenger, note_id)
         note.places[edit_id] = place
         self._pump(key, note)
+
+    def _delete_stray(self, to: Address, messenger: Messenger, note_id: str) -> None:
+        async def delete() -> None:
+            with contextlib.suppress(Exception):  # cosmetic; the sweep may try again
+                await messenger.delete_note(to, note_id)
+                await self._on_gone(to, note_id)
+
+        task = asyncio.create_task(delete())
+        self._pumps.add(task)
+        task.add_done_callback(self._pumps.discard)
 
     def show_place(self, edit_id: int, key: NoteKey, place: int) -> None:
         """A new place in line for a request this note stands for already."""
@@ -135,6 +149,8 @@ class NoteBoard:
             if note_id is None or to is None or messenger is None:
                 return
             note = self._notes[key] = _Note(to, messenger, note_id, covered={edit_id})
+        elif note_id is not None and note_id != note.note_id and to and messenger:
+            self._delete_stray(to, messenger, note_id)  # from before a restart, never shown here
         note.places.pop(edit_id, None)
         if not note.places:
             # The next request of this user here gets a new note, while this one goes.
