@@ -17,7 +17,15 @@ from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
-from tests.fakes.discord import GENERAL_ID, TOKEN, FakeDiscord, FakeUser, StoredMessage, Upload
+from tests.fakes.discord import (
+    ALICE,
+    GENERAL_ID,
+    TOKEN,
+    FakeDiscord,
+    FakeUser,
+    StoredMessage,
+    Upload,
+)
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
 
@@ -111,3 +119,12 @@ async def bot(
 
 def photo(name: str = "cat.jpg", data: bytes = PHOTO) -> Upload:
     return Upload(name, data, "image/jpeg")
+
+
+async def mention_and_wait(
+    bot: DiscordUnderTest, fake: FakeDiscord, prompt: str = "make it snow"
+) -> StoredMessage:
+    """Alice mentions the bot on a photo with `prompt`; the result, once it is linked (what the
+    bot did before is settled by then)."""
+    fake.user_sends(GENERAL_ID, ALICE, prompt, attachments=[photo()], mentions_bot=True)
+    return await bot.result()

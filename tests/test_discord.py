@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bot.texts import t
-from tests.discord_harness import DiscordUnderTest, is_note, photo
+from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
 from tests.fakes.discord import (
     ALICE,
     BOB,
@@ -53,9 +53,7 @@ async def test_messages_not_meant_for_the_bot_are_ignored(
 async def test_a_reply_to_a_result_refines_exactly_that_result_also_after_a_restart(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
-                            mentions_bot=True)  # fmt: skip
-    first = await bot.result()
+    first = await mention_and_wait(bot, fake_discord)
     await bot.stop()
     await bot.start()
     fake_discord.user_sends(GENERAL_ID, ALICE, "add a hat", reply_to=first)
@@ -121,9 +119,7 @@ async def test_the_edit_image_menu_asks_for_the_prompt_in_a_modal(
 async def test_reroll_after_a_restart_and_a_forged_button_from_another_channel(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
-                            mentions_bot=True)  # fmt: skip
-    first = await bot.result()
+    first = await mention_and_wait(bot, fake_discord)
     await bot.stop()
     await bot.start()
     reroll = next(c for c in first.custom_ids if ":reroll:" in c)
@@ -150,9 +146,7 @@ async def test_slash_commands_answer_privately(
 async def test_full_quality_sends_the_lossless_file(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
-                            mentions_bot=True)  # fmt: skip
-    first = await bot.result()
+    first = await mention_and_wait(bot, fake_discord)
     full = next(c for c in first.custom_ids if ":full:" in c)
     fake_discord.user_clicks_button(first, full)
     lossless = await fake_discord.next_message(
@@ -213,9 +207,7 @@ async def test_in_a_dm_an_image_needs_no_mention_and_an_uncaptioned_one_gets_a_q
 async def test_forget_caption_and_admin_commands_on_discord(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
-                            mentions_bot=True)  # fmt: skip
-    await bot.result()
+    await mention_and_wait(bot, fake_discord)
     drawn = fake_discord.user_runs_slash_command("caption", {"text": "top words | bottom words"})
     await fake_discord.wait_until(lambda: any(m.attachments for m in drawn.messages))
     assert len(stepfun.requests) == 1 and await bot.quota_used(ALICE) == 1  # drawn: free
@@ -263,9 +255,7 @@ async def test_an_oversize_result_is_fitted_and_its_lossless_file_refused_with_a
 async def test_undo_works_after_a_restart(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=[photo()],
-                            mentions_bot=True)  # fmt: skip
-    first = await bot.result()
+    first = await mention_and_wait(bot, fake_discord)
     await bot.stop()
     await bot.start()
     undo = next(c for c in first.custom_ids if ":undo:" in c)

@@ -12,7 +12,7 @@ import pytest
 import adapters.discord
 from bot.domain import MAX_SEED, UserRef
 from bot.texts import t
-from tests.discord_harness import DiscordUnderTest, is_note, photo
+from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
 from tests.fakes.discord import (
     ALICE,
     BOB,
@@ -48,14 +48,6 @@ def texts_to(fake: FakeDiscord, channel_id: int, message: StoredMessage) -> list
         for m in fake.sent(channel_id)
         if m.reply_to == message.id and not m.attachments and not is_note(m)
     ]
-
-
-async def mention_and_wait(
-    bot: DiscordUnderTest, fake: FakeDiscord, prompt: str = "make it snow"
-) -> StoredMessage:
-    """A request that surely gets a picture: what the bot did before it is settled by then."""
-    fake.user_sends(GENERAL_ID, ALICE, prompt, attachments=[photo()], mentions_bot=True)
-    return await bot.result()
 
 
 # --- hostile messages ---------------------------------------------------------------------
