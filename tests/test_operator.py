@@ -233,3 +233,16 @@ async def test_forget_keeps_what_others_still_use_and_waits_for_running_edits(
     stepfun.delay = 1.0
     await service.submit(request(messenger, ALICE, PRIVATE))
     assert await service.forget(ALICE, confirmed=True) == t("forget_busy")
+
+
+async def test_the_retention_job_deletes_old_images_by_itself(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore
+) -> None:
+    first = await run(await start_service(), request(messenger, ALICE, PRIVATE))
+    assert first.result_image_id is not None
+    later = datetime.now(UTC) + timedelta(days=31)
+    await start_service(clock=lambda: later, rules=rules(retention_days=30))  # its job runs at once
+    async with asyncio.timeout(10):
+        while not await store.expired(first.result_image_id):  # noqa: ASYNC110 - a database poll
+            await asyncio.sleep(0.02)
+    assert await store.expired(first.source_image_id)
