@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -101,6 +101,7 @@ POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queue
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
 
 def wants_text_mode(prompt: str) -> bool:
@@ -599,10 +600,14 @@ class EditService:
                 edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
         timings = replace(timings, api_ms=_ms_since(called))
         checked = await self._checked_result(edited.data)
-        picture = await self._picture(edit, edited.data, 0, edited.seed, notes, messenger)
-        # One transaction keeps the result (and the fetched photo) and starts the delivery.
-        result_id = await self.store.keep_result(
-            edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched
+        # The chat's copy is made while one transaction keeps the result (and the fetched photo)
+        # and starts the delivery: both wait on other threads. If the copy fails, the kept
+        # result's edit ends as failed all the same (its unit goes back).
+        picture, result_id = await _both(
+            self._picture(edit, edited.data, 0, edited.seed, notes, messenger),
+            self.store.keep_result(
+                edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched
+            ),
         )
         if result_id is None:
             await self._not_ours(edit.id)
@@ -620,7 +625,12 @@ class EditService:
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
         notes: tuple[str, ...], messenger: Messenger,
     ) -> Picture:  # fmt: skip
-        chat_bytes, chat_mime = await self._for_chat(data, messenger, edit.address)
+        """The chat's copy of an API result. A result whose pixels do not decode is the API's
+        fault (the user's photo was fine): temporarily unavailable, nothing charged."""
+        try:
+            chat_bytes, chat_mime = await self._for_chat(data, messenger, edit.address)
+        except InvalidImage as exc:
+            raise ApiProtocolError(f"the API's image does not decode: {exc}") from exc
         return Picture(
             data=chat_bytes,
             mime=chat_mime,
@@ -1085,6 +1095,17 @@ def _mime_of(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return "image/jpeg"
+
+
+async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
+    """Both at once. Each runs to its end even if the other fails; then the first one's error,
+    if any, is raised, else the second one's."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
 
 
 def _ms_since(start: float) -> int:

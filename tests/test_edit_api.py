@@ -234,6 +234,35 @@ async def test_data_url_b64_is_accepted(stepfun: FakeStepFun) -> None:
     assert result.data == png and result.seed is None and result.request_id == "r1"
 
 
+async def test_a_large_result_in_wrapped_base64_lines_is_accepted(stepfun: FakeStepFun) -> None:
+    import base64
+    import io
+    import random
+
+    from PIL import Image
+
+    noise = random.Random(7).randbytes(400 * 400 * 3)  # a reply large enough for a worker thread
+    out = io.BytesIO()
+    Image.frombytes("RGB", (400, 400), noise).save(out, "PNG")
+    png = out.getvalue()
+    wrapped = base64.encodebytes(png).decode()  # 76-character lines, as MIME tools write them
+    assert len(wrapped) > 256 * 1024 and "\n" in wrapped
+    stepfun.fail_next(200, body={"id": "r2", "data": [{"b64_json": wrapped, "seed": 9}]})
+    async with client_for(stepfun) as client:
+        result = await edit(client)
+    assert result.data == png and result.seed == 9
+
+
+@pytest.mark.parametrize("b64", ["aGVsbG8=é", "aGVs bG8*"])
+async def test_base64_with_foreign_characters_is_a_malformed_answer(
+    stepfun: FakeStepFun, b64: str
+) -> None:
+    stepfun.fail_next(200, body={"id": "r3", "data": [{"b64_json": b64}]})
+    async with client_for(stepfun) as client:
+        with pytest.raises(ApiProtocolError, match="not valid base64"):
+            await edit(client)
+
+
 # --------------------------------------------------------------------------- retries
 
 

@@ -215,15 +215,16 @@ async def test_transparent_png_webp_bmp_and_tiff_documents_are_edited(
 # --- the edit API failing ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["not_json", "broken_image"])
 async def test_a_malformed_api_answer_is_a_temporary_failure_and_costs_nothing(
-    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun, kind: str
 ) -> None:
-    stepfun.malformed_next("not_json")
+    stepfun.malformed_next(kind)
     telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
     answer = await app.text_reply(CHAT)
     assert "temporarily unavailable" in (answer.text or "")
     assert "Nothing was charged" in (answer.text or "")
-    assert [r.fault for r in stepfun.requests] == ["malformed:not_json"]
+    assert [r.fault for r in stepfun.requests] == [f"malformed:{kind}"]
     assert await app.quota_used(ALICE) == 0
     assert app.store is not None
     record = await app.store.get_edit(1)

@@ -81,6 +81,7 @@ MALFORMED_KINDS = (
     "missing_image",  # data[0] has neither b64_json nor url
     "not_image",  # valid base64 of bytes that are not an image
     "bad_url",  # a url that answers 404
+    "broken_image",  # a PNG whose chunks are fine and whose pixels are garbled
 )
 MalformedKind = Literal[
     "not_json",
@@ -91,6 +92,7 @@ MalformedKind = Literal[
     "missing_image",
     "not_image",
     "bad_url",
+    "broken_image",
 ]
 
 # step-image-edit-2's sizes for new images as the vendor's reference lists them, HEIGHTxWIDTH
@@ -540,6 +542,11 @@ class FakeStepFun:
             item["b64_json"] = base64.b64encode(b"hello, I am not a picture").decode()
         elif kind == "bad_url":
             item["url"] = f"{self.root_url}/files/{uuid.uuid4().hex}.png"
+        elif kind == "broken_image":
+            png = render_result(Image.new("RGB", (256, 256), "gray"), "broken", seed)
+            start = png.index(b"IDAT") + 4 + 16  # chunks intact, compressed pixels garbled
+            broken = png[:start] + bytes(64) + png[start + 64 :]
+            item["b64_json"] = base64.b64encode(broken).decode()
         # "missing_image": neither b64_json nor url
         return self._json({"id": rid, "created": int(time.time()), "data": [item]})
 
