@@ -85,7 +85,8 @@ MAX_RESULT_BYTES = 64 * _MIB
 MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + _MIB // 4
 # Replies (and base64 images) from this size on are parsed in a worker thread.
 _THREAD_FROM_BYTES = 256 * 1024
-_B64_BREAKS = (b"\n", b"\r", b" ", b"\t")
+# Where data[0].b64_json's value starts in a reply (see _parse_reply).
+_B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
 _A = TypeVar("_A")
 _T = TypeVar("_T")
 # Statuses worth another GET: rate limiting, request timeout and server-side failures (all 5xx).
@@ -632,7 +633,7 @@ class EditApiClient:
 
     async def _parse_image_reply(self, reply: _Reply) -> EditedImage:
         try:
-            payload = await _off_loop(json.loads, reply.body, len(reply.body))
+            payload, b64_view = await _off_loop(_parse_reply, reply.body, len(reply.body))
         except (ValueError, UnicodeDecodeError):
             raise ApiProtocolError(
                 f"the edit reply is not JSON (HTTP {reply.status}, {len(reply.body)} bytes, "
@@ -659,7 +660,9 @@ class EditApiClient:
             raise EditRefused("content_filtered", reason="content_filtered", request_id=request_id)
         b64 = item.get("b64_json")
         url = item.get("url")
-        if isinstance(b64, str) and b64:
+        if b64_view is not None:
+            image = await _off_loop(_decode_b64, b64_view, len(b64_view))
+        elif isinstance(b64, str) and b64:
             image = await _off_loop(_decode_b64, b64, len(b64))
         elif isinstance(url, str) and url:
             image = await self._download(url)
@@ -889,27 +892,44 @@ async def _off_loop(work: Callable[[_A], _T], arg: _A, size: int) -> _T:
     return await asyncio.to_thread(work, arg)
 
 
-def _decode_b64(text: str) -> bytes:
-    text = text.strip()
-    if text.startswith("data:") and "," in text:  # a data URL from some compatible servers
-        text = text.split(",", 1)[1]
+def _parse_reply(body: bytes) -> tuple[Any, memoryview | None]:
+    """The reply's JSON, and data[0].b64_json as a view of `body` where it stands there plainly
+    (no escapes: base64 has no quote or backslash). A 30 MB image then never becomes a Python
+    string: half the memory and a third less time. Raises ValueError if `body` is not JSON."""
+    found = _B64_VALUE.search(body)
+    if found is not None:
+        start = found.end()
+        end = body.find(b'"', start)
+        if end > start and body.find(b"\\", start, end) < 0:
+            payload = json.loads(body[:start] + body[end:])  # the value emptied
+            data = payload.get("data") if isinstance(payload, dict) else None
+            first = data[0] if isinstance(data, list) and data else None
+            if isinstance(first, dict) and first.get("b64_json") == "":  # it was data[0]'s
+                return payload, memoryview(body)[start:end]
+    return json.loads(body), None
+
+
+def _decode_b64(value: str | bytes | memoryview) -> bytes:
+    try:
+        encoded = memoryview(value.encode("ascii") if isinstance(value, str) else value)
+    except UnicodeEncodeError:
+        raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
+    if bytes(encoded[:5]) == b"data:":  # a data URL from some compatible servers
+        comma = bytes(encoded[:256]).find(b",")
+        encoded = encoded[comma + 1 :] if comma > 0 else encoded
     # Refused before decoding: the decoded copy is what would cost the memory. (Line breaks, if
     # any, count here too: at most ~2% more than the image has.)
-    decoded_size = len(text) * 3 // 4 - text[-2:].count("=")
+    decoded_size = len(encoded) * 3 // 4 - bytes(encoded[-2:]).count(b"=")
     if decoded_size > MAX_RESULT_BYTES:
         raise ApiProtocolError(
             f"the edit reply's image has {decoded_size} bytes; "
             f"we take at most {MAX_RESULT_BYTES // _MIB} MiB"
         )
-    try:
-        encoded = text.encode("ascii")
-        try:
-            return pybase64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            if not any(space in encoded for space in _B64_BREAKS):
-                raise
-        return pybase64.b64decode(b"".join(encoded.split()), validate=True)  # wrapped lines
-    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
+    with contextlib.suppress(binascii.Error):
+        return pybase64.b64decode(encoded, validate=True)
+    try:  # wrapped in lines, or spaces around it
+        return pybase64.b64decode(b"".join(bytes(encoded).split()), validate=True)
+    except binascii.Error:
         raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
 
 
