@@ -618,6 +618,10 @@ class SqlStore:
         self, owner: str, lease_until: datetime, platforms: list[str]
     ) -> EditRecord | None:
         for _ in range(3):
+            # SQLite has one writer: a look that finds nothing must not take a writer's turn
+            # (idle workers look after every admission and every finished job).
+            if self._dialect == "sqlite" and not await self.has_queued(platforms):
+                return None
             try:
                 async with self._tx() as session:
                     return await self._claim(session, owner, lease_until, platforms)
