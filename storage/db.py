@@ -27,6 +27,8 @@ from sqlalchemy.engine.interfaces import AdaptedConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from storage import sqlite_driver
+
 if TYPE_CHECKING:
     import aiosqlite
 
@@ -150,9 +152,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path.expanduser().parent.mkdir(parents=True, exist_ok=True)
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
-    # Every transaction ends in an explicit COMMIT or ROLLBACK (and the sqlite3 module is in
-    # autocommit mode): the pool's extra rollback on return would be one more trip for nothing.
-    kwargs.setdefault("pool_reset_on_return", None)
+    kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip per statement
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
     busy_s = float(connect_args["timeout"])
     busy_ms = int(busy_s * 1000)

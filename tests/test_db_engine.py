@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from storage.db import create_engine
 
@@ -166,3 +166,36 @@ async def test_failed_wal_switch_leaves_nothing_to_stall_the_loop(
         gc.enable()
         await engine.dispose()
         await writer.dispose()
+
+
+async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: Path) -> None:
+    """storage/sqlite_driver.py: rows, row counts, new row ids and constraint errors come back as
+    SQLAlchemy's own aiosqlite driver gives them, each statement in one trip to its thread."""
+    import aiosqlite
+
+    trips: list[str] = []
+    real = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: object, *args: object) -> object:
+        trips.append(getattr(fn, "__name__", "?"))
+        return await real(self, fn, *args)
+
+    engine = create_engine(_url(tmp_path / "db.sqlite3"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(aiosqlite.Connection, "_execute", counted)
+            async with engine.begin() as conn:
+                inserted = await conn.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
+                updated = await conn.execute(text("UPDATE t SET v = v || '!' WHERE n > 0"))
+                rows = (await conn.execute(text("SELECT n, v FROM t ORDER BY n"))).all()
+        assert (inserted.rowcount, inserted.lastrowid, updated.rowcount) == (2, 2, 2)
+        assert [tuple(row) for row in rows] == [(1, "a!"), (2, "b!")]
+        # BEGIN, three statements, COMMIT, the pool's rollback: six trips (stock: about twelve)
+        assert len(trips) == 6, trips
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t (v) VALUES ('a!')"))
+    finally:
+        await engine.dispose()
