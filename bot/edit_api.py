@@ -26,6 +26,7 @@ import logging
 import math
 import random
 import re
+import secrets
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -87,6 +88,7 @@ MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + _MIB // 4
 _THREAD_FROM_BYTES = 256 * 1024
 # Where data[0].b64_json's value starts in a reply (see _parse_reply).
 _B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
+_CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
 _A = TypeVar("_A")
 _T = TypeVar("_T")
 # Statuses worth another GET: rate limiting, request timeout and server-side failures (all 5xx).
@@ -901,22 +903,22 @@ def _parse_reply(body: bytes) -> tuple[Any, memoryview | None]:
         start = found.end()
         end = body.find(b'"', start)
         if end > start and body.find(b"\\", start, end) < 0:
-            payload = json.loads(body[:start] + body[end:])  # the value emptied
+            marker = secrets.token_hex(8)  # stands in for the value: was it data[0]'s?
+            payload = json.loads(body[:start] + marker.encode() + body[end:])
             data = payload.get("data") if isinstance(payload, dict) else None
             first = data[0] if isinstance(data, list) and data else None
-            if isinstance(first, dict) and first.get("b64_json") == "":  # it was data[0]'s
+            if isinstance(first, dict) and first.get("b64_json") == marker:
                 return payload, memoryview(body)[start:end]
     return json.loads(body), None
 
 
-def _decode_b64(value: str | bytes | memoryview) -> bytes:
+def _decode_b64(value: str | memoryview) -> bytes:
+    """A JSON string's base64, or the raw bytes of one in the reply (`_parse_reply`). Wrapped
+    lines and spaces around it are taken, as is a data URL."""
     try:
-        encoded = memoryview(value.encode("ascii") if isinstance(value, str) else value)
+        encoded = memoryview(value.encode("ascii")) if isinstance(value, str) else value
     except UnicodeEncodeError:
         raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
-    if bytes(encoded[:5]) == b"data:":  # a data URL from some compatible servers
-        comma = bytes(encoded[:256]).find(b",")
-        encoded = encoded[comma + 1 :] if comma > 0 else encoded
     # Refused before decoding: the decoded copy is what would cost the memory. (Line breaks, if
     # any, count here too: at most ~2% more than the image has.)
     decoded_size = len(encoded) * 3 // 4 - bytes(encoded[-2:]).count(b"=")
@@ -926,11 +928,21 @@ def _decode_b64(value: str | bytes | memoryview) -> bytes:
             f"we take at most {MAX_RESULT_BYTES // _MIB} MiB"
         )
     with contextlib.suppress(binascii.Error):
-        return pybase64.b64decode(encoded, validate=True)
-    try:  # wrapped in lines, or spaces around it
-        return pybase64.b64decode(b"".join(bytes(encoded).split()), validate=True)
-    except binascii.Error:
-        raise ApiProtocolError("the edit reply's b64_json is not valid base64") from None
+        return pybase64.b64decode(_without_data_url(encoded), validate=True)  # one pass, no copy
+    # Raw line breaks in the reply's bytes would not even be valid JSON (they come escaped).
+    if isinstance(value, str) or not _CONTROL_BYTE.search(encoded):
+        compact = memoryview(b"".join(bytes(encoded).split()))
+        with contextlib.suppress(binascii.Error):
+            return pybase64.b64decode(_without_data_url(compact), validate=True)
+    raise ApiProtocolError("the edit reply's b64_json is not valid base64")
+
+
+def _without_data_url(encoded: memoryview) -> memoryview:
+    """The base64 of a data URL (some compatible servers send one), else `encoded` itself."""
+    if bytes(encoded[:5]) != b"data:":
+        return encoded
+    comma = bytes(encoded[:256]).find(b",")
+    return encoded[comma + 1 :] if comma > 0 else encoded
 
 
 def _check_result(data: bytes, request_id: str | None) -> None:

@@ -169,6 +169,9 @@ class EditService:
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
+        # Edits cancelled here while no task held them (edit id -> when): a worker whose claim
+        # of one committed just before the cancel, and had not started it yet, skips it.
+        self._cancelled_unheld: dict[int, float] = {}
         self._waiting_here: dict[int, NoteKey] = {}  # queued jobs admitted here, for their notes
         self._ended: dict[int, asyncio.Future[EditRecord]] = {}
         # "There may be a job to claim": one idle worker at a time looks (SQLite has one
@@ -378,6 +381,8 @@ class EditService:
             self._nudge()  # there may be more: the next idle worker looks
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
                 continue
+            if self._cancelled_unheld.pop(edit.id, None) is not None:
+                continue  # cancelled (and answered) while our claim was on its way back
             if self._stopping:  # claimed while stop() began: hand it back untouched
                 with contextlib.suppress(Exception):
                     await self.store.requeue(self._owner, [edit.id])
@@ -711,6 +716,8 @@ class EditService:
             task = self._held.get(edit.id)
             if task is not None:
                 task.cancel()  # stop waiting for the API: the job has ended
+            else:
+                self._remember_cancelled(edit.id)
             self._waiting_here.pop(edit.id, None)
             messenger = self._messengers.get(edit.platform)
             if messenger is None:
@@ -720,6 +727,13 @@ class EditService:
                 await messenger.send_text(edit.address, t("cancelled", edit.language))
             await self._announce_end(edit.id)
         return bool(cancelled)
+
+    def _remember_cancelled(self, edit_id: int) -> None:
+        """For a claim that may be on its way back (one round trip): kept a minute."""
+        now = time.monotonic()
+        for old in [k for k, at in self._cancelled_unheld.items() if now - at > 60]:
+            del self._cancelled_unheld[old]
+        self._cancelled_unheld[edit_id] = now
 
     async def press(
         self, user: UserRef, chat: ChatRef, press: Press, to: Address, *, key: str

@@ -24,6 +24,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import AdaptedConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -180,7 +181,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
         driver = conn.connection.dbapi_connection
         assert isinstance(driver, AdaptedConnection)
-        driver.run_async(lambda aio: aio.execute_fetchall(begin))
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            driver.run_async(lambda aio: aio.execute_fetchall(begin))
+        except dbapi_error as error:  # raised as SQLAlchemy raises the driver's errors
+            raise DBAPIError.instance(begin, None, error, dbapi_error) from error
 
     return engine
 

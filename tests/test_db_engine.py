@@ -199,3 +199,23 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
                 await conn.execute(text("INSERT INTO t (v) VALUES ('a!')"))
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_kept_waiting_past_the_busy_timeout_gets_sqlalchemys_error(
+    tmp_path: Path,
+) -> None:
+    """BEGIN IMMEDIATE goes straight to the driver (storage/db.py); its failure still arrives
+    as SQLAlchemy's OperationalError, like any other statement's."""
+    path = tmp_path / "db.sqlite3"
+    await _open_and_write(_url(path), 1)  # the file is in WAL mode already
+    engine = create_engine(_url(path), connect_args={"timeout": 0.2})
+    try:
+        async with engine.connect():
+            pass  # connected (and switched to WAL) before the lock is taken
+        holder, _ = _hold_write_lock(path, 0.8)
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO t VALUES (2)"))
+    finally:
+        await engine.dispose()
+        await asyncio.to_thread(holder.join)

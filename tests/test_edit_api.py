@@ -280,6 +280,47 @@ async def test_the_image_is_data_0s_b64_json_however_the_reply_is_laid_out(
     assert result.data == png and result.seed == 3
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        '{"debug": {"b64_json": "%s"}, "data": [{"b64_json": ""}]}',
+        '{"data": [{"b64_json": "%s", "b64_json": ""}]}',  # JSON keeps the last one
+        '{"x\\"b64_json": "%s", "data": [{"b64_json": ""}]}',  # inside an escaped key
+    ],
+    ids=["another-key", "duplicate-key", "escaped-quote"],
+)
+async def test_a_picture_outside_data_0_is_never_taken_for_the_result(
+    stepfun: FakeStepFun, shape: str
+) -> None:
+    import base64
+
+    stepfun.fail_next(200, body=shape % base64.b64encode(make_image(8, 8, fmt="PNG")).decode())
+    async with client_for(stepfun) as client:
+        with pytest.raises(ApiProtocolError, match="carries no image"):
+            await edit(client)
+
+
+async def test_raw_line_breaks_in_the_base64_are_not_json(stepfun: FakeStepFun) -> None:
+    import base64
+
+    b64 = base64.b64encode(make_image(8, 8, fmt="PNG")).decode()
+    broken = b64[:8] + "\n" + b64[8:]  # a raw line break: JSON only has it escaped
+    stepfun.fail_next(200, body='{"data": [{"b64_json": "' + broken + '"}]}')
+    async with client_for(stepfun) as client:
+        with pytest.raises(ApiProtocolError):
+            await edit(client)
+
+
+async def test_a_data_url_with_spaces_around_it_is_accepted(stepfun: FakeStepFun) -> None:
+    import base64
+
+    png = make_image(8, 8, fmt="PNG")
+    b64 = " data:image/png;base64," + base64.b64encode(png).decode() + " "
+    stepfun.fail_next(200, body={"id": "r4", "data": [{"b64_json": b64}]})
+    async with client_for(stepfun) as client:
+        assert (await edit(client)).data == png
+
+
 @pytest.mark.parametrize("b64", ["aGVsbG8=é", "aGVs bG8*"])
 async def test_base64_with_foreign_characters_is_a_malformed_answer(
     stepfun: FakeStepFun, b64: str

@@ -644,6 +644,39 @@ async def test_cancelling_a_queued_edit_charges_nothing(
     await until(messenger.all_notes_gone)
 
 
+async def test_an_edit_cancelled_while_its_claim_comes_back_never_reaches_the_api(
+    start_service: StartService,
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = await start_service(concurrency=1)
+    real_claim = service.store.claim
+    claims = 0
+    claimed, go_on = asyncio.Event(), asyncio.Event()
+
+    async def claim_slowly_back(*args: Any, **kwargs: Any) -> EditRecord | None:
+        nonlocal claims
+        edit = await real_claim(*args, **kwargs)  # committed: RUNNING, ours
+        claims += 1
+        if edit is not None:
+            claimed.set()
+            await go_on.wait()  # ... and the answer is still on its way back
+        return edit
+
+    monkeypatch.setattr(service.store, "claim", claim_slowly_back)
+    admission = await service.submit(photo_request(messenger))
+    await asyncio.wait_for(claimed.wait(), 10)
+    assert await service.cancel(ALICE, CHAT)
+    seen = claims
+    go_on.set()
+    await until(lambda: claims > seen)  # the worker went on to look for the next job
+    assert stepfun.requests == []
+    assert (await service.wait(admission.edit_id, 10)).status == EditStatus.CANCELLED
+    assert await used(service) == 0
+    assert messenger.pictures == []
+
+
 async def test_cancelling_a_running_edit_charges_nothing_and_sends_no_picture(
     service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
