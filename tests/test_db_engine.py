@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -171,8 +172,6 @@ async def test_failed_wal_switch_leaves_nothing_to_stall_the_loop(
 async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: Path) -> None:
     """storage/sqlite_driver.py: rows, row counts, new row ids and constraint errors come back as
     SQLAlchemy's own aiosqlite driver gives them, each statement in one trip to its thread."""
-    import aiosqlite
-
     trips: list[str] = []
     real = aiosqlite.Connection._execute
 
@@ -213,9 +212,11 @@ async def test_a_writer_kept_waiting_past_the_busy_timeout_gets_sqlalchemys_erro
         async with engine.connect():
             pass  # connected (and switched to WAL) before the lock is taken
         holder, _ = _hold_write_lock(path, 0.8)
-        with pytest.raises(OperationalError, match="database is locked"):
-            async with engine.begin() as conn:
-                await conn.execute(text("INSERT INTO t VALUES (2)"))
+        try:
+            with pytest.raises(OperationalError, match="database is locked"):
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO t VALUES (2)"))
+        finally:
+            await asyncio.to_thread(holder.join)
     finally:
         await engine.dispose()
-        await asyncio.to_thread(holder.join)

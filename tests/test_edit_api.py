@@ -9,6 +9,7 @@ import base64
 import io
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -223,8 +224,6 @@ async def test_malformed_replies_are_protocol_errors(stepfun: FakeStepFun, kind:
 
 
 async def test_data_url_b64_is_accepted(stepfun: FakeStepFun) -> None:
-    import base64
-
     png = make_image(12, 12)
     body = {
         "id": "r1",
@@ -237,12 +236,6 @@ async def test_data_url_b64_is_accepted(stepfun: FakeStepFun) -> None:
 
 
 async def test_a_large_result_in_wrapped_base64_lines_is_accepted(stepfun: FakeStepFun) -> None:
-    import base64
-    import io
-    import random
-
-    from PIL import Image
-
     noise = random.Random(7).randbytes(400 * 400 * 3)  # a reply large enough for a worker thread
     out = io.BytesIO()
     Image.frombytes("RGB", (400, 400), noise).save(out, "PNG")
@@ -268,8 +261,6 @@ async def test_a_large_result_in_wrapped_base64_lines_is_accepted(stepfun: FakeS
 async def test_the_image_is_data_0s_b64_json_however_the_reply_is_laid_out(
     stepfun: FakeStepFun, shape: str, escaped: bool
 ) -> None:
-    import base64
-
     png = make_image(40, 30, fmt="PNG")
     b64 = base64.b64encode(png).decode()
     if escaped:  # some JSON encoders write "/" as "\/"
@@ -292,8 +283,6 @@ async def test_the_image_is_data_0s_b64_json_however_the_reply_is_laid_out(
 async def test_a_picture_outside_data_0_is_never_taken_for_the_result(
     stepfun: FakeStepFun, shape: str
 ) -> None:
-    import base64
-
     stepfun.fail_next(200, body=shape % base64.b64encode(make_image(8, 8, fmt="PNG")).decode())
     async with client_for(stepfun) as client:
         with pytest.raises(ApiProtocolError, match="carries no image"):
@@ -301,8 +290,6 @@ async def test_a_picture_outside_data_0_is_never_taken_for_the_result(
 
 
 async def test_raw_line_breaks_in_the_base64_are_not_json(stepfun: FakeStepFun) -> None:
-    import base64
-
     b64 = base64.b64encode(make_image(8, 8, fmt="PNG")).decode()
     broken = b64[:8] + "\n" + b64[8:]  # a raw line break: JSON only has it escaped
     stepfun.fail_next(200, body='{"data": [{"b64_json": "' + broken + '"}]}')
@@ -312,8 +299,6 @@ async def test_raw_line_breaks_in_the_base64_are_not_json(stepfun: FakeStepFun) 
 
 
 async def test_a_data_url_with_spaces_around_it_is_accepted(stepfun: FakeStepFun) -> None:
-    import base64
-
     png = make_image(8, 8, fmt="PNG")
     b64 = " data:image/png;base64," + base64.b64encode(png).decode() + " "
     stepfun.fail_next(200, body={"id": "r4", "data": [{"b64_json": b64}]})
