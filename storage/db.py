@@ -153,6 +153,10 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path.expanduser().parent.mkdir(parents=True, exist_ok=True)
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+    # No statement cache: a cached statement keeps its last bound values, so every pooled
+    # connection would hold a copy of the last image it stored (18 MB for a 12 MP result) for
+    # good. Preparing each statement again costs microseconds.
+    connect_args.setdefault("cached_statements", 0)
     kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip per statement
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
     busy_s = float(connect_args["timeout"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import console
 from tests.fakes.discord import ALICE as DISCORD_ALICE
 from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
 from tests.fakes.discord import TOKEN as DISCORD_TOKEN
@@ -34,6 +35,11 @@ SETTINGS = (
 def environment(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS)}
     return {**env, **settings}
+
+
+def environment_of(pid: int) -> list[bytes]:
+    """The environment a running process started with (Linux)."""
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
 def wired_to(telegram: FakeTelegram, stepfun: FakeStepFun, **settings: str) -> dict[str, str]:
@@ -135,6 +141,10 @@ async def test_run_serves_telegram_until_stopped(
         photo = await telegram.wait_for_message(77, lambda m: m.kind == "photo", timeout=30)
         assert decode(photo.photo_bytes).size == (200, 150)
         assert (tmp_path / "data" / "stepedit.db").exists()
+        if console._on_glibc() and "GLIBC_TUNABLES" not in env:  # restarted with it tuned
+            # (glibc rewrites the variable in place as it reads it: only its start is certain)
+            started_with = environment_of(process.pid)
+            assert any(x.startswith(b"GLIBC_TUNABLES=glibc.malloc.") for x in started_with)
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
@@ -279,3 +289,31 @@ async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(
         process.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, err.decode()
+
+
+def test_the_command_restarts_itself_once_with_the_allocator_tuned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    restarts: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda *call: restarts.append(call))
+    monkeypatch.setattr(console, "_on_glibc", lambda: True)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    console._restart_with_tuned_allocator()
+    [(program, argv, env)] = restarts
+    assert (program, argv) == (sys.executable, sys.orig_argv)
+    assert env["GLIBC_TUNABLES"] == console.GLIBC_TUNABLES
+    assert env["PATH"] == os.environ["PATH"]  # the rest of the environment goes along
+
+    restarts.clear()
+    monkeypatch.setenv("GLIBC_TUNABLES", "")  # the operator's own choice (here: none)
+    console._restart_with_tuned_allocator()
+    assert restarts == []
+
+
+def test_no_restart_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    restarts: list[object] = []
+    monkeypatch.setattr(os, "execve", lambda *call: restarts.append(call))
+    monkeypatch.setattr(console, "_on_glibc", lambda: False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    console._restart_with_tuned_allocator()
+    assert restarts == []
