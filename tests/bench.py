@@ -494,7 +494,8 @@ def bot_edit(
     def send() -> tuple[StoredMessage, float]:
         message = telegram.user_sends_photo(
             BOT_USER.id, BOT_USER, data, caption=f"make it snow {n}", as_document=as_document,
-            filename="IMG_0001.jpg" if as_document else None,
+            filename=("IMG_0001.png" if data.startswith(b"\x89PNG") else "IMG_0001.jpg")
+            if as_document else None,
         )  # fmt: skip
         return message, time.monotonic()  # the update is queued and the long poll woken
 
@@ -527,6 +528,8 @@ def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
     cases = [
         ("1280x960 photo", bench_pipeline.make_input("tg"), False),
         ("4032x3024 JPEG, EXIF 6, as a file", bench_pipeline.make_input("jpeg12"), True),
+        ("8000x6000 JPEG (48 MP), as a file", bench_pipeline.make_input("jpeg48"), True),
+        ("4000x3000 PNG, as a file", bench_pipeline.make_input("png12_file"), True),
     ]
     folder = tmp / "bot-time"
     folder.mkdir()

@@ -82,6 +82,8 @@ def make_input(key: str) -> bytes:
         photo_like(8000, 6000, seed=4).save(out, "JPEG", quality=90)
     elif key == "png12":  # compress_level=1: quick to make; decoding costs about the same
         photo_like(4000, 3000, noise=8, seed=5).save(out, "PNG", compress_level=1)
+    elif key == "png12_file":  # the same size as a file a bot may fetch (Telegram: 20 MB)
+        photo_like(4000, 3000, noise=3, seed=5).save(out, "PNG", compress_level=1)
     elif key == "png16":  # an edit result at the API's largest size, ~30 MB
         photo_like(4096, 4096, noise=8, seed=1).save(out, "PNG", compress_level=1)
     else:
