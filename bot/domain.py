@@ -79,10 +79,11 @@ class UserRecord:
 
 @dataclass(frozen=True)
 class FileRef:
-    """An image file on a platform, fetched only when a job that needs it runs (so nothing is
-    downloaded for a request that is refused, and a job resumed after a restart can fetch it
-    again). `size` is the platform's own claim, checked before fetching; `file_id` is whatever
-    the platform's fetcher understands."""
+    """An image file on a platform, fetched only once a job that needs it is admitted: while
+    a free worker claims the job, or when a queued one runs (so nothing is downloaded for a
+    refused request, and a job resumed after a restart can fetch it again). `size` is the
+    platform's own claim, checked before fetching; `file_id` is whatever the platform's fetcher
+    understands."""
 
     platform: str
     file_id: str

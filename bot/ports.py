@@ -140,10 +140,11 @@ class EditStore(Protocol):
         ...
 
     async def claim(
-        self, owner: str, lease_until: datetime, platforms: list[str]
+        self, owner: str, lease_until: datetime, platforms: list[str], *, look: bool = True
     ) -> EditRecord | None:
         """Take the next queued edit for one of `platforms` (fair between users; none of a
-        user who has one at the API already) and lease it to `owner`; None if there is none."""
+        user who has one at the API already) and lease it to `owner`; None if there is none.
+        `look=False`: a job is known to be there, so no cheap look first."""
         ...
 
     async def has_queued(self, platforms: list[str]) -> bool: ...

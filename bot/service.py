@@ -100,6 +100,7 @@ LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
+PREFETCH_KEEP = 60.0  # seconds a fetched upload waits for a worker of this process to take it
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
@@ -125,6 +126,16 @@ class _Source:
     image_id: int
     parent_edit_id: int | None
     canvas: str | None = None  # a new image of this size, from the prompt alone
+
+
+@dataclass(frozen=True)
+class _Prefetch:
+    fetch: asyncio.Task[bytes]
+    expiry: asyncio.TimerHandle
+
+    def drop(self) -> None:
+        self.expiry.cancel()
+        self.fetch.cancel()
 
 
 class EditService:
@@ -177,7 +188,12 @@ class EditService:
         # "There may be a job to claim": one idle worker at a time looks (SQLite has one
         # writer; a claim by every idle worker would only queue them up), and on success
         # passes the word on. A word said while no worker waits stays until one does.
-        self._nudges: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        # The word is True when it comes from an admission here: there is a job, claim it
+        # without looking first.
+        self._nudges: asyncio.Queue[bool] = asyncio.Queue(maxsize=1)
+        # Uploads admitted while a worker was idle, fetched while that worker claims the job
+        # (platform, file id -> the download).
+        self._prefetched: dict[tuple[str, str], _Prefetch] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
@@ -213,6 +229,8 @@ class EditService:
             task.cancel()
         for loop in self._loops:
             loop.cancel()
+        for prefetch in self._prefetched.values():
+            prefetch.drop()
         await asyncio.gather(*held.values(), *self._loops, return_exceptions=True)
         self._loops = []
         if held:  # those that ended meanwhile are no longer leased: this leaves them be
@@ -280,7 +298,9 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
-            self._nudge()
+            self._nudge(admitted=True)
+            if request.upload and not rerolled:
+                self._prefetch(request.upload)
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
         return admission
@@ -367,16 +387,18 @@ class EditService:
     # --- workers ----------------------------------------------------------------------------
 
     async def _worker(self) -> None:
+        admitted = False  # woken by an admission here: a job is there, no need to look first
         while not self._stopping:
             try:
                 edit = await self.store.claim(
-                    self._owner, self._lease_end(), list(self._messengers)
+                    self._owner, self._lease_end(), list(self._messengers), look=not admitted
                 )
             except Exception:
                 log.exception("could not claim a job; trying again")
                 edit = None
+            admitted = False
             if edit is None:
-                await self._nudges.get()
+                admitted = await self._nudges.get()
                 continue
             self._nudge()  # there may be more: the next idle worker looks
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
@@ -397,9 +419,42 @@ class EditService:
                 self._committed.discard(edit.id)
             # and this worker looks for the next job at once (the user's next may be free now)
 
-    def _nudge(self) -> None:
+    def _nudge(self, *, admitted: bool = False) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a word is out already
-            self._nudges.put_nowait(None)
+            self._nudges.put_nowait(admitted)
+
+    def _prefetch(self, upload: FileRef) -> None:
+        """Start downloading an admitted upload when an idle worker is about to claim its job,
+        so the download overlaps the claim (a photo's takes ~6 ms, a 14 MB file's ~50 ms).
+        Nothing is fetched for a job that will wait: it would only hold memory."""
+        messenger = self._messengers.get(upload.platform)
+        idle = bool(self._loops) and not self._stopping and len(self._held) < self._workers
+        if messenger is None or not idle:
+            return
+        if len(self._prefetched) >= self.concurrency:
+            return
+        key = (upload.platform, upload.file_id)
+        fetch = asyncio.create_task(messenger.fetch(upload))
+        fetch.add_done_callback(_quietly)  # a failed one is fetched again by the worker
+        # Not taken here meanwhile (claimed by another process, cancelled): dropped.
+        expiry = asyncio.get_running_loop().call_later(PREFETCH_KEEP, self._drop_prefetch, key)
+        self._prefetched[key] = _Prefetch(fetch, expiry)
+
+    def _drop_prefetch(self, key: tuple[str, str]) -> None:
+        prefetch = self._prefetched.pop(key, None)
+        if prefetch is not None:
+            prefetch.drop()
+
+    async def _fetch(self, file: FileRef, messenger: Messenger) -> bytes:
+        """The file's bytes: from its prefetch if one ran and worked, else fetched now."""
+        prefetch = self._prefetched.pop((file.platform, file.file_id), None)
+        if prefetch is not None:
+            prefetch.expiry.cancel()
+            fetch = prefetch.fetch
+            await asyncio.wait([fetch])  # (not `await fetch`: a cancelled one must not end us)
+            if not fetch.cancelled() and fetch.exception() is None:
+                return fetch.result()
+        return await messenger.fetch(file)
 
     async def _scout(self) -> None:
         """Wake the idle workers when jobs wait that this process did not admit (queued by
@@ -662,7 +717,7 @@ class EditService:
         if image.canvas is not None:  # the size of a new image, for generate()
             return image.canvas.encode(), CANVAS, (), None
         if image.file is not None:
-            data = await messenger.fetch(image.file)
+            data = await self._fetch(image.file, messenger)
             normal = await self._pillow(imaging.normalize, data, max_side=self.max_side)
             kept = NewImage(normal.data, normal.mime, normal.width, normal.height)
             return normal.data, normal.mime, normal.notes, (image.id, kept)
@@ -1109,6 +1164,12 @@ def _mime_of(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     return "image/jpeg"
+
+
+def _quietly(task: asyncio.Task[Any]) -> None:
+    """Mark a background task's failure as seen (whoever needs its result looks again)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:

@@ -615,12 +615,16 @@ class SqlStore:
         return Admission(row.id)
 
     async def claim(
-        self, owner: str, lease_until: datetime, platforms: list[str]
+        self, owner: str, lease_until: datetime, platforms: list[str], *, look: bool = True
     ) -> EditRecord | None:
-        for _ in range(3):
+        for attempt in range(3):
             # SQLite has one writer: a look that finds nothing must not take a writer's turn
-            # (idle workers look after every admission and every finished job).
-            if self._dialect == "sqlite" and not await self.has_queued(platforms):
+            # (idle workers look after every finished job), unless a job was just admitted.
+            if (
+                self._dialect == "sqlite"
+                and (look or attempt)
+                and not await self.has_queued(platforms)
+            ):
                 return None
             try:
                 async with self._tx() as session:

@@ -73,6 +73,28 @@ async def test_nothing_is_downloaded_for_a_request_over_the_quota(
     assert len(stepfun.requests) == 1
 
 
+async def test_a_photo_is_downloaded_once_while_its_job_is_claimed(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(ALICE.id)
+    assert len(telegram.calls_of("getFile")) == 1
+    assert len(telegram.downloads) == 1
+    assert decode(stepfun.requests[0].image).size == (320, 240)
+
+
+async def test_a_photo_whose_first_download_fails_is_fetched_again_and_edited(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    telegram.fail_next("getFile", error_code=500, description="Internal Server Error")
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    photo = await app.photo_reply(ALICE.id)
+    assert decode(photo.photo_bytes).size == (320, 240)
+    assert len(telegram.calls_of("getFile")) == 2  # the early try, then the worker's own
+    assert len(stepfun.requests) == 1
+    assert await app.quota_used(ALICE) == 1
+
+
 async def test_buttons_only_reach_edits_of_their_own_chat(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
 ) -> None:
