@@ -13,8 +13,10 @@ is what Pillow opens and what an upright photo sends to the API as it is.
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 
 from bot.errors import ImageTooLarge, InvalidImage
@@ -233,11 +235,13 @@ def _jpeg_header(
 
 
 def _png(data: bytes) -> Header:
-    """Walk the chunks: bounded count (Pillow spends Python time on each) and metadata size."""
+    """Walk the chunks: bounded count (Pillow spends Python time on each) and metadata size.
+    The pixel chunks are joined into one for the decoder (see _one_idat)."""
     max_chunks = 1024 + len(data) // 2048  # honest encoders write pixel chunks of 8 KB or more
     pos, chunks, metadata, frames = 8, 0, 0, 1
     width = height = 0
     orientation = 1
+    idats: list[tuple[int, int]] = []  # (start, end) of each IDAT chunk
     while pos + 12 <= len(data):
         length, tag = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
@@ -245,6 +249,8 @@ def _png(data: bytes) -> Header:
         chunks += 1
         if chunks > max_chunks:
             raise InvalidImage(f"over {max_chunks} PNG chunks")
+        if tag == b"IDAT":
+            idats.append((pos, end))
         if tag == b"IHDR" and length >= 8:
             width, height = struct.unpack_from(">II", data, pos + 8)
         elif tag == b"acTL" and length >= 8:
@@ -260,7 +266,23 @@ def _png(data: bytes) -> Header:
         pos = end
     if width == 0:
         raise InvalidImage("PNG without a header")
+    consecutive = all(end == start for (_, end), (start, _) in itertools.pairwise(idats))
+    if len(idats) > 1 and consecutive and frames == 1:
+        data = _one_idat(data, idats)
     return Header("PNG", width, height, data, frames > 1, orientation)
+
+
+def _one_idat(data: bytes, idats: list[tuple[int, int]]) -> bytes:
+    """The same PNG with its consecutive IDAT chunks joined into one (the pixel stream is their
+    contents, in order). Pillow decodes one chunk per call and takes the GIL back after each:
+    with 64 KB chunks and a busy Python thread beside it, a 16 MP result took 3 s instead of
+    0.35 s, each of its ~500 hand-offs waiting up to a switch interval. Costs two copies and a
+    CRC, each one call (zlib.crc32 also gives the GIL back)."""
+    view = memoryview(data)
+    stream = b"".join([view[start + 8 : end - 4] for start, end in idats])
+    crc = zlib.crc32(stream, zlib.crc32(b"IDAT"))
+    head, tail = struct.pack(">I4s", len(stream), b"IDAT"), struct.pack(">I", crc)
+    return b"".join([view[: idats[0][0]], head, stream, tail, view[idats[-1][1] :]])
 
 
 # --- WebP ----------------------------------------------------------------------------------------

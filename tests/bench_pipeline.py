@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,14 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from bot import imaging
-from tests.images import exif_bytes, photo_like, png_chunk, png_parts, tiff_with_entries
+from tests.images import (
+    exif_bytes,
+    photo_like,
+    png_chunk,
+    png_in_chunks,
+    png_parts,
+    tiff_with_entries,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_SIDE = 4096
@@ -58,6 +66,7 @@ CASES = (
     Case("for_chat 4096x4096 PNG", "png16", "for_chat", 5),
 )
 
+BUSY = ("jpeg12", "png16")  # also timed beside a busy Python thread (busy_ms)
 
 # `--bounds`: what the largest file we accept and a few hostile ones cost, each in a fresh process.
 BOUNDS = (
@@ -88,7 +97,8 @@ def make_input(key: str) -> bytes:
         photo_like(4096, 4096, noise=8, seed=1).save(out, "PNG", compress_level=1)
     else:
         return _make_bound(key)
-    return out.getvalue()
+    made = out.getvalue()
+    return png_in_chunks(made) if key.startswith("png") else made
 
 
 def _make_bound(key: str) -> bytes:
@@ -136,6 +146,24 @@ def median_ms(fn: Callable[[bytes], object], data: bytes, runs: int) -> float:
         fn(data)
         samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
+
+
+def busy_ms(fn: Callable[[bytes], object], data: bytes, runs: int) -> float:
+    """median_ms beside a thread that runs Python non-stop, as a busy event loop does: each time
+    a codec gives the GIL back, getting it again can take a switch interval (5 ms)."""
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        return median_ms(fn, data, runs)
+    finally:
+        done.set()
+        spinner.join()
 
 
 # Linux carries a process's max RSS over into a child (fork copies the high-water mark, exec keeps
@@ -220,6 +248,9 @@ def run(summary: dict[str, str]) -> list[str]:
                 f" {mib:>9.0f} {naive_mib:>10.0f} {mib / max(naive_mib, 1):>10.2f}"
                 f"  {len(data) / 1e6:.1f} MB"
             )
+            if case.key in BUSY:
+                busy = busy_ms(ours(case.step), data, 3)
+                lines.append(f"{'  beside a busy Python thread':<32} {_fmt(busy):>8}")
             if case.key == "tg":
                 summary["tg_photo_ms"] = f"{ms:.1f}"
             elif case.key == "jpeg48":

@@ -129,6 +129,23 @@ def png_chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
+def png_in_chunks(data: bytes, size: int = 65536) -> bytes:
+    """The same PNG with its image data split into IDAT chunks of `size` bytes, as most encoders
+    write it (Pillow writes one chunk per save buffer, which bot.imaging enlarges)."""
+    pos, before, pixels, after = 8, [data[:8]], [], []
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        chunk = data[pos : pos + 12 + length]
+        if chunk[4:8] == b"IDAT":
+            pixels.append(chunk[8:-4])
+        else:
+            (after if pixels else before).append(chunk)
+        pos += 12 + length
+    stream = b"".join(pixels)
+    idats = [png_chunk(b"IDAT", stream[i : i + size]) for i in range(0, len(stream), size)]
+    return b"".join(before + idats + after)
+
+
 def png_parts(width: int = 80, height: int = 80) -> tuple[bytes, bytes, bytes]:
     """(signature + IHDR, IDAT, IEND) of a small grey PNG, to put other chunks between."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)

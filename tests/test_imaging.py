@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import zlib
 
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
 from bot import imaging
 from bot.errors import ImageTooLarge, ImageTooSmall, InvalidImage
+from bot.image_headers import read_header
 from bot.imaging import (
     NOTE_DOWNSCALED,
     NOTE_FIRST_FRAME,
@@ -25,6 +27,7 @@ from tests.images import (
     make_bomb,
     make_image,
     make_noise,
+    png_in_chunks,
     to_bytes,
 )
 
@@ -71,6 +74,36 @@ def test_animated_or_multi_page_uses_the_first_frame(fmt: str) -> None:
     assert image.size == (96, 72)
     assert close(image.getpixel((48, 36)), RED)
     assert result.notes == (NOTE_FIRST_FRAME,)
+
+
+def _idats(data: bytes) -> list[bytes]:
+    """The IDAT chunks of a PNG (length, tag, body and CRC each), in order."""
+    found, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            found.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return found
+
+
+def test_a_png_in_many_pixel_chunks_is_decoded_from_one() -> None:
+    original = make_noise(300, 200)  # incompressible: 180 KB of pixel data
+    chunked = png_in_chunks(original, size=8192)
+    assert len(_idats(chunked)) > 20
+    header = read_header(chunked, None)
+    [joined] = _idats(header.data)
+    body = joined[8:-4]
+    assert int.from_bytes(joined[-4:], "big") == zlib.crc32(b"IDAT" + body)  # a valid chunk
+    assert body == b"".join(chunk[8:-4] for chunk in _idats(chunked))
+    assert decode(header.data).tobytes() == decode(original).tobytes()
+    sent, _ = for_chat(chunked)
+    assert decode(sent).size == (300, 200)
+
+
+def test_an_animated_png_keeps_its_chunks() -> None:
+    apng = make_animated(frames=3, size=(96, 72), fmt="PNG")
+    assert read_header(apng, None).data == apng
 
 
 def test_animated_gif_helper_default_is_accepted() -> None:

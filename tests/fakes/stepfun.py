@@ -68,6 +68,7 @@ from bot.domain import (
     MAX_SIDE,
     STEPS_RANGE,
 )
+from tests.images import png_in_chunks
 
 DEFAULT_MODEL = "step-image-edit-2"
 DEFAULT_KEY = "test-key"
@@ -222,7 +223,7 @@ def render_result(source: Image.Image, prompt: str, seed: int) -> bytes:
             draw.text((2, y), text.encode("ascii", "replace").decode(), fill=ink, font=font)
     buf = io.BytesIO()
     out.save(buf, "PNG")
-    return buf.getvalue()
+    return png_in_chunks(buf.getvalue())
 
 
 class FakeStepFun:
