@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 
 from bot.errors import ImageTooLarge, InvalidImage
@@ -63,6 +62,8 @@ class Header:
     orientation: int = 1  # EXIF orientation, 1-8
     icc: bytes | None = None  # JPEG only: the colour profile, left out of `data`
     plain_jpeg: bool = False  # baseline 8-bit YCbCr: fine for the edit API as it is
+    # PNG: (start, end) of each of its consecutive pixel (IDAT) chunks, when there are several
+    pixel_chunks: tuple[tuple[int, int], ...] = ()
 
 
 def read_header(data: bytes, max_pixels: int | None) -> Header:
@@ -235,8 +236,8 @@ def _jpeg_header(
 
 
 def _png(data: bytes) -> Header:
-    """Walk the chunks: bounded count (Pillow spends Python time on each) and metadata size.
-    The pixel chunks are joined into one for the decoder (see _one_idat)."""
+    """Walk the chunks: bounded count (Pillow spends Python time on each) and metadata size;
+    note where the pixel chunks are, for bot.imaging to show them to Pillow as one."""
     max_chunks = 1024 + len(data) // 2048  # honest encoders write pixel chunks of 8 KB or more
     pos, chunks, metadata, frames = 8, 0, 0, 1
     width = height = 0
@@ -267,22 +268,8 @@ def _png(data: bytes) -> Header:
     if width == 0:
         raise InvalidImage("PNG without a header")
     consecutive = all(end == start for (_, end), (start, _) in itertools.pairwise(idats))
-    if len(idats) > 1 and consecutive and frames == 1:
-        data = _one_idat(data, idats)
-    return Header("PNG", width, height, data, frames > 1, orientation)
-
-
-def _one_idat(data: bytes, idats: list[tuple[int, int]]) -> bytes:
-    """The same PNG with its consecutive IDAT chunks joined into one (the pixel stream is their
-    contents, in order). Pillow decodes one chunk per call and takes the GIL back after each:
-    with 64 KB chunks and a busy Python thread beside it, a 16 MP result took 3 s instead of
-    0.35 s, each of its ~500 hand-offs waiting up to a switch interval. Costs two copies and a
-    CRC, each one call (zlib.crc32 also gives the GIL back)."""
-    view = memoryview(data)
-    stream = b"".join([view[start + 8 : end - 4] for start, end in idats])
-    crc = zlib.crc32(stream, zlib.crc32(b"IDAT"))
-    head, tail = struct.pack(">I4s", len(stream), b"IDAT"), struct.pack(">I", crc)
-    return b"".join([view[: idats[0][0]], head, stream, tail, view[idats[-1][1] :]])
+    pixels = tuple(idats) if len(idats) > 1 and consecutive and frames == 1 else ()
+    return Header("PNG", width, height, data, frames > 1, orientation, pixel_chunks=pixels)
 
 
 # --- WebP ----------------------------------------------------------------------------------------
