@@ -10,8 +10,8 @@ fixed 1 MiB threshold every big buffer is mapped for its own use and unmapped wh
 took ~30 ms longer); transparent huge pages for them win that back (124 ms against 150 ms with
 the defaults), and the request's bot time stayed as it was (medians 527-569 ms against 484-566).
 
-glibc reads these settings only when a process starts, so the command starts itself once more
-with them (same process id, same arguments). An operator's own GLIBC_TUNABLES is left as it is
+glibc reads these settings only when a process starts, so `stepedit run` starts itself once
+more with them (same process id, same arguments). An operator's own GLIBC_TUNABLES is left as it is
 (set it, even empty, to opt out); on other C libraries nothing changes.
 """
 
@@ -31,10 +31,16 @@ def main() -> int:
 
 
 def _restart_with_tuned_allocator() -> None:
-    if "GLIBC_TUNABLES" in os.environ or not sys.executable or not _on_glibc():
+    """For `stepedit run` only (the long-lived process; other commands start once)."""
+    if sys.argv[1:2] != ["run"] or "GLIBC_TUNABLES" in os.environ or not sys.executable:
+        return
+    if not _on_glibc():
         return
     environment = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
-    os.execve(sys.executable, sys.orig_argv, environment)
+    try:
+        os.execve(sys.executable, sys.orig_argv, environment)
+    except OSError:  # e.g. exec forbidden in a locked-down container: run untuned
+        return
 
 
 def _on_glibc() -> bool:

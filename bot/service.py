@@ -23,6 +23,7 @@ import re
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -100,7 +101,7 @@ LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
-PREFETCH_KEEP = 60.0  # seconds a fetched upload waits for a worker of this process to take it
+PREFETCH_KEEP = 15.0  # seconds a fetched upload waits for a worker of this process to take it
 _T = TypeVar("_T")
 _U = TypeVar("_U")
 
@@ -180,6 +181,7 @@ class EditService:
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
+        self._busy_users: Counter[int] = Counter()  # users of the held edits (user id -> count)
         # Edits cancelled here while no task held them (edit id -> when): a worker whose claim
         # of one committed just before the cancel, and had not started it yet, skips it.
         self._cancelled_unheld: dict[int, float] = {}
@@ -229,9 +231,11 @@ class EditService:
             task.cancel()
         for loop in self._loops:
             loop.cancel()
+        prefetches = [prefetch.fetch for prefetch in self._prefetched.values()]
         for prefetch in self._prefetched.values():
             prefetch.drop()
-        await asyncio.gather(*held.values(), *self._loops, return_exceptions=True)
+        self._prefetched.clear()
+        await asyncio.gather(*held.values(), *self._loops, *prefetches, return_exceptions=True)
         self._loops = []
         if held:  # those that ended meanwhile are no longer leased: this leaves them be
             with contextlib.suppress(Exception):  # else their leases run out: same end, later
@@ -298,8 +302,11 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
-            self._nudge(admitted=True)
-            if request.upload and not rerolled:
+            # A free worker takes this job at once unless the user has one running here (one
+            # at a time each): then it claims without looking, and fetches the photo meanwhile.
+            starts_now = self._idle() and user.id not in self._busy_users
+            self._nudge(admitted=starts_now)
+            if starts_now and request.upload and not rerolled:
                 self._prefetch(request.upload)
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
@@ -412,10 +419,12 @@ class EditService:
             self._waiting_here.pop(edit.id, None)
             task = asyncio.create_task(self._run(edit))
             self._held[edit.id] = task
+            self._busy_users[edit.user_id] += 1
             try:
                 await asyncio.wait([task])
             finally:
                 self._held.pop(edit.id, None)
+                self._busy_users -= Counter({edit.user_id: 1})
                 self._committed.discard(edit.id)
             # and this worker looks for the next job at once (the user's next may be free now)
 
@@ -423,17 +432,21 @@ class EditService:
         with contextlib.suppress(asyncio.QueueFull):  # a word is out already
             self._nudges.put_nowait(admitted)
 
+    def _idle(self) -> bool:
+        """Whether a worker of this process is free to take a job."""
+        return bool(self._loops) and not self._stopping and len(self._held) < self._workers
+
     def _prefetch(self, upload: FileRef) -> None:
-        """Start downloading an admitted upload when an idle worker is about to claim its job,
-        so the download overlaps the claim (a photo's takes ~6 ms, a 14 MB file's ~50 ms).
-        Nothing is fetched for a job that will wait: it would only hold memory."""
+        """Start downloading an admitted upload whose job an idle worker is about to claim, so
+        the download overlaps the claim (a photo's takes ~6 ms, a 14 MB file's ~50 ms). Not for
+        a job that will wait: it would only hold memory; one another process takes is dropped
+        after PREFETCH_KEEP."""
         messenger = self._messengers.get(upload.platform)
-        idle = bool(self._loops) and not self._stopping and len(self._held) < self._workers
-        if messenger is None or not idle:
+        key = (upload.platform, upload.file_id)
+        if messenger is None or key in self._prefetched:
             return
         if len(self._prefetched) >= self.concurrency:
             return
-        key = (upload.platform, upload.file_id)
         fetch = asyncio.create_task(messenger.fetch(upload))
         fetch.add_done_callback(_quietly)  # a failed one is fetched again by the worker
         # Not taken here meanwhile (claimed by another process, cancelled): dropped.
@@ -451,7 +464,11 @@ class EditService:
         if prefetch is not None:
             prefetch.expiry.cancel()
             fetch = prefetch.fetch
-            await asyncio.wait([fetch])  # (not `await fetch`: a cancelled one must not end us)
+            try:
+                await asyncio.wait([fetch])  # (not `await fetch`: a cancelled one must not end us)
+            except asyncio.CancelledError:
+                fetch.cancel()
+                raise
             if not fetch.cancelled() and fetch.exception() is None:
                 return fetch.result()
         return await messenger.fetch(file)

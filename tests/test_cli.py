@@ -298,6 +298,10 @@ def test_the_command_restarts_itself_once_with_the_allocator_tuned(
     monkeypatch.setattr(os, "execve", lambda *call: restarts.append(call))
     monkeypatch.setattr(console, "_on_glibc", lambda: True)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(sys, "argv", ["stepedit", "edit", "in.jpg", "a hat", "-o", "out.jpg"])
+    console._restart_with_tuned_allocator()
+    assert restarts == []  # a one-off command starts once
+    monkeypatch.setattr(sys, "argv", ["stepedit", "run"])
     console._restart_with_tuned_allocator()
     [(program, argv, env)] = restarts
     assert (program, argv) == (sys.executable, sys.orig_argv)
@@ -315,5 +319,17 @@ def test_no_restart_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "execve", lambda *call: restarts.append(call))
     monkeypatch.setattr(console, "_on_glibc", lambda: False)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(sys, "argv", ["stepedit", "run"])
     console._restart_with_tuned_allocator()
     assert restarts == []
+
+
+def test_a_forbidden_restart_runs_untuned(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*call: object) -> None:
+        raise PermissionError("exec is not allowed here")
+
+    monkeypatch.setattr(os, "execve", forbidden)
+    monkeypatch.setattr(console, "_on_glibc", lambda: True)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(sys, "argv", ["stepedit", "run"])
+    console._restart_with_tuned_allocator()  # returns: the bot starts as it is

@@ -92,6 +92,7 @@ def test_a_png_in_many_pixel_chunks_is_decoded_as_one() -> None:
     header = read_header(chunked, None)
     assert len(header.pixel_chunks) == len(_idats(chunked)) > 20
     with imaging._open(header) as opened:
+        assert isinstance(opened.fp, io.BufferedReader)  # read through the one-chunk view
         opened.load()
         assert opened.tobytes() == decode(original).tobytes()
     assert decode(normalize(chunked).data).size == (300, 200)

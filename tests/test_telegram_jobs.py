@@ -95,6 +95,22 @@ async def test_a_photo_whose_first_download_fails_is_fetched_again_and_edited(
     assert await app.quota_used(ALICE) == 1
 
 
+async def test_a_photo_waiting_behind_its_users_first_edit_is_not_downloaded_yet(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 1.5
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await telegram.wait_until(lambda: len(stepfun.requests) == 1)  # the first is at the API
+    telegram.user_sends_photo(ALICE.id, ALICE, make_image(200, 100), caption="and this one")
+    await asyncio.sleep(0.4)  # admitted (it waits: one edit per user at a time)
+    assert len(stepfun.requests) == 1
+    assert len(telegram.calls_of("getFile")) == 1  # nothing held in memory while it waits
+    await telegram.wait_until(
+        lambda: len([m for m in telegram.sent(ALICE.id) if m.kind == "photo"]) == 2, timeout=15
+    )
+    assert len(telegram.calls_of("getFile")) == 2
+
+
 async def test_buttons_only_reach_edits_of_their_own_chat(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
 ) -> None:
