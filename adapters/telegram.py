@@ -16,7 +16,7 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from telegram import (
     Bot,
@@ -602,7 +602,9 @@ class TelegramMessenger:
         found = await self.bot.get_file(file.file_id)
         if found.file_size and found.file_size > MAX_DOWNLOAD_BYTES:
             raise ImageTooLarge(f"{found.file_size} bytes is more than bots may download")
-        return bytes(await found.download_as_bytearray())
+        kept = _Kept()
+        await found.download_to_memory(cast(BinaryIO, kept))
+        return kept.data
 
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         """A photo replying to the request, with buttons; as a file, with the same caption
@@ -659,6 +661,17 @@ class TelegramMessenger:
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         await self.bot.delete_message(_chat(to), int(note_id))
+
+
+class _Kept:
+    """Where a download goes: its bytes as received, without the copy a bytearray or a BytesIO
+    makes (a 20 MB file would be held twice)."""
+
+    data = b""
+
+    def write(self, data: bytes) -> int:
+        self.data = self.data + data if self.data else data  # PTB writes once; more, joined
+        return len(data)
 
 
 def _chat(to: Address) -> int:
