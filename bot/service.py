@@ -448,7 +448,7 @@ class EditService:
         if len(self._prefetched) >= self.concurrency:
             return
         fetch = asyncio.create_task(messenger.fetch(upload))
-        fetch.add_done_callback(_quietly)  # a failed one is fetched again by the worker
+        fetch.add_done_callback(_quietly)  # its worker looks at the outcome (see _fetch)
         # Not taken here meanwhile (claimed by another process, cancelled): dropped.
         expiry = asyncio.get_running_loop().call_later(PREFETCH_KEEP, self._drop_prefetch, key)
         self._prefetched[key] = _Prefetch(fetch, expiry)
@@ -459,7 +459,9 @@ class EditService:
             prefetch.drop()
 
     async def _fetch(self, file: FileRef, messenger: Messenger) -> bytes:
-        """The file's bytes: from its prefetch if one ran and worked, else fetched now."""
+        """The file's bytes: from its prefetch if one ran and worked, else fetched now. A
+        prefetch the platform refused (too large, gone) is the answer: asking again would only
+        be refused again; one that failed otherwise (the network) is fetched once more."""
         prefetch = self._prefetched.pop((file.platform, file.file_id), None)
         if prefetch is not None:
             prefetch.expiry.cancel()
@@ -469,8 +471,10 @@ class EditService:
             except asyncio.CancelledError:
                 fetch.cancel()
                 raise
-            if not fetch.cancelled() and fetch.exception() is None:
-                return fetch.result()
+            if not fetch.cancelled():
+                error = fetch.exception()
+                if error is None or isinstance(error, StepEditError):
+                    return fetch.result()  # the bytes, or the platform's refusal raised
         return await messenger.fetch(file)
 
     async def _scout(self) -> None:

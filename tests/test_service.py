@@ -24,6 +24,7 @@ from bot.domain import (
     EditRequest,
     EditStatus,
     EditTimings,
+    FileRef,
     MessageRef,
     Picture,
     UserRef,
@@ -32,6 +33,7 @@ from bot.edit_api import EditApiClient
 from bot.errors import (
     Busy,
     FileTooLarge,
+    ImageTooLarge,
     InvalidSetting,
     NothingToEdit,
     PromptError,
@@ -759,6 +761,25 @@ async def test_a_graceful_stop_leaves_a_running_edit_for_the_next_start(
     assert (await restarted.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
     assert len(messenger.pictures) == 1
     assert await used(restarted) == 1
+
+
+async def test_a_file_the_platform_refuses_is_asked_for_once_and_answered(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service()
+    asked: list[str] = []
+
+    async def too_large(file: FileRef) -> bytes:
+        asked.append(file.file_id)
+        raise ImageTooLarge("25 MB is more than bots may download")
+
+    messenger.fetch = too_large  # type: ignore[method-assign]
+    record = await run(service, photo_request(messenger))
+    assert record.status == EditStatus.FAILED  # ended without a charge: not the API's refusal
+    assert len(asked) == 1  # fetched early (a worker was free), not asked for again
+    assert [text for _, text in messenger.texts] == [error_text(ImageTooLarge("x"), "en")]
+    assert stepfun.requests == []
+    assert await used(service) == 0
 
 
 async def test_an_edit_whose_process_died_is_taken_up_again(
