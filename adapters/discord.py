@@ -384,7 +384,7 @@ class DiscordBot:
             answer_to=to.reply_to, language=lang, overrides=overrides,
         )  # fmt: skip
         try:
-            await self.service.submit(request)
+            admission = await self.service.submit(request)
         except Exception as exc:  # refused: only the user sees why
             if not isinstance(exc, StepEditError):
                 log.exception("interaction %s could not be handled", interaction.id)
@@ -393,6 +393,11 @@ class DiscordBot:
                 await interaction.delete_original_response()
             if not isinstance(exc, Ignored):  # else silence, as for a message
                 await interaction.followup.send(answer_for(exc, lang), ephemeral=True)
+            return
+        if admission.ignored:
+            note = texts.t("note_options_ignored", lang, names=", ".join(admission.ignored))
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.followup.send(note, ephemeral=True)
 
     async def on_modal(self, interaction: discord.Interaction) -> None:
         """The "Edit image" form, submitted. Its custom_id names the message and attachment, so
@@ -452,7 +457,7 @@ class DiscordBot:
             await interaction.response.send_message(answer_for(exc, lang), ephemeral=True)
             return
         await interaction.response.edit_message(
-            content=presenter.settings_text(settings, lang),
+            content=presenter.settings_text(settings, lang, *self.service.offers),
             view=view_of(presenter.settings_buttons()),
         )
 
@@ -618,7 +623,7 @@ def _add_commands(bot: DiscordBot) -> None:
         lang = language(interaction.locale)
         settings = await service.settings(user_ref(interaction.user))
         await interaction.response.send_message(
-            presenter.settings_text(settings, lang),
+            presenter.settings_text(settings, lang, *bot.service.offers),
             view=view_of(presenter.settings_buttons()),
             ephemeral=True,
         )

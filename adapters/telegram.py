@@ -444,7 +444,7 @@ class TelegramBot:
             settings = await self.service.change_setting(user, name, value)
         with contextlib.suppress(BadRequest):  # "message is not modified"
             await message.edit_text(
-                presenter.settings_text(settings, lang),
+                presenter.settings_text(settings, lang, *self.service.offers),
                 reply_markup=keyboard(presenter.settings_buttons()),
             )
 
@@ -540,7 +540,7 @@ class TelegramBot:
             settings = await self.service.change_setting(user, args[0], " ".join(args[1:]))
         else:
             settings = await self.service.settings(user)
-        text = presenter.settings_text(settings, lang_of(update))
+        text = presenter.settings_text(settings, lang_of(update), *self.service.offers)
         await self._reply(update, text, reply_markup=keyboard(presenter.settings_buttons()))
 
     async def on_cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

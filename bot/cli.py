@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import imaging, texts
+from bot.backends import ImageEditor, make_backend
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import (
+    DEFAULT_CFG_SCALE,
+    DEFAULT_STEPS,
     Address,
     ChatRef,
     EditRecord,
@@ -32,7 +35,6 @@ from bot.domain import (
     Picture,
     UserRef,
 )
-from bot.edit_api import EditApiClient
 from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
 from bot.ports import Messenger
@@ -85,18 +87,23 @@ def _parser() -> argparse.ArgumentParser:
 # --- wiring ----------------------------------------------------------------------------------
 
 
-def _editor(settings: Settings) -> EditApiClient:
-    if settings.edit_api_key is None:
+def _editor(settings: Settings) -> ImageEditor:
+    """The edit backend the settings name. Nothing is sent before the style is certain: a key
+    belongs to one vendor."""
+    style = settings.edit_style()
+    if settings.edit_api_key is None and style not in ("omni",):
         raise ConfigError(
-            "set EDIT_API_KEY to your StepFun API key (or any value for a server without auth)"
+            f"set EDIT_API_KEY to your {style} API key (see the README's Edit backends)"
         )
-    return EditApiClient(
-        base_url=settings.edit_api_url,
-        api_key=settings.edit_api_key.get_secret_value(),
-        model=settings.edit_model,
-        style=settings.edit_api_style,
+    key = settings.edit_api_key.get_secret_value() if settings.edit_api_key else ""
+    return make_backend(
+        style,
+        base_url=settings.edit_api_url or "",
+        api_key=key,
+        model=settings.edit_model or "",
         timeout=settings.edit_timeout,
         retries=settings.edit_retries,
+        quality=settings.edit_quality,
     )
 
 
@@ -127,14 +134,17 @@ async def open_service(
             await editor.check()
         except ApiConfigError as exc:
             raise ConfigError(exc.operator_message) from None
+        caps = editor.capabilities
         service = EditService(
             store,
             editor,
             daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
             rules=settings.rules(),
             meme_font=settings.meme_font,
-            default_steps=settings.default_steps,
-            default_cfg_scale=settings.default_cfg_scale,
+            default_steps=settings.default_steps or caps.default_steps or DEFAULT_STEPS,
+            default_cfg_scale=settings.default_cfg_scale
+            or caps.default_guidance
+            or DEFAULT_CFG_SCALE,
             max_side=settings.max_image_side,
             concurrency=settings.edit_concurrency,
             max_waiting=settings.max_waiting_per_user,

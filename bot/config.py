@@ -15,9 +15,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.domain import CFG_RANGE, DEFAULT_CFG_SCALE, DEFAULT_STEPS, MAX_SIDE, MIN_SIDE, STEPS_RANGE
+from bot.domain import CFG_RANGE, MAX_SIDE, MIN_SIDE, STEPS_RANGE
 
 _BOT_TOKEN = re.compile(r"\d+:[\w-]{8,}")
+Style = Literal["openai", "gemini", "fal", "omni", "stepfun"]
+STYLE_NAMES = ("openai", "gemini", "fal", "omni", "stepfun")
 
 
 class IdSet:
@@ -83,10 +85,13 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None  # None: Discord's own
     discord_message_content: bool = False  # the privileged intent: see the README
 
+    # The edit backend: no default style (a key belongs to one vendor); URL and model default
+    # to the style's own (bot/backends, the README's Edit backends).
     edit_api_key: SecretStr | None = None
-    edit_api_url: str = "https://api.stepfun.com/v1"
-    edit_model: str = "step-image-edit-2"
-    edit_api_style: Literal["stepfun", "openai"] = "stepfun"
+    edit_api_url: str | None = None
+    edit_model: str | None = None
+    edit_api_style: Style | None = None
+    edit_quality: Literal["low", "medium", "high", "auto"] = "medium"  # OpenAI's price tier
     edit_timeout: float = Field(default=60.0, gt=0)
     edit_retries: int = Field(default=3, ge=0, le=10)
     edit_concurrency: int = Field(default=4, ge=1, le=64)
@@ -95,8 +100,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./data/stepedit.db"
     daily_quota: int = Field(default=20, ge=0)  # 0 = unlimited
-    default_steps: int = Field(default=DEFAULT_STEPS, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
-    default_cfg_scale: float = Field(default=DEFAULT_CFG_SCALE, ge=CFG_RANGE[0], le=CFG_RANGE[1])
+    # None: the backend's own default (StepFun 8 and 1.0; Qwen-Image-Edit 40 and 4.0; …)
+    default_steps: int | None = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
+    default_cfg_scale: float | None = Field(default=None, ge=CFG_RANGE[0], le=CFG_RANGE[1])
     max_image_side: int = Field(default=MAX_SIDE, ge=MIN_SIDE, le=MAX_SIDE)
 
     # operator controls: 0 = off; ids as "123" (any platform) or "telegram:123", comma-separated
@@ -111,7 +117,17 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("telegram_bot_token", "discord_bot_token", "edit_api_key", mode="before")
+    @field_validator(
+        "telegram_bot_token",
+        "discord_bot_token",
+        "edit_api_key",
+        "edit_api_url",
+        "edit_model",
+        "edit_api_style",
+        "default_steps",
+        "default_cfg_scale",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -125,7 +141,9 @@ class Settings(BaseSettings):
 
     @field_validator("telegram_api_url", "edit_api_url", "discord_api_url")
     @classmethod
-    def _is_http_url(cls, value: str) -> str:
+    def _is_http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
@@ -174,6 +192,28 @@ class Settings(BaseSettings):
 
         check_font(Path(str(value)))  # ValueError naming the file
         return value
+
+    def edit_style(self) -> Style:
+        """The edit backend's style: EDIT_API_STYLE, or the one of EDIT_API_URL's known host.
+        Raises ConfigError rather than guess: a key must never go to another vendor."""
+        if self.edit_api_style is not None:
+            return self.edit_api_style
+        from bot.backends import RETIREMENT, style_for_url
+
+        inferred = style_for_url(self.edit_api_url) if self.edit_api_url else None
+        if inferred is not None:
+            return inferred  # type: ignore[return-value]
+        styles = ", ".join(STYLE_NAMES)
+        if self.edit_api_url is None:
+            raise ConfigError(
+                f"EDIT_API_STYLE is not set, and it has no default any more: {RETIREMENT}. "
+                f"Set EDIT_API_STYLE to one of {styles}, with that vendor's EDIT_API_KEY"
+            )
+        raise ConfigError(
+            f"EDIT_API_STYLE is not set and {self.edit_api_url} is no host it knows: set "
+            f"EDIT_API_STYLE to one of {styles} (omni for vLLM-Omni or SGLang; see the README's "
+            "Edit backends)"
+        )
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that blanks them out."""

@@ -234,8 +234,9 @@ class EditedImage:
     """What the edit API returned."""
 
     data: bytes
-    seed: int | None
+    seed: int | None  # shown only when the same seed makes the same picture again
     request_id: str | None = None
+    model: str | None = None  # which model made it (the fallback's, when it stood in)
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,7 @@ class Admission:
     edit_id: int
     duplicate: bool = False
     refused: str | None = None  # "quota" or "busy": nothing was queued (edit_id is 0)
+    ignored: tuple[str, ...] = ()  # per-edit options the edit backend lacks (not sent)
 
 
 @dataclass(frozen=True)

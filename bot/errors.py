@@ -19,7 +19,13 @@
         ├── ApiTimeout            no answer within the timeout
         ├── ApiRejected           400: the API refused a parameter or the image
         ├── ApiProtocolError      the reply was not what the protocol promises
+        ├── NoImageReturned       the model answered in words only (Gemini): billed, no picture
+        ├── GenerationUnsupported the backend cannot make new images from words
         └── ApiConfigError        401/402/404: the operator must fix the key, URL, model or balance
+
+Every EditApiError says in `params["maybe_done"]` whether the vendor may have done (and billed)
+the work: False means surely not (safe to send again, or to hand to another backend), True means
+it may have (never resent).
 
 Callers catch `StepEditError` to show `code` to the user; `ApiConfigError.operator_message` goes to
 the log (it names the URL and model, never the key).
@@ -178,3 +184,10 @@ class GenerationUnsupported(EditApiError):
     billed; `detail` names the URL for the operator, never the key."""
 
     code = "error_generation_unsupported"
+
+
+class NoImageReturned(EditApiError):
+    """The model answered with words and no picture (it may say why in `said`). The call was
+    made and may be billed; the user is not charged."""
+
+    code = "error_no_image"

@@ -1,5 +1,5 @@
 """What the service needs from the outside world. The CLI wires real implementations
-(bot/edit_api.py, storage/repo.py); tests may hand in others.
+(bot/backends/, storage/repo.py); tests may hand in others.
 """
 
 from __future__ import annotations
@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol
 
+from bot.backends.base import ImageEditor
 from bot.domain import (
     Address,
     Admission,
-    EditedImage,
-    EditOptions,
     EditRecord,
     EditTimings,
     FileRef,
@@ -28,24 +27,7 @@ from bot.domain import (
 )
 from bot.imaging import PictureLimits
 
-
-class ImageEditor(Protocol):
-    async def edit(
-        self, image: bytes, filename: str, mime: str, prompt: str, options: EditOptions
-    ) -> EditedImage:
-        """Edit one image. Raises bot.errors.EditApiError subclasses or EditRefused."""
-        ...
-
-    async def generate(self, prompt: str, options: EditOptions, size: str) -> EditedImage:
-        """A new image from text alone (`size`: one of bot.edit_api.GENERATION_SIZES).
-        Raises GenerationUnsupported when the server has no such route, else as edit()."""
-        ...
-
-    async def check(self) -> None:
-        """Cheap start-up check of URL, model and key; raises ApiConfigError when they are wrong."""
-        ...
-
-    async def aclose(self) -> None: ...
+__all__ = ["EditStore", "ImageEditor", "Messenger"]
 
 
 class EditStore(Protocol):

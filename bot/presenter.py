@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.backends.base import Capabilities
 from bot.domain import Picture, QuotaStatus, UserSettings
 from bot.texts import describe_settings, t
 
@@ -135,8 +136,8 @@ def seed_text(settings: UserSettings, lang: str, *, with_usage: bool) -> str:
     return text + "\n\n" + t("seed_usage", lang) if with_usage else text
 
 
-def settings_text(settings: UserSettings, lang: str) -> str:
-    return describe_settings(settings, lang)
+def settings_text(settings: UserSettings, lang: str, offered: Capabilities, model: str) -> str:
+    return describe_settings(settings, lang, offered, model)
 
 
 def help_text(platform: str, lang: str) -> str:

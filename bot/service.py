@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot import imaging, memes
+from bot.backends.base import Capabilities, InputImage
 from bot.config import OperatorRules
 from bot.domain import (
     CFG_RANGE,
@@ -59,7 +60,6 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
-from bot.edit_api import DEFAULT_GENERATION_SIZE, GENERATION_SIZES, generation_dimensions
 from bot.errors import (
     AdminsOnly,
     ApiConfigError,
@@ -70,6 +70,7 @@ from bot.errors import (
     ChatQuotaExceeded,
     EditRefused,
     FileTooLarge,
+    GenerationUnsupported,
     Ignored,
     ImageExpired,
     InvalidImage,
@@ -271,8 +272,13 @@ class EditService:
             raise
         source = await self._source(user, request, rerolled)
         settings = user.settings
+        ignored: list[str] = []
         for name, value in request.overrides:  # this edit only; refused like /settings
-            settings = parse_setting(settings, name, value)
+            kind = _SETTING_KINDS.get(name)
+            if kind is not None and self.capabilities.lacks([kind]):
+                ignored.append(name)  # not sent, not pretended: the user gets a note
+                continue
+            settings = parse_setting(settings, name, value, self.capabilities)
         options = self._options(settings, prompt, rerolled)
         new = NewEdit(
             user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
@@ -286,7 +292,7 @@ class EditService:
             quota=self.daily_quota,
             max_waiting=self.max_waiting,
             upload=None if rerolled else request.upload,
-            canvas=_canvas(source.canvas),
+            canvas=self._canvas(source.canvas),
             origin=request.origin,
             chat_quota=0 if chat.is_private else self.rules.chat_quota,
             budget=self.rules.budget,
@@ -310,7 +316,7 @@ class EditService:
                 self._prefetch(request.upload)
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
-        return admission
+        return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
     async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
         """The request's place in line, or that work starts, on its user's note in this chat.
@@ -342,9 +348,9 @@ class EditService:
     ) -> _Source:
         if rerolled:
             return _Source(rerolled.source_image_id, rerolled.parent_edit_id)
-        size = user.settings.image_size or DEFAULT_GENERATION_SIZE
+        size = self._generation_size(user.settings)
         if request.imagine:
-            return _Source(0, None, canvas=size)  # made by the admission itself
+            return _Source(0, None, canvas=self._needs(size))  # made by the admission itself
         if request.upload:
             return _Source(0, None)  # kept (and this id set) by the admission itself
         if request.source_message:
@@ -354,7 +360,8 @@ class EditService:
             return _Source(shown.image_id, shown.edit_id)
         current = await self.store.current(user.id, request.chat.platform, request.chat.id)
         if current is None and request.chat.is_private and request.prompt:
-            return _Source(0, None, canvas=size)  # nothing to edit: make it from the words
+            # nothing to edit: make it from the words
+            return _Source(0, None, canvas=self._needs(size))
         if current is None:
             raise NothingToEdit()
         return _Source(current.image_id, current.edit_id)
@@ -383,13 +390,44 @@ class EditService:
 
     def _with_defaults(self, settings: UserSettings) -> UserSettings:
         """Steps and cfg the user did not choose are the operator's defaults; the size of new
-        images the API's default."""
+        images the backend's default (also for a size another backend had)."""
         return replace(
             settings,
             steps=settings.steps or self.defaults.steps,
             cfg_scale=settings.cfg_scale or self.defaults.cfg_scale,
-            image_size=settings.image_size or DEFAULT_GENERATION_SIZE,
+            image_size=self._generation_size(settings),
         )
+
+    @property
+    def offers(self) -> tuple[Capabilities, str]:
+        """What /settings shows: the backend's capabilities and its model."""
+        return self.editor.capabilities, self.editor.model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the edit backend offers: the settings and options users may choose."""
+        return self.editor.capabilities
+
+    def _needs(self, size: str | None) -> str:
+        """A size for a new image; GenerationUnsupported (nothing queued, nothing charged)
+        when the backend makes none."""
+        if size is None:
+            raise GenerationUnsupported("the edit backend makes no new images", maybe_done=False)
+        return size
+
+    def _canvas(self, size: str | None) -> tuple[str, int, int] | None:
+        if size is None:
+            return None
+        width, height = self.capabilities.generation_sizes[size]
+        return size, width, height
+
+    def _generation_size(self, settings: UserSettings) -> str | None:
+        """The size of the user's new images: theirs if this backend makes it, else its default;
+        None when the backend makes no new images. GenerationUnsupported then says so."""
+        sizes = self.capabilities.generation_sizes
+        if settings.image_size in sizes:
+            return settings.image_size
+        return self.capabilities.default_size
 
     # --- workers ----------------------------------------------------------------------------
 
@@ -678,7 +716,8 @@ class EditService:
                 size = data.decode()
                 edited = await self.editor.generate(edit.prompt, edit.options, size)
             else:
-                edited = await self.editor.edit(data, filename, mime, edit.prompt, edit.options)
+                image = InputImage(data, mime, filename)
+                edited = await self.editor.edit([image], edit.prompt, edit.options)
         timings = replace(timings, api_ms=_ms_since(called))
         checked = await self._checked_result(edited.data)
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
@@ -1099,7 +1138,9 @@ class EditService:
     async def change_setting(self, user: UserRef, name: str, value: str) -> UserSettings:
         """Apply `/settings <name> <value>` or `/seed <value>`; raises InvalidSetting."""
         record = await self.store.get_or_create_user(user)
-        updated = parse_setting(record.settings, name.strip().lower(), value.strip())
+        updated = parse_setting(
+            record.settings, name.strip().lower(), value.strip(), self.capabilities
+        )
         await self.store.save_settings(record.id, updated)
         return self._with_defaults(updated)
 
@@ -1108,6 +1149,20 @@ class EditService:
         await self.store.save_settings(record.id, UserSettings())
         return self._with_defaults(UserSettings())
 
+
+# Which capability each /settings name needs ("size": new images at all).
+_SETTING_KINDS = {
+    "seed": "seed",
+    "steps": "steps",
+    "cfg": "cfg",
+    "cfg_scale": "cfg",
+    "text": "text",
+    "text_mode": "text",
+    "negative": "negative",
+    "negative_prompt": "negative",
+    "size": "size",
+    "image_size": "size",
+}
 
 _SWITCH = {
     "on": True,
@@ -1121,8 +1176,15 @@ _SWITCH = {
 }
 
 
-def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
-    """Turn one user-typed setting into new settings, or raise InvalidSetting saying what fits."""
+def parse_setting(
+    current: UserSettings, name: str, value: str, offered: Capabilities
+) -> UserSettings:
+    """Turn one user-typed setting into new settings, or raise InvalidSetting saying what fits
+    (or that the edit backend has no such setting)."""
+    kind = _SETTING_KINDS.get(name)
+    lacking = not offered.generates if kind == "size" else bool(kind and offered.lacks([kind]))
+    if lacking:
+        raise InvalidSetting(code="error_setting_unsupported", field=name)
     if name == "seed":
         if value.lower() in ("random", "随机", ""):
             return replace(current, seed=None)
@@ -1141,8 +1203,9 @@ def parse_setting(current: UserSettings, name: str, value: str) -> UserSettings:
             raise InvalidSetting(code="error_setting_length", limit=MAX_NEGATIVE_PROMPT_CHARS)
         return replace(current, negative_prompt=text)
     if name in ("size", "image_size"):
-        if value.lower() not in GENERATION_SIZES:
-            raise InvalidSetting(field="size", allowed=", ".join(GENERATION_SIZES),
+        sizes = offered.generation_sizes
+        if value.lower() not in sizes:
+            raise InvalidSetting(field="size", allowed=", ".join(sizes),
                                  code="error_setting_size")  # fmt: skip
         return replace(current, image_size=value.lower())
     raise InvalidSetting(code="error_setting_unknown", field=name)
@@ -1206,13 +1269,6 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
 
 def _ms_since(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
-
-
-def _canvas(size: str | None) -> tuple[str, int, int] | None:
-    if size is None:
-        return None
-    width, height = generation_dimensions(size)
-    return size, width, height
 
 
 def _new_layer(old: str | None, kind: str, words: str) -> memes.TextLayer:

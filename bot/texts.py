@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from bot.backends.base import Capabilities
 from bot.domain import UserSettings
 from bot.errors import StepEditError
 
@@ -134,17 +135,21 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Usage: /seed <0–2147483647> to fix the seed, /seed random for a new one each time.",
         ZH: "用法：/seed <0–2147483647> 固定种子，/seed random 每次随机。",
     },
-    "settings": {
-        EN: "Your settings:\n• steps: {steps} (1–50)\n• cfg: {cfg} (1.0–10.0)\n"
-        "• text mode: {text_mode}\n• negative prompt: {negative}\n• seed: {seed}\n"
-        "• size of new images (/imagine): {size}\n\n"
-        "Change with /settings steps 12, /settings cfg 4, /settings text on|off|auto, "
-        "/settings negative <text>|none, /settings size 768x1360, /settings reset.",
-        ZH: "你的设置：\n• 步数 steps：{steps}（1–50）\n• cfg：{cfg}（1.0–10.0）\n"
-        "• 文字模式：{text_mode}\n• 负面提示词：{negative}\n• 种子：{seed}\n"
-        "• 新图尺寸（/imagine）：{size}\n\n"
-        "修改示例：/settings steps 12、/settings cfg 4、/settings text on|off|auto、"
-        "/settings negative <文字>|none、/settings size 768x1360、/settings reset。",
+    "settings_head": {EN: "Your settings:", ZH: "你的设置："},
+    "settings_steps": {EN: "• steps: {steps} (1–50)", ZH: "• 步数 steps：{steps}（1–50）"},
+    "settings_cfg": {EN: "• cfg: {cfg} (1.0–10.0)", ZH: "• cfg：{cfg}（1.0–10.0）"},
+    "settings_text": {EN: "• text mode: {text_mode}", ZH: "• 文字模式：{text_mode}"},
+    "settings_negative": {EN: "• negative prompt: {negative}", ZH: "• 负面提示词：{negative}"},
+    "settings_seed": {EN: "• seed: {seed}", ZH: "• 种子：{seed}"},
+    "settings_size": {
+        EN: "• size of new images (/imagine): {size}",
+        ZH: "• 新图尺寸（/imagine）：{size}",
+    },
+    "settings_model": {EN: "• model: {model}", ZH: "• 模型：{model}"},
+    "settings_change": {EN: "Change with {examples}.", ZH: "修改示例：{examples}。"},
+    "settings_negative_example": {
+        EN: "/settings negative <text>|none",
+        ZH: "/settings negative <文字>|none",
     },
     "not_your_settings": {
         EN: "These are someone else's settings. Send /settings for yours.",
@@ -316,8 +321,21 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "这个图像服务不能根据文字生成新图片，只能修改照片。请发送一张照片来修改。未扣除次数。",
     },
     "error_setting_size": {
-        EN: "The size must be one of: {allowed} (height x width).",
-        ZH: "尺寸必须是以下之一：{allowed}（高 x 宽）。",
+        EN: "The size must be one of: {allowed}.",
+        ZH: "尺寸必须是以下之一：{allowed}。",
+    },
+    "note_options_ignored": {
+        EN: "This image model has no {names} option: the edit runs without it.",
+        ZH: "这个图像模型没有 {names} 选项：本次修改不使用它。",
+    },
+    "error_setting_unsupported": {
+        EN: "This image model has no {field} setting. /settings shows what it offers.",
+        ZH: "这个图像模型没有 {field} 设置。/settings 可查看可用的设置。",
+    },
+    "error_no_image": {
+        EN: "The image model answered in words instead of a picture. Try describing the change "
+        "differently. Nothing was charged.",
+        ZH: "图像模型只回了文字，没有给出图片。请换一种说法再试。未扣除次数。",
     },
     "command_imagine": {
         EN: "A new image from words: /imagine <prompt>",
@@ -414,23 +432,38 @@ def error_text(error: StepEditError, lang: str = EN) -> str:
         return t("error_generic", lang)
 
 
-def describe_settings(settings: UserSettings, lang: str = EN) -> str:
-    """/settings summary; `settings` has the operator's defaults filled in."""
-    if settings.text_mode is None:
-        text_mode = t("value_auto", lang)
-    else:
-        text_mode = t("value_on" if settings.text_mode else "value_off", lang)
-    negative = settings.negative_prompt or t("value_none", lang)
-    if settings.negative_prompt and (settings.cfg_scale or 1.0) <= 1.0:
-        negative += t("negative_ignored", lang)
-    seed = t("value_random", lang) if settings.seed is None else str(settings.seed)
-    return t(
-        "settings",
-        lang,
-        steps=settings.steps,
-        cfg=settings.cfg_scale,
-        text_mode=text_mode,
-        negative=negative,
-        seed=seed,
-        size=settings.image_size,
-    )
+def describe_settings(settings: UserSettings, lang: str, offered: Capabilities, model: str) -> str:
+    """/settings summary of what the edit backend offers; `settings` has the operator's
+    defaults filled in."""
+    lines = [t("settings_head", lang)]
+    examples = []
+    if offered.steps:
+        lines.append(t("settings_steps", lang, steps=settings.steps))
+        examples.append("/settings steps 12")
+    if offered.guidance:
+        lines.append(t("settings_cfg", lang, cfg=settings.cfg_scale))
+        examples.append("/settings cfg 4")
+    if offered.text_mode:
+        if settings.text_mode is None:
+            text_mode = t("value_auto", lang)
+        else:
+            text_mode = t("value_on" if settings.text_mode else "value_off", lang)
+        lines.append(t("settings_text", lang, text_mode=text_mode))
+        examples.append("/settings text on|off|auto")
+    if offered.negative_prompt:
+        negative = settings.negative_prompt or t("value_none", lang)
+        if settings.negative_prompt and (settings.cfg_scale or 1.0) <= 1.0:
+            negative += t("negative_ignored", lang)
+        lines.append(t("settings_negative", lang, negative=negative))
+        examples.append(t("settings_negative_example", lang))
+    if offered.seed:
+        seed = t("value_random", lang) if settings.seed is None else str(settings.seed)
+        lines.append(t("settings_seed", lang, seed=seed))
+    if offered.generates:
+        lines.append(t("settings_size", lang, size=settings.image_size))
+        other = [size for size in offered.generation_sizes if size != settings.image_size]
+        examples.append(f"/settings size {other[0] if other else settings.image_size}")
+    lines.append(t("settings_model", lang, model=model))
+    examples.append("/settings reset")
+    sep = "、" if lang == ZH else ", "
+    return "\n".join(lines) + "\n\n" + t("settings_change", lang, examples=sep.join(examples))

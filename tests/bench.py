@@ -16,7 +16,7 @@ Cases:
    growth of one call in a fresh interpreter. It is tests/bench_pipeline.py, which also runs
    alone: `python -m tests.bench_pipeline [--bounds]`.
 2. Edits through the real EditService (`attach`, `start`, `submit`, `wait`) + SqlStore (a
-   migrated SQLite file in a temporary directory) + EditApiClient against the fake StepFun API on
+   migrated SQLite file in a temporary directory) + StepFunBackend against the fake StepFun API on
    127.0.0.1, with an in-memory Messenger that serves the uploads and counts the pictures. The
    fake runs on its own event loop in a thread, as a remote server would, so its CPU work does not
    stall the service's loop. Service overhead = wall time (submit until the ended edit) minus the
@@ -103,6 +103,7 @@ from aiohttp import web
 from PIL import Image
 
 from bot import imaging
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import (
     Address,
     ChatRef,
@@ -113,7 +114,6 @@ from bot.domain import (
     Picture,
     UserRef,
 )
-from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
@@ -326,7 +326,7 @@ async def bench_service(inputs: Inputs, tmp: Path) -> list[str]:
         engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'bench.sqlite3'}")
         await migrate(engine)
         store = SqlStore(engine)
-        client = EditApiClient(
+        client = StepFunBackend(
             base_url=fake.base_url, api_key=fake.api_key, model=fake.model, retries=0, timeout=60
         )
         service = EditService(store, client, daily_quota=0, concurrency=BURST_CONCURRENCY)

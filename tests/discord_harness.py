@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from adapters.discord import DiscordBot
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import MessageRef, UserRef
-from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
@@ -39,7 +39,7 @@ class DiscordUnderTest:
     database_url: str
     service_options: dict[str, Any] = field(default_factory=dict)
     store: SqlStore | None = None
-    client: EditApiClient | None = None
+    client: StepFunBackend | None = None
     service: EditService | None = None
     bot: DiscordBot | None = None
 
@@ -47,7 +47,7 @@ class DiscordUnderTest:
         engine = create_engine(self.database_url)
         await migrate(engine)
         self.store = SqlStore(engine)
-        self.client = EditApiClient(
+        self.client = StepFunBackend(
             base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, retries=1,
             backoff=0.01, timeout=5.0,
         )  # fmt: skip

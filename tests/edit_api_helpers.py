@@ -1,4 +1,4 @@
-"""Set-up shared by the EditApiClient tests: tests/test_edit_api.py and
+"""Set-up shared by the StepFunBackend tests: tests/test_edit_api.py and
 tests/test_edit_api_safety.py."""
 
 from __future__ import annotations
@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from bot.edit_api import EditApiClient
-from tests.fakes.stepfun import FakeStepFun
+from bot.backends import make_backend
 
 
 @asynccontextmanager
-async def client_for(fake: FakeStepFun, **kw: Any) -> AsyncIterator[EditApiClient]:
+async def client_for(fake: Any, **kw: Any) -> AsyncIterator[Any]:
     """A client with tiny backoffs so retry tests stay fast."""
     settings: dict[str, Any] = {
         "base_url": fake.base_url,
@@ -24,7 +23,8 @@ async def client_for(fake: FakeStepFun, **kw: Any) -> AsyncIterator[EditApiClien
         "timeout": 5.0,
     }
     settings.update(kw)
-    client = EditApiClient(**settings)
+    style = settings.pop("style", "stepfun")
+    client = make_backend(style, **settings)
     try:
         yield client
     finally:

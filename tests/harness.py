@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from adapters.telegram import TelegramBot
+from bot.backends import make_backend
+from bot.backends.http import HttpBackend
 from bot.domain import MessageRef, UserRef
-from bot.edit_api import EditApiClient
 from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
@@ -29,7 +30,7 @@ class BotUnderTest:
     service_options: dict[str, Any] = field(default_factory=dict)
     client_options: dict[str, Any] = field(default_factory=dict)
     store: SqlStore | None = None
-    client: EditApiClient | None = None
+    client: HttpBackend | None = None
     service: EditService | None = None
     bot: TelegramBot | None = None
 
@@ -37,11 +38,17 @@ class BotUnderTest:
         engine = create_engine(self.database_url)
         await migrate(engine)
         self.store = SqlStore(engine)
-        client_options = {"retries": 2, "backoff": 0.01, "max_backoff": 1.0, "timeout": 2.0}
+        client_options: dict[str, Any] = {
+            "retries": 2,
+            "backoff": 0.01,
+            "max_backoff": 1.0,
+            "timeout": 2.0,
+            "style": "stepfun",  # another style names its fake's base_url and api_key too
+            "base_url": self.stepfun.base_url,
+            "api_key": self.stepfun.api_key,
+        }
         client_options.update(self.client_options)
-        self.client = EditApiClient(
-            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, **client_options
-        )
+        self.client = make_backend(**client_options)
         options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
         self.service = EditService(self.store, self.client, **options)
         self.bot = TelegramBot(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.edit_api import EditApiClient
+from bot.backends.stepfun import StepFunBackend
 from bot.service import EditService
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
@@ -19,8 +19,8 @@ StartService = Callable[..., Awaitable[EditService]]
 
 
 @pytest.fixture
-async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
-    client = EditApiClient(
+async def client(stepfun: FakeStepFun) -> AsyncIterator[StepFunBackend]:
+    client = StepFunBackend(
         base_url=stepfun.base_url, api_key=stepfun.api_key, retries=1, backoff=0.01,
         max_backoff=0.05, timeout=5.0,
     )  # fmt: skip
@@ -30,7 +30,7 @@ async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
 
 @pytest.fixture
 async def start_service(
-    store: SqlStore, client: EditApiClient, messenger: FakeMessenger
+    store: SqlStore, client: StepFunBackend, messenger: FakeMessenger
 ) -> AsyncIterator[StartService]:
     """`await start_service(**options)`: an EditService on the test's store, client and
     messenger, started (unless start=False); every one is stopped when the test ends."""

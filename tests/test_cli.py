@@ -48,6 +48,7 @@ def wired_to(telegram: FakeTelegram, stepfun: FakeStepFun, **settings: str) -> d
         "TELEGRAM_BOT_TOKEN": telegram.token,
         "TELEGRAM_API_URL": telegram.root,
         "EDIT_API_URL": stepfun.base_url,
+        "EDIT_API_STYLE": "stepfun",
         "EDIT_API_KEY": stepfun.api_key,
     }
     return environment(**{**fakes, **settings})
@@ -96,7 +97,9 @@ async def test_a_rejected_key_at_start_names_url_and_model_but_not_the_key(
 async def test_edit_from_the_shell(tmp_path: Path, stepfun: FakeStepFun) -> None:
     source = tmp_path / "cat.jpg"
     source.write_bytes(make_image(300, 200))
-    env = environment(EDIT_API_URL=stepfun.base_url, EDIT_API_KEY=stepfun.api_key)
+    env = environment(
+        EDIT_API_URL=stepfun.base_url, EDIT_API_STYLE="stepfun", EDIT_API_KEY=stepfun.api_key
+    )
     code, out, err = await run(
         "edit", str(source), 'a sign saying "hello"', "-o", "out.png", "--seed", "7",
         "--steps", "12", cwd=tmp_path, env=env,
@@ -110,7 +113,9 @@ async def test_edit_from_the_shell(tmp_path: Path, stepfun: FakeStepFun) -> None
 
 async def test_edit_with_an_unreadable_image_explains(tmp_path: Path, stepfun: FakeStepFun) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
-    env = environment(EDIT_API_URL=stepfun.base_url, EDIT_API_KEY=stepfun.api_key)
+    env = environment(
+        EDIT_API_URL=stepfun.base_url, EDIT_API_STYLE="stepfun", EDIT_API_KEY=stepfun.api_key
+    )
     code, _, err = await run(
         "edit", "notes.txt", "make it snow", "-o", "out.png", cwd=tmp_path, env=env
     )
@@ -179,6 +184,7 @@ async def test_an_unreachable_bot_api_is_one_line(tmp_path: Path, stepfun: FakeS
         TELEGRAM_BOT_TOKEN="123456:ABCDEFGHIJKLMNOP",
         TELEGRAM_API_URL="http://127.0.0.1:9",
         EDIT_API_URL=stepfun.base_url,
+        EDIT_API_STYLE="stepfun",
         EDIT_API_KEY=stepfun.api_key,
     )
     code, _, err = await run("run", cwd=tmp_path, env=env)
@@ -196,6 +202,7 @@ def discord_env(discord: FakeDiscord, stepfun: FakeStepFun, **settings: str) -> 
         "DISCORD_API_URL": discord.rest_url,
         "DISCORD_GATEWAY_URL": str(discord.gateway_url),
         "EDIT_API_URL": stepfun.base_url,
+        "EDIT_API_STYLE": "stepfun",
         "EDIT_API_KEY": stepfun.api_key,
     }
     return environment(**{**fakes, **settings})

@@ -16,14 +16,50 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
 
 
-def test_defaults_point_at_stepfun_and_sqlite() -> None:
+def test_the_edit_backend_has_no_default_and_sqlite_does() -> None:
     settings = load_settings()
-    assert settings.edit_api_url == "https://api.stepfun.com/v1"
-    assert settings.edit_model == "step-image-edit-2"
-    assert settings.edit_api_style == "stepfun"
+    assert settings.edit_api_style is None  # a key belongs to one vendor: never guessed
+    assert settings.edit_api_url is None and settings.edit_model is None  # the style's own
     assert settings.telegram_api_url == "https://api.telegram.org"
     assert settings.database_url.startswith("sqlite")
     assert settings.telegram_bot_token is None
+
+
+def test_an_env_from_before_the_retirement_names_it_and_the_styles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EDIT_API_KEY", "sk-old-stepfun-key")
+    with pytest.raises(ConfigError) as info:
+        load_settings().edit_style()
+    line = str(info.value)
+    assert "\n" not in line and "sk-old" not in line
+    assert "retired" in line and "2026-10-10" in line and "EDIT_API_STYLE" in line
+    assert all(style in line for style in ("openai", "gemini", "fal", "omni", "stepfun"))
+
+
+@pytest.mark.parametrize(
+    ("url", "style"),
+    [
+        ("https://api.openai.com/v1", "openai"),
+        ("https://generativelanguage.googleapis.com/v1beta", "gemini"),
+        ("https://queue.fal.run", "fal"),
+        ("https://api.stepfun.ai/v1", "stepfun"),
+        ("https://api.deepinfra.com/v1/openai", "openai"),
+    ],
+)
+def test_the_style_is_inferred_from_a_vendors_host(
+    monkeypatch: pytest.MonkeyPatch, url: str, style: str
+) -> None:
+    monkeypatch.setenv("EDIT_API_URL", url)
+    assert load_settings().edit_style() == style
+
+
+def test_an_unknown_host_needs_a_style(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDIT_API_URL", "http://gpu-box:8000/v1")
+    with pytest.raises(ConfigError, match="EDIT_API_STYLE"):
+        load_settings().edit_style()
+    monkeypatch.setenv("EDIT_API_STYLE", "omni")
+    assert load_settings().edit_style() == "omni"
 
 
 def test_reads_dotenv_and_blank_tokens_count_as_unset(tmp_path) -> None:

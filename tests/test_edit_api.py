@@ -1,4 +1,5 @@
-"""EditApiClient through the real httpx stack against the fake StepFun API (tests/fakes/stepfun.py).
+"""StepFunBackend through the real httpx stack against the fake StepFun API
+(tests/fakes/stepfun.py).
 
 No httpx mocks: every request crosses a socket on 127.0.0.1.
 """
@@ -18,8 +19,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.backends.base import InputImage
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import MAX_SEED, EditOptions
-from bot.edit_api import EditApiClient
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
@@ -40,8 +42,10 @@ PNG = make_image(64, 48)
 SECRET = "sk-SECRET-do-not-log-0123456789"
 
 
-async def edit(client: EditApiClient, prompt: str = "make it red", **options: Any) -> Any:
-    return await client.edit(PNG, "photo.png", "image/png", prompt, EditOptions(**options))
+async def edit(client: StepFunBackend, prompt: str = "make it red", **options: Any) -> Any:
+    return await client.edit(
+        [InputImage(PNG, "image/png", "photo.png")], prompt, EditOptions(**options)
+    )
 
 
 def size_of(data: bytes) -> tuple[int, int]:
@@ -55,9 +59,7 @@ def size_of(data: bytes) -> tuple[int, int]:
 async def test_multipart_matches_openai_sdk(stepfun: FakeStepFun) -> None:
     async with client_for(stepfun) as client:
         result = await client.edit(
-            PNG,
-            "cat.png",
-            "image/png",
+            [InputImage(PNG, "image/png", "cat.png")],
             "  give the cat a hat  ",
             EditOptions(steps=12, cfg_scale=2.5, seed=7, text_mode=True, negative_prompt="blur"),
         )
@@ -98,28 +100,6 @@ async def test_defaults_write_floats_and_booleans_like_the_sdk(stepfun: FakeStep
     assert "negative_prompt" not in fields  # empty: not sent
 
 
-async def test_openai_style_sends_only_openai_fields(stepfun: FakeStepFun) -> None:
-    async with client_for(stepfun, style="openai") as client:
-        result = await edit(client, seed=5, steps=20, cfg_scale=3.0, text_mode=True)
-    assert stepfun.last.fields == {
-        "prompt": "make it red",
-        "model": "step-image-edit-2",
-        "response_format": "b64_json",
-    }
-    assert stepfun.last.part_names[-1] == "image"
-    assert result.data == stepfun.results[-1]
-
-
-async def test_openai_style_gpt_image_omits_response_format(stepfun: FakeStepFun) -> None:
-    # gpt-image models answer 400 "Unknown parameter: 'response_format'" and always return base64.
-    stepfun.model = "gpt-image-1"
-    stepfun.response_format_override = "b64_json"
-    async with client_for(stepfun, style="openai", model="gpt-image-1") as client:
-        result = await edit(client)
-    assert stepfun.last.fields == {"prompt": "make it red", "model": "gpt-image-1"}
-    assert result.data == stepfun.results[-1]
-
-
 @pytest.mark.parametrize("slash", ["", "/"])
 async def test_base_url_with_or_without_trailing_slash(stepfun: FakeStepFun, slash: str) -> None:
     async with client_for(stepfun, base_url=stepfun.base_url + slash) as client:
@@ -143,10 +123,18 @@ async def test_seed_is_echoed_and_random_when_omitted(stepfun: FakeStepFun) -> N
 async def test_result_has_input_size_and_depends_on_prompt_and_seed(stepfun: FakeStepFun) -> None:
     source = make_image(80, 30, fmt="JPEG")
     async with client_for(stepfun) as client:
-        a = await client.edit(source, "a.jpg", "image/jpeg", "sunset", EditOptions(seed=1))
-        b = await client.edit(source, "a.jpg", "image/jpeg", "sunset", EditOptions(seed=2))
-        c = await client.edit(source, "a.jpg", "image/jpeg", "snow", EditOptions(seed=1))
-        a2 = await client.edit(source, "a.jpg", "image/jpeg", "sunset", EditOptions(seed=1))
+        a = await client.edit(
+            [InputImage(source, "image/jpeg", "a.jpg")], "sunset", EditOptions(seed=1)
+        )
+        b = await client.edit(
+            [InputImage(source, "image/jpeg", "a.jpg")], "sunset", EditOptions(seed=2)
+        )
+        c = await client.edit(
+            [InputImage(source, "image/jpeg", "a.jpg")], "snow", EditOptions(seed=1)
+        )
+        a2 = await client.edit(
+            [InputImage(source, "image/jpeg", "a.jpg")], "sunset", EditOptions(seed=1)
+        )
     assert {size_of(x.data) for x in (a, b, c)} == {(80, 30)}
     assert len({a.data, b.data, c.data}) == 3
     assert a.data == a2.data  # same prompt and seed, same picture
@@ -375,7 +363,7 @@ async def test_dropped_connection_is_not_resent(stepfun: FakeStepFun) -> None:
 
 
 async def test_connection_refused_becomes_unavailable() -> None:
-    client = EditApiClient(
+    client = StepFunBackend(
         base_url=f"http://127.0.0.1:{free_port()}/v1",
         api_key="k",
         retries=1,
@@ -425,7 +413,7 @@ async def test_too_large_image_is_rejected_as_too_large(stepfun: FakeStepFun) ->
     big = make_image(4097, 8)
     async with client_for(stepfun) as client:
         with pytest.raises(ApiRejected) as info:
-            await client.edit(big, "big.png", "image/png", "x", EditOptions())
+            await client.edit([InputImage(big, "image/png", "big.png")], "x", EditOptions())
     assert info.value.code == "error_rejected_too_large"
     assert "消息获取失败" in info.value.detail
     assert len(stepfun.requests) == 1
@@ -434,14 +422,16 @@ async def test_too_large_image_is_rejected_as_too_large(stepfun: FakeStepFun) ->
 async def test_largest_allowed_side_goes_through(stepfun: FakeStepFun) -> None:
     wide = make_image(4096, 2)
     async with client_for(stepfun) as client:
-        result = await client.edit(wide, "w.png", "image/png", "x", EditOptions())
+        result = await client.edit([InputImage(wide, "image/png", "w.png")], "x", EditOptions())
     assert size_of(result.data) == (4096, 2)
 
 
 async def test_unreadable_image_is_rejected(stepfun: FakeStepFun) -> None:
     async with client_for(stepfun) as client:
         with pytest.raises(ApiRejected) as info:
-            await client.edit(b"not a picture", "x.png", "image/png", "x", EditOptions())
+            await client.edit(
+                [InputImage(b"not a picture", "image/png", "x.png")], "x", EditOptions()
+            )
     assert "decoded" in info.value.detail
 
 
@@ -465,7 +455,7 @@ async def test_404_names_model(stepfun: FakeStepFun) -> None:
     message = info.value.operator_message
     assert info.value.status == 404
     assert "step-image-edit-1" in message and stepfun.base_url in message
-    assert "EDIT_MODEL" in message and "compatible server" in message
+    assert "EDIT_MODEL" in message and "Edit backends" in message
 
 
 @pytest.mark.parametrize(("status", "words"), [(402, "balance"), (403, "refused access")])
@@ -552,7 +542,7 @@ async def test_invalid_input_never_reaches_the_api(
 async def test_empty_image_never_reaches_the_api(stepfun: FakeStepFun) -> None:
     async with client_for(stepfun) as client:
         with pytest.raises(InvalidImage):
-            await client.edit(b"", "x.png", "image/png", "x", EditOptions())
+            await client.edit([InputImage(b"", "image/png", "x.png")], "x", EditOptions())
     assert stepfun.requests == []
 
 
@@ -568,9 +558,8 @@ async def test_limits_themselves_are_accepted(stepfun: FakeStepFun) -> None:
 
 def test_bad_base_url_is_a_config_error() -> None:
     with pytest.raises(ApiConfigError):
-        EditApiClient(base_url="api.stepfun.com/v1", api_key="k")
-    with pytest.raises(ApiConfigError):
-        EditApiClient(base_url="", api_key="k")
+        StepFunBackend(base_url="api.stepfun.com/v1", api_key="k")
+    assert StepFunBackend(base_url="", api_key="k").base_url == "https://api.stepfun.com/v1"
 
 
 # --------------------------------------------------------------------------- check()
@@ -620,7 +609,7 @@ async def test_check_tolerates_missing_models_endpoint(
 
 
 async def test_check_tolerates_unreachable_server(caplog: pytest.LogCaptureFixture) -> None:
-    client = EditApiClient(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k")
+    client = StepFunBackend(base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k")
     try:
         with caplog.at_level(logging.WARNING, logger="stepedit.edit_api"):
             await client.check()
@@ -685,7 +674,7 @@ async def test_fake_enforces_documented_limits(
 
 @pytest.mark.parametrize(
     ("style", "sent_seed", "recorded"),
-    [("stepfun", 7, 7), ("stepfun", None, None), ("openai", 7, None)],
+    [("stepfun", 7, 7), ("stepfun", None, None)],
 )
 async def test_a_seed_is_only_recorded_when_known(
     stepfun: FakeStepFun, style: str, sent_seed: int | None, recorded: int | None

@@ -1,6 +1,6 @@
-"""EditApiClient.generate (new images from text, `POST {base}/images/generations`) through the real
-httpx stack against the fake StepFun API (tests/fakes/stepfun.py): the documented JSON fields, the
-vendor's sizes, the same retry and error rules as edits, and servers without the route.
+"""StepFunBackend.generate (new images from text, `POST {base}/images/generations`) through the
+real httpx stack against the fake StepFun API (tests/fakes/stepfun.py): the documented JSON
+fields, the vendor's sizes, the same retry and error rules as edits, and servers without the route.
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.backends.base import InputImage
+from bot.backends.stepfun import GENERATION_SIZES, StepFunBackend
 from bot.domain import MAX_SEED, EditOptions
-from bot.edit_api import (
-    DEFAULT_GENERATION_SIZE,
-    GENERATION_SIZES,
-    EditApiClient,
-    generation_dimensions,
-)
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
-    ApiRejected,
     ApiUnavailable,
     EditRefused,
     GenerationUnsupported,
@@ -33,7 +28,6 @@ from bot.errors import (
     StepEditError,
 )
 from tests.edit_api_helpers import chain, client_for
-from tests.fakes.stepfun import GENERATION_SIZES as FAKE_SIZES
 from tests.fakes.stepfun import (
     GENERATIONS_PATH,
     FakeStepFun,
@@ -45,11 +39,9 @@ SECRET = "sk-SECRET-do-not-log-0123456789"
 
 
 async def generate(
-    client: EditApiClient, prompt: str = "a cat in a hat", size: str | None = None, **options: Any
+    client: StepFunBackend, prompt: str = "a cat in a hat", size: str | None = None, **options: Any
 ) -> Any:
-    if size is None:
-        return await client.generate(prompt, EditOptions(**options))
-    return await client.generate(prompt, EditOptions(**options), size)
+    return await client.generate(prompt, EditOptions(**options), "1024x1024" if size is None else size)
 
 
 def size_of(data: bytes) -> tuple[int, int]:
@@ -98,7 +90,7 @@ async def test_defaults_are_typed_and_optional_fields_left_out(stepfun: FakeStep
     async with client_for(stepfun) as client:
         result = await generate(client)
     body = stepfun.last.body
-    assert body["size"] == DEFAULT_GENERATION_SIZE == "1024x1024"
+    assert body["size"] == StepFunBackend.capabilities.default_size == "1024x1024"
     assert body["cfg_scale"] == 1.0 and isinstance(body["cfg_scale"], float)
     assert body["steps"] == 8 and body["text_mode"] is False
     assert "seed" not in body  # the server picks one, and says which
@@ -107,45 +99,7 @@ async def test_defaults_are_typed_and_optional_fields_left_out(stepfun: FakeStep
     assert isinstance(result.seed, int) and 0 <= result.seed <= MAX_SEED
 
 
-async def test_openai_style_sends_only_openai_fields(stepfun: FakeStepFun) -> None:
-    async with client_for(stepfun, style="openai") as client:
-        result = await generate(client, size="1024x1024", seed=5, steps=20, text_mode=True)
-    assert stepfun.last.body == {
-        "model": "step-image-edit-2",
-        "prompt": "a cat in a hat",
-        "size": "1024x1024",
-        "n": 1,
-        "response_format": "b64_json",
-    }
-    assert result.data == stepfun.results[-1]
-    assert result.seed is not None  # echoed by the server; ours was never sent
-
-
-async def test_openai_style_gpt_image_omits_response_format(stepfun: FakeStepFun) -> None:
-    stepfun.model = "gpt-image-1"
-    async with client_for(stepfun, style="openai", model="gpt-image-1") as client:
-        await generate(client)
-    assert stepfun.last.body == {
-        "model": "gpt-image-1",
-        "prompt": "a cat in a hat",
-        "size": "1024x1024",
-        "n": 1,
-    }
-
-
 # --------------------------------------------------------------------------- sizes
-
-
-def test_the_vendors_sizes_are_height_by_width() -> None:
-    # The vendor writes HEIGHTxWIDTH: "768x1360" is a landscape picture. OpenAI writes WxH.
-    assert set(GENERATION_SIZES) == set(FAKE_SIZES)
-    assert GENERATION_SIZES[0] == "1024x1024"
-    for size in GENERATION_SIZES:
-        assert generation_dimensions(size) == FAKE_SIZES[size]
-    assert generation_dimensions("768x1360") == (1360, 768)
-    assert generation_dimensions("768x1360", "openai") == (768, 1360)
-    with pytest.raises(ValueError):
-        generation_dimensions("big")
 
 
 @pytest.mark.parametrize("response_format", ["b64_json", "url"])
@@ -155,7 +109,7 @@ async def test_the_picture_has_the_requested_size(
 ) -> None:
     async with client_for(stepfun, response_format=response_format) as client:
         result = await generate(client, size=size)
-    assert size_of(result.data) == generation_dimensions(size)
+    assert size_of(result.data) == GENERATION_SIZES[size]
     assert result.data == stepfun.results[-1]
     assert stepfun.last.body["response_format"] == response_format
     assert len(stepfun.downloads) == (1 if response_format == "url" else 0)
@@ -185,24 +139,6 @@ async def test_a_size_the_vendor_lacks_never_reaches_the_server(
     assert info.value.params["field"] == "size"
     assert info.value.params["allowed"] == ", ".join(GENERATION_SIZES)
     assert info.value.code == "error_setting"
-
-
-@pytest.mark.parametrize("size", ["big", "1024", "0x1024", "1024x1024x2", ""])
-async def test_openai_style_refuses_what_is_no_size(stepfun: FakeStepFun, size: str) -> None:
-    async with client_for(stepfun, style="openai") as client:
-        with pytest.raises(InvalidSetting):
-            await generate(client, size=size)
-    assert stepfun.requests == []
-
-
-async def test_openai_style_leaves_other_sizes_to_the_server(stepfun: FakeStepFun) -> None:
-    # OpenAI-style servers have their own sizes; this one (StepFun) refuses 1536x1024 with a 400,
-    # which is a user error like any rejected parameter, and is not sent again.
-    async with client_for(stepfun, style="openai") as client:
-        with pytest.raises(ApiRejected) as info:
-            await generate(client, size="1536x1024")
-    assert [r.status for r in stepfun.requests] == [400]
-    assert "size" in info.value.detail
 
 
 @pytest.mark.parametrize(
@@ -235,7 +171,9 @@ async def test_a_server_without_the_route_is_unsupported(stepfun: FakeStepFun, s
     async with client_for(stepfun, api_key=SECRET) as client:
         with pytest.raises(GenerationUnsupported) as info:
             await generate(client)
-        edited = await client.edit(make_image(), "a.png", "image/png", "x", EditOptions())
+        edited = await client.edit(
+            [InputImage(make_image(), "image/png", "a.png")], "x", EditOptions()
+        )
     error = info.value
     assert error.code == "error_generation_unsupported"
     assert [r.status for r in stepfun.requests] == [status, 200]  # not retried; edits still work

@@ -1,4 +1,4 @@
-"""EditApiClient's safety rules, against the fake StepFun API on 127.0.0.1 (no mocks of httpx):
+"""StepFunBackend's safety rules, against the fake StepFun API on 127.0.0.1 (no mocks of httpx):
 an edit is sent again only when the server surely did not do it, result URLs are fetched only from
 the API's own origin, results are bounded before decoding, and the fake serves requests in parallel.
 """
@@ -13,9 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-import bot.edit_api
+import bot.backends.http
+from bot.backends.base import InputImage
+from bot.backends.http import MAX_REPLY_BYTES, MAX_RESULT_BYTES
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import EditOptions
-from bot.edit_api import MAX_REPLY_BYTES, MAX_RESULT_BYTES, EditApiClient
 from bot.errors import ApiProtocolError, ApiTimeout, ApiUnavailable
 from tests.edit_api_helpers import chain, client_for, free_port
 from tests.fakes.stepfun import FakeStepFun, make_image, run_fake_stepfun
@@ -23,8 +25,10 @@ from tests.fakes.stepfun import FakeStepFun, make_image, run_fake_stepfun
 PNG = make_image(64, 48)
 
 
-async def edit(client: EditApiClient, image: bytes = PNG) -> Any:
-    return await client.edit(image, "photo.png", "image/png", "make it red", EditOptions())
+async def edit(client: StepFunBackend, image: bytes = PNG) -> Any:
+    return await client.edit(
+        [InputImage(image, "image/png", "photo.png")], "make it red", EditOptions()
+    )
 
 
 def reply_with(item: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +102,7 @@ async def test_answer_dropped_after_headers_is_not_resent(stepfun: FakeStepFun) 
 
 async def test_refused_connection_is_resent_until_the_server_is_up() -> None:
     port = free_port()
-    client = EditApiClient(
+    client = StepFunBackend(
         base_url=f"http://127.0.0.1:{port}/v1",
         api_key="test-key",
         retries=3,
@@ -196,7 +200,7 @@ async def test_b64_over_the_result_bound_is_refused_before_decoding(
         decoded.append(len(data))
         return real_decode(data, *args, **kw)
 
-    monkeypatch.setattr(bot.edit_api, "MAX_RESULT_BYTES", len(big) - 1)
+    monkeypatch.setattr(bot.backends.http, "MAX_RESULT_BYTES", len(big) - 1)
     monkeypatch.setattr(base64, "b64decode", spy)
     stepfun.fail_next(200, body=reply_with({"b64_json": base64.b64encode(big).decode()}))
     async with client_for(stepfun) as client:
@@ -210,7 +214,7 @@ async def test_b64_at_the_result_bound_is_taken(
     stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     big = make_image(300, 300)
-    monkeypatch.setattr(bot.edit_api, "MAX_RESULT_BYTES", len(big))
+    monkeypatch.setattr(bot.backends.http, "MAX_RESULT_BYTES", len(big))
     stepfun.fail_next(200, body=reply_with({"b64_json": base64.b64encode(big).decode()}))
     async with client_for(stepfun) as client:
         result = await edit(client)
@@ -221,7 +225,7 @@ async def test_download_over_the_result_bound_is_refused(
     stepfun: FakeStepFun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stepfun.files["abc"] = make_image(300, 300)
-    monkeypatch.setattr(bot.edit_api, "MAX_RESULT_BYTES", 1000)
+    monkeypatch.setattr(bot.backends.http, "MAX_RESULT_BYTES", 1000)
     stepfun.fail_next(200, body=reply_with({"url": "/files/abc.png"}))
     async with client_for(stepfun, response_format="url") as client:
         with pytest.raises(ApiProtocolError) as info:

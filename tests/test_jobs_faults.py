@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import ChatRef, EditRequest, EditStatus, UserRef
-from bot.edit_api import EditApiClient
 from bot.service import MAX_ATTEMPTS, EditService
 from storage.db import create_engine
 from storage.repo import SqlStore
@@ -55,8 +55,8 @@ class FlakyStore:
 
 
 @pytest.fixture
-async def client(stepfun: FakeStepFun) -> AsyncIterator[EditApiClient]:
-    client = EditApiClient(
+async def client(stepfun: FakeStepFun) -> AsyncIterator[StepFunBackend]:
+    client = StepFunBackend(
         base_url=stepfun.base_url, api_key=stepfun.api_key, retries=0, timeout=5.0
     )
     yield client
@@ -70,7 +70,7 @@ def messenger() -> FakeMessenger:
 
 @pytest.fixture
 async def running(
-    store: SqlStore, client: EditApiClient, messenger: FakeMessenger
+    store: SqlStore, client: StepFunBackend, messenger: FakeMessenger
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start services on the shared store; each is stopped at the end of the test."""
     started: list[EditService] = []
@@ -275,7 +275,7 @@ async def _note_of(store: SqlStore, edit_id: int) -> str | None:
 
 
 async def test_two_processes_share_one_queue_and_never_run_the_same_job(
-    db_url: str, store: SqlStore, client: EditApiClient, stepfun: FakeStepFun
+    db_url: str, store: SqlStore, client: StepFunBackend, stepfun: FakeStepFun
 ) -> None:
     """Two `stepedit run` on one database (PostgreSQL in production; SQLite here too, as one
     file shared by two engines): every job runs once, in one of them. (12 users, so neither

@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from bot import imaging
+from bot.backends.base import InputImage
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import (
     Address,
     ChatRef,
@@ -29,7 +31,6 @@ from bot.domain import (
     Picture,
     UserRef,
 )
-from bot.edit_api import EditApiClient
 from bot.errors import (
     Busy,
     FileTooLarge,
@@ -45,7 +46,7 @@ from bot.service import EditService, utcnow, wants_text_mode
 from bot.texts import ZH, error_text, t
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
-from tests.fakes.stepfun import FakeStepFun, render_result
+from tests.fakes.stepfun import FakeStepFun
 from tests.images import decode, make_image
 from tests.service_fixtures import StartService
 
@@ -66,21 +67,24 @@ class CountingEditor:
     """An ImageEditor around the real client that counts the edits at the API at once, in all
     and per prompt prefix (tests put the user's name first in the prompt)."""
 
-    def __init__(self, inner: EditApiClient) -> None:
+    def __init__(self, inner: StepFunBackend) -> None:
         self.inner = inner
         self.running: list[str] = []
         self.peak = 0
         self.peak_per_user = 0
 
+    capabilities = StepFunBackend.capabilities
+    model = StepFunBackend.default_model
+
     async def edit(
-        self, image: bytes, filename: str, mime: str, prompt: str, options: EditOptions
+        self, images: Sequence[InputImage], prompt: str, options: EditOptions
     ) -> EditedImage:
         user = prompt.split()[0]
         self.running.append(user)
         self.peak = max(self.peak, len(self.running))
         self.peak_per_user = max(self.peak_per_user, self.running.count(user))
         try:
-            return await self.inner.edit(image, filename, mime, prompt, options)
+            return await self.inner.edit(images, prompt, options)
         finally:
             self.running.remove(user)
 
@@ -200,25 +204,6 @@ async def test_a_fixed_seed_is_sent_every_time(
     assert [r.fields["seed"] for r in stepfun.requests] == ["1234", "1234"]
     assert [s.picture.seed for s in messenger.pictures] == [1234, 1234]
     assert stepfun.results[0] == stepfun.results[1]  # same photo, prompt and seed
-
-
-async def test_the_seed_shown_is_the_one_the_api_echoed(
-    start_service: StartService,
-    messenger: FakeMessenger,
-    stepfun: FakeStepFun,
-) -> None:
-    # OpenAI's protocol sends no seed: the server picks one and says which
-    openai = EditApiClient(base_url=stepfun.base_url, api_key=stepfun.api_key, style="openai")
-    try:
-        service = await start_service(editor=openai)
-        record = await run(service, photo_request(messenger))
-    finally:
-        await openai.aclose()
-    assert "seed" not in stepfun.requests[0].fields
-    [sent] = messenger.pictures
-    assert sent.picture.seed is not None and sent.picture.seed == record.seed
-    source = decode(stepfun.requests[0].image)
-    assert render_result(source, "make it snow", sent.picture.seed) == stepfun.results[0]
 
 
 async def test_settings_are_sent_and_quoted_text_switches_text_mode_on(
@@ -562,7 +547,7 @@ async def test_buttons_forged_for_another_chats_edit_are_refused(
 async def test_no_more_than_concurrency_edits_reach_the_api_at_once(
     start_service: StartService,
     messenger: FakeMessenger,
-    client: EditApiClient,
+    client: StepFunBackend,
     stepfun: FakeStepFun,
 ) -> None:
     editor = CountingEditor(client)
@@ -582,7 +567,7 @@ async def test_no_more_than_concurrency_edits_reach_the_api_at_once(
 async def test_one_user_has_one_edit_at_the_api_and_others_go_first(
     start_service: StartService,
     messenger: FakeMessenger,
-    client: EditApiClient,
+    client: StepFunBackend,
     stepfun: FakeStepFun,
 ) -> None:
     editor = CountingEditor(client)

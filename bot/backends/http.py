@@ -1,17 +1,14 @@
-"""The client for StepFun's `step-image-edit-2` image edit API (`POST {base}/images/edits`), or any
-server that speaks the same OpenAI-style multipart protocol; and for new images from text with the
-same model (`POST {base}/images/generations`, a JSON body), which some servers do not offer.
+"""The HTTP behaviour every edit backend shares (httpx): timeouts, replies read up to a size limit,
+retries where they are safe, Retry-After and its vendor variants, result images checked, and the
+mapping of every answer to the error tree of bot/errors.py.
 
-It implements bot.ports.ImageEditor. The edit request is the multipart form the OpenAI SDK's
-`images.edit(..., extra_body={...})` sends, the generation request the JSON body of its
-`images.generate(...)` (see ../shared/reference/API.md and TESTING.md). Every failure leaves this
-module as a bot.errors exception: no httpx type or exception escapes, and the API key never appears
-in a log line or an exception message.
+An edit costs money, so the POST is sent again only when the server surely did not do the work (it
+was never reached, or it answered 429, 500 or 503). After anything else (502, 504, 408, a read
+timeout, a dropped answer) it raises at once with `maybe_done=True` in the error's params: the
+vendor may have done and billed it, so it is never resent, nor handed to another backend.
 
-An edit or a new image costs money, so the POST is sent again only when the server surely did not
-do the work (it was never reached, or it answered 429, 500 or 503). After anything else (502, 504,
-408, a read timeout, a dropped answer) it raises at once, with `maybe_done=True` in the error's
-params: the server may have done and billed the work, the user should just try again.
+No httpx type or exception leaves this package, and the API key never appears in a log line or an
+exception message.
 """
 
 from __future__ import annotations
@@ -29,10 +26,10 @@ import re
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import httpx
 import pybase64
@@ -44,16 +41,8 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from bot.domain import (
-    CFG_RANGE,
-    MAX_NEGATIVE_PROMPT_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_SIDE,
-    STEPS_RANGE,
-    EditedImage,
-    EditOptions,
-)
+from bot.backends.base import Capabilities, InputImage
+from bot.domain import MAX_PROMPT_CHARS, MAX_SIDE, EditedImage, EditOptions
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
@@ -63,7 +52,6 @@ from bot.errors import (
     EditApiError,
     EditRefused,
     GenerationUnsupported,
-    InvalidImage,
     InvalidSetting,
     PromptError,
     PromptTooLong,
@@ -71,22 +59,15 @@ from bot.errors import (
 
 log = logging.getLogger("stepedit.edit_api")
 
-Style = Literal["stepfun", "openai"]
-ResponseFormat = Literal["b64_json", "url"]
-
-# What to try when the server lacks the model: any server speaking the protocol can stand in.
-OTHER_SERVER_NOTE = "any compatible server can stand in: see the README's other edit servers"
-# The message StepFun's guide says most often means "the input image is too large".
-TOO_LARGE_MARKER = "消息获取失败"
 _MIB = 1024 * 1024
-# The largest result image we take. The output has the input's size, at most 4096x4096: a lossless
-# PNG of that is at most ~50 MB (raw RGB), and real results stay well under 40 MB.
+# The largest result image we take. Results are at most 4096 px a side: a lossless PNG of that
+# is at most ~50 MB (raw RGB), and real results stay well under 40 MB.
 MAX_RESULT_BYTES = 64 * _MIB
 # The largest reply we hold in memory: the result in base64 (4/3 of it) in a small JSON envelope.
 MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + _MIB // 4
 # Replies (and base64 images) from this size on are parsed in a worker thread.
 _THREAD_FROM_BYTES = 256 * 1024
-# Where data[0].b64_json's value starts in a reply (see _parse_reply).
+# Where data[0].b64_json's value starts in a reply (see parse_reply).
 _B64_VALUE = re.compile(rb'"b64_json"\s*:\s*"')
 _CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
 _A = TypeVar("_A")
@@ -98,19 +79,14 @@ _RESEND_STATUSES = frozenset({429, 500, 503})
 # Failures before the request reached the server: a POST may go again after these.
 _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "stepedit/0.1 (+httpx)"
-EDITS_PATH = "/images/edits"
-GENERATIONS_PATH = "/images/generations"
-# step-image-edit-2's sizes for new images, as the vendor's API reference lists them (Nov 2026).
-# It writes them HEIGHTxWIDTH, unlike OpenAI's WIDTHxHEIGHT: "768x1360" is a landscape picture.
-GENERATION_SIZES = ("1024x1024", "768x1360", "896x1184", "1360x768", "1184x896")
-DEFAULT_GENERATION_SIZE = "1024x1024"
-# A size's form. OpenAI-style servers have their own sizes, which differ by model: for them only
-# the form is checked, and the server refuses what it does not make (a 400, a user error).
-_SIZE_FORM = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
+# What to try when a model is missing or gone.
+OTHER_SERVER_NOTE = "see the README's Edit backends for the styles and their models"
+# A size's form, WIDTHxHEIGHT (StepFun writes HEIGHTxWIDTH: its own table says which).
+SIZE_FORM = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
 
 
 @dataclass(frozen=True)
-class _Reply:
+class Reply:
     """One HTTP answer, read in full, with no httpx type in it."""
 
     status: int
@@ -121,11 +97,21 @@ class _Reply:
 
     @property
     def trace_id(self) -> str | None:
-        return self.headers.get("x-trace-id")
+        for name in ("x-trace-id", "x-request-id", "x-fal-request-id"):
+            if name in self.headers:
+                return self.headers[name]
+        return None
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
 
 
-class _Transient(Exception):
-    """One attempt failed in a way that may pass on its own (never leaves this module).
+class Transient(Exception):
+    """One attempt failed in a way that may pass on its own (never leaves this package).
 
     `resend` says whether sending the request again is safe: always for a GET; for the POST only
     when the server surely did not do the work.
@@ -148,42 +134,49 @@ class _Transient(Exception):
         self.status = status
 
 
-class EditApiClient:
-    """bot.ports.ImageEditor over async httpx, with retries (tenacity) where they are safe.
+class HttpBackend:
+    """The shared part of every backend: one httpx client, retries (tenacity) where they are
+    safe, and the answers every vendor gives alike. A backend module adds its request and its
+    reply; it may refine `_vendor_error`, `_retry_hint` and `_auth_headers`.
 
-    `style="stepfun"` sends StepFun's extra fields (cfg_scale, steps, seed, text_mode,
-    negative_prompt); `style="openai"` sends only OpenAI's documented ones (for new images:
-    model, prompt, size, n, response_format).
+    `role` names the settings in operator messages: "EDIT" (EDIT_API_KEY, …) or "FALLBACK".
     """
+
+    style = "?"
+    default_url = ""
+    default_model = ""
+    capabilities = Capabilities()
+    # Words in a 4xx message that mean "the image is too large" (StepFun's own).
+    _too_large_markers: tuple[str, ...] = ()
+    _key_hint = ""
+    # Hosts (and their subdomains) a result URL may be on besides the API's origin: fetched
+    # over https without the key.
+    _result_hosts: tuple[str, ...] = ()  # said after a 403: where keys of this vendor work
+    # Statuses after which this vendor surely did not do the work, so the POST may go again.
+    _resend_statuses = _RESEND_STATUSES
 
     def __init__(
         self,
         *,
-        base_url: str,
-        api_key: str,
-        model: str = "step-image-edit-2",
-        style: Style = "stepfun",
+        base_url: str = "",
+        api_key: str = "",
+        model: str = "",
         timeout: float = 60.0,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 20.0,
-        response_format: ResponseFormat = "b64_json",
         transport: httpx.AsyncBaseTransport | None = None,
+        role: str = "EDIT",
     ) -> None:
-        if style not in ("stepfun", "openai"):
-            raise ValueError(f"style must be 'stepfun' or 'openai', not {style!r}")
-        if response_format not in ("b64_json", "url"):
-            raise ValueError(
-                f"response_format must be 'b64_json' or 'url', not {response_format!r}"
-            )
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         if retries < 0 or backoff < 0 or max_backoff < 0:
             raise ValueError("retries, backoff and max_backoff must not be negative")
         self._api_key = api_key
-        self.base_url = base_url.strip().rstrip("/")
+        self.role = role
+        self.base_url = (base_url or self.default_url).strip().rstrip("/")
         if not self.base_url:
-            raise ApiConfigError("The edit API URL is empty: set EDIT_API_URL.")
+            raise ApiConfigError(f"The edit API URL is empty: set {role}_API_URL.")
         try:
             parsed = httpx.URL(self.base_url)
         except (httpx.InvalidURL, TypeError, ValueError):
@@ -191,12 +184,10 @@ class EditApiClient:
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ApiConfigError(
                 f"The edit API URL {self._scrub(self.base_url)!r} is not an http(s) URL: "
-                "check EDIT_API_URL (e.g. https://api.stepfun.com/v1)."
+                f"check {role}_API_URL (e.g. {self.default_url or 'https://…'})."
             )
-        self._origin = _origin(parsed)
-        self.model = model
-        self.style: Style = style
-        self.response_format: ResponseFormat = response_format
+        self._origin = origin_of(parsed)
+        self.model = model or self.default_model
         self._timeout = float(timeout)
         self._retries = int(retries)
         self._backoff = float(backoff)
@@ -209,220 +200,117 @@ class EditApiClient:
             follow_redirects=False,
         )
 
-    # ------------------------------------------------------------------ ImageEditor
+    @property
+    def setting_key(self) -> str:
+        return f"{self.role}_API_KEY"
 
-    async def edit(
-        self, image: bytes, filename: str, mime: str, prompt: str, options: EditOptions
-    ) -> EditedImage:
-        """Edit one image. Raises bot.errors exceptions only (validation errors before sending)."""
-        fields = self._form_fields(prompt, options)
-        if not image:
-            raise InvalidImage("the image is empty")
-        files = {"image": (filename or "image", bytes(image), mime or "application/octet-stream")}
-        sent_seed = options.seed if "seed" in fields else None
-        return await self._post_for_image(
-            EDITS_PATH, "edit", sent_seed=sent_seed, data=fields, files=files
-        )
+    @property
+    def setting_url(self) -> str:
+        return f"{self.role}_API_URL"
 
-    async def generate(
-        self, prompt: str, options: EditOptions, size: str = DEFAULT_GENERATION_SIZE
-    ) -> EditedImage:
-        """Make a new image from text alone: `POST {base}/images/generations` with a JSON body.
-
-        `size` is one of GENERATION_SIZES in the `stepfun` style (anything else is refused before
-        sending); the `openai` style passes any WIDTHxHEIGHT (or "auto") to the server. Retries,
-        errors and result checks are those of edit(). A server without the route raises
-        GenerationUnsupported (nothing done, nothing billed, not retried).
-        """
-        body = self._generation_body(prompt, options, size)
-        sent_seed = options.seed if "seed" in body else None
-        return await self._post_for_image(
-            GENERATIONS_PATH, "generate", sent_seed=sent_seed, optional_route=True, json=body
-        )
-
-    async def check(self) -> None:
-        """A cheap start-up probe: GET {base}/models with the key.
-
-        A rejected key (401/402/403) or a model list without our model raise ApiConfigError; a
-        missing /models (404) or an unreachable server only log a warning, since other compatible
-        servers may not have /models and a network blip must not stop the bot from starting.
-        """
-        url = f"{self.base_url}/models"
-        try:
-            reply = await self._attempt("GET", url, what="check", headers=self._auth_headers())
-        except _Transient as exc:
-            log.warning(
-                "start-up check: GET %s failed (%s); carrying on", url, self._scrub(exc.reason)
-            )
-            return
-        except ApiProtocolError as exc:
-            log.warning("start-up check: GET %s failed (%s); carrying on", url, exc.detail)
-            return
-        if reply.status in (401, 402, 403):
-            raise self._config_error(reply, "GET /models")
-        if reply.status != 200:
-            log.warning(
-                "start-up check: GET %s answered %d; cannot list models, carrying on",
-                url,
-                reply.status,
-            )
-            return
-        ids = _model_ids(reply.body)
-        if ids is None:
-            log.warning("start-up check: GET %s is not an OpenAI-style model list", url)
-            return
-        if self.model not in ids:
-            shown = ", ".join(sorted(ids)[:10]) or "none"
-            more = " …" if len(ids) > 10 else ""
-            raise ApiConfigError(
-                f"The edit API at {self._where()} does not offer model {self.model} "
-                f"(GET /models lists: {shown}{more}): check EDIT_MODEL and EDIT_API_URL "
-                f"({OTHER_SERVER_NOTE}).",
-                status=reply.status,
-            )
-        log.info("start-up check: %s offers model %s", self._where(), self.model)
+    @property
+    def setting_model(self) -> str:
+        return f"{self.role}_MODEL" if self.role != "EDIT" else "EDIT_MODEL"
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    # ------------------------------------------------------------------ request building
+    # ------------------------------------------------------------------ the interface
+
+    async def edit(
+        self, images: Sequence[InputImage], prompt: str, options: EditOptions
+    ) -> EditedImage:
+        raise NotImplementedError
+
+    async def generate(self, prompt: str, options: EditOptions, size: str) -> EditedImage:
+        raise NotImplementedError
+
+    async def check(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ vendor hooks
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
-    def _form_fields(self, prompt: str, options: EditOptions) -> dict[str, str]:
-        """The edit's text parts, validated, in the order the OpenAI SDK sends them."""
-        fields: dict[str, str] = {"prompt": _check_prompt(prompt), "model": self.model}
-        if self.style == "openai":
-            return fields | self._openai_format()
-        fields["response_format"] = self.response_format
-        return fields | {name: _form_value(v) for name, v in self._stepfun_extras(options).items()}
+    def _retry_hint(self, reply: Reply) -> float | None:
+        """How long the server asks us to wait: `retry-after-ms` (OpenAI), then Retry-After."""
+        millis = reply.headers.get("retry-after-ms")
+        with contextlib.suppress(ValueError, TypeError):
+            if millis is not None and math.isfinite(float(millis)):
+                return max(0.0, float(millis) / 1000)
+        return retry_after_seconds(reply.headers.get("retry-after"))
 
-    def _generation_body(self, prompt: str, options: EditOptions, size: str) -> dict[str, Any]:
-        """The JSON body of a new image, validated: typed values (true, 8, 1.0), not strings."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": _check_prompt(prompt),
-            "size": self._check_size(size),
-        }
-        if self.style == "openai":
-            return body | {"n": 1} | self._openai_format()
-        body["response_format"] = self.response_format
-        return body | self._stepfun_extras(options)
+    def _vendor_error(self, reply: Reply) -> Exception | None:
+        """An answer this vendor gives that means more than its status (e.g. a 429 that says
+        the account has no money left): raised at once, never retried. None: the usual rules."""
+        return None
 
-    def _openai_format(self) -> dict[str, str]:
-        # gpt-image models reject response_format ("Unknown parameter") and always answer
-        # with b64_json; other OpenAI-style servers (e.g. dall-e-2, DeepInfra) take it.
-        if self.model.lower().startswith("gpt-image"):
-            return {}
-        return {"response_format": self.response_format}
-
-    def _check_size(self, size: str) -> str:
-        if self.style == "stepfun":
-            if size in GENERATION_SIZES:
-                return size
-        elif isinstance(size, str) and (size == "auto" or _SIZE_FORM.fullmatch(size)):
-            return size
-        allowed = ", ".join(GENERATION_SIZES) if self.style == "stepfun" else "WIDTHxHEIGHT"
-        raise InvalidSetting(
-            f"size must be one of {allowed}, not {size!r}",
-            field="size",
-            allowed=allowed,
-            value=size,
-        )
-
-    def _stepfun_extras(self, options: EditOptions) -> dict[str, bool | int | float | str]:
-        """StepFun's own fields, validated, typed, in the order the OpenAI SDK sends them."""
-        fields: dict[str, bool | int | float | str] = {}
-        steps = _check_int("steps", options.steps, *STEPS_RANGE)
-        fields["cfg_scale"] = _check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
-        fields["steps"] = steps
-        if options.seed is not None:
-            fields["seed"] = _check_int("seed", options.seed, 0, MAX_SEED)
-        if not isinstance(options.text_mode, bool):
-            raise InvalidSetting(
-                "text_mode must be true or false", field="text_mode", value=options.text_mode
-            )
-        fields["text_mode"] = options.text_mode
-        negative = options.negative_prompt or ""
-        if not isinstance(negative, str):
-            raise InvalidSetting("negative_prompt must be text", field="negative_prompt")
-        if len(negative) > MAX_NEGATIVE_PROMPT_CHARS:
-            raise InvalidSetting(
-                f"negative_prompt has {len(negative)} characters; "
-                f"the API takes at most {MAX_NEGATIVE_PROMPT_CHARS}",
-                field="negative_prompt",
-                limit=MAX_NEGATIVE_PROMPT_CHARS,
-                length=len(negative),
-            )
-        if negative.strip():
-            fields["negative_prompt"] = negative
-        return fields
+    def _message(self, reply: Reply) -> str:
+        return self._scrub(error_message(reply.body) or "")
 
     # ------------------------------------------------------------------ transport
 
-    async def _post_for_image(
-        self,
-        path: str,
-        what: str,
-        *,
-        sent_seed: int | None,
-        optional_route: bool = False,
-        **kwargs: Any,
-    ) -> EditedImage:
-        """POST a request that answers with one image (an edit or a new one) and decode it.
+    async def _post(
+        self, url: str, what: str, *, optional_route: bool = False, **kwargs: Any
+    ) -> Reply:
+        """POST a paid request: its 2xx reply, or the error its status means.
 
-        `sent_seed`: the seed we sent, if any; `optional_route`: not every server has this route
-        (a 404/405 that is not about the model means "no such route").
+        `optional_route`: not every server has this route (a 404/405 that is not about the
+        model means "no such route": GenerationUnsupported).
         """
-        started = time.monotonic()
-        reply = await self._request(
-            "POST", self.base_url + path, what=what, headers=self._auth_headers(), **kwargs
-        )
+        reply = await self._request("POST", url, what=what, headers=self._auth_headers(), **kwargs)
         if reply.status // 100 != 2:
-            self._raise_for_status(reply, f"POST {path}", optional_route=optional_route)
+            self._raise_for_status(reply, what, optional_route=optional_route)
+        return reply
+
+    async def _read_image(
+        self, reply: Reply, what: str, read: Callable[[Reply], Awaitable[EditedImage]]
+    ) -> EditedImage:
+        """The image of a 2xx reply. Whatever is wrong with it, the vendor did (and billed) the
+        work: any error says `maybe_done`, so it is neither resent nor handed on."""
+        started = time.monotonic()
         try:
-            result = await self._parse_image_reply(reply)
+            result = await read(reply)
         except EditApiError as exc:
-            exc.params["maybe_done"] = True  # the server answered 2xx: it did (and billed) the work
+            exc.params["maybe_done"] = True
             raise
-        if result.seed is None and sent_seed is not None:  # it used ours without echoing it
-            result = replace(result, seed=sent_seed)
         log.info(
-            "%s ok: id=%s trace=%s seed=%s %d bytes in %d ms",
+            "%s ok: id=%s trace=%s seed=%s %d bytes (%d ms at the API, %d ms reading)",
             what,
             result.request_id,
             reply.trace_id,
             result.seed,
             len(result.data),
+            reply.elapsed_ms,
             (time.monotonic() - started) * 1000,
         )
         return result
 
-    async def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> _Reply:
+    async def _request(self, method: str, url: str, *, what: str, **kwargs: Any) -> Reply:
         """Send, again while that is safe; returns the first reply that is not worth retrying."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retries + 1),
             wait=self._wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, _Transient) and exc.resend),
+            retry=retry_if_exception(lambda exc: isinstance(exc, Transient) and exc.resend),
             before_sleep=self._before_sleep,
             reraise=True,
         )
-        failure: _Transient | None = None
+        failure: Transient | None = None
         tries = 0
         try:
             async for attempt in retrying:
                 tries = attempt.retry_state.attempt_number
                 with attempt:
                     return await self._attempt(method, url, what=what, **kwargs)
-        except _Transient as exc:
+        except Transient as exc:
             failure = exc
         if failure is None:  # pragma: no cover - tenacity either returns or re-raises
             raise ApiProtocolError(f"{what}: the retry loop ended without an answer")
         # Raised outside the except block, so no exception of ours carries a context chain.
         raise self._gave_up(what, failure, tries)
 
-    def _gave_up(self, what: str, failure: _Transient, tries: int) -> EditApiError:
+    def _gave_up(self, what: str, failure: Transient, tries: int) -> EditApiError:
         """The error for the last failed attempt. `maybe_done`: the server may have done the work
         (so the request was not sent again); otherwise it surely did not."""
         maybe_done = not failure.resend
@@ -445,14 +333,14 @@ class EditApiClient:
 
     async def _attempt(
         self, method: str, url: str, *, what: str, limit: int | None = None, **kwargs: Any
-    ) -> _Reply:
-        """One try. Raises _Transient for what may pass on its own, bot.errors for the rest.
+    ) -> Reply:
+        """One try. Raises Transient for what may pass on its own, bot.errors for the rest.
 
         `limit`: the most bytes of body to hold (MAX_REPLY_BYTES unless given).
         """
         limit = MAX_REPLY_BYTES if limit is None else limit
         started = time.monotonic()
-        reply: _Reply | None = None
+        reply: Reply | None = None
         # Failures are built inside the except blocks but raised after them, so that no httpx
         # exception travels along as __context__ of what leaves this module.
         failure: Exception | None = None
@@ -471,7 +359,7 @@ class EditApiClient:
                                 maybe_done=method == "POST",
                             )
                         chunks.append(chunk)
-                    reply = _Reply(
+                    reply = Reply(
                         status=response.status_code,
                         headers={k.lower(): v for k, v in response.headers.items()},
                         body=b"".join(chunks),
@@ -481,7 +369,7 @@ class EditApiClient:
         except (httpx.TimeoutException, TimeoutError) as exc:
             ms = int((time.monotonic() - started) * 1000)
             log.warning("%s: %s %s timed out after %d ms", what, method, url, ms)
-            failure = _Transient(
+            failure = Transient(
                 f"timed out after {ms} ms ({type(exc).__name__})",
                 resend=_may_resend(method, exc),
                 timed_out=True,
@@ -495,7 +383,7 @@ class EditApiClient:
             ms = int((time.monotonic() - started) * 1000)
             detail = self._scrub(f"{type(exc).__name__}: {exc}".rstrip(": "))
             log.warning("%s: %s %s failed after %d ms: %s", what, method, url, ms, detail)
-            failure = _Transient(detail, resend=_may_resend(method, exc))
+            failure = Transient(detail, resend=_may_resend(method, exc))
         except httpx.HTTPError as exc:  # decoding errors, too many redirects, stream errors
             failure = ApiProtocolError(
                 f"{what}: unusable reply from {self._where()} "
@@ -515,11 +403,14 @@ class EditApiClient:
             reply.elapsed_ms,
             reply.trace_id,
         )
+        special = self._vendor_error(reply) if reply.status >= 400 else None
+        if special is not None:
+            raise special
         if reply.status in _RETRY_STATUSES or reply.status >= 500:
-            message = _error_message(reply.body)
-            reason = f"HTTP {reply.status}" + (f": {self._scrub(message)}" if message else "")
-            resend = method != "POST" or reply.status in _RESEND_STATUSES
-            retry_after = _retry_after(reply.headers.get("retry-after"))
+            message = self._message(reply)
+            reason = f"HTTP {reply.status}" + (f": {message}" if message else "")
+            resend = method != "POST" or reply.status in self._resend_statuses
+            retry_after = self._retry_hint(reply)
             if retry_after is not None and retry_after > self._max_backoff:
                 # Asked to wait longer than we would keep a user waiting: busy, right now.
                 raise ApiUnavailable(
@@ -529,12 +420,12 @@ class EditApiClient:
                     retry_after=retry_after,
                     maybe_done=not resend,
                 )
-            raise _Transient(reason, resend=resend, retry_after=retry_after, status=reply.status)
+            raise Transient(reason, resend=resend, retry_after=retry_after, status=reply.status)
         return reply
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
+        if isinstance(exc, Transient) and exc.retry_after is not None:
             return min(self._max_backoff, exc.retry_after)
         delay = self._backoff * 2.0 ** (state.attempt_number - 1)
         delay += random.uniform(0, delay / 4)  # a little jitter so clients do not march in step
@@ -542,7 +433,7 @@ class EditApiClient:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
-        reason = self._scrub(exc.reason) if isinstance(exc, _Transient) else repr(exc)
+        reason = self._scrub(exc.reason) if isinstance(exc, Transient) else repr(exc)
         sleep = state.next_action.sleep if state.next_action is not None else 0.0
         log.warning(
             "attempt %d of %d failed (%s); retrying in %.2f s",
@@ -552,15 +443,13 @@ class EditApiClient:
             sleep,
         )
 
-    # ------------------------------------------------------------------ replies
-
     def _raise_for_status(
-        self, reply: _Reply, what: str, *, optional_route: bool = False
+        self, reply: Reply, what: str, *, optional_route: bool = False
     ) -> NoReturn:
         status = reply.status
-        message = self._scrub(_error_message(reply.body) or "")
+        message = self._message(reply)
         trace = reply.trace_id
-        if optional_route and _route_missing(reply, self.model):
+        if optional_route and route_missing(reply, self.model):
             raise GenerationUnsupported(
                 f"The edit API at {self._where()} has no {what} (it answered {status}"
                 + (f": {message[:200]}" if message else "")
@@ -583,11 +472,11 @@ class EditApiClient:
             location = self._scrub(reply.headers.get("location", "?"))
             raise ApiConfigError(
                 f"The edit API at {self._where()} answered {what} with a redirect ({status}) "
-                f"to {location}: set EDIT_API_URL to the final address.",
+                f"to {location}: set {self.setting_url} to the final address.",
                 status=status,
             )
         if 400 <= status < 500:  # 400 mostly; 413/422 and the like from other servers
-            too_large = status == 413 or TOO_LARGE_MARKER in message
+            too_large = status == 413 or any(m in message for m in self._too_large_markers)
             raise ApiRejected(
                 f"the edit API rejected the request ({status})"
                 + (f": {message}" if message else "")
@@ -602,86 +491,43 @@ class EditApiClient:
             status=status,
         )
 
-    def _config_error(self, reply: _Reply, what: str) -> ApiConfigError:
+    def _config_error(self, reply: Reply, what: str) -> ApiConfigError:
         """Plain words for the operator: names the URL and model, never the key."""
         status = reply.status
         where = self._where()
-        said = self._scrub(_error_message(reply.body) or "")
+        said = self._message(reply)
         tail = f" The server said: {said[:300]}" if said else ""
         if reply.trace_id:
             tail += f" (trace {reply.trace_id})"
         if status == 401:
             text = (
                 f"The edit API at {where} rejected the key (401) for model {self.model}: "
-                "check EDIT_API_KEY."
+                f"check {self.setting_key}."
             )
         elif status == 402:
             text = (
                 f"The edit API at {where} says the balance is too low (402) for model "
-                f"{self.model}: top up the account that owns EDIT_API_KEY."
+                f"{self.model}: top up the account that owns {self.setting_key}."
             )
         elif status == 403:
             text = (
                 f"The edit API at {where} refused access (403) to model {self.model}: check "
-                "that EDIT_API_KEY may use this model and belongs to this site (a key from "
-                "api.stepfun.com does not work on api.stepfun.ai and vice versa)."
+                f"that {self.setting_key} may use this model and belongs to this site"
+                f"{self._key_hint}."
             )
         else:
             text = (
                 f"The edit API at {where} answered 404 for {what} with model {self.model}: "
-                f"check EDIT_API_URL and EDIT_MODEL ({OTHER_SERVER_NOTE})."
+                f"check {self.setting_url} and {self.setting_model} ({OTHER_SERVER_NOTE})."
             )
         return ApiConfigError(text + tail, status=status)
-
-    async def _parse_image_reply(self, reply: _Reply) -> EditedImage:
-        try:
-            payload, b64_view = await _off_loop(_parse_reply, reply.body, len(reply.body))
-        except (ValueError, UnicodeDecodeError):
-            raise ApiProtocolError(
-                f"the edit reply is not JSON (HTTP {reply.status}, {len(reply.body)} bytes, "
-                f"trace={reply.trace_id})"
-            ) from None
-        if not isinstance(payload, dict):
-            raise ApiProtocolError("the edit reply is not a JSON object")
-        request_id = payload.get("id")
-        request_id = str(request_id) if isinstance(request_id, (str, int)) else None
-        data = payload.get("data")
-        if not isinstance(data, list) or not data:
-            said = _error_message(reply.body)
-            raise ApiProtocolError(
-                "the edit reply has no data"
-                + (f": {self._scrub(said)}" if said else "")
-                + f" (id={request_id}, trace={reply.trace_id})"
-            )
-        item = data[0]
-        if not isinstance(item, dict):
-            raise ApiProtocolError("the edit reply's data[0] is not an object")
-        seed = _as_seed(item.get("seed"))
-        if item.get("finish_reason") == "content_filtered":
-            log.info("edit refused by content review: id=%s trace=%s", request_id, reply.trace_id)
-            raise EditRefused("content_filtered", reason="content_filtered", request_id=request_id)
-        b64 = item.get("b64_json")
-        url = item.get("url")
-        if b64_view is not None:
-            image = await _off_loop(_decode_b64, b64_view, len(b64_view))
-        elif isinstance(b64, str) and b64:
-            image = await _off_loop(_decode_b64, b64, len(b64))
-        elif isinstance(url, str) and url:
-            image = await self._download(url)
-        else:
-            raise ApiProtocolError(
-                f"the edit reply carries no image (id={request_id}, trace={reply.trace_id})"
-            )
-        if not image:
-            raise ApiProtocolError(f"the edit reply's image is empty (id={request_id})")
-        _check_result(image, request_id)
-        return EditedImage(data=image, seed=seed, request_id=request_id)
 
     async def _download(self, raw_url: str) -> bytes:
         """Fetch a result URL at once (they expire).
 
-        Only from the edit API's own origin, without following redirects: a reply must not make
-        us fetch (or probe) other hosts, and the key must go nowhere else.
+        Only from the edit API's own origin (with the key) or, without the key and over https,
+        from the vendor's own file hosts (`_result_hosts`); never following redirects: a reply
+        must not make us fetch (or probe) other hosts, and the key must go nowhere else.
         """
         url: httpx.URL | None = None
         # An unparsable URL is reported below, outside any except block (no httpx context).
@@ -689,17 +535,17 @@ class EditApiClient:
             url = httpx.URL(self.base_url + "/").join(raw_url.strip())
         if url is None or url.scheme not in ("http", "https") or not url.host:
             raise ApiProtocolError("the edit reply's image url is not an http(s) URL")
-        if _origin(url) != self._origin:
+        if origin_of(url) == self._origin:
+            headers = self._auth_headers()
+        elif url.scheme == "https" and _on_hosts(url.host, self._result_hosts):
+            headers = {}
+        else:
             raise ApiProtocolError(
                 f"the edit reply's image url is on {url.scheme}://{url.host}, not on the edit "
                 f"API's own origin ({self._where()}): not fetched"
             )
         reply = await self._request(
-            "GET",
-            str(url),
-            what="download",
-            headers=self._auth_headers(),  # same origin as the API, checked above
-            limit=MAX_RESULT_BYTES,
+            "GET", str(url), what="download", headers=headers, limit=MAX_RESULT_BYTES
         )
         if reply.status != 200:  # a 3xx included: redirects are not followed
             raise ApiProtocolError(
@@ -730,7 +576,7 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _check_prompt(prompt: str) -> str:
+def check_prompt(prompt: str) -> str:
     text = (prompt or "").strip()
     if not text:
         raise PromptError("the prompt is empty", limit=MAX_PROMPT_CHARS)
@@ -743,7 +589,7 @@ def _check_prompt(prompt: str) -> str:
     return text
 
 
-def _route_missing(reply: _Reply, model: str) -> bool:
+def route_missing(reply: Reply, model: str) -> bool:
     """Whether a 404/405 says "no such route" rather than "no such model".
 
     Servers answer an unknown model with an API error about the model (StepFun and OpenAI:
@@ -763,13 +609,9 @@ def _route_missing(reply: _Reply, model: str) -> bool:
     return "model" not in said and model.lower() not in said
 
 
-def generation_dimensions(size: str, style: Style = "stepfun") -> tuple[int, int]:
-    """Width and height of a generation size: StepFun writes HEIGHTxWIDTH, OpenAI WIDTHxHEIGHT."""
-    match = _SIZE_FORM.fullmatch(size)
-    if match is None:
-        raise ValueError(f"not a size: {size!r}")
-    first, second = int(match[1]), int(match[2])
-    return (second, first) if style == "stepfun" else (first, second)
+def _on_hosts(host: str, hosts: tuple[str, ...]) -> bool:
+    host = host.lower()
+    return any(host == h or host.endswith("." + h) for h in hosts)
 
 
 def _may_resend(method: str, exc: Exception) -> bool:
@@ -777,19 +619,19 @@ def _may_resend(method: str, exc: Exception) -> bool:
     return method != "POST" or isinstance(exc, _NOT_SENT_ERRORS)
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+def origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return (url.scheme, url.host.lower(), url.port or default)
 
 
-def _form_value(value: bool | int | float | str) -> str:
+def form_value(value: bool | int | float | str) -> str:
     """Encode a value as the OpenAI SDK does: booleans lowercase, numbers as Python writes them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
+def check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidSetting(
             f"{name} must be a whole number from {low} to {high}, not {value!r}",
@@ -802,7 +644,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
-def _check_float(name: str, value: object, low: float, high: float) -> float:
+def check_float(name: str, value: object, low: float, high: float) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
@@ -820,7 +662,7 @@ def _check_float(name: str, value: object, low: float, high: float) -> float:
     return float(value)
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
     if not value:
         return None
@@ -838,7 +680,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
-def _error_message(body: bytes) -> str | None:
+def error_message(body: bytes) -> str | None:
     """The message of an OpenAI-style error body, else a short piece of the body as text."""
     if not body:
         return None
@@ -859,10 +701,14 @@ def _error_message(body: bytes) -> str | None:
         for key in ("message", "msg", "detail"):
             if isinstance(payload.get(key), str) and payload[key]:
                 return str(payload[key])
+        detail = payload.get("detail")  # FastAPI/fal validation: [{loc, msg, type}, ...]
+        if isinstance(detail, list):
+            said = [str(d.get("msg")) for d in detail if isinstance(d, dict) and d.get("msg")]
+            return "; ".join(said)[:300] or None
     return None
 
 
-def _model_ids(body: bytes) -> set[str] | None:
+def model_ids(body: bytes) -> set[str] | None:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -876,7 +722,7 @@ def _model_ids(body: bytes) -> set[str] | None:
     }
 
 
-def _as_seed(value: object) -> int | None:
+def as_seed(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -886,7 +732,7 @@ def _as_seed(value: object) -> int | None:
     return None
 
 
-async def _off_loop(work: Callable[[_A], _T], arg: _A, size: int) -> _T:
+async def off_loop(work: Callable[[_A], _T], arg: _A, size: int) -> _T:
     """work(arg), in a worker thread once `size` makes it slow: a large result's reply takes tens
     of milliseconds to parse and decode, which must not stall everyone else's events."""
     if size < _THREAD_FROM_BYTES:
@@ -894,7 +740,7 @@ async def _off_loop(work: Callable[[_A], _T], arg: _A, size: int) -> _T:
     return await asyncio.to_thread(work, arg)
 
 
-def _parse_reply(body: bytes) -> tuple[Any, memoryview | None]:
+def parse_reply(body: bytes) -> tuple[Any, memoryview | None]:
     """The reply's JSON, and data[0].b64_json as a view of `body` where it stands there plainly
     (no escapes: base64 has no quote or backslash). A 30 MB image then never becomes a Python
     string: half the memory and a third less time. Raises ValueError if `body` is not JSON."""
@@ -912,8 +758,8 @@ def _parse_reply(body: bytes) -> tuple[Any, memoryview | None]:
     return json.loads(body), None
 
 
-def _decode_b64(value: str | memoryview) -> bytes:
-    """A JSON string's base64, or the raw bytes of one in the reply (`_parse_reply`). Wrapped
+def decode_b64(value: str | memoryview) -> bytes:
+    """A JSON string's base64, or the raw bytes of one in the reply (`parse_reply`). Wrapped
     lines and spaces around it are taken, as is a data URL."""
     try:
         encoded = memoryview(value.encode("ascii")) if isinstance(value, str) else value
@@ -945,7 +791,7 @@ def _without_data_url(encoded: memoryview) -> memoryview:
     return encoded[comma + 1 :] if comma > 0 else encoded
 
 
-def _check_result(data: bytes, request_id: str | None) -> None:
+def check_result(data: bytes, request_id: str | None) -> None:
     """A readable image within the API's output bounds (reads the header only; cheap)."""
     if len(data) > MAX_RESULT_BYTES:
         raise ApiProtocolError(
