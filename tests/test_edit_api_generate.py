@@ -41,7 +41,9 @@ SECRET = "sk-SECRET-do-not-log-0123456789"
 async def generate(
     client: StepFunBackend, prompt: str = "a cat in a hat", size: str | None = None, **options: Any
 ) -> Any:
-    return await client.generate(prompt, EditOptions(**options), "1024x1024" if size is None else size)
+    return await client.generate(
+        prompt, EditOptions(**options), "1024x1024" if size is None else size
+    )
 
 
 def size_of(data: bytes) -> tuple[int, int]:

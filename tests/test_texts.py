@@ -5,6 +5,8 @@ import string
 
 import pytest
 
+from bot.backends.base import Capabilities
+from bot.backends.stepfun import StepFunBackend
 from bot.domain import UserSettings
 from bot.errors import InvalidSetting, PromptTooLong, StepEditError
 from bot.texts import EN, TEXTS, ZH, describe_settings, error_text, language_for
@@ -46,6 +48,16 @@ def test_language_follows_the_platform_then_the_words(
 def test_settings_say_when_the_negative_prompt_is_ignored() -> None:
     ignored = UserSettings(steps=8, cfg_scale=1.0, negative_prompt="blurry")
     used = UserSettings(steps=8, cfg_scale=4.0, negative_prompt="blurry")
-    assert "only used when cfg > 1.0" in describe_settings(ignored, EN)
-    assert "only used when cfg > 1.0" not in describe_settings(used, EN)
-    assert "seed: random" in describe_settings(used, EN)
+    stepfun = StepFunBackend.capabilities
+    assert "only used when cfg > 1.0" in describe_settings(ignored, EN, stepfun, "m")
+    assert "only used when cfg > 1.0" not in describe_settings(used, EN, stepfun, "m")
+    assert "seed: random" in describe_settings(used, EN, stepfun, "m")
+
+
+def test_settings_offer_only_what_the_backend_has() -> None:
+    shown = describe_settings(UserSettings(steps=8, cfg_scale=4.0), EN, Capabilities(), "gpt-x")
+    assert "steps" not in shown and "cfg" not in shown and "seed" not in shown
+    assert "size of new images" not in shown and "model: gpt-x" in shown
+    sized = Capabilities(generation_sizes={"1:1": (1024, 1024), "16:9": (1344, 768)})
+    shown = describe_settings(UserSettings(image_size="1:1"), ZH, sized, "g")
+    assert "/settings size 16:9" in shown and "步数" not in shown
