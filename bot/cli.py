@@ -91,20 +91,23 @@ def _editor(settings: Settings) -> ImageEditor:
     """The edit backend the settings name. Nothing is sent before the style is certain: a key
     belongs to one vendor."""
     style = settings.edit_style()
-    if settings.edit_api_key is None and style not in ("omni",):
+    if settings.edit_api_key is None and style != "omni":
         raise ConfigError(
             f"set EDIT_API_KEY to your {style} API key (see the README's Edit backends)"
         )
     key = settings.edit_api_key.get_secret_value() if settings.edit_api_key else ""
-    return make_backend(
-        style,
-        base_url=settings.edit_api_url or "",
-        api_key=key,
-        model=settings.edit_model or "",
-        timeout=settings.edit_timeout,
-        retries=settings.edit_retries,
-        quality=settings.edit_quality,
-    )
+    try:
+        return make_backend(
+            style,
+            base_url=settings.edit_api_url or "",
+            api_key=key,
+            model=settings.edit_model or "",
+            timeout=settings.edit_timeout,
+            retries=settings.edit_retries,
+            quality=settings.edit_quality,
+        )
+    except ApiConfigError as exc:  # an unusable URL: the operator's one line
+        raise ConfigError(exc.operator_message) from None
 
 
 @contextlib.asynccontextmanager

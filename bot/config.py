@@ -196,11 +196,17 @@ class Settings(BaseSettings):
     def edit_style(self) -> Style:
         """The edit backend's style: EDIT_API_STYLE, or the one of EDIT_API_URL's known host.
         Raises ConfigError rather than guess: a key must never go to another vendor."""
-        if self.edit_api_style is not None:
-            return self.edit_api_style
         from bot.backends import RETIREMENT, style_for_url
 
         inferred = style_for_url(self.edit_api_url) if self.edit_api_url else None
+        if self.edit_api_style is not None:
+            if inferred not in (None, self.edit_api_style):  # e.g. a Google key to StepFun
+                raise ConfigError(
+                    f"EDIT_API_STYLE is {self.edit_api_style} but EDIT_API_URL "
+                    f"{self.edit_api_url} is a {inferred} host: the key would go to the wrong "
+                    f"vendor. Empty EDIT_API_URL for the {self.edit_api_style} default"
+                )
+            return self.edit_api_style
         if inferred is not None:
             return inferred  # type: ignore[return-value]
         styles = ", ".join(STYLE_NAMES)

@@ -274,8 +274,7 @@ class EditService:
         settings = user.settings
         ignored: list[str] = []
         for name, value in request.overrides:  # this edit only; refused like /settings
-            kind = _SETTING_KINDS.get(name)
-            if kind is not None and self.capabilities.lacks([kind]):
+            if _lacks(self.capabilities, name):
                 ignored.append(name)  # not sent, not pretended: the user gets a note
                 continue
             settings = parse_setting(settings, name, value, self.capabilities)
@@ -401,7 +400,7 @@ class EditService:
     @property
     def offers(self) -> tuple[Capabilities, str]:
         """What /settings shows: the backend's capabilities and its model."""
-        return self.editor.capabilities, self.editor.model
+        return self.capabilities, self.editor.model
 
     @property
     def capabilities(self) -> Capabilities:
@@ -713,7 +712,8 @@ class EditService:
             self._committed.add(edit.id)
             self._show_working(edit, messenger)
             if mime == CANVAS:  # nothing to edit: a new image from the words
-                size = data.decode()
+                # (a reroll of one made by another backend takes this one's nearest: its default)
+                size = self._generation_size(UserSettings(image_size=data.decode())) or ""
                 edited = await self.editor.generate(edit.prompt, edit.options, size)
             else:
                 image = InputImage(data, mime, filename)
@@ -1164,6 +1164,12 @@ _SETTING_KINDS = {
     "image_size": "size",
 }
 
+
+def _lacks(offered: Capabilities, setting: str) -> bool:
+    kind = _SETTING_KINDS.get(setting)
+    return kind is not None and offered.lacks(kind)
+
+
 _SWITCH = {
     "on": True,
     "off": False,
@@ -1181,9 +1187,7 @@ def parse_setting(
 ) -> UserSettings:
     """Turn one user-typed setting into new settings, or raise InvalidSetting saying what fits
     (or that the edit backend has no such setting)."""
-    kind = _SETTING_KINDS.get(name)
-    lacking = not offered.generates if kind == "size" else bool(kind and offered.lacks([kind]))
-    if lacking:
+    if _lacks(offered, name):
         raise InvalidSetting(code="error_setting_unsupported", field=name)
     if name == "seed":
         if value.lower() in ("random", "随机", ""):

@@ -19,6 +19,7 @@ from bot.domain import EditOptions
 from bot.errors import (
     ApiConfigError,
     ApiRejected,
+    ApiTimeout,
     EditRefused,
     GenerationUnsupported,
     NoImageReturned,
@@ -136,7 +137,7 @@ async def test_omni_sends_seed_steps_guidance_and_shows_the_seed_it_sent() -> No
         other = await client.edit(photo(), "make it winter", EditOptions(seed=8))
     fields = fake.requests[0].fields
     assert fields["seed"] == "7" and fields["num_inference_steps"] == "12"
-    assert fields["guidance_scale"] == "4.0" and fields["negative_prompt"] == "blur"
+    assert fields["true_cfg_scale"] == "4.0" and fields["negative_prompt"] == "blur"  # Qwen's CFG
     assert fields["response_format"] == "b64_json"
     assert first.seed == 7  # not echoed, but used exactly: Reroll and /seed mean something
     assert first.data == again.data != other.data
@@ -235,7 +236,8 @@ async def test_fal_queue_edits_each_model_with_its_own_input_name(model: str, fi
         result = await client.edit(photo(), "make it winter", EditOptions(seed=7))
     submit = next(r for r in fake.requests if r.mode == "queue")
     assert field in submit.body and submit.body["sync_mode"] is True
-    assert submit.body[field] if field == "image_url" else submit.body[field][0]
+    sent = submit.body[field] if field == "image_url" else submit.body[field][0]
+    assert sent.startswith("data:image/png;base64,")  # never a platform's file URL
     assert submit.images == [PHOTO]
     assert submit.headers["authorization"] == f"Key {fake.api_key}"
     assert any(r.mode == "status" for r in fake.requests)
@@ -270,3 +272,15 @@ async def test_fal_makes_no_new_images_and_says_so() -> None:
         with pytest.raises(GenerationUnsupported):
             await client.generate("a cat", EditOptions(), "1024x1024")
     assert fake.requests == []
+
+
+async def test_fal_job_past_the_deadline_is_cancelled_and_said_not_done() -> None:
+    async with (
+        run_fake_fal(polls_before_done=1000) as fake,
+        backend("fal", fake, base_url=fake.queue_url, timeout=0.5) as client,
+    ):
+        with pytest.raises(ApiTimeout) as info:
+            await client.edit(photo(), "make it winter", EditOptions())
+    assert any(r.mode == "cancel" for r in fake.requests)
+    # still queued when cancelled: it never ran, so it may go elsewhere and nobody paid
+    assert info.value.params["cancelled"] is True and info.value.params["maybe_done"] is False

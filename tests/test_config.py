@@ -103,3 +103,13 @@ def test_every_setting_is_documented_in_env_example_and_readme() -> None:
     for name in SETTING_NAMES:
         assert f"\n{name}=" in example, f"{name} missing from .env.example"
         assert f"`{name}`" in readme, f"{name} missing from README.md"
+
+
+def test_a_style_that_does_not_match_the_urls_vendor_stops_before_any_key_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an operator who moved to Gemini but kept the old StepFun URL from .env.example
+    monkeypatch.setenv("EDIT_API_STYLE", "gemini")
+    monkeypatch.setenv("EDIT_API_URL", "https://api.stepfun.com/v1")
+    with pytest.raises(ConfigError, match="wrong vendor"):
+        load_settings().edit_style()

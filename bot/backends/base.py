@@ -50,17 +50,18 @@ class Capabilities:
     def default_size(self) -> str | None:
         return next(iter(self.generation_sizes), None)
 
-    def lacks(self, options: Sequence[str]) -> list[str]:
-        """Which of the named per-edit options ("seed", "steps", "cfg", "negative", "text")
-        this backend does not have."""
+    def lacks(self, kind: str) -> bool:
+        """Whether this backend has no such setting: "seed", "steps", "cfg", "negative",
+        "text", or "size" (new images at all)."""
         has = {
             "seed": self.seed,
             "steps": self.steps,
             "cfg": self.guidance,
             "negative": self.negative_prompt,
             "text": self.text_mode,
+            "size": self.generates,
         }
-        return [name for name in options if not has.get(name, False)]
+        return not has[kind]
 
 
 class ImageEditor(Protocol):

@@ -28,15 +28,16 @@ from bot.backends.base import Capabilities, InputImage
 from bot.backends.http import (
     HttpBackend,
     Reply,
+    Transient,
     as_seed,
     check_float,
     check_int,
+    check_negative,
     check_prompt,
     check_result,
     decode_b64,
     origin_of,
 )
-from bot.backends.stepfun import check_negative
 from bot.domain import CFG_RANGE, MAX_SEED, STEPS_RANGE, EditedImage, EditOptions
 from bot.errors import (
     ApiProtocolError,
@@ -44,8 +45,6 @@ from bot.errors import (
     EditApiError,
     EditRefused,
     GenerationUnsupported,
-    InvalidImage,
-    InvalidSetting,
 )
 
 log = logging.getLogger("stepedit.edit_api")
@@ -160,22 +159,19 @@ class FalBackend(HttpBackend):
             reply = await self._post(url, "fal.run", json=body)
             return await self._read_image(reply, "edit", self._image_of)
         submitted = await self._post(url, "submit", json=body)
-        reply = await self._await_result(submitted)
+        try:
+            reply = await self._await_result(submitted)
+        except EditApiError as exc:
+            # Queued: it may run (and be billed) without us, unless it was surely cancelled.
+            exc.params["maybe_done"] = not exc.params.get("cancelled", False)
+            raise
         return await self._read_image(reply, "edit", self._image_of)
 
     def _body(
         self, images: Sequence[InputImage], prompt: str, options: EditOptions
     ) -> dict[str, Any]:
         caps = self.capabilities
-        if not images or not all(image.data for image in images):
-            raise InvalidImage("the image is empty")
-        if len(images) > caps.max_images:
-            raise InvalidSetting(
-                f"{len(images)} images; {self.model} takes at most {caps.max_images}",
-                field="images",
-                max=caps.max_images,
-            )
-        uris = [_data_uri(image) for image in images]
+        uris = [_data_uri(image) for image in self._checked_images(images)]
         body: dict[str, Any] = {"prompt": check_prompt(prompt)}
         body[self.spec.image_field] = uris if self.spec.image_field == "image_urls" else uris[0]
         if caps.seed and options.seed is not None:
@@ -192,7 +188,8 @@ class FalBackend(HttpBackend):
         return body
 
     async def _await_result(self, submitted: Reply) -> Reply:
-        """Poll a queued job until it completes, then read its result; cancel it on time-out."""
+        """Poll a queued job until it completes, then read its result; cancel it when the
+        deadline passes (`cancelled` in the error's params: surely never run)."""
         info = submitted.json()
         if not isinstance(info, dict):
             raise ApiProtocolError("fal's queue answered the submit with no JSON object")
@@ -203,19 +200,14 @@ class FalBackend(HttpBackend):
         pause = _POLL_FIRST
         state: object = "IN_QUEUE"
         while True:
-            try:
-                reply = await self._request(
-                    "GET", status_url, what="status", headers=self._auth_headers()
-                )
-            except EditApiError as exc:
-                exc.params["maybe_done"] = True  # queued: it may run (and be billed) without us
-                raise
+            reply = await self._request(
+                "GET", status_url, what="status", headers=self._auth_headers()
+            )
             payload = reply.json()
             state = payload.get("status") if isinstance(payload, dict) else None
             if reply.status // 100 != 2 or state not in ("IN_QUEUE", "IN_PROGRESS", "COMPLETED"):
                 raise ApiProtocolError(
-                    f"fal's queue answered a status poll with HTTP {reply.status}, {state!r}",
-                    maybe_done=True,
+                    f"fal's queue answered a status poll with HTTP {reply.status}, {state!r}"
                 )
             if state == "COMPLETED":
                 break
@@ -224,20 +216,19 @@ class FalBackend(HttpBackend):
                 raise ApiTimeout(
                     f"fal did not finish the job within {self._timeout:g} s ({state})",
                     timeout=self._timeout,
-                    maybe_done=not (cancelled and state == "IN_QUEUE"),
+                    cancelled=cancelled and state == "IN_QUEUE",
                 )
             await asyncio.sleep(pause)
             pause = min(_POLL_MAX, pause * 1.5)
         result = await self._request("GET", result_url, what="result", headers=self._auth_headers())
         if result.status // 100 != 2:
-            # fal bills successes only: a job that failed was surely not done.
             self._raise_for_status(result, "result")
         return result
 
     async def _cancel(self, cancel_url: object) -> bool:
         if not isinstance(cancel_url, str):
             return False
-        with contextlib.suppress(EditApiError, ApiProtocolError):
+        with contextlib.suppress(EditApiError, Transient):  # the time-out is the answer
             url = self._own_url(cancel_url)
             reply = await self._attempt("PUT", url, what="cancel", headers=self._auth_headers())
             return reply.status == 202
@@ -250,8 +241,7 @@ class FalBackend(HttpBackend):
             url = httpx.URL(str(raw)) if isinstance(raw, str) else None
         if url is None or url.scheme not in ("http", "https") or origin_of(url) != self._origin:
             raise ApiProtocolError(
-                f"fal's queue returned a job URL not on {self._where()}: not followed",
-                maybe_done=True,
+                f"fal's queue returned a job URL not on {self._where()}: not followed"
             )
         return str(url)
 

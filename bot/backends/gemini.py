@@ -85,14 +85,7 @@ class GeminiBackend(HttpBackend):
     async def edit(
         self, images: Sequence[InputImage], prompt: str, options: EditOptions
     ) -> EditedImage:
-        if not images or not all(image.data for image in images):
-            raise InvalidImage("the image is empty")
-        if len(images) > self.capabilities.max_images:
-            raise InvalidSetting(
-                f"{len(images)} images; Gemini takes at most {self.capabilities.max_images}",
-                field="images",
-                max=self.capabilities.max_images,
-            )
+        images = self._checked_images(images)
         parts: list[dict[str, Any]] = [{"text": check_prompt(prompt)}]
         inline = 0
         for image in images:
@@ -133,8 +126,6 @@ class GeminiBackend(HttpBackend):
         except (Transient, ApiProtocolError) as exc:
             log.warning("start-up check: GET %s failed (%s); carrying on", url, exc)
             return
-        except ApiConfigError:
-            raise
         if reply.status == 200:
             log.info("start-up check: %s offers model %s", self._where(), self.model)
             return

@@ -42,7 +42,13 @@ from tenacity import (
 )
 
 from bot.backends.base import Capabilities, InputImage
-from bot.domain import MAX_PROMPT_CHARS, MAX_SIDE, EditedImage, EditOptions
+from bot.domain import (
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    EditedImage,
+    EditOptions,
+)
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
@@ -52,6 +58,7 @@ from bot.errors import (
     EditApiError,
     EditRefused,
     GenerationUnsupported,
+    InvalidImage,
     InvalidSetting,
     PromptError,
     PromptTooLong,
@@ -81,8 +88,6 @@ _NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _USER_AGENT = "stepedit/0.1 (+httpx)"
 # What to try when a model is missing or gone.
 OTHER_SERVER_NOTE = "see the README's Edit backends for the styles and their models"
-# A size's form, WIDTHxHEIGHT (StepFun writes HEIGHTxWIDTH: its own table says which).
-SIZE_FORM = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ class HttpBackend:
 
     @property
     def setting_model(self) -> str:
-        return f"{self.role}_MODEL" if self.role != "EDIT" else "EDIT_MODEL"
+        return f"{self.role}_MODEL"
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -227,6 +232,17 @@ class HttpBackend:
 
     async def check(self) -> None:
         raise NotImplementedError
+
+    def _checked_images(self, images: Sequence[InputImage]) -> Sequence[InputImage]:
+        """One to `capabilities.max_images` pictures, none empty (refused before sending)."""
+        if not images or not all(image.data for image in images):
+            raise InvalidImage("the image is empty")
+        most = self.capabilities.max_images
+        if len(images) > most:
+            raise InvalidSetting(
+                f"{len(images)} images; {self.model} takes at most {most}", field="images", max=most
+            )
+        return images
 
     # ------------------------------------------------------------------ vendor hooks
 
@@ -377,7 +393,7 @@ class HttpBackend:
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             failure = ApiConfigError(
                 f"The edit API URL {self._where()} cannot be used ({type(exc).__name__}: "
-                f"{self._scrub(str(exc))}): check EDIT_API_URL."
+                f"{self._scrub(str(exc))}): check {self.setting_url}."
             )
         except httpx.TransportError as exc:
             ms = int((time.monotonic() - started) * 1000)
@@ -387,7 +403,8 @@ class HttpBackend:
         except httpx.HTTPError as exc:  # decoding errors, too many redirects, stream errors
             failure = ApiProtocolError(
                 f"{what}: unusable reply from {self._where()} "
-                f"({type(exc).__name__}: {self._scrub(str(exc))})"
+                f"({type(exc).__name__}: {self._scrub(str(exc))})",
+                maybe_done=method == "POST",  # it answered: it may have done the work
             )
         if failure is not None:
             raise failure
@@ -660,6 +677,22 @@ def check_float(name: str, value: object, low: float, high: float) -> float:
             value=value,
         )
     return float(value)
+
+
+def check_negative(value: object) -> str:
+    """A negative prompt within the length the API takes ("" when there is none)."""
+    negative = value or ""
+    if not isinstance(negative, str):
+        raise InvalidSetting("negative_prompt must be text", field="negative_prompt")
+    if len(negative) > MAX_NEGATIVE_PROMPT_CHARS:
+        raise InvalidSetting(
+            f"negative_prompt has {len(negative)} characters; "
+            f"the API takes at most {MAX_NEGATIVE_PROMPT_CHARS}",
+            field="negative_prompt",
+            limit=MAX_NEGATIVE_PROMPT_CHARS,
+            length=len(negative),
+        )
+    return negative if negative.strip() else ""
 
 
 def retry_after_seconds(value: str | None) -> float | None:

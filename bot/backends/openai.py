@@ -15,9 +15,15 @@ import logging
 from typing import Any
 
 from bot.backends.base import Capabilities
-from bot.backends.http import Reply, check_float, check_int, check_prompt, form_value
+from bot.backends.http import (
+    Reply,
+    check_float,
+    check_int,
+    check_negative,
+    check_prompt,
+    form_value,
+)
 from bot.backends.openai_wire import OpenAIWire
-from bot.backends.stepfun import check_negative
 from bot.domain import CFG_RANGE, MAX_SEED, STEPS_RANGE, EditOptions
 from bot.errors import ApiConfigError, EditRefused, InvalidSetting
 
@@ -98,7 +104,7 @@ class OpenAIBackend(OpenAIWire):
         error = _openai_error(reply)
         code = error.get("code") or error.get("type")
         message = self._message(reply)
-        if code == "moderation_blocked" or error.get("type") == "image_generation_user_error":
+        if error.get("code") == "moderation_blocked":
             return EditRefused(
                 "the vendor's safety system refused the request"
                 + (f": {message}" if message else ""),
@@ -130,11 +136,7 @@ class OmniBackend(OpenAIBackend):
         negative_prompt=True,
         max_images=4,
         output_formats=OUTPUT_FORMATS,
-        generation_sizes={
-            "1024x1024": (1024, 1024),
-            "1344x768": (1344, 768),
-            "768x1344": (768, 1344),
-        },
+        generation_sizes=OMNI_SIZES,
         # Qwen-Image-Edit's published defaults (steps, true CFG)
         default_steps=40,
         default_guidance=4.0,
@@ -142,11 +144,15 @@ class OmniBackend(OpenAIBackend):
 
     def __init__(self, *, output_format: str = "png", **kwargs: Any) -> None:
         super().__init__(output_format=output_format, **kwargs)
+        self._cfg_field = "true_cfg_scale" if "qwen" in self.model.lower() else "guidance_scale"
 
     def _extras(self, options: EditOptions) -> dict[str, int | float | str]:
+        cfg = check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
         fields: dict[str, int | float | str] = {
             "num_inference_steps": check_int("steps", options.steps, *STEPS_RANGE),
-            "guidance_scale": check_float("cfg_scale", options.cfg_scale, *CFG_RANGE),
+            # Qwen-Image-Edit takes real CFG (`true_cfg_scale`, which also makes the negative
+            # prompt count); guidance-distilled models (FLUX Kontext) take `guidance_scale`.
+            self._cfg_field: cfg,
         }
         if options.seed is not None:
             fields["seed"] = check_int("seed", options.seed, 0, MAX_SEED)
@@ -165,12 +171,11 @@ class OmniBackend(OpenAIBackend):
         return fields | self._format_parts() | extras
 
     def _generation_body(self, prompt: str, options: EditOptions, size: str) -> dict[str, Any]:
-        sizes = dict(self.capabilities.generation_sizes)
         body: dict[str, Any] = {
             "prompt": check_prompt(prompt),
             "model": self.model,
             "n": 1,
-            "size": _sized(size, sizes),
+            "size": _sized(size, OMNI_SIZES),
             "response_format": "b64_json",
         }
         return body | self._format_fields() | self._extras(options)

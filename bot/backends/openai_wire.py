@@ -30,8 +30,6 @@ from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
     EditRefused,
-    InvalidImage,
-    InvalidSetting,
 )
 
 log = logging.getLogger("stepedit.edit_api")
@@ -80,14 +78,7 @@ class OpenAIWire(HttpBackend):
         return await self._read_image(reply, "generate", lambda r: self._image_of(r, body))
 
     def _image_parts(self, images: Sequence[InputImage]) -> list[tuple[str, Any]]:
-        if not images or not all(image.data for image in images):
-            raise InvalidImage("the image is empty")
-        if len(images) > self.capabilities.max_images:
-            raise InvalidSetting(
-                f"{len(images)} images; this backend takes at most {self.capabilities.max_images}",
-                field="images",
-                max=self.capabilities.max_images,
-            )
+        images = self._checked_images(images)
         # One image as `image`, several as repeated `image[]`, as the OpenAI SDK sends them.
         name = "image" if len(images) == 1 else "image[]"
         return [

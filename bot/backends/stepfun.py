@@ -13,13 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from bot.backends.base import Capabilities
-from bot.backends.http import Reply, check_float, check_int, check_prompt, form_value
+from bot.backends.http import (
+    Reply,
+    check_float,
+    check_int,
+    check_negative,
+    check_prompt,
+    form_value,
+)
 from bot.backends.openai_wire import OpenAIWire
 from bot.domain import (
     CFG_RANGE,
     DEFAULT_CFG_SCALE,
     DEFAULT_STEPS,
-    MAX_NEGATIVE_PROMPT_CHARS,
     MAX_SEED,
     STEPS_RANGE,
     EditOptions,
@@ -141,19 +147,3 @@ class StepFunBackend(OpenAIWire):
         if reply.status in (403, 404, 410) and any(word in said for word in _RETIRED_WORDS):
             return ApiConfigError(f"{RETIREMENT}. {error.operator_message}", status=reply.status)
         return error
-
-
-def check_negative(value: object) -> str:
-    """A negative prompt within the length the API takes ("" when there is none)."""
-    negative = value or ""
-    if not isinstance(negative, str):
-        raise InvalidSetting("negative_prompt must be text", field="negative_prompt")
-    if len(negative) > MAX_NEGATIVE_PROMPT_CHARS:
-        raise InvalidSetting(
-            f"negative_prompt has {len(negative)} characters; "
-            f"the API takes at most {MAX_NEGATIVE_PROMPT_CHARS}",
-            field="negative_prompt",
-            limit=MAX_NEGATIVE_PROMPT_CHARS,
-            length=len(negative),
-        )
-    return negative if negative.strip() else ""
