@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import imaging, texts
-from bot.backends import ImageEditor, make_backend
+from bot.backends import FallbackEditor, ImageEditor, make_backend
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import (
     DEFAULT_CFG_SCALE,
@@ -88,23 +88,46 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _editor(settings: Settings) -> ImageEditor:
-    """The edit backend the settings name. Nothing is sent before the style is certain: a key
-    belongs to one vendor."""
-    style = settings.edit_style()
-    if settings.edit_api_key is None and style != "omni":
+    """The edit backend the settings name, with its fallback if FALLBACK_* is set. Nothing is
+    sent before each style is certain: a key belongs to one vendor."""
+    primary = _backend(settings, "EDIT", settings.edit_style())
+    fallback_style = settings.fallback_style()
+    editor: ImageEditor = primary
+    if fallback_style is not None:
+        editor = FallbackEditor(primary, _backend(settings, "FALLBACK", fallback_style))
+    if settings.global_daily_spend and editor.price is None:
+        unpriced = "FALLBACK" if primary.price is not None else "EDIT"
         raise ConfigError(
-            f"set EDIT_API_KEY to your {style} API key (see the README's Edit backends)"
+            f"GLOBAL_DAILY_SPEND needs the price of a picture, and {unpriced}_MODEL has no "
+            f"published price the bot knows: set {unpriced}_PRICE (US dollars per picture)"
         )
-    key = settings.edit_api_key.get_secret_value() if settings.edit_api_key else ""
+    return editor
+
+
+def _backend(settings: Settings, role: str, style: str) -> ImageEditor:
+    """EDIT_* or FALLBACK_* (`role`) as a backend."""
+    fields = {
+        "EDIT": (settings.edit_api_url, settings.edit_api_key, settings.edit_model,
+                 settings.edit_price),
+        "FALLBACK": (settings.fallback_api_url, settings.fallback_api_key,
+                     settings.fallback_model, settings.fallback_price),
+    }  # fmt: skip
+    url, secret, model, price = fields[role]
+    if secret is None and style != "omni":
+        raise ConfigError(
+            f"set {role}_API_KEY to your {style} API key (see the README's Edit backends)"
+        )
     try:
         return make_backend(
             style,
-            base_url=settings.edit_api_url or "",
-            api_key=key,
-            model=settings.edit_model or "",
+            base_url=url or "",
+            api_key=secret.get_secret_value() if secret else "",
+            model=model or "",
             timeout=settings.edit_timeout,
             retries=settings.edit_retries,
             quality=settings.edit_quality,
+            role=role,
+            price=price,
         )
     except ApiConfigError as exc:  # an unusable URL: the operator's one line
         raise ConfigError(exc.operator_message) from None

@@ -62,6 +62,7 @@ class OperatorRules:
 
     chat_quota: int = 0  # edits per group chat (Discord: channel) per day
     budget: int = 0  # edits of the whole bot per day
+    spend_cap: float = 0.0  # the day's spend on the edit backends, US dollars (0: no cap)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))  # where days begin
     admins: IdSet = field(default_factory=lambda: IdSet(frozenset()))
     allowed_users: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: everyone
@@ -92,6 +93,13 @@ class Settings(BaseSettings):
     edit_model: str | None = None
     edit_api_style: Style | None = None
     edit_quality: Literal["low", "medium", "high", "auto"] = "medium"  # OpenAI's price tier
+    edit_price: float | None = Field(default=None, ge=0, le=100)  # None: the vendor's published
+    # A second backend that takes an edit only when the first surely did not do it (all or none).
+    fallback_api_style: Style | None = None
+    fallback_api_url: str | None = None
+    fallback_api_key: SecretStr | None = None
+    fallback_model: str | None = None
+    fallback_price: float | None = Field(default=None, ge=0, le=100)
     edit_timeout: float = Field(default=60.0, gt=0)
     edit_retries: int = Field(default=3, ge=0, le=10)
     edit_concurrency: int = Field(default=4, ge=1, le=64)
@@ -108,6 +116,7 @@ class Settings(BaseSettings):
     # operator controls: 0 = off; ids as "123" (any platform) or "telegram:123", comma-separated
     chat_daily_quota: int = Field(default=0, ge=0)
     global_daily_budget: int = Field(default=0, ge=0)
+    global_daily_spend: float = Field(default=0.0, ge=0)  # in the prices' currency (US dollars)
     quota_timezone: str = "UTC"
     admin_ids: str = ""
     allowed_users: str = ""
@@ -124,6 +133,12 @@ class Settings(BaseSettings):
         "edit_api_url",
         "edit_model",
         "edit_api_style",
+        "edit_price",
+        "fallback_api_style",
+        "fallback_api_url",
+        "fallback_api_key",
+        "fallback_model",
+        "fallback_price",
         "default_steps",
         "default_cfg_scale",
         mode="before",
@@ -139,7 +154,7 @@ class Settings(BaseSettings):
             raise ValueError("does not look like a bot token from @BotFather (123456:ABC-…)")
         return value
 
-    @field_validator("telegram_api_url", "edit_api_url", "discord_api_url")
+    @field_validator("telegram_api_url", "edit_api_url", "discord_api_url", "fallback_api_url")
     @classmethod
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is None:
@@ -176,6 +191,7 @@ class Settings(BaseSettings):
         return OperatorRules(
             chat_quota=self.chat_daily_quota,
             budget=self.global_daily_budget,
+            spend_cap=self.global_daily_spend,
             timezone=ZoneInfo(self.quota_timezone),
             admins=IdSet.parse(self.admin_ids),
             allowed_users=IdSet.parse(self.allowed_users),
@@ -196,35 +212,71 @@ class Settings(BaseSettings):
     def edit_style(self) -> Style:
         """The edit backend's style: EDIT_API_STYLE, or the one of EDIT_API_URL's known host.
         Raises ConfigError rather than guess: a key must never go to another vendor."""
-        from bot.backends import RETIREMENT, style_for_url
+        from bot.backends import RETIREMENT
 
-        inferred = style_for_url(self.edit_api_url) if self.edit_api_url else None
-        if self.edit_api_style is not None:
-            if inferred not in (None, self.edit_api_style):  # e.g. a Google key to StepFun
-                raise ConfigError(
-                    f"EDIT_API_STYLE is {self.edit_api_style} but EDIT_API_URL "
-                    f"{self.edit_api_url} is a {inferred} host: the key would go to the wrong "
-                    f"vendor. Empty EDIT_API_URL for the {self.edit_api_style} default"
-                )
-            return self.edit_api_style
-        if inferred is not None:
-            return inferred  # type: ignore[return-value]
-        styles = ", ".join(STYLE_NAMES)
+        style = _style_of("EDIT", self.edit_api_style, self.edit_api_url)
+        if style is not None:
+            return style
         if self.edit_api_url is None:
             raise ConfigError(
                 f"EDIT_API_STYLE is not set, and it has no default any more: {RETIREMENT}. "
-                f"Set EDIT_API_STYLE to one of {styles}, with that vendor's EDIT_API_KEY"
+                f"Set EDIT_API_STYLE to one of {', '.join(STYLE_NAMES)}, with that vendor's "
+                "EDIT_API_KEY"
             )
-        raise ConfigError(
-            f"EDIT_API_STYLE is not set and {self.edit_api_url} is no host it knows: set "
-            f"EDIT_API_STYLE to one of {styles} (omni for vLLM-Omni or SGLang; see the README's "
-            "Edit backends)"
-        )
+        raise _unknown_host("EDIT", self.edit_api_url)
+
+    def fallback_style(self) -> Style | None:
+        """The fallback backend's style, or None when no FALLBACK_* is set. Set in part (a key
+        and no style, say), it stops start-up: all or none."""
+        given = (self.fallback_api_style, self.fallback_api_url, self.fallback_api_key,
+                 self.fallback_model, self.fallback_price)  # fmt: skip
+        if all(value is None for value in given):
+            return None
+        style = _style_of("FALLBACK", self.fallback_api_style, self.fallback_api_url)
+        if style is None and self.fallback_api_url is not None:
+            raise _unknown_host("FALLBACK", self.fallback_api_url)
+        if style is None:
+            raise ConfigError(
+                "FALLBACK_* is set in part: set FALLBACK_API_STYLE (one of "
+                f"{', '.join(STYLE_NAMES)}) and FALLBACK_API_KEY, or none of them"
+            )
+        if self.fallback_api_key is None and style != "omni":
+            raise ConfigError(
+                f"FALLBACK_API_STYLE is {style} but FALLBACK_API_KEY is not set: set your {style} "
+                "API key, or none of FALLBACK_*"
+            )
+        return style
 
     def secrets(self) -> list[str]:
         """Every secret value, for the log filter that blanks them out."""
-        values = (self.telegram_bot_token, self.discord_bot_token, self.edit_api_key)
+        values = (
+            self.telegram_bot_token,
+            self.discord_bot_token,
+            self.edit_api_key,
+            self.fallback_api_key,
+        )
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+
+def _style_of(prefix: str, named: Style | None, url: str | None) -> Style | None:
+    """`named`, checked against `url`'s known host; else that host's style; else None."""
+    from bot.backends import style_for_url
+
+    inferred = style_for_url(url) if url else None
+    if named is not None and inferred not in (None, named):  # e.g. a Google key to StepFun
+        raise ConfigError(
+            f"{prefix}_API_STYLE is {named} but {prefix}_API_URL {url} is a {inferred} host: "
+            f"the key would go to the wrong vendor. Empty {prefix}_API_URL for the {named} default"
+        )
+    return named or inferred  # type: ignore[return-value]
+
+
+def _unknown_host(prefix: str, url: str) -> ConfigError:
+    return ConfigError(
+        f"{prefix}_API_STYLE is not set and {url} is no host it knows: set {prefix}_API_STYLE to "
+        f"one of {', '.join(STYLE_NAMES)} (omni for vLLM-Omni or SGLang; see the README's "
+        "Edit backends)"
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

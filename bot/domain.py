@@ -56,6 +56,8 @@ class EditOptions:
     seed: int | None = None
     text_mode: bool = False
     negative_prompt: str = ""
+    # Who asked, for a vendor's end-user field (OpenAI `user`): a salted hash, never the id.
+    end_user: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class EditRecord:
     message_id: str | None = None
     delivery_started: bool = False
     layer: str | None = None  # words the bot drew (bot.memes.TextLayer as JSON), not the API
+    model: str | None = None  # the model that made the picture
 
     @property
     def address(self) -> Address:
@@ -237,6 +240,7 @@ class EditedImage:
     seed: int | None  # shown only when the same seed makes the same picture again
     request_id: str | None = None
     model: str | None = None  # which model made it (the fallback's, when it stood in)
+    cost: float | None = None  # what it cost the operator (US dollars), None when unknown
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,7 @@ class Picture:
     prompt: str | None = None
     seed: int | None = None
     notes: tuple[str, ...] = field(default=())  # text keys, e.g. "note_first_frame"
+    stand_in: str | None = None  # the fallback's model, when it made the picture
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,18 @@ class QuotaStatus:
 
 
 @dataclass(frozen=True)
+class Spend:
+    """Money on the edit backends, in micro-dollars (exact integers in the database)."""
+
+    cap: int  # GLOBAL_DAILY_SPEND: admissions stop before the day's spend could pass it
+    per_edit: int  # the most one edit may cost (the dearer backend's price)
+
+    @staticmethod
+    def micros(dollars: float | None) -> int:
+        return round((dollars or 0.0) * 1_000_000)
+
+
+@dataclass(frozen=True)
 class Stats:
     """What /stats tells an admin about one day (`day`, in the quota time zone) and all time."""
 
@@ -285,3 +302,4 @@ class Stats:
     median_api_ms: int
     succeeded_total: int
     top_users: tuple[tuple[str, int], ...]  # (name or id, edits today), most first
+    spent_today: float = 0.0  # on the edit backends, US dollars (as priced: EDIT_PRICE, …)

@@ -19,6 +19,7 @@ from bot.domain import (
     NewImage,
     Picture,
     ShownImage,
+    Spend,
     Stats,
     StoredImage,
     UserRecord,
@@ -49,6 +50,10 @@ class EditStore(Protocol):
         ...
 
     async def quota_used(self, user_id: int, day: date) -> int: ...
+    async def bot_value(self, name: str, make: str) -> str:
+        """The bot's own value `name`, made `make` the first time (the same in every process)."""
+        ...
+
     async def counted(self, scope: str, day: date) -> int:
         """Units a chat ("chat:<platform>:<id>") or the whole bot ("all") used that day."""
         ...
@@ -112,13 +117,15 @@ class EditStore(Protocol):
         budget: int = 0,
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
+        spend: Spend | None = None,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
         linked to it; then, unless the user has `max_waiting` edits queued or the user's
-        `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up
-        (`Admission.refused` says which: "quota", "chat_quota", "budget", "busy"; 0 = no
-        limit; `unlimited`: none of them), one unit of each is reserved and the edit queued."""
+        `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up, or the
+        day's `spend` could pass its cap (`Admission.refused` says which: "quota",
+        "chat_quota", "budget", "spend", "busy"; 0 = no limit; `unlimited`: none of them),
+        one unit of each is reserved and the edit queued."""
         ...
 
     async def claim(
@@ -164,9 +171,12 @@ class EditStore(Protocol):
         *,
         owner: str,
         source: tuple[int, NewImage] | None = None,
+        model: str | None = None,
+        spent: tuple[date, int] | None = None,
     ) -> int | None:
         """In one transaction: keep the API's result (and the bytes of its source, if that was
-        a pending upload: (image id, bytes)) and start delivering it (running -> delivering).
+        a pending upload: (image id, bytes)), the `model` that made it and what it cost
+        (`spent`: day, micro-dollars), and start delivering it (running -> delivering).
         The result's image id; None, keeping nothing, if `owner` no longer holds the edit or
         it was cancelled."""
         ...
@@ -185,10 +195,12 @@ class EditStore(Protocol):
         message: MessageRef | None = None,
         answer: str | None = None,
         owner: str | None = None,
+        spent: tuple[date, int] | None = None,
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
-        image and `message` repliable; any other end gives its unit back. False (changing
-        nothing) when it had ended already."""
+        image and `message` repliable; any other end gives its unit back (`spent`: what a call
+        that may have been billed cost, added to the day's spend). False (changing nothing)
+        when it had ended already."""
         ...
 
     async def cancel_edits(

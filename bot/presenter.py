@@ -111,6 +111,8 @@ def caption(picture: Picture, lang: str, limit: int = 1024) -> str:
     else:
         lines = [t("caption", lang, prompt=picture.prompt, seed=picture.seed)]
     lines += [t(note, lang) for note in picture.notes]
+    if picture.stand_in:  # the usual model was down: say which one made it
+        lines.append(t("caption_stand_in", lang, model=picture.stand_in))
     return "\n\n".join(lines)[:limit]
 
 
@@ -136,8 +138,10 @@ def seed_text(settings: UserSettings, lang: str, *, with_usage: bool) -> str:
     return text + "\n\n" + t("seed_usage", lang) if with_usage else text
 
 
-def settings_text(settings: UserSettings, lang: str, offered: Capabilities, model: str) -> str:
-    return describe_settings(settings, lang, offered, model)
+def settings_text(
+    settings: UserSettings, lang: str, offered: Capabilities, models: tuple[str, ...]
+) -> str:
+    return describe_settings(settings, lang, offered, models)
 
 
 def help_text(platform: str, lang: str) -> str:

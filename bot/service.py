@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -56,6 +58,7 @@ from bot.domain import (
     Picture,
     QuotaStatus,
     ShownImage,
+    Spend,
     UserRecord,
     UserRef,
     UserSettings,
@@ -68,6 +71,7 @@ from bot.errors import (
     BudgetSpent,
     Busy,
     ChatQuotaExceeded,
+    EditApiError,
     EditRefused,
     FileTooLarge,
     GenerationUnsupported,
@@ -179,6 +183,7 @@ class EditService:
         self._clock = clock
         self._seeds = seeds
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._salt: str | None = None  # of the end-user hash (the database keeps it)
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
@@ -296,13 +301,14 @@ class EditService:
             chat_quota=0 if chat.is_private else self.rules.chat_quota,
             budget=self.rules.budget,
             unlimited=self.is_admin(request.user),
+            spend=self._spend(),
         )
         if admission.refused == "quota":
             raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
         if admission.refused == "chat_quota":
             raise ChatQuotaExceeded(limit=self.rules.chat_quota, resets=self._reset_time())
-        if admission.refused == "budget":
-            await self._tell_admins_budget_spent(day)
+        if admission.refused in ("budget", "spend"):
+            await self._tell_admins_paused(admission.refused, day)
             raise BudgetSpent(resets=self._reset_time())
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
@@ -398,9 +404,10 @@ class EditService:
         )
 
     @property
-    def offers(self) -> tuple[Capabilities, str]:
-        """What /settings shows: the backend's capabilities and its model."""
-        return self.capabilities, self.editor.model
+    def offers(self) -> tuple[Capabilities, tuple[str, ...]]:
+        """What /settings shows: the backend's capabilities, its model and its fallback's."""
+        fallback = getattr(self.editor, "fallback_model", None)
+        return self.capabilities, (self.editor.model, *([fallback] if fallback else []))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -608,7 +615,8 @@ class EditService:
                 log.error("the edit API needs the operator: %s", exc.operator_message)
             status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
             await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=error_text(exc, to.language))  # fmt: skip
+                            answer=error_text(exc, to.language),
+                            spent=self._billed(exc))  # fmt: skip
             return
         except Exception as exc:
             log.exception("edit %s failed", edit.id)
@@ -625,14 +633,35 @@ class EditService:
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
 
-    async def _end(self, edit: EditRecord, status: str, error: str, *, answer: str) -> None:
+    async def _end(
+        self, edit: EditRecord, status: str, error: str, *, answer: str,
+        spent: tuple[date, int] | None = None,
+    ) -> None:  # fmt: skip
         """End the job without a result (its unit goes back) and tell the user why. If the
         database is down, the lease runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self._clock()))
         if await self.store.finish_edit(
-            edit.id, status, error=error, timings=timings, answer=answer, owner=self._owner
-        ):
+            edit.id, status, error=error, timings=timings, answer=answer, owner=self._owner,
+            spent=spent,
+        ):  # fmt: skip
             await self._answer(edit.id, edit.address, answer)
+
+    def _billed(self, exc: StepEditError) -> tuple[date, int] | None:
+        """What a failed call may have cost the operator: a call that may have been done (and
+        billed) counts at its backend's price; one surely not done, or refused, costs nothing."""
+        if not isinstance(exc, EditApiError) or not exc.params.get("maybe_done"):
+            return None
+        price = exc.params.get("price", self.editor.price)
+        return self._today(), Spend.micros(price if isinstance(price, int | float) else None)
+
+    async def _end_user(self, user_id: int) -> str:
+        """Who asked, as vendors' end-user fields see them: a hash of our own user number with
+        a salt kept in the database (a bare hash of a platform id could be reversed by trying
+        every id), the same for a user across processes and restarts."""
+        if self._salt is None:
+            self._salt = await self.store.bot_value("end_user_salt", secrets.token_hex(16))
+        digest = hmac.new(self._salt.encode(), str(user_id).encode(), hashlib.sha256)
+        return "u-" + digest.hexdigest()[:32]
 
     async def _answer(self, edit_id: int, to: Address, text: str) -> None:
         """Tell a failed edit's user why; if that fails, the answer stays stored and the sweep
@@ -696,7 +725,7 @@ class EditService:
             self._show_working(edit, messenger)
             result = await self.store.load_image(edit.result_image_id)
             picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
-                                          messenger)  # fmt: skip
+                                          messenger, model=edit.model)  # fmt: skip
             if not await self.store.start_delivery(edit.id, self._owner):
                 await self._not_ours(edit.id)
                 return None
@@ -706,6 +735,7 @@ class EditService:
         timings = replace(timings, normalize_ms=_ms_since(started))
         called = time.perf_counter()
         filename = "image." + mime.removeprefix("image/").replace("jpeg", "jpg")
+        options = replace(edit.options, end_user=await self._end_user(edit.user_id))
         async with self._api_slots:
             if self._stopping:
                 raise asyncio.CancelledError  # shutting down: no new paid call
@@ -714,21 +744,23 @@ class EditService:
             if mime == CANVAS:  # nothing to edit: a new image from the words
                 # (a reroll of one made by another backend takes this one's nearest: its default)
                 size = self._generation_size(UserSettings(image_size=data.decode())) or ""
-                edited = await self.editor.generate(edit.prompt, edit.options, size)
+                edited = await self.editor.generate(edit.prompt, options, size)
             else:
                 image = InputImage(data, mime, filename)
-                edited = await self.editor.edit([image], edit.prompt, edit.options)
+                edited = await self.editor.edit([image], edit.prompt, options)
         timings = replace(timings, api_ms=_ms_since(called))
         checked = await self._checked_result(edited.data)
+        spent = (self._today(), Spend.micros(edited.cost))
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).
         picture, result_id = await _both(
-            self._picture(edit, edited.data, 0, edited.seed, notes, messenger),
+            self._picture(edit, edited.data, 0, edited.seed, notes, messenger, model=edited.model),
             self.store.keep_result(
-                edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched
+                edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched,
+                model=edited.model, spent=spent,
             ),
-        )
+        )  # fmt: skip
         if result_id is None:
             await self._not_ours(edit.id)
             return None
@@ -743,10 +775,11 @@ class EditService:
 
     async def _picture(
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
-        notes: tuple[str, ...], messenger: Messenger,
+        notes: tuple[str, ...], messenger: Messenger, *, model: str | None = None,
     ) -> Picture:  # fmt: skip
-        """The chat's copy of an API result. A result whose pixels do not decode is the API's
-        fault (the user's photo was fine): temporarily unavailable, nothing charged."""
+        """The chat's copy of an API result (`model`: the one that made it, said when it was
+        not the usual one). A result whose pixels do not decode is the API's fault (the user's
+        photo was fine): temporarily unavailable, nothing charged."""
         try:
             chat_bytes, chat_mime = await self._for_chat(data, messenger, edit.address)
         except InvalidImage as exc:
@@ -760,6 +793,7 @@ class EditService:
             prompt=edit.prompt,
             seed=seed,
             notes=notes,
+            stand_in=model if model and model != self.editor.model else None,
         )
 
     def _show_working(self, edit: EditRecord, messenger: Messenger) -> None:
@@ -1063,11 +1097,21 @@ class EditService:
         if banned:
             raise Ignored("banned, told already") if told else Banned()
 
-    async def _tell_admins_budget_spent(self, day: date) -> None:
-        """Once a day (whichever process sees it first), in private, where it can."""
-        if not await self.store.first_time_today("told:budget", day):
+    def _spend(self) -> Spend | None:
+        """GLOBAL_DAILY_SPEND for admissions, with the most one edit may cost."""
+        if not self.rules.spend_cap:
+            return None
+        return Spend(Spend.micros(self.rules.spend_cap), Spend.micros(self.editor.price))
+
+    async def _tell_admins_paused(self, why: str, day: date) -> None:
+        """Once a day for each `why` ("budget", "spend"; whichever process sees it first), in
+        private, where it can."""
+        if not await self.store.first_time_today(f"told:{why}", day):
             return
-        text = t("admin_budget_spent", budget=self.rules.budget, resets=self._reset_time())
+        text = t(
+            f"admin_{why}_spent", budget=self.rules.budget,
+            spend=_dollars(self.rules.spend_cap), resets=self._reset_time(),
+        )  # fmt: skip
         for platform, user_id in self.rules.admins.items:
             for messenger in self._messengers.values():
                 if platform in (None, messenger.platform):
@@ -1122,12 +1166,14 @@ class EditService:
         stats = await self.store.stats(day)
         ended = stats.succeeded_today + stats.failed_today
         budget = f" / {self.rules.budget}" if self.rules.budget else ""
+        cap = f" / {_dollars(self.rules.spend_cap)}" if self.rules.spend_cap else ""
         top = ", ".join(f"{name} {n}" for name, n in stats.top_users) or "-"
         return t(
             "admin_stats", lang, day=day.isoformat(), today=stats.charged_today, budget=budget,
             succeeded=stats.succeeded_today, failed=stats.failed_today,
             rate=round(100 * stats.succeeded_today / ended) if ended else 100,
             api_ms=stats.median_api_ms, total=stats.succeeded_total, top=top,
+            spent=_dollars(stats.spent_today), cap=cap,
         )  # fmt: skip
 
     async def settings(self, user: UserRef) -> UserSettings:
@@ -1269,6 +1315,10 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
     if isinstance(two, BaseException):
         raise two
     return one, two
+
+
+def _dollars(amount: float) -> str:
+    return f"${amount:.2f}" if amount >= 1 or amount == 0 else f"${amount:.3f}"
 
 
 def _ms_since(start: float) -> int:

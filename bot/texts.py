@@ -88,6 +88,10 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "caption": {EN: "{prompt}\n\nseed {seed}", ZH: "{prompt}\n\n种子 {seed}"},
     "caption_original": {EN: "The original photo.", ZH: "原始照片。"},
+    "caption_stand_in": {
+        EN: "Made by {model}: the usual model is unavailable right now.",
+        ZH: "由 {model} 生成：常用模型暂时不可用。",
+    },
     "caption_full_plain": {EN: "Full quality, lossless PNG.", ZH: "原图，无损 PNG。"},
     "caption_full": {
         EN: "Full quality, lossless PNG (seed {seed}).",
@@ -146,6 +150,10 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "• 新图尺寸（/imagine）：{size}",
     },
     "settings_model": {EN: "• model: {model}", ZH: "• 模型：{model}"},
+    "settings_fallback": {
+        EN: "• when it is unavailable: {model}",
+        ZH: "• 它不可用时：{model}",
+    },
     "settings_change": {EN: "Change with {examples}.", ZH: "修改示例：{examples}。"},
     "settings_negative_example": {
         EN: "/settings negative <text>|none",
@@ -346,6 +354,11 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",
         ZH: "每日 {budget} 次修改的总额度已用完，修改暂停到 {resets}。",
     },
+    "admin_spend_spent": {
+        EN: "Today's spend on the image model reached the cap of {spend}; edits pause until "
+        "{resets}.",
+        ZH: "今天在图像模型上的花费已达上限 {spend}，修改暂停到 {resets}。",
+    },
     "admin_usage": {
         EN: "Admin commands: /stats · /grant <user id> <n> · /ban <user id> · "
         "/unban <user id> · /quota <user id>",
@@ -368,11 +381,11 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "admin_stats": {
         EN: "Today ({day}): {today} edits charged{budget}; {succeeded} delivered, {failed} failed "
-        "({rate}% success); median API time {api_ms} ms.\nAll time: {total} delivered.\n"
-        "Top users today: {top}",
+        "({rate}% success); median API time {api_ms} ms; spent {spent}{cap}.\n"
+        "All time: {total} delivered.\nTop users today: {top}",
         ZH: "今天（{day}）：已计 {today} 次{budget}；成功 {succeeded}，失败 {failed}"
-        "（成功率 {rate}%）；API 中位耗时 {api_ms} 毫秒。\n累计成功 {total} 次。\n"
-        "今天用得最多：{top}",
+        "（成功率 {rate}%）；API 中位耗时 {api_ms} 毫秒；花费 {spent}{cap}。\n"
+        "累计成功 {total} 次。\n今天用得最多：{top}",
     },
     "error_busy_user": {
         EN: "You already have {limit} edits waiting. Please wait for them to finish, or "
@@ -432,9 +445,11 @@ def error_text(error: StepEditError, lang: str = EN) -> str:
         return t("error_generic", lang)
 
 
-def describe_settings(settings: UserSettings, lang: str, offered: Capabilities, model: str) -> str:
+def describe_settings(
+    settings: UserSettings, lang: str, offered: Capabilities, models: tuple[str, ...]
+) -> str:
     """/settings summary of what the edit backend offers; `settings` has the operator's
-    defaults filled in."""
+    defaults filled in; `models`: the model, and the fallback's if there is one."""
     lines = [t("settings_head", lang)]
     examples = []
     if offered.steps:
@@ -463,7 +478,8 @@ def describe_settings(settings: UserSettings, lang: str, offered: Capabilities, 
         lines.append(t("settings_size", lang, size=settings.image_size))
         other = [size for size in offered.generation_sizes if size != settings.image_size]
         examples.append(f"/settings size {other[0] if other else settings.image_size}")
-    lines.append(t("settings_model", lang, model=model))
+    lines.append(t("settings_model", lang, model=models[0]))
+    lines += [t("settings_fallback", lang, model=fallback) for fallback in models[1:]]
     examples.append("/settings reset")
     sep = "、" if lang == ZH else ", "
     return "\n".join(lines) + "\n\n" + t("settings_change", lang, examples=sep.join(examples))

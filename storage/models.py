@@ -134,14 +134,25 @@ class QuotaUsage(Base):
 
 class Counter(Base):
     """Edits charged per day beyond one user: a chat's ("chat:<platform>:<id>") and the whole
-    bot's ("all"), counted in the same transaction as the user's unit; and one-off flags of the
-    day ("told:budget": the admins were told the budget is spent)."""
+    bot's ("all"), counted in the same transaction as the user's unit; the day's spend on the
+    edit backends ("spend", in micro-dollars); and one-off flags of the day ("told:budget": the
+    admins were told the budget is spent)."""
 
     __tablename__ = "counters"
 
     scope: Mapped[str] = mapped_column(String(160), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class BotValue(Base):
+    """A value of the bot's own, made once and kept: "end_user_salt" (the salt of the hash
+    that stands for a user in a vendor's end-user field)."""
+
+    __tablename__ = "bot_values"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Image(Base):
@@ -225,6 +236,7 @@ class Edit(Base):
     delivery_started: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
+    model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(CleanText)
     queued_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

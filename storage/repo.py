@@ -34,6 +34,7 @@ from bot.domain import (
     NewEdit,
     NewImage,
     ShownImage,
+    Spend,
     Stats,
     StoredImage,
     UserRecord,
@@ -43,6 +44,7 @@ from bot.domain import (
 from bot.errors import ImageExpired
 from storage.db import READ_ONLY
 from storage.models import (
+    BotValue,
     ChatHead,
     Counter,
     Edit,
@@ -57,6 +59,7 @@ _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
+SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
 EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
 CANVAS = "canvas"  # Image.mime of the empty source of a new image from text (size in file_name)
 
@@ -204,6 +207,19 @@ class SqlStore:
         )
         return counted is not None
 
+    async def bot_value(self, name: str, make: str) -> str:
+        """The bot's value `name`; `make` becomes it if there is none yet (the first process
+        to write it wins, and every process reads the same)."""
+        async with self._tx() as session:
+            await session.execute(
+                self._insert(BotValue)
+                .values(name=name, value=make)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return (
+                await session.scalar(select(BotValue.value).where(BotValue.name == name))
+            ) or make
+
     async def counted(self, scope: str, day: date) -> int:
         async with self._tx(read_only=True) as session:
             used = await session.scalar(
@@ -307,6 +323,9 @@ class SqlStore:
             charged = await session.scalar(
                 select(Counter.used).where(Counter.scope == ALL_EDITS, Counter.day == day)
             )
+            spent = await session.scalar(
+                select(Counter.used).where(Counter.scope == SPEND, Counter.day == day)
+            )
         return Stats(
             charged_today=charged or 0,
             succeeded_today=by_status.get(EditStatus.SUCCEEDED, 0),
@@ -317,6 +336,7 @@ class SqlStore:
                 (f"{name or external_id} ({platform}:{external_id})", used)
                 for platform, external_id, name, used in leaders
             ),
+            spent_today=(spent or 0) / 1_000_000,
         )
 
     async def find_user(self, platform: str, external_id: str) -> UserRecord | None:
@@ -509,8 +529,9 @@ class SqlStore:
         budget: int = 0,
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
+        spend: Spend | None = None,
     ) -> Admission:
-        limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited)
+        limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend)
         try:
             async with self._admitting, self._tx() as session:
                 if edit.key is not None:
@@ -571,6 +592,9 @@ class SqlStore:
             await _release_user(session, edit.user_id, day)
             await _uncount(session, chat, day)
             return Admission(0, refused="budget")
+        if not free and limits.spend and await _spend_reached(session, day, limits.spend):
+            await _release(session, edit.user_id, edit.platform, edit.chat_id, day)
+            return Admission(0, refused="spend")
         max_waiting = limits.waiting
         mine = (Edit.user_id == edit.user_id,)
         counts = dict(
@@ -755,6 +779,8 @@ class SqlStore:
         *,
         owner: str,
         source: tuple[int, NewImage] | None = None,
+        model: str | None = None,
+        spent: tuple[date, int] | None = None,
     ) -> int | None:
         try:
             async with self._tx() as session:
@@ -768,6 +794,7 @@ class SqlStore:
                     .values(
                         result_image_id=result_id,
                         seed=seed,
+                        model=model,
                         notes=",".join(notes),
                         status=EditStatus.DELIVERING,
                         delivery_started=True,
@@ -778,6 +805,7 @@ class SqlStore:
                 )
                 if kept is None:
                     raise _NotKept  # keep nothing: roll the images back too
+                await _add_spend(session, spent, self._insert)
                 return result_id
         except _NotKept:
             return None
@@ -804,12 +832,13 @@ class SqlStore:
         message: MessageRef | None = None,
         answer: str | None = None,
         owner: str | None = None,
+        spent: tuple[date, int] | None = None,
     ) -> bool:
         """End an open edit (if `owner` is given, only while it holds the lease):
         SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
         or REFUSED from any open state (giving its unit back, keeping `answer` for its user
-        until `answered`). False, changing nothing, if it had ended already or is not
-        `owner`'s."""
+        until `answered`; `spent`: what a call that may have been billed cost, added to that
+        day's spend). False, changing nothing, if it had ended already or is not `owner`'s."""
         succeeded = status == EditStatus.SUCCEEDED
         since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
@@ -833,6 +862,7 @@ class SqlStore:
             if row is None:
                 return False
             await _move_up(session, row)
+            await _add_spend(session, spent, self._insert)
             if not succeeded:
                 if row.quota_day is not None:
                     await _release(session, row.user_id, row.platform, row.chat_id, row.quota_day)
@@ -1085,6 +1115,7 @@ def _edit_record(row: Edit) -> EditRecord:
         notes=tuple(note for note in row.notes.split(",") if note),
         message_id=row.message_id,
         delivery_started=row.delivery_started,
+        model=row.model,
     )
 
 
@@ -1127,6 +1158,33 @@ async def _release(
     await _uncount(session, ALL_EDITS, day)
 
 
+async def _spend_reached(session: AsyncSession, day: date, spend: Spend) -> bool:
+    """Whether one more edit could take the day's spend past its cap, counting every edit not
+    paid for yet (queued or at the API) at the dearest price. Runs after the bot's counter was
+    updated: that row's lock makes admissions take turns, so the count is exact on PostgreSQL
+    too."""
+    spent = await session.scalar(
+        select(Counter.used).where(Counter.scope == SPEND, Counter.day == day)
+    )
+    unpaid = (EditStatus.QUEUED, EditStatus.RUNNING)  # a kept result's cost is in `spent`
+    open_edits = await session.scalar(select(func.count()).where(Edit.status.in_(unpaid)))
+    return (spent or 0) + ((open_edits or 0) + 1) * spend.per_edit > spend.cap
+
+
+async def _add_spend(session: AsyncSession, spent: tuple[date, int] | None, insert: Any) -> None:
+    """Add (day, micro-dollars) to the day's spend, in the caller's transaction."""
+    if spent is None or spent[1] <= 0:
+        return
+    day, micros = spent
+    await session.execute(
+        insert(Counter)
+        .values(scope=SPEND, day=day, used=micros)
+        .on_conflict_do_update(
+            index_elements=["scope", "day"], set_={"used": Counter.used + micros}
+        )
+    )
+
+
 async def _release_user(session: AsyncSession, user_id: int, day: date) -> None:
     """Take back one reserved unit of the user (never below zero)."""
     await session.execute(
@@ -1157,6 +1215,7 @@ class _Limits:
     budget: int  # for the whole bot per day (0: no limit)
     waiting: int  # queued edits per user (0: no limit)
     unlimited: bool  # an admin: counted, never refused
+    spend: Spend | None  # the day's cap on the backends' bill (None: no cap)
 
 
 async def _new_canvas(session: AsyncSession, size: str, width: int, height: int) -> int:

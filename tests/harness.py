@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.telegram import TelegramBot
-from bot.backends import make_backend
-from bot.backends.http import HttpBackend
+from bot.backends import FallbackEditor, ImageEditor, make_backend
 from bot.domain import MessageRef, UserRef
 from bot.service import EditService
 from storage.db import create_engine, migrate
@@ -29,8 +28,11 @@ class BotUnderTest:
     database_url: str
     service_options: dict[str, Any] = field(default_factory=dict)
     client_options: dict[str, Any] = field(default_factory=dict)
+    # FALLBACK_*: make_backend's options for the fallback (the harness's timeouts and retries
+    # unless given); "cooldown" is the FallbackEditor's own
+    fallback_options: dict[str, Any] | None = None
     store: SqlStore | None = None
-    client: HttpBackend | None = None
+    client: ImageEditor | None = None
     service: EditService | None = None
     bot: TelegramBot | None = None
 
@@ -47,8 +49,11 @@ class BotUnderTest:
             "base_url": self.stepfun.base_url,
             "api_key": self.stepfun.api_key,
         }
-        client_options.update(self.client_options)
-        self.client = make_backend(**client_options)
+        self.client = make_backend(**(client_options | self.client_options))
+        if self.fallback_options is not None:
+            fallback = client_options | {"role": "FALLBACK"} | self.fallback_options
+            rest = {"cooldown": fallback.pop("cooldown", 60.0)}
+            self.client = FallbackEditor(self.client, make_backend(**fallback), **rest)
         options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
         self.service = EditService(self.store, self.client, **options)
         self.bot = TelegramBot(

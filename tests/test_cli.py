@@ -16,6 +16,7 @@ from tests.fakes.discord import ALICE as DISCORD_ALICE
 from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
 from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord import FakeDiscord
+from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser
 from tests.images import decode, make_image
@@ -25,6 +26,8 @@ SETTINGS = (
     "TELEGRAM_",
     "DISCORD_",
     "EDIT_",
+    "FALLBACK_",
+    "GLOBAL_",
     "DATABASE_URL",
     "DAILY_QUOTA",
     "DEFAULT_",
@@ -266,6 +269,65 @@ async def test_a_bad_operator_setting_stops_run_with_one_line_naming_it(
     assert code == 2
     assert err.strip().count("\n") == 0 and "Traceback" not in err
     assert named in err and "ABCDEFGHIJKLMNOP" not in err
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        ("FALLBACK_API_KEY=sk-half", "FALLBACK_API_STYLE"),  # all or none
+        ("FALLBACK_API_STYLE=gemini", "FALLBACK_API_KEY"),
+        (
+            "FALLBACK_API_STYLE=stepfun\nFALLBACK_API_URL=https://api.openai.com/v1\n"
+            "FALLBACK_API_KEY=k",
+            "wrong vendor",
+        ),
+        ("GLOBAL_DAILY_SPEND=5", "EDIT_PRICE"),  # fal: no published price the bot knows
+        (
+            "GLOBAL_DAILY_SPEND=5\nEDIT_PRICE=0.04\nFALLBACK_API_STYLE=fal\nFALLBACK_API_KEY=k",
+            "FALLBACK_PRICE",
+        ),
+    ],
+)
+async def test_a_fallback_or_spend_cap_set_in_part_stops_run_with_one_line(
+    tmp_path: Path, lines: str, named: str
+) -> None:
+    (tmp_path / ".env").write_text(
+        "TELEGRAM_BOT_TOKEN=123456:ABCDEFGHIJKLMNOP\nEDIT_API_STYLE=fal\nEDIT_API_KEY=fal-secret\n"
+        f"{lines}\n"
+    )
+    code, _, err = await run("run", cwd=tmp_path, env=environment())
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert named in err and "fal-secret" not in err and "sk-half" not in err
+
+
+async def test_run_with_a_dead_primary_warns_and_edits_with_the_fallback(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    async with run_fake_openai() as openai:
+        env = wired_to(
+            telegram, stepfun, EDIT_API_KEY="sk-rejected-key", FALLBACK_API_STYLE="openai",
+            FALLBACK_API_URL=openai.base_url, FALLBACK_API_KEY=openai.api_key or "",
+        )  # fmt: skip
+        process = await asyncio.create_subprocess_exec(
+            STEPEDIT, "run", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        reading = asyncio.create_task(process.stderr.read())
+        try:
+            alice = FakeUser(id=78, first_name="Alice")
+            telegram.user_sends_photo(78, alice, make_image(200, 150), caption="make it snow")
+            photo = await telegram.wait_for_message(78, lambda m: m.kind == "photo", timeout=30)
+            assert "Made by gpt-image-1.5" in (photo.caption or "")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 30)
+        log = (await reading).decode()
+        assert process.returncode == 0, log
+        assert "EDIT_API_KEY" in log and "the fallback gpt-image-1.5 takes the edits" in log
+        assert len(openai.requests) == 1 and stepfun.requests == []
+        assert "sk-rejected-key" not in log
 
 
 async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(

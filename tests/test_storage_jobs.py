@@ -14,7 +14,9 @@ from bot.domain import (
     FileRef,
     MessageRef,
     NewEdit,
+    NewImage,
     ShownImage,
+    Spend,
     UserRef,
 )
 from storage.db import create_engine
@@ -360,3 +362,51 @@ async def test_the_waiting_limit_holds_for_requests_at_the_same_moment(db_url: s
     finally:
         for s in stores:
             await s.aclose()
+
+
+async def test_the_spend_cap_counts_kept_results_billed_failures_and_unpaid_edits(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await store.save_image(b"original", "image/png", 512, 512)
+    cap = Spend(cap=10_000_000_000, per_edit=3_000_000_000)  # past 32 bits: BIGINT counters
+
+    async def admit() -> str | None:
+        new = NewEdit(user.id, "telegram", "55", None, source, "x", EditOptions())
+        return (await store.admit(new, day=DAY, quota=0, max_waiting=0, spend=cap)).refused
+
+    first = await queued(store, user.id, source)
+    assert await admit() is None  # two unpaid at most 3000 each, one more: 9000 <= 10000
+    assert await admit() is None
+    assert await admit() == "spend"
+    assert await store.quota_used(user.id, DAY) == 3  # the refused one took back its unit
+    # The first is made and kept: its real cost (less than the most) replaces its share.
+    claimed = await store.claim(OWNER, later(), ["telegram"])
+    assert claimed is not None and claimed.id == first
+    result = NewImage(b"result", "image/png", 512, 512)
+    kept = await store.keep_result(first, result, None, (), EditTimings(), owner=OWNER,
+                                   model="gpt-image-1.5", spent=(DAY, 2_500_000_000))  # fmt: skip
+    assert kept is not None
+    assert (await store.get_edit(first)).model == "gpt-image-1.5"  # type: ignore[union-attr]
+    assert (await store.stats(DAY)).spent_today == 2500.0
+    assert await admit() == "spend"  # 2500 + 3 x 3000 > 10000
+    assert await store.finish_edit(first, EditStatus.SUCCEEDED, owner=OWNER)
+    # A call that may have been billed adds its price when its edit ends; a refusal nothing.
+    second = await store.claim(OWNER, later(), ["telegram"])
+    assert second is not None
+    assert await store.finish_edit(second.id, EditStatus.FAILED, owner=OWNER,
+                                   spent=(DAY, 3_000_000_000))  # fmt: skip
+    assert not await store.finish_edit(second.id, EditStatus.FAILED, spent=(DAY, 5))  # ended
+    assert (await store.stats(DAY)).spent_today == 5500.0
+    assert await admit() == "spend"  # 5500 + (1 unpaid + 1) x 3000 > 10000
+    third = await store.claim(OWNER, later(), ["telegram"])
+    assert third is not None
+    assert await store.finish_edit(third.id, EditStatus.REFUSED, owner=OWNER)  # costs nothing
+    assert await admit() is None  # 5500 + 3000 <= 10000
+    assert (await store.stats(DAY)).spent_today == 5500.0
+
+
+async def test_a_bot_value_is_made_once_and_read_alike(store: SqlStore) -> None:
+    made = await store.bot_value("end_user_salt", "first")
+    assert made == "first"
+    assert await store.bot_value("end_user_salt", "second") == "first"

@@ -49,15 +49,15 @@ def test_settings_say_when_the_negative_prompt_is_ignored() -> None:
     ignored = UserSettings(steps=8, cfg_scale=1.0, negative_prompt="blurry")
     used = UserSettings(steps=8, cfg_scale=4.0, negative_prompt="blurry")
     stepfun = StepFunBackend.capabilities
-    assert "only used when cfg > 1.0" in describe_settings(ignored, EN, stepfun, "m")
-    assert "only used when cfg > 1.0" not in describe_settings(used, EN, stepfun, "m")
-    assert "seed: random" in describe_settings(used, EN, stepfun, "m")
+    assert "only used when cfg > 1.0" in describe_settings(ignored, EN, stepfun, ("m",))
+    assert "only used when cfg > 1.0" not in describe_settings(used, EN, stepfun, ("m",))
+    assert "seed: random" in describe_settings(used, EN, stepfun, ("m",))
 
 
 def test_settings_offer_only_what_the_backend_has() -> None:
-    shown = describe_settings(UserSettings(steps=8, cfg_scale=4.0), EN, Capabilities(), "gpt-x")
+    shown = describe_settings(UserSettings(steps=8, cfg_scale=4.0), EN, Capabilities(), ("gpt-x",))
     assert "steps" not in shown and "cfg" not in shown and "seed" not in shown
     assert "size of new images" not in shown and "model: gpt-x" in shown
     sized = Capabilities(generation_sizes={"1:1": (1024, 1024), "16:9": (1344, 768)})
-    shown = describe_settings(UserSettings(image_size="1:1"), ZH, sized, "g")
+    shown = describe_settings(UserSettings(image_size="1:1"), ZH, sized, ("g",))
     assert "/settings size 16:9" in shown and "步数" not in shown

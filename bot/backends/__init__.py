@@ -7,6 +7,7 @@
     gemini.py       `gemini` (Google's native image models, :generateContent)
     fal.py          `fal` (fal.ai edit models by id, queue or sync)
     stepfun.py      `stepfun` (retired by its vendor on 2026-10-10)
+    fallback.py     FALLBACK_*: a second backend for edits the first surely did not do
 
 `EDIT_API_STYLE` picks one; `make_backend` builds it. A new backend is one module here, one line
 in STYLES, and its fake in tests/fakes/.
@@ -20,6 +21,7 @@ import httpx
 
 from bot.backends.base import Capabilities, ImageEditor, InputImage
 from bot.backends.fal import FalBackend
+from bot.backends.fallback import FallbackEditor
 from bot.backends.gemini import GeminiBackend
 from bot.backends.http import HttpBackend
 from bot.backends.openai import OmniBackend, OpenAIBackend
@@ -29,6 +31,7 @@ __all__ = [
     "RETIREMENT",
     "STYLES",
     "Capabilities",
+    "FallbackEditor",
     "ImageEditor",
     "InputImage",
     "make_backend",

@@ -74,6 +74,11 @@ class ImageEditor(Protocol):
     model: str
     capabilities: Capabilities
 
+    @property
+    def price(self) -> float | None:
+        """What one picture may cost the operator (US dollars); None when unknown."""
+        ...
+
     async def edit(
         self, images: Sequence[InputImage], prompt: str, options: EditOptions
     ) -> EditedImage:

@@ -278,7 +278,7 @@ class FalBackend(HttpBackend):
             image = await self._download(url)
         check_result(image, request_id)
         seed = as_seed(payload.get("seed"))
-        return EditedImage(data=image, seed=seed, request_id=request_id, model=self.model)
+        return self._made(image, seed, request_id)
 
 
 def _data_uri(image: InputImage) -> str:

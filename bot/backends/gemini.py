@@ -69,6 +69,14 @@ REFUSED_REASONS = frozenset(
 MAX_INLINE_BYTES = 19 * 1024 * 1024
 
 
+# Google's price of one 1K picture, US dollars, from its pricing page (March 2026).
+GEMINI_PRICES = {
+    "gemini-2.5-flash-image": 0.039,
+    "gemini-3.1-flash-image": 0.067,
+    "gemini-3-pro-image": 0.134,
+}
+
+
 class GeminiBackend(HttpBackend):
     style = "gemini"
     default_url = "https://generativelanguage.googleapis.com/v1beta"
@@ -77,6 +85,10 @@ class GeminiBackend(HttpBackend):
 
     def _auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self._api_key} if self._api_key else {}
+
+    def published_price(self) -> float | None:
+        name = self.model.removeprefix("models/")
+        return next((p for known, p in GEMINI_PRICES.items() if name.startswith(known)), None)
 
     @property
     def _url(self) -> str:
@@ -213,7 +225,7 @@ class GeminiBackend(HttpBackend):
             )
         image = await off_loop(_decode_any_b64, data, len(data))
         check_result(image, request_id)
-        return EditedImage(data=image, seed=None, request_id=request_id, model=self.model)
+        return self._made(image, None, request_id)
 
 
 def _first_image(parts: list[dict[str, Any]]) -> str | None:

@@ -172,6 +172,7 @@ class HttpBackend:
         max_backoff: float = 20.0,
         transport: httpx.AsyncBaseTransport | None = None,
         role: str = "EDIT",
+        price: float | None = None,
     ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be positive")
@@ -179,6 +180,7 @@ class HttpBackend:
             raise ValueError("retries, backoff and max_backoff must not be negative")
         self._api_key = api_key
         self.role = role
+        self._price = price
         self.base_url = (base_url or self.default_url).strip().rstrip("/")
         if not self.base_url:
             raise ApiConfigError(f"The edit API URL is empty: set {role}_API_URL.")
@@ -204,6 +206,20 @@ class HttpBackend:
             headers={"User-Agent": _USER_AGENT},
             follow_redirects=False,
         )
+
+    @property
+    def price(self) -> float | None:
+        """What one picture costs (the operator's EDIT_PRICE, else the vendor's published
+        price for this model), None when unknown."""
+        return self._price if self._price is not None else self.published_price()
+
+    def published_price(self) -> float | None:
+        """The vendor's price of one picture in US dollars, where its docs publish one."""
+        return None
+
+    def _made(self, data: bytes, seed: int | None, request_id: str | None) -> EditedImage:
+        """The result, with the model that made it and what it cost."""
+        return EditedImage(data, seed, request_id, model=self.model, cost=self.price)
 
     @property
     def setting_key(self) -> str:

@@ -40,6 +40,10 @@ OPENAI_SIZES: dict[str, tuple[int, int]] = {
     "1024x1536": (1024, 1536),
 }
 
+# OpenAI's price of one picture at 1536x1024, a photo's shape (low, medium, high quality; "auto"
+# counts as high), US dollars, from its pricing page as of 2026-12. Input image tokens add a little.
+OPENAI_PRICES = {"gpt-image-1.5": (0.013, 0.050, 0.200), "gpt-image-1": (0.016, 0.063, 0.25)}
+
 OMNI_SIZES: dict[str, tuple[int, int]] = {
     "1024x1024": (1024, 1024),
     "1344x768": (1344, 768),
@@ -75,6 +79,12 @@ class OpenAIBackend(OpenAIWire):
         self.quality = quality
         self.output_format = output_format
 
+    def published_price(self) -> float | None:
+        prices = OPENAI_PRICES.get(self.model)
+        if prices is None:
+            return None
+        return prices[min(QUALITIES.index(self.quality), 2)]
+
     def _format_fields(self) -> dict[str, str | int]:
         """Typed, as a JSON body has them (form_value makes them form text)."""
         fields: dict[str, str | int] = {"output_format": self.output_format}
@@ -89,16 +99,20 @@ class OpenAIBackend(OpenAIWire):
         fields = {"prompt": check_prompt(prompt), "model": self.model, "quality": self.quality}
         if "mini" not in self.model:  # gpt-image-1-mini has no input_fidelity
             fields["input_fidelity"] = "high"  # keep faces and details of the user's photo
-        return fields | self._format_parts()
+        return fields | self._format_parts() | _end_user(options)
 
     def _generation_body(self, prompt: str, options: EditOptions, size: str) -> dict[str, Any]:
-        return {
-            "prompt": check_prompt(prompt),
-            "model": self.model,
-            "n": 1,
-            "size": _sized(size, OPENAI_SIZES),
-            "quality": self.quality,
-        } | self._format_fields()
+        return (
+            {
+                "prompt": check_prompt(prompt),
+                "model": self.model,
+                "n": 1,
+                "size": _sized(size, OPENAI_SIZES),
+                "quality": self.quality,
+            }
+            | self._format_fields()
+            | _end_user(options)
+        )
 
     def _vendor_error(self, reply: Reply) -> Exception | None:
         error = _openai_error(reply)
@@ -146,6 +160,9 @@ class OmniBackend(OpenAIBackend):
         super().__init__(output_format=output_format, **kwargs)
         self._cfg_field = "true_cfg_scale" if "qwen" in self.model.lower() else "guidance_scale"
 
+    def published_price(self) -> float | None:
+        return 0.0  # the operator's own GPU: no price per picture (set EDIT_PRICE for one)
+
     def _extras(self, options: EditOptions) -> dict[str, int | float | str]:
         cfg = check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)
         fields: dict[str, int | float | str] = {
@@ -192,6 +209,11 @@ class OmniBackend(OpenAIBackend):
                 self.model,
             )
         return True
+
+
+def _end_user(options: EditOptions) -> dict[str, str]:
+    """OpenAI's end-user field, so its abuse handling sees users, not only the operator."""
+    return {"user": options.end_user} if options.end_user else {}
 
 
 def _openai_error(reply: Reply) -> dict[str, Any]:

@@ -179,4 +179,4 @@ class OpenAIWire(HttpBackend):
             raise ApiProtocolError(f"the edit reply's image is empty (id={request_id})")
         check_result(image, request_id)
         seed = self._shown_seed(sent, as_seed(item.get("seed")))
-        return EditedImage(data=image, seed=seed, request_id=request_id, model=self.model)
+        return self._made(image, seed, request_id)

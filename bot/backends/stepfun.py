@@ -72,6 +72,9 @@ class StepFunBackend(OpenAIWire):
     _too_large_markers = ("消息获取失败",)
     _key_hint = " (a key from api.stepfun.com does not work on api.stepfun.ai and vice versa)"
 
+    def published_price(self) -> float | None:
+        return 0.003 if self.model == "step-image-edit-2" else None  # its last pricing page
+
     def __init__(self, *, response_format: str = "b64_json", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if response_format not in ("b64_json", "url"):

@@ -1,0 +1,38 @@
+"""money and the fallback: which model made each picture; the day's spend in the counters
+(micro-dollars, so 64 bits); a small table of the bot's own values (the salt of the end-user
+hash sent to vendors)
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07 10:30:00+00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.add_column("edits", sa.Column("model", sa.String(length=128), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64 bits already
+        op.alter_column("counters", "used", type_=sa.BigInteger(), existing_type=sa.Integer())
+    op.create_table(
+        "bot_values",
+        sa.Column("name", sa.String(length=64), primary_key=True),
+        sa.Column("value", sa.Text(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("bot_values")
+    if op.get_bind().dialect.name == "postgresql":
+        op.alter_column("counters", "used", type_=sa.Integer(), existing_type=sa.BigInteger())
+    op.drop_column("edits", "model")
