@@ -241,6 +241,7 @@ class EditedImage:
     request_id: str | None = None
     model: str | None = None  # which model made it (the fallback's, when it stood in)
     cost: float | None = None  # what it cost the operator (US dollars), None when unknown
+    stood_in: bool = False  # the fallback made it because the usual backend was down
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@
     │   ├── NothingToEdit         no photo to apply a prompt to
     │   ├── UnknownEdit           a button or reply names an edit we do not have
     │   ├── QuotaExceeded         the daily quota is used up
+│   ├── UnchargedCallsCapped  too many paid calls without a picture today (MAX_UNCHARGED_CALLS)
     │   └── Busy                  this user already has an edit running
     ├── EditRefused               the API's content review refused it (content_filtered, 451)
     ├── EditCancelled             the user cancelled it (/cancel)
@@ -109,6 +110,12 @@ class BudgetSpent(UserError):
     code = "error_budget"
 
 
+class UnchargedCallsCapped(UserError):
+    """MAX_UNCHARGED_CALLS: the user's paid calls that ended without a picture, for today."""
+
+    code = "error_uncharged_cap"
+
+
 class NotAllowed(UserError):
     """Not on the operator's allowlist (said in private chats)."""
 
@@ -168,7 +175,7 @@ class ApiConfigError(EditApiError):
     code = "error_unavailable"
 
     def __init__(self, operator_message: str, status: int | None = None) -> None:
-        super().__init__(operator_message)
+        super().__init__(operator_message, maybe_done=False)  # refused before any work
         self.operator_message = operator_message
         self.status = status
 

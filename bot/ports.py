@@ -58,6 +58,14 @@ class EditStore(Protocol):
         """Units a chat ("chat:<platform>:<id>") or the whole bot ("all") used that day."""
         ...
 
+    async def add_spend(self, day: date, micros: int) -> None:
+        """Add to the day's spend a call whose edit ended elsewhere (cancelled, taken over)."""
+        ...
+
+    async def clear_flag(self, flag: str, day: date) -> None:
+        """Lower a flag `first_time_today` raised, so the next caller is first again."""
+        ...
+
     async def first_time_today(self, flag: str, day: date) -> bool:
         """True for the first caller that day (of any process) to raise `flag`."""
         ...
@@ -118,14 +126,16 @@ class EditStore(Protocol):
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
         spend: Spend | None = None,
+        max_uncharged: int = 0,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
         linked to it; then, unless the user has `max_waiting` edits queued or the user's
         `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up, or the
-        day's `spend` could pass its cap (`Admission.refused` says which: "quota",
-        "chat_quota", "budget", "spend", "busy"; 0 = no limit; `unlimited`: none of them),
-        one unit of each is reserved and the edit queued."""
+        day's `spend` could pass its cap, or the user's paid calls without a picture today
+        reached `max_uncharged` (`Admission.refused` says which: "quota", "chat_quota",
+        "budget", "spend", "uncharged", "busy"; 0 = no limit; `unlimited`: none of them), one
+        unit of each is reserved and the edit queued."""
         ...
 
     async def claim(
@@ -181,6 +191,11 @@ class EditStore(Protocol):
         it was cancelled."""
         ...
 
+    async def mark_sent(self, edit_id: int, owner: str) -> bool:
+        """The edit's request leaves for the image model now: from here on no cancel takes it.
+        False if `owner` no longer holds it or it was cancelled (then nothing is sent)."""
+        ...
+
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
         """running -> delivering, if `owner` still holds the edit and nobody cancelled it."""
         ...
@@ -196,11 +211,13 @@ class EditStore(Protocol):
         answer: str | None = None,
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
+        uncharged_call: date | None = None,
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
         image and `message` repliable; any other end gives its unit back (`spent`: what a call
-        that may have been billed cost, added to the day's spend). False (changing nothing)
-        when it had ended already."""
+        that may have been billed cost, added to the day's spend; `uncharged_call`: the day to
+        count a paid call of the user's that ended without a picture). False (changing
+        nothing) when it had ended already."""
         ...
 
     async def cancel_edits(

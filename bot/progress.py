@@ -30,6 +30,7 @@ from bot.texts import t
 log = logging.getLogger("stepedit.progress")
 
 WORKING = 0  # the place of a request at work (waiting ones have places 1, 2, ...)
+SENT = -1  # at work, and sent to the image model: past cancelling
 NoteKey = tuple[str, str, int]  # (platform, chat id, user id): whose note, where
 OnNoteSent = Callable[[list[int], str], Awaitable[None]]  # (edit ids, note id)
 OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
@@ -52,7 +53,7 @@ class _Note:
     pump: asyncio.Task[None] | None = None
 
     def working(self) -> bool:
-        return WORKING in self.places.values()
+        return any(place <= WORKING for place in self.places.values())
 
     def work_started(self) -> bool:
         """The news worth telling without delay: one of the requests is at work now."""
@@ -62,10 +63,12 @@ class _Note:
         if not self.places:
             return _GONE
         lang = self.to.language
-        waiting = sorted(place for place in self.places.values() if place != WORKING)
+        waiting = sorted(place for place in self.places.values() if place > WORKING)
         if len(waiting) < len(self.places):
             if waiting:
                 return t("working_more", lang, count=len(waiting))
+            if SENT in self.places.values():
+                return t("working_sent", lang)
             return t("working", lang)
         if len(waiting) == 1:
             return t("queued", lang, position=waiting[0])

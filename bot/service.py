@@ -46,6 +46,7 @@ from bot.domain import (
     Address,
     Admission,
     ChatRef,
+    EditedImage,
     EditOptions,
     EditRecord,
     EditRequest,
@@ -79,6 +80,7 @@ from bot.errors import (
     ImageExpired,
     InvalidImage,
     InvalidSetting,
+    NoImageReturned,
     NotAllowed,
     NothingToEdit,
     NothingToUndo,
@@ -86,11 +88,12 @@ from bot.errors import (
     PromptTooLong,
     QuotaExceeded,
     StepEditError,
+    UnchargedCallsCapped,
     UnknownEdit,
 )
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.presenter import Action, Press
-from bot.progress import WORKING, NoteBoard, NoteKey
+from bot.progress import SENT, WORKING, NoteBoard, NoteKey
 from bot.texts import error_text, language_for, t
 
 log = logging.getLogger("stepedit.service")
@@ -184,6 +187,7 @@ class EditService:
         self._seeds = seeds
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._salt: str | None = None  # of the end-user hash (the database keeps it)
+        self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
@@ -241,7 +245,10 @@ class EditService:
         for prefetch in self._prefetched.values():
             prefetch.drop()
         self._prefetched.clear()
-        await asyncio.gather(*held.values(), *self._loops, *prefetches, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*held.values(), *self._loops, *prefetches, *self._background,
+                             return_exceptions=True)  # fmt: skip
         self._loops = []
         if held:  # those that ended meanwhile are no longer leased: this leaves them be
             with contextlib.suppress(Exception):  # else their leases run out: same end, later
@@ -302,14 +309,17 @@ class EditService:
             budget=self.rules.budget,
             unlimited=self.is_admin(request.user),
             spend=self._spend(),
+            max_uncharged=self.rules.max_uncharged,
         )
         if admission.refused == "quota":
             raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
         if admission.refused == "chat_quota":
             raise ChatQuotaExceeded(limit=self.rules.chat_quota, resets=self._reset_time())
         if admission.refused in ("budget", "spend"):
-            await self._tell_admins_paused(admission.refused, day)
+            self._tell_admins_paused(admission.refused, day)
             raise BudgetSpent(resets=self._reset_time())
+        if admission.refused == "uncharged":
+            raise UnchargedCallsCapped(limit=self.rules.max_uncharged, resets=self._reset_time())
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
@@ -575,6 +585,9 @@ class EditService:
             await self._carry_out(edit, messenger)
         except asyncio.CancelledError:
             if self._stopping:
+                if edit.id in self._committed:  # its call was made: billed, and made again
+                    with contextlib.suppress(Exception):
+                        await self.store.add_spend(self._today(), Spend.micros(self.editor.price))
                 raise  # shutdown: the job goes back to the queue, its note stays
             # else the user cancelled it: cancel() ended it, answered and closed its note
         except _LeaseLost:
@@ -615,8 +628,8 @@ class EditService:
                 log.error("the edit API needs the operator: %s", exc.operator_message)
             status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
             await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=error_text(exc, to.language),
-                            spent=self._billed(exc))  # fmt: skip
+                            answer=error_text(exc, to.language), spent=self._billed(exc),
+                            uncharged_call=self._today() if _paid_call(exc) else None)  # fmt: skip
             return
         except Exception as exc:
             log.exception("edit %s failed", edit.id)
@@ -635,14 +648,14 @@ class EditService:
 
     async def _end(
         self, edit: EditRecord, status: str, error: str, *, answer: str,
-        spent: tuple[date, int] | None = None,
+        spent: tuple[date, int] | None = None, uncharged_call: date | None = None,
     ) -> None:  # fmt: skip
         """End the job without a result (its unit goes back) and tell the user why. If the
         database is down, the lease runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self._clock()))
         if await self.store.finish_edit(
             edit.id, status, error=error, timings=timings, answer=answer, owner=self._owner,
-            spent=spent,
+            spent=spent, uncharged_call=uncharged_call,
         ):  # fmt: skip
             await self._answer(edit.id, edit.address, answer)
 
@@ -724,8 +737,9 @@ class EditService:
             self._committed.add(edit.id)
             self._show_working(edit, messenger)
             result = await self.store.load_image(edit.result_image_id)
+            stand_in = edit.model if edit.model not in (None, self.editor.model) else None
             picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
-                                          messenger, model=edit.model)  # fmt: skip
+                                          messenger, stand_in=stand_in)  # fmt: skip
             if not await self.store.start_delivery(edit.id, self._owner):
                 await self._not_ours(edit.id)
                 return None
@@ -739,8 +753,11 @@ class EditService:
         async with self._api_slots:
             if self._stopping:
                 raise asyncio.CancelledError  # shutting down: no new paid call
+            if not await self.store.mark_sent(edit.id, self._owner):
+                await self._not_ours(edit.id)  # cancelled just now: nothing is sent
+                return None
             self._committed.add(edit.id)
-            self._show_working(edit, messenger)
+            self._show_working(edit, messenger, sent=True)
             if mime == CANVAS:  # nothing to edit: a new image from the words
                 # (a reroll of one made by another backend takes this one's nearest: its default)
                 size = self._generation_size(UserSettings(image_size=data.decode())) or ""
@@ -749,19 +766,22 @@ class EditService:
                 image = InputImage(data, mime, filename)
                 edited = await self.editor.edit([image], edit.prompt, options)
         timings = replace(timings, api_ms=_ms_since(called))
-        checked = await self._checked_result(edited.data)
         spent = (self._today(), Spend.micros(edited.cost))
+        checked = await self._checked_result(edited)
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).
         picture, result_id = await _both(
-            self._picture(edit, edited.data, 0, edited.seed, notes, messenger, model=edited.model),
+            self._picture(edit, edited.data, 0, edited.seed, notes, messenger,
+                          stand_in=edited.model if edited.stood_in else None),
             self.store.keep_result(
                 edit.id, checked, edited.seed, notes, timings, owner=self._owner, source=fetched,
                 model=edited.model, spent=spent,
             ),
         )  # fmt: skip
-        if result_id is None:
+        if result_id is None:  # cancelled, or no longer ours: the call was made all the same
+            with contextlib.suppress(Exception):
+                await self.store.add_spend(*spent)
             await self._not_ours(edit.id)
             return None
         return replace(picture, image_id=result_id), timings
@@ -775,11 +795,11 @@ class EditService:
 
     async def _picture(
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
-        notes: tuple[str, ...], messenger: Messenger, *, model: str | None = None,
+        notes: tuple[str, ...], messenger: Messenger, *, stand_in: str | None = None,
     ) -> Picture:  # fmt: skip
-        """The chat's copy of an API result (`model`: the one that made it, said when it was
-        not the usual one). A result whose pixels do not decode is the API's fault (the user's
-        photo was fine): temporarily unavailable, nothing charged."""
+        """The chat's copy of an API result (`stand_in`: the fallback's model, when it made
+        the picture because the usual one was down). A result whose pixels do not decode is
+        the API's fault (the user's photo was fine): temporarily unavailable, nothing charged."""
         try:
             chat_bytes, chat_mime = await self._for_chat(data, messenger, edit.address)
         except InvalidImage as exc:
@@ -793,12 +813,13 @@ class EditService:
             prompt=edit.prompt,
             seed=seed,
             notes=notes,
-            stand_in=model if model and model != self.editor.model else None,
+            stand_in=stand_in,
         )
 
-    def _show_working(self, edit: EditRecord, messenger: Messenger) -> None:
-        self._notes.show(edit.id, _note_key(edit), edit.address, messenger, WORKING,
-                         note_id=edit.note_id)  # fmt: skip
+    def _show_working(self, edit: EditRecord, messenger: Messenger, *, sent: bool = False) -> None:
+        """Its note says it is at work (`sent`: the image model has it, past cancelling)."""
+        self._notes.show(edit.id, _note_key(edit), edit.address, messenger,
+                         SENT if sent else WORKING, note_id=edit.note_id)  # fmt: skip
 
     async def _api_input(
         self, image_id: int, messenger: Messenger
@@ -820,11 +841,14 @@ class EditService:
         normal = await self._pillow(imaging.normalize, image.data, max_side=self.max_side)
         return normal.data, normal.mime, (), None
 
-    async def _checked_result(self, data: bytes) -> NewImage:
+    async def _checked_result(self, edited: EditedImage) -> NewImage:
+        data = edited.data
         try:
             width, height = await self._pillow(imaging.image_size, data)
-        except InvalidImage as exc:
-            raise ApiProtocolError("the API returned bytes that are not an image") from exc
+        except InvalidImage as exc:  # made and billed all the same
+            raise ApiProtocolError(
+                "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
+            ) from exc
         return NewImage(data, _mime_of(data), width, height)
 
     async def _for_chat(self, data: bytes, messenger: Messenger, to: Address) -> tuple[bytes, str]:
@@ -1103,20 +1127,34 @@ class EditService:
             return None
         return Spend(Spend.micros(self.rules.spend_cap), Spend.micros(self.editor.price))
 
-    async def _tell_admins_paused(self, why: str, day: date) -> None:
-        """Once a day for each `why` ("budget", "spend"; whichever process sees it first), in
-        private, where it can."""
-        if not await self.store.first_time_today(f"told:{why}", day):
-            return
-        text = t(
-            f"admin_{why}_spent", budget=self.rules.budget,
-            spend=_dollars(self.rules.spend_cap), resets=self._reset_time(),
-        )  # fmt: skip
-        for platform, user_id in self.rules.admins.items:
-            for messenger in self._messengers.values():
-                if platform in (None, messenger.platform):
-                    with contextlib.suppress(Exception):  # never started a chat with the bot
-                        await messenger.tell(user_id, text)
+    def _tell_admins_paused(self, why: str, day: date) -> None:
+        """Tell the admins, once a day for each `why` ("budget", "spend"), in private where
+        they can be told; in the background, so a slow platform never delays the refusal."""
+        task = asyncio.create_task(self._tell_admins(why, day))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _tell_admins(self, why: str, day: date) -> None:
+        try:
+            if not await self.store.first_time_today(f"told:{why}", day):
+                return  # another request (of any process) tells them
+            text = t(
+                f"admin_{why}_spent", budget=self.rules.budget,
+                spend=_dollars(self.rules.spend_cap), resets=self._reset_time(),
+            )  # fmt: skip
+            told = 0
+            for platform, user_id in self.rules.admins.items:
+                for messenger in self._messengers.values():
+                    if platform in (None, messenger.platform):
+                        try:
+                            await messenger.tell(user_id, text)
+                            told += 1
+                        except Exception:  # never started a chat with the bot, blocked it
+                            log.warning("could not tell admin %s that edits pause", user_id)
+            if not told:  # nobody heard it: the next refusal tries again
+                await self.store.clear_flag(f"told:{why}", day)
+        except Exception:
+            log.exception("could not tell the admins that edits pause")
 
     async def admin(self, user: UserRef, chat: ChatRef, command: str, args: list[str]) -> str:
         """An admin command (/stats, /grant, /ban, /unban, /quota <id>); its answer. Anyone
@@ -1315,6 +1353,14 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
     if isinstance(two, BaseException):
         raise two
     return one, two
+
+
+def _paid_call(exc: StepEditError) -> bool:
+    """Whether an edit ended by `exc` made a call the vendor may bill, with no picture: refused
+    content, words without a picture, or a failure after the request was sent."""
+    if isinstance(exc, EditRefused | NoImageReturned):
+        return True
+    return isinstance(exc, EditApiError) and bool(exc.params.get("maybe_done"))
 
 
 def _dollars(amount: float) -> str:

@@ -74,6 +74,10 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "收到！这张照片要怎么改？直接回复描述即可。",
     },
     "working": {EN: "🎨 Editing…", ZH: "🎨 正在修改…"},
+    "working_sent": {
+        EN: "🎨 Editing… (the image model has it: it can no longer be cancelled)",
+        ZH: "🎨 正在修改…（图像模型已在处理，无法再取消）",
+    },
     "queued": {
         EN: "⏳ Queued: you're number {position} in line.",
         ZH: "⏳ 排队中：你排在第 {position} 位。",
@@ -176,7 +180,16 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "（仅在 cfg > 1.0 时生效）",
     },
     "cancelled": {EN: "Cancelled. Nothing was charged.", ZH: "已取消，未扣除次数。"},
-    "nothing_to_cancel": {EN: "Nothing to cancel.", ZH: "没有可取消的任务。"},
+    "nothing_to_cancel": {
+        EN: "Nothing to cancel (an edit the image model already has runs to its end).",
+        ZH: "没有可取消的任务（图像模型已在处理的修改会完成）。",
+    },
+    "error_uncharged_cap": {
+        EN: "{limit} of your edits today ended without a picture (refused or failed), and each "
+        "one still cost the image model a call. Please try again after {resets}.",
+        ZH: "你今天已有 {limit} 次修改没有得到图片（被拒绝或失败），每次仍会调用图像模型。"
+        "请在 {resets} 之后再试。",
+    },
     "error_generic": {
         EN: "Something went wrong on my side. Please try again.",
         ZH: "出了点问题，请再试一次。",

@@ -234,6 +234,8 @@ class Edit(Base):
     message_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN))
     # set once a picture went out: from then on no cancel and no refund, even if requeued
     delivery_started: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # set as its request leaves for the image model: from then on it runs to its end (no cancel)
+    api_sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture

@@ -227,6 +227,15 @@ class SqlStore:
             )
             return used or 0
 
+    async def add_spend(self, day: date, micros: int) -> None:
+        async with self._tx() as session:
+            await _add_spend(session, (day, micros), self._insert)
+
+    async def clear_flag(self, flag: str, day: date) -> None:
+        """Lower a flag `first_time_today` raised (what it stood for did not happen)."""
+        async with self._tx() as session:
+            await session.execute(delete(Counter).where(Counter.scope == flag, Counter.day == day))
+
     async def first_time_today(self, flag: str, day: date) -> bool:
         """True for the first caller of the day (of any process) to raise `flag`."""
         async with self._tx() as session:
@@ -530,8 +539,9 @@ class SqlStore:
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
         spend: Spend | None = None,
+        max_uncharged: int = 0,
     ) -> Admission:
-        limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend)
+        limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend, max_uncharged)
         try:
             async with self._admitting, self._tx() as session:
                 if edit.key is not None:
@@ -582,6 +592,14 @@ class SqlStore:
         # below is exact on PostgreSQL too. The chat's and the bot's counters come next, each
         # checked by its own UPDATE, so a race for the last unit lets exactly one through.
         free = limits.unlimited
+        if not free and limits.uncharged:  # paid calls that ended without a picture, today
+            calls = await session.scalar(
+                select(Counter.used).where(
+                    Counter.scope == _uncharged_scope(edit.user_id), Counter.day == day
+                )
+            )
+            if (calls or 0) >= limits.uncharged:
+                return Admission(0, refused="uncharged")
         if not await self._reserve(session, edit.user_id, day, 0 if free else limits.user):
             return Admission(0, refused="quota")
         chat = _chat_scope(edit.platform, edit.chat_id)
@@ -810,6 +828,18 @@ class SqlStore:
         except _NotKept:
             return None
 
+    async def mark_sent(self, edit_id: int, owner: str) -> bool:
+        async with self._tx() as session:
+            sent = await session.scalar(
+                update(Edit)
+                .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                .where(Edit.status == EditStatus.RUNNING)
+                .values(api_sent=True)
+                .returning(Edit.id)
+                .execution_options(synchronize_session=False)
+            )
+            return sent is not None
+
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
         async with self._tx() as session:
             result = await session.execute(
@@ -833,12 +863,15 @@ class SqlStore:
         answer: str | None = None,
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
+        uncharged_call: date | None = None,
     ) -> bool:
         """End an open edit (if `owner` is given, only while it holds the lease):
         SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
         or REFUSED from any open state (giving its unit back, keeping `answer` for its user
         until `answered`; `spent`: what a call that may have been billed cost, added to that
-        day's spend). False, changing nothing, if it had ended already or is not `owner`'s."""
+        day's spend; `uncharged_call`: the day a paid call of the user's ended without a
+        charged picture, counted for MAX_UNCHARGED_CALLS). False, changing nothing, if it had
+        ended already or is not `owner`'s."""
         succeeded = status == EditStatus.SUCCEEDED
         since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
@@ -863,6 +896,9 @@ class SqlStore:
                 return False
             await _move_up(session, row)
             await _add_spend(session, spent, self._insert)
+            if uncharged_call is not None and not succeeded:
+                scope = _uncharged_scope(row.user_id)
+                await self._count(session, scope, uncharged_call, 0)
             if not succeeded:
                 if row.quota_day is not None:
                     await _release(session, row.user_id, row.platform, row.chat_id, row.quota_day)
@@ -884,7 +920,7 @@ class SqlStore:
             rows = (
                 await session.scalars(
                     update(Edit)
-                    .where(*which, Edit.delivery_started.is_(False))
+                    .where(*which, Edit.delivery_started.is_(False), Edit.api_sent.is_(False))
                     .where(Edit.status.in_((EditStatus.QUEUED, EditStatus.RUNNING)))
                     .values(
                         status=EditStatus.CANCELLED,
@@ -1163,11 +1199,12 @@ async def _spend_reached(session: AsyncSession, day: date, spend: Spend) -> bool
     paid for yet (queued or at the API) at the dearest price. Runs after the bot's counter was
     updated: that row's lock makes admissions take turns, so the count is exact on PostgreSQL
     too."""
+    # Unpaid first: an edit kept between the two reads is then counted twice, never missed.
+    unpaid = (EditStatus.QUEUED, EditStatus.RUNNING)  # a kept result's cost is in `spent`
+    open_edits = await session.scalar(select(func.count()).where(Edit.status.in_(unpaid)))
     spent = await session.scalar(
         select(Counter.used).where(Counter.scope == SPEND, Counter.day == day)
     )
-    unpaid = (EditStatus.QUEUED, EditStatus.RUNNING)  # a kept result's cost is in `spent`
-    open_edits = await session.scalar(select(func.count()).where(Edit.status.in_(unpaid)))
     return (spent or 0) + ((open_edits or 0) + 1) * spend.per_edit > spend.cap
 
 
@@ -1204,6 +1241,11 @@ async def _uncount(session: AsyncSession, scope: str, day: date) -> None:
     )
 
 
+def _uncharged_scope(user_id: int) -> str:
+    """The counter of a user's paid calls that ended without a charged picture."""
+    return f"uncharged:{user_id}"
+
+
 def _chat_scope(platform: str, chat_id: str) -> str:
     return f"chat:{platform}:{chat_id}"
 
@@ -1216,6 +1258,7 @@ class _Limits:
     waiting: int  # queued edits per user (0: no limit)
     unlimited: bool  # an admin: counted, never refused
     spend: Spend | None  # the day's cap on the backends' bill (None: no cap)
+    uncharged: int  # a user's paid calls per day that may end without a picture (0: no limit)
 
 
 async def _new_canvas(session: AsyncSession, size: str, width: int, height: int) -> int:

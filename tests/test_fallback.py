@@ -7,6 +7,7 @@ cool-down that skips a dead primary, the probe that finds it well again, and the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -16,7 +17,7 @@ import pytest
 
 from bot.backends import FallbackEditor, InputImage, make_backend
 from bot.domain import EditOptions
-from bot.errors import ApiConfigError, ApiTimeout, ApiUnavailable
+from bot.errors import ApiConfigError, ApiTimeout, ApiUnavailable, EditRefused
 from bot.texts import t
 from tests.edit_api_helpers import free_port
 from tests.fakes.gemini import FakeGemini, run_fake_gemini
@@ -181,7 +182,7 @@ async def test_a_failed_probe_rests_the_primary_again(
     assert len(vendors.openai.requests) == probed and len(vendors.gemini.requests) == 4
 
 
-async def test_refused_content_and_timeouts_go_to_no_other_backend(
+async def test_answers_that_may_have_been_billed_go_to_no_other_backend(
     editor: tuple[FallbackEditor, Clock], vendors: Vendors
 ) -> None:
     both, _ = editor
@@ -220,5 +221,70 @@ async def test_start_up_with_both_dead_is_one_line_naming_both(vendors: Vendors)
             await both.check()
         line = stopped.value.operator_message
         assert "EDIT_API_KEY" in line and "FALLBACK_API_KEY" in line and "\n" not in line
+    finally:
+        await both.aclose()
+
+
+async def test_a_rejected_key_or_a_gone_model_hands_the_edit_on(vendors: Vendors) -> None:
+    primary = make_backend(**vendors.primary(api_key="sk-revoked"), **FAST)
+    fallback = make_backend(**vendors.fallback(), **FAST, role="FALLBACK")
+    both = FallbackEditor(primary, fallback)
+    try:
+        made = await both.edit([IMAGE], "make it snow", EditOptions())  # 401: not done
+        assert made.stood_in and made.model == vendors.gemini.requests[0].model
+        assert len(vendors.openai.requests) == 1
+    finally:
+        await both.aclose()
+
+
+async def test_refused_content_is_answered_by_the_primary_alone(
+    editor: tuple[FallbackEditor, Clock], vendors: Vendors
+) -> None:
+    both, _ = editor
+    vendors.openai.refuse_next()
+    with pytest.raises(EditRefused):
+        await both.edit([IMAGE], "something bad", EditOptions())
+    assert vendors.gemini.requests == []  # no second opinion on refused content
+
+
+async def test_one_probe_at_a_time_even_while_older_calls_end(
+    editor: tuple[FallbackEditor, Clock], vendors: Vendors
+) -> None:
+    both, clock = editor
+    vendors.openai.fail_next(503, times=4)
+    for _ in range(2):
+        await both.edit([IMAGE], "make it snow", EditOptions())
+    clock.now += 31
+    vendors.openai.delay = 0.5  # the probe takes a while
+    probe = asyncio.create_task(both.edit([IMAGE], "make it snow", EditOptions()))
+    await asyncio.sleep(0.1)
+    others = [await both.edit([IMAGE], "make it rain", EditOptions()) for _ in range(2)]
+    assert all(made.stood_in for made in others)  # the probe is out: these skip the primary
+    assert not (await probe).stood_in
+    assert [r.fields["prompt"] for r in vendors.openai.requests][-1] == "make it snow"
+
+
+async def test_new_images_in_the_fallbacks_nearest_shape(
+    editor: tuple[FallbackEditor, Clock], vendors: Vendors
+) -> None:
+    both, _ = editor
+    vendors.openai.fail_next(503, times=2)
+    made = await both.generate("a cat", EditOptions(), "1024x1536")  # portrait 2:3
+    assert made.stood_in
+    sent = vendors.gemini.requests[-1].body["generationConfig"]["imageConfig"]["aspectRatio"]
+    assert sent == "2:3"
+
+
+async def test_a_failed_primary_call_is_priced_at_the_primarys_price(
+    vendors: Vendors,
+) -> None:
+    primary = make_backend(**vendors.primary(), **FAST, price=0.01)
+    fallback = make_backend(**vendors.fallback(), **FAST, role="FALLBACK", price=0.5)
+    both = FallbackEditor(primary, fallback)
+    try:
+        vendors.openai.fail_next(502)
+        with pytest.raises(ApiUnavailable) as failed:
+            await both.edit([IMAGE], "make it snow", EditOptions())
+        assert failed.value.params["price"] == 0.01
     finally:
         await both.aclose()

@@ -115,6 +115,9 @@ def test_each_vendor_has_its_published_price_and_edit_price_overrides_it() -> No
     assert price("openai", model="gpt-image-1", quality="low") == 0.016
     assert price("gemini") == 0.067 and price("gemini", model="gemini-3-pro-image") == 0.134
     assert price("stepfun") == 0.003
-    assert price("omni") == 0.0  # the operator's own GPU
+    assert price("omni") == 0.0  # the operator's own GPU (127.0.0.1)
+    assert price("omni", base_url="http://gpu-box:8000/v1") == 0.0
+    assert price("omni", base_url="http://10.0.0.7:8000/v1") == 0.0
+    assert price("omni", base_url="https://vllm.example.com/v1") is None  # maybe a paid host
     assert price("fal") is None and price("openai", model="somebody/else") is None
     assert price("fal", price=0.04) == 0.04

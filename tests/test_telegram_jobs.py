@@ -14,7 +14,9 @@ import pytest
 from telegram import Update
 
 from adapters.telegram import sender_ref
+from bot.config import OperatorRules
 from bot.domain import UserRef
+from bot.texts import t
 from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
@@ -221,28 +223,63 @@ def _today() -> date:
     return datetime.now(UTC).date()
 
 
-@pytest.mark.client(timeout=5)
-async def test_the_cancel_button_on_the_progress_note_cancels_that_edit(
+@pytest.mark.client(timeout=8)
+@pytest.mark.service(note_interval=0.2)  # (the note changes at most every 4 s by default)
+async def test_the_cancel_button_cancels_until_the_request_leaves_for_the_api(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
 ) -> None:
-    stepfun.delay = 2
-    sent = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    stepfun.delay = 3
+    first = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
     note = await telegram.wait_for_message(
         ALICE.id, lambda m: any(d.startswith("cancel:") for d in m.callback_data)
     )
-    assert note.reply_to_message_id == sent.message_id
-    await telegram.wait_until(lambda: stepfun.requests)  # the API is working on it
+    assert note.reply_to_message_id == first.message_id
+    await telegram.wait_until(lambda: stepfun.requests)  # the API is working on the first
+    await telegram.wait_until(lambda: note.text == t("working_sent"))
+    # Alice's second waits (one edit each at the API): it can still be cancelled
+    second = telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it rain")
+    await app.idle()
     telegram.user_presses_button(ALICE.id, MALLORY, note, note.callback_data[0])
     await app.idle()
     assert not note.deleted  # not Mallory's to cancel
     telegram.user_presses_button(ALICE.id, ALICE, note, note.callback_data[0])
     answer = await app.text_reply(ALICE.id)
     assert answer.text == "Cancelled. Nothing was charged."
-    assert answer.reply_to_message_id == sent.message_id
-    await telegram.wait_until(lambda: note.deleted)
-    await asyncio.sleep(2.5)  # the API's answer comes back meanwhile, and is dropped
-    assert [m for m in telegram.sent(ALICE.id) if m.kind == "photo"] == []
-    assert await app.quota_used(ALICE) == 0
+    assert answer.reply_to_message_id == second.message_id
+    # The first was sent: it runs to its end, is delivered and counted.
+    photo = await app.photo_reply(ALICE.id)
+    assert photo.reply_to_message_id == first.message_id
+    assert await app.quota_used(ALICE) == 1
+    telegram.user_sends_text(ALICE.id, ALICE, "/cancel")  # nothing left to cancel
+    told = await app.text_reply(ALICE.id)
+    assert told.text == t("nothing_to_cancel")
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow"]
+
+
+@pytest.mark.service(daily_quota=1, rules=OperatorRules(budget=1))
+@pytest.mark.client(timeout=5)
+async def test_a_press_after_the_request_left_neither_stops_nor_refunds_it(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 0.5
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    note = await telegram.wait_for_message(
+        ALICE.id, lambda m: any(d.startswith("cancel:") for d in m.callback_data)
+    )
+    await telegram.wait_until(lambda: stepfun.requests)
+    press = telegram.user_presses_button(ALICE.id, ALICE, note, note.callback_data[0])
+    await telegram.wait_for_call(
+        "answerCallbackQuery", lambda c: c.params.get("callback_query_id") == press.query_id
+    )
+    answered = [c for c in telegram.calls_of("answerCallbackQuery")
+                if c.params.get("callback_query_id") == press.query_id]  # fmt: skip
+    assert answered[0].params.get("text") == t("nothing_to_cancel")
+    await app.photo_reply(ALICE.id)
+    assert await app.quota_used(ALICE) == 1
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it rain")  # quota spent
+    refused = await app.text_reply(ALICE.id)
+    assert refused.text is not None and "used" in refused.text
+    assert len(stepfun.requests) == 1
 
 
 async def test_a_redelivered_uncaptioned_photo_is_asked_about_once(

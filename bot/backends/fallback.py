@@ -13,6 +13,7 @@ every edit; then one edit probes it, and if it answers it takes every edit again
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -25,6 +26,7 @@ from bot.errors import (
     ApiTimeout,
     ApiUnavailable,
     EditApiError,
+    GenerationUnsupported,
 )
 
 log = logging.getLogger("stepedit.edit_api")
@@ -33,6 +35,9 @@ log = logging.getLogger("stepedit.edit_api")
 # and, when surely not done, hand the edit to the fallback. A 400 about the picture, words
 # without a picture or refused content are the request's own: they go to no other backend.
 _UNWELL = (ApiUnavailable, ApiTimeout, ApiConfigError, ApiProtocolError)
+# What the fallback takes when the primary surely did not do it: those, and a primary that
+# makes no new images after all (its server has no such route).
+_HANDED_ON = (*_UNWELL, GenerationUnsupported)
 FAILURES_TO_REST = 3  # failures in a row before the primary rests
 COOLDOWN_SECONDS = 60.0  # how long it rests before one edit probes it again
 
@@ -81,58 +86,66 @@ class FallbackEditor:
         return await self._route(lambda backend: backend.edit(images, prompt, options))
 
     async def generate(self, prompt: str, options: EditOptions, size: str) -> EditedImage:
-        def call(backend: ImageEditor) -> Awaitable[EditedImage]:
-            sizes = backend.capabilities.generation_sizes
-            nearest = size if size in sizes else next(iter(sizes), "")  # its own default
-            return backend.generate(prompt, options, nearest)
+        wanted = self.capabilities.generation_sizes.get(size)
 
-        if not self.primary.capabilities.generates:
-            return await self._on_fallback(call)
+        def call(backend: ImageEditor) -> Awaitable[EditedImage]:
+            return backend.generate(prompt, options, _nearest(backend, size, wanted))
+
+        if not self.primary.capabilities.generates:  # the fallback's own job, not a stand-in
+            return await self._on_fallback(call, stood_in=False)
         if not self.fallback.capabilities.generates:
             return await self.primary.generate(prompt, options, size)
         return await self._route(call)
 
     async def _route(self, call: _Call) -> EditedImage:
-        if not self._primary_rests():
+        turn = self._turn()
+        if turn != "rest":
             try:
                 made = await call(self.primary)
             except EditApiError as exc:
-                self._primary_failed(exc)
-                if exc.params.get("maybe_done", True) or not isinstance(exc, _UNWELL):
+                exc.params.setdefault("price", self.primary.price)
+                self._primary_failed(exc, probe=turn == "probe")
+                surely_not_done = not exc.params.get("maybe_done", True)
+                if not (surely_not_done and isinstance(exc, _HANDED_ON)):
                     raise
                 log.warning(
                     "the edit backend %s failed (%s: %s); the fallback %s takes this edit",
                     self.primary.model, type(exc).__name__, exc, self.fallback.model,
                 )  # fmt: skip
+            except BaseException:  # a refusal, a cancel: it answered, or we stopped asking
+                if turn == "probe":
+                    self._probing = False
+                raise
             else:
-                self._primary_well()
+                self._primary_well(probe=turn == "probe")
                 return made
-            finally:  # a probe ends however it ends (a refusal, a cancel): the next may probe
-                self._probing = False
-        return await self._on_fallback(call)
+        return await self._on_fallback(call, stood_in=True)
 
-    async def _on_fallback(self, call: _Call) -> EditedImage:
+    async def _on_fallback(self, call: _Call, *, stood_in: bool) -> EditedImage:
         try:
-            return await call(self.fallback)
+            made = await call(self.fallback)
         except EditApiError as exc:
             exc.params["price"] = self.fallback.price  # what a maybe-done call may have cost
             raise
+        return replace(made, stood_in=stood_in)
 
-    def _primary_rests(self) -> bool:
-        """Whether this edit skips the primary. After a rest, one edit at a time probes it."""
+    def _turn(self) -> str:
+        """The primary's part in this edit: "use" it, "rest" it (the fallback takes the edit),
+        or "probe" it (the cool-down is over: this edit alone tries it)."""
         if self._failures < self._failures_to_rest:
-            return False
+            return "use"
         if self._probing or self._clock() < self._rests_until:
-            return True
+            return "rest"
         self._probing = True
         log.info("probing the edit backend %s after its rest", self.primary.model)
-        return False
+        return "probe"
 
-    def _primary_failed(self, exc: EditApiError) -> None:
-        if not isinstance(exc, _UNWELL):  # the request's fault, or a refusal: it answered
-            self._primary_well()
+    def _primary_failed(self, exc: EditApiError, *, probe: bool) -> None:
+        if probe:
+            self._probing = False
+        if not isinstance(exc, _UNWELL):  # the request's fault: it answered
+            self._primary_well(probe=False)
             return
-        self._probing = False
         self._failures += 1
         if self._failures >= self._failures_to_rest:
             self._rests_until = self._clock() + self._cooldown
@@ -143,11 +156,12 @@ class FallbackEditor:
                     self.primary.model, self._failures, self.fallback.model, self._cooldown,
                 )  # fmt: skip
 
-    def _primary_well(self) -> None:
+    def _primary_well(self, *, probe: bool) -> None:
+        if probe:
+            self._probing = False
         if self._failures >= self._failures_to_rest:
             log.warning("the edit backend %s answers again; it takes the edits", self.primary.model)
         self._failures = 0
-        self._probing = False
 
     def rest_primary(self) -> None:
         """Skip the primary from now on, until a probe after the cool-down finds it well."""
@@ -190,3 +204,15 @@ def _said(exc: EditApiError) -> str:
     return (
         exc.operator_message if isinstance(exc, ApiConfigError) else f"{type(exc).__name__}: {exc}"
     )
+
+
+def _nearest(backend: ImageEditor, size: str, wanted: tuple[int, int] | None) -> str:
+    """`size` if `backend` makes it, else its size closest in shape to `wanted` (its default
+    when there is nothing to compare)."""
+    sizes = backend.capabilities.generation_sizes
+    if size in sizes or not sizes:
+        return size
+    if wanted is None:
+        return next(iter(sizes))
+    shape = math.log(wanted[0] / wanted[1])
+    return min(sizes, key=lambda name: abs(math.log(sizes[name][0] / sizes[name][1]) - shape))

@@ -11,8 +11,11 @@ it), steps, guidance and a negative prompt, and answer errors as FastAPI's `{"de
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Any
+
+import httpx
 
 from bot.backends.base import Capabilities
 from bot.backends.http import (
@@ -161,7 +164,14 @@ class OmniBackend(OpenAIBackend):
         self._cfg_field = "true_cfg_scale" if "qwen" in self.model.lower() else "guidance_scale"
 
     def published_price(self) -> float | None:
-        return 0.0  # the operator's own GPU: no price per picture (set EDIT_PRICE for one)
+        """$0 on the operator's own machines (a private address or a bare host name); a server
+        elsewhere may be a paid host, so its price is unknown (EDIT_PRICE says it)."""
+        host = httpx.URL(self.base_url).host
+        try:
+            own = ipaddress.ip_address(host).is_private
+        except ValueError:
+            own = host == "localhost" or "." not in host
+        return 0.0 if own else None
 
     def _extras(self, options: EditOptions) -> dict[str, int | float | str]:
         cfg = check_float("cfg_scale", options.cfg_scale, *CFG_RANGE)

@@ -1,6 +1,6 @@
-"""money and the fallback: which model made each picture; the day's spend in the counters
-(micro-dollars, so 64 bits); a small table of the bot's own values (the salt of the end-user
-hash sent to vendors)
+"""money and the fallback: which model made each picture; whether an edit's request left for the
+image model (past cancelling); the day's spend in the counters (micro-dollars, so 64 bits); a
+small table of the bot's own values (the salt of the end-user hash sent to vendors)
 
 Revision ID: 0005
 Revises: 0004
@@ -22,6 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("edits", sa.Column("model", sa.String(length=128), nullable=True))
+    op.add_column("edits", sa.Column("api_sent", sa.Boolean(), nullable=False, server_default="0"))
     if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64 bits already
         op.alter_column("counters", "used", type_=sa.BigInteger(), existing_type=sa.Integer())
     op.create_table(
@@ -33,6 +34,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("bot_values")
+    op.execute("DELETE FROM counters WHERE scope = 'spend'")  # micro-dollars pass 32 bits
     if op.get_bind().dialect.name == "postgresql":
         op.alter_column("counters", "used", type_=sa.Integer(), existing_type=sa.BigInteger())
+    op.drop_column("edits", "api_sent")
     op.drop_column("edits", "model")
