@@ -35,7 +35,16 @@ from discord import app_commands
 
 from adapters.discord_extras import add_extra_commands, answer_forget, run_admin
 from bot import imaging, presenter, texts
-from bot.domain import MAX_SEED, Address, ChatRef, EditRequest, FileRef, MessageRef, Picture
+from bot.domain import (
+    MAX_SEED,
+    Address,
+    ChatRef,
+    EditRequest,
+    FileRef,
+    Incoming,
+    MessageRef,
+    Picture,
+)
 from bot.domain import UserRef as CoreUser
 from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
 from bot.presenter import Action, Button
@@ -227,7 +236,7 @@ class DiscordBot:
         self.client = _Client(
             self, intents=intents, allowed_mentions=discord.AllowedMentions.none()
         )
-        self.tree = app_commands.CommandTree(self.client)
+        self.tree: app_commands.CommandTree[_Client] = _GatedTree(self.client)
         self.messenger = DiscordMessenger(self.client)
         self.accepting = True
         self._connection: asyncio.Task[None] | None = None
@@ -310,7 +319,10 @@ class DiscordBot:
             return
         lang = language(None, prompt)
         to = Address(PLATFORM, str(message.channel.id), str(message.id), lang)
+        event = Incoming(f"m{message.id}", chat_ref(message.channel.id, message.guild),
+                         user_ref(message.author))  # fmt: skip
         try:
+            await self.service.enter(event, claim=True)  # the gate, before anything is kept
             await self._edit_from_message(message, prompt, replied, known, to)
         except Ignored:
             pass  # someone the operator keeps out, told already (or in a group)
@@ -365,6 +377,26 @@ class DiscordBot:
 
     # --- interactions ---------------------------------------------------------------------------
 
+    async def admit(self, interaction: discord.Interaction) -> bool:
+        """The gate (bot.service.EditService.enter) for an interaction, before it is deferred
+        or anything of it kept: refused, only its user hears why. Every slash command passes
+        it (_GatedTree), every button and form too."""
+        event = Incoming(str(interaction.id), chat_ref(interaction.channel_id, interaction.guild),
+                         user_ref(interaction.user))  # fmt: skip
+        lang = language(interaction.locale)
+        try:
+            await self.service.enter(event, claim=True)  # Discord never sends one twice
+            return True
+        except Ignored:  # banned and told, or redelivered: a slash command must be answered
+            text = t("error_not_allowed", lang)
+        except Exception as exc:
+            if not isinstance(exc, StepEditError):
+                log.exception("interaction %s: the gate failed", interaction.id)
+            text = answer_for(exc, lang)
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.response.send_message(text, ephemeral=True)
+        return False
+
     async def edit_from_interaction(
         self,
         interaction: discord.Interaction,
@@ -405,7 +437,7 @@ class DiscordBot:
         image, and one submitted after a restart still edits."""
         data: dict[str, Any] = dict(interaction.data or {})
         match = _MODAL_ID.fullmatch(str(data.get("custom_id", "")))
-        if match is None or not self.accepting:
+        if match is None or not self.accepting or not await self.admit(interaction):
             return
         prompt = _submitted(list(data.get("components") or []), "prompt")
         channel_id = str(interaction.channel_id)
@@ -507,8 +539,17 @@ class StepeditButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client = interaction.client
-        if isinstance(client, _Client) and client.stepedit.accepting:
+        if not isinstance(client, _Client) or not client.stepedit.accepting:
+            return
+        if await client.stepedit.admit(interaction):
             await client.stepedit.press(interaction, self.data)
+
+
+class _GatedTree(app_commands.CommandTree["_Client"]):
+    """Every slash command and menu passes the gate first, however it was registered."""
+
+    async def interaction_check(self, interaction: discord.Interaction[_Client], /) -> bool:
+        return await self.client.stepedit.admit(interaction)
 
 
 class PromptModal(discord.ui.Modal):

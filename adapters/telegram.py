@@ -34,16 +34,27 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     Defaults,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
 from bot import imaging, presenter, texts
-from bot.domain import Address, ChatRef, EditRequest, FileRef, MessageRef, Picture, UserRef
+from bot.domain import (
+    Address,
+    ChatRef,
+    EditRequest,
+    FileRef,
+    Incoming,
+    MessageRef,
+    Picture,
+    UserRef,
+)
 from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
 from bot.presenter import Action, Button
 from bot.service import EditService
@@ -72,14 +83,35 @@ def user_ref(user: TgUser) -> UserRef:
 
 
 def sender_ref(update: Update) -> UserRef | None:
-    """Who speaks. An anonymous group admin or a channel speaks as a chat (`sender_chat`):
-    each such chat is its own user, with its own settings and quota, rather than one shared
-    "GroupAnonymousBot" for every group."""
+    """Who speaks: a person, or None for a message sent on behalf of a chat (a channel, an
+    anonymous group admin: `sender_chat`), which the gate never lets through."""
     message = update.effective_message
     if message is not None and message.sender_chat is not None:
-        chat = message.sender_chat
-        return UserRef(PLATFORM, f"chat{chat.id}", chat.title or chat.username, None)
+        return None
     return None if update.effective_user is None else user_ref(update.effective_user)
+
+
+def incoming(update: Update, bot: Bot) -> Incoming | None:
+    """What the gate sees of an update; None for what no handler takes (edited messages never
+    run commands, channel posts and membership changes are not requests)."""
+    message, chat = update.message, update.effective_chat
+    if chat is None or (message is None and update.callback_query is None):
+        return None
+    private = chat.type == ChatType.PRIVATE
+    addressed = private or update.callback_query is not None
+    if message is not None and not addressed:
+        said = message.text or message.caption or ""
+        replied = message.reply_to_message
+        addressed = (
+            said.startswith("/")
+            or f"@{bot.username}".lower() in said.lower()
+            or (replied is not None and replied.from_user is not None
+                and replied.from_user.id == bot.id)
+        )  # fmt: skip
+    query = update.callback_query
+    user = user_ref(query.from_user) if query is not None else sender_ref(update)
+    where = ChatRef(PLATFORM, str(chat.id), private)
+    return Incoming(str(update.update_id), where, user, addressed=addressed)
 
 
 def chat_ref(message: Message) -> ChatRef:
@@ -175,10 +207,14 @@ class TelegramBot:
         self._confirmed = 0  # the next update id Telegram should send (all before are handled)
         self._offset = 0
         self.handling = 0  # batches of updates being handled now
+        self._entered: dict[int, Incoming] = {}  # updates past the gate, until handled
         self._add_handlers()
 
     def _add_handlers(self) -> None:
         app = self.app
+        # The one gate, before every handler of every update (group -1): whatever is added
+        # below, or later, is gated and handled once.
+        app.add_handler(TypeHandler(Update, self._enter), group=-1)
         app.add_handler(CommandHandler("start", self.on_start))
         app.add_handler(CommandHandler("help", self.on_help))
         app.add_handler(CommandHandler("quota", self.on_quota))
@@ -278,6 +314,9 @@ class TelegramBot:
             for update in chat_updates:
                 try:
                     await self.app.process_update(update)  # handler errors go to on_error
+                    entered = self._entered.pop(update.update_id, None)
+                    if entered is not None:  # handled: a redelivery of it is ignored
+                        await self.service.handled(entered)
                 except Exception:  # on_error itself failed: never let it stop the polling
                     log.exception("update %s could not be handled", update.update_id)
 
@@ -293,6 +332,30 @@ class TelegramBot:
             with contextlib.suppress(TelegramError):
                 await self.app.bot.get_updates(offset=self._offset, timeout=0)
             self._confirmed = self._offset
+
+    async def _enter(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The gate (bot.service.EditService.enter), before any handler: what it refuses stops
+        here, answered (in private, or to whom it concerns) or ignored."""
+        event = incoming(update, context.bot)
+        if event is None:
+            raise ApplicationHandlerStop
+        try:
+            await self.service.enter(event)
+        except Ignored:
+            raise ApplicationHandlerStop from None
+        except Exception as exc:  # a refusal to tell, or a failure: nothing gets past
+            if isinstance(exc, StepEditError):
+                text = texts.error_text(exc, lang_of(update))
+            else:
+                log.exception("update %s: the gate failed", update.update_id)
+                text = t("error_generic", lang_of(update))
+            if update.callback_query is not None:
+                await self._answer(update.callback_query, text)
+            elif update.effective_message is not None:
+                with contextlib.suppress(TelegramError):
+                    await update.effective_message.reply_text(text, do_quote=True)
+            raise ApplicationHandlerStop from None
+        self._entered[update.update_id] = event
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -503,7 +566,10 @@ class TelegramBot:
         if user is None or message is None or not message.text:
             return
         command = message.text.split()[0].lstrip("/").split("@")[0].lower()
-        answer = await self.service.admin(user, chat_ref(message), command, context.args or [])
+        event = self._entered.get(update.update_id)
+        answer = await self.service.admin(
+            user, chat_ref(message), command, context.args or [], event=event
+        )
         await self._reply(update, answer)
 
     async def on_quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

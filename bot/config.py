@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain import CFG_RANGE, MAX_SIDE, MIN_SIDE, STEPS_RANGE
 
 _BOT_TOKEN = re.compile(r"\d+:[\w-]{8,}")
+_USER_ID = re.compile(r"[1-9][0-9]{0,19}")  # a person: ASCII digits, no sign, no leading zero
+_CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")  # Telegram groups' ids are negative
 Style = Literal["openai", "gemini", "fal", "omni", "stepfun"]
 STYLE_NAMES = ("openai", "gemini", "fal", "omni", "stepfun")
 
@@ -32,18 +34,22 @@ class IdSet:
         self.items = items
 
     @classmethod
-    def parse(cls, text: str) -> IdSet:
+    def parse(cls, text: str, *, users: bool = False) -> IdSet:
+        """`users`: a list of people, whose ids are never negative (Telegram's group ids are).
+        An id is ASCII digits with no leading zero, as platforms write them: "１２３", "٣",
+        "²" or "0123" would never match anyone, so they are refused."""
         items: set[tuple[str | None, str]] = set()
         for raw in text.replace(";", ",").split(","):
             item = raw.strip()
             if not item:
                 continue
             platform, _, number = item.rpartition(":")
-            chat = number.removeprefix("-")  # Telegram group chats have negative ids
-            if not chat.isdigit() or (platform and platform not in cls.PLATFORMS):
+            pattern = _USER_ID if users else _CHAT_ID
+            if not pattern.fullmatch(number) or (platform and platform not in cls.PLATFORMS):
+                kind = "a user id" if users else "an id"
                 raise ValueError(
-                    f"{item!r} is not an id (use 123, or telegram:123 / discord:456; "
-                    "comma-separated)"
+                    f"{item!r} is not {kind} (use 123, or telegram:123 / discord:456; ASCII "
+                    "digits, comma-separated)"
                 )
             items.add((platform or None, number))
         return cls(frozenset(items))
@@ -183,10 +189,16 @@ class Settings(BaseSettings):
             raise ValueError("is not a time zone (an IANA name such as Asia/Shanghai)") from None
         return value.strip()
 
-    @field_validator("admin_ids", "allowed_users", "allowed_chats")
+    @field_validator("admin_ids", "allowed_users")
     @classmethod
-    def _are_ids(cls, value: str) -> str:
-        IdSet.parse(value)  # raises ValueError naming the first bad item
+    def _are_user_ids(cls, value: str) -> str:
+        IdSet.parse(value, users=True)  # raises ValueError naming the first bad item
+        return value
+
+    @field_validator("allowed_chats")
+    @classmethod
+    def _are_chat_ids(cls, value: str) -> str:
+        IdSet.parse(value)
         return value
 
     def rules(self) -> OperatorRules:
@@ -196,8 +208,8 @@ class Settings(BaseSettings):
             spend_cap=self.global_daily_spend,
             max_uncharged=self.max_uncharged_calls,
             timezone=ZoneInfo(self.quota_timezone),
-            admins=IdSet.parse(self.admin_ids),
-            allowed_users=IdSet.parse(self.allowed_users),
+            admins=IdSet.parse(self.admin_ids, users=True),
+            allowed_users=IdSet.parse(self.allowed_users, users=True),
             allowed_chats=IdSet.parse(self.allowed_chats),
             retention_days=self.retention_days,
         )

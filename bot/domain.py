@@ -282,6 +282,21 @@ class QuotaStatus:
 
 
 @dataclass(frozen=True)
+class Incoming:
+    """Something that reached the bot from a platform, as the one gate sees it before anything
+    is stored or answered (EditService.enter)."""
+
+    event_id: str  # the platform's id of this event; a redelivery carries the same
+    chat: ChatRef
+    user: UserRef | None  # None: sent on behalf of a chat (a channel, an anonymous admin)
+    addressed: bool = True  # meant for the bot (a command, a mention, a reply to it, a DM)
+
+    @property
+    def platform(self) -> str:
+        return self.chat.platform
+
+
+@dataclass(frozen=True)
 class Spend:
     """Money on the edit backends, in micro-dollars (exact integers in the database)."""
 

@@ -12,6 +12,7 @@
     │   ├── UnknownEdit           a button or reply names an edit we do not have
     │   ├── QuotaExceeded         the daily quota is used up
 │   ├── UnchargedCallsCapped  too many paid calls without a picture today (MAX_UNCHARGED_CALLS)
+│   ├── SentAsChat            sent as a channel or an anonymous admin, not as a person
     │   └── Busy                  this user already has an edit running
     ├── EditRefused               the API's content review refused it (content_filtered, 451)
     ├── EditCancelled             the user cancelled it (/cancel)
@@ -126,6 +127,13 @@ class Banned(UserError):
     """Said once to a banned user; after that they are ignored."""
 
     code = "error_banned"
+
+
+class SentAsChat(UserError):
+    """Sent on behalf of a chat (a channel, an anonymous group admin): not a person the bot can
+    serve. Said once per chat and day, then ignored."""
+
+    code = "error_sent_as_chat"
 
 
 class AdminsOnly(UserError):

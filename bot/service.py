@@ -53,6 +53,7 @@ from bot.domain import (
     EditStatus,
     EditTimings,
     FileRef,
+    Incoming,
     MessageRef,
     NewEdit,
     NewImage,
@@ -87,6 +88,7 @@ from bot.errors import (
     PromptError,
     PromptTooLong,
     QuotaExceeded,
+    SentAsChat,
     StepEditError,
     UnchargedCallsCapped,
     UnknownEdit,
@@ -108,6 +110,8 @@ MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not 
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
+# How long a handled event is remembered: Telegram keeps an undelivered update 24 hours.
+HANDLED_KEPT = timedelta(hours=48)
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
 PREFETCH_KEEP = 15.0  # seconds a fetched upload waits for a worker of this process to take it
 _T = TypeVar("_T")
@@ -223,8 +227,7 @@ class EditService:
         await self.store.requeue_expired(self._clock())
         loops = [self._worker() for _ in range(self._workers)]
         loops += [self._scout(), self._heartbeat(), self._sweep(), self._report_places()]
-        if self.rules.retention_days:
-            loops.append(self._expire_old_images())
+        loops.append(self._housekeeping())
         self._loops = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(self, grace: float = 20.0) -> None:
@@ -706,17 +709,19 @@ class EditService:
                     if edit.note_id is not None:
                         await messenger.delete_note(edit.address, edit.note_id)
 
-    async def _expire_old_images(self) -> None:
-        """RETENTION_DAYS: delete images older than that, a batch at a time, every few minutes
-        (any process may; each batch is one transaction)."""
+    async def _housekeeping(self) -> None:
+        """Every few minutes (any process may; each batch is one transaction): forget handled
+        events older than HANDLED_KEPT, and with RETENTION_DAYS delete images older than that."""
         while True:
             try:
-                cutoff = self._clock() - timedelta(days=self.rules.retention_days)
-                expired = await self.store.expire_images(cutoff)
-                while expired:  # batches of one short transaction each
+                await self.store.forget_handled(self._clock() - HANDLED_KEPT)
+                if self.rules.retention_days:
+                    cutoff = self._clock() - timedelta(days=self.rules.retention_days)
                     expired = await self.store.expire_images(cutoff)
+                    while expired:  # batches of one short transaction each
+                        expired = await self.store.expire_images(cutoff)
             except Exception:
-                log.exception("could not delete expired images")
+                log.exception("could not delete expired images or old handled events")
             await asyncio.sleep(EXPIRE_EVERY)
 
     async def _announce_end(self, edit_id: int) -> None:
@@ -1105,10 +1110,40 @@ class EditService:
     def is_admin(self, user: UserRef) -> bool:
         return (user.platform, user.id) in self.rules.admins
 
-    async def _gate(self, record: UserRecord, user: UserRef, chat: ChatRef) -> None:
-        """Refuse, before any download or charge, whoever the operator keeps out: off the
-        allowlists (told in private, ignored in groups) or banned (told once, then ignored).
-        Admins always pass."""
+    # --- the one gate ---------------------------------------------------------------------------
+
+    async def enter(self, event: Incoming, *, claim: bool = False) -> None:
+        """The gate every incoming event passes before anything of it is stored or answered.
+        Raises Ignored for a redelivered event, for chatter not meant for the bot and for
+        whoever was told already; NotAllowed (in private), Banned (once) or SentAsChat (once a
+        day per chat) for what its sender should hear. `claim`: record the event as handled
+        now (for platforms that never deliver twice what was received); else `handled` does,
+        once the event has been handled."""
+        seen = (
+            not await self.store.mark_handled(event.platform, event.event_id)
+            if claim
+            else await self.store.handled(event.platform, event.event_id)
+        )
+        if seen:
+            raise Ignored("redelivered")
+        if event.user is None:  # a channel or an anonymous admin: no person to serve
+            first = event.addressed and await self.store.first_time_today(
+                f"told:as-chat:{event.platform}:{event.chat.id}", self._today()
+            )
+            raise SentAsChat() if first else Ignored("sent as a chat")
+        record = await self.store.find_user(event.user.platform, event.user.id)
+        await self._gate(record, event.user, event.chat, addressed=event.addressed)
+
+    async def handled(self, event: Incoming) -> None:
+        """`event` has been handled: a redelivery of it is ignored from now on."""
+        await self.store.mark_handled(event.platform, event.event_id)
+
+    async def _gate(
+        self, record: UserRecord | None, user: UserRef, chat: ChatRef, *, addressed: bool = True
+    ) -> None:
+        """The rule: refuse, before any download or charge, whoever the operator keeps out:
+        off the allowlists (told in private, ignored in groups) or banned (told once, then
+        ignored; a ban set before their first message holds too). Admins always pass."""
         if self.is_admin(user):
             return
         rules = self.rules
@@ -1116,10 +1151,12 @@ class EditService:
             not rules.allowed_chats or (chat.platform, chat.id) in rules.allowed_chats
         )
         if not listed:
-            raise NotAllowed() if chat.is_private else Ignored("not on the allowlist")
+            raise NotAllowed() if chat.is_private and addressed else Ignored("not listed")
+        if record is None:
+            return  # not seen yet, so not banned
         banned, told = await self.store.ban_status(record.id)
         if banned:
-            raise Ignored("banned, told already") if told else Banned()
+            raise Ignored("banned, told already") if told or not addressed else Banned()
 
     def _spend(self) -> Spend | None:
         """GLOBAL_DAILY_SPEND for admissions, with the most one edit may cost."""
@@ -1156,7 +1193,10 @@ class EditService:
         except Exception:
             log.exception("could not tell the admins that edits pause")
 
-    async def admin(self, user: UserRef, chat: ChatRef, command: str, args: list[str]) -> str:
+    async def admin(
+        self, user: UserRef, chat: ChatRef, command: str, args: list[str],
+        event: Incoming | None = None,
+    ) -> str:  # fmt: skip
         """An admin command (/stats, /grant, /ban, /unban, /quota <id>); its answer. Anyone
         else hears "admins only" in private and nothing in groups."""
         if not self.is_admin(user):
@@ -1169,7 +1209,11 @@ class EditService:
         platform, _, external_id = args[0].rpartition(":")
         who = (platform or user.platform, external_id)
         label = f"{who[0]}:{who[1]}"
+        if not _ID.fullmatch(who[1]):
+            return t("admin_usage", lang)
         if command in ("ban", "unban"):
+            if command == "ban" and self.is_admin(UserRef(*who)):
+                return t("admin_cannot_ban_admin", lang, who=label)
             if not await self.store.set_banned(*who, banned=command == "ban"):
                 return t("admin_unknown_user", lang, who=label)
             return t(f"admin_{command}ned", lang, who=label)
@@ -1177,9 +1221,14 @@ class EditService:
         if record is None:
             return t("admin_unknown_user", lang, who=label)
         day = self._today()
-        if command == "grant" and len(args) == 2 and args[1].isdigit():
-            await self.store.grant(record.id, day, int(args[1]))
-            return t("admin_granted", lang, who=label, extra=int(args[1]))
+        if command == "grant":
+            extra = _grant_count(args[1]) if len(args) == 2 else None
+            if extra is None:
+                return t("admin_grant_range", lang, most=MAX_GRANT)
+            handled = (event.platform, event.event_id) if event else None
+            if await self.store.grant(record.id, day, extra, event=handled):
+                return t("admin_granted", lang, who=label, extra=extra)
+            raise Ignored("a redelivered /grant")
         if command == "quota":
             used = await self.store.quota_used(record.id, day)
             granted = await self.store.granted(record.id, day)
@@ -1353,6 +1402,18 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
     if isinstance(two, BaseException):
         raise two
     return one, two
+
+
+MAX_GRANT = 1000  # edits one /grant gives (as Discord's command states)
+_ID = re.compile(r"[1-9][0-9]{0,19}")  # a user id: ASCII digits only
+
+
+def _grant_count(text: str) -> int | None:
+    """A /grant number: ASCII digits, 1 to MAX_GRANT (not "²", "٣" or twenty nines)."""
+    if not re.fullmatch(r"[0-9]{1,4}", text):
+        return None
+    count = int(text)
+    return count if 1 <= count <= MAX_GRANT else None
 
 
 def _paid_call(exc: StepEditError) -> bool:

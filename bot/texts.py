@@ -363,6 +363,12 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "根据文字生成新图片：/imagine <描述>",
     },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
+    "error_sent_as_chat": {
+        EN: "I edit pictures for people, not for channels or anonymous admins: please send "
+        "as yourself (tap your picture next to the message field and choose your own name).",
+        ZH: "我只为个人修改图片，不为频道或匿名管理员服务：请以你自己的身份发送（点输入框旁的头像，"
+        "选择你自己）。",
+    },
     "admin_budget_spent": {
         EN: "The daily budget of {budget} edits is spent; edits pause until {resets}.",
         ZH: "每日 {budget} 次修改的总额度已用完，修改暂停到 {resets}。",
@@ -387,6 +393,14 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "{who} 今天多了 {extra} 次修改。",
     },
     "admin_banned": {EN: "{who} is banned.", ZH: "{who} 已被封禁。"},
+    "admin_cannot_ban_admin": {
+        EN: "{who} is an admin (ADMIN_IDS): admins cannot be banned.",
+        ZH: "{who} 是管理员（ADMIN_IDS），不能封禁管理员。",
+    },
+    "admin_grant_range": {
+        EN: "/grant <user id> <n>: n is a whole number from 1 to {most}.",
+        ZH: "/grant <用户id> <次数>：次数为 1 到 {most} 的整数。",
+    },
     "admin_unbanned": {EN: "{who} may use the bot again.", ZH: "{who} 已解除封禁。"},
     "admin_quota": {
         EN: "{who}: {used} edits today, limit {limit} (+{granted} granted).",

@@ -145,6 +145,20 @@ class Counter(Base):
     used: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class HandledEvent(Base):
+    """A platform event (Telegram update, Discord interaction or message) the bot has handled:
+    a redelivery of it is recognised and not handled again. Kept two days (Telegram keeps an
+    undelivered update for 24 hours)."""
+
+    __tablename__ = "handled_events"
+
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    handled_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp(), index=True
+    )
+
+
 class BotValue(Base):
     """A value of the bot's own, made once and kept: "end_user_salt" (the salt of the hash
     that stands for a user in a vendor's end-user field)."""

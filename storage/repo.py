@@ -48,6 +48,7 @@ from storage.models import (
     ChatHead,
     Counter,
     Edit,
+    HandledEvent,
     Image,
     QuotaUsage,
     ShownMessage,
@@ -247,9 +248,42 @@ class SqlStore:
             )
             return inserted.scalar_one_or_none() is not None
 
-    async def grant(self, user_id: int, day: date, extra: int) -> None:
-        """`extra` more edits for the user today (an admin's /grant)."""
+    async def handled(self, platform: str, event_id: str) -> bool:
+        async with self._tx(read_only=True) as session:
+            found = await session.scalar(
+                select(HandledEvent.event_id).where(
+                    HandledEvent.platform == platform, HandledEvent.event_id == event_id
+                )
+            )
+            return found is not None
+
+    async def mark_handled(self, platform: str, event_id: str) -> bool:
         async with self._tx() as session:
+            return await self._mark_handled(session, platform, event_id)
+
+    async def _mark_handled(self, session: AsyncSession, platform: str, event_id: str) -> bool:
+        """Record the event as handled; False if it was already."""
+        inserted = await session.execute(
+            self._insert(HandledEvent)
+            .values(platform=platform, event_id=event_id)
+            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            .returning(HandledEvent.event_id)
+        )
+        return inserted.scalar_one_or_none() is not None
+
+    async def forget_handled(self, before: datetime) -> None:
+        async with self._tx() as session:
+            await session.execute(delete(HandledEvent).where(HandledEvent.handled_at < before))
+
+    async def grant(
+        self, user_id: int, day: date, extra: int, *, event: tuple[str, str] | None = None
+    ) -> bool:
+        """`extra` more edits for the user today (an admin's /grant). `event` (platform, event
+        id): the command's, recorded as handled in the same transaction, so a redelivered
+        /grant grants nothing (False)."""
+        async with self._tx() as session:
+            if event is not None and not await self._mark_handled(session, *event):
+                return False
             await session.execute(
                 self._insert(QuotaUsage)
                 .values(user_id=user_id, day=day, used=0, granted=0)
@@ -261,6 +295,7 @@ class SqlStore:
                 .values(granted=QuotaUsage.granted + extra)
                 .execution_options(synchronize_session=False)
             )
+            return True
 
     async def granted(self, user_id: int, day: date) -> int:
         async with self._tx(read_only=True) as session:
@@ -272,8 +307,15 @@ class SqlStore:
             return value or 0
 
     async def set_banned(self, platform: str, external_id: str, banned: bool) -> bool:
-        """Ban or unban a user known to the bot; False if there is none with that id."""
+        """Ban or unban a user. A ban of someone the bot has not seen yet is kept for them (it
+        holds from their first message); an unban of an unknown id: False."""
         async with self._tx() as session:
+            if banned:
+                await session.execute(
+                    self._insert(User)
+                    .values(platform=platform, external_id=external_id)
+                    .on_conflict_do_nothing(index_elements=["platform", "external_id"])
+                )
             changed = await session.scalar(
                 update(User)
                 .where(User.platform == platform, User.external_id == external_id)

@@ -113,3 +113,31 @@ def test_a_style_that_does_not_match_the_urls_vendor_stops_before_any_key_is_sen
     monkeypatch.setenv("EDIT_API_URL", "https://api.stepfun.com/v1")
     with pytest.raises(ConfigError, match="wrong vendor"):
         load_settings().edit_style()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ADMIN_IDS", "１２３"),  # full-width digits never match a platform's id
+        ("ADMIN_IDS", "١٢٣"),
+        ("ADMIN_IDS", "²"),
+        ("ADMIN_IDS", "0123"),
+        ("ALLOWED_USERS", "-100123"),  # a group's id in a list of people
+        ("ALLOWED_CHATS", "telegram:٣"),
+    ],
+)
+def test_ids_that_would_never_match_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_chat_lists_take_group_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_CHATS", "-100123, discord:456")
+    monkeypatch.setenv("ADMIN_IDS", "telegram:9")
+    rules = load_settings().rules()
+    assert ("telegram", "-100123") in rules.allowed_chats
+    assert ("telegram", "9") in rules.admins and ("discord", "9") not in rules.admins

@@ -484,10 +484,10 @@ async def test_no_token_reaches_the_logs(
     assert TOKEN not in caplog.text
 
 
-async def test_cancel_on_the_thinking_note_cancels_privately_and_charges_nothing(
+async def test_cancel_on_the_note_after_the_request_left_is_answered_privately(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    stepfun.delay = 2.0
+    stepfun.delay = 1.0
     interaction = fake_discord.user_runs_slash_command(
         "edit", {"image": photo(), "prompt": "make it night"}
     )
@@ -495,13 +495,16 @@ async def test_cancel_on_the_thinking_note_cancels_privately_and_charges_nothing
         lambda: interaction.original if interaction.original and is_note(interaction.original)
         else None
     )  # fmt: skip
-    fake_discord.user_clicks_button(note, next(c for c in note.custom_ids if ":cancel:" in c))
-    answer = await fake_discord.wait_until(
-        lambda: next((m for m in interaction.followups if m.ephemeral), None)
+    await fake_discord.wait_until(lambda: stepfun.requests)  # the API has it: past cancelling
+    press = fake_discord.user_clicks_button(
+        note, next(c for c in note.custom_ids if ":cancel:" in c)
     )
-    assert answer.content == t("cancelled", "en")
-    await fake_discord.wait_until(lambda: note.deleted)
-    assert await bot.quota_used(ALICE) == 0
+    answer = await fake_discord.wait_until(
+        lambda: next((m for m in press.followups if m.ephemeral), None)
+    )
+    assert answer.content == t("nothing_to_cancel", "en")  # only the presser sees it
+    await fake_discord.wait_until(lambda: any(m.attachments for m in interaction.messages))
+    assert await bot.quota_used(ALICE) == 1  # delivered, and counted
 
 
 async def test_a_rate_limited_acknowledgement_still_thinks_and_answers(

@@ -136,8 +136,18 @@ async def test_a_banned_user_is_told_once_then_ignored_until_unbanned(
     assert len(stepfun.requests) == 1
     await service.admin(ADMIN, PRIVATE, "unban", ["telegram:102"])
     await run(service, request(messenger, BOB, GROUP))
-    unknown = await service.admin(ADMIN, PRIVATE, "ban", ["555"])
-    assert unknown == t("admin_unknown_user", who="telegram:555")
+    ahead = await service.admin(ADMIN, PRIVATE, "ban", ["555"])  # not seen yet: banned ahead
+    assert ahead == t("admin_banned", who="telegram:555")
+    stranger = UserRef("telegram", "555", "Spammer", "en")
+    with pytest.raises(Banned):  # from their first message
+        await service.submit(request(messenger, stranger, GROUP))
+    assert len(stepfun.requests) == 2
+    assert await service.admin(ADMIN, PRIVATE, "ban", ["9"]) == t(
+        "admin_cannot_ban_admin", who="telegram:9"
+    )
+    assert await service.admin(ADMIN, PRIVATE, "unban", ["556"]) == t(
+        "admin_unknown_user", who="telegram:556"
+    )
 
 
 async def test_admin_commands_are_for_admins_only(

@@ -178,7 +178,9 @@ async def test_a_waiting_edit_is_told_its_place_then_that_it_runs(
     await service.wait(alice.edit_id, 10)
     await until(messenger.all_notes_gone)
     alice_notes = [n.texts for n in messenger.notes.values() if n.to.language == ZH]
-    assert alice_notes == [[t("queued", ZH, position=1), t("working", ZH)]]
+    (texts,) = alice_notes  # queued, then at work (sent to the API at once, or about to be)
+    assert texts[0] == t("queued", ZH, position=1)
+    assert texts[1:] in ([t("working", ZH)], [t("working_sent", ZH)])
 
 
 # --- seeds, settings, text mode --------------------------------------------------------------
@@ -664,24 +666,35 @@ async def test_an_edit_cancelled_while_its_claim_comes_back_never_reaches_the_ap
     assert messenger.pictures == []
 
 
-async def test_cancelling_a_running_edit_charges_nothing_and_sends_no_picture(
+async def test_an_edit_whose_request_left_for_the_api_runs_to_its_end(
     service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
-    stepfun.delay = 1.5
+    stepfun.delay = 1.0
     admission = await service.submit(photo_request(messenger))
-    await until(lambda: stepfun.requests)  # the edit is waiting for the API
+    await until(lambda: stepfun.requests)  # the API is doing (and billing) the work
     assert not await service.cancel(BOB, CHAT)  # only the user's own edits
-    assert await service.cancel(ALICE, CHAT)
-    assert (await service.wait(admission.edit_id, 10)).status == EditStatus.CANCELLED
-    assert await used(service) == 0
-    assert messenger.said() == [t("cancelled")]
-    # the photo is kept: the next text edits it, and only that result ever arrives
-    stepfun.delay = 0
-    again = await run(service, EditRequest(ALICE, CHAT, "make it rain"))
-    assert [s.picture.edit_id for s in messenger.pictures] == [again.id]
-    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it snow", "make it rain"]
+    assert not await service.cancel(ALICE, CHAT)  # past cancelling
+    assert (await service.wait(admission.edit_id, 10)).status == EditStatus.SUCCEEDED
+    assert [s.picture.edit_id for s in messenger.pictures] == [admission.edit_id]
     assert await used(service) == 1
     await until(messenger.all_notes_gone)
+
+
+async def test_cancelling_before_the_request_leaves_charges_nothing(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)  # queued until the cancel
+    admission = await service.submit(photo_request(messenger))
+    assert await service.cancel(ALICE, CHAT)
+    await service.start()
+    assert (await service.wait(admission.edit_id, 10)).status == EditStatus.CANCELLED
+    assert await used(service) == 0 and stepfun.requests == []
+    assert messenger.said() == [t("cancelled")]
+    # the photo is kept: the next text edits it
+    again = await run(service, EditRequest(ALICE, CHAT, "make it rain"))
+    assert [s.picture.edit_id for s in messenger.pictures] == [again.id]
+    assert [r.fields["prompt"] for r in stepfun.requests] == ["make it rain"]
+    assert await used(service) == 1
 
 
 async def test_one_note_stands_for_a_users_requests_and_its_button_cancels_them(

@@ -193,7 +193,7 @@ async def test_a_waiting_user_sees_their_place_in_line(
     (status,) = statuses(waiter)
     assert [e.before["text"] for e in status.edits] == [t("queued", position=1)]
     assert "Queued: you're number 1 in line" in t("queued", position=1)
-    assert status.text == t("working")
+    assert status.text in (t("working"), t("working_sent"))  # sent, or about to be
     assert status.deleted
     (other,) = statuses(first)
     assert (other.text, other.edits, other.deleted) == (t("working"), [], True)

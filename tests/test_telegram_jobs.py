@@ -11,16 +11,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from telegram import Update
 
-from adapters.telegram import sender_ref
 from bot.config import OperatorRules
 from bot.domain import UserRef
 from bot.texts import t
 from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
-from tests.fakes.telegram import FakeTelegram, FakeUser
+from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
 from tests.harness import BotUnderTest, is_note
 from tests.images import decode, make_image
 from tests.test_cli import STEPEDIT, wired_to
@@ -132,25 +130,6 @@ async def test_buttons_only_reach_edits_of_their_own_chat(
     assert len(stepfun.requests) == 2
 
 
-async def test_an_anonymous_admin_speaks_as_their_group() -> None:
-    def update(sender_chat: dict[str, object] | None) -> Update:
-        message = {
-            "message_id": 1, "date": 0, "chat": {"id": -100, "type": "supergroup", "title": "G"},
-            "from": {"id": 1087968824, "is_bot": True, "first_name": "Group"},
-            "text": "/quota",
-        }  # fmt: skip
-        if sender_chat:
-            message["sender_chat"] = sender_chat
-        return Update.de_json({"update_id": 1, "message": message}, None)
-
-    group = {"id": -100, "type": "supergroup", "title": "G"}
-    other = {"id": -200, "type": "supergroup", "title": "H"}
-    one, two = sender_ref(update(group)), sender_ref(update(other))
-    assert one is not None and two is not None
-    assert one.id != two.id  # each group's anonymous admins have their own quota
-    assert sender_ref(update(None)) is not None
-
-
 # --- SIGKILL mid-load, then a restart ------------------------------------------------------
 
 
@@ -205,6 +184,48 @@ async def test_a_killed_bot_answers_every_request_after_a_restart_and_charges_on
             assert used == len(photos)  # charged = delivered (a re-sent photo counts once)
     finally:
         await store.aclose()
+
+
+async def test_a_kill_mid_batch_replays_no_command_that_was_handled(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    admin = FakeUser(id=9, first_name="Admin", language_code="en")
+    env = wired_to(telegram, stepfun, ADMIN_IDS="9", DAILY_QUOTA="3")
+    first = await _start(tmp_path, env, "first.log")
+    telegram.user_sends_photo(ALICE.id, ALICE, make_image(3000, 3000))  # slow to draw on
+    await telegram.wait_for_message(ALICE.id, lambda m: m.kind == "text", timeout=30)
+    telegram.user_sends_text(admin.id, admin, "/start")
+    await telegram.wait_for_message(admin.id, lambda m: m.kind == "text", timeout=30)
+    # One batch: a dozen speech bubbles, and a /grant beside them.
+    bubbles = [telegram.user_sends_text(ALICE.id, ALICE, f"/bubble hi {n}") for n in range(12)]
+    telegram.user_sends_text(admin.id, admin, f"/grant {ALICE.id} 5")
+
+    def granted() -> list[StoredMessage]:
+        return [m for m in telegram.sent(admin.id) if "more edits today" in (m.text or "")]
+
+    def drawn(bubble: StoredMessage) -> list[StoredMessage]:
+        return [m for m in telegram.sent(ALICE.id)
+                if m.kind == "photo" and m.reply_to_message_id == bubble.message_id]  # fmt: skip
+
+    await telegram.wait_until(
+        lambda: granted() and sum(1 for b in bubbles if drawn(b)) >= 3, timeout=30
+    )
+    first.send_signal(signal.SIGKILL)  # mid-batch: Telegram has no confirmation of it
+    await first.wait()
+    second = await _start(tmp_path, env, "second.log")
+    try:
+        await telegram.wait_until(lambda: all(drawn(b) for b in bubbles), timeout=60)
+        telegram.user_sends_text(admin.id, admin, f"/quota {ALICE.id}")
+        quota = await telegram.wait_for_message(
+            admin.id, lambda m: "granted)" in (m.text or ""), timeout=30
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert len(granted()) == 1  # the replayed /grant granted nothing
+    assert "+5 granted" in (quota.text or "")
+    redrawn = sum(len(drawn(b)) - 1 for b in bubbles)
+    assert redrawn <= 1  # at most the one being drawn when the process died
 
 
 async def _start(cwd: Path, env: dict[str, str], log: str) -> asyncio.subprocess.Process:

@@ -325,6 +325,8 @@ class StoredMessage:
     update_id: int | None = None
     media_group_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    # Sent on behalf of a chat: a channel ("send as"), or the group itself (anonymous admin)
+    sender_chat: dict[str, Any] | None = None
 
     @property
     def reply_to_message_id(self) -> int | None:
@@ -385,6 +387,8 @@ class StoredMessage:
             "chat": self.chat,
             "date": self.date,
         }
+        if self.sender_chat is not None:
+            data["sender_chat"] = self.sender_chat
         if self.edit_date is not None:
             data["edit_date"] = self.edit_date
         if self.media_group_id:
@@ -1071,9 +1075,12 @@ class FakeTelegram:
         text: str,
         reply_to: int | StoredMessage | None = None,
         chat_type: str = "private",
+        sender_chat: dict[str, Any] | None = None,
     ) -> StoredMessage:
-        """Inject a text message from ``user``; returns it (``.message_id``, ``.update_id``)."""
+        """Inject a text message from ``user``; returns it (``.message_id``, ``.update_id``).
+        ``sender_chat``: sent on behalf of that chat (Telegram's "send as")."""
         message = self._new_user_message(chat_id, user, chat_type, reply_to)
+        message.sender_chat = sender_chat
         message.text = text
         message.entities = make_entities(text) or None
         return self._inject_message(message)
@@ -1090,6 +1097,7 @@ class FakeTelegram:
         mime: str | None = None,
         filename: str | None = None,
         media_group_id: str | None = None,
+        sender_chat: dict[str, Any] | None = None,
     ) -> StoredMessage:
         """Inject a photo (or, with ``as_document``, an image file) from ``user``.
 
@@ -1098,6 +1106,7 @@ class FakeTelegram:
         exactly. A document gets ``document`` with ``mime_type`` and ``file_name``.
         """
         message = self._new_user_message(chat_id, user, chat_type, reply_to)
+        message.sender_chat = sender_chat
         data = bytes(image_bytes)
         if as_document:
             mime_type = _mime_for(data, filename, mime)

@@ -1,6 +1,7 @@
 """money and the fallback: which model made each picture; whether an edit's request left for the
 image model (past cancelling); the day's spend in the counters (micro-dollars, so 64 bits); a
-small table of the bot's own values (the salt of the end-user hash sent to vendors)
+small table of the bot's own values (the salt of the end-user hash sent to vendors); the platform
+events already handled (a redelivery is recognised)
 
 Revision ID: 0005
 Revises: 0004
@@ -26,6 +27,18 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":  # SQLite's INTEGER is 64 bits already
         op.alter_column("counters", "used", type_=sa.BigInteger(), existing_type=sa.Integer())
     op.create_table(
+        "handled_events",
+        sa.Column("platform", sa.String(length=32), primary_key=True),
+        sa.Column("event_id", sa.String(length=64), primary_key=True),
+        sa.Column(
+            "handled_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+    )
+    op.create_index("ix_handled_events_handled_at", "handled_events", ["handled_at"])
+    op.create_table(
         "bot_values",
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
@@ -34,6 +47,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("bot_values")
+    op.drop_index("ix_handled_events_handled_at", table_name="handled_events")
+    op.drop_table("handled_events")
     op.execute("DELETE FROM counters WHERE scope = 'spend'")  # micro-dollars pass 32 bits
     if op.get_bind().dialect.name == "postgresql":
         op.alter_column("counters", "used", type_=sa.Integer(), existing_type=sa.BigInteger())
