@@ -158,7 +158,9 @@ class BotValue(Base):
 class Image(Base):
     """An image's bytes; or, while `data` is empty and `file_id` set, a platform file not
     fetched yet (a photo is only fetched when an edit of it runs, after that edit was admitted;
-    its `sha256` is a unique placeholder, as the bytes are unknown)."""
+    its `sha256` is a unique placeholder, as the bytes are unknown). Expired (by retention or
+    /forget), it keeps neither bytes, nor file, nor hash: its `sha256` becomes a placeholder, so
+    the same bytes stored again make a new image."""
 
     __tablename__ = "images"
 

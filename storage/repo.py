@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -62,6 +62,12 @@ ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUD
 SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
 EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
 CANVAS = "canvas"  # Image.mime of the empty source of a new image from text (size in file_name)
+# An image expired by retention or /forget: no bytes, no file, and no hash (a placeholder made
+# of its id takes the sha256's place), so the same bytes stored again make a new image.
+_EXPIRE: dict[str, Any] = {
+    "mime": EXPIRED, "data": b"", "size_bytes": 0, "file_id": None, "file_name": None,
+    "sha256": literal("expired-") + cast(Image.id, String(20)),
+}  # fmt: skip
 
 
 class SqlStore:
@@ -365,29 +371,30 @@ class SqlStore:
     # images
 
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int:
-        """Store `data` unless the same bytes are stored already; the id either way."""
+        """Store `data` unless the same bytes are stored already; the id either way. Kept for
+        the full retention from now, whenever the same bytes were stored before."""
         async with self._tx() as session:
             return await self._save_image(session, NewImage(data, mime, width, height))
 
     async def _save_image(self, session: AsyncSession, image: NewImage) -> int:
-        digest = hashlib.sha256(image.data).hexdigest()
-        query = select(Image.id).where(Image.sha256 == digest)
-        image_id = await session.scalar(query)
-        if image_id is None:
-            await session.execute(
-                self._insert(Image)
-                .values(
-                    sha256=digest,
-                    mime=image.mime,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=len(image.data),
-                    data=image.data,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["sha256"])
+        # An expired image gave its hash up (see _EXPIRE), so this never finds one. The same
+        # bytes stored before count as stored now: retention starts again.
+        now = utcnow()
+        image_id = await session.scalar(
+            self._insert(Image)
+            .values(
+                sha256=hashlib.sha256(image.data).hexdigest(),
+                mime=image.mime,
+                width=image.width,
+                height=image.height,
+                size_bytes=len(image.data),
+                data=image.data,
+                created_at=now,
             )
-            image_id = (await session.execute(query)).scalar_one()
+            .on_conflict_do_update(index_elements=["sha256"], set_={"created_at": now})
+            .returning(Image.id)
+        )
+        assert image_id is not None
         return image_id
 
     async def keep_upload(
@@ -419,9 +426,9 @@ class SqlStore:
                 .scalar_subquery()
             )
             expired = await session.execute(
-                update(Image)
-                .where(Image.id.in_(old))
-                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                update(Image)  # checked again on the row: stored again meanwhile, it stays
+                .where(Image.id.in_(old), Image.created_at < before)
+                .values(_EXPIRE)
                 .returning(Image.id)
                 .execution_options(synchronize_session=False)
             )
@@ -478,7 +485,7 @@ class SqlStore:
             await session.execute(
                 update(Image)
                 .where(Image.id.in_(images - shared))
-                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                .values(_EXPIRE)
                 .execution_options(synchronize_session=False)
             )
             return len(edit_ids)

@@ -1,6 +1,7 @@
 """money and the fallback: which model made each picture; whether an edit's request left for the
 image model (past cancelling); the day's spend in the counters (micro-dollars, so 64 bits); a
-small table of the bot's own values (the salt of the end-user hash sent to vendors)
+small table of the bot's own values (the salt of the end-user hash sent to vendors); expired images
+give their hash up (the same bytes stored again make a new, available image)
 
 Revision ID: 0005
 Revises: 0004
@@ -30,9 +31,13 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
     )
+    op.execute(
+        "UPDATE images SET sha256 = 'expired-' || CAST(id AS VARCHAR(20)) WHERE mime = 'expired'"
+    )
 
 
 def downgrade() -> None:
+    # an expired image's placeholder hash is a valid value before 0005 too: it stays
     op.drop_table("bot_values")
     op.execute("DELETE FROM counters WHERE scope = 'spend'")  # micro-dollars pass 32 bits
     if op.get_bind().dialect.name == "postgresql":
