@@ -175,6 +175,9 @@ class Image(Base):
     file_platform: Mapped[str | None] = mapped_column(String(PLATFORM_LEN))
     file_id: Mapped[str | None] = mapped_column(Text)
     file_name: Mapped[str | None] = mapped_column(CleanString(256))
+    # the user who sent it (a photo of theirs, kept whether or not an edit of it followed), so
+    # /forget finds it; None for the bot's results and canvases
+    user_id: Mapped[int | None] = mapped_column(IdType, index=True)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )

@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bot.config import OperatorRules
 from bot.texts import t
+from storage.models import Base
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
 from tests.harness import BotUnderTest
@@ -42,12 +44,71 @@ async def forget(app: BotUnderTest, telegram: FakeTelegram, edits: int) -> None:
     await telegram.wait_until(lambda: question.text == t("forget_done", edits=edits))
 
 
+async def stored_text(app: BotUnderTest) -> list[tuple[str, str | bytes]]:
+    """("table.column", value) of every text and binary value the bot keeps."""
+    assert app.store is not None
+    found: list[tuple[str, str | bytes]] = []
+    async with app.store.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for row in await conn.execute(select(table)):
+                for column, value in zip(table.columns, row, strict=True):
+                    if isinstance(value, str | bytes):
+                        found.append((f"{table.name}.{column.name}", value))
+    return found
+
+
+def places(values: list[tuple[str, str | bytes]], word: str) -> list[str]:
+    """Where `word` is kept (also inside binary values, as UTF-8)."""
+    return [
+        where
+        for where, value in values
+        if (word in value if isinstance(value, str) else word.encode() in value)
+    ]
+
+
 async def full_quality(app: BotUnderTest, telegram: FakeTelegram, result: StoredMessage) -> str:
     """What pressing Full quality under `result` gets: "document" or the text answered."""
     (full,) = [data for data in result.callback_data if data.startswith("full:")]
     telegram.user_presses_button(CHAT, ALICE, result, full)
     answer = await telegram.wait_for_message(CHAT, lambda m: m.kind in ("document", "text"))
     return "document" if answer.kind == "document" else answer.text or ""
+
+
+async def test_after_forget_no_table_holds_their_words_or_files_and_old_photos_are_expired(
+    app_on: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    app = app_on
+    first = telegram.user_sends_photo(CHAT, ALICE, make_image(320, 240))  # no words: asked
+    assert (await app.text_reply(CHAT)).text == t("ask_prompt")
+    second = telegram.user_sends_photo(CHAT, ALICE, make_image(300, 200, color=(10, 200, 90)))
+    await app.text_reply(CHAT)  # the first one is no longer the current picture
+    telegram.user_sends_text(CHAT, ALICE, "/settings negative NEGWORD blur")
+    await app.text_reply(CHAT)
+    telegram.user_sends_text(CHAT, ALICE, "PROMPTWORD make it snow")  # edits the second
+    edited = await app.photo_reply(CHAT)
+    telegram.user_sends_text(CHAT, ALICE, "/caption TOPWORD | BOTTOMWORD")
+    await app.photo_reply(CHAT)
+    words = ["Zorblatt", "NEGWORD", "PROMPTWORD", "TOPWORD", "BOTTOMWORD"]
+    assert first.file_id is not None and second.file_id is not None
+    needles = [*words, first.file_id, second.file_id]
+    before = await stored_text(app)
+    assert all(places(before, needle) for needle in needles)  # the search finds them
+
+    await forget(app, telegram, edits=2)
+    after = await stored_text(app)
+    assert [places(after, needle) for needle in needles] == [[] for _ in needles]
+    calls = len(stepfun.requests)
+    for old in (first, second, edited):  # a reply to an old photo of theirs edits nothing
+        telegram.user_sends_text(CHAT, ALICE, "make it blue", reply_to=old)
+        assert (await app.text_reply(CHAT)).text == t("error_image_expired")
+    telegram.user_sends_text(CHAT, ALICE, "/caption more words", reply_to=first)
+    assert (await app.text_reply(CHAT)).text == t("error_image_expired")
+    await app.idle()
+    assert len(stepfun.requests) == calls
+    assert [m.kind for m in telegram.sent(CHAT) if m.message_id > edited.message_id].count(
+        "photo"
+    ) == 1  # the caption drawn before /forget: nothing since
+    assert await app.quota_used(ALICE) == 1  # the quota is not forgotten
 
 
 async def test_the_same_caption_after_forget_is_a_picture_that_stays(
