@@ -172,7 +172,9 @@ class BotValue(Base):
 class Image(Base):
     """An image's bytes; or, while `data` is empty and `file_id` set, a platform file not
     fetched yet (a photo is only fetched when an edit of it runs, after that edit was admitted;
-    its `sha256` is a unique placeholder, as the bytes are unknown)."""
+    its `sha256` is a unique placeholder, as the bytes are unknown). Expired (by retention or
+    /forget), it keeps neither bytes, nor file, nor hash: its `sha256` becomes a placeholder, so
+    the same bytes stored again make a new image."""
 
     __tablename__ = "images"
 
@@ -187,6 +189,9 @@ class Image(Base):
     file_platform: Mapped[str | None] = mapped_column(String(PLATFORM_LEN))
     file_id: Mapped[str | None] = mapped_column(Text)
     file_name: Mapped[str | None] = mapped_column(CleanString(256))
+    # the user who sent it (a photo of theirs, kept whether or not an edit of it followed), so
+    # /forget finds it; None for the bot's results and canvases
+    user_id: Mapped[int | None] = mapped_column(IdType, index=True)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import String, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -63,6 +63,12 @@ ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUD
 SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
 EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
 CANVAS = "canvas"  # Image.mime of the empty source of a new image from text (size in file_name)
+# An image expired by retention or /forget: no bytes, no file, and no hash (a placeholder made
+# of its id takes the sha256's place), so the same bytes stored again make a new image.
+_EXPIRE: dict[str, Any] = {
+    "mime": EXPIRED, "data": b"", "size_bytes": 0, "file_id": None, "file_name": None,
+    "sha256": literal("expired-") + cast(Image.id, String(20)),
+}  # fmt: skip
 
 
 class SqlStore:
@@ -407,29 +413,30 @@ class SqlStore:
     # images
 
     async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int:
-        """Store `data` unless the same bytes are stored already; the id either way."""
+        """Store `data` unless the same bytes are stored already; the id either way. Kept for
+        the full retention from now, whenever the same bytes were stored before."""
         async with self._tx() as session:
             return await self._save_image(session, NewImage(data, mime, width, height))
 
     async def _save_image(self, session: AsyncSession, image: NewImage) -> int:
-        digest = hashlib.sha256(image.data).hexdigest()
-        query = select(Image.id).where(Image.sha256 == digest)
-        image_id = await session.scalar(query)
-        if image_id is None:
-            await session.execute(
-                self._insert(Image)
-                .values(
-                    sha256=digest,
-                    mime=image.mime,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=len(image.data),
-                    data=image.data,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["sha256"])
+        # An expired image gave its hash up (see _EXPIRE), so this never finds one. The same
+        # bytes stored before count as stored now: retention starts again.
+        now = utcnow()
+        image_id = await session.scalar(
+            self._insert(Image)
+            .values(
+                sha256=hashlib.sha256(image.data).hexdigest(),
+                mime=image.mime,
+                width=image.width,
+                height=image.height,
+                size_bytes=len(image.data),
+                data=image.data,
+                created_at=now,
             )
-            image_id = (await session.execute(query)).scalar_one()
+            .on_conflict_do_update(index_elements=["sha256"], set_={"created_at": now})
+            .returning(Image.id)
+        )
+        assert image_id is not None
         return image_id
 
     async def keep_upload(
@@ -461,20 +468,25 @@ class SqlStore:
                 .scalar_subquery()
             )
             expired = await session.execute(
-                update(Image)
-                .where(Image.id.in_(old))
-                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                update(Image)  # checked again on the row: stored again meanwhile, it stays
+                .where(Image.id.in_(old), Image.created_at < before)
+                .values(_EXPIRE)
                 .returning(Image.id)
                 .execution_options(synchronize_session=False)
             )
             return len(expired.all())
 
     async def forget_user(self, user_id: int) -> int | None:
-        """Forget a user, in one transaction: their edits' prompts, the images only they used,
-        what links messages to them, and their settings. The edits' rows stay as empty
+        """Forget a user, in one transaction: their words (the edits' prompts, drawn words,
+        errors and answers, their name and settings) and their pictures (the photos they sent,
+        also those no edit used, and their results). A message that showed one of those
+        pictures stays known as forgotten, so a reply to it is told the picture has expired
+        rather than editing it again. A picture another user sent, or another user's edit or
+        current image uses, stays for them: the user's messages lose their link to it, and the
+        user's edits point at an expired picture instead. The edits' rows stay as empty
         records (their ids are in buttons, and must not be reused), and so does their quota
-        usage (no way around the quota). The number of edits; None, changing nothing, while
-        one of theirs is open."""
+        usage (no way around the quota). The number of edits; None, changing nothing, while one
+        of theirs is open."""
         mine = Edit.user_id == user_id
         async with self._tx() as session:
             if await session.scalar(
@@ -486,14 +498,10 @@ class SqlStore:
             await session.execute(
                 update(Edit)
                 .where(mine)
-                .values(prompt="", negative_prompt="", error=None, answer=None)
+                .values(prompt="", negative_prompt="", error=None, answer=None, layer=None,
+                        reply_to=None, message_id=None)
                 .execution_options(synchronize_session=False)
-            )
-            await session.execute(
-                delete(ShownMessage).where(
-                    or_(ShownMessage.edit_id.in_(edit_ids), ShownMessage.image_id.in_(images))
-                )
-            )
+            )  # fmt: skip
             await session.execute(delete(ChatHead).where(ChatHead.user_id == user_id))
             await session.execute(
                 update(User).where(User.id == user_id)
@@ -501,28 +509,37 @@ class SqlStore:
                         negative_prompt="", image_size=None)
                 .execution_options(synchronize_session=False)
             )  # fmt: skip
-            others = ~mine
-            shared = set(
-                await session.scalars(
-                    select(Edit.source_image_id).where(others, Edit.source_image_id.in_(images))
-                )
+            shared = await _used_by_others(session, user_id, images)
+            gone = images - shared
+            # A message showing a forgotten picture keeps its link, now to an expired image.
+            await session.execute(
+                update(ShownMessage)
+                .where(ShownMessage.image_id.in_(gone))
+                .values(edit_id=None)
+                .execution_options(synchronize_session=False)
             )
-            shared |= set(
-                await session.scalars(
-                    select(Edit.result_image_id).where(others, Edit.result_image_id.in_(images))
-                )
-            )
-            shared |= set(
-                await session.scalars(
-                    select(ChatHead.image_id).where(ChatHead.image_id.in_(images))
+            # Their messages lose what others keep: their edits' results, the photos they sent.
+            sent = select(Image.id).where(Image.id.in_(shared), Image.user_id == user_id)
+            await session.execute(
+                delete(ShownMessage).where(
+                    or_(ShownMessage.edit_id.in_(edit_ids), ShownMessage.image_id.in_(sent))
                 )
             )
             await session.execute(
                 update(Image)
-                .where(Image.id.in_(images - shared))
-                .values(mime=EXPIRED, data=b"", size_bytes=0, file_id=None, file_name=None)
+                .where(Image.id.in_(gone))
+                .values(_EXPIRE)
                 .execution_options(synchronize_session=False)
             )
+            if shared:  # their edits no longer reach what others use
+                stand_in = await _forgotten_image(session)
+                for column in (Edit.source_image_id, Edit.result_image_id):
+                    await session.execute(
+                        update(Edit)
+                        .where(mine, column.in_(shared))
+                        .values({column: stand_in})
+                        .execution_options(synchronize_session=False)
+                    )
             return len(edit_ids)
 
     @staticmethod
@@ -532,7 +549,8 @@ class SqlStore:
         results = await session.scalars(select(Edit.result_image_id).where(mine))
         images |= {image for image in results if image is not None}
         heads = await session.scalars(select(ChatHead.image_id).where(ChatHead.user_id == user_id))
-        return images | set(heads)
+        sent = await session.scalars(select(Image.id).where(Image.user_id == user_id))
+        return images | set(heads) | set(sent)
 
     async def expired(self, image_id: int) -> bool:
         async with self._tx(read_only=True) as session:
@@ -618,7 +636,7 @@ class SqlStore:
     ) -> int:
         """A new photo (pending) becomes the user's current image here, and `origin` (the
         message holding it) repliable, whether or not an edit of it is then admitted."""
-        image = _pending_image(upload)
+        image = _pending_image(upload, user_id)
         session.add(image)
         await session.flush()
         shown = ShownImage(image.id, None)
@@ -1197,12 +1215,12 @@ def _edit_record(row: Edit) -> EditRecord:
     )
 
 
-def _pending_image(file: FileRef) -> Image:
+def _pending_image(file: FileRef, user_id: int) -> Image:
     return Image(  # mime "" marks it pending; the sha256 is a placeholder until it is fetched
         sha256=f"pending-{secrets.token_hex(16)}", mime="", width=0, height=0,
         size_bytes=file.size or 0, data=b"",
         file_platform=file.platform, file_id=file.file_id, file_name=file.filename,
-        created_at=utcnow(),
+        user_id=user_id, created_at=utcnow(),
     )  # fmt: skip
 
 
@@ -1301,6 +1319,42 @@ class _Limits:
     unlimited: bool  # an admin: counted, never refused
     spend: Spend | None  # the day's cap on the backends' bill (None: no cap)
     uncharged: int  # a user's paid calls per day that may end without a picture (0: no limit)
+
+
+async def _used_by_others(session: AsyncSession, user_id: int, images: set[int]) -> set[int]:
+    """Those of `images` another user sent, or another user's edit or current image uses."""
+    others = Edit.user_id != user_id
+    shared = set(
+        await session.scalars(
+            select(Image.id).where(Image.id.in_(images), Image.user_id != user_id)
+        )
+    )
+    shared |= set(
+        await session.scalars(
+            select(Edit.source_image_id).where(others, Edit.source_image_id.in_(images))
+        )
+    )
+    shared |= set(
+        await session.scalars(
+            select(Edit.result_image_id).where(others, Edit.result_image_id.in_(images))
+        )
+    )
+    heads = ChatHead.user_id != user_id
+    shared |= set(
+        await session.scalars(select(ChatHead.image_id).where(heads, ChatHead.image_id.in_(images)))
+    )
+    return shared
+
+
+async def _forgotten_image(session: AsyncSession) -> int:
+    """A new expired image: what a forgotten edit shows instead of a picture others use."""
+    row = Image(
+        sha256=f"forgotten-{secrets.token_hex(16)}", mime=EXPIRED, width=0, height=0,
+        size_bytes=0, data=b"", created_at=utcnow(),
+    )  # fmt: skip
+    session.add(row)
+    await session.flush()
+    return row.id
 
 
 async def _new_canvas(session: AsyncSession, size: str, width: int, height: int) -> int:

@@ -1,7 +1,9 @@
 """money and the fallback: which model made each picture; whether an edit's request left for the
 image model (past cancelling); the day's spend in the counters (micro-dollars, so 64 bits); a
 small table of the bot's own values (the salt of the end-user hash sent to vendors); the platform
-events already handled (a redelivery is recognised)
+events already handled (a redelivery is recognised); who sent each photo (so /forget finds the
+photos no edit used), and expired images give their hash up (the same bytes stored again make a
+new, available image)
 
 Revision ID: 0005
 Revises: 0004
@@ -43,9 +45,18 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
     )
+    id_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    op.add_column("images", sa.Column("user_id", id_type, nullable=True))
+    op.create_index("ix_images_user_id", "images", ["user_id"])
+    op.execute(
+        "UPDATE images SET sha256 = 'expired-' || CAST(id AS VARCHAR(20)) WHERE mime = 'expired'"
+    )
 
 
 def downgrade() -> None:
+    # an expired image's placeholder hash is a valid value before 0005 too: it stays
+    op.drop_index("ix_images_user_id", table_name="images")
+    op.drop_column("images", "user_id")  # plain DROP COLUMN (SQLite 3.35+): no rebuild
     op.drop_table("bot_values")
     op.drop_index("ix_handled_events_handled_at", table_name="handled_events")
     op.drop_table("handled_events")
