@@ -822,6 +822,9 @@ class DiscordMessenger:
             channel = self.client.get_partial_messageable(int(to.chat_id))
             await channel.get_partial_message(int(note_id)).edit(content=text, view=view)
 
+    async def show_working(self, to: Address) -> None:
+        pass  # an interaction shows "thinking…"; a message has its note
+
     async def delete_note(self, to: Address, note_id: str) -> None:
         held = self._fresh(to)
         if held is not None and held.note_id == note_id:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, BinaryIO, cast
 
@@ -28,7 +28,7 @@ from telegram import (
     Update,
 )
 from telegram import User as TgUser
-from telegram.constants import ChatType
+from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
     AIORateLimiter,
@@ -66,6 +66,8 @@ PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
 ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
+BUSY_POLL_SECONDS = 0.25  # while updates are in flight, how often to look for new ones
+LANES_GRACE_SECONDS = 10.0  # on stop, how long updates received may take to finish
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
 COMMANDS = (
@@ -204,9 +206,12 @@ class TelegramBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self.messenger = TelegramMessenger(self.app.bot)
         self._polling: asyncio.Task[None] | None = None
-        self._confirmed = 0  # the next update id Telegram should send (all before are handled)
-        self._offset = 0
-        self.handling = 0  # batches of updates being handled now
+        self._confirmed = 0  # the last offset Telegram was told: all before are handled
+        self._next = 0  # the update id after the newest one received
+        self._in_flight: set[int] = set()  # update ids received, not yet handled
+        self._lanes: dict[tuple[int, int], deque[Update]] = {}  # (chat, user) -> its updates
+        self._lane_tasks: set[asyncio.Task[None]] = set()
+        self._progress = asyncio.Event()  # an update was handled
         self._entered: dict[int, Incoming] = {}  # updates past the gate, until handled
         self._add_handlers()
 
@@ -267,12 +272,17 @@ class TelegramBot:
         log.info("Telegram bot @%s is running", self.app.bot.username)
 
     async def stop_receiving(self) -> None:
-        """Take no new updates; the bot can still send (running jobs finish and answer)."""
+        """Take no new updates, let the ones received finish (a while), and confirm those that
+        did; the bot can still send (running jobs finish and answer)."""
         if self._polling is not None:
             self._polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._polling
             self._polling = None
+            if self._lane_tasks:
+                await asyncio.wait(self._lane_tasks, timeout=LANES_GRACE_SECONDS)
+            for task in list(self._lane_tasks):  # unconfirmed: Telegram sends them again
+                task.cancel()
             await self._confirm()
         if self.app.running:
             await self.app.stop()
@@ -282,56 +292,94 @@ class TelegramBot:
         await self.app.shutdown()
 
     async def _poll(self, timeout: int, interval: float) -> None:
-        """getUpdates, handle the batch, and only then ask for the next one, which confirms the
-        batch to Telegram. A crash mid-batch gets the batch again after a restart (at least
-        once): the requests' idempotency keys make the ones already admitted no-ops, so
-        nothing a user sent is lost and nothing is done twice."""
+        """Long-poll getUpdates and hand each update to its lane (_dispatch). Telegram forgets
+        every update below the offset it is asked for, so the offset stays at the oldest
+        update still being handled: after a crash those come again (the gate recognises the
+        ones handled already), and nothing a user sent is lost. While any is in flight the
+        poll does not wait for news, so a new user is seen at once, not after the others."""
         while True:
+            offset = self._low_water()
+            busy = bool(self._in_flight)
             try:
                 updates = await self.app.bot.get_updates(
-                    offset=self._offset, timeout=timeout, allowed_updates=Update.ALL_TYPES
+                    offset=offset, timeout=0 if busy else timeout, allowed_updates=Update.ALL_TYPES
                 )
             except TelegramError as exc:
                 log.warning("getUpdates failed (%s); trying again", exc)
                 await asyncio.sleep(POLL_RETRY_SECONDS)
                 continue
-            self._confirmed = self._offset
+            self._confirmed = offset
+            fresh = [update for update in updates if update.update_id >= self._next]
+            for update in fresh:
+                self._dispatch(update)
             if updates:
-                await self._handle(updates)
-                self._offset = updates[-1].update_id + 1
-            elif interval:
+                self._next = max(self._next, updates[-1].update_id + 1)
+            if self._in_flight and not fresh:  # only ours again: until one ends, or a moment
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._progress.wait(), BUSY_POLL_SECONDS)
+            elif not updates and interval:
                 await asyncio.sleep(interval)
 
-    async def _handle(self, updates: tuple[Update, ...]) -> None:
-        """Each chat's updates one after another, in the order sent (a text right after a
-        photo edits that photo); different chats side by side."""
-        by_chat: dict[int, list[Update]] = {}
-        for update in updates:
-            chat = update.effective_chat
-            by_chat.setdefault(chat.id if chat else -update.update_id, []).append(update)
+    def _low_water(self) -> int:
+        """The offset to poll with: the oldest update not yet handled (all below are)."""
+        return min(self._in_flight, default=self._next)
 
-        async def in_order(chat_updates: list[Update]) -> None:
-            for update in chat_updates:
-                try:
-                    await self.app.process_update(update)  # handler errors go to on_error
-                    entered = self._entered.pop(update.update_id, None)
-                    if entered is not None:  # handled: a redelivery of it is ignored
-                        await self.service.handled(entered)
-                except Exception:  # on_error itself failed: never let it stop the polling
-                    log.exception("update %s could not be handled", update.update_id)
+    @property
+    def handling(self) -> int:
+        """Updates received and not yet handled."""
+        return len(self._in_flight)
 
-        self.handling += 1
+    def _dispatch(self, update: Update) -> None:
+        """Queue `update` in its lane: one per user in a chat, handled one after another in
+        the order sent (a text right after a photo edits that photo); lanes side by side, so
+        nobody waits behind someone else's flood."""
+        self._in_flight.add(update.update_id)
+        chat, user = update.effective_chat, update.effective_user
+        key = (chat.id if chat else 0, user.id if user else -update.update_id)
+        lane = self._lanes.get(key)
+        if lane is not None:
+            lane.append(update)
+            return
+        self._lanes[key] = deque([update])
+        task = asyncio.create_task(self._run_lane(key))
+        self._lane_tasks.add(task)
+        task.add_done_callback(self._lane_tasks.discard)
+
+    async def _run_lane(self, key: tuple[int, int]) -> None:
+        lane = self._lanes[key]
         try:
-            await asyncio.gather(*(in_order(chat_updates) for chat_updates in by_chat.values()))
+            while lane:
+                await self._process(lane[0])
+                self._in_flight.discard(lane.popleft().update_id)
+                self._progress.set()
         finally:
-            self.handling -= 1
+            del self._lanes[key]
+
+    async def _process(self, update: Update) -> None:
+        try:
+            await self.app.process_update(update)  # handler errors go to on_error
+            entered = self._entered.pop(update.update_id, None)
+            if entered is not None:  # handled: a redelivery of it is ignored
+                await self.service.handled(entered)
+        except Exception:  # on_error itself failed: never let it stop the lane
+            log.exception("update %s could not be handled", update.update_id)
+
+    async def _handle(self, updates: tuple[Update, ...]) -> None:
+        """Handle `updates` as if polled, and wait until they are."""
+        for update in updates:
+            self._dispatch(update)
+        while any(update.update_id in self._in_flight for update in updates):
+            self._progress.clear()
+            await self._progress.wait()
 
     async def _confirm(self) -> None:
         """Tell Telegram the updates handled so far are done (as the next getUpdates would)."""
-        if self._offset > self._confirmed:
+        offset = self._low_water()
+        if offset > self._confirmed:
             with contextlib.suppress(TelegramError):
-                await self.app.bot.get_updates(offset=self._offset, timeout=0)
-            self._confirmed = self._offset
+                await self.app.bot.get_updates(offset=offset, timeout=0)
+            self._confirmed = offset
 
     async def _enter(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The gate (bot.service.EditService.enter), before any handler: what it refuses stops
@@ -727,6 +775,9 @@ class TelegramMessenger:
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         await self.bot.delete_message(_chat(to), int(note_id))
+
+    async def show_working(self, to: Address) -> None:
+        await self.bot.send_chat_action(_chat(to), ChatAction.UPLOAD_PHOTO)
 
 
 class _Kept:

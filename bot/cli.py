@@ -344,6 +344,9 @@ class ShellMessenger:
     async def delete_note(self, to: Address, note_id: str) -> None:
         pass
 
+    async def show_working(self, to: Address) -> None:
+        pass
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,12 +26,14 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from aiolimiter import AsyncLimiter
 
 from bot import imaging, memes
 from bot.backends.base import Capabilities, InputImage
@@ -110,6 +112,8 @@ MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not 
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
+ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
+ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
 # How long a handled event is remembered: Telegram keeps an undelivered update 24 hours.
 HANDLED_KEPT = timedelta(hours=48)
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
@@ -192,6 +196,7 @@ class EditService:
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._salt: str | None = None  # of the end-user hash (the database keeps it)
         self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
+        self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
@@ -614,7 +619,7 @@ class EditService:
 
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to = edit.address
-        if edit.attempts > MAX_ATTEMPTS and edit.result_image_id is None:
+        if edit.attempts > MAX_ATTEMPTS:  # also with a kept result: showing it may be what kills
             await self._end(edit, EditStatus.FAILED, "interrupted too often",
                             answer=t("error_interrupted", to.language))  # fmt: skip
             return
@@ -763,13 +768,14 @@ class EditService:
                 return None
             self._committed.add(edit.id)
             self._show_working(edit, messenger, sent=True)
-            if mime == CANVAS:  # nothing to edit: a new image from the words
-                # (a reroll of one made by another backend takes this one's nearest: its default)
-                size = self._generation_size(UserSettings(image_size=data.decode())) or ""
-                edited = await self.editor.generate(edit.prompt, options, size)
-            else:
-                image = InputImage(data, mime, filename)
-                edited = await self.editor.edit([image], edit.prompt, options)
+            async with self._showing_action(edit.address, messenger):
+                if mime == CANVAS:  # nothing to edit: a new image from the words
+                    # (a reroll of one made by another backend takes this one's nearest)
+                    size = self._generation_size(UserSettings(image_size=data.decode())) or ""
+                    edited = await self.editor.generate(edit.prompt, options, size)
+                else:
+                    image = InputImage(data, mime, filename)
+                    edited = await self.editor.edit([image], edit.prompt, options)
         timings = replace(timings, api_ms=_ms_since(called))
         spent = (self._today(), Spend.micros(edited.cost))
         checked = await self._checked_result(edited)
@@ -820,6 +826,25 @@ class EditService:
             notes=notes,
             stand_in=stand_in,
         )
+
+    @contextlib.asynccontextmanager
+    async def _showing_action(self, to: Address, messenger: Messenger) -> AsyncIterator[None]:
+        """While the body runs, the platform's "sending photo…", renewed as it fades, within
+        a small budget of its own (past it a renewal is skipped, never waited for)."""
+
+        async def keep_showing() -> None:
+            while True:
+                if self._actions.has_capacity():
+                    await self._actions.acquire()
+                    with contextlib.suppress(Exception):  # cosmetic
+                        await messenger.show_working(to)
+                await asyncio.sleep(ACTION_EVERY)
+
+        task = asyncio.create_task(keep_showing())
+        try:
+            yield
+        finally:
+            task.cancel()
 
     def _show_working(self, edit: EditRecord, messenger: Messenger, *, sent: bool = False) -> None:
         """Its note says it is at work (`sent`: the image model has it, past cancelling)."""

@@ -839,6 +839,31 @@ async def test_an_edit_interrupted_too_often_is_given_up_without_charge(
     assert await used(service) == 0
 
 
+async def test_a_kept_result_whose_showing_killed_its_process_is_given_up_too(
+    start_service: StartService, messenger: FakeMessenger, store: SqlStore, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(start=False)
+    admission = await service.submit(photo_request(messenger))
+    kept = make_image(320, 240, fmt="PNG", color=(1, 2, 3))
+    image_id = await store.save_image(kept, "image/png", 320, 240)
+    for n in range(3):  # three processes had the result, began showing it, and died
+        for _ in range(50):  # (on PostgreSQL a claim skips a row locked just now)
+            if await store.claim(f"dead:{n}", utcnow() - timedelta(seconds=1), [PLATFORM]):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the edit could not be claimed")
+        await store.record_result(admission.edit_id, image_id, 77, (), EditTimings())
+        assert await store.start_delivery(admission.edit_id, f"dead:{n}")
+        assert await store.requeue_expired(utcnow()) == 1
+    await service.start()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.FAILED  # no fourth crash: a clear answer instead
+    assert messenger.said() == [t("error_interrupted")] and messenger.pictures == []
+    assert stepfun.requests == []
+    assert await used(service) == 0
+
+
 # --- resources -------------------------------------------------------------------------------
 
 

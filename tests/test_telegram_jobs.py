@@ -315,3 +315,22 @@ async def test_a_redelivered_uncaptioned_photo_is_asked_about_once(
     await app.photo_reply(ALICE.id)
     assert decode(stepfun.requests[0].image).size == (320, 240)
     assert telegram.calls_of("getFile") and len(telegram.calls_of("getFile")) == 1
+
+
+@pytest.mark.client(timeout=5)
+async def test_sending_photo_shows_while_the_edit_runs_and_is_renewed(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setattr("bot.service.ACTION_EVERY", 0.3)  # Telegram's lasts about 5 s
+    stepfun.delay = 1.2
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(ALICE.id)
+    methods = [c.method for c in telegram.calls if c.params.get("chat_id") == ALICE.id]
+    actions = [c for c in telegram.calls_of("sendChatAction")]
+    assert len(actions) >= 3  # renewed while the API works
+    assert all(a.params == {"chat_id": ALICE.id, "action": "upload_photo"} for a in actions)
+    assert methods.index("sendPhoto") > max(i for i, m in enumerate(methods)
+                                            if m == "sendChatAction")  # fmt: skip
+    await asyncio.sleep(0.7)
+    assert len(telegram.calls_of("sendChatAction")) == len(actions)  # and stops with it

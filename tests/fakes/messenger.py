@@ -52,6 +52,7 @@ class FakeMessenger:
     texts: list[tuple[Address, str]] = field(default_factory=list)
     told: list[tuple[str, str]] = field(default_factory=list)  # private messages: (user id, text)
     notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
+    actions: list[Address] = field(default_factory=list)  # "sending photo…" shown there
     # staging: a set event lets the call through; `fail_pictures` makes every send_picture raise,
     # like a platform that is down; `on_picture` runs once a picture is "sent"
     hold_fetch: asyncio.Event | None = None
@@ -113,6 +114,9 @@ class FakeMessenger:
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         self.notes[note_id].deleted = True
+
+    async def show_working(self, to: Address) -> None:
+        self.actions.append(to)
 
     def said(self) -> list[str]:
         """The texts sent, without where to."""
