@@ -70,6 +70,7 @@ class OperatorRules:
     budget: int = 0  # edits of the whole bot per day
     spend_cap: float = 0.0  # the day's spend on the edit backends, US dollars (0: no cap)
     max_uncharged: int = 10  # a user's paid calls a day that end without a picture (0: no cap)
+    free_actions_per_minute: int = 20  # drawings, Undos, Full quality per user (0: no limit)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))  # where days begin
     admins: IdSet = field(default_factory=lambda: IdSet(frozenset()))
     allowed_users: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: everyone
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     global_daily_budget: int = Field(default=0, ge=0)
     global_daily_spend: float = Field(default=0.0, ge=0)  # in the prices' currency (US dollars)
     max_uncharged_calls: int = Field(default=10, ge=0)  # per user per day; 0 = no cap
+    free_actions_per_minute: int = Field(default=20, ge=0)  # per user; 0 = no limit
     quota_timezone: str = "UTC"
     admin_ids: str = ""
     allowed_users: str = ""
@@ -207,6 +209,7 @@ class Settings(BaseSettings):
             budget=self.global_daily_budget,
             spend_cap=self.global_daily_spend,
             max_uncharged=self.max_uncharged_calls,
+            free_actions_per_minute=self.free_actions_per_minute,
             timezone=ZoneInfo(self.quota_timezone),
             admins=IdSet.parse(self.admin_ids, users=True),
             allowed_users=IdSet.parse(self.allowed_users, users=True),

@@ -13,6 +13,7 @@
     │   ├── QuotaExceeded         the daily quota is used up
 │   ├── UnchargedCallsCapped  too many paid calls without a picture today (MAX_UNCHARGED_CALLS)
 │   ├── SentAsChat            sent as a channel or an anonymous admin, not as a person
+│   ├── TooFast               too many free actions this minute (FREE_ACTIONS_PER_MINUTE)
     │   └── Busy                  this user already has an edit running
     ├── EditRefused               the API's content review refused it (content_filtered, 451)
     ├── EditCancelled             the user cancelled it (/cancel)
@@ -127,6 +128,12 @@ class Banned(UserError):
     """Said once to a banned user; after that they are ignored."""
 
     code = "error_banned"
+
+
+class TooFast(UserError):
+    """FREE_ACTIONS_PER_MINUTE: too many drawings, Undos or Full quality files this minute."""
+
+    code = "error_too_fast"
 
 
 class SentAsChat(UserError):

@@ -25,7 +25,7 @@ import re
 import secrets
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -92,6 +92,7 @@ from bot.errors import (
     QuotaExceeded,
     SentAsChat,
     StepEditError,
+    TooFast,
     UnchargedCallsCapped,
     UnknownEdit,
 )
@@ -112,6 +113,7 @@ MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not 
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
 EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
+FREE_USERS_KEPT = 10_000  # users whose recent free actions are remembered
 ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
 ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
 # How long a handled event is remembered: Telegram keeps an undelivered update 24 hours.
@@ -197,6 +199,7 @@ class EditService:
         self._salt: str | None = None  # of the end-user hash (the database keeps it)
         self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
+        self._free = _PerMinute(self.rules.free_actions_per_minute)
         self._messengers: dict[str, Messenger] = {}
         self._notes = NoteBoard(self.store.set_note, self._forget_note, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
@@ -952,6 +955,7 @@ class EditService:
         if press.action == Action.REROLL:
             rerolled = await self._edit_in(press.edit_id, chat)
             if rerolled.layer:  # words the bot drew: the next best place, no API call
+                self._free_action(user)
                 record = await self.store.get_or_create_user(user)
                 layer = memes.TextLayer.from_json(rerolled.layer).rerolled()
                 source = _Source(rerolled.source_image_id, rerolled.parent_edit_id)
@@ -961,10 +965,24 @@ class EditService:
                                   answer_to=to.reply_to, language=to.language)  # fmt: skip
             await self.submit(request)
         elif press.action == Action.UNDO:
+            self._free_action(user)
             await self.undo(user, chat, press.edit_id, to)
         elif press.action == Action.FULL:
+            self._free_action(user)
             await self.send_full_quality(chat, press.edit_id, to)
         return None
+
+    def _free_action(self, user: UserRef) -> None:
+        """FREE_ACTIONS_PER_MINUTE: drawings, Undo and Full quality cost the user nothing but
+        the bot's CPU and upload link, so one user gets only so many a minute (admins any).
+        Past it: TooFast, said once a minute, then silence."""
+        if self.is_admin(user):
+            return
+        verdict = self._free.take((user.platform, user.id))
+        if verdict == "told":
+            raise Ignored("too fast, told already")
+        if verdict == "tell":
+            raise TooFast(limit=self.rules.free_actions_per_minute)
 
     # --- words the bot draws itself (memes): no API call, no unit ----------------------------
 
@@ -977,6 +995,7 @@ class EditService:
         drew before, the words replace its words (the layer is redrawn on the plain picture)."""
         record = await self.store.get_or_create_user(user)
         await self._gate(record, user, chat)
+        self._free_action(user)
         request = EditRequest(user, chat, source_message=source_message)
         source = await self._source(record, request, None)
         drawn = await self.store.get_edit(source.parent_edit_id) if source.parent_edit_id else None
@@ -1427,6 +1446,36 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
     if isinstance(two, BaseException):
         raise two
     return one, two
+
+
+class _PerMinute:
+    """At most `limit` takes per key in any 60 seconds (this process; 0: no limit), for the
+    most recent FREE_USERS_KEPT keys."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._taken: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._told: dict[tuple[str, str], float] = {}
+
+    def take(self, key: tuple[str, str]) -> str:
+        """ "ok" (taken), "tell" (over the limit: say so) or "told" (said within the minute)."""
+        if not self.limit:
+            return "ok"
+        now = time.monotonic()
+        taken = self._taken.pop(key, None) or deque()
+        self._taken[key] = taken  # the most recent last
+        while taken and now - taken[0] >= 60:
+            taken.popleft()
+        if len(self._taken) > FREE_USERS_KEPT:
+            old, _ = self._taken.popitem(last=False)
+            self._told.pop(old, None)
+        if len(taken) < self.limit:
+            taken.append(now)
+            return "ok"
+        if now - self._told.get(key, -60.0) < 60:
+            return "told"
+        self._told[key] = now
+        return "tell"
 
 
 MAX_GRANT = 1000  # edits one /grant gives (as Discord's command states)

@@ -363,6 +363,11 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "根据文字生成新图片：/imagine <描述>",
     },
     "error_admins_only": {EN: "Admins only.", ZH: "仅限管理员。"},
+    "error_too_fast": {
+        EN: "Slow down a little: at most {limit} drawings, undos and full-quality files a "
+        "minute. Try again in a moment.",
+        ZH: "请慢一点：每分钟最多 {limit} 次加字、撤销和原图。稍后再试。",
+    },
     "error_sent_as_chat": {
         EN: "I edit pictures for people, not for channels or anonymous admins: please send "
         "as yourself (tap your picture next to the message field and choose your own name).",
