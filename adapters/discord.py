@@ -678,11 +678,11 @@ class DiscordMessenger:
         return imaging.PictureLimits(max_bytes=self.file_limit(to))
 
     def file_limit(self, to: Address) -> int:
-        """10 MiB, or what the interaction says (`attachment_size_limit`) or the server allows
-        (boosts)."""
+        """What the interaction says (`attachment_size_limit`, lower than 10 MiB too) while it
+        answers; else 10 MiB, or what the server allows (boosts)."""
         held = self._fresh(to)
         if held is not None:
-            return max(FILE_LIMIT, held.interaction.filesize_limit)
+            return held.interaction.filesize_limit or FILE_LIMIT
         channel = self.client.get_channel(int(to.chat_id))
         guild = getattr(channel, "guild", None)
         return max(FILE_LIMIT, guild.filesize_limit) if guild is not None else FILE_LIMIT

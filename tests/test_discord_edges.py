@@ -24,7 +24,7 @@ from tests.fakes.discord import (
     Upload,
 )
 from tests.fakes.stepfun import FakeStepFun
-from tests.images import decode, make_image
+from tests.images import decode, make_image, make_noise
 
 CAROL = FakeUser(1_300_000_000_000_000_299, "carol", "Carol")  # in no guild the bot is in
 
@@ -550,3 +550,24 @@ async def test_a_settings_button_changes_the_private_settings_message(
     await fake_discord.wait_until(lambda: "steps: 16" in shown.content)
     assert bot.service is not None
     assert (await bot.service.settings(UserRef("discord", str(ALICE.id)))).steps == 16
+
+
+# --- the upload limit an interaction states ----------------------------------------------------
+
+
+async def test_a_lower_upload_limit_stated_by_the_interaction_is_the_limit(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    limit = 1024 * 1024
+    noisy = photo("noise.jpg", make_noise(1500, 1500, fmt="JPEG", seed=1))
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": noisy, "prompt": "make it snow"}, attachment_size_limit=limit
+    )
+    picture = await fake_discord.wait_until(
+        lambda: next((m for m in interaction.messages if m.attachments), None), timeout=20
+    )
+    (_, data), *_ = picture.files
+    assert len(stepfun.results[0]) > limit >= len(data)  # fitted to the stated limit
+    assert decode(data).size[0] == decode(data).size[1]
+    assert not picture.ephemeral
+    assert await bot.quota_used(ALICE) == 1
