@@ -273,6 +273,8 @@ class EditService:
         user = await self.store.get_or_create_user(request.user)
         chat = request.chat
         await self._gate(user, request.user, chat)
+        if request.upload is not None:
+            self.check_claims(request.upload)
         rerolled = None
         if request.reroll_of is not None:
             rerolled = await self._edit_in(request.reroll_of, chat)
@@ -332,6 +334,11 @@ class EditService:
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
+
+    def check_claims(self, upload: FileRef) -> None:
+        """Refuse a file by what its platform says of it (type, pixels), before it is kept or
+        fetched; an adapter may ask before it answers in public (see imaging.check_claims)."""
+        imaging.check_claims(upload.mime, upload.width, upload.height, max_side=self.max_side)
 
     async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
         """The request's place in line, or that work starts, on its user's note in this chat.

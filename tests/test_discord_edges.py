@@ -400,8 +400,10 @@ async def test_a_refusal_after_the_interaction_expired_is_still_answered(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
     stepfun.delay = 0.5
+    # Said to be a PNG (so admitted): its bytes are found out only once fetched.
+    mislabelled = Upload("notes.png", b"not an image", "image/png")
     interaction = fake_discord.user_runs_slash_command(
-        "edit", {"image": Upload("notes.txt", b"not an image", "text/plain"), "prompt": "x"}
+        "edit", {"image": mislabelled, "prompt": "x"}
     )
     await fake_discord.wait_for_response(interaction)
     fake_discord.expire_interactions()
@@ -550,6 +552,38 @@ async def test_a_settings_button_changes_the_private_settings_message(
     await fake_discord.wait_until(lambda: "steps: 16" in shown.content)
     assert bot.service is not None
     assert (await bot.service.settings(UserRef("discord", str(ALICE.id)))).steps == 16
+
+
+# --- what an interaction says before the bot answers in public --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "upload", "text"),
+    [
+        ("edit", Upload("notes.txt", b"hello", "text/plain"), t("error_not_image", "en")),
+        ("caption", Upload("notes.txt", b"hello", "text/plain"), t("error_not_image", "en")),
+        ("edit", photo("tiny.jpg", make_image(40, 40)), t("error_image_too_small", "en",
+                                                             min_side=64)),
+    ],
+)  # fmt: skip
+async def test_a_slash_command_file_that_is_surely_no_picture_is_refused_privately_at_once(
+    bot: DiscordUnderTest,
+    fake_discord: FakeDiscord,
+    stepfun: FakeStepFun,
+    command: str,
+    upload: Upload,
+    text: str,
+) -> None:
+    options = {"image": upload, "prompt": "make it snow", "text": "top | bottom"}
+    names = ("image", "prompt") if command == "edit" else ("image", "text")
+    interaction = fake_discord.user_runs_slash_command(command, {n: options[n] for n in names})
+    await fake_discord.wait_for_response(interaction)
+    assert interaction.ephemeral and not interaction.thinking  # no public "Editing…" first
+    assert interaction.original is not None and interaction.original.content == text
+    await bot.stop()  # all it did is done
+    assert not fake_discord.downloads
+    assert not [m for m in fake_discord.sent(GENERAL_ID) if not m.ephemeral]
+    assert not stepfun.requests
 
 
 # --- the upload limit an interaction states ----------------------------------------------------
