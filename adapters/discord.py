@@ -99,12 +99,20 @@ def image_file(message: discord.Message) -> FileRef | None:
     if attachment is None:
         return None
     file_id = f"{message.channel.id}:{message.id}:{attachment.id}"
-    return FileRef(PLATFORM, file_id, attachment.size, attachment.filename)
+    return FileRef(PLATFORM, file_id, attachment.size, attachment.filename,
+                   *_claims(attachment))  # fmt: skip
 
 
 def attachment_file(attachment: discord.Attachment) -> FileRef:
     """A slash command's attachment belongs to no message: known by its URL."""
-    return FileRef(PLATFORM, attachment.url, attachment.size, attachment.filename)
+    return FileRef(PLATFORM, attachment.url, attachment.size, attachment.filename,
+                   *_claims(attachment))  # fmt: skip
+
+
+def _claims(attachment: discord.Attachment) -> tuple[str | None, int | None, int | None]:
+    """What Discord says of a file (its type, and its size in pixels if it is an image), for
+    the core to judge before anything is fetched or said in public."""
+    return attachment.content_type, attachment.width, attachment.height
 
 
 def checked(file: FileRef | None) -> FileRef:
@@ -615,8 +623,9 @@ def _add_commands(bot: DiscordBot) -> None:
         overrides = [(name, str(value)) for name, value in given.items() if value is not None]
         if text_mode is not None:
             overrides.append(("text", "on" if text_mode else "off"))
-        try:
+        try:  # refused before "thinking…": only its user sees it
             upload = checked(attachment_file(image))
+            service.check_claims(upload)
         except StepEditError as exc:
             await _private(interaction, texts.error_text(exc, language(interaction.locale)))
             return
@@ -626,7 +635,7 @@ def _add_commands(bot: DiscordBot) -> None:
         lang = language(interaction.locale)
         attachment = image_attachment(message)
         try:
-            checked(image_file(message))
+            service.check_claims(checked(image_file(message)))
         except StepEditError as exc:
             await _private(interaction, texts.error_text(exc, lang))
             return
@@ -719,11 +728,11 @@ class DiscordMessenger:
         return imaging.PictureLimits(max_bytes=self.file_limit(to))
 
     def file_limit(self, to: Address) -> int:
-        """10 MiB, or what the interaction says (`attachment_size_limit`) or the server allows
-        (boosts)."""
+        """What the interaction says (`attachment_size_limit`, lower than 10 MiB too) while it
+        answers; else 10 MiB, or what the server allows (boosts)."""
         held = self._fresh(to)
         if held is not None:
-            return max(FILE_LIMIT, held.interaction.filesize_limit)
+            return held.interaction.filesize_limit or FILE_LIMIT
         channel = self.client.get_channel(int(to.chat_id))
         guild = getattr(channel, "guild", None)
         return max(FILE_LIMIT, guild.filesize_limit) if guild is not None else FILE_LIMIT

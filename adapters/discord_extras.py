@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 
 from bot import presenter, texts
-from bot.domain import EditRequest, MessageRef
+from bot.domain import EditRequest
 from bot.errors import Ignored, StepEditError
 from bot.texts import t
 
@@ -126,15 +126,18 @@ def _add_meme_commands(bot: DiscordBot) -> None:
     ) -> None:
         lang = language(interaction.locale, words)
         user, chat = user_ref(interaction.user), chat_ref(interaction.channel_id, interaction.guild)
+        upload = None
+        if image is not None:  # only its user saw it: kept, never linked to a message
+            try:  # refused before "thinking…": only its user sees it
+                upload = checked(attachment_file(image))
+                bot.service.check_claims(upload)
+            except StepEditError as exc:
+                await interaction.response.send_message(texts.error_text(exc, lang), ephemeral=True)
+                return
         await interaction.response.defer(thinking=True)
         to = bot.messenger.hold(interaction, lang)
         try:
-            source = None
-            if image is not None:  # kept like a photo sent to the bot, then drawn on
-                source = MessageRef("discord", chat.id, f"i{interaction.id}")
-                upload = checked(attachment_file(image))
-                await bot.service.register_photo(user, chat, upload, source)
-            await bot.service.draw(user, chat, kind, words, to, source_message=source)
+            await bot.service.draw(user, chat, kind, words, to, upload=upload)
         except StepEditError as exc:
             bot.messenger.release(to)
             with contextlib.suppress(discord.HTTPException):

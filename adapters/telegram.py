@@ -523,11 +523,11 @@ class TelegramBot:
                 await message.edit_text(answer)
             return
         to = Address(PLATFORM, chat.id, str(message.message_id), lang)
-        if press.action == Action.CANCEL:  # answered with its toast, before anything is sent
-            await self._answer(query, await self._press(user, chat, press, to, query))
-            return
-        await self._answer(query)
-        await self._press(user, chat, press, to, query)
+        toast = None  # the core's word for the presser only (e.g. "not your button")
+        try:
+            toast = await self._press(user, chat, press, to, query)
+        finally:  # the button stops spinning whatever happened (a failure is told below it)
+            await self._answer(query, toast)
 
     async def _press(
         self, user: UserRef, chat: ChatRef, press: presenter.Press, to: Address,

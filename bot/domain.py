@@ -84,13 +84,17 @@ class FileRef:
     """An image file on a platform, fetched only once a job that needs it is admitted: while
     a free worker claims the job, or when a queued one runs (so nothing is downloaded for a
     refused request, and a job resumed after a restart can fetch it again). `size` is the
-    platform's own claim, checked before fetching; `file_id` is whatever the platform's fetcher
+    platform's own claim, checked before fetching, as are `mime` and `width` x `height` where
+    the platform tells them (not stored); `file_id` is whatever the platform's fetcher
     understands."""
 
     platform: str
     file_id: str
     size: int | None = None
     filename: str | None = None
+    mime: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)

@@ -135,17 +135,7 @@ def normalize(
         raise ImageTooLarge(f"{len(data)} bytes > {max_input_bytes}", max_bytes=max_input_bytes)
 
     def fit(size: tuple[int, int]) -> tuple[int, int]:
-        if min(size) < min_side:
-            raise ImageTooSmall(f"{size[0]}x{size[1]} below {min_side}", min_side=min_side)
-        target = _scaled(size, max_side / max(size))
-        if min(target) < min_side:  # e.g. a 100x9000 panorama: fitting it makes it too thin
-            raise ImageTooSmall(
-                f"{size[0]}x{size[1]} fits as {target[0]}x{target[1]}, below {min_side}",
-                code="error_image_too_narrow",
-                min_side=min_side,
-                max_side=max_side,
-            )
-        return target
+        return _fitted(size, max_side, min_side)
 
     with _pillow_errors():
         header = _header(data, max_input_pixels)
@@ -161,6 +151,45 @@ def normalize(
     flags = ((NOTE_FIRST_FRAME, header.animated), (NOTE_DOWNSCALED, downscaled))
     notes = tuple(note for note, on in flags if on)
     return NormalizedImage(encoded, JPEG_MIME, "image.jpg", image.width, image.height, notes)
+
+
+def check_claims(
+    mime: str | None,
+    width: int | None,
+    height: int | None,
+    *,
+    max_side: int = MAX_SIDE,
+    min_side: int = MIN_SIDE,
+    max_input_pixels: int = MAX_INPUT_PIXELS,
+) -> None:
+    """Judge what a platform says of a file before anything is fetched (its type, its size in
+    pixels; None where it says nothing) by the rules `normalize` applies to the bytes, so a
+    sure refusal needs no download: InvalidImage (not an image), ImageTooLarge, ImageTooSmall."""
+    if mime and not mime.lower().startswith("image/"):
+        raise InvalidImage(f"the platform says it is {mime}")
+    if width is None or height is None or width <= 0 or height <= 0:
+        return
+    if width * height > max_input_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} > {max_input_pixels} pixels", max_pixels=max_input_pixels
+        )
+    _fitted((width, height), max_side, min_side)
+
+
+def _fitted(size: tuple[int, int], max_side: int, min_side: int) -> tuple[int, int]:
+    """The size an image is fitted to for the API; ImageTooSmall if a side is (or would be)
+    below `min_side`."""
+    if min(size) < min_side:
+        raise ImageTooSmall(f"{size[0]}x{size[1]} below {min_side}", min_side=min_side)
+    target = _scaled(size, max_side / max(size))
+    if min(target) < min_side:  # e.g. a 100x9000 panorama: fitting it makes it too thin
+        raise ImageTooSmall(
+            f"{size[0]}x{size[1]} fits as {target[0]}x{target[1]}, below {min_side}",
+            code="error_image_too_narrow",
+            min_side=min_side,
+            max_side=max_side,
+        )
+    return target
 
 
 def for_chat(

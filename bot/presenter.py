@@ -3,7 +3,8 @@
 Adapters draw these with their own widgets (Telegram's inline keyboards, Discord's components)
 and hand a pressed button's data back to `parse_press`; the core decides what a press does. A
 button's data names a stored edit ("reroll:42"), so buttons keep working after a restart; the
-core checks the edit belongs to the chat where it was pressed.
+core checks the edit belongs to the chat where it was pressed, and acts only for whoever asked
+for that edit (EditService.press).
 """
 
 from __future__ import annotations

@@ -284,6 +284,8 @@ class EditService:
         user = await self.store.get_or_create_user(request.user)
         chat = request.chat
         await self._gate(user, request.user, chat)
+        if request.upload is not None:
+            self.check_claims(request.upload)
         rerolled = None
         if request.reroll_of is not None:
             rerolled = await self._edit_in(request.reroll_of, chat)
@@ -343,6 +345,11 @@ class EditService:
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
+
+    def check_claims(self, upload: FileRef) -> None:
+        """Refuse a file by what its platform says of it (type, pixels), before it is kept or
+        fetched; an adapter may ask before it answers in public (see imaging.check_claims)."""
+        imaging.check_claims(upload.mime, upload.width, upload.height, max_side=self.max_side)
 
     async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
         """The request's place in line, or that work starts, on its user's note in this chat.
@@ -946,9 +953,14 @@ class EditService:
     ) -> str | None:
         """A button under one of the bot's messages, pressed by `user` in `chat`; `to` is the
         message it sits under, and `key` names the press (a redelivered press is one press).
-        Returns a short text for the presser, if any. Settings presses are the adapter's to
-        apply with `change_setting`: they change the message they sit under."""
-        await self._gate(await self.store.get_or_create_user(user), user, chat)
+        Returns a short text for the presser, if any (the adapter shows it to the presser
+        only). Settings presses are the adapter's to apply with `change_setting`: they change
+        the message they sit under."""
+        record = await self.store.get_or_create_user(user)
+        await self._gate(record, user, chat)
+        refusal = await self._not_theirs(record, chat, press, to.language)
+        if refusal is not None:
+            return refusal  # nothing done, nothing posted, nothing charged
         if press.action == Action.CANCEL:
             cancelled = await self.cancel(user, chat, note_of=press.edit_id)
             return None if cancelled else t("nothing_to_cancel", to.language)
@@ -966,7 +978,8 @@ class EditService:
             await self.submit(request)
         elif press.action == Action.UNDO:
             self._free_action(user)
-            await self.undo(user, chat, press.edit_id, to)
+            if await self.undo(user, chat, press.edit_id, to) is None:
+                return t("undo_not_shown", to.language)
         elif press.action == Action.FULL:
             self._free_action(user)
             await self.send_full_quality(chat, press.edit_id, to)
@@ -984,21 +997,59 @@ class EditService:
         if verdict == "tell":
             raise TooFast(limit=self.rules.free_actions_per_minute)
 
+    async def _not_theirs(
+        self, presser: UserRecord, chat: ChatRef, press: Press, lang: str
+    ) -> str | None:
+        """Who may press: a button that names an edit (Reroll, Undo, Full quality under a
+        result, Cancel on a note) acts for whoever asked for that edit, and for nobody else:
+        they get this short private answer. An edit of another chat (or none) is left to the
+        action, which refuses it as unknown."""
+        if press.action not in (Action.REROLL, Action.UNDO, Action.FULL, Action.CANCEL):
+            return None
+        edit = await self.store.get_edit(press.edit_id)
+        if edit is None or (edit.platform, edit.chat_id) != (chat.platform, chat.id):
+            return None
+        return None if edit.user_id == presser.id else t("not_your_button", lang)
+
+    async def _shown_here(self, image_id: int, chat: ChatRef, made_by: EditRecord | None) -> bool:
+        """What may be shown: a stored picture goes to `chat` again only if it was seen there
+        already: a message there shows it (a photo sent there, a picture posted there), or it
+        is the result of `made_by` delivered there. An input only its user saw (a Discord slash
+        command's attachment) never was, so no action posts it, whoever asks. Every button
+        that posts a stored picture asks this (Full quality posts the delivered result it sits
+        under: seen by construction)."""
+        if made_by is not None and made_by.result_image_id == image_id:
+            delivered = made_by.status == EditStatus.SUCCEEDED
+            if delivered and (made_by.platform, made_by.chat_id) == (chat.platform, chat.id):
+                return True
+        return await self.store.shown_in_chat(image_id, chat.platform, chat.id)
+
     # --- words the bot draws itself (memes): no API call, no unit ----------------------------
 
     async def draw(
         self, user: UserRef, chat: ChatRef, kind: str, words: str, to: Address,
-        *, source_message: MessageRef | None = None,
+        *, source_message: MessageRef | None = None, upload: FileRef | None = None,
     ) -> None:  # fmt: skip
-        """`/caption top | bottom` or `/bubble [left|right] text` on the image `source_message`
-        shows, or the user's current one; the picture answers `to`. Drawn on a picture the bot
-        drew before, the words replace its words (the layer is redrawn on the plain picture)."""
+        """`/caption top | bottom` or `/bubble [left|right] text` on `upload` (a picture given
+        with the command, which no message shows: kept as the current image), the image
+        `source_message` shows, or the user's current one; the picture answers `to`. Drawn on a
+        picture the bot drew before, the words replace its words (the layer is redrawn on the
+        plain picture)."""
         record = await self.store.get_or_create_user(user)
         await self._gate(record, user, chat)
         self._free_action(user)
-        request = EditRequest(user, chat, source_message=source_message)
-        source = await self._source(record, request, None)
+        if upload is not None:
+            self.check_claims(upload)
+            source = _Source(await self._keep_upload(record, chat, upload, None), None)
+        else:
+            request = EditRequest(user, chat, source_message=source_message)
+            source = await self._source(record, request, None)
         drawn = await self.store.get_edit(source.parent_edit_id) if source.parent_edit_id else None
+        if drawn is not None and drawn.layer and drawn.user_id != record.id:
+            below = drawn.parent_edit_id  # the edit that made the plain picture, if any
+            under = await self.store.get_edit(below) if below else None
+            if not await self._shown_here(drawn.source_image_id, chat, under):
+                drawn = None  # someone else's plain picture this chat never saw: words on words
         layer = _new_layer(drawn.layer if drawn and drawn.layer else None, kind, words)
         if drawn is not None and drawn.layer:  # redraw on the picture under the old words
             source = _Source(drawn.source_image_id, drawn.parent_edit_id)
@@ -1062,13 +1113,19 @@ class EditService:
         if shown is not None:
             await self.store.link_message(message, shown)
 
-    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, to: Address) -> Picture:
-        """Show the image before `edit_id` again and make it the current one. Costs nothing."""
+    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, to: Address) -> Picture | None:
+        """Show the image before `edit_id` again and make it the current one. Costs nothing.
+        An image never shown in this chat (see `_shown_here`) becomes the current one without
+        being posted: None."""
         record = await self._edit_in(edit_id, chat)
         owner = await self.store.get_or_create_user(user)
         if (await self.store.load_image(record.source_image_id)).canvas is not None:
             raise NothingToUndo()  # made from words: there is no picture before it
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
+        if not await self._shown_here(record.source_image_id, chat, parent):
+            shown = ShownImage(record.source_image_id, parent.id if parent else None)
+            await self._make_current(owner.id, chat, shown, None)
+            return None
         messenger = self._messengers[chat.platform]
         data, _, _, fetched = await self._api_input(record.source_image_id, messenger)
         if fetched is not None:  # an edit of it failed before it was kept: keep it now
@@ -1090,7 +1147,8 @@ class EditService:
         return picture
 
     async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
-        """The lossless file of a delivered result, if the platform takes a file that big."""
+        """The lossless file of a delivered result (posted in this chat, so seen there), if the
+        platform takes a file that big."""
         picture = await self.full_quality(chat, edit_id)
         messenger = self._messengers[chat.platform]
         limit = messenger.file_limit(to)

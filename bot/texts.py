@@ -180,6 +180,16 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "（仅在 cfg > 1.0 时生效）",
     },
     "cancelled": {EN: "Cancelled. Nothing was charged.", ZH: "已取消，未扣除次数。"},
+    "not_your_button": {
+        EN: "These buttons are for whoever asked for this edit. To edit the picture yourself, "
+        "reply to it.",
+        ZH: "这些按钮只属于发起这次修改的人。想自己修改这张图，请回复它。",
+    },
+    "undo_not_shown": {
+        EN: "Back to your picture from before. Only you saw it, so I don't post it here; "
+        "what you ask next edits it.",
+        ZH: "已回到上一张图。它只有你看过，所以不会在这里公开；你接下来的请求会修改它。",
+    },
     "nothing_to_cancel": {
         EN: "Nothing to cancel (an edit the image model already has runs to its end).",
         ZH: "没有可取消的任务（图像模型已在处理的修改会完成）。",

@@ -1121,6 +1121,19 @@ class SqlStore:
             )
             return None if row is None else ShownImage(image_id=row.image_id, edit_id=row.edit_id)
 
+    async def shown_in_chat(self, image_id: int, platform: str, chat_id: str) -> bool:
+        async with self._tx(read_only=True) as session:
+            linked = await session.scalar(
+                select(ShownMessage.message_id)
+                .where(
+                    ShownMessage.platform == platform,
+                    ShownMessage.chat_id == chat_id,
+                    ShownMessage.image_id == image_id,
+                )
+                .limit(1)
+            )
+            return linked is not None
+
     async def set_current(
         self, user_id: int, platform: str, chat_id: str, shown: ShownImage
     ) -> None:

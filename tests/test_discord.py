@@ -96,8 +96,10 @@ async def test_a_refused_slash_edit_is_answered_only_to_its_user(
         "edit", {"image": Upload("notes.txt", b"not an image at all", "text/plain"),
                  "prompt": "x" * 300 + "!"},
     )  # fmt: skip
-    await fake_discord.wait_until(lambda: bool(interaction.followups) or interaction.modal)
-    await fake_discord.wait_until(lambda: any(m.ephemeral for m in interaction.followups))
+    await fake_discord.wait_for_response(interaction)
+    assert interaction.ephemeral and not interaction.thinking  # refused before "thinking…"
+    assert interaction.original is not None
+    assert interaction.original.content == t("error_not_image", "en")
     assert not stepfun.requests
     assert await bot.quota_used(ALICE) == 0
 

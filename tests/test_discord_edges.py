@@ -24,7 +24,7 @@ from tests.fakes.discord import (
     Upload,
 )
 from tests.fakes.stepfun import FakeStepFun
-from tests.images import decode, make_image
+from tests.images import decode, make_image, make_noise
 
 CAROL = FakeUser(1_300_000_000_000_000_299, "carol", "Carol")  # in no guild the bot is in
 
@@ -400,8 +400,10 @@ async def test_a_refusal_after_the_interaction_expired_is_still_answered(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
     stepfun.delay = 0.5
+    # Said to be a PNG (so admitted): its bytes are found out only once fetched.
+    mislabelled = Upload("notes.png", b"not an image", "image/png")
     interaction = fake_discord.user_runs_slash_command(
-        "edit", {"image": Upload("notes.txt", b"not an image", "text/plain"), "prompt": "x"}
+        "edit", {"image": mislabelled, "prompt": "x"}
     )
     await fake_discord.wait_for_response(interaction)
     fake_discord.expire_interactions()
@@ -553,3 +555,158 @@ async def test_a_settings_button_changes_the_private_settings_message(
     await fake_discord.wait_until(lambda: "steps: 16" in shown.content)
     assert bot.service is not None
     assert (await bot.service.settings(UserRef("discord", str(ALICE.id)))).steps == 16
+
+
+# --- whose buttons, and which pictures they may show ---------------------------------------
+
+
+def pictures_in(fake: FakeDiscord, channel_id: int = GENERAL_ID) -> list[StoredMessage]:
+    return [m for m in fake.sent(channel_id) if m.attachments]
+
+
+def button_of(message: StoredMessage, action: str) -> str:
+    return next(c for c in message.custom_ids if f":{action}:" in c)
+
+
+async def slash_edit(bot: DiscordUnderTest, fake: FakeDiscord) -> StoredMessage:
+    """Alice's `/edit` of a photo only she saw (a slash command's attachment); the result."""
+    fake.user_runs_slash_command("edit", {"image": photo(), "prompt": "make it night"})
+    return await bot.result()
+
+
+@pytest.mark.parametrize("action", ["undo", "reroll", "full"])
+async def test_someone_elses_result_buttons_answer_them_privately_and_do_nothing(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun, action: str
+) -> None:
+    result = await slash_edit(bot, fake_discord)
+    shown = len(pictures_in(fake_discord))
+    pressed = fake_discord.user_clicks_button(result, button_of(result, action), user=BOB)
+    answer = await fake_discord.wait_for_followup(pressed)
+    assert answer.ephemeral
+    assert answer.content == t("not_your_button", "zh")  # Bob's Discord speaks Chinese
+    assert len(pictures_in(fake_discord)) == shown  # Alice's photo was not posted
+    assert len(fake_discord.downloads) == 1  # fetched once, for the edit
+    assert len(stepfun.requests) == 1
+    assert (await bot.quota_used(ALICE), await bot.quota_used(BOB)) == (1, 0)
+
+
+async def test_undo_of_a_slash_edit_never_posts_the_photo_only_its_owner_saw(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    result = await slash_edit(bot, fake_discord)
+    shown = len(pictures_in(fake_discord))
+    pressed = fake_discord.user_clicks_button(result, button_of(result, "undo"))
+    answer = await fake_discord.wait_for_followup(pressed)
+    assert answer.ephemeral and answer.content == t("undo_not_shown", "en")
+    assert not answer.attachments
+    assert len(pictures_in(fake_discord)) == shown
+    # Undone all the same: what Alice asks next edits her photo, not the result.
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it blue", mentions_bot=True)
+    await bot.result()
+    assert stepfun.requests[-1].image == stepfun.requests[0].image
+    assert await bot.quota_used(ALICE) == 2
+
+
+async def test_undo_of_a_caption_on_a_command_image_never_posts_the_plain_image(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    fake_discord.user_runs_slash_command("caption", {"text": "top | bottom", "image": photo()})
+    drawn = await bot.result()
+    shown = len(pictures_in(fake_discord))
+    by_bob = fake_discord.user_clicks_button(drawn, button_of(drawn, "undo"), user=BOB)
+    assert (await fake_discord.wait_for_followup(by_bob)).content == t("not_your_button", "zh")
+    by_alice = fake_discord.user_clicks_button(drawn, button_of(drawn, "undo"))
+    answer = await fake_discord.wait_for_followup(by_alice)
+    assert answer.ephemeral and answer.content == t("undo_not_shown", "en")
+    assert len(pictures_in(fake_discord)) == shown
+    assert not stepfun.requests
+
+
+async def test_new_words_on_someones_caption_never_uncover_a_picture_the_channel_never_saw(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    """`/caption` on a captioned picture redraws the plain picture under it, unless that one
+    is someone else's and was never seen here: then the words go on top of the old ones."""
+    fake_discord.user_runs_slash_command("caption", {"text": "top | bottom", "image": photo()})
+    alices = await bot.result()
+    fake_discord.user_sends(GENERAL_ID, BOB, "make it snow", reply_to=alices, mentions_bot=True)
+    bobs = await bot.result()
+    fake_discord.user_clicks_button(bobs, button_of(bobs, "undo"), user=BOB)
+    await bot.result()  # Alice's captioned picture again: Bob's current one now
+    fake_discord.user_runs_slash_command("caption", {"text": "new | words"}, user=BOB)
+    redrawn = await bot.result()
+    assert bot.store is not None
+    alices_edit = await bot.store.get_edit(int(button_of(alices, "undo").rsplit(":", 1)[1]))
+    bobs_edit = await bot.store.get_edit(int(button_of(redrawn, "undo").rsplit(":", 1)[1]))
+    assert alices_edit is not None and bobs_edit is not None
+    assert bobs_edit.source_image_id == alices_edit.result_image_id  # not the plain photo
+
+
+async def test_undo_still_posts_a_photo_the_channel_saw(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    """The other side of the rule: a photo posted as a message may be shown again by its
+    owner's Undo (and the Edit image menu's photo likewise)."""
+    target = fake_discord.user_sends(GENERAL_ID, ALICE, "", attachments=[photo()])
+    menu = fake_discord.user_runs_message_command("Edit image", target)
+    await fake_discord.wait_until(lambda: menu.modal is not None)
+    assert menu.modal is not None
+    fake_discord.user_submits_modal(menu.modal["custom_id"], {"prompt": "make it a painting"})
+    result = await bot.result()
+    fake_discord.user_clicks_button(result, button_of(result, "undo"))
+    back = await bot.result()
+    assert back.reply_to == result.id
+    assert decode(back.files[0][1]).size == (320, 240)
+
+
+# --- what an interaction says before the bot answers in public --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "upload", "text"),
+    [
+        ("edit", Upload("notes.txt", b"hello", "text/plain"), t("error_not_image", "en")),
+        ("caption", Upload("notes.txt", b"hello", "text/plain"), t("error_not_image", "en")),
+        ("edit", photo("tiny.jpg", make_image(40, 40)), t("error_image_too_small", "en",
+                                                             min_side=64)),
+    ],
+)  # fmt: skip
+async def test_a_slash_command_file_that_is_surely_no_picture_is_refused_privately_at_once(
+    bot: DiscordUnderTest,
+    fake_discord: FakeDiscord,
+    stepfun: FakeStepFun,
+    command: str,
+    upload: Upload,
+    text: str,
+) -> None:
+    options = {"image": upload, "prompt": "make it snow", "text": "top | bottom"}
+    names = ("image", "prompt") if command == "edit" else ("image", "text")
+    interaction = fake_discord.user_runs_slash_command(command, {n: options[n] for n in names})
+    await fake_discord.wait_for_response(interaction)
+    assert interaction.ephemeral and not interaction.thinking  # no public "Editing…" first
+    assert interaction.original is not None and interaction.original.content == text
+    await bot.stop()  # all it did is done
+    assert not fake_discord.downloads
+    assert not [m for m in fake_discord.sent(GENERAL_ID) if not m.ephemeral]
+    assert not stepfun.requests
+
+
+# --- the upload limit an interaction states ----------------------------------------------------
+
+
+async def test_a_lower_upload_limit_stated_by_the_interaction_is_the_limit(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    limit = 1024 * 1024
+    noisy = photo("noise.jpg", make_noise(1500, 1500, fmt="JPEG", seed=1))
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": noisy, "prompt": "make it snow"}, attachment_size_limit=limit
+    )
+    picture = await fake_discord.wait_until(
+        lambda: next((m for m in interaction.messages if m.attachments), None), timeout=20
+    )
+    (_, data), *_ = picture.files
+    assert len(stepfun.results[0]) > limit >= len(data)  # fitted to the stated limit
+    assert decode(data).size[0] == decode(data).size[1]
+    assert not picture.ephemeral
+    assert await bot.quota_used(ALICE) == 1

@@ -42,6 +42,7 @@ from bot.errors import (
     QuotaExceeded,
     UnknownEdit,
 )
+from bot.presenter import Action, Press
 from bot.service import EditService, utcnow, wants_text_mode
 from bot.texts import ZH, error_text, t
 from storage.repo import SqlStore
@@ -445,21 +446,44 @@ async def test_undo_shows_the_previous_image_and_refines_from_there(
     start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
     service = await start_service(daily_quota=0)
-    first = await run(service, photo_request(messenger))
+    sent = MessageRef(PLATFORM, CHAT.id, "40")  # the photo was a message in the chat
+    first = await run(service, photo_request(messenger, origin=sent))
     second = await run(service, EditRequest(ALICE, CHAT, "add a hat"))
     to = Address(PLATFORM, CHAT.id, "99", "en")
 
     back = await service.undo(ALICE, CHAT, second.id, to)
+    assert back is not None
     assert back.edit_id == first.id and back.prompt == "make it snow"
     assert messenger.pictures[-1].picture == back and messenger.pictures[-1].to == to
     await run(service, EditRequest(ALICE, CHAT, "make it red"))
     assert stepfun.requests[-1].image == stepfun.results[0]  # refines the undone-to image
 
     original = await service.undo(ALICE, CHAT, first.id, to)  # back to the photo itself
-    assert original.edit_id is None
+    assert original is not None and original.edit_id is None
     assert decode(original.data).size == (320, 240)
     await run(service, EditRequest(ALICE, CHAT, "make it blue"))
     assert stepfun.requests[-1].image == stepfun.requests[0].image
+
+
+async def test_undo_never_posts_a_picture_the_chat_has_not_seen(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """A photo that came with no message in the chat (a Discord slash command's attachment):
+    undo makes it current again for its owner and posts nothing; buttons act for their owner."""
+    service = await start_service(daily_quota=0)
+    first = await run(service, photo_request(messenger))  # no origin: nobody else saw it
+    to = Address(PLATFORM, CHAT.id, "99", "en")
+    undo, reroll = Press(Action.UNDO, first.id), Press(Action.REROLL, first.id)
+    for press in (undo, reroll, Press(Action.FULL, first.id)):
+        said = await service.press(BOB, CHAT, press, to, key=f"bob:{press.action}")
+        assert said == t("not_your_button")
+    assert len(messenger.pictures) == 1 and len(messenger.files_sent) == 0
+    assert await service.undo(ALICE, CHAT, first.id, to) is None
+    assert await service.press(ALICE, CHAT, undo, to, key="alice:undo") == t("undo_not_shown")
+    assert len(messenger.pictures) == 1  # only the result
+    await run(service, EditRequest(ALICE, CHAT, "make it blue"))  # edits the photo again
+    assert stepfun.requests[-1].image == stepfun.requests[0].image
+    assert len(stepfun.requests) == 2  # Bob's reroll made no call
 
 
 async def test_a_lossless_file_over_the_platforms_limit_is_refused_with_its_size(

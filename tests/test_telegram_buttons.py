@@ -126,6 +126,35 @@ async def test_full_quality_sends_the_api_result_losslessly(
     assert await app.quota_used(ALICE) == 1
 
 
+# --- whose buttons -----------------------------------------------------------------------------
+
+GROUP = -4002
+
+
+@pytest.mark.parametrize("action", ["undo", "reroll", "full"])
+async def test_someone_elses_result_buttons_answer_them_privately_and_do_nothing(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun, action: str
+) -> None:
+    """In a group, Bob presses a button under Alice's result: only Bob sees the short answer
+    (the button's own popup), nothing is posted, no API call is made, nobody is charged."""
+    telegram.user_sends_photo(GROUP, ALICE, PHOTO, caption="/edit make it snow", chat_type="group")
+    result = await app.photo_reply(GROUP)
+    posted = len(telegram.sent(GROUP))
+    press = telegram.user_presses_button(GROUP, BOB, result, button(result, action))
+    answered = await telegram.wait_for_call(
+        "answerCallbackQuery", lambda c: c.params.get("callback_query_id") == press.query_id
+    )
+    assert answered.params.get("text") == t("not_your_button")
+    await app.idle()
+    assert len(telegram.sent(GROUP)) == posted  # no picture, no file, no note, no text
+    assert len(stepfun.requests) == 1
+    assert (await app.quota_used(ALICE), await app.quota_used(BOB)) == (1, 0)
+    telegram.user_presses_button(GROUP, ALICE, result, button(result, action))  # hers: it acts
+    kind = "document" if action == "full" else "photo"
+    done = await telegram.wait_for_message(GROUP, lambda m: m.kind == kind)
+    assert done.reply_to_message_id == result.message_id
+
+
 # --- after a restart, and for edits that do not exist ------------------------------------------
 
 
