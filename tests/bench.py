@@ -26,13 +26,17 @@ Cases:
    16 / 4 * 0.2 s.
 3. Bot time, black-box: the real `stepedit run` process against the fake Telegram Bot API and the
    fake StepFun API (as in case 4), one request at a time (the next is sent once the previous
-   one's photo arrived and its note is gone): a 1280x960 photo with a caption, and a 4032x3024
-   JPEG with EXIF orientation 6 sent as a file. Bot time = from the update being available at the
-   fake Telegram until the fake received sendPhoto, minus the time the fake API held the edit
-   request (from its handler being called until its answer was written out; the fake records no
-   times, so the bench wraps its handler). That leaves getUpdates, the download, normalizing, the
-   upload to the API, decoding its answer, for_chat, the database and the sendPhoto upload. Also
-   the bot's peak RSS (VmHWM) after each input.
+   one's photo arrived and its note is gone): a 1280x960 photo with a caption, then sent as files
+   a 4032x3024 JPEG with EXIF orientation 6, an 8000x6000 JPEG and a 4000x3000 PNG. Bot time =
+   from the update being available at the fake Telegram until the fake received sendPhoto, minus
+   the time the fake API held the edit request (from its handler being called until its answer
+   was written out; the fakes record no times, so the bench wraps their handler). That leaves
+   getUpdates, the download, normalizing, the upload to the API, reading its answer, for_chat,
+   the database and the sendPhoto upload. Also the bot's peak RSS (VmHWM) after each input. The
+   StepFun fake answers PNG, which the bot decodes and encodes as a JPEG for the chat. Then the
+   1280x960 photo once more, in a second `stepedit run` against the fake OpenAI API
+   (`EDIT_API_STYLE=openai`), which answers in the JPEG the bot asks for: one that fits Telegram's
+   photo limits goes to the chat as it came.
 4. Load, black-box: the real `stepedit run` process (configured by environment, its log in a
    file) against the fake Telegram Bot API and the fake StepFun API, each on its own event loop
    in a thread. 50 users send 4 captioned 320x240 photos each, all at once; the fake API answers
@@ -54,7 +58,8 @@ Cases:
 The last line is for other tools, fields space-separated in this order, each present when
 measured: `bench: tg_photo_ms=<our median for the 1280x960 photo, case 1> mp48_speedup=<naive /
 ours, 8000x6000 JPEG> mp48_mem_ratio=<our max RSS growth / the naive one's, same input>
-e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3> load_efficiency=<%> lost=<n>
+e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3, PNG-answering API>
+e2e_overhead_jpeg_ms=<the same with the JPEG-answering API> load_efficiency=<%> lost=<n>
 charged_minus_delivered=<n>`; lost and charged_minus_delivered are summed over both load runs.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
@@ -118,11 +123,12 @@ from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests import bench_pipeline
+from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stepfun import FakeStepFun, run_fake_stepfun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage, run_fake_telegram
 from tests.harness import is_note
 from tests.images import make_image, photo_like
-from tests.test_cli import STEPEDIT, wired_to
+from tests.test_cli import STEPEDIT, environment, wired_to
 
 # Repetitions (after one untimed warm-up each).
 N_EDIT = 7  # single edits end to end (~0.7 s each: the fake renders a PNG)
@@ -433,12 +439,13 @@ BOT_TIMEOUT_S = 60  # longest wait for one request's photo
 
 
 @asynccontextmanager
-async def run_timed_stepfun(held: list[tuple[float, float]]) -> AsyncIterator[FakeStepFun]:
-    """run_fake_stepfun, appending each edit request's (start, end) as time.monotonic() to `held`
-    (on the fake's loop): from its handler being called (the upload is read after that) until its
-    answer was written out. The fake records no times, so its handler is wrapped before start()
-    routes to it."""
-    fake = FakeStepFun()
+async def run_timed(
+    fake: FakeStepFun | FakeOpenAI, held: list[tuple[float, float]]
+) -> AsyncIterator[FakeStepFun | FakeOpenAI]:
+    """Start `fake` (FakeStepFun or FakeOpenAI), appending each edit request's (start, end) as
+    time.monotonic() to `held` (on the fake's loop): from its handler being called (the upload is
+    read after that) until its answer was written out. The fakes record no times, so the handler
+    is wrapped before start() routes to it."""
     handle = fake._handle_edit
 
     async def timed(request: web.Request) -> web.StreamResponse:
@@ -524,30 +531,49 @@ def bot_edit(
 
 
 def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
-    """Case 3: the bot's own time per request, black-box."""
+    """Case 3: the bot's own time per request, black-box: every input against the fake StepFun
+    API (it answers PNG), then the 1280x960 photo against the fake OpenAI API (it answers the
+    JPEG the bot asks for)."""
+    photo = ("1280x960 photo", bench_pipeline.make_input("tg"), False)
     cases = [
-        ("1280x960 photo", bench_pipeline.make_input("tg"), False),
+        photo,
         ("4032x3024 JPEG, EXIF 6, as a file", bench_pipeline.make_input("jpeg12"), True),
         ("8000x6000 JPEG (48 MP), as a file", bench_pipeline.make_input("jpeg48"), True),
         ("4000x3000 PNG, as a file", bench_pipeline.make_input("png12_file"), True),
     ]
-    folder = tmp / "bot-time"
+    rows = [
+        "bot time through `stepedit run`, one request at a time: update available -> sendPhoto"
+        " received, minus the fake API's hold; the StepFun fake answers PNG, the OpenAI one JPEG"
+    ]
+    png = bot_times(tmp / "bot-time", FakeStepFun(), cases, rows)
+    summary["e2e_overhead_ms"] = f"{statistics.median(png[0]):.0f}"
+    jpeg_cases = [(f"{photo[0]}, OpenAI's JPEG", *photo[1:])]
+    jpeg = bot_times(tmp / "bot-time-jpeg", FakeOpenAI(), jpeg_cases, rows)
+    summary["e2e_overhead_jpeg_ms"] = f"{statistics.median(jpeg[0]):.0f}"
+    return rows
+
+
+def bot_times(
+    folder: Path,
+    fake: FakeStepFun | FakeOpenAI,
+    cases: list[tuple[str, bytes, bool]],
+    rows: list[str],
+) -> list[list[float]]:
+    """One `stepedit run` process against the fake Telegram and `fake` (not started yet): each
+    case's bot times (after a warm-up), its rows appended to `rows`."""
     folder.mkdir()
     log = folder / "bot.log"
     held: list[tuple[float, float]] = []
-    rows = [
-        "bot time through `stepedit run`, one request at a time: update available -> sendPhoto"
-        " received, minus the fake API's hold"
-    ]
+    times: list[list[float]] = []
     with (
         served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
-        served_in_thread("fake-stepfun", functools.partial(run_timed_stepfun, held)) as (
-            stepfun,
-            api,
-        ),
+        served_in_thread("fake-api", functools.partial(run_timed, fake, held)) as (_, api),
     ):
-        env = wired_to(
-            telegram, stepfun, DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
+        env = environment(
+            TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_URL=telegram.root,
+            EDIT_API_STYLE="stepfun" if isinstance(fake, FakeStepFun) else "openai",
+            EDIT_API_URL=fake.base_url, EDIT_API_KEY=fake.api_key or "",
+            DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
             DAILY_QUOTA="0", LOG_LEVEL="WARNING",
         )  # fmt: skip
         process = start_bot(folder, env, log.name)
@@ -566,13 +592,12 @@ def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
                     f" bot peak RSS {peak_rss_mib(process.pid):.0f} MiB"
                 )
                 rows.append(timing_row(f"  {label}", bot, tail))
-                if not as_document:
-                    summary["e2e_overhead_ms"] = f"{statistics.median(bot):.0f}"
+                times.append(bot)
         finally:
             stop_bot(process)
     for text, n in log_problems(log).most_common(4):
         rows.append(f"  log x{n}: {text}")
-    return rows
+    return times
 
 
 # --- 4: load through `stepedit run` --------------------------------------------------------------
@@ -1084,7 +1109,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total bench time {time.perf_counter() - began:.0f} s")
     order = [
         "tg_photo_ms", "mp48_speedup", "mp48_mem_ratio", "e2e_overhead_ms",
-        "load_efficiency", "lost", "charged_minus_delivered",
+        "e2e_overhead_jpeg_ms", "load_efficiency", "lost", "charged_minus_delivered",
     ]  # fmt: skip
     print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 
