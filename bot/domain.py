@@ -251,6 +251,9 @@ class Picture:
     prompt: str | None = None
     seed: int | None = None
     notes: tuple[str, ...] = field(default=())  # text keys, e.g. "note_first_frame"
+    # The format of the file Full quality sends for `edit_id`'s result: its own (a JPEG the
+    # edit API answered stays that JPEG), else a lossless PNG.
+    full_mime: str = "image/png"
 
 
 @dataclass(frozen=True)

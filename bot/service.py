@@ -760,6 +760,7 @@ class EditService:
             prompt=edit.prompt,
             seed=seed,
             notes=notes,
+            full_mime=imaging.full_quality_mime(data),
         )
 
     def _show_working(self, edit: EditRecord, messenger: Messenger) -> None:
@@ -916,7 +917,8 @@ class EditService:
         edit_id, result_id = await self.store.record_drawn(new, result, layer.to_json())
         chat_bytes, mime = await self._for_chat(drawn.data, messenger, to)
         picture = Picture(chat_bytes, mime, f"stepedit-{edit_id}.jpg", result_id, edit_id,
-                          prompt=words)  # fmt: skip
+                          prompt=words,
+                          full_mime=imaging.full_quality_mime(drawn.data))  # fmt: skip
         message = await messenger.send_picture(to, picture)
         await self._make_current(user.id, chat, ShownImage(result_id, edit_id), message)
 
@@ -959,7 +961,8 @@ class EditService:
         """Show the image before `edit_id` again and make it the current one. Costs nothing."""
         record = await self._edit_in(edit_id, chat)
         owner = await self.store.get_or_create_user(user)
-        if (await self.store.load_image(record.source_image_id)).canvas is not None:
+        before = await self.store.load_image(record.source_image_id)
+        if before.canvas is not None:
             raise NothingToUndo()  # made from words: there is no picture before it
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
         messenger = self._messengers[chat.platform]
@@ -976,6 +979,7 @@ class EditService:
             edit_id=parent.id if parent else None,
             prompt=parent.prompt if parent else None,
             seed=parent.seed if parent else None,
+            full_mime=imaging.full_quality_mime(before.data),  # the parent's result
         )
         message = await messenger.send_picture(to, picture)
         shown = ShownImage(record.source_image_id, picture.edit_id)
@@ -983,7 +987,7 @@ class EditService:
         return picture
 
     async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
-        """The lossless file of a delivered result, if the platform takes a file that big."""
+        """The full-quality file of a delivered result, if the platform takes a file that big."""
         picture = await self.full_quality(chat, edit_id)
         messenger = self._messengers[chat.platform]
         limit = messenger.file_limit(to)
@@ -996,15 +1000,17 @@ class EditService:
         await messenger.send_file(to, picture)
 
     async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
+        """A delivered result as its own file: the API's PNG, or its JPEG as it came (never
+        decoded and encoded again); any other format as a lossless PNG."""
         record = await self._edit_in(edit_id, chat)
         if record.result_image_id is None or record.status != EditStatus.SUCCEEDED:
             raise UnknownEdit(f"edit {edit_id} has no delivered result")
         image = await self.store.load_image(record.result_image_id)
-        data = await self._pillow(imaging.lossless_png, image.data)
+        data, mime = await self._pillow(imaging.full_quality, image.data)
         return Picture(
             data=data,
-            mime="image/png",
-            filename=f"stepedit-{edit_id}.png",
+            mime=mime,
+            filename=f"stepedit-{edit_id}.{'jpg' if mime == imaging.JPEG_MIME else 'png'}",
             image_id=image.id,
             edit_id=edit_id,
             prompt=record.prompt,
