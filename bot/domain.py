@@ -75,6 +75,7 @@ class UserRecord:
     id: int
     ref: UserRef
     settings: UserSettings
+    banned: bool = False  # as read with the record (the gate asks again only when it is set)
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,16 @@ class Picture:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """The terms of a claim: which process takes a job, until when (it renews them while it
+    works), for which platforms."""
+
+    owner: str
+    until: datetime
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Admission:
     """What became of a request: a new job, or (`duplicate`) the job an earlier delivery of the
     same platform event made."""
@@ -265,6 +276,9 @@ class Admission:
     duplicate: bool = False
     refused: str | None = None  # "quota" or "busy": nothing was queued (edit_id is 0)
     ignored: tuple[str, ...] = ()  # per-edit options the edit backend lacks (not sent)
+    # Asked to claim (an idle worker waits): the job claimed in the admitting transaction,
+    # the one the fair order puts first (usually this one), or None if none can start now.
+    claimed: EditRecord | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from bot.domain import (
     EditRecord,
     EditTimings,
     FileRef,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -112,13 +113,16 @@ class EditStore(Protocol):
         budget: int = 0,
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
+        claim: Lease | None = None,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
         linked to it; then, unless the user has `max_waiting` edits queued or the user's
         `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up
         (`Admission.refused` says which: "quota", "chat_quota", "budget", "busy"; 0 = no
-        limit; `unlimited`: none of them), one unit of each is reserved and the edit queued."""
+        limit; `unlimited`: none of them), one unit of each is reserved and the edit queued.
+        With `claim` (a worker is idle), a new edit also claims the job `claim()` would take
+        next, in the same transaction (`Admission.claimed`)."""
         ...
 
     async def claim(

@@ -23,7 +23,7 @@ import re
 import secrets
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -50,6 +50,7 @@ from bot.domain import (
     EditStatus,
     EditTimings,
     FileRef,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -194,6 +195,10 @@ class EditService:
         # The word is True when it comes from an admission here: there is a job, claim it
         # without looking first.
         self._nudges: asyncio.Queue[bool] = asyncio.Queue(maxsize=1)
+        self._idle_workers = 0  # workers waiting for a word
+        # Jobs claimed by an admission here for a waiting worker (one writer's turn fewer than
+        # a claim of its own), taken before any claim; leased to us, renewed like held ones.
+        self._handed: deque[EditRecord] = deque()
         # Uploads admitted while a worker was idle, fetched while that worker claims the job
         # (platform, file id -> the download).
         self._prefetched: dict[tuple[str, str], _Prefetch] = {}
@@ -238,9 +243,11 @@ class EditService:
         self._prefetched.clear()
         await asyncio.gather(*held.values(), *self._loops, *prefetches, return_exceptions=True)
         self._loops = []
-        if held:  # those that ended meanwhile are no longer leased: this leaves them be
+        handed = [edit.id for edit in self._handed]  # claimed for a worker that never took it
+        self._handed.clear()
+        if held or handed:  # those that ended meanwhile are no longer leased: this leaves them
             with contextlib.suppress(Exception):  # else their leases run out: same end, later
-                await self.store.requeue(self._owner, list(held))
+                await self.store.requeue(self._owner, [*held, *handed])
         await self._notes.drain(timeout=2.0)
 
     async def wait(self, edit_id: int, timeout: float | None = None) -> EditRecord:
@@ -285,6 +292,15 @@ class EditService:
             language=request.language,
         )  # fmt: skip
         day = self._today()
+        # A worker waits with no job handed to it yet, and an API slot is free (roughly: held
+        # jobs use the API): the admission claims for it, and the job starts at once.
+        handed = len(self._handed)
+        claim = (
+            self._idle_workers > handed
+            and len(self._held) + handed < self.concurrency
+            and not self._stopping
+        )
+        lease = Lease(self._owner, self._lease_end(), tuple(self._messengers)) if claim else None
         admission = await self.store.admit(
             new,
             day=day,
@@ -296,7 +312,10 @@ class EditService:
             chat_quota=0 if chat.is_private else self.rules.chat_quota,
             budget=self.rules.budget,
             unlimited=self.is_admin(request.user),
+            claim=lease,
         )
+        if admission.claimed is not None:
+            await self._hand(admission.claimed)
         if admission.refused == "quota":
             raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
         if admission.refused == "chat_quota":
@@ -307,22 +326,36 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
-            # A free worker takes this job at once unless the user has one running here (one
-            # at a time each): then it claims without looking, and fetches the photo meanwhile.
-            starts_now = self._idle() and user.id not in self._busy_users
-            self._nudge(admitted=starts_now)
+            claimed = admission.claimed
+            started = claimed is not None and claimed.id == admission.edit_id
+            if lease is None:
+                # A free worker (not waiting yet) takes this job at once unless the user has
+                # one running here (one at a time each): then it claims without looking.
+                starts_now = self._idle() and user.id not in self._busy_users
+                self._nudge(admitted=starts_now)
+            elif claimed is not None and not started:
+                starts_now = False  # an earlier job came first; another idle worker may look
+                self._nudge()
+            else:  # claimed for the waiting worker, or none could start (nothing to wake)
+                starts_now = started
             if starts_now and request.upload and not rerolled:
-                self._prefetch(request.upload)
+                self._prefetch(request.upload)  # fetched while its worker starts
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
-            await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
+            key = (chat.platform, chat.id, user.id)
+            await self._first_note(admission.edit_id, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
-    async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
-        """The request's place in line, or that work starts, on its user's note in this chat.
-        Cosmetic: the request was admitted already, so a failure here must not tell the user
-        otherwise."""
+    async def _first_note(
+        self, edit_id: int, key: NoteKey, to: Address, *, started: bool = False
+    ) -> None:
+        """The request's place in line, or that work starts (`started`: claimed, with an API
+        slot free), on its user's note in this chat. Cosmetic: the request was admitted
+        already, so a failure here must not tell the user otherwise."""
         messenger = self._messengers.get(to.platform)
         if messenger is None:
+            return
+        if started:
+            self._notes.show(edit_id, key, to, messenger, WORKING)
             return
         idle = max(self.concurrency - len(self._held), 0)  # roughly: held jobs use the API
         try:
@@ -433,18 +466,20 @@ class EditService:
     async def _worker(self) -> None:
         admitted = False  # woken by an admission here: a job is there, no need to look first
         while not self._stopping:
-            try:
-                edit = await self.store.claim(
-                    self._owner, self._lease_end(), list(self._messengers), look=not admitted
-                )
-            except Exception:
-                log.exception("could not claim a job; trying again")
-                edit = None
+            if self._handed:  # claimed for us by an admission
+                edit: EditRecord | None = self._handed.popleft()
+            else:
+                edit = await self._claim(look=not admitted)
+                if edit is not None:
+                    self._nudge()  # there may be more: the next idle worker looks
             admitted = False
             if edit is None:
-                admitted = await self._nudges.get()
+                self._idle_workers += 1
+                try:
+                    admitted = await self._nudges.get()
+                finally:
+                    self._idle_workers -= 1
                 continue
-            self._nudge()  # there may be more: the next idle worker looks
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
                 continue
             if self._cancelled_unheld.pop(edit.id, None) is not None:
@@ -464,6 +499,25 @@ class EditService:
                 self._busy_users -= Counter({edit.user_id: 1})
                 self._committed.discard(edit.id)
             # and this worker looks for the next job at once (the user's next may be free now)
+
+    async def _hand(self, edit: EditRecord) -> None:
+        """A job an admission claimed goes to a waiting worker (back to the queue if this
+        process began to stop meanwhile)."""
+        if self._stopping:
+            with contextlib.suppress(Exception):  # else its lease runs out: same end, later
+                await self.store.requeue(self._owner, [edit.id])
+            return
+        self._handed.append(edit)
+        self._nudge()
+
+    async def _claim(self, *, look: bool) -> EditRecord | None:
+        try:
+            return await self.store.claim(
+                self._owner, self._lease_end(), list(self._messengers), look=look
+            )
+        except Exception:
+            log.exception("could not claim a job; trying again")
+            return None
 
     def _nudge(self, *, admitted: bool = False) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a word is out already
@@ -532,12 +586,17 @@ class EditService:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                if self._held:
-                    await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
-                if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
+                mine = self._leased()
+                if mine:
+                    await self.store.renew_leases(self._owner, mine, self._lease_end())
+                if await self.store.requeue_expired(self._clock(), keep=mine):
                     self._nudge()
             except Exception:
                 log.exception("lease heartbeat failed; trying again")
+
+    def _leased(self) -> list[int]:
+        """The edits leased to this process: held by a task, or handed to a worker."""
+        return [*self._held, *(edit.id for edit in self._handed)]
 
     async def _report_places(self) -> None:
         """Tell waiting users their place when it changed enough to matter (the notes' own
@@ -1065,6 +1124,8 @@ class EditService:
         )
         if not listed:
             raise NotAllowed() if chat.is_private else Ignored("not on the allowlist")
+        if not record.banned:  # read with the record, just now: one transaction fewer
+            return
         banned, told = await self.store.ban_status(record.id)
         if banned:
             raise Ignored("banned, told already") if told else Banned()

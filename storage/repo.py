@@ -30,6 +30,7 @@ from bot.domain import (
     EditStatus,
     EditTimings,
     FileRef,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -342,23 +343,25 @@ class SqlStore:
 
     async def _save_image(self, session: AsyncSession, image: NewImage) -> int:
         digest = hashlib.sha256(image.data).hexdigest()
-        query = select(Image.id).where(Image.sha256 == digest)
-        image_id = await session.scalar(query)
-        if image_id is None:
-            await session.execute(
-                self._insert(Image)
-                .values(
-                    sha256=digest,
-                    mime=image.mime,
-                    width=image.width,
-                    height=image.height,
-                    size_bytes=len(image.data),
-                    data=image.data,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["sha256"])
+        # Nearly every image is new: one statement stores it and returns its id (one trip, not
+        # three); the same bytes stored before are found by their digest.
+        image_id = await session.scalar(
+            self._insert(Image)
+            .values(
+                sha256=digest,
+                mime=image.mime,
+                width=image.width,
+                height=image.height,
+                size_bytes=len(image.data),
+                data=image.data,
+                created_at=utcnow(),
             )
-            image_id = (await session.execute(query)).scalar_one()
+            .on_conflict_do_nothing(index_elements=["sha256"])
+            .returning(Image.id)
+        )
+        if image_id is None:
+            image_id = await session.scalar(select(Image.id).where(Image.sha256 == digest))
+        assert image_id is not None  # stored just now, or before
         return image_id
 
     async def keep_upload(
@@ -509,6 +512,7 @@ class SqlStore:
         budget: int = 0,
         unlimited: bool = False,
         canvas: tuple[str, int, int] | None = None,
+        claim: Lease | None = None,
     ) -> Admission:
         limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited)
         try:
@@ -524,7 +528,10 @@ class SqlStore:
                     edit = replace(edit, source_image_id=image_id)
                 elif canvas is not None:
                     edit = replace(edit, source_image_id=await _new_canvas(session, *canvas))
-                return await self._admit(session, edit, day, limits)
+                admission = await self._admit(session, edit, day, limits)
+                if claim is not None and admission.refused is None:
+                    admission = replace(admission, claimed=await self._claim_too(session, claim))
+                return admission
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
                 raise
@@ -632,6 +639,19 @@ class SqlStore:
             except IntegrityError:
                 continue  # another process claimed this user's other job just now
         return None
+
+    async def _claim_too(self, session: AsyncSession, lease: Lease) -> EditRecord | None:
+        """The claim an idle worker would make next, in an admitting transaction: one writer's
+        turn fewer per edit. On PostgreSQL, a claim that loses a race (another process took
+        this user's other job just now) claims nothing, and the admission stands."""
+        platforms = list(lease.platforms)
+        if self._dialect != "postgresql":  # SQLite: this transaction is the only writer
+            return await self._claim(session, lease.owner, lease.until, platforms)
+        try:
+            async with session.begin_nested():
+                return await self._claim(session, lease.owner, lease.until, platforms)
+        except IntegrityError:
+            return None
 
     async def _claim(
         self, session: AsyncSession, owner: str, lease_until: datetime, platforms: list[str]
@@ -1043,6 +1063,7 @@ def _user_record(user: User) -> UserRecord:
             negative_prompt=user.negative_prompt,
             image_size=user.image_size,
         ),
+        banned=user.banned,
     )
 
 
