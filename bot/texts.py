@@ -98,8 +98,8 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "原图：原始 JPEG 文件，未经再次压缩（JPEG 并非无损）。",
     },
     "caption_full_jpeg": {
-        EN: "Full quality: the original JPEG, not re-encoded (seed {seed}).",
-        ZH: "原图：原始 JPEG 文件，未经再次压缩（种子 {seed}）。",
+        EN: "Full quality: the original JPEG, not re-encoded (JPEG is not lossless; seed {seed}).",
+        ZH: "原图：原始 JPEG 文件，未经再次压缩（JPEG 并非无损；种子 {seed}）。",
     },
     "note_first_frame": {
         EN: "Note: your image was animated; I edited its first frame.",
