@@ -196,6 +196,7 @@ class EditService:
         # without looking first.
         self._nudges: asyncio.Queue[bool] = asyncio.Queue(maxsize=1)
         self._idle_workers = 0  # workers waiting for a word
+        self._claiming = 0  # admissions under way that claim for one of them
         # Jobs claimed by an admission here for a waiting worker (one writer's turn fewer than
         # a claim of its own), taken before any claim; leased to us, renewed like held ones.
         self._handed: deque[EditRecord] = deque()
@@ -292,28 +293,32 @@ class EditService:
             language=request.language,
         )  # fmt: skip
         day = self._today()
-        # A worker waits with no job handed to it yet, and an API slot is free (roughly: held
-        # jobs use the API): the admission claims for it, and the job starts at once.
-        handed = len(self._handed)
+        # A worker waits with no job handed or promised to it yet, and an API slot is free
+        # (roughly: held jobs use the API): the admission claims for it; the job starts at once.
+        promised = len(self._handed) + self._claiming
         claim = (
-            self._idle_workers > handed
-            and len(self._held) + handed < self.concurrency
+            self._idle_workers > promised
+            and len(self._held) + promised < self.concurrency
             and not self._stopping
         )
         lease = Lease(self._owner, self._lease_end(), tuple(self._messengers)) if claim else None
-        admission = await self.store.admit(
-            new,
-            day=day,
-            quota=self.daily_quota,
-            max_waiting=self.max_waiting,
-            upload=None if rerolled else request.upload,
-            canvas=self._canvas(source.canvas),
-            origin=request.origin,
-            chat_quota=0 if chat.is_private else self.rules.chat_quota,
-            budget=self.rules.budget,
-            unlimited=self.is_admin(request.user),
-            claim=lease,
-        )
+        self._claiming += 1 if claim else 0
+        try:
+            admission = await self.store.admit(
+                new,
+                day=day,
+                quota=self.daily_quota,
+                max_waiting=self.max_waiting,
+                upload=None if rerolled else request.upload,
+                canvas=self._canvas(source.canvas),
+                origin=request.origin,
+                chat_quota=0 if chat.is_private else self.rules.chat_quota,
+                budget=self.rules.budget,
+                unlimited=self.is_admin(request.user),
+                claim=lease,
+            )
+        finally:
+            self._claiming -= 1 if claim else 0
         if admission.claimed is not None:
             await self._hand(admission.claimed)
         if admission.refused == "quota":
