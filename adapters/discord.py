@@ -786,7 +786,7 @@ class DiscordMessenger:
 
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         caption = presenter.caption(picture, to.language, limit=CAPTION_LIMIT - 30)
-        view = view_of(presenter.result_buttons(picture.edit_id, to.language))
+        view = view_of(presenter.picture_buttons(picture, to.language))
         return await self._send(to, caption, upload=(picture.filename, picture.data), view=view)
 
     async def send_file(self, to: Address, picture: Picture) -> None:

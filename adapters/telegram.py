@@ -725,7 +725,7 @@ class TelegramMessenger:
         and buttons, when Telegram refuses it as a photo (e.g. wider than 20:1)."""
         shown: dict[str, Any] = {
             "caption": presenter.caption(picture, to.language),
-            "reply_markup": keyboard(presenter.result_buttons(picture.edit_id, to.language)),
+            "reply_markup": keyboard(presenter.picture_buttons(picture, to.language)),
             "reply_to_message_id": _message_id(to.reply_to),
             "filename": picture.filename,
         }

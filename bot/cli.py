@@ -282,7 +282,8 @@ async def edit_once(settings: Settings, args: argparse.Namespace) -> None:
             if args.output.suffix.lower() in (".jpg", ".jpeg"):
                 output = picture.data
             else:
-                output = (await service.full_quality(chat, edit.id)).data
+                full = (await service.full_quality(chat, edit.id)).data  # a JPEG stays one
+                output = await asyncio.to_thread(imaging.lossless_png, full)
             args.output.write_bytes(output)
     notes = "".join(f"\n{texts.t(note)}" for note in picture.notes)
     print(f"wrote {args.output} (seed {picture.seed}, {seconds:.1f} s){notes}")

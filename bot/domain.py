@@ -77,6 +77,7 @@ class UserRecord:
     id: int
     ref: UserRef
     settings: UserSettings
+    banned: bool = False  # as read with the record (the gate asks again only when it is set)
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,19 @@ class Picture:
     seed: int | None = None
     notes: tuple[str, ...] = field(default=())  # text keys, e.g. "note_first_frame"
     stand_in: str | None = None  # the fallback's model, when it made the picture
+    # The format of the file Full quality sends for `edit_id`'s result: its own (a JPEG the
+    # edit API answered stays that JPEG), else a lossless PNG.
+    full_mime: str = "image/png"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The terms of a claim: which process takes a job, until when (it renews them while it
+    works), for which platforms."""
+
+    owner: str
+    until: datetime
+    platforms: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -272,6 +286,9 @@ class Admission:
     duplicate: bool = False
     refused: str | None = None  # "quota" or "busy": nothing was queued (edit_id is 0)
     ignored: tuple[str, ...] = ()  # per-edit options the edit backend lacks (not sent)
+    # Asked to claim (an idle worker waits): the job claimed in the admitting transaction,
+    # the one the fair order puts first (usually this one), or None if none can start now.
+    claimed: EditRecord | None = None
 
 
 @dataclass(frozen=True)

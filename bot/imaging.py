@@ -55,6 +55,7 @@ PngImagePlugin.MAX_TEXT_MEMORY = 4 * PngImagePlugin.MAX_TEXT_CHUNK
 _FULL_DECODE_PIXELS = {"WEBP": 4096 * 4096, "GIF": 4096 * 4096}
 _FULL_DECODE_DEFAULT = 24_000_000  # PNG, TIFF, BMP: a 6000x4000 camera picture
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 _API_QUALITIES = (90, 85, 80, 70, 60, 50)
 _CHAT_QUALITIES = (90, 85, 78)
 # A JPEG decoded at 1/2, 1/4 or 1/8 scale (far less time and memory) may end up this much below
@@ -220,6 +221,20 @@ def for_chat(
             return data, JPEG_MIME
         image, _ = _decode_rgb(header, fit)
         return _shrink_to_bytes(image, max_bytes), JPEG_MIME
+
+
+def full_quality(data: bytes) -> tuple[bytes, str]:
+    """The file to offer as Full quality for a stored result: a PNG or a JPEG as it is (the
+    edit API's own file, never decoded; a JPEG stays as lossy as it came), anything else (e.g.
+    WebP) as a lossless PNG. Returns (bytes, mime)."""
+    if data.startswith(_JPEG_SIGNATURE):
+        return data, JPEG_MIME
+    return lossless_png(data), PNG_MIME
+
+
+def full_quality_mime(data: bytes) -> str:
+    """The mime of `full_quality(data)`, from the first bytes alone."""
+    return JPEG_MIME if data.startswith(_JPEG_SIGNATURE) else PNG_MIME
 
 
 def lossless_png(data: bytes) -> bytes:

@@ -14,6 +14,7 @@ from bot.domain import (
     EditRecord,
     EditTimings,
     FileRef,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -145,6 +146,7 @@ class EditStore(Protocol):
         canvas: tuple[str, int, int] | None = None,
         spend: Spend | None = None,
         max_uncharged: int = 0,
+        claim: Lease | None = None,
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
@@ -153,7 +155,9 @@ class EditStore(Protocol):
         day's `spend` could pass its cap, or the user's paid calls without a picture today
         reached `max_uncharged` (`Admission.refused` says which: "quota", "chat_quota",
         "budget", "spend", "uncharged", "busy"; 0 = no limit; `unlimited`: none of them), one
-        unit of each is reserved and the edit queued."""
+        unit of each is reserved and the edit queued. With `claim` (a worker is idle), a new
+        edit also claims the job `claim()` would take next, in the same transaction
+        (`Admission.claimed`)."""
         ...
 
     async def claim(

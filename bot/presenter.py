@@ -23,6 +23,7 @@ SETTING_CHOICES = (
     (("steps", "8"), ("steps", "16"), ("steps", "30")),
     (("cfg", "1.0"), ("cfg", "3.0"), ("cfg", "5.0")),
 )
+PNG, JPEG = "image/png", "image/jpeg"
 _PRESS = re.compile(
     r"(reroll|undo|full|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))|forget:(yes|no)"
 )
@@ -31,7 +32,7 @@ _PRESS = re.compile(
 class Action(StrEnum):
     REROLL = "reroll"  # the same prompt on the same source, with a new seed
     UNDO = "undo"  # show the image before this edit again
-    FULL = "full"  # the lossless file of this result
+    FULL = "full"  # the full-quality file of this result (its own JPEG, or a lossless PNG)
     CANCEL = "cancel"  # the progress note's button: cancel its user's edits in this chat
     SET = "set"  # one of the /settings buttons
     FORGET = "forget"  # /forget's confirmation: ("confirm", "yes" or "no")
@@ -67,17 +68,24 @@ def parse_press(data: str) -> Press | None:
     return Press(Action.SET, setting=(name, value))
 
 
-def result_buttons(edit_id: int | None, lang: str) -> list[list[Button]]:
-    """Under a result: Reroll, Undo, Full quality (none under a picture no edit made)."""
+def result_buttons(edit_id: int | None, lang: str, *, full_mime: str = PNG) -> list[list[Button]]:
+    """Under a result: Reroll, Undo, Full quality (none under a picture no edit made). Full
+    quality says JPEG when the file it sends is a JPEG (`full_mime`): then it is not lossless."""
     if edit_id is None:
         return []
+    full = "btn_full_jpeg" if full_mime == JPEG else "btn_full"
     return [
         [
             Button(t("btn_reroll", lang), f"{Action.REROLL}:{edit_id}"),
             Button(t("btn_undo", lang), f"{Action.UNDO}:{edit_id}"),
-            Button(t("btn_full", lang), f"{Action.FULL}:{edit_id}"),
+            Button(t(full, lang), f"{Action.FULL}:{edit_id}"),
         ]
     ]
+
+
+def picture_buttons(picture: Picture, lang: str) -> list[list[Button]]:
+    """The buttons under a picture sent to a chat."""
+    return result_buttons(picture.edit_id, lang, full_mime=picture.full_mime)
 
 
 def cancel_buttons(edit_id: int, lang: str) -> list[list[Button]]:
@@ -118,9 +126,11 @@ def caption(picture: Picture, lang: str, limit: int = 1024) -> str:
 
 
 def full_caption(picture: Picture, lang: str) -> str:
+    """What the Full quality file says: a lossless PNG, or the original JPEG (not lossless)."""
+    key = "caption_full_jpeg" if picture.mime == JPEG else "caption_full"
     if picture.seed is None:
-        return t("caption_full_plain", lang)
-    return t("caption_full", lang, seed=picture.seed)
+        return t(f"{key}_plain", lang)
+    return t(key, lang, seed=picture.seed)
 
 
 def quota_text(quota: QuotaStatus, lang: str) -> str:

@@ -56,6 +56,7 @@ from bot.domain import (
     EditTimings,
     FileRef,
     Incoming,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -215,6 +216,11 @@ class EditService:
         # The word is True when it comes from an admission here: there is a job, claim it
         # without looking first.
         self._nudges: asyncio.Queue[bool] = asyncio.Queue(maxsize=1)
+        self._idle_workers = 0  # workers waiting for a word
+        self._claiming = 0  # admissions under way that claim for one of them
+        # Jobs claimed by an admission here for a waiting worker (one writer's turn fewer than
+        # a claim of its own), taken before any claim; leased to us, renewed like held ones.
+        self._handed: deque[EditRecord] = deque()
         # Uploads admitted while a worker was idle, fetched while that worker claims the job
         # (platform, file id -> the download).
         self._prefetched: dict[tuple[str, str], _Prefetch] = {}
@@ -261,9 +267,11 @@ class EditService:
         await asyncio.gather(*held.values(), *self._loops, *prefetches, *self._background,
                              return_exceptions=True)  # fmt: skip
         self._loops = []
-        if held:  # those that ended meanwhile are no longer leased: this leaves them be
+        handed = [edit.id for edit in self._handed]  # claimed for a worker that never took it
+        self._handed.clear()
+        if held or handed:  # those that ended meanwhile are no longer leased: this leaves them
             with contextlib.suppress(Exception):  # else their leases run out: same end, later
-                await self.store.requeue(self._owner, list(held))
+                await self.store.requeue(self._owner, [*held, *handed])
         await self._notes.drain(timeout=2.0)
 
     async def wait(self, edit_id: int, timeout: float | None = None) -> EditRecord:
@@ -310,20 +318,36 @@ class EditService:
             language=request.language,
         )  # fmt: skip
         day = self._today()
-        admission = await self.store.admit(
-            new,
-            day=day,
-            quota=self.daily_quota,
-            max_waiting=self.max_waiting,
-            upload=None if rerolled else request.upload,
-            canvas=self._canvas(source.canvas),
-            origin=request.origin,
-            chat_quota=0 if chat.is_private else self.rules.chat_quota,
-            budget=self.rules.budget,
-            unlimited=self.is_admin(request.user),
-            spend=self._spend(),
-            max_uncharged=self.rules.max_uncharged,
+        # A worker waits with no job handed or promised to it yet, and an API slot is free
+        # (roughly: held jobs use the API): the admission claims for it; the job starts at once.
+        promised = len(self._handed) + self._claiming
+        claim = (
+            self._idle_workers > promised
+            and len(self._held) + promised < self.concurrency
+            and not self._stopping
         )
+        lease = Lease(self._owner, self._lease_end(), tuple(self._messengers)) if claim else None
+        self._claiming += 1 if claim else 0
+        try:
+            admission = await self.store.admit(
+                new,
+                day=day,
+                quota=self.daily_quota,
+                max_waiting=self.max_waiting,
+                upload=None if rerolled else request.upload,
+                canvas=self._canvas(source.canvas),
+                origin=request.origin,
+                chat_quota=0 if chat.is_private else self.rules.chat_quota,
+                budget=self.rules.budget,
+                unlimited=self.is_admin(request.user),
+                spend=self._spend(),
+                max_uncharged=self.rules.max_uncharged,
+                claim=lease,
+            )
+        finally:
+            self._claiming -= 1 if claim else 0
+        if admission.claimed is not None:
+            await self._hand(admission.claimed)
         if admission.refused == "quota":
             raise QuotaExceeded(limit=self.daily_quota, resets=self._reset_time())
         if admission.refused == "chat_quota":
@@ -336,14 +360,23 @@ class EditService:
         if admission.refused == "busy":
             raise Busy(limit=self.max_waiting)
         if not admission.duplicate:
-            # A free worker takes this job at once unless the user has one running here (one
-            # at a time each): then it claims without looking, and fetches the photo meanwhile.
-            starts_now = self._idle() and user.id not in self._busy_users
-            self._nudge(admitted=starts_now)
+            claimed = admission.claimed
+            started = claimed is not None and claimed.id == admission.edit_id
+            if lease is None:
+                # A free worker (not waiting yet) takes this job at once unless the user has
+                # one running here (one at a time each): then it claims without looking.
+                starts_now = self._idle() and user.id not in self._busy_users
+                self._nudge(admitted=starts_now)
+            elif claimed is not None and not started:
+                starts_now = False  # an earlier job came first; another idle worker may look
+                self._nudge()
+            else:  # claimed for the waiting worker, or none could start (nothing to wake)
+                starts_now = started
             if starts_now and request.upload and not rerolled:
-                self._prefetch(request.upload)
+                self._prefetch(request.upload)  # fetched while its worker starts
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
-            await self._first_note(admission.edit_id, (chat.platform, chat.id, user.id), to)
+            key = (chat.platform, chat.id, user.id)
+            await self._first_note(admission.edit_id, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
     def check_claims(self, upload: FileRef) -> None:
@@ -351,12 +384,17 @@ class EditService:
         fetched; an adapter may ask before it answers in public (see imaging.check_claims)."""
         imaging.check_claims(upload.mime, upload.width, upload.height, max_side=self.max_side)
 
-    async def _first_note(self, edit_id: int, key: NoteKey, to: Address) -> None:
-        """The request's place in line, or that work starts, on its user's note in this chat.
-        Cosmetic: the request was admitted already, so a failure here must not tell the user
-        otherwise."""
+    async def _first_note(
+        self, edit_id: int, key: NoteKey, to: Address, *, started: bool = False
+    ) -> None:
+        """The request's place in line, or that work starts (`started`: claimed, with an API
+        slot free), on its user's note in this chat. Cosmetic: the request was admitted
+        already, so a failure here must not tell the user otherwise."""
         messenger = self._messengers.get(to.platform)
         if messenger is None:
+            return
+        if started:
+            self._notes.show(edit_id, key, to, messenger, WORKING)
             return
         idle = max(self.concurrency - len(self._held), 0)  # roughly: held jobs use the API
         try:
@@ -468,18 +506,20 @@ class EditService:
     async def _worker(self) -> None:
         admitted = False  # woken by an admission here: a job is there, no need to look first
         while not self._stopping:
-            try:
-                edit = await self.store.claim(
-                    self._owner, self._lease_end(), list(self._messengers), look=not admitted
-                )
-            except Exception:
-                log.exception("could not claim a job; trying again")
-                edit = None
+            if self._handed:  # claimed for us by an admission
+                edit: EditRecord | None = self._handed.popleft()
+            else:
+                edit = await self._claim(look=not admitted)
+                if edit is not None:
+                    self._nudge()  # there may be more: the next idle worker looks
             admitted = False
             if edit is None:
-                admitted = await self._nudges.get()
+                self._idle_workers += 1
+                try:
+                    admitted = await self._nudges.get()
+                finally:
+                    self._idle_workers -= 1
                 continue
-            self._nudge()  # there may be more: the next idle worker looks
             if edit.id in self._held:  # our own lease ran out and we took it again: it runs
                 continue
             if self._cancelled_unheld.pop(edit.id, None) is not None:
@@ -499,6 +539,25 @@ class EditService:
                 self._busy_users -= Counter({edit.user_id: 1})
                 self._committed.discard(edit.id)
             # and this worker looks for the next job at once (the user's next may be free now)
+
+    async def _hand(self, edit: EditRecord) -> None:
+        """A job an admission claimed goes to a waiting worker (back to the queue if this
+        process began to stop meanwhile)."""
+        if self._stopping:
+            with contextlib.suppress(Exception):  # else its lease runs out: same end, later
+                await self.store.requeue(self._owner, [edit.id])
+            return
+        self._handed.append(edit)
+        self._nudge()
+
+    async def _claim(self, *, look: bool) -> EditRecord | None:
+        try:
+            return await self.store.claim(
+                self._owner, self._lease_end(), list(self._messengers), look=look
+            )
+        except Exception:
+            log.exception("could not claim a job; trying again")
+            return None
 
     def _nudge(self, *, admitted: bool = False) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a word is out already
@@ -567,12 +626,17 @@ class EditService:
         while True:
             await asyncio.sleep(self._lease / 3)
             try:
-                if self._held:
-                    await self.store.renew_leases(self._owner, list(self._held), self._lease_end())
-                if await self.store.requeue_expired(self._clock(), keep=list(self._held)):
+                mine = self._leased()
+                if mine:
+                    await self.store.renew_leases(self._owner, mine, self._lease_end())
+                if await self.store.requeue_expired(self._clock(), keep=mine):
                     self._nudge()
             except Exception:
                 log.exception("lease heartbeat failed; trying again")
+
+    def _leased(self) -> list[int]:
+        """The edits leased to this process: held by a task, or handed to a worker."""
+        return [*self._held, *(edit.id for edit in self._handed)]
 
     async def _report_places(self) -> None:
         """Tell waiting users their place when it changed enough to matter (the notes' own
@@ -835,6 +899,7 @@ class EditService:
             seed=seed,
             notes=notes,
             stand_in=stand_in,
+            full_mime=imaging.full_quality_mime(data),
         )
 
     @contextlib.asynccontextmanager
@@ -1074,7 +1139,8 @@ class EditService:
         edit_id, result_id = await self.store.record_drawn(new, result, layer.to_json())
         chat_bytes, mime = await self._for_chat(drawn.data, messenger, to)
         picture = Picture(chat_bytes, mime, f"stepedit-{edit_id}.jpg", result_id, edit_id,
-                          prompt=words)  # fmt: skip
+                          prompt=words,
+                          full_mime=imaging.full_quality_mime(drawn.data))  # fmt: skip
         message = await messenger.send_picture(to, picture)
         await self._make_current(user.id, chat, ShownImage(result_id, edit_id), message)
 
@@ -1119,7 +1185,8 @@ class EditService:
         being posted: None."""
         record = await self._edit_in(edit_id, chat)
         owner = await self.store.get_or_create_user(user)
-        if (await self.store.load_image(record.source_image_id)).canvas is not None:
+        before = await self.store.load_image(record.source_image_id)
+        if before.canvas is not None:
             raise NothingToUndo()  # made from words: there is no picture before it
         parent = await self.store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
         if not await self._shown_here(record.source_image_id, chat, parent):
@@ -1140,6 +1207,7 @@ class EditService:
             edit_id=parent.id if parent else None,
             prompt=parent.prompt if parent else None,
             seed=parent.seed if parent else None,
+            full_mime=imaging.full_quality_mime(before.data),  # the parent's result
         )
         message = await messenger.send_picture(to, picture)
         shown = ShownImage(record.source_image_id, picture.edit_id)
@@ -1147,8 +1215,8 @@ class EditService:
         return picture
 
     async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
-        """The lossless file of a delivered result (posted in this chat, so seen there), if the
-        platform takes a file that big."""
+        """The full-quality file of a delivered result (posted in this chat, so seen there), if
+        the platform takes a file that big."""
         picture = await self.full_quality(chat, edit_id)
         messenger = self._messengers[chat.platform]
         limit = messenger.file_limit(to)
@@ -1161,15 +1229,17 @@ class EditService:
         await messenger.send_file(to, picture)
 
     async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
+        """A delivered result as its own file: the API's PNG, or its JPEG as it came (never
+        decoded and encoded again); any other format as a lossless PNG."""
         record = await self._edit_in(edit_id, chat)
         if record.result_image_id is None or record.status != EditStatus.SUCCEEDED:
             raise UnknownEdit(f"edit {edit_id} has no delivered result")
         image = await self.store.load_image(record.result_image_id)
-        data = await self._pillow(imaging.lossless_png, image.data)
+        data, mime = await self._pillow(imaging.full_quality, image.data)
         return Picture(
             data=data,
-            mime="image/png",
-            filename=f"stepedit-{edit_id}.png",
+            mime=mime,
+            filename=f"stepedit-{edit_id}.{'jpg' if mime == imaging.JPEG_MIME else 'png'}",
             image_id=image.id,
             edit_id=edit_id,
             prompt=record.prompt,
@@ -1254,8 +1324,8 @@ class EditService:
         )
         if not listed:
             raise NotAllowed() if chat.is_private and addressed else Ignored("not listed")
-        if record is None:
-            return  # not seen yet, so not banned
+        if record is None or not record.banned:  # read with the record: a transaction fewer
+            return  # (not seen yet: not banned)
         banned, told = await self.store.ban_status(record.id)
         if banned:
             raise Ignored("banned, told already") if told or not addressed else Banned()

@@ -101,6 +101,14 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Full quality, lossless PNG (seed {seed}).",
         ZH: "原图，无损 PNG（种子 {seed}）。",
     },
+    "caption_full_jpeg_plain": {
+        EN: "Full quality: the original JPEG, not re-encoded (JPEG is not lossless).",
+        ZH: "原图：原始 JPEG 文件，未经再次压缩（JPEG 并非无损）。",
+    },
+    "caption_full_jpeg": {
+        EN: "Full quality: the original JPEG, not re-encoded (JPEG is not lossless; seed {seed}).",
+        ZH: "原图：原始 JPEG 文件，未经再次压缩（JPEG 并非无损；种子 {seed}）。",
+    },
     "note_first_frame": {
         EN: "Note: your image was animated; I edited its first frame.",
         ZH: "提示：你的图片是动图，我修改的是第一帧。",
@@ -121,6 +129,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "btn_reroll": {EN: "🎲 Reroll", ZH: "🎲 重新生成"},
     "btn_undo": {EN: "↩️ Undo", ZH: "↩️ 撤销"},
     "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},
+    "btn_full_jpeg": {EN: "🖼 Full quality (JPEG)", ZH: "🖼 原图（JPEG）"},
     "btn_cancel": {EN: "✖️ Cancel", ZH: "✖️ 取消"},
     "quota": {
         EN: "You have {remaining} of {limit} edits left today (resets at {resets}).",

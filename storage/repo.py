@@ -30,6 +30,7 @@ from bot.domain import (
     EditStatus,
     EditTimings,
     FileRef,
+    Lease,
     MessageRef,
     NewEdit,
     NewImage,
@@ -419,8 +420,9 @@ class SqlStore:
             return await self._save_image(session, NewImage(data, mime, width, height))
 
     async def _save_image(self, session: AsyncSession, image: NewImage) -> int:
-        # An expired image gave its hash up (see _EXPIRE), so this never finds one. The same
-        # bytes stored before count as stored now: retention starts again.
+        # One statement stores it and returns its id (one trip, not three). An expired image
+        # gave its hash up (see _EXPIRE), so this never finds one; the same bytes stored before
+        # count as stored now: retention starts again.
         now = utcnow()
         image_id = await session.scalar(
             self._insert(Image)
@@ -600,6 +602,7 @@ class SqlStore:
         canvas: tuple[str, int, int] | None = None,
         spend: Spend | None = None,
         max_uncharged: int = 0,
+        claim: Lease | None = None,
     ) -> Admission:
         limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend, max_uncharged)
         try:
@@ -615,7 +618,10 @@ class SqlStore:
                     edit = replace(edit, source_image_id=image_id)
                 elif canvas is not None:
                     edit = replace(edit, source_image_id=await _new_canvas(session, *canvas))
-                return await self._admit(session, edit, day, limits)
+                admission = await self._admit(session, edit, day, limits)
+                if claim is not None and admission.refused is None:
+                    admission = replace(admission, claimed=await self._claim_too(session, claim))
+                return admission
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
                 raise
@@ -734,6 +740,19 @@ class SqlStore:
             except IntegrityError:
                 continue  # another process claimed this user's other job just now
         return None
+
+    async def _claim_too(self, session: AsyncSession, lease: Lease) -> EditRecord | None:
+        """The claim an idle worker would make next, in an admitting transaction: one writer's
+        turn fewer per edit. On PostgreSQL, a claim that loses a race (another process took
+        this user's other job just now) claims nothing, and the admission stands."""
+        platforms = list(lease.platforms)
+        if self._dialect != "postgresql":  # SQLite: this transaction is the only writer
+            return await self._claim(session, lease.owner, lease.until, platforms)
+        try:
+            async with session.begin_nested():
+                return await self._claim(session, lease.owner, lease.until, platforms)
+        except IntegrityError:
+            return None
 
     async def _claim(
         self, session: AsyncSession, owner: str, lease_until: datetime, platforms: list[str]
@@ -1182,6 +1201,7 @@ def _user_record(user: User) -> UserRecord:
             negative_prompt=user.negative_prompt,
             image_size=user.image_size,
         ),
+        banned=user.banned,
     )
 
 

@@ -26,13 +26,21 @@ Cases:
    16 / 4 * 0.2 s.
 3. Bot time, black-box: the real `stepedit run` process against the fake Telegram Bot API and the
    fake StepFun API (as in case 4), one request at a time (the next is sent once the previous
-   one's photo arrived and its note is gone): a 1280x960 photo with a caption, and a 4032x3024
-   JPEG with EXIF orientation 6 sent as a file. Bot time = from the update being available at the
-   fake Telegram until the fake received sendPhoto, minus the time the fake API held the edit
-   request (from its handler being called until its answer was written out; the fake records no
-   times, so the bench wraps its handler). That leaves getUpdates, the download, normalizing, the
-   upload to the API, decoding its answer, for_chat, the database and the sendPhoto upload. Also
-   the bot's peak RSS (VmHWM) after each input.
+   one's photo arrived and its note is gone): a 1280x960 photo with a caption, then sent as files
+   a 4032x3024 JPEG with EXIF orientation 6, an 8000x6000 JPEG and a 4000x3000 PNG. Bot time =
+   from the update being available at the fake Telegram until the fake received sendPhoto, minus
+   the time the fake API held the edit request (from its handler being called until its answer
+   was written out; the fakes record no times, so the bench wraps their handler). That leaves
+   getUpdates, the download, normalizing, the upload to the API, reading its answer, for_chat,
+   the database and the sendPhoto upload. Also the bot's peak RSS (VmHWM) after each input. The
+   StepFun fake answers PNG, which the bot decodes and encodes as a JPEG for the chat. Then the
+   1280x960 photo once more, in a second `stepedit run` against the fake OpenAI API
+   (`EDIT_API_STYLE=openai`), which answers in the JPEG the bot asks for: one that fits Telegram's
+   photo limits goes to the chat as it came.
+3b. Free actions, black-box through `stepedit run`: one user sends 25 /bubble at once on a
+   3000x3000 photo (FREE_ACTIONS_PER_MINUTE at its default); meanwhile another user sends
+   /quota 5 times, each once the last was answered. Their answer time (update available ->
+   sendMessage received), median and max.
 4. Load, black-box: the real `stepedit run` process (configured by environment, its log in a
    file) against the fake Telegram Bot API and the fake StepFun API, each on its own event loop
    in a thread. 50 users send 4 captioned 320x240 photos each, all at once; the fake API answers
@@ -54,8 +62,10 @@ Cases:
 The last line is for other tools, fields space-separated in this order, each present when
 measured: `bench: tg_photo_ms=<our median for the 1280x960 photo, case 1> mp48_speedup=<naive /
 ours, 8000x6000 JPEG> mp48_mem_ratio=<our max RSS growth / the naive one's, same input>
-e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3> load_efficiency=<%> lost=<n>
-charged_minus_delivered=<n>`; lost and charged_minus_delivered are summed over both load runs.
+e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3, PNG-answering API>
+e2e_overhead_jpeg_ms=<the same with the JPEG-answering API> free_action_wait_ms=<median /quota
+answer time under the flood, case 3b> load_efficiency=<%> lost=<n> charged_minus_delivered=<n>`;
+lost and charged_minus_delivered are summed over both load runs.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
 """
@@ -118,11 +128,12 @@ from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests import bench_pipeline
+from tests.fakes.openai import FakeOpenAI
 from tests.fakes.stepfun import FakeStepFun, run_fake_stepfun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage, run_fake_telegram
 from tests.harness import is_note
 from tests.images import make_image, photo_like
-from tests.test_cli import STEPEDIT, wired_to
+from tests.test_cli import STEPEDIT, environment, wired_to
 
 # Repetitions (after one untimed warm-up each).
 N_EDIT = 7  # single edits end to end (~0.7 s each: the fake renders a PNG)
@@ -294,6 +305,9 @@ class BenchMessenger:
     async def delete_note(self, to: Address, note_id: str) -> None:
         pass
 
+    async def show_working(self, to: Address) -> None:
+        pass
+
 
 async def repeat(run: Callable[[], Awaitable[T]], n: int) -> list[T]:
     """Await `run` once untimed (warm-up), then `n` times; the `n` results."""
@@ -433,12 +447,13 @@ BOT_TIMEOUT_S = 60  # longest wait for one request's photo
 
 
 @asynccontextmanager
-async def run_timed_stepfun(held: list[tuple[float, float]]) -> AsyncIterator[FakeStepFun]:
-    """run_fake_stepfun, appending each edit request's (start, end) as time.monotonic() to `held`
-    (on the fake's loop): from its handler being called (the upload is read after that) until its
-    answer was written out. The fake records no times, so its handler is wrapped before start()
-    routes to it."""
-    fake = FakeStepFun()
+async def run_timed(
+    fake: FakeStepFun | FakeOpenAI, held: list[tuple[float, float]]
+) -> AsyncIterator[FakeStepFun | FakeOpenAI]:
+    """Start `fake` (FakeStepFun or FakeOpenAI), appending each edit request's (start, end) as
+    time.monotonic() to `held` (on the fake's loop): from its handler being called (the upload is
+    read after that) until its answer was written out. The fakes record no times, so the handler
+    is wrapped before start() routes to it."""
     handle = fake._handle_edit
 
     async def timed(request: web.Request) -> web.StreamResponse:
@@ -524,30 +539,49 @@ def bot_edit(
 
 
 def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
-    """Case 3: the bot's own time per request, black-box."""
+    """Case 3: the bot's own time per request, black-box: every input against the fake StepFun
+    API (it answers PNG), then the 1280x960 photo against the fake OpenAI API (it answers the
+    JPEG the bot asks for)."""
+    photo = ("1280x960 photo", bench_pipeline.make_input("tg"), False)
     cases = [
-        ("1280x960 photo", bench_pipeline.make_input("tg"), False),
+        photo,
         ("4032x3024 JPEG, EXIF 6, as a file", bench_pipeline.make_input("jpeg12"), True),
         ("8000x6000 JPEG (48 MP), as a file", bench_pipeline.make_input("jpeg48"), True),
         ("4000x3000 PNG, as a file", bench_pipeline.make_input("png12_file"), True),
     ]
-    folder = tmp / "bot-time"
+    rows = [
+        "bot time through `stepedit run`, one request at a time: update available -> sendPhoto"
+        " received, minus the fake API's hold; the StepFun fake answers PNG, the OpenAI one JPEG"
+    ]
+    png = bot_times(tmp / "bot-time", FakeStepFun(), cases, rows)
+    summary["e2e_overhead_ms"] = f"{statistics.median(png[0]):.0f}"
+    jpeg_cases = [(f"{photo[0]}, OpenAI's JPEG", *photo[1:])]
+    jpeg = bot_times(tmp / "bot-time-jpeg", FakeOpenAI(), jpeg_cases, rows)
+    summary["e2e_overhead_jpeg_ms"] = f"{statistics.median(jpeg[0]):.0f}"
+    return rows
+
+
+def bot_times(
+    folder: Path,
+    fake: FakeStepFun | FakeOpenAI,
+    cases: list[tuple[str, bytes, bool]],
+    rows: list[str],
+) -> list[list[float]]:
+    """One `stepedit run` process against the fake Telegram and `fake` (not started yet): each
+    case's bot times (after a warm-up), its rows appended to `rows`."""
     folder.mkdir()
     log = folder / "bot.log"
     held: list[tuple[float, float]] = []
-    rows = [
-        "bot time through `stepedit run`, one request at a time: update available -> sendPhoto"
-        " received, minus the fake API's hold"
-    ]
+    times: list[list[float]] = []
     with (
         served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
-        served_in_thread("fake-stepfun", functools.partial(run_timed_stepfun, held)) as (
-            stepfun,
-            api,
-        ),
+        served_in_thread("fake-api", functools.partial(run_timed, fake, held)) as (_, api),
     ):
-        env = wired_to(
-            telegram, stepfun, DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
+        env = environment(
+            TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_URL=telegram.root,
+            EDIT_API_STYLE="stepfun" if isinstance(fake, FakeStepFun) else "openai",
+            EDIT_API_URL=fake.base_url, EDIT_API_KEY=fake.api_key or "",
+            DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
             DAILY_QUOTA="0", LOG_LEVEL="WARNING",
         )  # fmt: skip
         process = start_bot(folder, env, log.name)
@@ -566,13 +600,106 @@ def bench_bot(tmp: Path, summary: dict[str, str]) -> list[str]:
                     f" bot peak RSS {peak_rss_mib(process.pid):.0f} MiB"
                 )
                 rows.append(timing_row(f"  {label}", bot, tail))
-                if not as_document:
-                    summary["e2e_overhead_ms"] = f"{statistics.median(bot):.0f}"
+                times.append(bot)
         finally:
             stop_bot(process)
     for text, n in log_problems(log).most_common(4):
         rows.append(f"  log x{n}: {text}")
+    return times
+
+
+# --- 3b: another user's answer under a flood of free actions --------------------------------------
+
+FLOODER = FakeUser(id=7101, first_name="Flood")
+ASKER = FakeUser(id=7102, first_name="Asker")
+FLOOD_BUBBLES = 25  # /bubble on a 3000x3000 photo, all at once
+FLOOD_DRAWN = 20  # of them drawn: FREE_ACTIONS_PER_MINUTE's default (the rest refused)
+ASKS = 5  # the other user's /quota at least, and until the flood is drawn
+ASK_EVERY_S = 0.2  # between an answer and the next /quota
+
+
+def bench_free_actions(tmp: Path, summary: dict[str, str]) -> list[str]:
+    """Case 3b: one user sends FLOOD_BUBBLES /bubble on a 3000x3000 photo at once; meanwhile
+    another user asks /quota ASKS times, each as soon as the last was answered: the time from
+    their update being available until the bot's answer arrived (FREE_ACTIONS_PER_MINUTE at its
+    default, so part of the flood is refused at once)."""
+    progress(f"another user's /quota under {FLOOD_BUBBLES} bubbles on a 3000x3000 photo")
+    folder = tmp / "free-actions"
+    folder.mkdir()
+    log = folder / "bot.log"
+    big = encode(photo_like(3000, 3000), "JPEG", quality=90)
+    with (
+        served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
+        served_in_thread("fake-api", run_fake_stepfun) as (stepfun, _),
+    ):
+        env = environment(
+            TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_URL=telegram.root,
+            EDIT_API_STYLE="stepfun", EDIT_API_URL=stepfun.base_url,
+            EDIT_API_KEY=stepfun.api_key or "",
+            DATABASE_URL=f"sqlite+aiosqlite:///{folder / 'stepedit.sqlite3'}",
+            DAILY_QUOTA="0", LOG_LEVEL="WARNING",
+        )  # fmt: skip
+        process = start_bot(folder, env, log.name)
+        try:
+            wait_polling(process, telegram, tg, log)
+            waits = _asks_under_a_flood(telegram, tg, big)
+            drawn = tg.call(lambda: _drawn(telegram))
+        finally:
+            stop_bot(process)
+    summary["free_action_wait_ms"] = f"{statistics.median(waits):.0f}"
+    rows = [
+        f"another user's /quota under {FLOOD_BUBBLES} /bubble on a 3000x3000 photo ({drawn}"
+        f" drawn, the rest refused as too fast), asked every {ASK_EVERY_S:.1f} s until then:",
+        f"  /quota answer time: median {fmt_ms(statistics.median(waits))}, max"
+        f" {fmt_ms(max(waits))} ms ({len(waits)} asks)",
+    ]
+    for text, n in log_problems(log).most_common(4):
+        rows.append(f"  log x{n}: {text}")
     return rows
+
+
+def _asks_under_a_flood(telegram: FakeTelegram, tg: LoopThread, big: bytes) -> list[float]:
+    tg.call(lambda: telegram.user_sends_photo(FLOODER.id, FLOODER, big))  # kept, asked about
+    _wait(tg, lambda: any(m.kind == "text" for m in telegram.sent(FLOODER.id)))
+    tg.call(lambda: [telegram.user_sends_text(FLOODER.id, FLOODER, f"/bubble hi {n}")
+                     for n in range(FLOOD_BUBBLES)])  # fmt: skip
+    waits: list[float] = []
+    deadline = time.monotonic() + BOT_TIMEOUT_S
+    while len(waits) < ASKS or (tg.call(lambda: _drawn(telegram)) < FLOOD_DRAWN
+                                and time.monotonic() < deadline):  # fmt: skip
+        time.sleep(ASK_EVERY_S)
+
+        def ask() -> tuple[int, float]:
+            before = len(telegram.sent(ASKER.id))
+            telegram.user_sends_text(ASKER.id, ASKER, "/quota")
+            return before, time.monotonic()
+
+        before, sent_at = tg.call(ask)
+        answered_at = _wait(tg, functools.partial(_answered, telegram, before, sent_at))
+        waits.append((answered_at - sent_at) * 1000)
+    return waits
+
+
+def _drawn(telegram: FakeTelegram) -> int:
+    return sum(1 for m in telegram.sent(FLOODER.id) if m.kind == "photo")
+
+
+def _answered(telegram: FakeTelegram, before: int, sent_at: float) -> float | None:
+    """When the asker's answer reached the fake (None: not yet)."""
+    if not [m for m in telegram.sent(ASKER.id)[before:] if m.from_bot]:
+        return None
+    calls = [c for c in telegram.calls_of("sendMessage")
+             if c.at >= sent_at and c.params.get("chat_id") == ASKER.id]  # fmt: skip
+    return calls[0].at if calls else None
+
+
+def _wait(tg: LoopThread, ready: Callable[[], T | None], timeout: float = BOT_TIMEOUT_S) -> T:
+    deadline = time.monotonic() + timeout
+    while (value := tg.call(ready)) is None or value is False:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the bot did not answer in time")
+        time.sleep(0.005)
+    return value
 
 
 # --- 4: load through `stepedit run` --------------------------------------------------------------
@@ -1065,6 +1192,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append("-" * 100)
             rows += asyncio.run(bench_service(make_inputs(), tmp))
             rows += bench_bot(tmp, summary)
+            rows += bench_free_actions(tmp, summary)
         if not args.pipeline_only:
             if rows:
                 rows.append("-" * 100)
@@ -1084,7 +1212,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"total bench time {time.perf_counter() - began:.0f} s")
     order = [
         "tg_photo_ms", "mp48_speedup", "mp48_mem_ratio", "e2e_overhead_ms",
-        "load_efficiency", "lost", "charged_minus_delivered",
+        "e2e_overhead_jpeg_ms", "free_action_wait_ms", "load_efficiency", "lost",
+        "charged_minus_delivered",
     ]  # fmt: skip
     print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 

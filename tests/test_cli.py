@@ -114,6 +114,24 @@ async def test_edit_from_the_shell(tmp_path: Path, stepfun: FakeStepFun) -> None
     assert (fields["seed"], fields["steps"], fields["text_mode"]) == ("7", "12", "true")
 
 
+async def test_edit_from_the_shell_with_a_jpeg_answering_backend(tmp_path: Path) -> None:
+    (tmp_path / "cat.jpg").write_bytes(make_image(300, 200))
+    async with run_fake_openai() as openai:
+        env = environment(
+            EDIT_API_URL=openai.base_url, EDIT_API_STYLE="openai", EDIT_API_KEY="test-key"
+        )
+        for output in ("out.png", "out.jpg"):
+            code, _, err = await run(
+                "edit", "cat.jpg", "make it snow", "-o", output, cwd=tmp_path, env=env
+            )
+            assert code == 0, err
+        first, second = openai.results  # JPEGs both
+    png = decode((tmp_path / "out.png").read_bytes())
+    assert png.format == "PNG"  # as the name says: every pixel of the API's JPEG
+    assert png.tobytes() == decode(first).tobytes()
+    assert (tmp_path / "out.jpg").read_bytes() == second  # the API's own JPEG, as it came
+
+
 async def test_edit_with_an_unreadable_image_explains(tmp_path: Path, stepfun: FakeStepFun) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     env = environment(

@@ -429,6 +429,24 @@ def test_for_chat_refuses_garbage() -> None:
         for_chat(b"not an image")
 
 
+# --- full_quality ----------------------------------------------------------------------------
+
+
+def test_full_quality_is_a_png_or_a_jpeg_as_it_is_and_anything_else_a_lossless_png() -> None:
+    jpeg, png, webp = (
+        make_noise(60, 40, "JPEG"),
+        make_image(60, 40, "PNG"),
+        make_noise(60, 40, "WEBP"),
+    )
+    assert imaging.full_quality(jpeg) == (jpeg, imaging.JPEG_MIME)  # not decoded
+    assert imaging.full_quality(png) == (png, imaging.PNG_MIME)
+    data, mime = imaging.full_quality(webp)
+    assert mime == imaging.PNG_MIME and decode(data).tobytes() == decode(webp).tobytes()
+    assert [imaging.full_quality_mime(x) for x in (jpeg, png, webp)] == [
+        imaging.JPEG_MIME, imaging.PNG_MIME, imaging.PNG_MIME,
+    ]  # fmt: skip
+
+
 # --- lossless_png ----------------------------------------------------------------------------
 
 

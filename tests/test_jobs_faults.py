@@ -216,6 +216,63 @@ async def test_an_edit_cut_off_by_shutdown_runs_again_and_is_charged_once(
     assert await used(again) == 1
 
 
+async def idle_workers_of(service: EditService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until every worker of a just started service has looked for a job and found none."""
+    looks = 0
+    look = service.store.claim
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal looks
+        looks += 1
+        return await look(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "claim", counted)
+    await until(lambda: looks >= 2 * service.concurrency)
+    await asyncio.sleep(0.05)  # and each is back to waiting for a word
+
+
+async def test_an_idle_workers_job_is_claimed_by_its_admission_and_runs_once(
+    store: SqlStore,
+    running: Callable[..., Any],
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = await running()
+    await idle_workers_of(service, monkeypatch)
+    upload = messenger.upload(PHOTO)
+    admission = await service.submit(EditRequest(user(), CHAT, "make it snow", upload=upload))
+    claimed = admission.claimed  # in the admitting transaction: no claim of its own
+    assert claimed is not None
+    assert (claimed.id, claimed.status) == (admission.edit_id, EditStatus.RUNNING)
+    edit = await service.wait(admission.edit_id, timeout=10)
+    assert edit.status == EditStatus.SUCCEEDED and edit.attempts == 1
+    assert len(stepfun.requests) == 1 and len(messenger.pictures) == 1
+    assert await used(service) == 1
+
+
+async def test_a_job_its_admission_claimed_goes_back_to_the_queue_if_the_bot_stops_first(
+    store: SqlStore,
+    running: Callable[..., Any],
+    messenger: FakeMessenger,
+    stepfun: FakeStepFun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = await running()
+    await idle_workers_of(service, monkeypatch)
+    upload = messenger.upload(PHOTO)
+    admission = await service.submit(EditRequest(user(), CHAT, "make it snow", upload=upload))
+    assert admission.claimed is not None
+    await service.stop(grace=0)  # before its worker took it up
+    edit = await store.get_edit(admission.edit_id)
+    assert edit is not None and (edit.status, edit.attempts) == (EditStatus.QUEUED, 0)
+    assert stepfun.requests == []
+    again = await running()
+    assert (await again.wait(admission.edit_id, timeout=10)).status == EditStatus.SUCCEEDED
+    assert len(stepfun.requests) == 1 and len(messenger.pictures) == 1
+    assert await used(again) == 1
+
+
 async def test_a_job_that_keeps_dying_is_given_up_with_a_clear_answer(
     store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
 ) -> None:

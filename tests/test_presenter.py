@@ -3,6 +3,8 @@ forged or another bot made is not taken for ours."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from bot import presenter
@@ -49,6 +51,24 @@ def test_a_caption_fits_the_platforms_limit() -> None:
     assert presenter.caption(Picture(b"", "image/jpeg", "x.jpg", 1, None), EN) == t(
         "caption_original", EN
     )
+
+
+@pytest.mark.parametrize("lang", [EN, ZH])
+def test_full_quality_says_jpeg_when_it_sends_the_apis_jpeg(lang: str) -> None:
+    jpeg = Picture(b"", "image/jpeg", "x.jpg", 1, 2, full_mime="image/jpeg")
+    png = Picture(b"", "image/jpeg", "x.jpg", 1, 2)
+    (jpeg_row,), (png_row,) = (
+        presenter.picture_buttons(jpeg, lang),
+        presenter.picture_buttons(png, lang),
+    )
+    assert "JPEG" in jpeg_row[2].label and "JPEG" not in png_row[2].label
+    assert jpeg_row[2].data == png_row[2].data == f"{Action.FULL}:2"
+    full_jpeg = Picture(b"", "image/jpeg", "stepedit-2.jpg", 1, 2, seed=7)
+    full_png = Picture(b"", "image/png", "stepedit-2.png", 1, 2, seed=7)
+    assert "JPEG" in presenter.full_caption(full_jpeg, lang)
+    assert "PNG" in presenter.full_caption(full_png, lang)
+    assert "7" in presenter.full_caption(full_jpeg, lang)
+    assert "JPEG" in presenter.full_caption(replace(full_jpeg, seed=None), lang)
 
 
 def test_a_group_message_is_for_the_bot_only_when_addressed() -> None:

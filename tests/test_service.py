@@ -663,7 +663,9 @@ async def test_an_edit_cancelled_while_its_claim_comes_back_never_reaches_the_ap
     stepfun: FakeStepFun,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    service = await start_service(concurrency=1)
+    # Submitted before the workers start: a worker claims it itself (for an idle worker, the
+    # admission claims it; that claim's answer is the admission's own).
+    service = await start_service(concurrency=1, start=False)
     real_claim = service.store.claim
     claims = 0
     claimed, go_on = asyncio.Event(), asyncio.Event()
@@ -679,6 +681,7 @@ async def test_an_edit_cancelled_while_its_claim_comes_back_never_reaches_the_ap
 
     monkeypatch.setattr(service.store, "claim", claim_slowly_back)
     admission = await service.submit(photo_request(messenger))
+    await service.start()
     await asyncio.wait_for(claimed.wait(), 10)
     assert await service.cancel(ALICE, CHAT)
     seen = claims

@@ -410,3 +410,26 @@ async def test_a_bot_value_is_made_once_and_read_alike(store: SqlStore) -> None:
     made = await store.bot_value("end_user_salt", "first")
     assert made == "first"
     assert await store.bot_value("end_user_salt", "second") == "first"
+
+
+async def test_a_handled_event_is_recognised_and_a_redelivered_grant_grants_nothing(
+    store: SqlStore,
+) -> None:
+    assert not await store.handled("telegram", "1001")
+    assert await store.mark_handled("telegram", "1001")
+    assert not await store.mark_handled("telegram", "1001")  # the second delivery
+    assert await store.handled("telegram", "1001") and not await store.handled("discord", "1001")
+    user = await store.get_or_create_user(ALICE)
+    assert await store.grant(user.id, DAY, 5, event=("telegram", "2002"))
+    assert not await store.grant(user.id, DAY, 5, event=("telegram", "2002"))
+    assert await store.granted(user.id, DAY) == 5
+    await store.forget_handled(datetime.now(UTC) + timedelta(seconds=1))  # two days on
+    assert not await store.handled("telegram", "1001")
+
+
+async def test_a_ban_ahead_holds_from_the_first_message(store: SqlStore) -> None:
+    assert await store.set_banned("telegram", "3003", banned=True)  # never seen
+    stranger = await store.get_or_create_user(UserRef("telegram", "3003", "Spam", "en"))
+    assert stranger.banned
+    assert not await store.set_banned("telegram", "4004", banned=False)  # unknown: no row
+    assert await store.find_user("telegram", "4004") is None

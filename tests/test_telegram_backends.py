@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageStat
 
+from bot import imaging
+from bot.texts import t
 from tests.fakes.fal import run_fake_fal
 from tests.fakes.gemini import run_fake_gemini
 from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
 from tests.harness import BotUnderTest
-from tests.images import decode, make_image
+from tests.images import decode, make_image, make_noise
 
 ALICE = FakeUser(id=5151, first_name="Alice", language_code="en")
 CHAT = ALICE.id
@@ -142,3 +144,80 @@ async def test_the_vendors_wait_is_honoured(
     statuses = [r.status for r in vendor.fake.requests if r.status in (200, 429, 503)]
     assert statuses[:2] in ([429, 200], [503, 200])
     assert await app.quota_used(ALICE) == 1
+
+
+# --- the API's own file: no needless decode (issue 15) ------------------------------------------
+
+
+def labels(message: StoredMessage) -> list[str]:
+    rows = (message.reply_markup or {}).get("inline_keyboard", [])
+    return [button["text"] for row in rows for button in row]
+
+
+async def full_quality_file(app: BotUnderTest, result: StoredMessage) -> StoredMessage:
+    app.telegram.user_presses_button(CHAT, ALICE, result, button(result, "full"))
+    return await app.telegram.wait_for_message(CHAT, lambda m: m.kind == "document")
+
+
+@pytest.mark.parametrize("vendor_app", ["openai", "fal"], indirect=True)
+async def test_a_jpeg_answer_goes_to_the_chat_as_it_came_and_full_quality_is_that_jpeg(
+    vendor_app: tuple[BotUnderTest, Vendor], telegram: FakeTelegram
+) -> None:
+    app, vendor = vendor_app
+    telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
+    result = await app.photo_reply(CHAT)
+    (answer,) = vendor.fake.results
+    assert answer.startswith(b"\xff\xd8\xff")  # the bot asked for JPEG
+    assert result.photo_bytes == answer  # byte for byte: not decoded, not encoded again
+    assert t("btn_full_jpeg") in labels(result) and t("btn_full") not in labels(result)
+    file = await full_quality_file(app, result)
+    assert file.document_bytes == answer
+    assert file.document is not None and file.document["file_name"].endswith(".jpg")
+    assert file.caption in (
+        t("caption_full_jpeg_plain"),
+        t("caption_full_jpeg", seed=_seed_in(result.caption)),
+    )
+    assert "JPEG" in (file.caption or "") and "lossless PNG" not in (file.caption or "")
+    assert await app.quota_used(ALICE) == 1
+
+
+@pytest.mark.parametrize("vendor_app", ["omni", "gemini"], indirect=True)
+async def test_a_png_answer_still_gives_a_lossless_png(
+    vendor_app: tuple[BotUnderTest, Vendor], telegram: FakeTelegram
+) -> None:
+    app, vendor = vendor_app
+    telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
+    result = await app.photo_reply(CHAT)
+    (answer,) = vendor.fake.results
+    assert answer.startswith(b"\x89PNG")
+    assert decode(result.photo_bytes).format == "JPEG"  # the chat's copy
+    assert t("btn_full") in labels(result)
+    file = await full_quality_file(app, result)
+    assert file.document_bytes == answer  # the API's PNG itself: every pixel
+    assert file.document is not None and file.document["file_name"].endswith(".png")
+    assert "lossless PNG" in (file.caption or "")
+
+
+@pytest.mark.parametrize("vendor_app", ["openai"], indirect=True)
+async def test_a_jpeg_answer_over_the_platforms_photo_limits_is_shrunk_to_fit(
+    vendor_app: tuple[BotUnderTest, Vendor],
+    telegram: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, vendor = vendor_app
+    # A platform that shows pictures of at most 400 px width + height and 20 kB.
+    monkeypatch.setattr(imaging, "TELEGRAM_PHOTO", imaging.PictureLimits(20_000, 400, 20.0))
+    telegram.user_sends_photo(CHAT, ALICE, make_noise(320, 240, "JPEG"), caption="snow")
+    result = await app.photo_reply(CHAT)
+    (answer,) = vendor.fake.results
+    assert answer.startswith(b"\xff\xd8\xff") and len(answer) > 20_000
+    shown = decode(result.photo_bytes)
+    assert shown.format == "JPEG" and sum(shown.size) < 400
+    assert len(result.photo_bytes or b"") <= 20_000
+    file = await full_quality_file(app, result)
+    assert file.document_bytes == answer  # the full file is still the API's own
+
+
+def _seed_in(caption: str | None) -> int | None:
+    words = (caption or "").split()
+    return int(words[-1]) if len(words) > 1 and words[-2] == "seed" else None
