@@ -142,8 +142,8 @@ def _add_meme_commands(bot: DiscordBot) -> None:
             bot.messenger.release(to)
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
-            text = t("error_not_allowed", lang) if isinstance(exc, Ignored) else None
-            await interaction.followup.send(text or texts.error_text(exc, lang), ephemeral=True)
+            if not isinstance(exc, Ignored):  # (too fast, and told so already: nothing)
+                await interaction.followup.send(texts.error_text(exc, lang), ephemeral=True)
 
     @bot.tree.command(name="caption", description="Meme caption: top | bottom, drawn exactly")
     @app_commands.describe(text="top text | bottom text", image="An image (else your last one)")

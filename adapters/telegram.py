@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
+import time
 from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, BinaryIO, cast
@@ -66,7 +68,9 @@ PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
 ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
-BUSY_POLL_SECONDS = 0.25  # while updates are in flight, how often to look for new ones
+GROUP_ACTION_SECONDS = 20.0  # "sending photo…" in a group at most this often
+# The update types the handlers take: nothing else is fetched (and fills the window of 100).
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 LANES_GRACE_SECONDS = 10.0  # on stop, how long updates received may take to finish
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
@@ -206,13 +210,14 @@ class TelegramBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self.messenger = TelegramMessenger(self.app.bot)
         self._polling: asyncio.Task[None] | None = None
-        self._confirmed = 0  # the last offset Telegram was told: all before are handled
+        self._confirmed = 0  # the last offset Telegram was told: all before are kept
         self._next = 0  # the update id after the newest one received
         self._in_flight: set[int] = set()  # update ids received, not yet handled
         self._lanes: dict[tuple[int, int], deque[Update]] = {}  # (chat, user) -> its updates
         self._lane_tasks: set[asyncio.Task[None]] = set()
-        self._progress = asyncio.Event()  # an update was handled
-        self._entered: dict[int, Incoming] = {}  # updates past the gate, until handled
+        self._progress = asyncio.Event()  # an update was handled (for _handle)
+        # Updates meant for the bot (kept as received), until handled: then marked so.
+        self._kept: dict[int, Incoming] = {}
         self._add_handlers()
 
     def _add_handlers(self) -> None:
@@ -281,7 +286,7 @@ class TelegramBot:
             self._polling = None
             if self._lane_tasks:
                 await asyncio.wait(self._lane_tasks, timeout=LANES_GRACE_SECONDS)
-            for task in list(self._lane_tasks):  # unconfirmed: Telegram sends them again
+            for task in list(self._lane_tasks):  # kept as received: handled after a restart
                 task.cancel()
             await self._confirm()
         if self.app.running:
@@ -292,38 +297,62 @@ class TelegramBot:
         await self.app.shutdown()
 
     async def _poll(self, timeout: int, interval: float) -> None:
-        """Long-poll getUpdates and hand each update to its lane (_dispatch). Telegram forgets
-        every update below the offset it is asked for, so the offset stays at the oldest
-        update still being handled: after a crash those come again (the gate recognises the
-        ones handled already), and nothing a user sent is lost. While any is in flight the
-        poll does not wait for news, so a new user is seen at once, not after the others."""
+        """Long-poll getUpdates; keep each batch in the database (received, not yet handled)
+        before the next poll tells Telegram to forget it, and hand each update to its lane
+        (_dispatch). So Telegram's window of 100 updates never fills with ones still being
+        worked on, and after a crash the bot handles what was left (`_resume`); the gate
+        recognises what was handled already."""
+        await self._resume()
         while True:
-            offset = self._low_water()
-            busy = bool(self._in_flight)
             try:
                 updates = await self.app.bot.get_updates(
-                    offset=offset, timeout=0 if busy else timeout, allowed_updates=Update.ALL_TYPES
+                    offset=self._next, timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
             except TelegramError as exc:
                 log.warning("getUpdates failed (%s); trying again", exc)
                 await asyncio.sleep(POLL_RETRY_SECONDS)
                 continue
-            self._confirmed = offset
+            self._confirmed = self._next
             fresh = [update for update in updates if update.update_id >= self._next]
-            for update in fresh:
-                self._dispatch(update)
-            if updates:
-                self._next = max(self._next, updates[-1].update_id + 1)
-            if self._in_flight and not fresh:  # only ours again: until one ends, or a moment
-                self._progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._progress.wait(), BUSY_POLL_SECONDS)
+            if fresh:
+                # Handled at once; kept (before the next poll confirms them) meanwhile. After a
+                # failed keep the same come again: those still in flight are not taken twice.
+                # Chatter not meant for the bot is neither kept nor marked: no write for it.
+                meant = {u.update_id: e for u in fresh if (e := incoming(u, self.app.bot))
+                         and e.addressed}  # fmt: skip
+                for update in fresh:
+                    if update.update_id not in self._in_flight:
+                        if update.update_id in meant:
+                            self._kept[update.update_id] = meant[update.update_id]
+                        self._dispatch(update)
+                try:
+                    if meant:
+                        await self.service.receive(PLATFORM, [
+                            (str(u.update_id), json.dumps(u.to_dict()))
+                            for u in fresh if u.update_id in meant
+                        ])  # fmt: skip
+                except Exception:  # the database: poll again with the same offset
+                    log.exception("could not keep the updates received; trying again")
+                    await asyncio.sleep(POLL_RETRY_SECONDS)
+                    continue
+                self._next = fresh[-1].update_id + 1
             elif not updates and interval:
                 await asyncio.sleep(interval)
 
-    def _low_water(self) -> int:
-        """The offset to poll with: the oldest update not yet handled (all below are)."""
-        return min(self._in_flight, default=self._next)
+    async def _resume(self) -> None:
+        """Updates a process before this one received and did not handle: first, in order."""
+        try:
+            kept = await self.service.received(PLATFORM)
+        except Exception:
+            log.exception("could not read the updates left unhandled")
+            return
+        for update_id, payload in sorted(kept, key=lambda kept: int(kept[0])):
+            update = Update.de_json(json.loads(payload), self.app.bot)
+            event = incoming(update, self.app.bot)
+            if event is not None:
+                self._kept[update.update_id] = event
+            self._dispatch(update)
+            self._next = max(self._next, int(update_id) + 1)
 
     @property
     def handling(self) -> int:
@@ -359,9 +388,9 @@ class TelegramBot:
     async def _process(self, update: Update) -> None:
         try:
             await self.app.process_update(update)  # handler errors go to on_error
-            entered = self._entered.pop(update.update_id, None)
-            if entered is not None:  # handled: a redelivery of it is ignored
-                await self.service.handled(entered)
+            kept = self._kept.pop(update.update_id, None)
+            if kept is not None:  # handled (or refused): a redelivery of it is ignored
+                await self.service.handled(kept)
         except Exception:  # on_error itself failed: never let it stop the lane
             log.exception("update %s could not be handled", update.update_id)
 
@@ -374,8 +403,8 @@ class TelegramBot:
             await self._progress.wait()
 
     async def _confirm(self) -> None:
-        """Tell Telegram the updates handled so far are done (as the next getUpdates would)."""
-        offset = self._low_water()
+        """Tell Telegram the updates received are kept (as the next getUpdates would)."""
+        offset = self._next
         if offset > self._confirmed:
             with contextlib.suppress(TelegramError):
                 await self.app.bot.get_updates(offset=offset, timeout=0)
@@ -389,21 +418,24 @@ class TelegramBot:
             raise ApplicationHandlerStop
         try:
             await self.service.enter(event)
-        except Ignored:
+        except Exception as exc:  # refused or failed: nothing gets past
+            await self._refuse(update, exc)  # (it never raises)
             raise ApplicationHandlerStop from None
-        except Exception as exc:  # a refusal to tell, or a failure: nothing gets past
-            if isinstance(exc, StepEditError):
-                text = texts.error_text(exc, lang_of(update))
-            else:
-                log.exception("update %s: the gate failed", update.update_id)
-                text = t("error_generic", lang_of(update))
+
+    async def _refuse(self, update: Update, exc: Exception) -> None:
+        """Answer what the gate refused: its reason (the button's popup, or a reply), nothing
+        for what is ignored (a pressed button only stops spinning)."""
+        text = None
+        if isinstance(exc, StepEditError) and not isinstance(exc, Ignored):
+            text = texts.error_text(exc, lang_of(update))
+        elif not isinstance(exc, Ignored):
+            log.error("update %s: the gate failed", update.update_id, exc_info=exc)
+            text = t("error_generic", lang_of(update))
+        with contextlib.suppress(Exception):  # cosmetic: the update is stopped all the same
             if update.callback_query is not None:
-                await self._answer(update.callback_query, text)
-            elif update.effective_message is not None:
-                with contextlib.suppress(TelegramError):
-                    await update.effective_message.reply_text(text, do_quote=True)
-            raise ApplicationHandlerStop from None
-        self._entered[update.update_id] = event
+                await update.callback_query.answer(text)
+            elif text is not None and update.effective_message is not None:
+                await update.effective_message.reply_text(text, do_quote=True)
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -614,7 +646,7 @@ class TelegramBot:
         if user is None or message is None or not message.text:
             return
         command = message.text.split()[0].lstrip("/").split("@")[0].lower()
-        event = self._entered.get(update.update_id)
+        event = self._kept.get(update.update_id)
         answer = await self.service.admin(
             user, chat_ref(message), command, context.args or [], event=event
         )
@@ -711,6 +743,7 @@ class TelegramMessenger:
 
     def __init__(self, bot: Bot) -> None:
         self.bot = bot
+        self._group_actions: dict[int, float] = {}  # group chat -> its last chat action
 
     async def fetch(self, file: FileRef) -> bytes:
         found = await self.bot.get_file(file.file_id)
@@ -777,7 +810,16 @@ class TelegramMessenger:
         await self.bot.delete_message(_chat(to), int(note_id))
 
     async def show_working(self, to: Address) -> None:
-        await self.bot.send_chat_action(_chat(to), ChatAction.UPLOAD_PHOTO)
+        """In a group at most every GROUP_ACTION_SECONDS: a group has 20 sends a minute."""
+        chat = _chat(to)
+        if chat < 0:
+            now = time.monotonic()
+            if now - self._group_actions.get(chat, -1e9) < GROUP_ACTION_SECONDS:
+                return
+            self._group_actions[chat] = now
+            if len(self._group_actions) > 10_000:
+                self._group_actions.clear()
+        await self.bot.send_chat_action(chat, ChatAction.UPLOAD_PHOTO)
 
 
 class _Kept:

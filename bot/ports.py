@@ -82,8 +82,24 @@ class EditStore(Protocol):
         """Whether that platform event was handled already (a redelivery)."""
         ...
 
+    async def event_and_user(
+        self, platform: str, event_id: str, user: UserRef | None
+    ) -> tuple[bool, UserRecord | None]:
+        """In one read: whether the event was handled already, and else `user`'s record (None:
+        not seen yet)."""
+        ...
+
     async def mark_handled(self, platform: str, event_id: str) -> bool:
-        """Record the event as handled; False if it was already."""
+        """Record the event as handled (and no longer only received); False if it was."""
+        ...
+
+    async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
+        """Keep events (id, JSON) received and not yet handled, so the platform may be told
+        it can forget them; `mark_handled` takes each off."""
+        ...
+
+    async def received(self, platform: str) -> list[tuple[str, str]]:
+        """The events (id, JSON) received and not yet handled (by a process that died)."""
         ...
 
     async def forget_handled(self, before: datetime) -> None: ...

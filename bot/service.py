@@ -37,7 +37,7 @@ from aiolimiter import AsyncLimiter
 
 from bot import imaging, memes
 from bot.backends.base import Capabilities, InputImage
-from bot.config import OperatorRules
+from bot.config import IdSet, OperatorRules
 from bot.domain import (
     CFG_RANGE,
     MAX_NEGATIVE_PROMPT_CHARS,
@@ -694,8 +694,10 @@ class EditService:
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to = edit.address
         if edit.attempts > MAX_ATTEMPTS:  # also with a kept result: showing it may be what kills
+            made = self._today() if edit.result_image_id else None  # a paid call, undelivered
             await self._end(edit, EditStatus.FAILED, "interrupted too often",
-                            answer=t("error_interrupted", to.language))  # fmt: skip
+                            answer=t("error_interrupted", to.language),
+                            uncharged_call=made)  # fmt: skip
             return
         try:
             ready = await self._result(edit, messenger)
@@ -709,14 +711,17 @@ class EditService:
             if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
                 log.error("the edit API needs the operator: %s", exc.operator_message)
             status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
+            paid = _paid_call(exc) or edit.id in self._committed  # made, then not delivered
             await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
                             answer=error_text(exc, to.language), spent=self._billed(exc),
-                            uncharged_call=self._today() if _paid_call(exc) else None)  # fmt: skip
+                            uncharged_call=self._today() if paid else None)  # fmt: skip
             return
-        except Exception as exc:
+        except Exception as exc:  # e.g. the platform refused the picture (the user blocked us)
             log.exception("edit %s failed", edit.id)
+            paid = edit.id in self._committed
             await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=t("error_generic", to.language))  # fmt: skip
+                            answer=t("error_generic", to.language),
+                            uncharged_call=self._today() if paid else None)  # fmt: skip
             return
         # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self._clock()))
@@ -819,7 +824,7 @@ class EditService:
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, self._clock()))
         if edit.result_image_id is not None:
             self._committed.add(edit.id)
-            self._show_working(edit, messenger)
+            self._show_working(edit, messenger, sent=True)
             result = await self.store.load_image(edit.result_image_id)
             stand_in = edit.model if edit.model not in (None, self.editor.model) else None
             picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
@@ -1291,11 +1296,13 @@ class EditService:
         day per chat) for what its sender should hear. `claim`: record the event as handled
         now (for platforms that never deliver twice what was received); else `handled` does,
         once the event has been handled."""
-        seen = (
-            not await self.store.mark_handled(event.platform, event.event_id)
-            if claim
-            else await self.store.handled(event.platform, event.event_id)
-        )
+        if claim:
+            seen = not await self.store.mark_handled(event.platform, event.event_id)
+            who = event.user
+            record = await self.store.find_user(who.platform, who.id) if who and not seen else None
+        else:  # one read for both
+            seen, record = await self.store.event_and_user(event.platform, event.event_id,
+                                                           event.user)  # fmt: skip
         if seen:
             raise Ignored("redelivered")
         if event.user is None:  # a channel or an anonymous admin: no person to serve
@@ -1303,12 +1310,20 @@ class EditService:
                 f"told:as-chat:{event.platform}:{event.chat.id}", self._today()
             )
             raise SentAsChat() if first else Ignored("sent as a chat")
-        record = await self.store.find_user(event.user.platform, event.user.id)
         await self._gate(record, event.user, event.chat, addressed=event.addressed)
 
     async def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on."""
         await self.store.mark_handled(event.platform, event.event_id)
+
+    async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
+        """Platform updates (id, JSON) received: kept until handled, so the platform can be
+        told at once that the bot has them (see `received`)."""
+        await self.store.receive(platform, events)
+
+    async def received(self, platform: str) -> list[tuple[str, str]]:
+        """Updates received and not handled before this process started: handle them first."""
+        return await self.store.received(platform)
 
     async def _gate(
         self, record: UserRecord | None, user: UserRef, chat: ChatRef, *, addressed: bool = True
@@ -1381,7 +1396,7 @@ class EditService:
         platform, _, external_id = args[0].rpartition(":")
         who = (platform or user.platform, external_id)
         label = f"{who[0]}:{who[1]}"
-        if not _ID.fullmatch(who[1]):
+        if not _ID.fullmatch(who[1]) or (platform and platform not in IdSet.PLATFORMS):
             return t("admin_usage", lang)
         if command in ("ban", "unban"):
             if command == "ban" and self.is_admin(UserRef(*who)):

@@ -159,6 +159,21 @@ class HandledEvent(Base):
     )
 
 
+class ReceivedEvent(Base):
+    """A platform update received and not yet handled (its JSON), so the platform can be told
+    at once that it has it: after a crash the bot handles what is left here. Deleted when
+    handled (see HandledEvent)."""
+
+    __tablename__ = "received_events"
+
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+
+
 class BotValue(Base):
     """A value of the bot's own, made once and kept: "end_user_salt" (the salt of the hash
     that stands for a user in a vendor's end-user field)."""

@@ -52,6 +52,7 @@ from storage.models import (
     HandledEvent,
     Image,
     QuotaUsage,
+    ReceivedEvent,
     ShownMessage,
     User,
     utcnow,
@@ -264,12 +265,52 @@ class SqlStore:
             )
             return found is not None
 
+    async def event_and_user(
+        self, platform: str, event_id: str, user: UserRef | None
+    ) -> tuple[bool, UserRecord | None]:
+        async with self._tx(read_only=True) as session:
+            seen = await session.scalar(
+                select(HandledEvent.event_id).where(
+                    HandledEvent.platform == platform, HandledEvent.event_id == event_id
+                )
+            )
+            if seen is not None or user is None:
+                return seen is not None, None
+            row = await session.scalar(
+                select(User).where(User.platform == user.platform, User.external_id == user.id)
+            )
+            return False, None if row is None else _user_record(row)
+
     async def mark_handled(self, platform: str, event_id: str) -> bool:
         async with self._tx() as session:
             return await self._mark_handled(session, platform, event_id)
 
+    async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                self._insert(ReceivedEvent)
+                .values([{"platform": platform, "event_id": i, "payload": p} for i, p in events])
+                .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+            )
+
+    async def received(self, platform: str) -> list[tuple[str, str]]:
+        async with self._tx(read_only=True) as session:
+            rows = (
+                await session.execute(
+                    select(ReceivedEvent.event_id, ReceivedEvent.payload).where(
+                        ReceivedEvent.platform == platform
+                    )
+                )
+            ).tuples()
+            return [(event_id, payload) for event_id, payload in rows]
+
     async def _mark_handled(self, session: AsyncSession, platform: str, event_id: str) -> bool:
-        """Record the event as handled; False if it was already."""
+        """Record the event as handled (no longer only received); False if it was already."""
+        await session.execute(
+            delete(ReceivedEvent).where(
+                ReceivedEvent.platform == platform, ReceivedEvent.event_id == event_id
+            )
+        )
         inserted = await session.execute(
             self._insert(HandledEvent)
             .values(platform=platform, event_id=event_id)

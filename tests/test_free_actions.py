@@ -43,3 +43,21 @@ async def test_another_users_answer_goes_out_while_a_flood_of_drawings_is_worked
     assert sent.index(quota) < sent.index(drawn[-1])  # Bob did not wait for Alice's flood
     slow = [m for m in sent if m.text == t("error_too_fast", limit=20)]
     assert len(slow) == 1  # said once, then silence
+
+
+async def test_a_flood_past_telegrams_window_of_100_updates_holds_nobody_up(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    telegram.user_sends_photo(GROUP, ALICE, BIG, caption="/edit snow", chat_type="supergroup")
+    await app.photo_reply(GROUP, timeout=30)
+    for n in range(130):  # getUpdates hands out 100 at most, from the oldest not yet confirmed
+        _in_group(telegram, ALICE, f"/bubble hi {n}")
+    _in_group(telegram, BOB, "/quota")
+    quota = await telegram.wait_for_message(
+        GROUP, lambda m: "left today" in (m.text or ""), timeout=60
+    )
+    await app.idle(timeout=120)
+    sent = [m for m in telegram.sent(GROUP) if m.from_bot]
+    drawn = [m for m in sent if m.kind == "photo"][1:]
+    assert len(drawn) == 20  # FREE_ACTIONS_PER_MINUTE's default; the rest said once, ignored
+    assert sent.index(quota) < sent.index(drawn[-1])  # Bob's update was fetched and answered

@@ -74,3 +74,23 @@ async def test_admins_not_reached_are_told_at_the_next_pause(
 
 def _sends_to(telegram: FakeTelegram, user: FakeUser) -> list[object]:
     return [c for c in telegram.calls_of("sendMessage") if c.params.get("chat_id") == user.id]
+
+
+@pytest.mark.service(daily_quota=5, rules=OperatorRules(max_uncharged=1))
+@pytest.mark.client(timeout=5)
+async def test_a_picture_that_could_not_be_delivered_counts_as_a_paid_call(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    stepfun.delay = 0.5
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+    await telegram.wait_until(lambda: stepfun.requests)  # past cancelling
+    telegram.block(ALICE.id)  # she blocks the bot: the picture cannot be delivered
+    await telegram.wait_until(lambda: stepfun.requests[0].status == 200)
+    await app.idle()
+    await app.service.wait(1, 10)  # type: ignore[union-attr]
+    telegram.unblock(ALICE.id)
+    assert await app.quota_used(ALICE) == 0  # not delivered: not charged…
+    telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it rain")
+    capped = await app.text_reply(ALICE.id)  # …but it was a paid call: the cap holds
+    assert capped.text == t("error_uncharged_cap", limit=1, resets=RESETS)
+    assert len(stepfun.requests) == 1

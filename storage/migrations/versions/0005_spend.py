@@ -1,9 +1,9 @@
 """money and the fallback: which model made each picture; whether an edit's request left for the
 image model (past cancelling); the day's spend in the counters (micro-dollars, so 64 bits); a
 small table of the bot's own values (the salt of the end-user hash sent to vendors); the platform
-events already handled (a redelivery is recognised); who sent each photo (so /forget finds the
-photos no edit used), and expired images give their hash up (the same bytes stored again make a
-new, available image)
+events already handled (a redelivery is recognised) and those received but not yet handled; who
+sent each photo (so /forget finds the photos no edit used), and expired images give their hash up
+(the same bytes stored again make a new, available image)
 
 Revision ID: 0005
 Revises: 0004
@@ -41,6 +41,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_handled_events_handled_at", "handled_events", ["handled_at"])
     op.create_table(
+        "received_events",
+        sa.Column("platform", sa.String(length=32), primary_key=True),
+        sa.Column("event_id", sa.String(length=64), primary_key=True),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column(
+            "received_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("CURRENT_TIMESTAMP"),
+            nullable=False,
+        ),
+    )
+    op.create_table(
         "bot_values",
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("value", sa.Text(), nullable=False),
@@ -58,6 +70,7 @@ def downgrade() -> None:
     op.drop_index("ix_images_user_id", table_name="images")
     op.drop_column("images", "user_id")  # plain DROP COLUMN (SQLite 3.35+): no rebuild
     op.drop_table("bot_values")
+    op.drop_table("received_events")
     op.drop_index("ix_handled_events_handled_at", table_name="handled_events")
     op.drop_table("handled_events")
     op.execute("DELETE FROM counters WHERE scope = 'spend'")  # micro-dollars pass 32 bits
