@@ -292,6 +292,16 @@ class SqlStore:
                 .values([{"platform": platform, "event_id": i, "payload": p} for i, p in events])
                 .on_conflict_do_nothing(index_elements=["platform", "event_id"])
             )
+            # One handled while it was on its way here (its lane is quick) is not kept: its
+            # words would otherwise stay until the next start, when it would only be skipped.
+            handled = select(HandledEvent.event_id).where(HandledEvent.platform == platform)
+            await session.execute(
+                delete(ReceivedEvent).where(
+                    ReceivedEvent.platform == platform,
+                    ReceivedEvent.event_id.in_([i for i, _ in events]),
+                    ReceivedEvent.event_id.in_(handled),
+                )
+            )
 
     async def received(self, platform: str) -> list[tuple[str, str]]:
         async with self._tx(read_only=True) as session:

@@ -433,3 +433,12 @@ async def test_a_ban_ahead_holds_from_the_first_message(store: SqlStore) -> None
     assert stranger.banned
     assert not await store.set_banned("telegram", "4004", banned=False)  # unknown: no row
     assert await store.find_user("telegram", "4004") is None
+
+
+async def test_an_event_handled_before_it_was_kept_is_not_kept(store: SqlStore) -> None:
+    await store.receive("telegram", [("7001", '{"update_id": 7001}')])
+    assert await store.mark_handled("telegram", "7002")  # its lane was quicker than the keep
+    await store.receive("telegram", [("7002", '{"update_id": 7002}'), ("7003", "{}")])
+    assert sorted(i for i, _ in await store.received("telegram")) == ["7001", "7003"]
+    assert await store.mark_handled("telegram", "7001")
+    assert [i for i, _ in await store.received("telegram")] == ["7003"]
