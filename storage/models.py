@@ -222,6 +222,7 @@ class Edit(Base):
     __tablename__ = "edits"
     __table_args__ = (
         Index("ix_edits_user_id_created_at", "user_id", "created_at"),
+        Index("ix_edits_user_id_finished_at", "user_id", "finished_at"),  # fair turns
         Index("ix_edits_status_rank_id", "status", "rank", "id"),  # the claim's order
         Index("uq_edits_key", "key", unique=True),
         # At most one job per user at the API at once, whichever process claims it.

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
 
 from sqlalchemy import String, cast, delete, func, literal, or_, select, update
@@ -61,6 +61,7 @@ from storage.models import (
 _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 
+FAIR_WINDOW = timedelta(minutes=10)  # how long a user's ended edits still count for their turn
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
 SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
 EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
@@ -730,16 +731,8 @@ class SqlStore:
         if not free and limits.spend and await _spend_reached(session, day, limits.spend):
             await _release(session, edit.user_id, edit.platform, edit.chat_id, day)
             return Admission(0, refused="spend")
-        max_waiting = limits.waiting
-        mine = (Edit.user_id == edit.user_id,)
-        counts = dict(
-            (await session.execute(
-                select(Edit.status, func.count())
-                .where(*mine, Edit.status.in_(EditStatus.OPEN))
-                .group_by(Edit.status)
-            )).tuples().all()
-        )  # fmt: skip
-        if max_waiting and counts.get(EditStatus.QUEUED, 0) >= max_waiting:
+        turn = await _turn(session, edit.user_id)
+        if limits.waiting and turn.waiting >= limits.waiting:
             await _release(session, edit.user_id, edit.platform, edit.chat_id, day)
             return Admission(0, refused="busy")
         options = edit.options
@@ -757,7 +750,7 @@ class SqlStore:
             negative_prompt=options.negative_prompt,
             key=edit.key,
             quota_day=day,
-            rank=sum(counts.values()),  # a user's n-th waiting job comes after others' first
+            rank=turn.number,  # the claim's order: a user's n-th edit after others' first
             attempts=0,
             reply_to=edit.reply_to,
             language=edit.language,
@@ -1024,7 +1017,6 @@ class SqlStore:
             )
             if row is None:
                 return False
-            await _move_up(session, row)
             await _add_spend(session, spent, self._insert)
             if uncharged_call is not None and not succeeded:
                 scope = _uncharged_scope(row.user_id)
@@ -1064,7 +1056,6 @@ class SqlStore:
                 )
             ).all()
             for row in rows:
-                await _move_up(session, row)
                 if row.quota_day is not None:
                     await _release(session, row.user_id, row.platform, row.chat_id, row.quota_day)
             return [_edit_record(row) for row in rows]
@@ -1317,16 +1308,40 @@ def _timing_values(timings: EditTimings) -> dict[str, int]:
     }
 
 
-async def _move_up(session: AsyncSession, ended: Edit) -> None:
-    """The user's edits admitted after `ended` counted it in their rank: one less now, so a
-    user's n-th open edit always waits behind everyone's (n-1)-th, and none starves."""
-    await session.execute(
-        update(Edit)
-        .where(Edit.user_id == ended.user_id, Edit.status == EditStatus.QUEUED)
-        .where(Edit.id > ended.id, Edit.rank > 0)
-        .values(rank=Edit.rank - 1)
-        .execution_options(synchronize_session=False)
+@dataclass(frozen=True)
+class _Turn:
+    waiting: int  # the user's queued edits
+    number: int  # the new edit's number in the claim's order (Edit.rank)
+
+
+async def _turn(session: AsyncSession, user_id: int) -> _Turn:
+    """A new edit's number counts the user's edits open now or ended in the last FAIR_WINDOW
+    (drawings aside): claims take lower numbers first, so a user who just arrived goes ahead of
+    one whose earlier edits are still fresh, and a burst serves everyone's first edit before
+    anyone's second. The number only ever grows along a user's waiting edits, so their own
+    order holds. Fixed once admitted: an edit may keep a number a little too high after
+    FAIR_WINDOW, never one too low."""
+    mine = Edit.user_id == user_id
+    open_edits = (
+        (
+            await session.execute(
+                select(func.count(), func.max(Edit.rank), Edit.status)
+                .where(mine, Edit.status.in_(EditStatus.OPEN))
+                .group_by(Edit.status)
+            )
+        )
+        .tuples()
+        .all()
     )
+    ended = await session.scalar(
+        select(func.count()).where(
+            mine, Edit.finished_at >= utcnow() - FAIR_WINDOW, Edit.layer.is_(None)
+        )
+    )
+    waiting = next((n for n, _, status in open_edits if status == EditStatus.QUEUED), 0)
+    last = max((rank for _, rank, status in open_edits if status == EditStatus.QUEUED), default=-1)
+    number = sum(n for n, _, _ in open_edits) + (ended or 0)
+    return _Turn(waiting, max(number, last + 1))
 
 
 async def _release(

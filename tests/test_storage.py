@@ -70,7 +70,7 @@ async def test_migrate_creates_schema_and_twice_is_a_noop(db_url: str) -> None:
     tables = await _tables(db_url)
     assert set(Base.metadata.tables) | {"alembic_version"} <= tables
     versions = await _alembic_versions(db_url)
-    assert versions == ["0005"]
+    assert versions == ["0006"]
 
     await migrate(db_url)  # again, with a string URL: nothing changes
     engine = create_engine(db_url)
@@ -86,7 +86,7 @@ async def test_migrate_creates_schema_and_twice_is_a_noop(db_url: str) -> None:
 
 async def test_concurrent_migrations(db_url: str) -> None:
     await asyncio.gather(*(migrate(db_url) for _ in range(3)))
-    assert await _alembic_versions(db_url) == ["0005"]
+    assert await _alembic_versions(db_url) == ["0006"]
 
 
 async def test_sqlite_file_directory_is_created(sqlite_url: str) -> None:
@@ -386,7 +386,7 @@ async def test_the_jobs_migration_goes_down_and_up_again(db_url: str) -> None:
         assert await _alembic_versions(db_url) == ["0001"]
         await migrate(store.engine)
         assert await store.current(user.id, "telegram", "1") == ShownImage(image, None)
-        assert await _alembic_versions(db_url) == ["0005"]
+        assert await _alembic_versions(db_url) == ["0006"]
     finally:
         await store.aclose()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+
 from bot.domain import (
     EditOptions,
     EditStatus,
@@ -20,7 +22,8 @@ from bot.domain import (
     UserRef,
 )
 from storage.db import create_engine
-from storage.repo import SqlStore
+from storage.models import Edit
+from storage.repo import FAIR_WINDOW, SqlStore
 from tests.jobs import DAY, OWNER, deliver, later, queued
 
 ALICE = UserRef("telegram", "1001", "Alice", "en")
@@ -137,6 +140,45 @@ async def test_claims_are_fair_and_one_per_user_at_a_time(store: SqlStore) -> No
     assert await store.finish_edit(a1, EditStatus.FAILED, error="x")
     nxt = await store.claim(OWNER, later(), ["telegram"])
     assert nxt is not None and nxt.id == a2
+
+
+async def test_a_late_users_first_edit_starts_before_anyones_second(db_url: str) -> None:
+    """A burst, user by user: each user's second edit waits while anyone's first does, also
+    once the first has ended, and also when the late user's edit comes through another
+    process (the order is the claim's, in the database)."""
+    from storage.db import migrate
+
+    one, two = SqlStore(create_engine(db_url)), SqlStore(create_engine(db_url))
+    try:
+        await migrate(one.engine)
+        source = await _source(one)
+        users = [await one.get_or_create_user(UserRef("telegram", f"b{n}")) for n in range(3)]
+        firsts, seconds = [], []
+        for user in users[:2]:  # the early users: two edits each, sent together
+            firsts.append(await queued(one, user.id, source))
+            seconds.append(await queued(one, user.id, source))
+        started = []
+        for _ in range(2):  # two slots take both early users' first edits, which end
+            edit = await one.claim(OWNER, later(), ["telegram"])
+            assert edit is not None
+            started.append(edit.id)
+            assert await one.finish_edit(edit.id, EditStatus.FAILED, error="x")
+        assert started == firsts
+        late = await queued(two, users[2].id, source)  # the late user, in another process
+        order = []
+        while (edit := await two.claim(OWNER, later(), ["telegram"])) is not None:
+            order.append(edit.id)
+            assert await two.finish_edit(edit.id, EditStatus.FAILED, error="x")
+        assert order == [late, *seconds]
+        # A user's own edits keep their order whatever ended between them.
+        mine = [await queued(one, users[0].id, source) for _ in range(3)]
+        claimed = await one.claim(OWNER, later(), ["telegram"])
+        assert claimed is not None and claimed.id == mine[0]
+        assert await one.finish_edit(claimed.id, EditStatus.FAILED, error="x")
+        assert await one.queue_places(mine) == {mine[1]: 1, mine[2]: 2}
+    finally:
+        await one.aclose()
+        await two.aclose()
 
 
 async def test_claims_from_two_processes_never_share_a_job(db_url: str) -> None:
@@ -291,21 +333,32 @@ async def test_an_edit_whose_picture_went_out_cannot_be_cancelled_even_when_requ
     assert await store.quota_used(user.id, DAY) == 1
 
 
-async def test_a_users_next_edit_moves_up_when_one_ends(store: SqlStore) -> None:
+async def test_an_ended_edit_counts_for_its_users_turn_for_the_fair_window(
+    store: SqlStore,
+) -> None:
     alice = await store.get_or_create_user(ALICE)
     bob = await store.get_or_create_user(BOB)
-    carol = await store.get_or_create_user(UserRef("telegram", "3003"))
     source = await _source(store)
-    a1, a2 = await queued(store, alice.id, source), await queued(store, alice.id, source)
+    a1 = await queued(store, alice.id, source)
     first = await store.claim(OWNER, later(), ["telegram"])
     assert first is not None and first.id == a1
     assert await store.finish_edit(a1, EditStatus.FAILED, error="x")
-    b1 = await queued(store, bob.id, source)  # newcomers come after Alice's next one,
-    c1 = await queued(store, carol.id, source)  # now her first waiting edit
-    order = []
-    while (edit := await store.claim(OWNER, later(), ["telegram"])) is not None:
-        order.append(edit.id)
-    assert order == [a2, b1, c1]
+    a2 = await queued(store, alice.id, source)  # Alice's second within the window
+    b1 = await queued(store, bob.id, source)  # goes after Bob's first, sent later
+    assert await store.queue_places([a2, b1]) == {b1: 1, a2: 2}
+    for expected in (b1, a2):
+        edit = await store.claim(OWNER, later(), ["telegram"])
+        assert edit is not None and edit.id == expected
+        assert await store.finish_edit(edit.id, EditStatus.FAILED, error="x")
+    async with store.engine.begin() as conn:  # Alice's edits ended before the window
+        await conn.execute(
+            update(Edit)
+            .where(Edit.user_id == alice.id)
+            .values(finished_at=datetime.now(UTC) - FAIR_WINDOW - timedelta(seconds=1))
+        )
+    b2 = await queued(store, bob.id, source)  # Bob's second within the window
+    a3 = await queued(store, alice.id, source)  # Alice's first, counting none before it
+    assert await store.queue_places([b2, a3]) == {a3: 1, b2: 2}
 
 
 async def test_a_graceful_hand_back_costs_no_attempt(store: SqlStore) -> None:
