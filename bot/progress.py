@@ -5,11 +5,11 @@ at once get one note ("🎨 Editing… (3 more queued)"), not four, and it is de
 of them has ended. The work only says where each request is (`show`, `done`) and goes on at
 once; one pump task per note brings the chat up to date with the latest wanted text.
 
-A new note is sent and an emptied one deleted at once. Changes in between are cosmetic: each
-note changes at most every `min_interval` seconds (unless work started on a note that said
-"queued"), all notes together at most `edits_per_second` times a second, and texts in between are
-skipped, so hundreds of waiting requests cost a small,
-fixed share of a platform's send budget and leave the rest to the results.
+A new note is sent, an emptied one deleted, and work started on a note that said "queued"
+shown at once. Changes in between are cosmetic: each note changes at most every `min_interval`
+seconds, all notes together at most `edits_per_second` times a second, and texts in between are
+skipped, so hundreds of waiting requests cost a small, fixed share of a platform's send budget
+and leave the rest to the results.
 """
 
 from __future__ import annotations
@@ -56,8 +56,13 @@ class _Note:
         return any(place <= WORKING for place in self.places.values())
 
     def work_started(self) -> bool:
-        """The news worth telling without delay: one of the requests is at work now."""
+        """News worth telling without delay: one of the requests is at work now."""
         return self.working() and not self.shown_working
+
+    def urgent(self) -> bool:
+        """Whether the next change must not wait for the budgets: the note is to go (it would
+        stand for requests that ended), or work started."""
+        return not self.places or self.work_started()
 
     def wanted(self) -> str:
         if not self.places:
@@ -186,16 +191,15 @@ class NoteBoard:
             wanted = note.wanted()
             if wanted == note.shown:
                 return
-            if note.note_id is not None and wanted != _GONE:  # a change: within the budgets
+            if note.note_id is not None and not note.urgent():  # a change: within the budgets
                 wait = note.last_change + self.min_interval - time.monotonic()
-                if (
-                    wait > 0 and not note.work_started()
-                ):  # until then, or until the next news (a deletion is urgent)
+                if wait > 0:  # until then, or until the next news
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await note.changed.wait()
                     continue
-                await self._edits.acquire()
+                if not await self._edit_budget(note):
+                    continue  # news that must not wait came meanwhile
                 wanted = note.wanted()  # the latest, after waiting for the budget
             with contextlib.suppress(Exception):  # cosmetic: a failed note never fails work
                 await self._apply(note, wanted)
@@ -203,6 +207,25 @@ class NoteBoard:
             note.last_change = time.monotonic()
             if wanted == _GONE:
                 return
+
+    async def _edit_budget(self, note: _Note) -> bool:
+        """Wait for a share of the edits budget: True once there is one, False as soon as news
+        comes that must not wait. (A wait given up takes no share: aiolimiter only counts an
+        acquire once it returns, and skips a cancelled waiter.)"""
+        share = asyncio.ensure_future(self._edits.acquire())
+        try:
+            while not share.done():
+                news = asyncio.ensure_future(note.changed.wait())
+                try:
+                    await asyncio.wait((share, news), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
+                note.changed.clear()  # the caller reads the note again from here on
+                if not share.done() and note.urgent():
+                    return False
+            return True
+        finally:
+            share.cancel()
 
     async def _apply(self, note: _Note, text: str) -> None:
         messenger, to = note.messenger, note.to
