@@ -1,13 +1,15 @@
 """The progress notes' own rules: one note per user and chat, a note from before a restart does
 not stay behind when that user already has another one here, and every note goes when its last
-request ends, also while the edits budget is spent."""
+request ends, also while the edits budget is spent or the platform refuses deletions for a while."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from bot.domain import Address
+from bot.ports import RetryLater
 from bot.progress import WORKING, NoteBoard, NoteKey
 from bot.texts import t
 from tests.fakes.messenger import FakeMessenger
@@ -101,3 +103,30 @@ async def test_work_started_shows_without_waiting_behind_other_notes_edits() -> 
     for n, key in enumerate(keys, 1):
         board.done(n, key)
     await until(messenger.all_notes_gone, timeout=1)
+
+
+async def test_a_failed_deletion_is_tried_again_until_the_note_is_gone() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01, backoff=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await board.drain(timeout=5)
+    (note,) = messenger.open_notes()
+    # flood control past the platform library's own retries, a timeout, a server error
+    messenger.fail_deletions = [RetryLater(0.3), TimeoutError(), ConnectionError("502")]
+    started = time.monotonic()
+    board.done(1, KEY)
+    await board.drain(timeout=5)
+    assert note.deleted and stored.forgotten == [stored.saved[1]]
+    assert time.monotonic() - started >= 0.3  # as long as the platform asked, at least
+
+
+async def test_a_note_on_its_way_when_its_request_ends_goes_once_it_is_sent() -> None:
+    messenger, stored = FakeMessenger(hold_note=asyncio.Event()), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await asyncio.sleep(0.01)  # the note is being sent
+    board.done(1, KEY)
+    assert messenger.hold_note is not None
+    messenger.hold_note.set()
+    await board.drain(timeout=5)
+    assert len(messenger.notes) == 1 and messenger.all_notes_gone()
