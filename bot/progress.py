@@ -40,6 +40,7 @@ OnNoteSent = Callable[[list[int], str], Awaitable[None]]  # (edit ids, note id)
 OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
 _GONE = ""  # the wanted text of a note to delete
 MAX_BACKOFF = 30.0  # seconds between tries of a deletion, at most (unless the platform asks)
+ENDED_KEPT = 10_000  # ended edits remembered, so that late news of one brings no note back
 
 
 @dataclass
@@ -107,6 +108,7 @@ class NoteBoard:
         self._edits = AsyncLimiter(edits_per_second, 1.0)
         self._backoff, self._give_up_after = backoff, give_up_after
         self._pumps: set[asyncio.Task[None]] = set()
+        self._ended: dict[int, None] = {}  # the last ENDED_KEPT edits that ended, oldest first
 
     def show(
         self,
@@ -120,6 +122,8 @@ class NoteBoard:
     ) -> None:
         """Request `edit_id` (of the user and chat `key`) is at `place` (WORKING: at work).
         `note_id` is the note stored with the edit, if a process sent one before."""
+        if edit_id in self._ended:  # late news (a place read while it ran to its end)
+            return
         note = self._notes.get(key)
         if note is None:
             note = self._notes[key] = _Note(to, messenger, note_id)
@@ -157,6 +161,9 @@ class NoteBoard:
     ) -> None:
         """Request `edit_id` has ended: the note goes once no other request needs it. A note
         this process never showed (sent before a restart) is deleted by its stored id."""
+        self._ended[edit_id] = None
+        if len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
         note = self._notes.get(key)
         if note is None:
             if note_id is None or to is None or messenger is None:

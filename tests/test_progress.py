@@ -130,3 +130,14 @@ async def test_a_note_on_its_way_when_its_request_ends_goes_once_it_is_sent() ->
     messenger.hold_note.set()
     await board.drain(timeout=5)
     assert len(messenger.notes) == 1 and messenger.all_notes_gone()
+
+
+async def test_news_of_a_request_that_ended_brings_no_note_back() -> None:
+    # e.g. its place in line, read from the database while a worker ran it to its end
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    board.show(1, KEY, TO, messenger, WORKING)
+    board.done(1, KEY)
+    board.show(1, KEY, TO, messenger, 4)
+    await board.drain(timeout=5)
+    assert messenger.all_notes_gone()
