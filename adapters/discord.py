@@ -845,7 +845,8 @@ class DiscordMessenger:
                 self._lost(to, exc)
         if note_id.isdigit():
             channel = self.client.get_partial_messageable(int(to.chat_id))
-            await channel.get_partial_message(int(note_id)).delete()
+            with contextlib.suppress(discord.NotFound):  # gone already: done
+                await channel.get_partial_message(int(note_id)).delete()
 
     async def _send(
         self,

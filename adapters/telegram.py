@@ -16,8 +16,10 @@ import json
 import logging
 import re
 import time
+import warnings
 from collections import OrderedDict, deque
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any, BinaryIO, cast
 
 from telegram import (
@@ -31,7 +33,7 @@ from telegram import (
 )
 from telegram import User as TgUser
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, InvalidToken, NetworkError, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -45,6 +47,7 @@ from telegram.ext import (
     TypeHandler,
     filters,
 )
+from telegram.warnings import PTBDeprecationWarning
 
 from bot import imaging, presenter, texts
 from bot.domain import (
@@ -58,6 +61,7 @@ from bot.domain import (
     UserRef,
 )
 from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.ports import RetryLater
 from bot.presenter import Action, Button
 from bot.service import EditService
 from bot.texts import t
@@ -807,7 +811,13 @@ class TelegramMessenger:
         )
 
     async def delete_note(self, to: Address, note_id: str) -> None:
-        await self.bot.delete_message(_chat(to), int(note_id))
+        try:
+            await self.bot.delete_message(_chat(to), int(note_id))
+        except RetryAfter as exc:  # past the rate limiter's own retries
+            raise RetryLater(_seconds(exc)) from exc
+        except BadRequest as exc:  # "message to delete not found": gone already, as wanted
+            if "not found" not in exc.message.lower():
+                raise
 
     async def show_working(self, to: Address) -> None:
         """In a group at most every GROUP_ACTION_SECONDS: a group has 20 sends a minute."""
@@ -837,6 +847,14 @@ def _chat(to: Address) -> int:
     """Chat ids are numbers on Telegram. (As a string, PTB's rate limiter would take a private
     chat for a channel and hold it to a group's 20 messages a minute.)"""
     return int(to.chat_id)
+
+
+def _seconds(flood: RetryAfter) -> float:
+    """How long Telegram asks to wait. (PTB 22 gives an int with a warning, PTB 23 a timedelta.)"""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        wait = flood.retry_after
+    return wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
 
 
 def _message_id(value: str | None) -> int | None:

@@ -29,7 +29,7 @@ from bot.domain import (
 )
 from bot.imaging import PictureLimits
 
-__all__ = ["EditStore", "ImageEditor", "Messenger"]
+__all__ = ["EditStore", "ImageEditor", "Messenger", "RetryLater"]
 
 
 class EditStore(Protocol):
@@ -311,6 +311,15 @@ class EditStore(Protocol):
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None: ...
 
 
+class RetryLater(Exception):
+    """A Messenger's failure when the platform asks it to wait (flood control): the call may
+    be made again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"the platform asks to retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
 class Messenger(Protocol):
     """What the core needs from a chat platform to finish a job with nothing but its stored
     Address: any process, after any restart, can fetch its photo and answer in the right place.
@@ -350,7 +359,10 @@ class Messenger(Protocol):
         ...
 
     async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None: ...
-    async def delete_note(self, to: Address, note_id: str) -> None: ...
+    async def delete_note(self, to: Address, note_id: str) -> None:
+        """The note is gone afterwards: one that is gone already (deleted by the user, or by
+        an earlier try) is no failure. RetryLater when the platform asks to wait."""
+        ...
 
     async def show_working(self, to: Address) -> None:
         """The platform's own sign that a picture is on its way (Telegram's "sending photo…",

@@ -5,11 +5,13 @@ at once get one note ("🎨 Editing… (3 more queued)"), not four, and it is de
 of them has ended. The work only says where each request is (`show`, `done`) and goes on at
 once; one pump task per note brings the chat up to date with the latest wanted text.
 
-A new note is sent and an emptied one deleted at once. Changes in between are cosmetic: each
-note changes at most every `min_interval` seconds (unless work started on a note that said
-"queued"), all notes together at most `edits_per_second` times a second, and texts in between are
-skipped, so hundreds of waiting requests cost a small,
-fixed share of a platform's send budget and leave the rest to the results.
+A new note is sent, an emptied one deleted, and work started on a note that said "queued"
+shown at once. Changes in between are cosmetic: each note changes at most every `min_interval`
+seconds, all notes together at most `edits_per_second` times a second, and texts in between are
+skipped, so hundreds of waiting requests cost a small, fixed share of a platform's send budget
+and leave the rest to the results. A failed send or change is dropped (the next change tries
+again); a failed deletion is tried again until the note is gone, for up to `give_up_after`
+seconds: a note left standing would say "queued" forever.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, stop_before_delay
 
 from bot.domain import Address
-from bot.ports import Messenger
+from bot.ports import Messenger, RetryLater
 from bot.texts import t
 
 log = logging.getLogger("stepedit.progress")
@@ -35,6 +39,8 @@ NoteKey = tuple[str, str, int]  # (platform, chat id, user id): whose note, wher
 OnNoteSent = Callable[[list[int], str], Awaitable[None]]  # (edit ids, note id)
 OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
 _GONE = ""  # the wanted text of a note to delete
+MAX_BACKOFF = 30.0  # seconds between tries of a deletion, at most (unless the platform asks)
+ENDED_KEPT = 10_000  # ended edits remembered, so that late news of one brings no note back
 
 
 @dataclass
@@ -56,8 +62,13 @@ class _Note:
         return any(place <= WORKING for place in self.places.values())
 
     def work_started(self) -> bool:
-        """The news worth telling without delay: one of the requests is at work now."""
+        """News worth telling without delay: one of the requests is at work now."""
         return self.working() and not self.shown_working
+
+    def urgent(self) -> bool:
+        """Whether the next change must not wait for the budgets: the note is to go (it would
+        stand for requests that ended), or work started."""
+        return not self.places or self.work_started()
 
     def wanted(self) -> str:
         if not self.places:
@@ -83,15 +94,21 @@ class NoteBoard:
         *,
         min_interval: float = 4.0,
         edits_per_second: float = 3.0,
+        backoff: float = 1.0,
+        give_up_after: float = 120.0,
     ) -> None:
         """`on_sent` stores a note's id with the edits it stands for, and `on_gone` forgets it
         once deleted, so another process can take a note over, or delete one this one could
-        not (after a restart, a note may stand for edits this process never saw)."""
+        not (after a restart, a note may stand for edits this process never saw). A failed
+        deletion is tried again after `backoff` seconds, then twice as long each time (or as
+        long as the platform asks), until `give_up_after` seconds have passed."""
         self._notes: dict[NoteKey, _Note] = {}
         self._on_sent, self._on_gone = on_sent, on_gone
         self.min_interval = min_interval
         self._edits = AsyncLimiter(edits_per_second, 1.0)
+        self._backoff, self._give_up_after = backoff, give_up_after
         self._pumps: set[asyncio.Task[None]] = set()
+        self._ended: dict[int, None] = {}  # the last ENDED_KEPT edits that ended, oldest first
 
     def show(
         self,
@@ -105,6 +122,8 @@ class NoteBoard:
     ) -> None:
         """Request `edit_id` (of the user and chat `key`) is at `place` (WORKING: at work).
         `note_id` is the note stored with the edit, if a process sent one before."""
+        if edit_id in self._ended:  # late news (a place read while it ran to its end)
+            return
         note = self._notes.get(key)
         if note is None:
             note = self._notes[key] = _Note(to, messenger, note_id)
@@ -120,12 +139,7 @@ class NoteBoard:
         self._pump(key, note)
 
     def _delete_stray(self, to: Address, messenger: Messenger, note_id: str) -> None:
-        async def delete() -> None:
-            with contextlib.suppress(Exception):  # cosmetic; the sweep may try again
-                await messenger.delete_note(to, note_id)
-                await self._on_gone(to, note_id)
-
-        task = asyncio.create_task(delete())
+        task = asyncio.create_task(self._delete(to, messenger, note_id))
         self._pumps.add(task)
         task.add_done_callback(self._pumps.discard)
 
@@ -147,6 +161,9 @@ class NoteBoard:
     ) -> None:
         """Request `edit_id` has ended: the note goes once no other request needs it. A note
         this process never showed (sent before a restart) is deleted by its stored id."""
+        self._ended[edit_id] = None
+        if len(self._ended) > ENDED_KEPT:
+            del self._ended[next(iter(self._ended))]
         note = self._notes.get(key)
         if note is None:
             if note_id is None or to is None or messenger is None:
@@ -165,10 +182,17 @@ class NoteBoard:
         return None if note is None else note.places.get(edit_id)
 
     async def drain(self, timeout: float) -> None:
-        """Wait (bounded) for every pending note change, e.g. before shutting down."""
+        """Wait (bounded) for every pending note change, e.g. before shutting down; then stop
+        the rest. (A note not deleted by then keeps its stored id: a sweep deletes it.)"""
         pumps = [pump for pump in self._pumps if not pump.done()]
-        if pumps:
-            await asyncio.wait(pumps, timeout=timeout)
+        if not pumps:
+            return
+        _, pending = await asyncio.wait(pumps, timeout=timeout)
+        if pending:
+            log.info("%d progress notes not brought up to date in time; leaving them", len(pending))
+            for pump in pending:
+                pump.cancel()
+            await asyncio.wait(pending)
 
     def _pump(self, key: NoteKey, note: _Note) -> None:
         note.changed.set()
@@ -186,34 +210,51 @@ class NoteBoard:
             wanted = note.wanted()
             if wanted == note.shown:
                 return
-            if note.note_id is not None and wanted != _GONE:  # a change: within the budgets
+            if note.note_id is not None and not note.urgent():  # a change: within the budgets
                 wait = note.last_change + self.min_interval - time.monotonic()
-                if (
-                    wait > 0 and not note.work_started()
-                ):  # until then, or until the next news (a deletion is urgent)
+                if wait > 0:  # until then, or until the next news
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await note.changed.wait()
                     continue
-                await self._edits.acquire()
+                if not await self._edit_budget(note):
+                    continue  # news that must not wait came meanwhile
                 wanted = note.wanted()  # the latest, after waiting for the budget
-            with contextlib.suppress(Exception):  # cosmetic: a failed note never fails work
-                await self._apply(note, wanted)
+            await self._apply(note, wanted)
             note.shown, note.shown_working = wanted, note.working()
             note.last_change = time.monotonic()
             if wanted == _GONE:
                 return
 
+    async def _edit_budget(self, note: _Note) -> bool:
+        """Wait for a share of the edits budget: True once there is one, False as soon as news
+        comes that must not wait. (A wait given up takes no share: aiolimiter only counts an
+        acquire once it returns, and skips a cancelled waiter.)"""
+        share = asyncio.ensure_future(self._edits.acquire())
+        try:
+            while not share.done():
+                news = asyncio.ensure_future(note.changed.wait())
+                try:
+                    await asyncio.wait((share, news), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
+                note.changed.clear()  # the caller reads the note again from here on
+                if not share.done() and note.urgent():
+                    return False
+            return True
+        finally:
+            share.cancel()
+
     async def _apply(self, note: _Note, text: str) -> None:
         messenger, to = note.messenger, note.to
+        if text == _GONE:
+            if note.note_id is not None:
+                gone, note.note_id = note.note_id, None
+                note.unsaved.clear()
+                await self._delete(to, messenger, gone)
+            return
         try:
-            if text == _GONE:
-                if note.note_id is not None:
-                    await messenger.delete_note(to, note.note_id)
-                    gone, note.note_id = note.note_id, None
-                    note.unsaved.clear()
-                    await self._on_gone(to, gone)
-            elif note.note_id is None:
+            if note.note_id is None:
                 note.button_edit = min(note.covered)
                 note.note_id = await messenger.send_note(to, text, note.button_edit)
                 note.unsaved |= note.covered
@@ -222,9 +263,37 @@ class NoteBoard:
                 await messenger.edit_note(
                     to, note.note_id, text, note.button_edit or min(note.covered)
                 )
-        except Exception as exc:
+        except Exception as exc:  # cosmetic: a failed note never fails work
             log.debug("progress note of edits %s: %s", sorted(note.covered), exc)
-            raise
+
+    async def _delete(self, to: Address, messenger: Messenger, note_id: str) -> None:
+        """Delete a note, trying again while it fails (flood control, a timeout, a server
+        error): a note that stays says "queued" forever. Its stored id is forgotten once it is
+        gone, so the sweep of ended edits' leftovers may try one given up on once more."""
+        retrying = AsyncRetrying(
+            stop=stop_before_delay(self._give_up_after), wait=self._retry_wait, reraise=True
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await messenger.delete_note(to, note_id)
+        except Exception as exc:
+            log.warning("giving up deleting progress note %s in %s: %r", note_id, to, exc)
+            return
+        try:
+            await self._on_gone(to, note_id)
+        except Exception as exc:  # deleted all the same; a sweep finds it gone
+            log.warning("could not forget deleted note %s: %s", note_id, exc)
+
+    def _retry_wait(self, state: RetryCallState) -> float:
+        """As long as the platform asks, else twice as long each time; with a little jitter,
+        so that the notes of a burst do not all come back at the same moment."""
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RetryLater):
+            delay = exc.retry_after
+        else:
+            delay = min(MAX_BACKOFF, self._backoff * 2.0 ** (state.attempt_number - 1))
+        return delay + random.uniform(0, delay / 4)
 
     async def _save(self, note: _Note) -> None:
         """Store the note's id with the edits it stands for, so a restart finds it."""

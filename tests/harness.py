@@ -31,6 +31,7 @@ class BotUnderTest:
     # FALLBACK_*: make_backend's options for the fallback (the harness's timeouts and retries
     # unless given); "cooldown" is the FallbackEditor's own
     fallback_options: dict[str, Any] | None = None
+    rate_limit: bool = False  # PTB's rate limiter, as `stepedit run` has it (it waits on a 429)
     store: SqlStore | None = None
     client: ImageEditor | None = None
     service: EditService | None = None
@@ -57,7 +58,10 @@ class BotUnderTest:
         options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
         self.service = EditService(self.store, self.client, **options)
         self.bot = TelegramBot(
-            self.service, token=self.telegram.token, api_url=self.telegram.root, rate_limit=False
+            self.service,
+            token=self.telegram.token,
+            api_url=self.telegram.root,
+            rate_limit=self.rate_limit,
         )
         self.service.attach(self.bot.messenger)
         await self.bot.start(poll_timeout=0, poll_interval=0.01)

@@ -1,39 +1,143 @@
-"""The progress notes' own rules: one note per user and chat, and a note from before a restart
-does not stay behind when that user already has another one here."""
+"""The progress notes' own rules: one note per user and chat, a note from before a restart does
+not stay behind when that user already has another one here, and every note goes when its last
+request ends, also while the edits budget is spent or the platform refuses deletions for a while."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from bot.domain import Address
-from bot.progress import WORKING, NoteBoard
+from bot.ports import RetryLater
+from bot.progress import WORKING, NoteBoard, NoteKey
+from bot.texts import t
 from tests.fakes.messenger import FakeMessenger
 
 TO = Address("test", "chat-1", "5")
 KEY = ("test", "chat-1", 1)
 
 
+class Recorded:
+    """NoteBoard's callbacks, storing what a restart would find: note ids by edit, and those
+    forgotten once deleted."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, str] = {}
+        self.forgotten: list[str] = []
+
+    async def on_sent(self, edit_ids: list[int], note_id: str) -> None:
+        self.saved.update(dict.fromkeys(edit_ids, note_id))
+
+    async def on_gone(self, to: Address, note_id: str) -> None:
+        self.forgotten.append(note_id)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 - the board offers no event to wait on
+            await asyncio.sleep(0.005)
+
+
 async def test_a_note_from_before_a_restart_goes_when_the_user_has_another_one() -> None:
     messenger = FakeMessenger()
     stale = await messenger.send_note(TO, "⏳ Queued", 1)  # sent by the process that died
-    saved: dict[int, str] = {}
-    forgotten: list[str] = []
-
-    async def on_sent(edit_ids: list[int], note_id: str) -> None:
-        saved.update(dict.fromkeys(edit_ids, note_id))
-
-    async def on_gone(to: Address, note_id: str) -> None:
-        forgotten.append(note_id)
-
-    board = NoteBoard(on_sent, on_gone, min_interval=0.01)
+    stored = Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
     board.show(2, KEY, TO, messenger, WORKING)  # this process's note for the user
     board.show(1, KEY, TO, messenger, 3, note_id=stale)  # resumed with the old one stored
     await board.drain(timeout=5)
     await asyncio.sleep(0)
     (current,) = messenger.open_notes()
-    assert messenger.notes[stale].deleted and forgotten == [stale]
+    saved = stored.saved
+    assert messenger.notes[stale].deleted and stored.forgotten == [stale]
     assert saved == {1: saved[2], 2: saved[2]} and messenger.notes[saved[2]] is current
     board.done(1, KEY)
     board.done(2, KEY)
+    await board.drain(timeout=5)
+    assert messenger.all_notes_gone()
+
+
+def _users(board: NoteBoard, messenger: FakeMessenger, count: int) -> list[NoteKey]:
+    """`count` users in one chat with a request each (edit n for user n), waiting in line."""
+    keys = [("test", "chat-1", n) for n in range(1, count + 1)]
+    for n, key in enumerate(keys, 1):
+        board.show(n, key, Address("test", "chat-1", str(n)), messenger, 100 + n)
+    return keys
+
+
+async def _all_waiting_for_the_budget(
+    board: NoteBoard, messenger: FakeMessenger, keys: list[NoteKey]
+) -> None:
+    """Every note sent, then each of them with a new place to show: all but the first wait
+    for their share of the edits budget."""
+    await until(lambda: len(messenger.notes) == len(keys))
+    for n, key in enumerate(keys, 1):
+        board.show_place(n, key, n)
+    await asyncio.sleep(0.05)
+    assert sum(note.edits for note in messenger.notes.values()) == 1
+
+
+async def test_a_deletion_does_not_wait_behind_other_notes_edits() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0, edits_per_second=1)
+    keys = _users(board, messenger, 20)
+    await _all_waiting_for_the_budget(board, messenger, keys)
+    board.done(20, keys[-1])  # the last in line for the budget: 19 s away
+    note = messenger.notes[stored.saved[20]]
+    await until(lambda: note.deleted, timeout=1)
+    assert stored.forgotten == [stored.saved[20]]
+    for n, key in enumerate(keys[:-1], 1):
+        board.done(n, key)
+    await until(messenger.all_notes_gone, timeout=1)
+
+
+async def test_work_started_shows_without_waiting_behind_other_notes_edits() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0, edits_per_second=1)
+    keys = _users(board, messenger, 20)
+    await _all_waiting_for_the_budget(board, messenger, keys)
+    board.show(20, keys[-1], Address("test", "chat-1", "20"), messenger, WORKING)
+    note = messenger.notes[stored.saved[20]]
+    await until(lambda: note.texts[-1] == t("working"), timeout=1)
+    for n, key in enumerate(keys, 1):
+        board.done(n, key)
+    await until(messenger.all_notes_gone, timeout=1)
+
+
+async def test_a_failed_deletion_is_tried_again_until_the_note_is_gone() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01, backoff=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await board.drain(timeout=5)
+    (note,) = messenger.open_notes()
+    # flood control past the platform library's own retries, a timeout, a server error
+    messenger.fail_deletions = [RetryLater(0.3), TimeoutError(), ConnectionError("502")]
+    started = time.monotonic()
+    board.done(1, KEY)
+    await board.drain(timeout=5)
+    assert note.deleted and stored.forgotten == [stored.saved[1]]
+    assert time.monotonic() - started >= 0.3  # as long as the platform asked, at least
+
+
+async def test_a_note_on_its_way_when_its_request_ends_goes_once_it_is_sent() -> None:
+    messenger, stored = FakeMessenger(hold_note=asyncio.Event()), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await asyncio.sleep(0.01)  # the note is being sent
+    board.done(1, KEY)
+    assert messenger.hold_note is not None
+    messenger.hold_note.set()
+    await board.drain(timeout=5)
+    assert len(messenger.notes) == 1 and messenger.all_notes_gone()
+
+
+async def test_news_of_a_request_that_ended_brings_no_note_back() -> None:
+    # e.g. its place in line, read from the database while a worker ran it to its end
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    board.show(1, KEY, TO, messenger, WORKING)
+    board.done(1, KEY)
+    board.show(1, KEY, TO, messenger, 4)
     await board.drain(timeout=5)
     assert messenger.all_notes_gone()

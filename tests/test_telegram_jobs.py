@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import OperatorRules
-from bot.domain import UserRef
+from bot.domain import Address, UserRef
+from bot.ports import RetryLater
 from bot.texts import t
 from storage.db import create_engine
 from storage.repo import SqlStore
@@ -334,3 +335,47 @@ async def test_sending_photo_shows_while_the_edit_runs_and_is_renewed(
                                             if m == "sendChatAction")  # fmt: skip
     await asyncio.sleep(0.7)
     assert len(telegram.calls_of("sendChatAction")) == len(actions)  # and stops with it
+
+
+async def test_every_note_goes_while_the_send_budget_is_spent(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    users = [FakeUser(id=5200 + n, first_name=f"User {n}", language_code="en") for n in range(4)]
+    # As `stepedit run` has it: PTB's rate limiter, which waits and tries twice more on a 429,
+    # and a lease of 30 s (the sweep of ended edits' leftovers, one try each, comes after that).
+    options = {"note_interval": 0.05, "lease": 30.0}
+    app = BotUnderTest(telegram, stepfun, sqlite_url, options, rate_limit=True)
+    await app.start()
+    try:
+        stepfun.delay = 0.3
+        # Flood control: note changes and deletions answered "retry after 1 s" more often than
+        # PTB tries (three times each call); the pictures go through.
+        telegram.fail_next("editMessageText", retry_after=1, times=3)
+        telegram.fail_next("deleteMessage", retry_after=1, times=3 * len(users))
+        for user in users:
+            for n in range(2):
+                telegram.user_sends_photo(user.id, user, make_image(300 + n, 200), caption="snow")
+
+        def photos(user: FakeUser) -> int:
+            return len([m for m in telegram.sent(user.id) if m.kind == "photo"])
+
+        await telegram.wait_until(lambda: all(photos(user) == 2 for user in users))
+        notes = [m for user in users for m in telegram.sent(user.id) if is_note(m)]
+        assert len(notes) == len(users)  # one note each, for both requests
+        await telegram.wait_until(lambda: all(note.deleted for note in notes), timeout=8)
+        refused = [c for c in telegram.calls_of("deleteMessage") if c.http_status == 429]
+        assert len(refused) == 3 * len(users)  # (the flood control did happen)
+    finally:
+        await app.stop()
+
+
+async def test_a_deleted_note_counts_as_gone_and_flood_control_says_how_long_to_wait(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    assert app.bot is not None
+    messenger, to = app.bot.messenger, Address("telegram", str(ALICE.id))
+    await messenger.delete_note(to, "424242")  # deleted already (by the user, or a sweep)
+    telegram.fail_next("deleteMessage", retry_after=7)
+    with pytest.raises(RetryLater) as flood:
+        await messenger.delete_note(to, "424242")
+    assert flood.value.retry_after == 7

@@ -54,10 +54,13 @@ class FakeMessenger:
     notes: dict[str, Note] = field(default_factory=dict)  # note id -> note
     actions: list[Address] = field(default_factory=list)  # "sending photo…" shown there
     # staging: a set event lets the call through; `fail_pictures` makes every send_picture raise,
-    # like a platform that is down; `on_picture` runs once a picture is "sent"
+    # like a platform that is down; `fail_deletions` are raised by the next delete_note calls,
+    # one each; `on_picture` runs once a picture is "sent"
     hold_fetch: asyncio.Event | None = None
     hold_picture: asyncio.Event | None = None
+    hold_note: asyncio.Event | None = None
     fail_pictures: bool = False
+    fail_deletions: list[Exception] = field(default_factory=list)
     on_picture: Callable[[Picture], Awaitable[None]] | None = None
     sending_picture: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -104,6 +107,8 @@ class FakeMessenger:
         return MessageRef(self.platform, to.chat_id, f"text-{next(self._ids)}")
 
     async def send_note(self, to: Address, text: str, edit_id: int) -> str:
+        if self.hold_note is not None:
+            await self.hold_note.wait()
         note_id = f"note-{next(self._ids)}"
         self.notes[note_id] = Note(to, edit_id, [text])
         return note_id
@@ -113,6 +118,8 @@ class FakeMessenger:
         self.notes[note_id].texts.append(text)
 
     async def delete_note(self, to: Address, note_id: str) -> None:
+        if self.fail_deletions:
+            raise self.fail_deletions.pop(0)
         self.notes[note_id].deleted = True
 
     async def show_working(self, to: Address) -> None:
