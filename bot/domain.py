@@ -289,6 +289,7 @@ class Admission:
     # Asked to claim (an idle worker waits): the job claimed in the admitting transaction,
     # the one the fair order puts first (usually this one), or None if none can start now.
     claimed: EditRecord | None = None
+    place: int = 0  # its place in line when admitted (1: next), unless it was claimed
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,10 @@ class EditStore(Protocol):
         """Record the event as handled (and no longer only received); False if it was."""
         ...
 
+    async def mark_all_handled(self, platform: str, event_ids: list[str]) -> None:
+        """`mark_handled` for many events, in one transaction."""
+        ...
+
     async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
         """Keep events (id, JSON) received and not yet handled, so the platform may be told
         it can forget them; `mark_handled` takes each off."""

@@ -97,6 +97,7 @@ from bot.errors import (
     UnchargedCallsCapped,
     UnknownEdit,
 )
+from bot.handled import HandledMarks, JustRead
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.presenter import Action, Press
 from bot.progress import SENT, WORKING, NoteBoard, NoteKey
@@ -199,6 +200,8 @@ class EditService:
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
         self._salt: str | None = None  # of the end-user hash (the database keeps it)
         self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
+        self._handled = HandledMarks(self.store.mark_all_handled)
+        self._passed = JustRead()  # users the gate read, for the request that follows
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._free = _PerMinute(self.rules.free_actions_per_minute)
         self._messengers: dict[str, Messenger] = {}
@@ -266,6 +269,7 @@ class EditService:
             task.cancel()
         await asyncio.gather(*held.values(), *self._loops, *prefetches, *self._background,
                              return_exceptions=True)  # fmt: skip
+        await self._handled.drain(timeout=5.0)
         self._loops = []
         handed = [edit.id for edit in self._handed]  # claimed for a worker that never took it
         self._handed.clear()
@@ -289,7 +293,7 @@ class EditService:
     async def submit(self, request: EditRequest) -> Admission:
         """Turn a request into a queued job, or raise the StepEditError that refuses it. A
         request whose `key` was seen before is the same job again (`Admission.duplicate`)."""
-        user = await self.store.get_or_create_user(request.user)
+        user = self._passed.take(request.user) or await self.store.get_or_create_user(request.user)
         chat = request.chat
         await self._gate(user, request.user, chat)
         if request.upload is not None:
@@ -376,7 +380,7 @@ class EditService:
                 self._prefetch(request.upload)  # fetched while its worker starts
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             key = (chat.platform, chat.id, user.id)
-            await self._first_note(admission.edit_id, key, to, started=started)
+            await self._first_note(admission, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
     def check_claims(self, upload: FileRef) -> None:
@@ -385,24 +389,20 @@ class EditService:
         imaging.check_claims(upload.mime, upload.width, upload.height, max_side=self.max_side)
 
     async def _first_note(
-        self, edit_id: int, key: NoteKey, to: Address, *, started: bool = False
+        self, admission: Admission, key: NoteKey, to: Address, *, started: bool = False
     ) -> None:
         """The request's place in line, or that work starts (`started`: claimed, with an API
-        slot free), on its user's note in this chat. Cosmetic: the request was admitted
-        already, so a failure here must not tell the user otherwise."""
+        slot free), on its user's note in this chat."""
         messenger = self._messengers.get(to.platform)
         if messenger is None:
             return
+        edit_id = admission.edit_id
         if started:
             self._notes.show(edit_id, key, to, messenger, WORKING)
             return
         idle = max(self.concurrency - len(self._held), 0)  # roughly: held jobs use the API
-        try:
-            place = (await self.store.queue_places([edit_id])).get(edit_id, 0) - idle
-        except Exception:
-            log.exception("could not read the queue place of edit %s", edit_id)
-            place = 0
-        if place > 0:  # idle workers take the ones ahead at once
+        place = admission.place - idle  # idle workers take the ones ahead at once
+        if place > 0:
             self._waiting_here[edit_id] = key
         self._notes.show(edit_id, key, to, messenger, max(place, WORKING))
 
@@ -1300,6 +1300,8 @@ class EditService:
             seen = not await self.store.mark_handled(event.platform, event.event_id)
             who = event.user
             record = await self.store.find_user(who.platform, who.id) if who and not seen else None
+        elif (event.platform, event.event_id) in self._handled:  # not written down yet
+            seen, record = True, None
         else:  # one read for both
             seen, record = await self.store.event_and_user(event.platform, event.event_id,
                                                            event.user)  # fmt: skip
@@ -1311,10 +1313,13 @@ class EditService:
             )
             raise SentAsChat() if first else Ignored("sent as a chat")
         await self._gate(record, event.user, event.chat, addressed=event.addressed)
+        if record is not None:
+            self._passed.put(record)
 
     async def handled(self, event: Incoming) -> None:
-        """`event` has been handled: a redelivery of it is ignored from now on."""
-        await self.store.mark_handled(event.platform, event.event_id)
+        """`event` has been handled: a redelivery of it is ignored from now on (written down
+        with others handled meanwhile; see bot/handled.py)."""
+        self._handled.add(event.platform, event.event_id)
 
     async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
         """Platform updates (id, JSON) received: kept until handled, so the platform can be

@@ -157,6 +157,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # connection would hold a copy of the last image it stored (18 MB for a 12 MP result) for
     # good. Preparing each statement again costs microseconds.
     connect_args.setdefault("cached_statements", 0)
+    # A write transaction's statements run on the event loop's thread (see sqlite_driver),
+    # the rest on the driver's: one at a time, never at once.
+    connect_args.setdefault("check_same_thread", False)
     kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip per statement
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
     busy_s = float(connect_args["timeout"])
@@ -190,6 +193,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             driver.run_async(lambda aio: aio.execute_fetchall(begin))
         except dbapi_error as error:  # raised as SQLAlchemy raises the driver's errors
             raise DBAPIError.instance(begin, None, error, dbapi_error) from error
+        if begin == "BEGIN IMMEDIATE" and isinstance(driver, sqlite_driver.OneTripConnection):
+            driver.writing = True  # its statements run at once (see sqlite_driver)
 
     return engine
 

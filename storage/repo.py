@@ -9,7 +9,6 @@ SQLite every writing transaction also holds the write lock from its start (see s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -43,7 +42,9 @@ from bot.domain import (
     UserSettings,
 )
 from bot.errors import ImageExpired
+from storage import statements as S
 from storage.db import READ_ONLY
+from storage.group_commit import GroupCommit
 from storage.models import (
     BotValue,
     ChatHead,
@@ -61,6 +62,7 @@ from storage.models import (
 _Insert: TypeAlias = postgresql.Insert | sqlite.Insert
 
 
+PLACES_ONE_BY_ONE = 4  # queue_places of at most this many edits counts each one's place
 FAIR_WINDOW = timedelta(minutes=10)  # how long a user's ended edits still count for their turn
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
 SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
@@ -84,11 +86,10 @@ class SqlStore:
             raise ValueError(f"unsupported database {self._dialect!r} (use SQLite or PostgreSQL)")
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite_writer = asyncio.Lock()
-        # A burst of new requests waits its turn here, so that at most one of them stands in
-        # line for SQLite's writer: the running jobs' writes are never stuck behind the burst.
-        self._admitting: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if self._dialect == "sqlite" else contextlib.nullcontext()
-        )
+        # A burst of new requests goes in batches, one transaction each (see group_commit):
+        # at most one of them stands in line for SQLite's writer, so the running jobs' writes
+        # are never stuck behind the burst.
+        self._admissions = GroupCommit(self._tx)
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -179,43 +180,19 @@ class SqlStore:
     async def _reserve(self, session: AsyncSession, user_id: int, day: date, limit: int) -> bool:
         if limit < 0:
             raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
-        await session.execute(
-            self._insert(QuotaUsage)
-            .values(user_id=user_id, day=day, used=0)
-            .on_conflict_do_nothing(index_elements=["user_id", "day"])
-        )
-        conditions = [QuotaUsage.user_id == user_id, QuotaUsage.day == day]
+        which = {"of_user": user_id, "on_day": day}
+        await session.execute(S.NEW_QUOTA_DAY, which)
         if limit:
-            # Checked by the UPDATE itself: concurrent callers queue on the row lock and
-            # each sees the count the one before it left. An admin's grant adds to the limit.
-            conditions.append(QuotaUsage.used < limit + QuotaUsage.granted)
-        result = await session.execute(
-            update(QuotaUsage)
-            .where(*conditions)
-            .values(used=QuotaUsage.used + 1)
-            .returning(QuotaUsage.used)
-            .execution_options(synchronize_session=False)
-        )
-        return result.scalar_one_or_none() is not None
+            return await session.scalar(S.USE_UNIT_WITHIN, {**which, "limit": limit}) is not None
+        return await session.scalar(S.USE_UNIT, which) is not None
 
     async def _count(self, session: AsyncSession, scope: str, day: date, limit: int) -> bool:
         """One more for `scope` today, unless that would pass `limit` (0: no limit)."""
-        await session.execute(
-            self._insert(Counter)
-            .values(scope=scope, day=day, used=0)
-            .on_conflict_do_nothing(index_elements=["scope", "day"])
-        )
-        conditions = [Counter.scope == scope, Counter.day == day]
+        which = {"at_scope": scope, "on_day": day}
+        await session.execute(S.NEW_COUNTER, which)
         if limit:
-            conditions.append(Counter.used < limit)
-        counted = await session.scalar(
-            update(Counter)
-            .where(*conditions)
-            .values(used=Counter.used + 1)
-            .returning(Counter.used)
-            .execution_options(synchronize_session=False)
-        )
-        return counted is not None
+            return await session.scalar(S.COUNT_ONE_WITHIN, {**which, "limit": limit}) is not None
+        return await session.scalar(S.COUNT_ONE, which) is not None
 
     async def bot_value(self, name: str, make: str) -> str:
         """The bot's value `name`; `make` becomes it if there is none yet (the first process
@@ -270,11 +247,7 @@ class SqlStore:
         self, platform: str, event_id: str, user: UserRef | None
     ) -> tuple[bool, UserRecord | None]:
         async with self._tx(read_only=True) as session:
-            seen = await session.scalar(
-                select(HandledEvent.event_id).where(
-                    HandledEvent.platform == platform, HandledEvent.event_id == event_id
-                )
-            )
+            seen = await session.scalar(S.IS_HANDLED, {"platform": platform, "event_id": event_id})
             if seen is not None or user is None:
                 return seen is not None, None
             row = await session.scalar(
@@ -285,6 +258,12 @@ class SqlStore:
     async def mark_handled(self, platform: str, event_id: str) -> bool:
         async with self._tx() as session:
             return await self._mark_handled(session, platform, event_id)
+
+    async def mark_all_handled(self, platform: str, event_ids: list[str]) -> None:
+        events = [{"platform": platform, "event_id": i, "now": utcnow()} for i in event_ids]
+        async with self._tx() as session:
+            await session.execute(S.NOT_RECEIVED, events)
+            await session.execute(S.MARK_HANDLED_ONLY, events)
 
     async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
         async with self._tx() as session:
@@ -317,18 +296,9 @@ class SqlStore:
 
     async def _mark_handled(self, session: AsyncSession, platform: str, event_id: str) -> bool:
         """Record the event as handled (no longer only received); False if it was already."""
-        await session.execute(
-            delete(ReceivedEvent).where(
-                ReceivedEvent.platform == platform, ReceivedEvent.event_id == event_id
-            )
-        )
-        inserted = await session.execute(
-            self._insert(HandledEvent)
-            .values(platform=platform, event_id=event_id)
-            .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-            .returning(HandledEvent.event_id)
-        )
-        return inserted.scalar_one_or_none() is not None
+        which = {"platform": platform, "event_id": event_id}
+        await session.execute(S.NOT_RECEIVED, which)
+        return await session.scalar(S.MARK_HANDLED, {**which, "now": utcnow()}) is not None
 
     async def forget_handled(self, before: datetime) -> None:
         async with self._tx() as session:
@@ -657,23 +627,37 @@ class SqlStore:
         claim: Lease | None = None,
     ) -> Admission:
         limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend, max_uncharged)
-        try:
-            async with self._admitting, self._tx() as session:
-                if edit.key is not None:
-                    found = await session.scalar(select(Edit.id).where(Edit.key == edit.key))
-                    if found is not None:
-                        return Admission(found, duplicate=True)
-                if upload is not None:
-                    image_id = await self._keep_upload(
-                        session, edit.user_id, edit.platform, edit.chat_id, upload, origin
-                    )
-                    edit = replace(edit, source_image_id=image_id)
-                elif canvas is not None:
-                    edit = replace(edit, source_image_id=await _new_canvas(session, *canvas))
-                admission = await self._admit(session, edit, day, limits)
-                if claim is not None and admission.refused is None:
-                    admission = replace(admission, claimed=await self._claim_too(session, claim))
+
+        async def admit_in(session: AsyncSession) -> Admission:
+            nonlocal edit
+            if edit.key is not None:
+                found = await session.scalar(S.EDIT_BY_KEY, {"key": edit.key})
+                if found is not None:
+                    return Admission(found, duplicate=True)
+            if upload is not None:
+                image_id = await self._keep_upload(
+                    session, edit.user_id, edit.platform, edit.chat_id, upload, origin
+                )
+                edit = replace(edit, source_image_id=image_id)
+            elif canvas is not None:
+                edit = replace(edit, source_image_id=await _new_canvas(session, *canvas))
+            admission = await self._admit(session, edit, day, limits)
+            if admission.refused is not None:
                 return admission
+            if claim is not None:
+                admission = replace(admission, claimed=await self._claim_too(session, claim))
+            claimed = admission.claimed
+            if claimed is None or claimed.id != admission.edit_id:  # a read saved later
+                place = await session.scalar(S.PLACE, {"edit_id": admission.edit_id})
+                admission = replace(admission, place=place or 0)
+            return admission
+
+        try:
+            if self._dialect == "sqlite":  # one writer: with the others admitted meanwhile
+                admitted: Admission = await self._admissions.run(admit_in)
+                return admitted
+            async with self._tx() as session:
+                return await admit_in(session)
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
                 raise
@@ -694,14 +678,13 @@ class SqlStore:
     ) -> int:
         """A new photo (pending) becomes the user's current image here, and `origin` (the
         message holding it) repliable, whether or not an edit of it is then admitted."""
-        image = _pending_image(upload, user_id)
-        session.add(image)
-        await session.flush()
-        shown = ShownImage(image.id, None)
-        await session.execute(self._set_current(user_id, platform, chat_id, shown))
+        kept = await session.execute(S.NEW_IMAGE, _pending_image(upload, user_id))
+        image_id: int = kept.scalar_one()
+        shown = ShownImage(image_id, None)
+        await _set_current(session, user_id, platform, chat_id, shown)
         if origin is not None:
-            await session.execute(self._link(origin, shown))
-        return image.id
+            await _link(session, origin, shown)
+        return image_id
 
     async def _admit(
         self, session: AsyncSession, edit: NewEdit, day: date, limits: _Limits
@@ -711,11 +694,8 @@ class SqlStore:
         # checked by its own UPDATE, so a race for the last unit lets exactly one through.
         free = limits.unlimited
         if not free and limits.uncharged:  # paid calls that ended without a picture, today
-            calls = await session.scalar(
-                select(Counter.used).where(
-                    Counter.scope == _uncharged_scope(edit.user_id), Counter.day == day
-                )
-            )
+            which = {"at_scope": _uncharged_scope(edit.user_id), "on_day": day}
+            calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused="uncharged")
         if not await self._reserve(session, edit.user_id, day, 0 if free else limits.user):
@@ -736,7 +716,7 @@ class SqlStore:
             await _release(session, edit.user_id, edit.platform, edit.chat_id, day)
             return Admission(0, refused="busy")
         options = edit.options
-        row = Edit(
+        edit_id = await session.scalar(S.NEW_EDIT, dict(
             user_id=edit.user_id,
             platform=edit.platform,
             chat_id=edit.chat_id,
@@ -761,10 +741,9 @@ class SqlStore:
             api_ms=0,
             total_ms=0,
             created_at=utcnow(),
-        )
-        session.add(row)
-        await session.flush()
-        return Admission(row.id)
+        ))  # fmt: skip
+        assert edit_id is not None
+        return Admission(edit_id)
 
     async def claim(
         self, owner: str, lease_until: datetime, platforms: list[str], *, look: bool = True
@@ -1027,9 +1006,9 @@ class SqlStore:
                 return True
             assert row.result_image_id is not None
             shown = ShownImage(row.result_image_id, row.id)
-            await session.execute(self._set_current(row.user_id, row.platform, row.chat_id, shown))
+            await _set_current(session, row.user_id, row.platform, row.chat_id, shown)
             if message is not None:
-                await session.execute(self._link(message, shown))
+                await _link(session, message, shown)
             return True
 
     async def cancel_edits(
@@ -1124,12 +1103,7 @@ class SqlStore:
 
     async def set_note(self, edit_ids: list[int], note_id: str) -> None:
         async with self._tx() as session:
-            await session.execute(
-                update(Edit)
-                .where(Edit.id.in_(edit_ids))
-                .values(note_id=note_id)
-                .execution_options(synchronize_session=False)
-            )
+            await session.execute(S.SET_NOTE, {"edit_ids": edit_ids, "new_note": note_id})
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
         async with self._tx() as session:
@@ -1144,6 +1118,9 @@ class SqlStore:
     async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
         wanted = set(edit_ids)
         async with self._tx(read_only=True) as session:
+            if len(wanted) <= PLACES_ONE_BY_ONE:  # counted in the index, not read out
+                places = {i: await session.scalar(S.PLACE, {"edit_id": i}) for i in wanted}
+                return {i: place for i, place in places.items() if place}
             line = await session.scalars(
                 select(Edit.id).where(Edit.status == EditStatus.QUEUED).order_by(Edit.rank, Edit.id)
             )
@@ -1159,21 +1136,7 @@ class SqlStore:
     async def link_message(self, message: MessageRef, shown: ShownImage) -> None:
         """Remember that `message` shows `shown` (replacing what it showed before)."""
         async with self._tx() as session:
-            await session.execute(self._link(message, shown))
-
-    def _link(self, message: MessageRef, shown: ShownImage) -> _Insert:
-        stmt = self._insert(ShownMessage).values(
-            platform=message.platform,
-            chat_id=message.chat_id,
-            message_id=message.message_id,
-            image_id=shown.image_id,
-            edit_id=shown.edit_id,
-            created_at=utcnow(),
-        )
-        return stmt.on_conflict_do_update(
-            index_elements=["platform", "chat_id", "message_id"],
-            set_={"image_id": shown.image_id, "edit_id": shown.edit_id},
-        )
+            await _link(session, message, shown)
 
     async def shown_in(self, message: MessageRef) -> ShownImage | None:
         async with self._tx(read_only=True) as session:
@@ -1199,27 +1162,29 @@ class SqlStore:
         self, user_id: int, platform: str, chat_id: str, shown: ShownImage
     ) -> None:
         async with self._tx() as session:
-            await session.execute(self._set_current(user_id, platform, chat_id, shown))
-
-    def _set_current(self, user_id: int, platform: str, chat_id: str, shown: ShownImage) -> _Insert:
-        now = utcnow()
-        stmt = self._insert(ChatHead).values(
-            user_id=user_id,
-            platform=platform,
-            chat_id=chat_id,
-            image_id=shown.image_id,
-            edit_id=shown.edit_id,
-            updated_at=now,
-        )
-        return stmt.on_conflict_do_update(
-            index_elements=["user_id", "platform", "chat_id"],
-            set_={"image_id": shown.image_id, "edit_id": shown.edit_id, "updated_at": now},
-        )
+            await _set_current(session, user_id, platform, chat_id, shown)
 
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None:
         async with self._tx(read_only=True) as session:
             row = await session.get(ChatHead, (user_id, platform, chat_id))
             return None if row is None else ShownImage(image_id=row.image_id, edit_id=row.edit_id)
+
+
+async def _set_current(
+    session: AsyncSession, user_id: int, platform: str, chat_id: str, shown: ShownImage
+) -> None:
+    await session.execute(S.SET_CURRENT, {
+        "user_id": user_id, "platform": platform, "chat_id": chat_id,
+        "image_id": shown.image_id, "edit_id": shown.edit_id, "now": utcnow(),
+    })  # fmt: skip
+
+
+async def _link(session: AsyncSession, message: MessageRef, shown: ShownImage) -> None:
+    await session.execute(S.LINK_MESSAGE, {
+        "platform": message.platform, "chat_id": message.chat_id,
+        "message_id": message.message_id, "image_id": shown.image_id,
+        "edit_id": shown.edit_id, "now": utcnow(),
+    })  # fmt: skip
 
 
 def _as_known(user: User, ref: UserRef) -> bool:
@@ -1290,8 +1255,8 @@ def _edit_record(row: Edit) -> EditRecord:
     )
 
 
-def _pending_image(file: FileRef, user_id: int) -> Image:
-    return Image(  # mime "" marks it pending; the sha256 is a placeholder until it is fetched
+def _pending_image(file: FileRef, user_id: int) -> dict[str, Any]:
+    return dict(  # mime "" marks it pending; the sha256 is a placeholder until it is fetched
         sha256=f"pending-{secrets.token_hex(16)}", mime="", width=0, height=0,
         size_bytes=file.size or 0, data=b"",
         file_platform=file.platform, file_id=file.file_id, file_name=file.filename,
@@ -1321,23 +1286,9 @@ async def _turn(session: AsyncSession, user_id: int) -> _Turn:
     anyone's second. The number only ever grows along a user's waiting edits, so their own
     order holds. Fixed once admitted: an edit may keep a number a little too high after
     FAIR_WINDOW, never one too low."""
-    mine = Edit.user_id == user_id
-    open_edits = (
-        (
-            await session.execute(
-                select(func.count(), func.max(Edit.rank), Edit.status)
-                .where(mine, Edit.status.in_(EditStatus.OPEN))
-                .group_by(Edit.status)
-            )
-        )
-        .tuples()
-        .all()
-    )
-    ended = await session.scalar(
-        select(func.count()).where(
-            mine, Edit.finished_at >= utcnow() - FAIR_WINDOW, Edit.layer.is_(None)
-        )
-    )
+    open_edits = (await session.execute(S.OPEN_BY_STATUS, {"user_id": user_id})).tuples().all()
+    since = utcnow() - FAIR_WINDOW
+    ended = await session.scalar(S.ENDED_SINCE, {"user_id": user_id, "since": since})
     waiting = next((n for n, _, status in open_edits if status == EditStatus.QUEUED), 0)
     last = max((rank for _, rank, status in open_edits if status == EditStatus.QUEUED), default=-1)
     number = sum(n for n, _, _ in open_edits) + (ended or 0)

@@ -37,25 +37,64 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Ou
         cursor.close()
 
 
+BIG_PARAMETER = 256 * 1024  # bytes: a statement carrying more (an image) goes to the thread
+
+
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
         driver: Any = self._connection  # an aiosqlite.Connection
+        adapted: Any = self._adapt_connection  # a OneTripConnection
+        outcome: Any
         try:
-            # aiosqlite's own queue, as SQLAlchemy's driver uses it for isolation_level.
-            outcome = self.await_(driver._execute(_run, driver._conn, operation, parameters))
+            if adapted.writing and not _big(parameters):
+                # Awaited without ever suspending: no turn of the loop; awaited all the same,
+                # as SQLAlchemy's async layer expects of every statement.
+                outcome = self.await_(_at_once(driver._conn, operation, parameters))
+            else:
+                # aiosqlite's own queue, as SQLAlchemy's driver uses it for isolation_level.
+                outcome = self.await_(driver._execute(_run, driver._conn, operation, parameters))
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self.description, rows, self.lastrowid, self.rowcount = outcome
         self._rows = deque(rows)
 
 
+async def _at_once(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
+    return _run(connection, operation, parameters)
+
+
+def _big(parameters: Any) -> bool:
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    return any(isinstance(v, bytes | bytearray | memoryview) and len(v) > BIG_PARAMETER
+               for v in values)  # fmt: skip
+
+
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    """`writing`: inside BEGIN IMMEDIATE (set by storage.db), this connection holds SQLite's
+    write lock, so its small statements cannot wait for anyone: they run at once on the
+    calling thread (microseconds), instead of a trip to the driver's thread and back that
+    costs a turn of the event loop (and, on a busy machine, of the OS scheduler) while every
+    other writer waits. BEGIN (which may wait for another process), COMMIT (which may
+    checkpoint and sync the file) and statements carrying an image still make the trip."""
+
+    __slots__ = ("writing",)
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self.writing = False
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         return super().cursor(server_side) if server_side else OneTripCursor(self)
+
+    def commit(self) -> None:
+        self.writing = False
+        super().commit()
+
+    def rollback(self) -> None:
+        self.writing = False
+        super().rollback()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
