@@ -1,12 +1,13 @@
 """Speed and memory figures of the image pipeline, of edits through the service and through the
-whole bot, and of the bot under load: `make bench`.
+whole bot, and of the bot under load and under a burst of users: `make bench`.
 
 Run as `python -m tests.bench` from the project root (`--pipeline-only` runs case 1 alone,
-`--load-only` case 4 alone, `--keep` keeps the temporary folder with the bot's logs and
-databases). It prints figures and asserts nothing (it is not a test: pytest never collects it).
-Machines are noisy, so every timed case of 1-3 runs several times after one untimed warm-up and
-reports the median (and the minimum); ratios are computed from medians measured in the same run.
-The whole run takes about four minutes on 2 cores, two of them for case 4.
+`--load-only` case 4 alone, `--burst-only` case 5 alone, `--keep` keeps the temporary folder
+with the bot's logs and databases). It prints figures and asserts nothing (it is not a test:
+pytest never collects it). Machines are noisy, so every timed case of 1-3 runs several times after
+one untimed warm-up and reports the median (and the minimum); ratios are computed from medians
+measured in the same run. The whole run takes about six minutes on 2 cores, two of them for case 4
+and two for case 5.
 
 Cases:
 1. The image pipeline on the inputs of issue 6 (a 1280x960 Telegram photo, upright and turned;
@@ -58,14 +59,32 @@ Cases:
    requests that got a photo: must be 0); and the send budget spent on progress notes (edits of
    notes per request, notes left undeleted) and on all Bot API sends. The bot's WARNING and
    ERROR log lines are summarized by message.
+5. Burst, black-box (issue 20), as a popular bot would be loaded: the real `stepedit run` (SQLite,
+   settings as in case 4) against the same fakes; 250 users each send 4 captioned 320x240 photos
+   in their private chat, user by user (user 0's four, then user 1's, ...) spread evenly over one
+   second, every update available to getUpdates as it is added; the fake API answers after
+   1.5 s; EDIT_CONCURRENCY=16. Seconds count from t0, the first update sent.
+   - first turn: each user's first picture (the first sendPhoto that reached the fake in their
+     chat) after t0: median, 90th percentile and worst; `first_turn_ratio` = the worst / the
+     fair ideal ceil(250 / 16) x 1.5 s = 24 s (every user's first edit before anyone's second;
+     goal: at most 1.25). Also the last picture against the minimum 1000 / 16 x 1.5 = 93.75 s.
+   - `notes_left`: progress notes not deleted 5 s after the last picture (goal: 0); if some
+     stand, counted again 20 s after it, and told apart: never asked to delete, or asked (and
+     the bot's deleteMessage calls that failed, by what they named).
+   - `ingest_per_s`: edits queued per second, from t0 until the last edit row was created in the
+     database (its created_at, wall clock, against the wall clock at t0; goal: at least 200).
+   Also results, clear refusals, lost and charged - delivered (both must be 0), the API requests
+   in flight, the send budget and the bot's CPU time, as in case 4.
 
 The last line is for other tools, fields space-separated in this order, each present when
 measured: `bench: tg_photo_ms=<our median for the 1280x960 photo, case 1> mp48_speedup=<naive /
 ours, 8000x6000 JPEG> mp48_mem_ratio=<our max RSS growth / the naive one's, same input>
 e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3, PNG-answering API>
 e2e_overhead_jpeg_ms=<the same with the JPEG-answering API> free_action_wait_ms=<median /quota
-answer time under the flood, case 3b> load_efficiency=<%> lost=<n> charged_minus_delivered=<n>`;
-lost and charged_minus_delivered are summed over both load runs.
+answer time under the flood, case 3b> load_efficiency=<%> lost=<n> charged_minus_delivered=<n>
+first_turn_ratio=<worst first picture / fair ideal, case 5> notes_left=<n, case 5>
+ingest_per_s=<edits queued per second, case 5>`; lost and charged_minus_delivered are summed over
+both load runs and the burst.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
 """
@@ -156,6 +175,17 @@ LOAD_TIMEOUT_S = 120  # longest wait for every answer (after sending, or after t
 LOAD_API_TIMEOUT_S = 10  # EDIT_TIMEOUT: how long a hung API call holds a slot
 LOAD_USER_BASE = 8000  # Telegram user ids
 LOAD_SEED = 20240611  # where faults fall
+
+# The burst (case 5), as issue 20 asks for it: a popular bot's private chats.
+BURST5_USERS = 250
+BURST5_PHOTOS = 4  # per user; a user's photos arrive together, users one after another
+BURST5_SPREAD_S = 1.0  # every update is available within this long of the first one
+BURST5_CONCURRENCY = 16  # EDIT_CONCURRENCY
+BURST5_LATENCY_S = 1.5  # the fake API's latency per edit
+BURST5_NOTES_AFTER_S = 5.0  # notes still standing this long after the last picture
+BURST5_NOTES_LATER_S = 20.0  # and, if some were, this long after it (slow, or never deleted?)
+BURST5_TIMEOUT_S = 300  # longest wait for every answer, from the first update sent
+BURST5_USER_BASE = 9000  # Telegram user ids
 
 LABEL_WIDTH = 36
 
@@ -861,8 +891,15 @@ class Jobs:
     statuses: dict[str, int]
     max_attempts: int
     admitted_s: float  # from the first edit row created to the last
+    last_created: float  # when the last edit row was created, Unix time (wall clock)
     hold_ms: float  # median time a worker held a succeeded job (claim to finish), ms
     outside_api_ms: float  # median of hold minus api_ms: fetch, images, database, delivery
+
+
+def utc_timestamp(text: str) -> float:
+    """Unix time of a datetime as SQLite keeps it (ISO text, UTC, without an offset)."""
+    at = datetime.fromisoformat(text)
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def read_jobs(path: Path) -> Jobs:
@@ -871,17 +908,18 @@ def read_jobs(path: Path) -> Jobs:
         rows = db.execute(
             "SELECT created_at, finished_at, queued_ms, api_ms, attempts, status FROM edits"
         ).fetchall()
-    created = [datetime.fromisoformat(row[0]).timestamp() for row in rows]
+    created = [utc_timestamp(row[0]) for row in rows]
     holds, outside = [], []
     for (_, finished, queued_ms, api_ms, attempts, status), at in zip(rows, created, strict=True):
         if status == EditStatus.SUCCEEDED and finished and attempts == 1:
-            hold = (datetime.fromisoformat(finished).timestamp() - at) * 1000 - queued_ms
+            hold = (utc_timestamp(finished) - at) * 1000 - queued_ms
             holds.append(hold)
             outside.append(hold - api_ms)
     return Jobs(
         statuses=statuses,
         max_attempts=max((row[4] for row in rows), default=0),
         admitted_s=max(created, default=0) - min(created, default=0),
+        last_created=max(created, default=math.nan),
         hold_ms=statistics.median(holds) if holds else math.nan,
         outside_api_ms=statistics.median(outside) if outside else math.nan,
     )
@@ -947,15 +985,45 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def load_photos() -> list[list[bytes]]:
-    """LOAD_PHOTOS small JPEGs for each user, all different (the API's and the bot's image work
-    stays small beside the latency that this case is about)."""
+def load_photos(users: int = LOAD_USERS, each: int = LOAD_PHOTOS) -> list[list[bytes]]:
+    """`each` small JPEGs for each of `users` users, all different for up to 256 users and 5
+    photos each (the API's and the bot's image work stays small beside the latency that cases 4
+    and 5 are about)."""
     return [
         [
-            make_image(320, 240, color=(40 + 4 * u, 60 + 40 * n, 200 - 3 * u))
-            for n in range(LOAD_PHOTOS)
+            make_image(320, 240, color=((40 + 4 * u) % 256, 60 + 40 * n, (200 - 3 * u) % 256))
+            for n in range(each)
         ]
-        for u in range(LOAD_USERS)
+        for u in range(users)
+    ]
+
+
+def load_users(base: int, n: int) -> list[FakeUser]:
+    return [FakeUser(id=base + u, first_name=f"U{u}") for u in range(n)]
+
+
+def load_env(
+    telegram: FakeTelegram, stepfun: FakeStepFun, database: Path, *, concurrency: int
+) -> dict[str, str]:
+    """The environment of `stepedit run` under load (cases 4 and 5): no daily quota, a waiting
+    place for each of a user's photos, a short lease (case 4 restarts it) and EDIT_TIMEOUT."""
+    return wired_to(
+        telegram, stepfun, DATABASE_URL=f"sqlite+aiosqlite:///{database}",
+        EDIT_CONCURRENCY=str(concurrency), DAILY_QUOTA="0",
+        MAX_WAITING_PER_USER=str(LOAD_PHOTOS + 1), JOB_LEASE_SECONDS="3",
+        EDIT_TIMEOUT=str(LOAD_API_TIMEOUT_S), LOG_LEVEL="WARNING",
+    )  # fmt: skip
+
+
+def user_sends_photos(
+    telegram: FakeTelegram, user: FakeUser, photos: list[bytes]
+) -> list[StoredMessage]:
+    """On the fake Telegram's loop: `user` sends `photos` in their private chat, one captioned
+    request each; every update is available to getUpdates (and a waiting long poll woken) as it
+    is added."""
+    return [
+        telegram.user_sends_photo(user.id, user, photo, caption=f"make it snow {n}")
+        for n, photo in enumerate(photos)
     ]
 
 
@@ -998,7 +1066,7 @@ def bench_load_run(
     folder.mkdir()
     database = folder / "stepedit.sqlite3"
     database_url = f"sqlite+aiosqlite:///{database}"
-    users = [FakeUser(id=LOAD_USER_BASE + u, first_name=f"U{u}") for u in range(LOAD_USERS)]
+    users = load_users(LOAD_USER_BASE, LOAD_USERS)
     logs = [folder / "first.log", folder / "second.log"]
     cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN), cpu_seconds(resource.RUSAGE_SELF)
     with (
@@ -1006,11 +1074,7 @@ def bench_load_run(
         served_in_thread("fake-stepfun", run_fake_stepfun) as (stepfun, api),
     ):
         stepfun.delay = LOAD_LATENCY_S
-        env = wired_to(
-            telegram, stepfun, DATABASE_URL=database_url, EDIT_CONCURRENCY=str(LOAD_CONCURRENCY),
-            DAILY_QUOTA="0", MAX_WAITING_PER_USER=str(LOAD_PHOTOS + 1), JOB_LEASE_SECONDS="3",
-            EDIT_TIMEOUT=str(LOAD_API_TIMEOUT_S), LOG_LEVEL="WARNING",
-        )  # fmt: skip
+        env = load_env(telegram, stepfun, database, concurrency=LOAD_CONCURRENCY)
         process = start_bot(folder, env, logs[0].name)
         watch = run.watch = ApiWatch(share=faults)
         watcher = asyncio.run_coroutine_threadsafe(watch_api(stepfun, watch), api.loop)
@@ -1019,9 +1083,9 @@ def bench_load_run(
 
             def send_all() -> list[StoredMessage]:
                 return [
-                    telegram.user_sends_photo(user.id, user, photo, caption=f"make it snow {n}")
+                    request
                     for user, mine in zip(users, photos, strict=True)
-                    for n, photo in enumerate(mine)
+                    for request in user_sends_photos(telegram, user, mine)
                 ]
 
             started = run.started = time.monotonic()
@@ -1068,6 +1132,12 @@ def _numbers(values: list[float]) -> str:
     return " ".join(f"{value:.0f}" for value in values)
 
 
+def load_row(label: str, values: list[str], tail: str = "") -> str:
+    """A row of cases 4 and 5: a label, one right-aligned cell per run, a remark."""
+    cells = "".join(f"{v:>16}" for v in values)
+    return f"{label:<{LABEL_WIDTH}}{cells}  {tail}".rstrip()
+
+
 def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
     photos = load_photos()
     total = LOAD_USERS * LOAD_PHOTOS
@@ -1082,9 +1152,7 @@ def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
     summary["lost"] = str(sum(r.tally.lost if r.tally else total for r in runs))
     summary["charged_minus_delivered"] = str(sum(r.charged_minus_delivered for r in runs))
 
-    def row(label: str, values: list[str], tail: str = "") -> str:
-        cells = "".join(f"{v:>16}" for v in values)
-        return f"{label:<{LABEL_WIDTH}}{cells}  {tail}".rstrip()
+    row = load_row
 
     def each(fn: Callable[[LoadRun, Tally, Jobs], object]) -> list[str]:
         return [str(fn(r, r.tally, r.jobs)) if r.tally and r.jobs else "-" for r in runs]
@@ -1158,6 +1226,296 @@ def bench_load(tmp: Path, summary: dict[str, str]) -> list[str]:
     return rows
 
 
+# --- 5: a burst of private chats through `stepedit run` -----------------------------------------
+
+
+@dataclass
+class Pictures:
+    """The pictures the bot sent, read from the fake Telegram's calls as they come in. `update`
+    runs on the fake's loop and reads only the calls it has not seen yet, so polling it often
+    costs the fake little (a whole `tally` reads every call and message)."""
+
+    seen: int = 0  # calls read so far
+    first: dict[int, float] = field(default_factory=dict)  # chat id -> its first picture's time
+    answered: set[tuple[int, int]] = field(default_factory=set)  # (chat id, request message id)
+    last_at: float = math.nan  # time.monotonic() of the last picture
+
+    def update(self, telegram: FakeTelegram) -> int:
+        """Read the calls answered since the last time; the requests answered with a picture."""
+        calls = telegram.calls[self.seen :]
+        self.seen += len(calls)
+        for call in calls:
+            if not call.ok or call.method not in ("sendPhoto", "sendDocument"):
+                continue
+            if not isinstance(call.result, dict):
+                continue
+            chat = int(call.result["chat"]["id"])
+            self.first[chat] = min(self.first.get(chat, call.at), call.at)
+            replied = call.result.get("reply_to_message") or {}
+            if "message_id" in replied:
+                self.answered.add((chat, int(replied["message_id"])))
+            self.last_at = call.at if math.isnan(self.last_at) else max(self.last_at, call.at)
+        return len(self.answered)
+
+
+@dataclass
+class BurstRun(LoadRun):
+    """Case 5's run; `started` is t0, the first update sent, and `seconds` the last picture."""
+
+    started_wall: float = math.nan  # time.time() at t0 (edit rows keep wall-clock times)
+    sent_s: float = math.nan  # from t0 until the last update was available
+    first: list[float] = field(default_factory=list)  # each user's first picture after t0, s
+    notes_later: int = 0  # notes still standing BURST5_NOTES_LATER_S after the last picture
+    failed: Counter[str] = field(default_factory=Counter)  # failed Bot API sends, by error
+    note_fates: Counter[str] = field(default_factory=Counter)  # see `note_fates`
+
+    @property
+    def queued(self) -> int:
+        return sum(self.jobs.statuses.values()) if self.jobs else 0
+
+    @property
+    def queued_s(self) -> float:
+        """From t0 until the last edit row was created."""
+        return self.jobs.last_created - self.started_wall if self.jobs else math.nan
+
+    @property
+    def ingest_per_s(self) -> float:
+        return self.queued / self.queued_s
+
+
+def send_user_by_user(
+    telegram: FakeTelegram,
+    tg: LoopThread,
+    users: list[FakeUser],
+    photos: list[list[bytes]],
+    run: BurstRun,
+) -> list[StoredMessage]:
+    """Each user's photos together, the users one after another, spread evenly over
+    BURST5_SPREAD_S: user i's at t0 + i x BURST5_SPREAD_S / users (at once if sending fell
+    behind). Sets t0 (`run.started`, `run.started_wall`) and `run.sent_s`."""
+    step = BURST5_SPREAD_S / len(users)
+    requests: list[StoredMessage] = []
+    run.started, run.started_wall = time.monotonic(), time.time()
+    for i, (user, mine) in enumerate(zip(users, photos, strict=True)):
+        ahead = run.started + i * step - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+        requests += tg.call(user_sends_photos, telegram, user, mine)
+    run.sent_s = time.monotonic() - run.started
+    return requests
+
+
+def bench_burst_run(tmp: Path) -> BurstRun:
+    """BURST5_USERS users send BURST5_PHOTOS captioned photos each, user by user within
+    BURST5_SPREAD_S, to a fresh `stepedit run`; it ends when every request has an answer (or
+    BURST5_TIMEOUT_S after t0), then waits until BURST5_NOTES_AFTER_S after the last picture
+    to count the notes left."""
+    run = BurstRun("burst")
+    folder = tmp / run.name
+    folder.mkdir()
+    database = folder / "stepedit.sqlite3"
+    log = folder / "bot.log"
+    users = load_users(BURST5_USER_BASE, BURST5_USERS)
+    photos = load_photos(BURST5_USERS, BURST5_PHOTOS)
+    cpu_before = cpu_seconds(resource.RUSAGE_CHILDREN), cpu_seconds(resource.RUSAGE_SELF)
+    with (
+        served_in_thread("fake-telegram", run_fake_telegram) as (telegram, tg),
+        served_in_thread("fake-stepfun", run_fake_stepfun) as (stepfun, api),
+    ):
+        stepfun.delay = BURST5_LATENCY_S
+        env = load_env(telegram, stepfun, database, concurrency=BURST5_CONCURRENCY)
+        process = start_bot(folder, env, log.name)
+        watch = run.watch = ApiWatch(share=0.0)
+        watcher = asyncio.run_coroutine_threadsafe(watch_api(stepfun, watch), api.loop)
+        pictures = Pictures()
+        try:
+            wait_polling(process, telegram, tg, log)
+            requests = send_user_by_user(telegram, tg, users, photos, run)
+            deadline = run.started + BURST5_TIMEOUT_S
+            answered, moved_at = 0, time.monotonic()
+            while time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.1)
+                before, answered = answered, tg.call(pictures.update, telegram)
+                if answered == len(requests):
+                    break
+                if answered != before:
+                    moved_at = time.monotonic()
+                elif time.monotonic() - moved_at > 2:  # stalled: refusals are answers too
+                    moved_at = time.monotonic()
+                    if tg.call(tally, telegram, requests).lost == 0:
+                        break
+            last = pictures.last_at if not math.isnan(pictures.last_at) else time.monotonic()
+            time.sleep(max(0.0, last + BURST5_NOTES_AFTER_S - time.monotonic()))
+            tg.call(pictures.update, telegram)
+            run.tally = tg.call(tally, telegram, requests)
+            run.notes_later = run.tally.notes_left
+            while run.notes_later and time.monotonic() < last + BURST5_NOTES_LATER_S:
+                time.sleep(1)
+                run.notes_later = tg.call(tally, telegram, requests).notes_left
+            run.failed = tg.call(failed_sends, telegram)
+            run.note_fates = tg.call(note_fates, telegram, requests)
+        finally:
+            run.exits.append(stop_bot(process))
+            watcher.cancel()
+        run.seconds = pictures.last_at - run.started
+        run.first = [pictures.first.get(user.id, math.inf) - run.started for user in users]
+        run.api_calls = api.call(lambda: len(stepfun.requests))
+        run.api_peak, run.api_mean = watch.in_flight(run.started, pictures.last_at)
+    run.cpu_s = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before[0]
+    run.fakes_cpu_s = cpu_seconds(resource.RUSAGE_SELF) - cpu_before[1]
+    run.charged = asyncio.run(read_quota(f"sqlite+aiosqlite:///{database}", users))
+    run.jobs = read_jobs(database)
+    run.log_lines = log_problems(log)
+    return run
+
+
+def failed_sends(telegram: FakeTelegram) -> Counter[str]:
+    """On the fake Telegram's loop: the Bot API sends it refused, by method and error."""
+    return Counter(
+        f"{c.method}: {(c.error or {}).get('description', '')}"[:100]
+        for c in telegram.calls
+        if c.method in SEND_METHODS and not c.ok
+    )
+
+
+def note_fates(telegram: FakeTelegram, requests: list[StoredMessage]) -> Counter[str]:
+    """On the fake Telegram's loop: the notes left in the requests' chats, by whether the bot
+    asked to delete them, and its deleteMessage calls there that failed, by what they named."""
+    fates: Counter[str] = Counter()
+    chats = {r.chat_id for r in requests}
+    asked: set[tuple[int, int]] = set()
+    for call in telegram.calls_of("deleteMessage"):
+        chat, message_id = int(call.params["chat_id"]), int(call.params["message_id"])
+        if chat not in chats:
+            continue
+        asked.add((chat, message_id))
+        if not call.ok:
+            named = next((m for m in telegram.messages(chat) if m.message_id == message_id), None)
+            if named is None:
+                fates["failed delete: no such message"] += 1
+            else:
+                kind = "note" if is_note(named) else named.kind
+                fates[f"failed delete: a {kind} {'deleted before' if named.deleted else '?'}"] += 1
+    for chat in chats:
+        for message in telegram.sent(chat):
+            if is_note(message) and not message.deleted:
+                told = "asked to delete" if (chat, message.message_id) in asked else "never asked"
+                fates[f"note left, {told}"] += 1
+    return fates
+
+
+def nearest_rank(values: list[float], share: float) -> float:
+    """The value below which `share` of `values` lie (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def bench_burst(tmp: Path, summary: dict[str, str]) -> list[str]:
+    users, total = BURST5_USERS, BURST5_USERS * BURST5_PHOTOS
+    slots, latency = BURST5_CONCURRENCY, BURST5_LATENCY_S
+    fair = math.ceil(users / slots) * latency  # every user's first edit before anyone's second
+    minimum = total / slots * latency
+    progress(
+        f"burst: {total} edits from {users} users, user by user within {BURST5_SPREAD_S:g} s,"
+        " through `stepedit run`"
+    )
+    run = bench_burst_run(tmp)
+    t, j = run.tally, run.jobs
+    assert t is not None and j is not None
+    worst = max(run.first)
+    ratio = worst / fair
+    summary["first_turn_ratio"] = f"{ratio:.2f}"
+    summary["notes_left"] = str(t.notes_left)
+    summary["ingest_per_s"] = f"{run.ingest_per_s:.0f}"
+    summary["lost"] = str(int(summary.get("lost", "0")) + t.lost)
+    summary["charged_minus_delivered"] = str(
+        int(summary.get("charged_minus_delivered", "0")) + run.charged_minus_delivered
+    )
+    row = load_row
+    rows = [
+        f"burst: {total} edits = {users} users x {BURST5_PHOTOS} photos in private chats, user by"
+        f" user within {BURST5_SPREAD_S:g} s, to `stepedit run` (SQLite),"
+        f" EDIT_CONCURRENCY={slots}, API latency {latency:g} s; seconds from the first update sent",
+        row("all updates available within s", [f"{run.sent_s:.2f}"]),
+        row("queued within s (last edit row)", [f"{run.queued_s:.2f}"], f"{run.queued} edits"),
+        row("ingest_per_s (queued / that)", [f"{run.ingest_per_s:.0f}"], "goal >= 200"),
+        row("users' first picture s, median", [f"{statistics.median(run.first):.2f}"]),
+        row("  90th percentile", [f"{nearest_rank(run.first, 0.9):.2f}"]),
+        row(
+            "  worst",
+            [f"{worst:.2f}"],
+            f"fair ideal ceil({users}/{slots}) x {latency:g} s = {fair:.2f} s",
+        ),
+        row("first_turn_ratio (worst / fair)", [f"{ratio:.2f}"], "goal <= 1.25"),
+        row(
+            "last picture s",
+            [f"{run.seconds:.2f}"],
+            f"minimum {total}/{slots} x {latency:g} s = {minimum:.2f} s,"
+            f" ratio {run.seconds / minimum:.2f}",
+        ),
+        row("results (requests with a photo)", [str(t.photos)]),
+        row("  of them got the photo twice", [str(t.twice)]),
+        row("clear refusals (texts)", [str(t.refusals)]),
+        row("lost (no answer)", [str(t.lost)], "must be 0"),
+        row("charged - delivered", [str(run.charged_minus_delivered)], "must be 0"),
+        row(
+            f"notes left {BURST5_NOTES_AFTER_S:g} s after the last picture",
+            [str(t.notes_left)],
+            "goal 0 (notes_left)",
+        ),
+        row("notes per request (mean/max)", [f"{statistics.mean(t.notes):.2f}/{max(t.notes)}"]),
+        row(
+            "note edits per request (mean/max)",
+            [f"{statistics.mean(t.note_edits):.2f}/{max(t.note_edits)}"],
+        ),
+        row("API calls", [str(run.api_calls)]),
+        row(
+            "API requests in flight (peak/mean)",
+            [f"{run.api_peak}/{run.api_mean:.1f}"],
+            f"of {slots} slots, until the last picture",
+        ),
+        row("job held by a worker, median ms", [f"{j.hold_ms:.0f}"]),
+        row("  of it outside the API, median ms", [f"{j.outside_api_ms:.0f}"]),
+        row("Bot API sends per request", [f"{t.sends.total() / total:.2f}"]),
+        row(
+            "Bot API sends/s (peak 1 s/mean)",
+            [f"{peak_per_second(t.send_times)}/{len(t.send_times) / run.seconds:.1f}"],
+        ),
+        row("job attempts (max)", [str(j.max_attempts)]),
+        row("bot CPU s (user+system)", [f"{run.cpu_s:.1f}"]),
+        row("bench + fakes CPU s", [f"{run.fakes_cpu_s:.1f}"], "(this process)"),
+    ]
+    without = sum(1 for at in run.first if math.isinf(at))
+    if without:
+        rows.append(f"  burst: {without} users got no picture")
+    came = [at for at in run.first if math.isfinite(at)]
+    spans = [0] * max(1, math.ceil(max(came, default=0) / 4))
+    for at in came:
+        spans[min(len(spans) - 1, int(at // 4))] += 1
+    rows.append(f"  burst: users' first pictures in each 4 s: {' '.join(map(str, spans))}")
+    if t.notes_left:
+        rows.append(
+            f"  burst: notes left {BURST5_NOTES_LATER_S:g} s after the last picture:"
+            f" {run.notes_later}"
+        )
+    sends = ", ".join(f"{m} {n}" for m, n in t.sends.most_common())
+    rows.append(f"  burst: sends {sends}")
+    rows.append(f"  burst: jobs {dict(sorted(j.statuses.items()))}, exits {run.exits}")
+    for text, n in run.failed.most_common(4):
+        rows.append(f"  burst: failed send x{n}: {text}")
+    if run.note_fates:
+        fates = ", ".join(f"{text} x{n}" for text, n in sorted(run.note_fates.items()))
+        rows.append(f"  burst: at the end: {fates}")
+    if run.watch is not None and math.isfinite(run.seconds):
+        timeline = run.watch.timeline(run.started, run.started + run.seconds)
+        rows.append(f"  burst: API in flight, mean of each 2 s: {_numbers(timeline)}")
+    for text, n in t.refusal_texts.most_common(4):
+        rows.append(f"  burst: refusal x{n}: {text}")
+    for text, n in run.log_lines.most_common(6):
+        rows.append(f"  burst: log x{n}: {text}")
+    return rows
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -1177,6 +1535,7 @@ def main(argv: list[str] | None = None) -> None:
     only = parser.add_mutually_exclusive_group()
     only.add_argument("--pipeline-only", action="store_true", help="only case 1 (image pipeline)")
     only.add_argument("--load-only", action="store_true", help="only case 4 (the load)")
+    only.add_argument("--burst-only", action="store_true", help="only case 5 (the burst)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -1184,19 +1543,24 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[str] = []
     summary: dict[str, str] = {}
     tmp = Path(tempfile.mkdtemp(prefix="stepedit-bench-"))
+    everything = not (args.pipeline_only or args.load_only or args.burst_only)
     try:
-        if not args.load_only:
+        if everything or args.pipeline_only:
             progress("image pipeline, ours and the naive reference")
             rows += bench_pipeline.run(summary)
-        if not args.load_only and not args.pipeline_only:
+        if everything:
             rows.append("-" * 100)
             rows += asyncio.run(bench_service(make_inputs(), tmp))
             rows += bench_bot(tmp, summary)
             rows += bench_free_actions(tmp, summary)
-        if not args.pipeline_only:
+        if everything or args.load_only:
             if rows:
                 rows.append("-" * 100)
             rows += bench_load(tmp, summary)
+        if everything or args.burst_only:
+            if rows:
+                rows.append("-" * 100)
+            rows += bench_burst(tmp, summary)
     finally:
         if args.keep:
             progress(f"kept {tmp} (the bot's logs and databases)")
@@ -1213,7 +1577,7 @@ def main(argv: list[str] | None = None) -> None:
     order = [
         "tg_photo_ms", "mp48_speedup", "mp48_mem_ratio", "e2e_overhead_ms",
         "e2e_overhead_jpeg_ms", "free_action_wait_ms", "load_efficiency", "lost",
-        "charged_minus_delivered",
+        "charged_minus_delivered", "first_turn_ratio", "notes_left", "ingest_per_s",
     ]  # fmt: skip
     print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 
