@@ -75,6 +75,9 @@ POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 GROUP_ACTION_SECONDS = 20.0  # "sending photo…" in a group at most this often
 # The update types the handlers take: nothing else is fetched (and fills the window of 100).
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+# Updates handled at once, across lanes: a flood waits its turn here rather than crowding the
+# event loop, so the edits at work keep their share of it (and the API its pace) meanwhile.
+HANDLED_AT_ONCE = 32
 LANES_GRACE_SECONDS = 10.0  # on stop, how long updates received may take to finish
 # Bot API errors that refuse a picture as a photo but would take it as a file.
 PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_PROCESS_FAILED")
@@ -217,6 +220,7 @@ class TelegramBot:
         self._confirmed = 0  # the last offset Telegram was told: all before are kept
         self._next = 0  # the update id after the newest one received
         self._in_flight: set[int] = set()  # update ids received, not yet handled
+        self._handling = asyncio.Semaphore(HANDLED_AT_ONCE)
         self._lanes: dict[tuple[int, int], deque[Update]] = {}  # (chat, user) -> its updates
         self._lane_tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()  # an update was handled (for _handle)
@@ -383,7 +387,8 @@ class TelegramBot:
         lane = self._lanes[key]
         try:
             while lane:
-                await self._process(lane[0])
+                async with self._handling:
+                    await self._process(lane[0])
                 self._in_flight.discard(lane.popleft().update_id)
                 self._progress.set()
         finally:

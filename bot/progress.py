@@ -5,13 +5,15 @@ at once get one note ("🎨 Editing… (3 more queued)"), not four, and it is de
 of them has ended. The work only says where each request is (`show`, `done`) and goes on at
 once; one pump task per note brings the chat up to date with the latest wanted text.
 
-A new note is sent, an emptied one deleted, and work started on a note that said "queued"
-shown at once. Changes in between are cosmetic: each note changes at most every `min_interval`
-seconds, all notes together at most `edits_per_second` times a second, and texts in between are
-skipped, so hundreds of waiting requests cost a small, fixed share of a platform's send budget
-and leave the rest to the results. A failed send or change is dropped (the next change tries
-again); a failed deletion is tried again until the note is gone, for up to `give_up_after`
-seconds: a note left standing would say "queued" forever.
+A new note is sent and an emptied one deleted at once. Work started on a note that said
+"queued" is shown next, within a budget of its own (`starts_per_second` for all notes, ahead of
+the changes of place). Changes of place are cosmetic: each note changes at most every
+`min_interval` seconds, all notes together at most `edits_per_second` times a second, and
+texts in between are skipped. So under a burst, when work starts on ten requests a second,
+notes cost a small, fixed share of a platform's send budget and leave the rest to the results
+(on Telegram, about 30 messages a second in all). A failed send or change is dropped (the next
+change tries again); a failed deletion is tried again until the note is gone, for up to
+`give_up_after` seconds: a note left standing would say "queued" forever.
 """
 
 from __future__ import annotations
@@ -66,9 +68,9 @@ class _Note:
         return self.working() and not self.shown_working
 
     def urgent(self) -> bool:
-        """Whether the next change must not wait for the budgets: the note is to go (it would
-        stand for requests that ended), or work started."""
-        return not self.places or self.work_started()
+        """Whether the next change must not wait for any budget: the note is to go (it would
+        stand for requests that ended)."""
+        return not self.places
 
     def wanted(self) -> str:
         if not self.places:
@@ -94,6 +96,7 @@ class NoteBoard:
         *,
         min_interval: float = 4.0,
         edits_per_second: float = 3.0,
+        starts_per_second: float = 5.0,
         backoff: float = 1.0,
         give_up_after: float = 120.0,
     ) -> None:
@@ -106,6 +109,7 @@ class NoteBoard:
         self._on_sent, self._on_gone = on_sent, on_gone
         self.min_interval = min_interval
         self._edits = AsyncLimiter(edits_per_second, 1.0)
+        self._starts = AsyncLimiter(starts_per_second, 1.0)
         self._backoff, self._give_up_after = backoff, give_up_after
         self._pumps: set[asyncio.Task[None]] = set()
         self._ended: dict[int, None] = {}  # the last ENDED_KEPT edits that ended, oldest first
@@ -211,13 +215,14 @@ class NoteBoard:
             if wanted == note.shown:
                 return
             if note.note_id is not None and not note.urgent():  # a change: within the budgets
+                starts = note.work_started()
                 wait = note.last_change + self.min_interval - time.monotonic()
-                if wait > 0:  # until then, or until the next news
+                if wait > 0 and not starts:  # until then, or until the next news
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await note.changed.wait()
                     continue
-                if not await self._edit_budget(note):
+                if not await self._edit_budget(note, self._starts if starts else self._edits):
                     continue  # news that must not wait came meanwhile
                 wanted = note.wanted()  # the latest, after waiting for the budget
             await self._apply(note, wanted)
@@ -226,11 +231,12 @@ class NoteBoard:
             if wanted == _GONE:
                 return
 
-    async def _edit_budget(self, note: _Note) -> bool:
-        """Wait for a share of the edits budget: True once there is one, False as soon as news
-        comes that must not wait. (A wait given up takes no share: aiolimiter only counts an
-        acquire once it returns, and skips a cancelled waiter.)"""
-        share = asyncio.ensure_future(self._edits.acquire())
+    async def _edit_budget(self, note: _Note, budget: AsyncLimiter) -> bool:
+        """Wait for a share of `budget`: True once there is one, False as soon as news comes
+        that must not wait, or that goes by another budget (work started). (A wait given up
+        takes no share: aiolimiter only counts an acquire once it returns, and skips a
+        cancelled waiter.)"""
+        share = asyncio.ensure_future(budget.acquire())
         try:
             while not share.done():
                 news = asyncio.ensure_future(note.changed.wait())
@@ -239,7 +245,8 @@ class NoteBoard:
                 finally:
                     news.cancel()
                 note.changed.clear()  # the caller reads the note again from here on
-                if not share.done() and note.urgent():
+                other = note.work_started() != (budget is self._starts)
+                if not share.done() and (note.urgent() or other):
                     return False
             return True
         finally:

@@ -45,6 +45,7 @@ _WAL_RETRY_MAX_S = 0.05
 # Execution option: this transaction only reads, so on SQLite it may start with a plain (deferred)
 # BEGIN and run alongside writers (WAL) instead of queueing for the write lock.
 READ_ONLY = "stepedit_read_only"
+SQLITE_CONNECTIONS = 8  # per process (readers side by side in WAL mode; one writer at a time)
 # Any constant works: all processes migrating one PostgreSQL database take this lock in turn.
 _PG_MIGRATE_LOCK = 0x5E9ED17
 
@@ -161,6 +162,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # the rest on the driver's: one at a time, never at once.
     connect_args.setdefault("check_same_thread", False)
     kwargs.setdefault("module", sqlite_driver.dbapi())  # one trip per statement
+    # A fixed set of connections: under a burst, hundreds of reads at once wait a moment for
+    # one rather than opening (and closing again) connections of their own, each a new thread
+    # set up with the PRAGMAs below.
+    kwargs.setdefault("pool_size", SQLITE_CONNECTIONS)
+    kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
     busy_s = float(connect_args["timeout"])
     busy_ms = int(busy_s * 1000)

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 Work = Callable[[AsyncSession], Awaitable[Any]]
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
-MOST_PER_TRANSACTION = 64  # so that no single transaction holds the writer for long
+MOST_PER_TRANSACTION = 16  # so that no single transaction holds the writer for long
 
 
 class GroupCommit:

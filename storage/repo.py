@@ -19,6 +19,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import String, cast, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -44,7 +45,7 @@ from bot.domain import (
 from bot.errors import ImageExpired
 from storage import statements as S
 from storage.db import READ_ONLY
-from storage.group_commit import GroupCommit
+from storage.group_commit import GroupCommit, Work
 from storage.models import (
     BotValue,
     ChatHead,
@@ -86,10 +87,10 @@ class SqlStore:
             raise ValueError(f"unsupported database {self._dialect!r} (use SQLite or PostgreSQL)")
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite_writer = asyncio.Lock()
-        # A burst of new requests goes in batches, one transaction each (see group_commit):
-        # at most one of them stands in line for SQLite's writer, so the running jobs' writes
-        # are never stuck behind the burst.
-        self._admissions = GroupCommit(self._tx)
+        # A burst of new requests (and their notes) goes in batches, one transaction each (see
+        # group_commit): at most one of them stands in line for SQLite's writer, so the running
+        # jobs' writes are never stuck behind the burst.
+        self._batches = GroupCommit(self._tx) if self._dialect == "sqlite" else None
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -109,6 +110,14 @@ class SqlStore:
         async with self._sqlite_writer, self._sessions.begin() as session:
             yield session
 
+    async def _write(self, work: Work) -> Any:
+        """`work(session)` in a write transaction: on SQLite, with the others of this kind that
+        arrived meanwhile (group_commit: a savepoint each); on PostgreSQL, in one of its own."""
+        if self._batches is not None:
+            return await self._batches.run(work)
+        async with self._tx() as session:
+            return await work(session)
+
     def _insert(self, entity: Any) -> _Insert:
         """INSERT in this database's dialect, which offers ON CONFLICT."""
         if self._dialect == "postgresql":
@@ -121,7 +130,9 @@ class SqlStore:
         key = (User.platform == ref.platform, User.external_id == ref.id)
         # Most calls find the user as they were: a read, not a write (SQLite has one writer).
         async with self._tx(read_only=True) as session:
-            known = (await session.execute(select(User).where(*key))).scalar_one_or_none()
+            known = (
+                await session.execute(S.USER, {"platform": ref.platform, "id": ref.id})
+            ).first()
             if known is not None and _as_known(known, ref):
                 return _user_record(known)
         async with self._tx() as session:
@@ -250,9 +261,9 @@ class SqlStore:
             seen = await session.scalar(S.IS_HANDLED, {"platform": platform, "event_id": event_id})
             if seen is not None or user is None:
                 return seen is not None, None
-            row = await session.scalar(
-                select(User).where(User.platform == user.platform, User.external_id == user.id)
-            )
+            row = (
+                await session.execute(S.USER, {"platform": user.platform, "id": user.id})
+            ).first()
             return False, None if row is None else _user_record(row)
 
     async def mark_handled(self, platform: str, event_id: str) -> bool:
@@ -653,11 +664,8 @@ class SqlStore:
             return admission
 
         try:
-            if self._dialect == "sqlite":  # one writer: with the others admitted meanwhile
-                admitted: Admission = await self._admissions.run(admit_in)
-                return admitted
-            async with self._tx() as session:
-                return await admit_in(session)
+            admitted: Admission = await self._write(admit_in)
+            return admitted
         except IntegrityError:  # the same key, admitted by another process just now
             if edit.key is None:
                 raise
@@ -1102,8 +1110,9 @@ class SqlStore:
             return row.id, result_id
 
     async def set_note(self, edit_ids: list[int], note_id: str) -> None:
-        async with self._tx() as session:
-            await session.execute(S.SET_NOTE, {"edit_ids": edit_ids, "new_note": note_id})
+        await self._write(lambda session: session.execute(
+            S.SET_NOTE, {"edit_ids": edit_ids, "new_note": note_id}
+        ))  # fmt: skip
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
         async with self._tx() as session:
@@ -1187,14 +1196,14 @@ async def _link(session: AsyncSession, message: MessageRef, shown: ShownImage) -
     })  # fmt: skip
 
 
-def _as_known(user: User, ref: UserRef) -> bool:
+def _as_known(user: User | Row[Any], ref: UserRef) -> bool:
     """Whether `ref` tells nothing new about `user` (a missing name or language is no news)."""
     return (ref.name is None or ref.name == user.name) and (
         ref.language is None or ref.language == user.language
     )
 
 
-def _user_record(user: User) -> UserRecord:
+def _user_record(user: User | Row[Any]) -> UserRecord:
     return UserRecord(
         id=user.id,
         ref=UserRef(

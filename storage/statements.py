@@ -21,6 +21,7 @@ from storage.models import (
     Image,
     QuotaUsage,
     ReceivedEvent,
+    User,
     UtcDateTime,
 )
 
@@ -30,6 +31,7 @@ QUOTA = cast(Table, QuotaUsage.__table__)
 HANDLED = cast(Table, HandledEvent.__table__)
 RECEIVED = cast(Table, ReceivedEvent.__table__)
 IMAGES = cast(Table, Image.__table__)
+USERS = cast(Table, User.__table__)
 
 _DAY = bindparam("on_day", type_=Date)
 _NOW = bindparam("now", type_=UtcDateTime())
@@ -78,6 +80,10 @@ LINK_MESSAGE = text(
     "ON CONFLICT (platform, chat_id, message_id) DO UPDATE SET image_id = excluded.image_id, "
     "edit_id = excluded.edit_id"
 ).bindparams(_NOW)
+
+USER = select(USERS).where(
+    USERS.c.platform == bindparam("platform"), USERS.c.external_id == bindparam("id")
+)
 
 # --- events: handled once ---
 
