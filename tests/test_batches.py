@@ -1,0 +1,100 @@
+"""Writes taken together under a burst: admissions in one transaction each batch (every one in
+its own savepoint), handled events written down in batches, and the gate's read of a user
+serving the request that follows it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain import EditOptions, FileRef, MessageRef, NewEdit, UserRef, UserSettings
+from bot.handled import HandledMarks, JustRead
+from storage.group_commit import GroupCommit
+from storage.models import Counter
+from storage.repo import SqlStore
+from tests.jobs import DAY
+
+
+async def test_a_burst_of_admissions_lands_whole_and_charged_once(store: SqlStore) -> None:
+    users = [await store.get_or_create_user(UserRef("telegram", f"burst{n}")) for n in range(40)]
+
+    async def admit(n: int) -> int:
+        user = users[n % 40]
+        new = NewEdit(user.id, "telegram", user.ref.id, None, 0, "snow", EditOptions(),
+                      key=f"telegram:burst:{n}", reply_to=str(n))  # fmt: skip
+        upload = FileRef("telegram", f"photo-{n}", 1000)
+        origin = MessageRef("telegram", user.ref.id, str(n))
+        admission = await store.admit(new, day=DAY, quota=2, max_waiting=0, upload=upload,
+                                      origin=origin)  # fmt: skip
+        return 0 if admission.refused else admission.edit_id
+
+    # 120 at once (3 per user): each user's third is over the quota of 2, the rest all land.
+    ids = await asyncio.gather(*(admit(n) for n in range(120)))
+    assert sum(1 for i in ids if i) == 80 and len(set(ids) - {0}) == 80
+    assert [await store.quota_used(user.id, DAY) for user in users] == [2] * 40
+    again = await asyncio.gather(*(admit(n) for n in range(80)))  # redelivered: the same jobs
+    assert again == ids[:80]
+
+
+async def test_a_unit_that_fails_is_undone_alone(store: SqlStore) -> None:
+    batches = GroupCommit(store._tx)
+
+    def count(scope: str, fail: bool = False) -> Any:
+        async def work(session: AsyncSession) -> str:
+            session.add(Counter(scope=scope, day=DAY, used=1))
+            await session.flush()
+            if fail:
+                raise ValueError(scope)
+            return scope
+
+        return work
+
+    results = await asyncio.gather(
+        *(batches.run(count(f"s{n}", fail=n == 3)) for n in range(8)), return_exceptions=True
+    )
+    assert isinstance(results[3], ValueError)
+    assert [r for n, r in enumerate(results) if n != 3] == [f"s{n}" for n in range(8) if n != 3]
+    async with store._tx(read_only=True) as session:
+        kept = set(await session.scalars(select(Counter.scope)))
+    assert kept == {f"s{n}" for n in range(8) if n != 3}
+
+
+async def test_handled_marks_are_known_at_once_and_written_even_after_a_failure() -> None:
+    written: list[tuple[str, list[str]]] = []
+    failures = 1
+
+    async def write(platform: str, event_ids: list[str]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("database away")
+        written.append((platform, event_ids))
+
+    marks = HandledMarks(write)
+    for n in range(5):
+        marks.add("telegram", str(n))
+    assert ("telegram", "3") in marks and ("telegram", "9") not in marks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("bot.handled.RETRY_SECONDS", 0.01)
+        await marks.drain(timeout=5)
+    assert written == [("telegram", ["0", "1", "2", "3", "4"])]
+    assert ("telegram", "3") not in marks  # in the database now
+
+
+async def test_the_gates_read_serves_one_request_while_fresh(store: SqlStore) -> None:
+    alice = UserRef("telegram", "1", "Alice", "en")
+    record = await store.get_or_create_user(alice)
+    passed = JustRead(fresh=0.2)
+    passed.put(record)
+    assert passed.take(alice) == record
+    assert passed.take(alice) is None  # once
+    passed.put(record)
+    assert passed.take(replace(alice, name="Alice B.")) is None  # news: read (and kept) anew
+    passed.put(replace(record, settings=UserSettings()))
+    await asyncio.sleep(0.25)
+    assert passed.take(alice) is None  # stale
