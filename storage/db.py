@@ -165,8 +165,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # A fixed set of connections: under a burst, hundreds of reads at once wait a moment for
     # one rather than opening (and closing again) connections of their own, each a new thread
     # set up with the PRAGMAs below.
-    kwargs.setdefault("pool_size", SQLITE_CONNECTIONS)
-    kwargs.setdefault("max_overflow", 0)
+    if path is not None:  # (an in-memory database has one connection, kept)
+        kwargs.setdefault("pool_size", SQLITE_CONNECTIONS)
+        kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(sa_url, connect_args=connect_args, **kwargs)
     busy_s = float(connect_args["timeout"])
     busy_ms = int(busy_s * 1000)

@@ -192,7 +192,6 @@ class SqlStore:
         if limit < 0:
             raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
         which = {"of_user": user_id, "on_day": day}
-        await session.execute(S.NEW_QUOTA_DAY, which)
         if limit:
             return await session.scalar(S.USE_UNIT_WITHIN, {**which, "limit": limit}) is not None
         return await session.scalar(S.USE_UNIT, which) is not None
@@ -200,7 +199,6 @@ class SqlStore:
     async def _count(self, session: AsyncSession, scope: str, day: date, limit: int) -> bool:
         """One more for `scope` today, unless that would pass `limit` (0: no limit)."""
         which = {"at_scope": scope, "on_day": day}
-        await session.execute(S.NEW_COUNTER, which)
         if limit:
             return await session.scalar(S.COUNT_ONE_WITHIN, {**which, "limit": limit}) is not None
         return await session.scalar(S.COUNT_ONE, which) is not None

@@ -1,12 +1,16 @@
-"""SQLAlchemy's aiosqlite driver, with one trip to the driver's thread per statement.
+"""SQLAlchemy's aiosqlite driver, with at most one trip to the driver's thread per statement,
+and none for the small statements of a write transaction.
 
 The stock cursor makes three or four trips for every statement (open a cursor, execute, fetch
-the rows, close it), and each trip is a wait for the event loop to come round. SQLite has one
-writer at a time, so under load those waits, not the work, set the pace of every transaction
-(measured with 200 edits at once: the writer's turn was held 93% of the time, 9-29 ms per
-transaction). Here a statement runs and returns its rows in a single trip, which is what
-aiosqlite's own `execute_fetchall` does; everything else is SQLAlchemy's driver unchanged.
-Passed to the engine as its DBAPI `module` (a documented `create_engine` parameter).
+the rows, close it), and each trip is a wait for the event loop to come round (and, on a busy
+machine, for the OS to run the thread and for the GIL). SQLite has one writer at a time, so
+under load those waits, not the work, set the pace of every transaction (measured with 200
+edits at once: the writer's turn was held 93% of the time, 9-29 ms per transaction). Here a
+statement runs and returns its rows in a single trip, which is what aiosqlite's own
+`execute_fetchall` does; and inside BEGIN IMMEDIATE, where the connection holds the write lock
+and no statement can wait for anyone, a small statement runs at once on the calling thread
+(see OneTripConnection). Everything else is SQLAlchemy's driver unchanged. Passed to the engine
+as its DBAPI `module` (a documented `create_engine` parameter).
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from storage.models import (
     Edit,
     HandledEvent,
     Image,
-    QuotaUsage,
     ReceivedEvent,
     User,
     UtcDateTime,
@@ -27,7 +26,6 @@ from storage.models import (
 
 EDITS = cast(Table, Edit.__table__)
 COUNTERS = cast(Table, Counter.__table__)
-QUOTA = cast(Table, QuotaUsage.__table__)
 HANDLED = cast(Table, HandledEvent.__table__)
 RECEIVED = cast(Table, ReceivedEvent.__table__)
 IMAGES = cast(Table, Image.__table__)
@@ -36,35 +34,29 @@ USERS = cast(Table, User.__table__)
 _DAY = bindparam("on_day", type_=Date)
 _NOW = bindparam("now", type_=UtcDateTime())
 
-# --- counters: a row per scope and day, then one more unless that would pass the limit ---
+# --- counters: one more for the scope (or the user) today, unless that would pass the limit ---
+# In one statement: the day's row is made with 1, or counted up while under the limit; no row
+# comes back when the limit is reached. Concurrent callers queue on the row lock and each sees
+# the count the one before it left.
 
-NEW_COUNTER = text(
-    "INSERT INTO counters (scope, day, used) VALUES (:at_scope, :on_day, 0) "
-    "ON CONFLICT (scope, day) DO NOTHING"
-).bindparams(_DAY)
-COUNT_ONE = (
-    update(COUNTERS)
-    .where(COUNTERS.c.scope == bindparam("at_scope"), COUNTERS.c.day == _DAY)
-    .values(used=COUNTERS.c.used + 1)
-    .returning(COUNTERS.c.used)
+_COUNT = (
+    "INSERT INTO counters (scope, day, used) VALUES (:at_scope, :on_day, 1) "
+    "ON CONFLICT (scope, day) DO UPDATE SET used = counters.used + 1"
 )
-COUNT_ONE_WITHIN = COUNT_ONE.where(COUNTERS.c.used < bindparam("limit"))
+COUNT_ONE = text(_COUNT + " RETURNING used").bindparams(_DAY)
+COUNT_ONE_WITHIN = text(_COUNT + " WHERE counters.used < :limit RETURNING used").bindparams(_DAY)
 COUNTED = select(COUNTERS.c.used).where(COUNTERS.c.scope == bindparam("at_scope"),
                                         COUNTERS.c.day == _DAY)  # fmt: skip
 
-NEW_QUOTA_DAY = text(
-    "INSERT INTO quota_usage (user_id, day, used, granted) VALUES (:of_user, :on_day, 0, 0) "
-    "ON CONFLICT (user_id, day) DO NOTHING"
-).bindparams(_DAY)
-USE_UNIT = (
-    update(QUOTA)
-    .where(QUOTA.c.user_id == bindparam("of_user"), QUOTA.c.day == _DAY)
-    .values(used=QUOTA.c.used + 1)
-    .returning(QUOTA.c.used)
+_USE_UNIT = (
+    "INSERT INTO quota_usage (user_id, day, used, granted) VALUES (:of_user, :on_day, 1, 0) "
+    "ON CONFLICT (user_id, day) DO UPDATE SET used = quota_usage.used + 1"
 )
-# An admin's grant adds to the limit. Checked by the UPDATE itself: concurrent callers queue on
-# the row lock and each sees the count the one before it left.
-USE_UNIT_WITHIN = USE_UNIT.where(QUOTA.c.used < bindparam("limit") + QUOTA.c.granted)
+USE_UNIT = text(_USE_UNIT + " RETURNING used").bindparams(_DAY)
+# An admin's grant adds to the limit.
+USE_UNIT_WITHIN = text(
+    _USE_UNIT + " WHERE quota_usage.used < :limit + quota_usage.granted RETURNING used"
+).bindparams(_DAY)
 
 # --- where a user is, and what a message shows ---
 
