@@ -328,6 +328,9 @@ class TelegramBot:
                 # Chatter not meant for the bot is neither kept nor marked: no write for it.
                 meant = {u.update_id: e for u in fresh if (e := incoming(u, self.app.bot))
                          and e.addressed}  # fmt: skip
+                news = [e for u, e in meant.items() if u not in self._in_flight]
+                if len(news) > 1:  # a burst: the gate's reads in one
+                    await self.service.expect(news)
                 for update in fresh:
                     if update.update_id not in self._in_flight:
                         if update.update_id in meant:

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.domain import UserRecord, UserRef
+from bot.domain import Incoming, UserRecord, UserRef
 
 log = logging.getLogger("stepedit.handled")
 
@@ -85,3 +85,24 @@ class JustRead:
         known = record.ref
         same = ref.name in (None, known.name) and ref.language in (None, known.language)
         return record if same else None
+
+
+class ReadAhead:
+    """What the gate needs of events received together (handled already? their user), read for
+    the whole batch at once and taken (once) by each event at the gate, while `fresh`."""
+
+    def __init__(self, fresh: float = 5.0, most: int = 1000) -> None:
+        self._events: dict[tuple[str, str], tuple[float, bool, UserRecord | None]] = {}
+        self._fresh, self._most = fresh, most
+
+    def put(self, event: Incoming, seen: bool, record: UserRecord | None) -> None:
+        now = time.monotonic()
+        if len(self._events) >= self._most:  # events that never reached the gate
+            self._events = {k: v for k, v in self._events.items() if now - v[0] < self._fresh}
+        self._events[(event.platform, event.event_id)] = (now, seen, record)
+
+    def take(self, event: Incoming) -> tuple[bool, UserRecord | None] | None:
+        read = self._events.pop((event.platform, event.event_id), None)
+        if read is None or time.monotonic() - read[0] >= self._fresh:
+            return None
+        return read[1], read[2]

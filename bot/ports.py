@@ -89,6 +89,13 @@ class EditStore(Protocol):
         not seen yet)."""
         ...
 
+    async def events_and_users(
+        self, platform: str, event_ids: list[str], users: list[str]
+    ) -> tuple[set[str], dict[str, UserRecord]]:
+        """`event_and_user` for many at once, in one read: the events handled already, and
+        the records of the users (platform ids) seen before."""
+        ...
+
     async def mark_handled(self, platform: str, event_id: str) -> bool:
         """Record the event as handled (and no longer only received); False if it was."""
         ...

@@ -97,7 +97,7 @@ from bot.errors import (
     UnchargedCallsCapped,
     UnknownEdit,
 )
-from bot.handled import HandledMarks, JustRead
+from bot.handled import HandledMarks, JustRead, ReadAhead
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.presenter import Action, Press
 from bot.progress import SENT, WORKING, NoteBoard, NoteKey
@@ -202,6 +202,7 @@ class EditService:
         self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
         self._handled = HandledMarks(self.store.mark_all_handled)
         self._passed = JustRead()  # users the gate read, for the request that follows
+        self._expected = ReadAhead()  # what the gate needs of events received in a batch
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._free = _PerMinute(self.rules.free_actions_per_minute)
         self._messengers: dict[str, Messenger] = {}
@@ -1302,6 +1303,8 @@ class EditService:
             record = await self.store.find_user(who.platform, who.id) if who and not seen else None
         elif (event.platform, event.event_id) in self._handled:  # not written down yet
             seen, record = True, None
+        elif (expected := self._expected.take(event)) is not None:  # read with its batch
+            seen, record = expected
         else:  # one read for both
             seen, record = await self.store.event_and_user(event.platform, event.event_id,
                                                            event.user)  # fmt: skip
@@ -1315,6 +1318,26 @@ class EditService:
         await self._gate(record, event.user, event.chat, addressed=event.addressed)
         if record is not None:
             self._passed.put(record)
+
+    async def expect(self, events: list[Incoming]) -> None:
+        """Events about to pass the gate (a batch just received): what the gate needs of them
+        is read now, in one read for all, instead of one for each. Cosmetic: on failure, each
+        reads its own."""
+        by_platform: dict[str, list[Incoming]] = {}
+        for event in events:
+            by_platform.setdefault(event.platform, []).append(event)
+        for platform, these in by_platform.items():
+            users = sorted({e.user.id for e in these if e.user is not None})
+            try:
+                seen, records = await self.store.events_and_users(
+                    platform, [e.event_id for e in these], users
+                )
+            except Exception:
+                log.exception("could not read %d events ahead; each reads its own", len(these))
+                continue
+            for event in these:
+                record = records.get(event.user.id) if event.user is not None else None
+                self._expected.put(event, event.event_id in seen, record)
 
     async def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on (written down

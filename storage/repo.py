@@ -264,6 +264,15 @@ class SqlStore:
             ).first()
             return False, None if row is None else _user_record(row)
 
+    async def events_and_users(
+        self, platform: str, event_ids: list[str], users: list[str]
+    ) -> tuple[set[str], dict[str, UserRecord]]:
+        async with self._tx(read_only=True) as session:
+            among = {"platform": platform, "event_ids": event_ids}
+            seen = set(await session.scalars(S.HANDLED_AMONG, among))
+            rows = await session.execute(S.USERS_AMONG, {"platform": platform, "ids": users})
+            return seen, {row.external_id: _user_record(row) for row in rows}
+
     async def mark_handled(self, platform: str, event_id: str) -> bool:
         async with self._tx() as session:
             return await self._mark_handled(session, platform, event_id)

@@ -77,10 +77,19 @@ USER = select(USERS).where(
     USERS.c.platform == bindparam("platform"), USERS.c.external_id == bindparam("id")
 )
 
+USERS_AMONG = select(USERS).where(
+    USERS.c.platform == bindparam("platform"),
+    USERS.c.external_id.in_(bindparam("ids", expanding=True)),
+)
+
 # --- events: handled once ---
 
 IS_HANDLED = select(HANDLED.c.event_id).where(
     HANDLED.c.platform == bindparam("platform"), HANDLED.c.event_id == bindparam("event_id")
+)
+HANDLED_AMONG = select(HANDLED.c.event_id).where(
+    HANDLED.c.platform == bindparam("platform"),
+    HANDLED.c.event_id.in_(bindparam("event_ids", expanding=True)),
 )
 NOT_RECEIVED = RECEIVED.delete().where(
     RECEIVED.c.platform == bindparam("platform"), RECEIVED.c.event_id == bindparam("event_id")

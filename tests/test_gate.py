@@ -127,3 +127,33 @@ async def test_grant_takes_plain_numbers_and_an_edited_grant_grants_nothing(
     await app.idle()
     answer = [m for m in telegram.sent(ADMIN.id) if m.kind == "text"][-1]
     assert answer.text == t("admin_cannot_ban_admin", who=f"telegram:{ADMIN.id}")
+
+
+@pytest.mark.service(rules=ADMINS)
+async def test_updates_received_together_are_gated_as_each_alone_with_one_read(
+    app: BotUnderTest, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert app.store is not None
+    telegram.user_sends_text(ADMIN.id, ADMIN, f"/ban {MALLORY.id}")
+    await app.text_reply(ADMIN.id)
+    telegram.user_sends_text(ALICE.id, ALICE, "/quota")  # Alice is known from here on
+    await app.text_reply(ALICE.id)
+    reads: list[str] = []
+    one_read = app.store.event_and_user
+
+    async def counted(platform: str, event_id: str, user: Any) -> Any:
+        reads.append(event_id)
+        return await one_read(platform, event_id, user)
+
+    monkeypatch.setattr(app.store, "event_and_user", counted)
+    # One getUpdates brings them all: the banned, a known user twice, a newcomer.
+    newcomer = FakeUser(id=4303, first_name="Nia", language_code="en")
+    telegram.user_sends_text(MALLORY.id, MALLORY, "/quota")
+    telegram.user_sends_text(MALLORY.id, MALLORY, "/quota")
+    telegram.user_sends_text(ALICE.id, ALICE, "/quota")
+    telegram.user_sends_text(newcomer.id, newcomer, "/quota")
+    await app.idle()
+    assert [m.text for m in telegram.sent(MALLORY.id) if m.kind == "text"] == [t("error_banned")]
+    assert len([m for m in telegram.sent(ALICE.id) if m.kind == "text"]) == 2
+    assert len([m for m in telegram.sent(newcomer.id) if m.kind == "text"]) == 1
+    assert reads == []  # read ahead, all four in one read
