@@ -33,7 +33,14 @@ from telegram import (
 )
 from telegram import User as TgUser
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -75,8 +82,9 @@ POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 GROUP_ACTION_SECONDS = 20.0  # "sending photo…" in a group at most this often
 # The update types the handlers take: nothing else is fetched (and fills the window of 100).
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-# Updates handled at once, across lanes: a flood waits its turn here rather than crowding the
-# event loop, so the edits at work keep their share of it (and the API its pace) meanwhile.
+# Updates from private chats handled at once, across lanes: a flood waits its turn here rather
+# than crowding the event loop, so the edits at work keep their share of it (and the API its
+# pace) meanwhile.
 HANDLED_AT_ONCE = 32
 LANES_GRACE_SECONDS = 10.0  # on stop, how long updates received may take to finish
 # Bot API errors that refuse a picture as a photo but would take it as a file.
@@ -389,8 +397,11 @@ class TelegramBot:
     async def _run_lane(self, key: tuple[int, int]) -> None:
         lane = self._lanes[key]
         try:
+            # A group's sends have their own small budget (20 a minute), which a flood there
+            # waits for: its updates take no slot, so they never hold up everyone else's.
+            slot = self._handling if key[0] > 0 else contextlib.nullcontext()
             while lane:
-                async with self._handling:
+                async with slot:
                     await self._process(lane[0])
                 self._in_flight.discard(lane.popleft().update_id)
                 self._progress.set()
@@ -823,8 +834,11 @@ class TelegramMessenger:
             await self.bot.delete_message(_chat(to), int(note_id))
         except RetryAfter as exc:  # past the rate limiter's own retries
             raise RetryLater(_seconds(exc)) from exc
-        except BadRequest as exc:  # "message to delete not found": gone already, as wanted
-            if "not found" not in exc.message.lower():
+        except Forbidden:  # the user blocked the bot: the note can never go, nor be seen
+            return
+        except BadRequest as exc:  # "message to delete not found": gone already, as wanted;
+            said = exc.message.lower()  # "message can't be deleted": never will be
+            if "not found" not in said and "can't be deleted" not in said:
                 raise
 
     async def show_working(self, to: Address) -> None:

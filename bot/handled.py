@@ -77,6 +77,9 @@ class JustRead:
             self._records = {k: v for k, v in self._records.items() if now - v[0] < self._fresh}
         self._records[(record.ref.platform, record.ref.id)] = (now, record)
 
+    def clear(self) -> None:
+        self._records.clear()
+
     def take(self, ref: UserRef) -> UserRecord | None:
         read = self._records.pop((ref.platform, ref.id), None)
         if read is None or time.monotonic() - read[0] >= self._fresh:
@@ -100,6 +103,9 @@ class ReadAhead:
         if len(self._events) >= self._most:  # events that never reached the gate
             self._events = {k: v for k, v in self._events.items() if now - v[0] < self._fresh}
         self._events[(event.platform, event.event_id)] = (now, seen, record)
+
+    def clear(self) -> None:
+        self._events.clear()
 
     def take(self, event: Incoming) -> tuple[bool, UserRecord | None] | None:
         read = self._events.pop((event.platform, event.event_id), None)

@@ -203,6 +203,7 @@ class EditService:
         self._handled = HandledMarks(self.store.mark_all_handled)
         self._passed = JustRead()  # users the gate read, for the request that follows
         self._expected = ReadAhead()  # what the gate needs of events received in a batch
+        self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._free = _PerMinute(self.rules.free_actions_per_minute)
         self._messengers: dict[str, Messenger] = {}
@@ -270,7 +271,7 @@ class EditService:
             task.cancel()
         await asyncio.gather(*held.values(), *self._loops, *prefetches, *self._background,
                              return_exceptions=True)  # fmt: skip
-        await self._handled.drain(timeout=5.0)
+        await self.settled()
         self._loops = []
         handed = [edit.id for edit in self._handed]  # claimed for a worker that never took it
         self._handed.clear()
@@ -1328,6 +1329,7 @@ class EditService:
             by_platform.setdefault(event.platform, []).append(event)
         for platform, these in by_platform.items():
             users = sorted({e.user.id for e in these if e.user is not None})
+            changes = self._user_changes
             try:
                 seen, records = await self.store.events_and_users(
                     platform, [e.event_id for e in these], users
@@ -1335,9 +1337,21 @@ class EditService:
             except Exception:
                 log.exception("could not read %d events ahead; each reads its own", len(these))
                 continue
+            if changes != self._user_changes:  # a user changed meanwhile: maybe one of these
+                continue
             for event in these:
                 record = records.get(event.user.id) if event.user is not None else None
                 self._expected.put(event, event.event_id in seen, record)
+
+    async def settled(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until every event handled so far is written down as handled."""
+        await self._handled.drain(timeout=timeout)
+
+    def _users_changed(self) -> None:
+        """A user's settings, ban or data changed: records read earlier are not used."""
+        self._user_changes += 1
+        self._passed.clear()
+        self._expected.clear()
 
     async def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on (written down
@@ -1429,7 +1443,9 @@ class EditService:
         if command in ("ban", "unban"):
             if command == "ban" and self.is_admin(UserRef(*who)):
                 return t("admin_cannot_ban_admin", lang, who=label)
-            if not await self.store.set_banned(*who, banned=command == "ban"):
+            changed = await self.store.set_banned(*who, banned=command == "ban")
+            self._users_changed()
+            if not changed:
                 return t("admin_unknown_user", lang, who=label)
             return t(f"admin_{command}ned", lang, who=label)
         record = await self.store.find_user(*who)
@@ -1459,6 +1475,7 @@ class EditService:
             return t("forget_kept", lang)
         record = await self.store.get_or_create_user(user)
         deleted = await self.store.forget_user(record.id)
+        self._users_changed()
         if deleted is None:
             return t("forget_busy", lang)
         return t("forget_done", lang, edits=deleted)
@@ -1490,11 +1507,13 @@ class EditService:
             record.settings, name.strip().lower(), value.strip(), self.capabilities
         )
         await self.store.save_settings(record.id, updated)
+        self._users_changed()
         return self._with_defaults(updated)
 
     async def reset_settings(self, user: UserRef) -> UserSettings:
         record = await self.store.get_or_create_user(user)
         await self.store.save_settings(record.id, UserSettings())
+        self._users_changed()
         return self._with_defaults(UserSettings())
 
 

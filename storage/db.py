@@ -45,6 +45,9 @@ _WAL_RETRY_MAX_S = 0.05
 # Execution option: this transaction only reads, so on SQLite it may start with a plain (deferred)
 # BEGIN and run alongside writers (WAL) instead of queueing for the write lock.
 READ_ONLY = "stepedit_read_only"
+# A write transaction of a few short statements (no images, no scans): SQLite runs them at
+# once on the event loop's thread (see sqlite_driver); any other transaction makes its trips.
+AT_ONCE = "stepedit_at_once"
 SQLITE_CONNECTIONS = 8  # per process (readers side by side in WAL mode; one writer at a time)
 # Any constant works: all processes migrating one PostgreSQL database take this lock in turn.
 _PG_MIGRATE_LOCK = 0x5E9ED17
@@ -192,7 +195,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # busy timeout), so a read-then-write transaction never fails halfway with SQLITE_BUSY.
         # Straight to the driver: one trip to its thread, not three (cursor, execute, close).
         # Writers take turns, so every trip saved in a write transaction shortens the line.
-        begin = "BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE"
+        options = conn.get_execution_options()
+        begin = "BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE"
         driver = conn.connection.dbapi_connection
         assert isinstance(driver, AdaptedConnection)
         dbapi_error = conn.dialect.loaded_dbapi.Error
@@ -200,7 +204,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             driver.run_async(lambda aio: aio.execute_fetchall(begin))
         except dbapi_error as error:  # raised as SQLAlchemy raises the driver's errors
             raise DBAPIError.instance(begin, None, error, dbapi_error) from error
-        if begin == "BEGIN IMMEDIATE" and isinstance(driver, sqlite_driver.OneTripConnection):
+        if options.get(AT_ONCE) and isinstance(driver, sqlite_driver.OneTripConnection):
             driver.writing = True  # its statements run at once (see sqlite_driver)
 
     return engine

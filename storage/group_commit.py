@@ -5,8 +5,11 @@ driver's thread that waits its turn on a busy machine. Under a burst of new requ
 them one transaction at a time made those trips, not the work, the pace of the intake. Here a
 request waits while the batch before it is written, then goes with every other request that
 arrived meanwhile: a burst of hundreds costs a few dozen transactions, and a single request
-costs what it did. A unit that fails (an IntegrityError, say) is undone alone, by its
-savepoint, and raises to its own caller; the others stand.
+costs what it did. A unit that breaks a constraint (IntegrityError) is undone alone, by its
+savepoint, and raises to its own caller; the others stand. Any other failure may have ended the
+transaction itself (a full disk, an I/O error), so it fails the whole batch: nothing of it is
+kept, and every caller hears the error. A unit whose caller gave up before it started is
+skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Work = Callable[[AsyncSession], Awaitable[Any]]
@@ -36,7 +40,7 @@ class GroupCommit:
         self._waiting.append((work, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_all())
-        return await asyncio.shield(done)  # a caller that gives up leaves the batch as it is
+        return await done
 
     async def _write_all(self) -> None:
         try:
@@ -55,10 +59,12 @@ class GroupCommit:
         try:
             async with self._transaction() as session:
                 for work, done in batch:
+                    if done.done():  # its caller gave up (cancelled) before it started
+                        continue
                     try:
                         async with session.begin_nested():
                             results.append((done, await work(session)))
-                    except Exception as error:  # undone alone; the others stand
+                    except IntegrityError as error:  # undone alone; the others stand
                         _settle(done, error=error)
         except BaseException as error:  # nothing of the batch was committed
             for _, done in batch:

@@ -44,7 +44,7 @@ from bot.domain import (
 )
 from bot.errors import ImageExpired
 from storage import statements as S
-from storage.db import READ_ONLY
+from storage.db import AT_ONCE, READ_ONLY
 from storage.group_commit import GroupCommit, Work
 from storage.models import (
     BotValue,
@@ -90,14 +90,17 @@ class SqlStore:
         # A burst of new requests (and their notes) goes in batches, one transaction each (see
         # group_commit): at most one of them stands in line for SQLite's writer, so the running
         # jobs' writes are never stuck behind the burst.
-        self._batches = GroupCommit(self._tx) if self._dialect == "sqlite" else None
+        self._batches = GroupCommit(self._small_tx) if self._dialect == "sqlite" else None
 
     async def aclose(self) -> None:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def _tx(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
+    async def _tx(
+        self, *, read_only: bool = False, small: bool = False
+    ) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back if it raises. `small`:
+        a write of a few short statements, which SQLite runs at once (see sqlite_driver)."""
         if read_only or self._dialect != "sqlite":
             async with self._sessions.begin() as session:
                 if read_only:
@@ -108,6 +111,13 @@ class SqlStore:
         # one before commits, instead of in SQLite's busy handler, which polls with sleeps of
         # up to 100 ms: under load those sleeps, not the work, set the pace.
         async with self._sqlite_writer, self._sessions.begin() as session:
+            if small:
+                await session.connection(execution_options={AT_ONCE: True})
+            yield session
+
+    @asynccontextmanager
+    async def _small_tx(self) -> AsyncIterator[AsyncSession]:
+        async with self._tx(small=True) as session:
             yield session
 
     async def _write(self, work: Work) -> Any:
@@ -279,7 +289,7 @@ class SqlStore:
 
     async def mark_all_handled(self, platform: str, event_ids: list[str]) -> None:
         events = [{"platform": platform, "event_id": i, "now": utcnow()} for i in event_ids]
-        async with self._tx() as session:
+        async with self._tx(small=True) as session:
             await session.execute(S.NOT_RECEIVED, events)
             await session.execute(S.MARK_HANDLED_ONLY, events)
 
@@ -773,7 +783,7 @@ class SqlStore:
             ):
                 return None
             try:
-                async with self._tx() as session:
+                async with self._tx(small=True) as session:
                     return await self._claim(session, owner, lease_until, platforms)
             except IntegrityError:
                 continue  # another process claimed this user's other job just now
@@ -946,7 +956,7 @@ class SqlStore:
             return None
 
     async def mark_sent(self, edit_id: int, owner: str) -> bool:
-        async with self._tx() as session:
+        async with self._tx(small=True) as session:
             sent = await session.scalar(
                 update(Edit)
                 .where(Edit.id == edit_id, Edit.lease_owner == owner)
@@ -958,7 +968,7 @@ class SqlStore:
             return sent is not None
 
     async def start_delivery(self, edit_id: int, owner: str) -> bool:
-        async with self._tx() as session:
+        async with self._tx(small=True) as session:
             result = await session.execute(
                 update(Edit)
                 .where(Edit.id == edit_id, Edit.lease_owner == owner)
@@ -1297,11 +1307,11 @@ class _Turn:
 
 async def _turn(session: AsyncSession, user_id: int) -> _Turn:
     """A new edit's number counts the user's edits open now or ended in the last FAIR_WINDOW
-    (drawings aside): claims take lower numbers first, so a user who just arrived goes ahead of
-    one whose earlier edits are still fresh, and a burst serves everyone's first edit before
-    anyone's second. The number only ever grows along a user's waiting edits, so their own
-    order holds. Fixed once admitted: an edit may keep a number a little too high after
-    FAIR_WINDOW, never one too low."""
+    (drawings and cancelled requests aside): claims take lower numbers first, so a user who
+    just arrived goes ahead of one whose earlier edits are still fresh, and a burst serves
+    everyone's first edit before anyone's second. The number only ever grows along a user's
+    waiting edits, so their own order holds. Fixed once admitted: an edit may keep a number a
+    little too high after FAIR_WINDOW, never one too low."""
     open_edits = (await session.execute(S.OPEN_BY_STATUS, {"user_id": user_id})).tuples().all()
     since = utcnow() - FAIR_WINDOW
     ended = await session.scalar(S.ENDED_SINCE, {"user_id": user_id, "since": since})

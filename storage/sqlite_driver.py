@@ -7,10 +7,10 @@ machine, for the OS to run the thread and for the GIL). SQLite has one writer at
 under load those waits, not the work, set the pace of every transaction (measured with 200
 edits at once: the writer's turn was held 93% of the time, 9-29 ms per transaction). Here a
 statement runs and returns its rows in a single trip, which is what aiosqlite's own
-`execute_fetchall` does; and inside BEGIN IMMEDIATE, where the connection holds the write lock
-and no statement can wait for anyone, a small statement runs at once on the calling thread
-(see OneTripConnection). Everything else is SQLAlchemy's driver unchanged. Passed to the engine
-as its DBAPI `module` (a documented `create_engine` parameter).
+`execute_fetchall` does; and in a small write transaction (storage.db.AT_ONCE: a few short
+statements, which hold the write lock and cannot wait for anyone) each statement runs at once
+on the calling thread (see OneTripConnection). Everything else is SQLAlchemy's driver
+unchanged. Passed to the engine as its DBAPI `module` (a documented `create_engine` parameter).
 """
 
 from __future__ import annotations
@@ -76,12 +76,13 @@ def _big(parameters: Any) -> bool:
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """`writing`: inside BEGIN IMMEDIATE (set by storage.db), this connection holds SQLite's
-    write lock, so its small statements cannot wait for anyone: they run at once on the
-    calling thread (microseconds), instead of a trip to the driver's thread and back that
-    costs a turn of the event loop (and, on a busy machine, of the OS scheduler) while every
-    other writer waits. BEGIN (which may wait for another process), COMMIT (which may
-    checkpoint and sync the file) and statements carrying an image still make the trip."""
+    """`writing`: in a small write transaction (set by storage.db for AT_ONCE), this connection
+    holds SQLite's write lock, so its short statements cannot wait for anyone: they run at once
+    on the calling thread (microseconds), instead of a trip to the driver's thread and back
+    that costs a turn of the event loop (and, on a busy machine, of the OS scheduler) while
+    every other writer waits. BEGIN (which may wait for another process), COMMIT (which may
+    checkpoint and sync the file), a statement carrying an image and every other transaction
+    (which may scan or free many pages) still make the trip."""
 
     __slots__ = ("writing",)
 

@@ -116,7 +116,10 @@ OPEN_BY_STATUS = (
     .group_by(EDITS.c.status)
 )
 ENDED_SINCE = select(func.count()).where(
-    _MINE, EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()), EDITS.c.layer.is_(None)
+    _MINE,
+    EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()),
+    EDITS.c.layer.is_(None),
+    EDITS.c.status != EditStatus.CANCELLED,  # a request taken back (to fix a typo) costs no turn
 )
 # A queued edit's place in line: those ahead of it in the claim's order (rank, then id), + 1.
 _AHEAD = EDITS.alias("ahead")

@@ -100,6 +100,8 @@ class BotUnderTest:
                 or application.update_processor.current_concurrent_updates
             ):
                 await asyncio.sleep(0.005)
+            if self.service is not None:  # and written down as handled
+                await self.service.settled(timeout)
 
     async def wait_linked(self, message: StoredMessage, timeout: float = 10) -> None:
         """Wait until the bot has recorded which image `message` (one of its own) stands for;

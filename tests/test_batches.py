@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import EditOptions, FileRef, MessageRef, NewEdit, UserRef, UserSettings
@@ -41,27 +42,41 @@ async def test_a_burst_of_admissions_lands_whole_and_charged_once(store: SqlStor
     assert again == ids[:80]
 
 
-async def test_a_unit_that_fails_is_undone_alone(store: SqlStore) -> None:
-    batches = GroupCommit(store._tx)
+def _count(scope: str, fail: bool = False) -> Any:
+    async def work(session: AsyncSession) -> str:
+        session.add(Counter(scope=scope, day=DAY, used=1))
+        await session.flush()
+        if fail:
+            raise RuntimeError(scope)
+        return scope
 
-    def count(scope: str, fail: bool = False) -> Any:
-        async def work(session: AsyncSession) -> str:
-            session.add(Counter(scope=scope, day=DAY, used=1))
-            await session.flush()
-            if fail:
-                raise ValueError(scope)
-            return scope
+    return work
 
-        return work
 
-    results = await asyncio.gather(
-        *(batches.run(count(f"s{n}", fail=n == 3)) for n in range(8)), return_exceptions=True
-    )
-    assert isinstance(results[3], ValueError)
-    assert [r for n, r in enumerate(results) if n != 3] == [f"s{n}" for n in range(8) if n != 3]
+async def _scopes(store: SqlStore) -> set[str]:
     async with store._tx(read_only=True) as session:
-        kept = set(await session.scalars(select(Counter.scope)))
-    assert kept == {f"s{n}" for n in range(8) if n != 3}
+        return set(await session.scalars(select(Counter.scope)))
+
+
+async def test_a_unit_that_breaks_a_constraint_is_undone_alone(store: SqlStore) -> None:
+    batches = GroupCommit(store._tx)
+    scopes = ["s0", "s1", "s2", "s1", "s4"]  # the second s1 is the same row again
+    results = await asyncio.gather(
+        *(batches.run(_count(scope)) for scope in scopes), return_exceptions=True
+    )
+    assert isinstance(results[3], IntegrityError)
+    assert [r for n, r in enumerate(results) if n != 3] == ["s0", "s1", "s2", "s4"]
+    assert await _scopes(store) == {"s0", "s1", "s2", "s4"}
+
+
+async def test_any_other_failure_fails_the_whole_batch(store: SqlStore) -> None:
+    batches = GroupCommit(store._tx)
+    results = await asyncio.gather(
+        *(batches.run(_count(f"t{n}", fail=n == 2)) for n in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await _scopes(store) == set()
+    assert await batches.run(_count("t9")) == "t9"  # the next batch goes on as usual
 
 
 async def test_handled_marks_are_known_at_once_and_written_even_after_a_failure() -> None:

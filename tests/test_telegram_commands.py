@@ -177,6 +177,18 @@ async def test_settings_steps_cfg_and_negative_are_sent_with_the_next_edit(
     assert request.fields["negative_prompt"] == "blurry, low quality"
 
 
+async def test_a_setting_sent_right_before_a_photo_is_used_for_it(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    """Both in one batch of updates (read by the gate together): the photo, handled after the
+    setting, is edited with it."""
+    await answer_to(app, telegram, "/quota")  # Alice is known
+    telegram.user_sends_text(CHAT, ALICE, "/settings steps 12")
+    telegram.user_sends_photo(CHAT, ALICE, PHOTO, caption="make it snow")
+    await app.photo_reply(CHAT)
+    assert [r.fields["steps"] for r in stepfun.requests] == ["12"]
+
+
 async def test_the_default_settings_are_sent_when_nothing_was_chosen(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
 ) -> None:

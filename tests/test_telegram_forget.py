@@ -42,6 +42,7 @@ async def forget(app: BotUnderTest, telegram: FakeTelegram, edits: int) -> None:
     question = await app.text_reply(CHAT)
     telegram.user_presses_button(CHAT, ALICE, question, "forget:yes")
     await telegram.wait_until(lambda: question.text == t("forget_done", edits=edits))
+    await app.idle()  # the /forget and its press handled: no longer kept as received
 
 
 async def stored_text(app: BotUnderTest) -> list[tuple[str, str | bytes]]:
