@@ -6,7 +6,7 @@ Run as `python -m tests.bench` from the project root (`--pipeline-only` runs cas
 with the bot's logs and databases). It prints figures and asserts nothing (it is not a test:
 pytest never collects it). Machines are noisy, so every timed case of 1-3 runs several times after
 one untimed warm-up and reports the median (and the minimum); ratios are computed from medians
-measured in the same run. The whole run takes about six minutes on 2 cores, two of them for case 4
+measured in the same run. The whole run takes about seven minutes on 2 cores, two of them for case 4
 and two for case 5.
 
 Cases:

@@ -29,6 +29,7 @@ from tests.fakes.discord import (
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
 
+GUILD_READY_TIMEOUT = 0.2  # seconds (see DiscordUnderTest.start)
 PHOTO = make_image(320, 240)
 
 
@@ -59,6 +60,10 @@ class DiscordUnderTest:
             api_url=self.discord.rest_url,
             gateway_url=str(self.discord.gateway_url),
         )
+        # discord.py waits this long after the fake's last GUILD_CREATE before it is ready (2 s
+        # by default, which made every start of this harness cost 2 s); the fake sends them all
+        # at once.
+        self.bot.client._connection.guild_ready_timeout = GUILD_READY_TIMEOUT
         self.service.attach(self.bot.messenger)
         await self.bot.start()
         await self.service.start()
