@@ -1,5 +1,5 @@
 """What the gate learns of an update, kept for the rest of its handling: the event handled
-(written down in batches), and the user it read.
+(written down in batches), and what it read (taken once, while fresh).
 
 Events handled, written down in batches.
 
@@ -17,8 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
-from bot.domain import Incoming, UserRecord, UserRef
+K = TypeVar("K")
+V = TypeVar("V")
 
 log = logging.getLogger("stepedit.handled")
 
@@ -62,53 +64,27 @@ class HandledMarks:
                 self._waiting.pop(event, None)
 
 
-class JustRead:
-    """The user record the gate has just read, taken (once) by the request that follows it in
-    the same update: a read transaction fewer per request. A record older than `fresh`
-    seconds, or one that no longer matches the platform's name or language, is not used."""
+class ReadOnce(Generic[K, V]):
+    """Values the gate has just read, each taken once by what follows it while `fresh`
+    seconds: the user record for the request after the gate (a read fewer per request), or
+    what the gate needs of an event read with its whole batch (one read for the batch).
+    Emptied when any user changes (EditService._users_changed)."""
 
-    def __init__(self, fresh: float = 1.0, most: int = 1000) -> None:
-        self._records: dict[tuple[str, str], tuple[float, UserRecord]] = {}
+    def __init__(self, fresh: float, most: int = 1000) -> None:
+        self._values: dict[K, tuple[float, V]] = {}
         self._fresh, self._most = fresh, most
 
-    def put(self, record: UserRecord) -> None:
+    def put(self, key: K, value: V) -> None:
         now = time.monotonic()
-        if len(self._records) >= self._most:  # updates that made no request: drop the stale
-            self._records = {k: v for k, v in self._records.items() if now - v[0] < self._fresh}
-        self._records[(record.ref.platform, record.ref.id)] = (now, record)
+        if len(self._values) >= self._most:  # ones never taken (no request followed): drop
+            self._values = {k: v for k, v in self._values.items() if now - v[0] < self._fresh}
+        self._values[key] = (now, value)
 
-    def clear(self) -> None:
-        self._records.clear()
-
-    def take(self, ref: UserRef) -> UserRecord | None:
-        read = self._records.pop((ref.platform, ref.id), None)
+    def take(self, key: K) -> V | None:
+        read = self._values.pop(key, None)
         if read is None or time.monotonic() - read[0] >= self._fresh:
             return None
-        record = read[1]
-        known = record.ref
-        same = ref.name in (None, known.name) and ref.language in (None, known.language)
-        return record if same else None
-
-
-class ReadAhead:
-    """What the gate needs of events received together (handled already? their user), read for
-    the whole batch at once and taken (once) by each event at the gate, while `fresh`."""
-
-    def __init__(self, fresh: float = 5.0, most: int = 1000) -> None:
-        self._events: dict[tuple[str, str], tuple[float, bool, UserRecord | None]] = {}
-        self._fresh, self._most = fresh, most
-
-    def put(self, event: Incoming, seen: bool, record: UserRecord | None) -> None:
-        now = time.monotonic()
-        if len(self._events) >= self._most:  # events that never reached the gate
-            self._events = {k: v for k, v in self._events.items() if now - v[0] < self._fresh}
-        self._events[(event.platform, event.event_id)] = (now, seen, record)
+        return read[1]
 
     def clear(self) -> None:
-        self._events.clear()
-
-    def take(self, event: Incoming) -> tuple[bool, UserRecord | None] | None:
-        read = self._events.pop((event.platform, event.event_id), None)
-        if read is None or time.monotonic() - read[0] >= self._fresh:
-            return None
-        return read[1], read[2]
+        self._values.clear()

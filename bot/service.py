@@ -97,7 +97,7 @@ from bot.errors import (
     UnchargedCallsCapped,
     UnknownEdit,
 )
-from bot.handled import HandledMarks, JustRead, ReadAhead
+from bot.handled import HandledMarks, ReadOnce
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.presenter import Action, Press
 from bot.progress import SENT, WORKING, NoteBoard, NoteKey
@@ -201,8 +201,10 @@ class EditService:
         self._salt: str | None = None  # of the end-user hash (the database keeps it)
         self._background: set[asyncio.Task[None]] = set()  # messages to admins on their way
         self._handled = HandledMarks(self.store.mark_all_handled)
-        self._passed = JustRead()  # users the gate read, for the request that follows
-        self._expected = ReadAhead()  # what the gate needs of events received in a batch
+        # Users the gate read, for the request that follows; what the gate needs of events
+        # received in a batch, read for all of them at once.
+        self._passed: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
+        self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=5.0)
         self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._free = _PerMinute(self.rules.free_actions_per_minute)
@@ -295,7 +297,9 @@ class EditService:
     async def submit(self, request: EditRequest) -> Admission:
         """Turn a request into a queued job, or raise the StepEditError that refuses it. A
         request whose `key` was seen before is the same job again (`Admission.duplicate`)."""
-        user = self._passed.take(request.user) or await self.store.get_or_create_user(request.user)
+        user = _as_known(self._passed.take(_key(request.user)), request.user)
+        if user is None:
+            user = await self.store.get_or_create_user(request.user)
         chat = request.chat
         await self._gate(user, request.user, chat)
         if request.upload is not None:
@@ -1304,7 +1308,7 @@ class EditService:
             record = await self.store.find_user(who.platform, who.id) if who and not seen else None
         elif (event.platform, event.event_id) in self._handled:  # not written down yet
             seen, record = True, None
-        elif (expected := self._expected.take(event)) is not None:  # read with its batch
+        elif (expected := self._expected.take((event.platform, event.event_id))) is not None:
             seen, record = expected
         else:  # one read for both
             seen, record = await self.store.event_and_user(event.platform, event.event_id,
@@ -1318,7 +1322,7 @@ class EditService:
             raise SentAsChat() if first else Ignored("sent as a chat")
         await self._gate(record, event.user, event.chat, addressed=event.addressed)
         if record is not None:
-            self._passed.put(record)
+            self._passed.put(_key(record.ref), record)
 
     async def expect(self, events: list[Incoming]) -> None:
         """Events about to pass the gate (a batch just received): what the gate needs of them
@@ -1341,7 +1345,8 @@ class EditService:
                 continue
             for event in these:
                 record = records.get(event.user.id) if event.user is not None else None
-                self._expected.put(event, event.event_id in seen, record)
+                gated = (event.event_id in seen, record)
+                self._expected.put((event.platform, event.event_id), gated)
 
     async def settled(self, timeout: float = 5.0) -> None:
         """Wait (bounded) until every event handled so far is written down as handled."""
@@ -1704,6 +1709,23 @@ def _new_layer(old: str | None, kind: str, words: str) -> memes.TextLayer:
         return layer.with_caption(top, bottom) if layer else memes.TextLayer.captioned(top, bottom)
     side, text = memes.parse_bubble(words)
     return layer.with_bubble(text, side) if layer else memes.TextLayer.bubbled(text, side)
+
+
+_Gated = tuple[bool, UserRecord | None]  # (handled already, the user's record if known)
+
+
+def _key(user: UserRef) -> tuple[str, str]:
+    return user.platform, user.id
+
+
+def _as_known(record: UserRecord | None, ref: UserRef) -> UserRecord | None:
+    """`record`, unless the platform now says a new name or language (then it is read, and
+    kept, anew)."""
+    if record is None:
+        return None
+    known = record.ref
+    same = ref.name in (None, known.name) and ref.language in (None, known.language)
+    return record if same else None
 
 
 def _note_key(edit: EditRecord) -> NoteKey:
