@@ -5,6 +5,7 @@ serving the request that follows it."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -111,3 +112,18 @@ async def test_what_the_gate_read_serves_once_while_fresh() -> None:
     read.put("alice", 3)
     await asyncio.sleep(0.25)
     assert read.take("alice") is None  # stale
+
+
+async def test_a_record_read_at_the_gate_is_read_anew_when_the_platform_says_news(
+    store: SqlStore,
+) -> None:
+    from bot.service import _as_known
+
+    alice = UserRef("telegram", "1", "Alice", "en")
+    record = await store.get_or_create_user(alice)
+    assert _as_known(record, alice) == record
+    assert _as_known(record, replace(alice, name=None, language=None)) == record  # no news
+    assert _as_known(record, replace(alice, name="Alice B.")) is None  # read (and kept) anew
+    assert _as_known(record, replace(alice, language="zh")) is None
+    renamed = await store.get_or_create_user(replace(alice, name="Alice B."))
+    assert renamed.ref.name == "Alice B."
