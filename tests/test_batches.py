@@ -117,7 +117,7 @@ async def test_what_the_gate_read_serves_once_while_fresh() -> None:
 async def test_a_record_read_at_the_gate_is_read_anew_when_the_platform_says_news(
     store: SqlStore,
 ) -> None:
-    from bot.service import _as_known
+    from bot.access import _as_known
 
     alice = UserRef("telegram", "1", "Alice", "en")
     record = await store.get_or_create_user(alice)

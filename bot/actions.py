@@ -1,0 +1,242 @@
+"""What users do besides asking for an edit: the buttons under results and notes (a table from
+action to handler: Reroll, Undo, Full quality, Cancel), /cancel, and photos sent without a
+prompt (kept, and asked about). Only Reroll of an edit costs a unit; it is an admission."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from bot import imaging, memes
+from bot.access import Gate
+from bot.admission import Admissions, Source, edit_in
+from bot.context import Context
+from bot.domain import (
+    Address,
+    ChatRef,
+    EditRequest,
+    EditStatus,
+    FileRef,
+    MessageRef,
+    Picture,
+    ShownImage,
+    UserRecord,
+    UserRef,
+)
+from bot.drawing import Drawing
+from bot.engine import JobEngine
+from bot.errors import FileTooLarge, NothingToUndo, UnknownEdit
+from bot.pictures import Pictures
+from bot.presenter import Action, Press
+from bot.texts import t
+
+_Handler = Callable[[UserRef, ChatRef, Press, Address, str], Awaitable[str | None]]
+
+
+class Actions:
+    def __init__(
+        self, ctx: Context, gate: Gate, engine: JobEngine, pictures: Pictures,
+        admissions: Admissions, drawing: Drawing,
+    ) -> None:  # fmt: skip
+        self.ctx = ctx
+        self.gate = gate
+        self.engine = engine
+        self.pictures = pictures
+        self.admissions = admissions
+        self.drawing = drawing
+        # The buttons that name an edit, which act for whoever asked for it and nobody else.
+        self._buttons: dict[Action, _Handler] = {
+            Action.CANCEL: self._cancel_pressed,
+            Action.REROLL: self._reroll,
+            Action.UNDO: self._undo_pressed,
+            Action.FULL: self._full_pressed,
+        }
+
+    async def press(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, *, key: str
+    ) -> str | None:
+        """A button under one of the bot's messages, pressed by `user` in `chat`; `to` is the
+        message it sits under, and `key` names the press (a redelivered press is one press).
+        Returns a short text for the presser, if any (the adapter shows it to the presser
+        only). Settings presses are the adapter's to apply with `change_setting`: they change
+        the message they sit under."""
+        record = await self.ctx.store.get_or_create_user(user)
+        await self.gate.check(record, user, chat)
+        handler = self._buttons.get(press.action)
+        if handler is None:
+            return None
+        refusal = await self._not_theirs(record, chat, press, to.language)
+        if refusal is not None:
+            return refusal  # nothing done, nothing posted, nothing charged
+        return await handler(user, chat, press, to, key)
+
+    async def _cancel_pressed(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, key: str
+    ) -> str | None:
+        cancelled = await self.cancel(user, chat, note_of=press.edit_id)
+        return None if cancelled else t("nothing_to_cancel", to.language)
+
+    async def _reroll(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, key: str
+    ) -> str | None:
+        rerolled = await edit_in(self.ctx, press.edit_id, chat)
+        if rerolled.layer:  # words the bot drew: the next best place, no API call
+            self.gate.free_action(user)
+            record = await self.ctx.store.get_or_create_user(user)
+            layer = memes.TextLayer.from_json(rerolled.layer).rerolled()
+            source = Source(rerolled.source_image_id, rerolled.parent_edit_id)
+            await self.drawing.render(record, chat, source, layer, to)
+            return None
+        request = EditRequest(user, chat, reroll_of=press.edit_id, key=key,
+                              answer_to=to.reply_to, language=to.language)  # fmt: skip
+        await self.admissions.submit(request)
+        return None
+
+    async def _undo_pressed(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, key: str
+    ) -> str | None:
+        self.gate.free_action(user)
+        if await self.undo(user, chat, press.edit_id, to) is None:
+            return t("undo_not_shown", to.language)
+        return None
+
+    async def _full_pressed(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, key: str
+    ) -> str | None:
+        self.gate.free_action(user)
+        await self.send_full_quality(chat, press.edit_id, to)
+        return None
+
+    async def _not_theirs(
+        self, presser: UserRecord, chat: ChatRef, press: Press, lang: str
+    ) -> str | None:
+        """Who may press: a button that names an edit acts for whoever asked for that edit,
+        and for nobody else: they get this short private answer. An edit of another chat (or
+        none) is left to the action, which refuses it as unknown."""
+        edit = await self.ctx.store.get_edit(press.edit_id)
+        if edit is None or (edit.platform, edit.chat_id) != (chat.platform, chat.id):
+            return None
+        return None if edit.user_id == presser.id else t("not_your_button", lang)
+
+    async def cancel(self, user: UserRef, chat: ChatRef, *, note_of: int | None = None) -> bool:
+        """Cancel this user's edits in this chat that are not on their way yet; their units go
+        back in the same transaction. True if there was one. `note_of`: pressed on the note of
+        that edit, which stands for all of its user's edits here, and only its user may."""
+        store = self.ctx.store
+        record = await store.get_or_create_user(user)
+        if note_of is not None:
+            noted = await store.get_edit(note_of)
+            here = (record.id, chat.platform, chat.id)
+            if noted is None or (noted.user_id, noted.platform, noted.chat_id) != here:
+                return False
+        cancelled = await store.cancel_edits(record.id, chat.platform, chat.id)
+        for edit in cancelled:
+            messenger = self.engine.cancelled(edit)
+            if messenger is None:
+                continue
+            with contextlib.suppress(Exception):  # each cancelled request answers for itself
+                await messenger.send_text(edit.address, t("cancelled", edit.language))
+            await self.engine.announce_end(edit.id)
+        return bool(cancelled)
+
+    async def undo(self, user: UserRef, chat: ChatRef, edit_id: int, to: Address) -> Picture | None:
+        """Show the image before `edit_id` again and make it the current one. Costs nothing.
+        An image never shown in this chat (see Pictures.shown_here) becomes the current one
+        without being posted: None."""
+        store, pictures = self.ctx.store, self.pictures
+        record = await edit_in(self.ctx, edit_id, chat)
+        owner = await store.get_or_create_user(user)
+        before = await store.load_image(record.source_image_id)
+        if before.canvas is not None:
+            raise NothingToUndo()  # made from words: there is no picture before it
+        parent = await store.get_edit(record.parent_edit_id) if record.parent_edit_id else None
+        if not await pictures.shown_here(record.source_image_id, chat, parent):
+            shown = ShownImage(record.source_image_id, parent.id if parent else None)
+            await pictures.make_current(owner.id, chat, shown, None)
+            return None
+        messenger = self.ctx.messengers[chat.platform]
+        data = await pictures.picture_of(record.source_image_id, messenger)
+        chat_bytes, mime = await pictures.for_chat(data, messenger, to)
+        picture = Picture(
+            data=chat_bytes,
+            mime=mime,
+            filename=f"stepedit-undo-{edit_id}.jpg",
+            image_id=record.source_image_id,
+            edit_id=parent.id if parent else None,
+            prompt=parent.prompt if parent else None,
+            seed=parent.seed if parent else None,
+            full_mime=imaging.full_quality_mime(before.data),  # the parent's result
+        )
+        message = await messenger.send_picture(to, picture)
+        shown = ShownImage(record.source_image_id, picture.edit_id)
+        await pictures.make_current(owner.id, chat, shown, message)
+        return picture
+
+    async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
+        """The full-quality file of a delivered result (posted in this chat, so seen there), if
+        the platform takes a file that big."""
+        picture = await self.full_quality(chat, edit_id)
+        messenger = self.ctx.messengers[chat.platform]
+        limit = messenger.file_limit(to)
+        if len(picture.data) > limit:
+            raise FileTooLarge(
+                f"{len(picture.data)} bytes > {limit}",
+                size_mb=f"{len(picture.data) / 1e6:.1f}",
+                limit_mb=f"{limit / 1e6:.0f}",
+            )
+        await messenger.send_file(to, picture)
+
+    async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
+        """A delivered result as its own file: the API's PNG, or its JPEG as it came (never
+        decoded and encoded again); any other format as a lossless PNG."""
+        record = await edit_in(self.ctx, edit_id, chat)
+        if record.result_image_id is None or record.status != EditStatus.SUCCEEDED:
+            raise UnknownEdit(f"edit {edit_id} has no delivered result")
+        image = await self.ctx.store.load_image(record.result_image_id)
+        data, mime = await self.pictures.pillow(imaging.full_quality, image.data)
+        return Picture(
+            data=data,
+            mime=mime,
+            filename=f"stepedit-{edit_id}.{'jpg' if mime == imaging.JPEG_MIME else 'png'}",
+            image_id=image.id,
+            edit_id=edit_id,
+            prompt=record.prompt,
+            seed=record.seed,
+        )
+
+    # --- photos without a prompt -------------------------------------------------------------
+
+    async def ask_for_prompt(
+        self, user: UserRef, chat: ChatRef, upload: FileRef, origin: MessageRef, to: Address,
+        *, ask: bool = True,
+    ) -> None:  # fmt: skip
+        """A photo without a prompt: keep it (unfetched) and ask what to change; a reply to
+        the photo or to the question edits it. `ask=False` keeps it without asking (e.g. the
+        other photos of an album asked about once). The same photo again is asked about once."""
+        if await self.knows(origin):
+            return  # redelivered after a crash: kept and asked already
+        await self.gate.check(await self.ctx.store.get_or_create_user(user), user, chat)
+        await self.register_photo(user, chat, upload, origin)
+        if ask:
+            question = await self.ctx.messengers[chat.platform].send_text(
+                to, t("ask_prompt", to.language)
+            )
+            await self.link_same_image(question, origin)
+
+    async def register_photo(
+        self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef
+    ) -> None:
+        """A photo without a prompt: keep it (unfetched) as the current image; the next text
+        edits it. Costs nothing and downloads nothing until then."""
+        record = await self.ctx.store.get_or_create_user(user)
+        await self.admissions.keep_upload(record, chat, upload, message)
+
+    async def knows(self, message: MessageRef) -> bool:
+        return await self.ctx.store.shown_in(message) is not None
+
+    async def link_same_image(self, message: MessageRef, same_as: MessageRef) -> None:
+        """Let `message` (e.g. the bot's "what should I change?") stand for the image that
+        `same_as` shows, so a reply to either edits it."""
+        shown = await self.ctx.store.shown_in(same_as)
+        if shown is not None:
+            await self.ctx.store.link_message(message, shown)

@@ -1,0 +1,348 @@
+"""Delivery of one claimed edit, from its API call to its end: the source's bytes, the call
+(within the API slots, marked sent first so a cancel never races a paid call), the result kept
+with the photo it was made from, the chat's copy sent, and the transaction that ends the job
+and keeps or gives back its unit. A kept result is delivered again, never edited again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
+from datetime import date, datetime
+from typing import TypeVar
+
+from aiolimiter import AsyncLimiter
+
+from bot import imaging
+from bot.backends.base import InputImage
+from bot.context import Context
+from bot.domain import (
+    Address,
+    EditedImage,
+    EditRecord,
+    EditStatus,
+    EditTimings,
+    NewImage,
+    Picture,
+    Spend,
+    UserSettings,
+)
+from bot.engine import JobEngine, note_key
+from bot.errors import (
+    ApiConfigError,
+    ApiProtocolError,
+    EditApiError,
+    EditRefused,
+    InvalidImage,
+    NoImageReturned,
+    StepEditError,
+)
+from bot.pictures import Pictures
+from bot.ports import Messenger
+from bot.progress import SENT, WORKING
+from bot.rules import generation_size
+from bot.texts import error_text, t
+
+log = logging.getLogger("stepedit.service")
+
+MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
+ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
+ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+
+
+class _LeaseLost(Exception):
+    """This process no longer holds the edit (its lease ran out and another took it)."""
+
+
+class Delivery:
+    def __init__(self, ctx: Context, engine: JobEngine, pictures: Pictures) -> None:
+        self.ctx = ctx
+        self.engine = engine
+        self.pictures = pictures
+        self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
+        self._salt: str | None = None  # of the end-user hash (the database keeps it)
+
+    async def run(self, edit: EditRecord) -> None:
+        """Carry one claimed job to its end: a delivered picture or a clear answer."""
+        messenger = self.ctx.messengers[edit.platform]
+        engine = self.engine
+        try:
+            await self._carry_out(edit, messenger)
+        except asyncio.CancelledError:
+            if engine.stopping:
+                if edit.id in engine.committed:  # its call was made: billed, and made again
+                    with contextlib.suppress(Exception):
+                        await self.ctx.store.add_spend(
+                            self.ctx.today(), Spend.micros(self.ctx.editor.price)
+                        )
+                raise  # shutdown: the job goes back to the queue, its note stays
+            # else the user cancelled it: cancel() ended it, answered and closed its note
+        except _LeaseLost:
+            log.warning("edit %s: its lease ran out while it ran; another process has it", edit.id)
+            return
+        except Exception:
+            # Recording its end failed (the database?): the job is left to its lease, which
+            # runs out, so it is tried again; a delivered one is delivered again, never refunded.
+            log.exception("edit %s: could not record how it ended; it will run again", edit.id)
+            return
+        else:
+            engine.close_note(edit, messenger)
+        await engine.announce_end(edit.id)
+
+    async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
+        to, store, owner = edit.address, self.ctx.store, self.engine.owner
+        if edit.attempts > MAX_ATTEMPTS:  # also with a kept result: showing it may be what kills
+            made = self.ctx.today() if edit.result_image_id else None  # a paid call, undelivered
+            await self._end(edit, EditStatus.FAILED, "interrupted too often",
+                            answer=t("error_interrupted", to.language),
+                            uncharged_call=made)  # fmt: skip
+            return
+        try:
+            ready = await self._result(edit, messenger)
+            if ready is None:
+                return  # cancelled meanwhile (that answered the user), or no longer ours
+            picture, timings = ready
+            message = await messenger.send_picture(to, picture)
+        except _LeaseLost:
+            raise  # another process has it now: leave it (and its note) to that one
+        except StepEditError as exc:
+            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
+                log.error("the edit API needs the operator: %s", exc.operator_message)
+            status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
+            paid = _paid_call(exc) or edit.id in self.engine.committed  # made, not delivered
+            await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
+                            answer=error_text(exc, to.language), spent=self._billed(exc),
+                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+            return
+        except Exception as exc:  # e.g. the platform refused the picture (the user blocked us)
+            log.exception("edit %s failed", edit.id)
+            paid = edit.id in self.engine.committed
+            await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
+                            answer=t("error_generic", to.language),
+                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+            return
+        # The user has the picture: from here on it is a delivered edit, whatever fails.
+        timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
+        if not await store.finish_edit(
+            edit.id, EditStatus.SUCCEEDED, timings=timings, message=message, owner=owner
+        ):
+            log.warning("edit %s was delivered after its lease ran out", edit.id)
+            return
+        log.info("edit %s delivered: api %d ms, total %d ms",
+                 edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
+
+    async def _end(
+        self, edit: EditRecord, status: str, error: str, *, answer: str,
+        spent: tuple[date, int] | None = None, uncharged_call: date | None = None,
+    ) -> None:  # fmt: skip
+        """End the job without a result (its unit goes back) and tell the user why. If the
+        database is down, the lease runs out and the job is tried again later."""
+        timings = EditTimings(total_ms=_ms_between(edit.created_at, self.ctx.clock()))
+        if await self.ctx.store.finish_edit(
+            edit.id, status, error=error, timings=timings, answer=answer,
+            owner=self.engine.owner, spent=spent, uncharged_call=uncharged_call,
+        ):  # fmt: skip
+            await self._answer(edit.id, edit.address, answer)
+
+    def _billed(self, exc: StepEditError) -> tuple[date, int] | None:
+        """What a failed call may have cost the operator: a call that may have been done (and
+        billed) counts at its backend's price; one surely not done, or refused, costs nothing."""
+        if not isinstance(exc, EditApiError) or not exc.params.get("maybe_done"):
+            return None
+        price = exc.params.get("price", self.ctx.editor.price)
+        return self.ctx.today(), Spend.micros(price if isinstance(price, int | float) else None)
+
+    async def _end_user(self, user_id: int) -> str:
+        """Who asked, as vendors' end-user fields see them: a hash of our own user number with
+        a salt kept in the database (a bare hash of a platform id could be reversed by trying
+        every id), the same for a user across processes and restarts."""
+        if self._salt is None:
+            self._salt = await self.ctx.store.bot_value("end_user_salt", secrets.token_hex(16))
+        digest = hmac.new(self._salt.encode(), str(user_id).encode(), hashlib.sha256)
+        return "u-" + digest.hexdigest()[:32]
+
+    async def _answer(self, edit_id: int, to: Address, text: str) -> None:
+        """Tell a failed edit's user why; if that fails, the answer stays stored and the sweep
+        tries once more."""
+        try:
+            await self.ctx.messengers[to.platform].send_text(to, text)
+        except Exception as exc:
+            log.warning("could not answer edit %s (%s); the sweep tries again", edit_id, exc)
+            return
+        await self.ctx.store.answered(edit_id)
+
+    async def _result(
+        self, edit: EditRecord, messenger: Messenger
+    ) -> tuple[Picture, EditTimings] | None:
+        """The picture to deliver, its delivery started: the API's result, or the one kept by
+        an earlier attempt. None if the edit was cancelled meanwhile or is no longer ours."""
+        ctx, engine, store = self.ctx, self.engine, self.ctx.store
+        timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
+        if edit.result_image_id is not None:
+            engine.committed.add(edit.id)
+            self._show_working(edit, messenger, sent=True)
+            result = await store.load_image(edit.result_image_id)
+            stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
+            picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
+                                          messenger, stand_in=stand_in)  # fmt: skip
+            if not await store.start_delivery(edit.id, engine.owner):
+                await self._not_ours(edit.id)
+                return None
+            return picture, timings
+        started = time.perf_counter()
+        source = await self.pictures.source_bytes(edit.source_image_id, messenger)
+        timings = replace(timings, normalize_ms=_ms_since(started))
+        called = time.perf_counter()
+        filename = "image." + source.mime.removeprefix("image/").replace("jpeg", "jpg")
+        options = replace(edit.options, end_user=await self._end_user(edit.user_id))
+        async with engine.api_slots:
+            if engine.stopping:
+                raise asyncio.CancelledError  # shutting down: no new paid call
+            if not await store.mark_sent(edit.id, engine.owner):
+                await self._not_ours(edit.id)  # cancelled just now: nothing is sent
+                return None
+            engine.committed.add(edit.id)
+            self._show_working(edit, messenger, sent=True)
+            async with self._showing_action(edit.address, messenger):
+                if source.canvas is not None:  # nothing to edit: a new image from the words
+                    # (a reroll of one made by another backend takes this one's nearest)
+                    wanted = UserSettings(image_size=source.canvas)
+                    size = generation_size(ctx.capabilities, wanted) or ""
+                    edited = await ctx.editor.generate(edit.prompt, options, size)
+                else:
+                    image = InputImage(source.data, source.mime, filename)
+                    edited = await ctx.editor.edit([image], edit.prompt, options)
+        timings = replace(timings, api_ms=_ms_since(called))
+        spent = (ctx.today(), Spend.micros(edited.cost))
+        checked = await self._checked_result(edited)
+        fetched = (source.fetched.image_id, source.fetched.image) if source.fetched else None
+        # The chat's copy is made while one transaction keeps the result (and the fetched photo)
+        # and starts the delivery: both wait on other threads. If the copy fails, the kept
+        # result's edit ends as failed all the same (its unit goes back).
+        picture, result_id = await _both(
+            self._picture(edit, edited.data, 0, edited.seed, source.notes, messenger,
+                          stand_in=edited.model if edited.stood_in else None),
+            store.keep_result(
+                edit.id, checked, edited.seed, source.notes, timings, owner=engine.owner,
+                source=fetched, model=edited.model, spent=spent,
+            ),
+        )  # fmt: skip
+        if result_id is None:  # cancelled, or no longer ours: the call was made all the same
+            with contextlib.suppress(Exception):
+                await store.add_spend(*spent)
+            await self._not_ours(edit.id)
+            return None
+        return replace(picture, image_id=result_id), timings
+
+    async def _not_ours(self, edit_id: int) -> None:
+        """An edit this worker held cannot go on: fine if its user cancelled it (they have been
+        answered); if its lease ran out and another process has it, _LeaseLost."""
+        edit = await self.ctx.store.get_edit(edit_id)
+        if edit is None or edit.status != EditStatus.CANCELLED:
+            raise _LeaseLost(edit_id)
+
+    async def _picture(
+        self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
+        notes: tuple[str, ...], messenger: Messenger, *, stand_in: str | None = None,
+    ) -> Picture:  # fmt: skip
+        """The chat's copy of an API result (`stand_in`: the fallback's model, when it made
+        the picture because the usual one was down). A result whose pixels do not decode is
+        the API's fault (the user's photo was fine): temporarily unavailable, nothing charged."""
+        try:
+            chat_bytes, chat_mime = await self.pictures.for_chat(data, messenger, edit.address)
+        except InvalidImage as exc:
+            raise ApiProtocolError(f"the API's image does not decode: {exc}") from exc
+        return Picture(
+            data=chat_bytes,
+            mime=chat_mime,
+            filename=f"stepedit-{edit.id}.jpg",
+            image_id=image_id,
+            edit_id=edit.id,
+            prompt=edit.prompt,
+            seed=seed,
+            notes=notes,
+            stand_in=stand_in,
+            full_mime=imaging.full_quality_mime(data),
+        )
+
+    @contextlib.asynccontextmanager
+    async def _showing_action(self, to: Address, messenger: Messenger) -> AsyncIterator[None]:
+        """While the body runs, the platform's "sending photo…", renewed as it fades, within
+        a small budget of its own (past it a renewal is skipped, never waited for)."""
+
+        async def keep_showing() -> None:
+            while True:
+                if self._actions.has_capacity():
+                    await self._actions.acquire()
+                    with contextlib.suppress(Exception):  # cosmetic
+                        await messenger.show_working(to)
+                await asyncio.sleep(ACTION_EVERY)
+
+        task = asyncio.create_task(keep_showing())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    def _show_working(self, edit: EditRecord, messenger: Messenger, *, sent: bool = False) -> None:
+        """Its note says it is at work (`sent`: the image model has it, past cancelling)."""
+        self.engine.notes.show(edit.id, note_key(edit), edit.address, messenger,
+                               SENT if sent else WORKING, note_id=edit.note_id)  # fmt: skip
+
+    async def _checked_result(self, edited: EditedImage) -> NewImage:
+        data = edited.data
+        try:
+            width, height = await self.pictures.pillow(imaging.image_size, data)
+        except InvalidImage as exc:  # made and billed all the same
+            raise ApiProtocolError(
+                "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
+            ) from exc
+        return NewImage(data, _mime_of(data), width, height)
+
+
+def _paid_call(exc: StepEditError) -> bool:
+    """Whether an edit ended by `exc` made a call the vendor may bill, with no picture: refused
+    content, words without a picture, or a failure after the request was sent."""
+    if isinstance(exc, EditRefused | NoImageReturned):
+        return True
+    return isinstance(exc, EditApiError) and bool(exc.params.get("maybe_done"))
+
+
+def _mime_of(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/jpeg"
+
+
+async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
+    """Both at once. Each runs to its end even if the other fails; then the first one's error,
+    if any, is raised, else the second one's."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(one, BaseException):
+        raise one
+    if isinstance(two, BaseException):
+        raise two
+    return one, two
+
+
+def _ms_since(start: float) -> int:
+    return int((time.perf_counter() - start) * 1000)
+
+
+def _ms_between(start: datetime, end: datetime) -> int:
+    """Milliseconds, kept within the INTEGER columns they are stored in (hosts' clocks may
+    disagree, and a job may wait across a long outage)."""
+    return min(max(int((end - start).total_seconds() * 1000), 0), _MAX_MS)
+
+
+_MAX_MS = 2**31 - 1
