@@ -33,7 +33,7 @@ from bot.domain import (
     Spend,
     UserSettings,
 )
-from bot.engine import JobEngine, note_key
+from bot.engine import JobEngine
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
@@ -45,7 +45,6 @@ from bot.errors import (
 )
 from bot.pictures import Pictures
 from bot.ports import Messenger
-from bot.progress import SENT, WORKING
 from bot.rules import generation_size
 from bot.texts import error_text, t
 
@@ -94,7 +93,7 @@ class Delivery:
             log.exception("edit %s: could not record how it ended; it will run again", edit.id)
             return
         else:
-            engine.close_note(edit, messenger)
+            engine.notes.close(edit, messenger)
         await engine.announce_end(edit.id)
 
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
@@ -188,7 +187,7 @@ class Delivery:
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
             engine.committed.add(edit.id)
-            self._show_working(edit, messenger, sent=True)
+            engine.notes.working(edit, messenger, sent=True)
             result = await store.load_image(edit.result_image_id)
             stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
             picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
@@ -210,7 +209,7 @@ class Delivery:
                 await self._not_ours(edit.id)  # cancelled just now: nothing is sent
                 return None
             engine.committed.add(edit.id)
-            self._show_working(edit, messenger, sent=True)
+            engine.notes.working(edit, messenger, sent=True)
             async with self._showing_action(edit.address, messenger):
                 if source.canvas is not None:  # nothing to edit: a new image from the words
                     # (a reroll of one made by another backend takes this one's nearest)
@@ -291,11 +290,6 @@ class Delivery:
             yield
         finally:
             task.cancel()
-
-    def _show_working(self, edit: EditRecord, messenger: Messenger, *, sent: bool = False) -> None:
-        """Its note says it is at work (`sent`: the image model has it, past cancelling)."""
-        self.engine.notes.show(edit.id, note_key(edit), edit.address, messenger,
-                               SENT if sent else WORKING, note_id=edit.note_id)  # fmt: skip
 
     async def _checked_result(self, edited: EditedImage) -> NewImage:
         data = edited.data

@@ -20,20 +20,18 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 
+from bot import upkeep
 from bot.context import Context
 from bot.domain import Address, Admission, EditRecord, EditStatus, Lease
+from bot.notes import JobNotes
 from bot.pictures import Pictures
 from bot.ports import Messenger
-from bot.progress import WORKING, NoteBoard, NoteKey
+from bot.progress import NoteKey
 
 log = logging.getLogger("stepedit.service")
 
 LEASE_SECONDS = 30.0  # a dead process's jobs go back to the queue within this (+ a heartbeat)
 POLL_SECONDS = 1.0  # how often idle workers look for jobs other processes queued
-EXPIRE_EVERY = 600.0  # seconds between looks for images past RETENTION_DAYS
-# How long a handled event is remembered: Telegram keeps an undelivered update 24 hours.
-HANDLED_KEPT = timedelta(hours=48)
-PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
 
 Deliver = Callable[[EditRecord], Coroutine[object, object, None]]
 
@@ -59,13 +57,12 @@ class JobEngine:
         self._workers = 2 * ctx.concurrency
         self.api_slots = asyncio.Semaphore(ctx.concurrency)
         self.committed: set[int] = set()  # held edits past their API call's start
-        self.notes = NoteBoard(ctx.store.set_note, self._forget_note, min_interval=note_interval)
+        self.notes = JobNotes(ctx, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
         self._busy_users: Counter[int] = Counter()  # users of the held edits (user id -> count)
         # Edits cancelled here while no task held them (edit id -> when): a worker whose claim
         # of one committed just before the cancel, and had not started it yet, skips it.
         self._cancelled_unheld: dict[int, float] = {}
-        self._waiting_here: dict[int, NoteKey] = {}  # queued jobs admitted here, for their notes
         self._ended: dict[int, asyncio.Future[EditRecord]] = {}
         # "There may be a job to claim": one idle worker at a time looks (SQLite has one
         # writer; a claim by every idle worker would only queue them up), and on success
@@ -92,8 +89,8 @@ class JobEngine:
         self.stopping = False
         await self.ctx.store.requeue_expired(self.ctx.clock())
         loops = [self._worker() for _ in range(self._workers)]
-        loops += [self._scout(), self._heartbeat(), self._sweep(), self._report_places()]
-        loops.append(self._housekeeping())
+        loops += [self._scout(), self._heartbeat(), self.notes.report_places()]
+        loops += [upkeep.sweep(self.ctx, self.lease), upkeep.housekeeping(self.ctx)]
         self._loops = [asyncio.create_task(loop) for loop in loops]
 
     async def stop(
@@ -190,20 +187,10 @@ class JobEngine:
     def show_admitted(
         self, admission: Admission, key: NoteKey, to: Address, *, started: bool
     ) -> None:
-        """The request's place in line, or that work starts (`started`: claimed, with an API
-        slot free), on its user's note in this chat."""
-        messenger = self.ctx.messengers.get(to.platform)
-        if messenger is None:
-            return
-        edit_id = admission.edit_id
-        if started:
-            self.notes.show(edit_id, key, to, messenger, WORKING)
-            return
-        idle = max(self.ctx.concurrency - len(self._held), 0)  # roughly: held jobs use the API
-        place = admission.place - idle  # idle workers take the ones ahead at once
-        if place > 0:
-            self._waiting_here[edit_id] = key
-        self.notes.show(edit_id, key, to, messenger, max(place, WORKING))
+        """The request's note: its place in line (less the workers idle here, which take the
+        ones ahead at once; roughly, held jobs use the API), or that work starts."""
+        idle = max(self.ctx.concurrency - len(self._held), 0)
+        self.notes.admitted(admission, key, to, started=started, idle=idle)
 
     def cancelled(self, edit: EditRecord) -> Messenger | None:
         """`edit` was cancelled: stop its work here, close its note; its messenger, to answer
@@ -213,15 +200,11 @@ class JobEngine:
             task.cancel()  # stop waiting for the API: the job has ended
         else:
             self._remember_cancelled(edit.id)
-        self._waiting_here.pop(edit.id, None)
+        self.notes.taken(edit.id)
         messenger = self.ctx.messengers.get(edit.platform)
         if messenger is not None:
-            self.close_note(edit, messenger)
+            self.notes.close(edit, messenger)
         return messenger
-
-    def close_note(self, edit: EditRecord, messenger: Messenger) -> None:
-        self.notes.done(edit.id, note_key(edit), note_id=edit.note_id, to=edit.address,
-                        messenger=messenger)  # fmt: skip
 
     def _remember_cancelled(self, edit_id: int) -> None:
         """For a claim that may be on its way back (one round trip): kept a minute."""
@@ -229,9 +212,6 @@ class JobEngine:
         for old in [k for k, at in self._cancelled_unheld.items() if now - at > 60]:
             del self._cancelled_unheld[old]
         self._cancelled_unheld[edit_id] = now
-
-    async def _forget_note(self, where: Address, note_id: str) -> None:
-        await self.ctx.store.forget_note(where.platform, where.chat_id, note_id)
 
     # --- workers -----------------------------------------------------------------------------
 
@@ -266,7 +246,7 @@ class JobEngine:
     async def _hold(self, edit: EditRecord) -> None:
         """Carry `edit` to its end in a task of its own (so a cancel can stop it)."""
         assert self._deliver is not None, "deliver_with() before start()"
-        self._waiting_here.pop(edit.id, None)
+        self.notes.taken(edit.id)
         task = asyncio.create_task(self._deliver(edit))
         self._held[edit.id] = task
         self._busy_users[edit.user_id] += 1
@@ -335,64 +315,3 @@ class JobEngine:
     def _leased(self) -> list[int]:
         """The edits leased to this process: held by a task, or handed to a worker."""
         return [*self._held, *(edit.id for edit in self._handed)]
-
-    async def _report_places(self) -> None:
-        """Tell waiting users their place when it changed enough to matter (the notes' own
-        budget decides how often that reaches the chat)."""
-        while True:
-            await asyncio.sleep(PLACE_EVERY)
-            if not self._waiting_here:
-                continue
-            try:
-                places = await self.ctx.store.queue_places(list(self._waiting_here))
-            except Exception:
-                log.exception("could not read queue places")
-                continue
-            for edit_id, key in list(self._waiting_here.items()):
-                place, shown = places.get(edit_id), self.notes.place_of(key, edit_id)
-                if place is None or shown is None:  # claimed or ended meanwhile
-                    self._waiting_here.pop(edit_id, None)
-                elif place < shown and (place <= 3 or place <= shown * 3 // 4):
-                    self.notes.show_place(edit_id, key, place)
-
-    async def _sweep(self) -> None:
-        """Finish, once, what a dead process (or a failed send) left of ended edits: notes
-        standing, answers unsent. Each is taken off the list before it is tried, so a user
-        who blocked the bot holds up no one, and no answer goes out twice."""
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                ended_before = self.ctx.clock() - timedelta(seconds=self.lease)
-                leftovers = await self.ctx.store.take_leftovers(
-                    list(self.ctx.messengers), ended_before
-                )
-            except Exception:
-                log.exception("could not look for leftovers of ended edits")
-                continue
-            for edit in leftovers:
-                messenger = self.ctx.messengers[edit.platform]
-                with contextlib.suppress(Exception):  # the last try: gone, blocked, too old
-                    if edit.answer is not None:
-                        await messenger.send_text(edit.address, edit.answer)
-                    if edit.note_id is not None:
-                        await messenger.delete_note(edit.address, edit.note_id)
-
-    async def _housekeeping(self) -> None:
-        """Every few minutes (any process may; each batch is one transaction): forget handled
-        events older than HANDLED_KEPT, and with RETENTION_DAYS delete images older than that."""
-        store = self.ctx.store
-        while True:
-            try:
-                await store.forget_handled(self.ctx.clock() - HANDLED_KEPT)
-                if self.ctx.rules.retention_days:
-                    cutoff = self.ctx.clock() - timedelta(days=self.ctx.rules.retention_days)
-                    expired = await store.expire_images(cutoff)
-                    while expired:  # batches of one short transaction each
-                        expired = await store.expire_images(cutoff)
-            except Exception:
-                log.exception("could not delete expired images or old handled events")
-            await asyncio.sleep(EXPIRE_EVERY)
-
-
-def note_key(edit: EditRecord) -> NoteKey:
-    return (edit.platform, edit.chat_id, edit.user_id)
