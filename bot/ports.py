@@ -29,34 +29,60 @@ from bot.domain import (
 )
 from bot.imaging import PictureLimits
 
-__all__ = ["EditStore", "ImageEditor", "Messenger", "RetryLater"]
+__all__ = [
+    "AccountsStore",
+    "DeliveryStore",
+    "EditStore",
+    "EventsStore",
+    "ImageEditor",
+    "ImagesStore",
+    "JobsStore",
+    "MessagesStore",
+    "Messenger",
+    "RetryLater",
+]
 
 
-class EditStore(Protocol):
-    """Persistent state. Every method is one transaction; all are safe for concurrent callers
-    (including other processes sharing the database)."""
+class AccountsStore(Protocol):
+    """Users and their settings and bans, their units per day and the grants that add to them,
+    the bot's counters, spend, flags and values, and the operator's stats."""
 
-    # users and settings
-    async def get_or_create_user(self, ref: UserRef) -> UserRecord: ...
-    async def save_settings(self, user_id: int, settings: UserSettings) -> None: ...
-
-    # quota: reserve before the API call, then confirm on delivery or release on failure
-    async def reserve_quota(self, user_id: int, day: date, limit: int) -> bool:
-        """Atomically add one use for `day` unless that would exceed `limit` (0 = unlimited).
-        Returns False, changing nothing, when the quota is used up."""
+    async def get_or_create_user(self, ref: UserRef) -> UserRecord:
+        """The user's record, made at first sight; a name or language `ref` tells anew is kept
+        (one it leaves out is not forgotten). Two transactions, on purpose: a read first, as
+        most calls find the user as they were, and a read takes no turn of SQLite's one
+        writer; only a new or changed user then costs a write (ON CONFLICT: a race for the
+        first sight makes one user)."""
         ...
 
-    async def release_quota(self, user_id: int, day: date) -> None:
-        """Take back one reserved use (never below zero)."""
+    async def save_settings(self, user_id: int, settings: UserSettings) -> None: ...
+    async def find_user(self, platform: str, external_id: str) -> UserRecord | None: ...
+    async def set_banned(self, platform: str, external_id: str, banned: bool) -> bool:
+        """Ban (also ahead: someone not seen yet) or unban; False: unban of an unknown id."""
+        ...
+
+    async def ban_status(self, user_id: int) -> tuple[bool, bool]:
+        """(banned, told already); a banned user is marked as told by this call. Two
+        transactions, on purpose: a read, then a write only the first time (a banned user who
+        was told already, and writes again, costs no turn of SQLite's one writer)."""
+        ...
+
+    async def forget_user(self, user_id: int) -> int | None:
+        """Delete the user's edits, images only they used, and settings (not their quota
+        usage); the number of edits deleted, or None while one of theirs is open."""
         ...
 
     async def quota_used(self, user_id: int, day: date) -> int: ...
-    async def bot_value(self, name: str, make: str) -> str:
-        """The bot's own value `name`, made `make` the first time (the same in every process)."""
+    async def grant(
+        self, user_id: int, day: date, extra: int, *, event: tuple[str, str] | None = None
+    ) -> bool:
+        """`extra` more edits today; with `event` (platform, id) recorded as handled in the same
+        transaction: False, granting nothing, when it was handled already."""
         ...
 
-    async def counted(self, scope: str, day: date) -> int:
-        """Units a chat ("chat:<platform>:<id>") or the whole bot ("all") used that day."""
+    async def granted(self, user_id: int, day: date) -> int: ...
+    async def bot_value(self, name: str, make: str) -> str:
+        """The bot's own value `name`, made `make` the first time (the same in every process)."""
         ...
 
     async def add_spend(self, day: date, micros: int) -> None:
@@ -71,16 +97,12 @@ class EditStore(Protocol):
         """True for the first caller that day (of any process) to raise `flag`."""
         ...
 
-    async def grant(
-        self, user_id: int, day: date, extra: int, *, event: tuple[str, str] | None = None
-    ) -> bool:
-        """`extra` more edits today; with `event` (platform, id) recorded as handled in the same
-        transaction: False, granting nothing, when it was handled already."""
-        ...
+    async def stats(self, day: date, top: int = 5) -> Stats: ...
 
-    async def handled(self, platform: str, event_id: str) -> bool:
-        """Whether that platform event was handled already (a redelivery)."""
-        ...
+
+class EventsStore(Protocol):
+    """Platform events: handled once (a redelivery is recognised), or received and not yet
+    handled (kept, so the platform may forget them)."""
 
     async def event_and_user(
         self, platform: str, event_id: str, user: UserRef | None
@@ -114,31 +136,12 @@ class EditStore(Protocol):
         ...
 
     async def forget_handled(self, before: datetime) -> None: ...
-    async def granted(self, user_id: int, day: date) -> int: ...
-    async def set_banned(self, platform: str, external_id: str, banned: bool) -> bool:
-        """Ban (also ahead: someone not seen yet) or unban; False: unban of an unknown id."""
-        ...
 
-    async def ban_status(self, user_id: int) -> tuple[bool, bool]:
-        """(banned, told already); a banned user is marked as told by this call."""
-        ...
 
-    async def find_user(self, platform: str, external_id: str) -> UserRecord | None: ...
-    async def expire_images(self, before: datetime, limit: int = 500) -> int:
-        """Forget the bytes of images kept since before `before` (RETENTION_DAYS); loading one
-        then raises ImageExpired."""
-        ...
+class ImagesStore(Protocol):
+    """Pictures, deduplicated by content; a photo known only as a platform file until an edit
+    of it runs; bytes forgotten after RETENTION_DAYS."""
 
-    async def expired(self, image_id: int) -> bool: ...
-    async def forget_user(self, user_id: int) -> int | None:
-        """Delete the user's edits, images only they used, and settings (not their quota
-        usage); the number of edits deleted, or None while one of theirs is open."""
-        ...
-
-    async def stats(self, day: date, top: int = 5) -> Stats: ...
-
-    # images (deduplicated by content)
-    async def save_image(self, data: bytes, mime: str, width: int, height: int) -> int: ...
     async def keep_upload(
         self,
         user_id: int,
@@ -156,8 +159,17 @@ class EditStore(Protocol):
         self, image_id: int, data: bytes, mime: str, width: int, height: int
     ) -> None: ...
     async def load_image(self, image_id: int) -> StoredImage: ...
+    async def expired(self, image_id: int) -> bool: ...
+    async def expire_images(self, before: datetime, limit: int = 500) -> int:
+        """Forget the bytes of images kept since before `before` (RETENTION_DAYS); loading one
+        then raises ImageExpired."""
+        ...
 
-    # edits, which are also the jobs that carry them out (see EditStatus)
+
+class JobsStore(Protocol):
+    """Edits, which are also the jobs that carry them out (see EditStatus): their way into
+    the line and to a worker."""
+
     async def admit(
         self,
         edit: NewEdit,
@@ -184,7 +196,9 @@ class EditStore(Protocol):
         "budget", "spend", "uncharged", "busy"; 0 = no limit; `unlimited`: none of them), one
         unit of each is reserved and the edit queued. With `claim` (a worker is idle), a new
         edit also claims the job `claim()` would take next, in the same transaction
-        (`Admission.claimed`)."""
+        (`Admission.claimed`). A second, read-only transaction only when another process
+        admitted the same `edit.key` at the same moment (this one's INSERT failed and rolled
+        back): it finds that edit, returned as a duplicate."""
         ...
 
     async def claim(
@@ -192,7 +206,10 @@ class EditStore(Protocol):
     ) -> EditRecord | None:
         """Take the next queued edit for one of `platforms` (fair between users; none of a
         user who has one at the API already) and lease it to `owner`; None if there is none.
-        `look=False`: a job is known to be there, so no cheap look first."""
+        `look=False`: a job is known to be there, so no cheap look first. Not one
+        transaction: on SQLite the look (`has_queued`) is a read of its own, so a look that
+        finds nothing takes no turn of the one writer; and a claim that loses a race (another
+        process claimed this user's other job just now) is tried again, up to three times."""
         ...
 
     async def has_queued(self, platforms: list[str]) -> bool: ...
@@ -206,19 +223,23 @@ class EditStore(Protocol):
         """Give leased edits back to the queue (a graceful shutdown)."""
         ...
 
-    async def record_result(
-        self,
-        edit_id: int,
-        result_image_id: int,
-        seed: int | None,
-        notes: tuple[str, ...],
-        timings: EditTimings,
-        *,
-        owner: str | None = None,
-    ) -> bool:
-        """Keep the API's result before delivering it, so a retry delivers, not re-edits.
-        False if `owner` no longer holds the edit."""
+    async def cancel_edits(
+        self, user_id: int, platform: str, chat_id: str, *, edit_id: int | None = None
+    ) -> list[EditRecord]:
+        """Cancel the user's edits in this chat (or only `edit_id`, if it is theirs) that are
+        not being delivered, giving their units back; the cancelled edits."""
         ...
+
+    async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
+        """Each queued edit's place in the line (1 = next); edits not queued are left out."""
+        ...
+
+    async def get_edit(self, edit_id: int) -> EditRecord | None: ...
+
+
+class DeliveryStore(Protocol):
+    """An edit's way out, once a worker holds it: its result, delivery, its end, the progress
+    notes that stand for it, and what a process that died left behind."""
 
     async def keep_result(
         self,
@@ -269,11 +290,8 @@ class EditStore(Protocol):
         nothing) when it had ended already."""
         ...
 
-    async def cancel_edits(
-        self, user_id: int, platform: str, chat_id: str, *, edit_id: int | None = None
-    ) -> list[EditRecord]:
-        """Cancel the user's edits in this chat (or only `edit_id`, if it is theirs) that are
-        not being delivered, giving their units back; the cancelled edits."""
+    async def answered(self, edit_id: int) -> None:
+        """A failed edit's answer reached its user."""
         ...
 
     async def record_drawn(self, new: NewEdit, result: NewImage, layer: str) -> tuple[int, int]:
@@ -290,10 +308,6 @@ class EditStore(Protocol):
         """The note was deleted: no edit in that chat stands for it any more."""
         ...
 
-    async def answered(self, edit_id: int) -> None:
-        """A failed edit's answer reached its user."""
-        ...
-
     async def take_leftovers(
         self, platforms: list[str], ended_before: datetime, limit: int = 20
     ) -> list[EditRecord]:
@@ -302,13 +316,10 @@ class EditStore(Protocol):
         are cleared in the same transaction, so one sweep (of one process) finishes each."""
         ...
 
-    async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
-        """Each queued edit's place in the line (1 = next); edits not queued are left out."""
-        ...
 
-    async def get_edit(self, edit_id: int) -> EditRecord | None: ...
+class MessagesStore(Protocol):
+    """Which message shows which image, and each user's current image per chat."""
 
-    # which message shows which image, and each user's current image per chat
     async def link_message(self, message: MessageRef, shown: ShownImage) -> None: ...
     async def shown_in(self, message: MessageRef) -> ShownImage | None: ...
     async def shown_in_chat(self, image_id: int, platform: str, chat_id: str) -> bool:
@@ -320,6 +331,14 @@ class EditStore(Protocol):
         self, user_id: int, platform: str, chat_id: str, shown: ShownImage
     ) -> None: ...
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None: ...
+
+
+class EditStore(
+    AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore, Protocol
+):
+    """Persistent state: every part above, in one object. Every method is one transaction
+    (unless its docstring says why not); all are safe for concurrent callers (including other
+    processes sharing the database)."""
 
 
 class RetryLater(Exception):

@@ -1,5 +1,5 @@
 """SQLAlchemy rows for the bot's persistent state. Nothing outside storage/ sees these classes:
-storage/repo.py turns them into the frozen values of bot/domain.py.
+storage/records.py turns them into the frozen values of bot/domain.py.
 
 Every timestamp is timezone-aware UTC (see `UtcDateTime`). Constraint names follow
 `NAMING_CONVENTION`, so migrations can refer to them on every database.

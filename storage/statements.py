@@ -4,7 +4,7 @@ SQLAlchemy spends about 0.4 ms of CPU building and compiling an ORM statement on
 its dialects' INSERT ... ON CONFLICT is never cached at all; a statement built once with bound
 parameters runs in about 0.08 ms. Under a burst the bot is CPU-bound on this, so these are Core
 statements on the tables, with typed parameters, and the upserts are written out (the same SQL
-on SQLite and PostgreSQL). Everything else in storage.repo stays in the ORM's easier form.
+on SQLite and PostgreSQL). Everything else in storage/ stays in the ORM's easier form.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Helpers that walk an edit through its job life in storage (see storage/repo.py)."""
+"""Helpers that walk an edit through its job life in storage (storage/jobs.py, delivery.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from bot.domain import EditOptions, EditTimings, MessageRef, NewEdit
 from storage.repo import SqlStore
+from tests.store_helpers import record_result
 
 DAY = date(2026, 1, 15)
 OWNER = "test-process"
@@ -48,6 +49,6 @@ async def deliver(
     """Claim `edit_id` (it must be next in line), keep `result` and deliver it."""
     claimed = await store.claim(OWNER, later(), ["telegram"])
     assert claimed is not None and claimed.id == edit_id
-    await store.record_result(edit_id, result, seed, (), timings or EditTimings())
+    await record_result(store, edit_id, result, seed, (), timings or EditTimings())
     assert await store.start_delivery(edit_id, OWNER)
     assert await store.finish_edit(edit_id, "succeeded", timings=timings, message=message)

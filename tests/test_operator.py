@@ -28,6 +28,7 @@ from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.stepfun import FakeStepFun
 from tests.service_fixtures import StartService
+from tests.store_helpers import counted, save_image
 from tests.test_service import PHOTO, run
 
 ALICE = UserRef("telegram", "101", "Alice", "en")
@@ -184,7 +185,7 @@ async def test_a_race_for_the_last_unit_of_the_budget_lets_exactly_one_through(
     try:
         await migrate(stores[0].engine)
         users = [await stores[0].get_or_create_user(UserRef("telegram", str(n))) for n in range(6)]
-        source = await stores[0].save_image(b"photo", "image/png", 64, 64)
+        source = await save_image(stores[0], b"photo", "image/png", 64, 64)
         day = date(2026, 11, 30)
 
         async def admit(store: SqlStore, user_id: int) -> bool:
@@ -196,7 +197,7 @@ async def test_a_race_for_the_last_unit_of_the_budget_lets_exactly_one_through(
             *(admit(stores[n % 3], user.id) for n, user in enumerate(users))
         )
         assert sum(admitted) == 1
-        assert await stores[0].counted("all", day) == 1
+        assert await counted(stores[0], "all", day) == 1
         assert sum([await stores[0].quota_used(u.id, day) for u in users]) == 1
     finally:
         for store in stores:

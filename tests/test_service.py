@@ -50,6 +50,7 @@ from tests.fakes.messenger import FakeMessenger
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import decode, make_image
 from tests.service_fixtures import StartService
+from tests.store_helpers import record_result, save_image
 
 PLATFORM = "test"
 ALICE = UserRef(PLATFORM, "alice", "Alice", "en")
@@ -831,8 +832,8 @@ async def test_a_result_kept_before_a_crash_is_delivered_not_edited_again(
     # the dead process had the API's result and kept it, but never delivered it
     assert await store.claim("dead:1", utcnow() - timedelta(seconds=1), [PLATFORM])
     kept = make_image(320, 240, fmt="PNG", color=(1, 2, 3))
-    image_id = await store.save_image(kept, "image/png", 320, 240)
-    await store.record_result(admission.edit_id, image_id, 77, (), EditTimings(api_ms=5))
+    image_id = await save_image(store, kept, "image/png", 320, 240)
+    await record_result(store, admission.edit_id, image_id, 77, (), EditTimings(api_ms=5))
     await service.start()
     record = await service.wait(admission.edit_id, 10)
     assert record.status == EditStatus.SUCCEEDED
@@ -873,7 +874,7 @@ async def test_a_kept_result_whose_showing_killed_its_process_is_given_up_too(
     service = await start_service(start=False)
     admission = await service.submit(photo_request(messenger))
     kept = make_image(320, 240, fmt="PNG", color=(1, 2, 3))
-    image_id = await store.save_image(kept, "image/png", 320, 240)
+    image_id = await save_image(store, kept, "image/png", 320, 240)
     for n in range(3):  # three processes had the result, began showing it, and died
         for _ in range(50):  # (on PostgreSQL a claim skips a row locked just now)
             if await store.claim(f"dead:{n}", utcnow() - timedelta(seconds=1), [PLATFORM]):
@@ -881,7 +882,7 @@ async def test_a_kept_result_whose_showing_killed_its_process_is_given_up_too(
             await asyncio.sleep(0.02)
         else:
             pytest.fail("the edit could not be claimed")
-        await store.record_result(admission.edit_id, image_id, 77, (), EditTimings())
+        await record_result(store, admission.edit_id, image_id, 77, (), EditTimings())
         assert await store.start_delivery(admission.edit_id, f"dead:{n}")
         assert await store.requeue_expired(utcnow()) == 1
     await service.start()

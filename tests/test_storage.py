@@ -23,6 +23,7 @@ from storage.db import alembic_config, create_engine, migrate, normalize_url, sa
 from storage.models import Base
 from storage.repo import SqlStore
 from tests.jobs import deliver, queued
+from tests.store_helpers import release_quota, reserve_quota, save_image
 
 DAY = date(2026, 1, 15)
 ALICE = UserRef(platform="telegram", id="1001", name="Alice", language="en")
@@ -164,37 +165,37 @@ async def test_quota_reserve_release(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     assert await store.quota_used(user.id, DAY) == 0
     for n in range(1, 4):
-        assert await store.reserve_quota(user.id, DAY, 3)
+        assert await reserve_quota(store, user.id, DAY, 3)
         assert await store.quota_used(user.id, DAY) == n
-    assert not await store.reserve_quota(user.id, DAY, 3)
+    assert not await reserve_quota(store, user.id, DAY, 3)
     assert await store.quota_used(user.id, DAY) == 3  # a refusal changes nothing
 
-    await store.release_quota(user.id, DAY)
+    await release_quota(store, user.id, DAY)
     assert await store.quota_used(user.id, DAY) == 2
-    assert await store.reserve_quota(user.id, DAY, 3)
-    assert not await store.reserve_quota(user.id, DAY, 3)
+    assert await reserve_quota(store, user.id, DAY, 3)
+    assert not await reserve_quota(store, user.id, DAY, 3)
 
     # a lower limit (the operator changed it) refuses too
-    assert not await store.reserve_quota(user.id, DAY, 1)
+    assert not await reserve_quota(store, user.id, DAY, 1)
     assert await store.quota_used(user.id, DAY) == 3
 
 
 async def test_quota_release_never_below_zero(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
-    await store.release_quota(user.id, DAY)  # no row yet
+    await release_quota(store, user.id, DAY)  # no row yet
     assert await store.quota_used(user.id, DAY) == 0
-    assert await store.reserve_quota(user.id, DAY, 2)
+    assert await reserve_quota(store, user.id, DAY, 2)
     for _ in range(3):
-        await store.release_quota(user.id, DAY)
+        await release_quota(store, user.id, DAY)
     assert await store.quota_used(user.id, DAY) == 0
-    assert await store.reserve_quota(user.id, DAY, 1)
+    assert await reserve_quota(store, user.id, DAY, 1)
     assert await store.quota_used(user.id, DAY) == 1
 
 
 async def test_quota_zero_is_unlimited(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     for _ in range(25):
-        assert await store.reserve_quota(user.id, DAY, 0)
+        assert await reserve_quota(store, user.id, DAY, 0)
     assert await store.quota_used(user.id, DAY) == 25
 
 
@@ -202,10 +203,10 @@ async def test_quota_days_and_users_are_separate(store: SqlStore) -> None:
     alice = await store.get_or_create_user(ALICE)
     bob = await store.get_or_create_user(UserRef(platform="telegram", id="2002"))
     tomorrow = DAY + timedelta(days=1)
-    assert await store.reserve_quota(alice.id, DAY, 1)
-    assert not await store.reserve_quota(alice.id, DAY, 1)
-    assert await store.reserve_quota(alice.id, tomorrow, 1)
-    assert await store.reserve_quota(bob.id, DAY, 1)
+    assert await reserve_quota(store, alice.id, DAY, 1)
+    assert not await reserve_quota(store, alice.id, DAY, 1)
+    assert await reserve_quota(store, alice.id, tomorrow, 1)
+    assert await reserve_quota(store, bob.id, DAY, 1)
     assert await store.quota_used(alice.id, DAY) == 1
     assert await store.quota_used(alice.id, tomorrow) == 1
     assert await store.quota_used(bob.id, DAY) == 1
@@ -214,7 +215,7 @@ async def test_quota_days_and_users_are_separate(store: SqlStore) -> None:
 
 async def test_quota_concurrent_reservations(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
-    results = await asyncio.gather(*(store.reserve_quota(user.id, DAY, 5) for _ in range(20)))
+    results = await asyncio.gather(*(reserve_quota(store, user.id, DAY, 5) for _ in range(20)))
     assert sum(results) == 5
     assert await store.quota_used(user.id, DAY) == 5
 
@@ -226,7 +227,7 @@ async def test_quota_concurrent_across_engines(db_url: str) -> None:
     try:
         user = await stores[0].get_or_create_user(ALICE)
         results = await asyncio.gather(
-            *(stores[i % 2].reserve_quota(user.id, DAY, 7) for i in range(20)),
+            *(reserve_quota(stores[i % 2], user.id, DAY, 7) for i in range(20)),
             *(stores[i % 2].quota_used(user.id, DAY) for i in range(4)),
         )
         assert sum(1 for ok in results[:20] if ok) == 7
@@ -241,9 +242,9 @@ async def test_quota_concurrent_across_engines(db_url: str) -> None:
 
 async def test_image_dedup_and_round_trip(store: SqlStore) -> None:
     data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
-    first = await store.save_image(data, "image/png", 640, 480)
-    assert await store.save_image(data, "image/png", 640, 480) == first
-    other = await store.save_image(data + b"\x00", "image/jpeg", 64, 64)
+    first = await save_image(store, data, "image/png", 640, 480)
+    assert await save_image(store, data, "image/png", 640, 480) == first
+    other = await save_image(store, data + b"\x00", "image/jpeg", 64, 64)
     assert other != first
 
     image = await store.load_image(first)
@@ -255,7 +256,7 @@ async def test_image_dedup_and_round_trip(store: SqlStore) -> None:
 
 async def test_concurrent_image_saves_dedup(store: SqlStore) -> None:
     data = hashlib.sha256(b"seed").digest() * 100
-    ids = await asyncio.gather(*(store.save_image(data, "image/png", 64, 64) for _ in range(10)))
+    ids = await asyncio.gather(*(save_image(store, data, "image/png", 64, 64) for _ in range(10)))
     assert len(set(ids)) == 1
 
 
@@ -269,8 +270,8 @@ async def test_load_missing_image(store: SqlStore) -> None:
 
 async def test_link_message_upserts(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
-    upload = await store.save_image(b"upload", "image/jpeg", 800, 600)
-    result = await store.save_image(b"result", "image/png", 800, 600)
+    upload = await save_image(store, b"upload", "image/jpeg", 800, 600)
+    result = await save_image(store, b"result", "image/png", 800, 600)
     edit_id = await queued(store, user.id, upload)
     message = MessageRef(platform="telegram", chat_id="55", message_id="9001")
     assert await store.shown_in(message) is None
@@ -289,8 +290,8 @@ async def test_link_message_upserts(store: SqlStore) -> None:
 async def test_set_current_upserts(store: SqlStore) -> None:
     alice = await store.get_or_create_user(ALICE)
     bob = await store.get_or_create_user(UserRef(platform="telegram", id="2002"))
-    first = await store.save_image(b"first", "image/png", 64, 64)
-    second = await store.save_image(b"second", "image/png", 64, 64)
+    first = await save_image(store, b"first", "image/png", 64, 64)
+    second = await save_image(store, b"second", "image/png", 64, 64)
     edit_id = await queued(store, alice.id, first)
     assert await store.current(alice.id, "telegram", "g1") is None
 
@@ -317,11 +318,11 @@ async def test_data_survives_restart(db_url: str) -> None:
     user = await store.get_or_create_user(ALICE)
     settings = UserSettings(seed=77, steps=12, cfg_scale=2.5, text_mode=None, negative_prompt="x")
     await store.save_settings(user.id, settings)
-    image_id = await store.save_image(b"persist me", "image/png", 100, 200)
+    image_id = await save_image(store, b"persist me", "image/png", 100, 200)
     edit_id = await queued(store, user.id, image_id, chat="7", options=EditOptions(seed=5))
     message = MessageRef("telegram", "7", "700")
     await deliver(store, edit_id, image_id, seed=5, message=message)
-    assert await store.reserve_quota(user.id, DAY, 10)
+    assert await reserve_quota(store, user.id, DAY, 10)
     await store.aclose()
 
     store = SqlStore(create_engine(db_url))
@@ -379,7 +380,7 @@ async def test_the_jobs_migration_goes_down_and_up_again(db_url: str) -> None:
     try:
         await migrate(store.engine)
         user = await store.get_or_create_user(ALICE)
-        image = await store.save_image(b"kept", "image/png", 8, 8)
+        image = await save_image(store, b"kept", "image/png", 8, 8)
         await store.set_current(user.id, "telegram", "1", ShownImage(image, None))
         async with store.engine.begin() as conn:
             await conn.run_sync(_downgrade, "0001")

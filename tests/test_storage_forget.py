@@ -27,6 +27,7 @@ from storage.db import alembic_config, create_engine, migrate
 from storage.models import Base
 from storage.repo import SqlStore
 from tests.jobs import DAY, OWNER, deliver, later, queued
+from tests.store_helpers import save_image
 
 ALICE = UserRef("telegram", "1001", "Zorblatt Quimby", "en")
 BOB = UserRef("telegram", "2002", "Bob", "en")
@@ -76,19 +77,19 @@ def _holding(values: list[tuple[str, str, str | bytes]], needle: str | bytes) ->
 
 
 async def test_bytes_stored_again_after_retention_deleted_them_are_there(store: SqlStore) -> None:
-    await store.save_image(RESULT, "image/png", 64, 64)  # e.g. a result with seed 7
+    await save_image(store, RESULT, "image/png", 64, 64)  # e.g. a result with seed 7
     assert await store.expire_images(later(1)) == 1  # the retention deletes it
-    again = await store.save_image(RESULT, "image/png", 64, 64)  # the same seed, a month later
+    again = await save_image(store, RESULT, "image/png", 64, 64)  # the same seed, a month later
     assert not await store.expired(again)
     assert (await store.load_image(again)).data == RESULT
 
 
 async def test_the_retention_of_bytes_stored_again_starts_again(store: SqlStore) -> None:
-    await store.save_image(RESULT, "image/png", 64, 64)
+    await save_image(store, RESULT, "image/png", 64, 64)
     await asyncio.sleep(0.01)
     cutoff = datetime.now(UTC)  # "30 days ago" by the time the same result comes again
     await asyncio.sleep(0.01)
-    again = await store.save_image(RESULT, "image/png", 64, 64)
+    again = await save_image(store, RESULT, "image/png", 64, 64)
     assert await store.expire_images(cutoff) == 0
     assert (await store.load_image(again)).data == RESULT
 
@@ -97,7 +98,7 @@ async def test_images_expired_before_the_upgrade_give_their_hash_up(db_url: str)
     store = SqlStore(create_engine(db_url))
     try:
         await migrate(store.engine)
-        await store.save_image(RESULT, "image/png", 64, 64)
+        await save_image(store, RESULT, "image/png", 64, 64)
         async with store.engine.begin() as conn:
             await conn.run_sync(_downgrade, "0004")
             await conn.execute(  # expired as the retention did before 0005
@@ -105,7 +106,7 @@ async def test_images_expired_before_the_upgrade_give_their_hash_up(db_url: str)
                 {"empty": b""},
             )
         await migrate(store.engine)
-        again = await store.save_image(RESULT, "image/png", 64, 64)
+        again = await save_image(store, RESULT, "image/png", 64, 64)
         assert (await store.load_image(again)).data == RESULT
     finally:
         await store.aclose()
@@ -119,12 +120,12 @@ def _downgrade(connection: Connection, revision: str) -> None:
 
 async def test_the_same_drawing_after_forget_is_a_new_picture(store: SqlStore) -> None:
     alice = await store.get_or_create_user(ALICE)
-    photo = await store.save_image(b"photo", "image/jpeg", 64, 64)
+    photo = await save_image(store, b"photo", "image/jpeg", 64, 64)
     layer = TextLayer.captioned("top", "bottom").to_json()
     drawn = NewImage(RESULT, "image/jpeg", 64, 64)
     await store.record_drawn(_drawn(alice.id, photo, "top | bottom"), drawn, layer)
     assert await store.forget_user(alice.id) == 1
-    photo = await store.save_image(b"photo again", "image/jpeg", 64, 64)
+    photo = await save_image(store, b"photo again", "image/jpeg", 64, 64)
     _, result = await store.record_drawn(_drawn(alice.id, photo, "top | bottom"), drawn, layer)
     assert (await store.load_image(result)).data == RESULT
 
@@ -146,7 +147,7 @@ async def test_forget_leaves_none_of_the_users_words_files_or_pictures_in_any_ta
     options = EditOptions(seed=5, negative_prompt="NEGEDIT")
     edit_id = await queued(store, alice.id, photo, chat=CHAT, prompt="PROMPTWORD snow",
                            options=options)  # fmt: skip
-    result = await store.save_image(RESULT, "image/png", 64, 64)
+    result = await save_image(store, RESULT, "image/png", 64, 64)
     await store.fill_image(photo, b"PHOTO-TWO-BYTES", "image/jpeg", 64, 64)
     await deliver(store, edit_id, result, message=MessageRef("telegram", CHAT, "m4"))
     layer = TextLayer.captioned("TOPWORD", "BOTTOMWORD").to_json()
@@ -194,9 +195,9 @@ async def test_forget_leaves_none_of_the_users_words_files_or_pictures_in_any_ta
 async def test_forgotten_edits_reach_no_picture_another_user_still_uses(store: SqlStore) -> None:
     alice = await store.get_or_create_user(ALICE)
     bob = await store.get_or_create_user(BOB)
-    photo = await store.save_image(b"alice's photo", "image/jpeg", 64, 64)
+    photo = await save_image(store, b"alice's photo", "image/jpeg", 64, 64)
     mine = await queued(store, alice.id, photo, chat="g", prompt="snow")
-    result = await store.save_image(RESULT, "image/png", 64, 64)
+    result = await save_image(store, RESULT, "image/png", 64, 64)
     shown = MessageRef("telegram", "g", "r1")
     await deliver(store, mine, result, message=shown)
     theirs = await queued(store, bob.id, result, chat="g", prompt="a hat", parent=mine)
@@ -219,7 +220,7 @@ async def test_forget_keeps_a_photo_another_user_sent(store: SqlStore) -> None:
                                    MessageRef("telegram", "g", "b1"))  # fmt: skip
     await store.keep_upload(bob.id, "telegram", "g", FileRef("telegram", "FILE-BOB-2"), None)
     mine = await queued(store, alice.id, bobs, chat="g", prompt="a hat")  # a reply to Bob's
-    await deliver(store, mine, await store.save_image(RESULT, "image/png", 64, 64))
+    await deliver(store, mine, await save_image(store, RESULT, "image/png", 64, 64))
     assert await store.forget_user(alice.id) == 1
     assert (await store.load_image(bobs)).file == FileRef("telegram", "FILE-BOB")
     assert await store.shown_in(MessageRef("telegram", "g", "b1")) == ShownImage(bobs, None)

@@ -25,13 +25,14 @@ from storage.db import create_engine
 from storage.models import Edit
 from storage.repo import FAIR_WINDOW, SqlStore
 from tests.jobs import DAY, OWNER, deliver, later, queued
+from tests.store_helpers import handled, record_result, save_image
 
 ALICE = UserRef("telegram", "1001", "Alice", "en")
 BOB = UserRef("telegram", "2002", "Bob", "en")
 
 
 async def _source(store: SqlStore) -> int:
-    return await store.save_image(b"original", "image/png", 512, 512)
+    return await save_image(store, b"original", "image/png", 512, 512)
 
 
 async def test_a_refine_chain_is_kept_with_its_results_and_messages(store: SqlStore) -> None:
@@ -49,7 +50,7 @@ async def test_a_refine_chain_is_kept_with_its_results_and_messages(store: SqlSt
         assert (waiting.status, waiting.result_image_id, waiting.options) == (
             EditStatus.QUEUED, None, options,
         )  # fmt: skip
-        result = await store.save_image(f"result {n}".encode(), "image/png", 512, 512)
+        result = await save_image(store, f"result {n}".encode(), "image/png", 512, 512)
         timings = EditTimings(queued_ms=n, normalize_ms=10, api_ms=2000, total_ms=2100 + n)
         message = MessageRef("telegram", "55", f"m{n}")
         await deliver(store, edit_id, result, seed=2_000_000_000 + n, message=message,
@@ -225,8 +226,8 @@ async def test_a_kept_result_survives_a_requeue(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     edit_id = await queued(store, user.id, await _source(store))
     assert await store.claim(OWNER, later(), ["telegram"]) is not None
-    result = await store.save_image(b"result", "image/png", 512, 512)
-    await store.record_result(edit_id, result, 42, ("note_first_frame",), EditTimings(api_ms=9))
+    result = await save_image(store, b"result", "image/png", 512, 512)
+    await record_result(store, edit_id, result, 42, ("note_first_frame",), EditTimings(api_ms=9))
     await store.requeue(OWNER, [edit_id])  # a graceful shutdown mid-delivery
     again = await store.claim(OWNER, later(), ["telegram"])
     assert again is not None
@@ -266,8 +267,8 @@ async def test_cancel_takes_waiting_and_running_edits_but_not_one_on_its_way(
     # once delivery started, /cancel no longer applies
     bob_claim = await store.claim(OWNER, later(), ["telegram"])
     assert bob_claim is not None and bob_claim.id in (other_chat, bobs)
-    result = await store.save_image(b"r", "image/png", 8, 8)
-    await store.record_result(bob_claim.id, result, None, (), EditTimings())
+    result = await save_image(store, b"r", "image/png", 8, 8)
+    await record_result(store, bob_claim.id, result, None, (), EditTimings())
     assert await store.start_delivery(bob_claim.id, OWNER)
     owner = alice.id if bob_claim.id == other_chat else bob.id
     chat = "66" if bob_claim.id == other_chat else "55"
@@ -300,7 +301,7 @@ async def test_a_pending_image_is_a_file_until_filled(store: SqlStore) -> None:
         b"jpeg bytes", "image/jpeg", 640, None,
     )  # fmt: skip
     # the same bytes as a stored image still dedup elsewhere; a fill never collides with them
-    same = await store.save_image(b"jpeg bytes", "image/jpeg", 640, 480)
+    same = await save_image(store, b"jpeg bytes", "image/jpeg", 640, 480)
     assert same != image_id
 
 
@@ -312,11 +313,11 @@ async def test_a_process_that_lost_its_lease_can_neither_keep_nor_end_the_edit(
     assert await store.claim("slow", datetime.now(UTC) + timedelta(seconds=1), ["telegram"])
     assert await store.requeue_expired(datetime.now(UTC) + timedelta(seconds=2)) == 1
     assert await store.claim(OWNER, later(), ["telegram"])  # another process has it now
-    result = await store.save_image(b"late", "image/png", 8, 8)
-    assert not await store.record_result(edit_id, result, 1, (), EditTimings(), owner="slow")
+    result = await save_image(store, b"late", "image/png", 8, 8)
+    assert not await record_result(store, edit_id, result, 1, (), EditTimings(), owner="slow")
     assert not await store.finish_edit(edit_id, EditStatus.FAILED, error="late", owner="slow")
     assert await store.quota_used(user.id, DAY) == 1  # its unit is still held for the new owner
-    assert await store.record_result(edit_id, result, 1, (), EditTimings(), owner=OWNER)
+    assert await record_result(store, edit_id, result, 1, (), EditTimings(), owner=OWNER)
 
 
 async def test_an_edit_whose_picture_went_out_cannot_be_cancelled_even_when_requeued(
@@ -325,8 +326,8 @@ async def test_an_edit_whose_picture_went_out_cannot_be_cancelled_even_when_requ
     user = await store.get_or_create_user(ALICE)
     edit_id = await queued(store, user.id, await _source(store), quota=5)
     assert await store.claim(OWNER, datetime.now(UTC) + timedelta(seconds=1), ["telegram"])
-    result = await store.save_image(b"r", "image/png", 8, 8)
-    await store.record_result(edit_id, result, None, (), EditTimings())
+    result = await save_image(store, b"r", "image/png", 8, 8)
+    await record_result(store, edit_id, result, None, (), EditTimings())
     assert await store.start_delivery(edit_id, OWNER)  # ...and the process dies while sending
     assert await store.requeue_expired(datetime.now(UTC) + timedelta(seconds=2)) == 1
     assert await store.cancel_edits(user.id, "telegram", "55") == []
@@ -421,7 +422,7 @@ async def test_the_spend_cap_counts_kept_results_billed_failures_and_unpaid_edit
     store: SqlStore,
 ) -> None:
     user = await store.get_or_create_user(ALICE)
-    source = await store.save_image(b"original", "image/png", 512, 512)
+    source = await save_image(store, b"original", "image/png", 512, 512)
     cap = Spend(cap=10_000_000_000, per_edit=3_000_000_000)  # past 32 bits: BIGINT counters
 
     async def admit() -> str | None:
@@ -468,16 +469,16 @@ async def test_a_bot_value_is_made_once_and_read_alike(store: SqlStore) -> None:
 async def test_a_handled_event_is_recognised_and_a_redelivered_grant_grants_nothing(
     store: SqlStore,
 ) -> None:
-    assert not await store.handled("telegram", "1001")
+    assert not await handled(store, "telegram", "1001")
     assert await store.mark_handled("telegram", "1001")
     assert not await store.mark_handled("telegram", "1001")  # the second delivery
-    assert await store.handled("telegram", "1001") and not await store.handled("discord", "1001")
+    assert await handled(store, "telegram", "1001") and not await handled(store, "discord", "1001")
     user = await store.get_or_create_user(ALICE)
     assert await store.grant(user.id, DAY, 5, event=("telegram", "2002"))
     assert not await store.grant(user.id, DAY, 5, event=("telegram", "2002"))
     assert await store.granted(user.id, DAY) == 5
     await store.forget_handled(datetime.now(UTC) + timedelta(seconds=1))  # two days on
-    assert not await store.handled("telegram", "1001")
+    assert not await handled(store, "telegram", "1001")
 
 
 async def test_a_ban_ahead_holds_from_the_first_message(store: SqlStore) -> None:

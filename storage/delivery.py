@@ -1,0 +1,249 @@
+"""`SqlDelivery`: an edit's way out, once a worker holds it: its result kept (with what it cost),
+delivery started and the edit ended (a success made current and repliable, any other end giving
+its units back), a picture the bot drew itself, the progress notes standing for open edits, and
+what a process that died left behind (notes to delete, answers to send)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+
+from bot.domain import (
+    EditRecord,
+    EditStatus,
+    EditTimings,
+    MessageRef,
+    NewEdit,
+    NewImage,
+    ShownImage,
+)
+from storage import ledger
+from storage import statements as S
+from storage.base import SqlBase
+from storage.images import fill, save_image_in
+from storage.messages import link_in, set_current_in
+from storage.models import Edit, utcnow
+from storage.records import edit_record
+
+
+class SqlDelivery(SqlBase):
+    # results, delivery, the end
+
+    async def keep_result(
+        self,
+        edit_id: int,
+        result: NewImage,
+        seed: int | None,
+        notes: tuple[str, ...],
+        timings: EditTimings,
+        *,
+        owner: str,
+        source: tuple[int, NewImage] | None = None,
+        model: str | None = None,
+        spent: tuple[date, int] | None = None,
+    ) -> int | None:
+        try:
+            async with self._tx() as session:
+                if source is not None:
+                    await session.execute(fill(*source))
+                result_id = await save_image_in(session, result, self._insert)
+                kept = await session.scalar(
+                    update(Edit)
+                    .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                    .where(Edit.status == EditStatus.RUNNING)
+                    .values(
+                        result_image_id=result_id,
+                        seed=seed,
+                        model=model,
+                        notes=",".join(notes),
+                        status=EditStatus.DELIVERING,
+                        delivery_started=True,
+                        **_timing_values(timings),
+                    )
+                    .returning(Edit.id)
+                    .execution_options(synchronize_session=False)
+                )
+                if kept is None:
+                    raise _NotKept  # keep nothing: roll the images back too
+                await ledger.add_spend(session, spent, self._insert)
+                return result_id
+        except _NotKept:
+            return None
+
+    async def mark_sent(self, edit_id: int, owner: str) -> bool:
+        async with self._tx(small=True) as session:
+            sent = await session.scalar(
+                update(Edit)
+                .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                .where(Edit.status == EditStatus.RUNNING)
+                .values(api_sent=True)
+                .returning(Edit.id)
+                .execution_options(synchronize_session=False)
+            )
+            return sent is not None
+
+    async def start_delivery(self, edit_id: int, owner: str) -> bool:
+        async with self._tx(small=True) as session:
+            result = await session.execute(
+                update(Edit)
+                .where(Edit.id == edit_id, Edit.lease_owner == owner)
+                .where(Edit.status == EditStatus.RUNNING)
+                .values(status=EditStatus.DELIVERING, delivery_started=True)
+                .returning(Edit.id)
+                .execution_options(synchronize_session=False)
+            )
+            return result.scalar_one_or_none() is not None
+
+    async def finish_edit(
+        self,
+        edit_id: int,
+        status: str,
+        *,
+        error: str | None = None,
+        timings: EditTimings | None = None,
+        message: MessageRef | None = None,
+        answer: str | None = None,
+        owner: str | None = None,
+        spent: tuple[date, int] | None = None,
+        uncharged_call: date | None = None,
+    ) -> bool:
+        """End an open edit (if `owner` is given, only while it holds the lease):
+        SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
+        or REFUSED from any open state (giving its unit back, keeping `answer` for its user
+        until `answered`; `spent`: what a call that may have been billed cost, added to that
+        day's spend; `uncharged_call`: the day a paid call of the user's ended without a
+        charged picture, counted for MAX_UNCHARGED_CALLS). False, changing nothing, if it had
+        ended already or is not `owner`'s."""
+        succeeded = status == EditStatus.SUCCEEDED
+        since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
+        values: dict[str, Any] = {
+            "status": status, "error": error, "finished_at": utcnow(), "lease_owner": None,
+            "lease_until": None, "message_id": message.message_id if message else None,
+            "answer": answer,
+        }  # fmt: skip
+        if timings is not None:
+            values.update(_timing_values(timings))
+        async with self._tx() as session:
+            which = [Edit.id == edit_id, Edit.status.in_(since)]
+            if owner is not None:
+                which.append(Edit.lease_owner == owner)
+            row = await session.scalar(
+                update(Edit)
+                .where(*which)
+                .values(**values)
+                .returning(Edit)
+                .execution_options(synchronize_session=False)
+            )
+            if row is None:
+                return False
+            await ledger.add_spend(session, spent, self._insert)
+            if uncharged_call is not None and not succeeded:
+                scope = ledger.uncharged_scope(row.user_id)
+                await ledger.count(session, scope, uncharged_call, 0)
+            if not succeeded:
+                if row.quota_day is not None:
+                    await ledger.release(
+                        session, row.user_id, row.platform, row.chat_id, row.quota_day
+                    )
+                return True
+            assert row.result_image_id is not None
+            shown = ShownImage(row.result_image_id, row.id)
+            await set_current_in(session, row.user_id, row.platform, row.chat_id, shown)
+            if message is not None:
+                await link_in(session, message, shown)
+            return True
+
+    async def answered(self, edit_id: int) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.id == edit_id)
+                .values(answer=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def record_drawn(self, new: NewEdit, result: NewImage, layer: str) -> tuple[int, int]:
+        """A picture the bot drew itself (no API call, no unit): kept as a delivered edit of
+        `new.source_image_id` with its text layer. (edit id, result image id)."""
+        async with self._tx() as session:
+            result_id = await save_image_in(session, result, self._insert)
+            row = Edit(
+                user_id=new.user_id, platform=new.platform, chat_id=new.chat_id,
+                parent_edit_id=new.parent_edit_id, source_image_id=new.source_image_id,
+                prompt=new.prompt, result_image_id=result_id, layer=layer,
+                steps=new.options.steps, cfg_scale=new.options.cfg_scale,
+                text_mode=new.options.text_mode, negative_prompt="",
+                status=EditStatus.SUCCEEDED, reply_to=new.reply_to, language=new.language,
+                rank=0, attempts=0, notes="", queued_ms=0, normalize_ms=0, api_ms=0,
+                total_ms=0, created_at=utcnow(), finished_at=utcnow(),
+            )  # fmt: skip
+            session.add(row)
+            await session.flush()
+            return row.id, result_id
+
+    # notes and leftovers
+
+    async def set_note(self, edit_ids: list[int], note_id: str) -> None:
+        await self._write(lambda session: session.execute(
+            S.SET_NOTE, {"edit_ids": edit_ids, "new_note": note_id}
+        ))  # fmt: skip
+
+    async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
+        async with self._tx() as session:
+            await session.execute(
+                update(Edit)
+                .where(Edit.platform == platform, Edit.chat_id == chat_id)
+                .where(Edit.note_id == note_id)
+                .values(note_id=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def take_leftovers(
+        self, platforms: list[str], ended_before: datetime, limit: int = 20
+    ) -> list[EditRecord]:
+        pick = (
+            select(Edit)
+            .where(Edit.status.not_in(EditStatus.OPEN), Edit.platform.in_(platforms))
+            .where(Edit.finished_at < ended_before)
+            .where(or_(Edit.note_id.is_not(None), Edit.answer.is_not(None)))
+            .order_by(Edit.id)
+            .limit(limit)
+        )
+        if self._dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        async with self._tx() as session:
+            taken = [edit_record(row) for row in await session.scalars(pick)]
+            if not taken:
+                return []
+            await session.execute(
+                update(Edit)
+                .where(Edit.id.in_([edit.id for edit in taken]))
+                .values(note_id=None, answer=None)
+                .execution_options(synchronize_session=False)
+            )
+            # A note is shared by its user's edits in a chat: one still open keeps it.
+            notes = {edit.note_id for edit in taken if edit.note_id is not None}
+            in_use = set(
+                await session.scalars(
+                    select(Edit.note_id).where(
+                        Edit.status.in_(EditStatus.OPEN), Edit.note_id.in_(notes)
+                    )
+                )
+            )
+            return [replace(e, note_id=None) if e.note_id in in_use else e for e in taken]
+
+
+def _timing_values(timings: EditTimings) -> dict[str, int]:
+    return {
+        "queued_ms": timings.queued_ms,
+        "normalize_ms": timings.normalize_ms,
+        "api_ms": timings.api_ms,
+        "total_ms": timings.total_ms,
+    }
+
+
+class _NotKept(Exception):
+    """Rolls back a transaction whose edit is no longer the caller's to change."""

@@ -1,0 +1,104 @@
+"""The ledger: units and counters, always in the caller's transaction (a money move is one
+transaction with the state change it belongs to). A user's units per day (QuotaUsage); a chat's
+and the whole bot's edits per day, the day's spend and other per-day flags (Counter, by scope).
+Each change is one conditional statement, so a race for the last unit lets exactly one through,
+on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.domain import EditStatus, Spend
+from storage import statements as S
+from storage.models import Counter, Edit, QuotaUsage
+
+ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
+SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
+
+
+def chat_scope(platform: str, chat_id: str) -> str:
+    return f"chat:{platform}:{chat_id}"
+
+
+def uncharged_scope(user_id: int) -> str:
+    """The counter of a user's paid calls that ended without a charged picture."""
+    return f"uncharged:{user_id}"
+
+
+async def reserve(session: AsyncSession, user_id: int, day: date, limit: int) -> bool:
+    """One more unit of the user's for `day`, unless that would pass `limit` (0: no limit);
+    False, changing nothing, when the quota is used up."""
+    if limit < 0:
+        raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
+    which = {"of_user": user_id, "on_day": day}
+    if limit:
+        return await session.scalar(S.USE_UNIT_WITHIN, {**which, "limit": limit}) is not None
+    return await session.scalar(S.USE_UNIT, which) is not None
+
+
+async def release_user(session: AsyncSession, user_id: int, day: date) -> None:
+    """Take back one reserved unit of the user (never below zero)."""
+    await session.execute(
+        update(QuotaUsage)
+        .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
+        .values(used=QuotaUsage.used - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def count(session: AsyncSession, scope: str, day: date, limit: int) -> bool:
+    """One more for `scope` today, unless that would pass `limit` (0: no limit)."""
+    which = {"at_scope": scope, "on_day": day}
+    if limit:
+        return await session.scalar(S.COUNT_ONE_WITHIN, {**which, "limit": limit}) is not None
+    return await session.scalar(S.COUNT_ONE, which) is not None
+
+
+async def uncount(session: AsyncSession, scope: str, day: date) -> None:
+    await session.execute(
+        update(Counter)
+        .where(Counter.scope == scope, Counter.day == day, Counter.used > 0)
+        .values(used=Counter.used - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def release(
+    session: AsyncSession, user_id: int, platform: str, chat_id: str, day: date
+) -> None:
+    """Take back one admitted edit's units: the user's, the chat's and the bot's."""
+    await release_user(session, user_id, day)
+    await uncount(session, chat_scope(platform, chat_id), day)
+    await uncount(session, ALL_EDITS, day)
+
+
+async def add_spend(session: AsyncSession, spent: tuple[date, int] | None, insert: Any) -> None:
+    """Add (day, micro-dollars) to the day's spend, in the caller's transaction."""
+    if spent is None or spent[1] <= 0:
+        return
+    day, micros = spent
+    await session.execute(
+        insert(Counter)
+        .values(scope=SPEND, day=day, used=micros)
+        .on_conflict_do_update(
+            index_elements=["scope", "day"], set_={"used": Counter.used + micros}
+        )
+    )
+
+
+async def spend_reached(session: AsyncSession, day: date, spend: Spend) -> bool:
+    """Whether one more edit could take the day's spend past its cap, counting every edit not
+    paid for yet (queued or at the API) at the dearest price. Runs after the bot's counter was
+    updated: that row's lock makes admissions take turns, so the count is exact on PostgreSQL
+    too."""
+    # Unpaid first: an edit kept between the two reads is then counted twice, never missed.
+    unpaid = (EditStatus.QUEUED, EditStatus.RUNNING)  # a kept result's cost is in `spent`
+    open_edits = await session.scalar(select(func.count()).where(Edit.status.in_(unpaid)))
+    spent = await session.scalar(
+        select(Counter.used).where(Counter.scope == SPEND, Counter.day == day)
+    )
+    return (spent or 0) + ((open_edits or 0) + 1) * spend.per_edit > spend.cap
