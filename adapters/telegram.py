@@ -57,6 +57,7 @@ from telegram.ext import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import imaging, presenter, texts
+from bot.commands import TEXT_COMMANDS, Asked
 from bot.domain import (
     Address,
     ChatRef,
@@ -249,6 +250,7 @@ class TelegramBot:
         app.add_handler(CommandHandler("cancel", self.on_cancel))
         app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
         app.add_handler(CommandHandler("forget", self.on_forget))
+        app.add_handler(CommandHandler(tuple(TEXT_COMMANDS), self.on_text_command))
         app.add_handler(CommandHandler(("caption", "bubble"), self.on_draw))
         app.add_handler(
             CommandHandler("imagine", self.on_imagine, filters=filters.UpdateType.MESSAGE)
@@ -266,7 +268,8 @@ class TelegramBot:
         """The command menu, in English and Chinese. (PTB's post_init hook would only run under
         run_polling, which start() does not use.) A failure here must not stop the bot."""
         for code, lang in ((None, texts.EN), ("zh", texts.ZH)):
-            commands = [BotCommand(name, t(f"command_{name}", lang)) for name in COMMANDS]
+            names = (*COMMANDS, *TEXT_COMMANDS)
+            commands = [BotCommand(name, t(f"command_{name}", lang)) for name in names]
             try:
                 await self.app.bot.set_my_commands(commands, language_code=code)
             except TelegramError as exc:
@@ -627,6 +630,15 @@ class TelegramBot:
         user = update.effective_user
         name = user.first_name if user else ""
         await self._reply(update, t("start", lang_of(update), name=name))
+
+    async def on_text_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A command of bot/commands.py's table: its text answer."""
+        user, message = sender_ref(update), update.effective_message
+        if user is None or message is None or not message.text:
+            return
+        name = message.text.split()[0].removeprefix("/").partition("@")[0].lower()
+        asked = Asked(user, chat_ref(message), tuple(context.args or ()), lang_of(update))
+        await self._reply(update, await self.service.answer(name, asked))
 
     async def on_help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await self._reply(update, presenter.help_text(PLATFORM, lang_of(update)))

@@ -9,6 +9,7 @@ one concern (see the README's developer overview):
     drawing.Drawing      words the bot draws itself
     account.Account      quota, settings, /forget
     operator.Operator    the operator's commands (a table) and notices
+    commands             commands that answer a text (a table both adapters register)
     rules, pictures      the edit rules; fetching and showing pictures
 
 Units used always equal results delivered: the transaction that ends a job also keeps or gives
@@ -26,6 +27,7 @@ from bot.account import Account
 from bot.actions import Actions
 from bot.admission import Admissions
 from bot.backends.base import Capabilities
+from bot.commands import TEXT_COMMANDS, Asked
 from bot.config import OperatorRules
 from bot.context import Context, utcnow
 from bot.delivery import MAX_ATTEMPTS, Delivery
@@ -102,6 +104,10 @@ class EditService:
         """Take no more jobs, let running ones finish for up to `grace` seconds, and give the
         rest back to the queue for the next start (of this process or another)."""
         await self.engine.stop(grace, self.operator.background, self.gate.settled)
+
+    async def answer(self, command: str, asked: Asked) -> str:
+        """The answer to one of the text commands (bot/commands.py TEXT_COMMANDS)."""
+        return await TEXT_COMMANDS[command](self.ctx, asked)
 
     async def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on."""

@@ -126,6 +126,19 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "步数、cfg、文字模式、负面提示词",
     },
     "command_cancel": {EN: "Cancel your running edit", ZH: "取消正在进行的修改"},
+    "command_about": {EN: "Version, image model and limits", ZH: "版本、图像模型和限制"},
+    "about": {
+        EN: "stepedit {version}, an open-source photo-editing bot.\n"
+        "Image model: {model} ({style}).\n"
+        "Limits: {quota}; prompts up to {prompt} characters; pictures are scaled to at most "
+        "{side} px on the long side; up to {waiting} edits waiting at once.",
+        ZH: "stepedit {version}，开源的修图机器人。\n"
+        "图像模型：{model}（{style}）。\n"
+        "限制：{quota}；提示词最多 {prompt} 个字符；图片长边最多缩放到 {side} 像素；"
+        "同时最多 {waiting} 个修改排队。",
+    },
+    "about_quota": {EN: "{quota} edits a day", ZH: "每天 {quota} 次修改"},
+    "about_no_quota": {EN: "no daily limit", ZH: "没有每日次数限制"},
     "btn_reroll": {EN: "🎲 Reroll", ZH: "🎲 重新生成"},
     "btn_undo": {EN: "↩️ Undo", ZH: "↩️ 撤销"},
     "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},

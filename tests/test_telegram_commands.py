@@ -4,6 +4,8 @@ fake Bot API, with the fake StepFun API recording what each edit was sent."""
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import pytest
 
 from bot.texts import t
@@ -18,7 +20,7 @@ CHAT = ALICE.id
 PHOTO = make_image(160, 120, color=(30, 120, 200))
 COMMAND_NAMES = [
     "edit", "imagine", "caption", "bubble", "help", "quota", "seed", "settings", "cancel",
-    "forget",
+    "forget", "about",
 ]  # fmt: skip
 
 
@@ -77,6 +79,18 @@ async def test_the_command_menu_is_registered_in_english_and_chinese(
     assert [c["command"] for c in chinese] == COMMAND_NAMES
     assert english[0]["description"].startswith("Edit a photo")
     assert chinese[0]["description"].startswith("修改照片")
+
+
+async def test_about_names_the_version_the_image_model_and_the_limits(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    editor = app.service.editor
+    text = await answer_to(app, telegram, "/about")
+    assert f"stepedit {metadata.version('stepedit')}" in text
+    assert f"Image model: {editor.model} ({editor.style})" in text
+    assert "5 edits a day" in text and "512 characters" in text
+    chinese = await answer_to(app, telegram, "/about", XIAOMING)
+    assert f"图像模型：{editor.model}" in chinese and "每天 5 次修改" in chinese
 
 
 # --- /quota ----------------------------------------------------------------------------------
