@@ -6,6 +6,7 @@ queues it. Nothing is downloaded or decoded before that."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -22,6 +23,7 @@ from bot.domain import (
     FileRef,
     MessageRef,
     NewEdit,
+    Refusal,
     Spend,
     UserRecord,
     UserSettings,
@@ -134,18 +136,12 @@ class Admissions:
             self.engine.show_admitted(admission, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
-    def _refusal(self, refused: str, day: date) -> StepEditError:
+    def _refusal(self, refused: Refusal, day: date) -> StepEditError:
+        """The error that tells the user which limit their request met."""
         ctx = self.ctx
-        if refused == "quota":
-            return QuotaExceeded(limit=ctx.daily_quota, resets=ctx.reset_time())
-        if refused == "chat_quota":
-            return ChatQuotaExceeded(limit=ctx.rules.chat_quota, resets=ctx.reset_time())
-        if refused in ("budget", "spend"):
+        if refused in (Refusal.BUDGET, Refusal.SPEND):  # the admins hear of it, once a day
             self.operator.tell_paused(refused, day)
-            return BudgetSpent(resets=ctx.reset_time())
-        if refused == "uncharged":
-            return UnchargedCallsCapped(limit=ctx.rules.max_uncharged, resets=ctx.reset_time())
-        return Busy(limit=ctx.max_waiting)
+        return _REFUSALS[refused](ctx)
 
     def check_claims(self, upload: FileRef) -> None:
         """Refuse a file by what its platform says of it (type, pixels), before it is kept or
@@ -205,6 +201,20 @@ class Admissions:
         if not cap:
             return None
         return Spend(Spend.micros(cap), Spend.micros(self.ctx.editor.price))
+
+
+_REFUSALS: dict[Refusal, Callable[[Context], StepEditError]] = {
+    Refusal.UNCHARGED: lambda ctx: UnchargedCallsCapped(
+        limit=ctx.rules.max_uncharged, resets=ctx.reset_time()
+    ),
+    Refusal.QUOTA: lambda ctx: QuotaExceeded(limit=ctx.daily_quota, resets=ctx.reset_time()),
+    Refusal.CHAT_QUOTA: lambda ctx: ChatQuotaExceeded(
+        limit=ctx.rules.chat_quota, resets=ctx.reset_time()
+    ),
+    Refusal.BUDGET: lambda ctx: BudgetSpent(resets=ctx.reset_time()),
+    Refusal.SPEND: lambda ctx: BudgetSpent(resets=ctx.reset_time()),
+    Refusal.BUSY: lambda ctx: Busy(limit=ctx.max_waiting),
+}
 
 
 async def edit_in(ctx: Context, edit_id: int, chat: ChatRef) -> EditRecord:

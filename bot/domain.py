@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 
 # The API's documented limits (see ../shared/reference/API.md).
 MAX_PROMPT_CHARS = 512
@@ -277,6 +278,17 @@ class Lease:
     platforms: tuple[str, ...]
 
 
+class Refusal(StrEnum):
+    """Why an admission queued nothing: which limit the request met, in the order checked."""
+
+    UNCHARGED = "uncharged"  # the user's paid calls without a picture today (MAX_UNCHARGED)
+    QUOTA = "quota"  # the user's daily edits
+    CHAT_QUOTA = "chat_quota"  # the group's daily edits
+    BUDGET = "budget"  # the bot's daily edits
+    SPEND = "spend"  # the bot's daily spend
+    BUSY = "busy"  # the user's waiting edits
+
+
 @dataclass(frozen=True)
 class Admission:
     """What became of a request: a new job, or (`duplicate`) the job an earlier delivery of the
@@ -284,7 +296,7 @@ class Admission:
 
     edit_id: int
     duplicate: bool = False
-    refused: str | None = None  # "quota" or "busy": nothing was queued (edit_id is 0)
+    refused: Refusal | None = None  # nothing was queued (edit_id is 0)
     ignored: tuple[str, ...] = ()  # per-edit options the edit backend lacks (not sent)
     # Asked to claim (an idle worker waits): the job claimed in the admitting transaction,
     # the one the fair order puts first (usually this one), or None if none can start now.

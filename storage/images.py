@@ -8,6 +8,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import String, cast, literal, select, update
@@ -20,8 +21,17 @@ from storage.base import Insert, SqlBase
 from storage.messages import link_in, set_current_in
 from storage.models import Image, utcnow
 
-EXPIRED = "expired"  # Image.mime of an image whose bytes RETENTION_DAYS deleted
-CANVAS = "canvas"  # Image.mime of the empty source of a new image from text (size in file_name)
+
+class Marker(StrEnum):
+    """What Image.mime holds for a row that is not (yet, or any more) a picture: the column
+    doubles as the image's state, so every query that needs a picture's bytes can tell."""
+
+    PENDING = ""  # known only as a platform file, not fetched yet
+    CANVAS = "canvas"  # the empty source of a new image from text (its size in file_name)
+    EXPIRED = "expired"  # its bytes deleted (RETENTION_DAYS, /forget)
+
+
+EXPIRED, CANVAS, PENDING = Marker.EXPIRED, Marker.CANVAS, Marker.PENDING
 # An image expired by retention or /forget: no bytes, no file, and no hash (a placeholder made
 # of its id takes the sha256's place), so the same bytes stored again make a new image.
 EXPIRE: dict[str, Any] = {
@@ -85,7 +95,7 @@ class SqlImages(SqlBase):
                 return StoredImage(image.id, b"", CANVAS, image.width, image.height,
                                    canvas=image.file_name)  # fmt: skip
             file = None
-            if image.mime == "":  # pending: known only as a platform file
+            if image.mime == PENDING:  # known only as a platform file
                 assert image.file_platform is not None and image.file_id is not None
                 file = FileRef(
                     image.file_platform, image.file_id, image.size_bytes or None, image.file_name
@@ -151,7 +161,7 @@ def fill(image_id: int, image: NewImage) -> Any:
     """UPDATE giving a pending image its fetched bytes (only while it is pending)."""
     return (
         update(Image)
-        .where(Image.id == image_id, Image.mime == "")
+        .where(Image.id == image_id, Image.mime == PENDING)
         .values(
             data=image.data,
             mime=image.mime,

@@ -11,7 +11,17 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import Admission, EditRecord, EditStatus, FileRef, Lease, MessageRef, NewEdit, Spend
+from bot.domain import (
+    Admission,
+    EditRecord,
+    EditStatus,
+    FileRef,
+    Lease,
+    MessageRef,
+    NewEdit,
+    Refusal,
+    Spend,
+)
 from storage import ledger
 from storage import statements as S
 from storage.base import SqlBase
@@ -93,24 +103,24 @@ class SqlJobs(SqlBase):
             which = {"at_scope": ledger.uncharged_scope(edit.user_id), "on_day": day}
             calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
-                return Admission(0, refused="uncharged")
+                return Admission(0, refused=Refusal.UNCHARGED)
         if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user):
-            return Admission(0, refused="quota")
+            return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)
         if not await ledger.count(session, chat, day, 0 if free else limits.chat):
             await ledger.release_user(session, edit.user_id, day)
-            return Admission(0, refused="chat_quota")
+            return Admission(0, refused=Refusal.CHAT_QUOTA)
         if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget):
             await ledger.release_user(session, edit.user_id, day)
             await ledger.uncount(session, chat, day)
-            return Admission(0, refused="budget")
+            return Admission(0, refused=Refusal.BUDGET)
         if not free and limits.spend and await ledger.spend_reached(session, day, limits.spend):
             await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
-            return Admission(0, refused="spend")
+            return Admission(0, refused=Refusal.SPEND)
         turn = await _turn(session, edit.user_id)
         if limits.waiting and turn.waiting >= limits.waiting:
             await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
-            return Admission(0, refused="busy")
+            return Admission(0, refused=Refusal.BUSY)
         options = edit.options
         edit_id = await session.scalar(S.NEW_EDIT, dict(
             user_id=edit.user_id,
