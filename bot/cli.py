@@ -15,13 +15,16 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import imaging, texts
 from bot.backends import FallbackEditor, ImageEditor, make_backend
-from bot.config import ConfigError, Settings, load_settings
+from bot.backends.fallback import COOLDOWN_SECONDS
+from bot.config import ConfigError, OperatorRules, Settings, load_settings
 from bot.domain import (
     DEFAULT_CFG_SCALE,
     DEFAULT_STEPS,
@@ -35,6 +38,7 @@ from bot.domain import (
     Picture,
     UserRef,
 )
+from bot.engine import POLL_SECONDS
 from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
 from bot.ports import Messenger
@@ -87,14 +91,40 @@ def _parser() -> argparse.ArgumentParser:
 # --- wiring ----------------------------------------------------------------------------------
 
 
-def _editor(settings: Settings) -> ImageEditor:
+@dataclass(frozen=True)
+class Tuning:
+    """What no operator sets, for tests to tune: how soon idle workers look for others' jobs,
+    how often a note may change, the backends' first wait between retries and the fallback's
+    rest, the clock and the seeds, and operator rules given whole (instead of settings.rules())."""
+
+    poll: float = POLL_SECONDS
+    note_interval: float = 4.0
+    backoff: float | None = None  # None: the backends' own
+    max_backoff: float | None = None
+    cooldown: float = COOLDOWN_SECONDS  # seconds a failing primary rests
+    clock: Callable[[], datetime] | None = None
+    seeds: Callable[[], int] | None = None
+    rules: OperatorRules | None = None
+
+    def backend_options(self) -> dict[str, Any]:
+        waits = {"backoff": self.backoff, "max_backoff": self.max_backoff}
+        return {name: value for name, value in waits.items() if value is not None}
+
+    def service_options(self) -> dict[str, Any]:
+        given = {"clock": self.clock, "seeds": self.seeds}
+        chosen = {name: value for name, value in given.items() if value is not None}
+        return chosen | {"poll": self.poll, "note_interval": self.note_interval}
+
+
+def _editor(settings: Settings, tuning: Tuning = Tuning()) -> ImageEditor:
     """The edit backend the settings name, with its fallback if FALLBACK_* is set. Nothing is
     sent before each style is certain: a key belongs to one vendor."""
-    primary = _backend(settings, "EDIT", settings.edit_style())
+    primary = _backend(settings, "EDIT", settings.edit_style(), tuning)
     fallback_style = settings.fallback_style()
     editor: ImageEditor = primary
     if fallback_style is not None:
-        editor = FallbackEditor(primary, _backend(settings, "FALLBACK", fallback_style))
+        fallback = _backend(settings, "FALLBACK", fallback_style, tuning)
+        editor = FallbackEditor(primary, fallback, cooldown=tuning.cooldown)
     if settings.global_daily_spend and editor.price is None:
         unpriced = "FALLBACK" if primary.price is not None else "EDIT"
         raise ConfigError(
@@ -104,7 +134,7 @@ def _editor(settings: Settings) -> ImageEditor:
     return editor
 
 
-def _backend(settings: Settings, role: str, style: str) -> ImageEditor:
+def _backend(settings: Settings, role: str, style: str, tuning: Tuning) -> ImageEditor:
     """EDIT_* or FALLBACK_* (`role`) as a backend."""
     fields = {
         "EDIT": (settings.edit_api_url, settings.edit_api_key, settings.edit_model,
@@ -128,6 +158,7 @@ def _backend(settings: Settings, role: str, style: str) -> ImageEditor:
             quality=settings.edit_quality,
             role=role,
             price=price,
+            **tuning.backend_options(),
         )
     except ApiConfigError as exc:  # an unusable URL: the operator's one line
         raise ConfigError(exc.operator_message) from None
@@ -135,13 +166,17 @@ def _backend(settings: Settings, role: str, style: str) -> ImageEditor:
 
 @contextlib.asynccontextmanager
 async def open_service(
-    settings: Settings, database_url: str, *, daily_quota: int | None = None
+    settings: Settings,
+    database_url: str,
+    *,
+    daily_quota: int | None = None,
+    tuning: Tuning = Tuning(),
 ) -> AsyncIterator[EditService]:
     """Storage migrated, the edit API checked, the service ready; everything closed after."""
     from storage.db import create_engine, migrate, safe_url
     from storage.repo import SqlStore
 
-    editor = _editor(settings)
+    editor = _editor(settings, tuning)
     try:
         engine = create_engine(database_url)
     except Exception as exc:
@@ -165,7 +200,7 @@ async def open_service(
             store,
             editor,
             daily_quota=settings.daily_quota if daily_quota is None else daily_quota,
-            rules=settings.rules(),
+            rules=tuning.rules or settings.rules(),
             meme_font=settings.meme_font,
             default_steps=settings.default_steps or caps.default_steps or DEFAULT_STEPS,
             default_cfg_scale=settings.default_cfg_scale
@@ -175,6 +210,7 @@ async def open_service(
             concurrency=settings.edit_concurrency,
             max_waiting=settings.max_waiting_per_user,
             lease=settings.job_lease_seconds,
+            **tuning.service_options(),
         )
         yield service
     finally:

@@ -1,24 +1,26 @@
-"""The whole bot as `stepedit run` wires it, against local fakes: the real TelegramBot (PTB) polling
-the fake Bot API, the real EditService, SqlStore on a SQLite file and the httpx client calling the
-fake StepFun API. `restart()` stops everything but the database and starts it again."""
+"""The whole bot as `stepedit run` wires it (the service from bot.cli.open_service, see
+tests/wiring.py), against local fakes: the real TelegramBot (PTB) polling the fake Bot API, the
+real EditService, SqlStore on a SQLite file and the httpx client calling the fake StepFun API.
+`restart()` stops everything but the database and starts it again."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from adapters.telegram import TelegramBot
-from bot.backends import FallbackEditor, ImageEditor, make_backend
+from bot.cli import open_service
 from bot.domain import MessageRef, UserRef
+from bot.ports import EditStore, ImageEditor
 from bot.service import EditService
-from storage.db import create_engine, migrate
-from storage.repo import SqlStore
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
+from tests.wiring import wiring
 
 
 @dataclass
@@ -32,16 +34,14 @@ class BotUnderTest:
     # unless given); "cooldown" is the FallbackEditor's own
     fallback_options: dict[str, Any] | None = None
     rate_limit: bool = False  # PTB's rate limiter, as `stepedit run` has it (it waits on a 429)
-    store: SqlStore | None = None
+    store: EditStore | None = None
     client: ImageEditor | None = None
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     service: EditService | None = None
     bot: TelegramBot | None = None
 
     async def start(self) -> None:
-        engine = create_engine(self.database_url)
-        await migrate(engine)
-        self.store = SqlStore(engine)
-        client_options: dict[str, Any] = {
+        backend: dict[str, Any] = {
             "retries": 2,
             "backoff": 0.01,
             "max_backoff": 1.0,
@@ -50,13 +50,13 @@ class BotUnderTest:
             "base_url": self.stepfun.base_url,
             "api_key": self.stepfun.api_key,
         }
-        self.client = make_backend(**(client_options | self.client_options))
-        if self.fallback_options is not None:
-            fallback = client_options | {"role": "FALLBACK"} | self.fallback_options
-            rest = {"cooldown": fallback.pop("cooldown", 60.0)}
-            self.client = FallbackEditor(self.client, make_backend(**fallback), **rest)
         options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
-        self.service = EditService(self.store, self.client, **options)
+        settings, tuning = wiring(options, backend | self.client_options, self.fallback_options)
+        self._stack = AsyncExitStack()
+        self.service = await self._stack.enter_async_context(
+            open_service(settings, self.database_url, tuning=tuning)
+        )
+        self.store, self.client = self.service.store, self.service.editor
         self.bot = TelegramBot(
             self.service,
             token=self.telegram.token,
@@ -74,10 +74,7 @@ class BotUnderTest:
             await self.service.stop(grace)
         if self.bot:
             await self.bot.stop()
-        if self.client:
-            await self.client.aclose()
-        if self.store:
-            await self.store.aclose()
+        await self._stack.aclose()  # the edit client and the store
         self.bot = self.client = self.store = self.service = None
 
     async def restart(self) -> None:
