@@ -53,12 +53,11 @@ from bot.errors import (
 
 log = logging.getLogger("stepedit.edit_api")
 
-_MIB = MIB
 # The largest result image we take. Results are at most 4096 px a side: a lossless PNG of that
 # is at most ~50 MB (raw RGB), and real results stay well under 40 MB.
-MAX_RESULT_BYTES = 64 * _MIB
+MAX_RESULT_BYTES = 64 * MIB
 # The largest reply we hold in memory: the result in base64 (4/3 of it) in a small JSON envelope.
-MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + _MIB // 4
+MAX_REPLY_BYTES = MAX_RESULT_BYTES // 3 * 4 + MIB // 4
 _CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
 _USER_AGENT = "stepedit/0.1 (+httpx)"
 
@@ -364,7 +363,7 @@ def decode_b64(value: str | memoryview) -> bytes:
     if decoded_size > MAX_RESULT_BYTES:
         raise ApiProtocolError(
             f"the edit reply's image has {decoded_size} bytes; "
-            f"we take at most {MAX_RESULT_BYTES // _MIB} MiB"
+            f"we take at most {MAX_RESULT_BYTES // MIB} MiB"
         )
     with contextlib.suppress(binascii.Error):
         return pybase64.b64decode(_without_data_url(encoded), validate=True)  # one pass, no copy
@@ -389,7 +388,7 @@ def check_result(data: bytes, request_id: str | None) -> None:
     if len(data) > MAX_RESULT_BYTES:
         raise ApiProtocolError(
             f"the edit reply's image has {len(data)} bytes; "
-            f"we take at most {MAX_RESULT_BYTES // _MIB} MiB (id={request_id})"
+            f"we take at most {MAX_RESULT_BYTES // MIB} MiB (id={request_id})"
         )
     size = _image_size(data)
     if size is None:
