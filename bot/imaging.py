@@ -8,6 +8,9 @@ Pillow failure is mapped to `InvalidImage` / `ImageTooLarge` / `ImageTooSmall`.
 
 No global lock: pixels are bounded by the header check (below Pillow's own bomb threshold, so its
 warning cannot fire), and Pillow's decoders release the GIL, so slots run side by side.
+
+The sizes a picture may have (`check_claims`, `PictureLimits` and the chats' limits,
+`MAX_INPUT_PIXELS`) live in bot/image_limits.py and are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,15 +29,20 @@ from typing import IO, Any, cast
 from PIL import Image, ImageCms, ImageFile, PngImagePlugin
 
 from bot.domain import MAX_SIDE, MIN_SIDE
-from bot.errors import ImageTooLarge, ImageTooSmall, InvalidImage, StepEditError
+from bot.errors import ImageTooLarge, InvalidImage, StepEditError
 from bot.image_headers import Header, read_header
+from bot.image_limits import DISCORD_FILE as DISCORD_FILE
+from bot.image_limits import MAX_INPUT_PIXELS as MAX_INPUT_PIXELS
+from bot.image_limits import TELEGRAM_PHOTO as TELEGRAM_PHOTO
+from bot.image_limits import PictureLimits as PictureLimits
+from bot.image_limits import check_claims as check_claims
+from bot.image_limits import fitted, scaled
 
 NOTE_FIRST_FRAME = "note_first_frame"
 NOTE_DOWNSCALED = "note_downscaled"
 
 JPEG_MIME = "image/jpeg"
 PNG_MIME = "image/png"
-MAX_INPUT_PIXELS = 64_000_000
 MAX_INPUT_BYTES = 50_000_000
 MAX_OUTPUT_BYTES = 10_000_000  # the edit API's upload limit
 
@@ -98,24 +106,6 @@ class NormalizedImage:
     notes: tuple[str, ...]  # text keys: NOTE_FIRST_FRAME, NOTE_DOWNSCALED
 
 
-@dataclass(frozen=True)
-class PictureLimits:
-    """What a platform accepts as a picture shown in the chat (its adapter states them)."""
-
-    max_bytes: int
-    max_side_sum: int | None = None  # width + height
-    max_ratio: float | None = None  # long side / short side
-
-    def shows_as_picture(self, width: int, height: int) -> bool:
-        """Whether a picture this long can be shown at all (else send it as a file): fitting
-        cannot change the ratio without cropping or padding the user's picture."""
-        return self.max_ratio is None or max(width, height) <= self.max_ratio * min(width, height)
-
-
-TELEGRAM_PHOTO = PictureLimits(max_bytes=10_000_000, max_side_sum=10_000, max_ratio=20.0)
-DISCORD_FILE = PictureLimits(max_bytes=10 * 1024 * 1024)
-
-
 def normalize(
     data: bytes,
     *,
@@ -136,7 +126,7 @@ def normalize(
         raise ImageTooLarge(f"{len(data)} bytes > {max_input_bytes}", max_bytes=max_input_bytes)
 
     def fit(size: tuple[int, int]) -> tuple[int, int]:
-        return _fitted(size, max_side, min_side)
+        return fitted(size, max_side, min_side)
 
     with _pillow_errors():
         header = _header(data, max_input_pixels)
@@ -152,45 +142,6 @@ def normalize(
     flags = ((NOTE_FIRST_FRAME, header.animated), (NOTE_DOWNSCALED, downscaled))
     notes = tuple(note for note, on in flags if on)
     return NormalizedImage(encoded, JPEG_MIME, "image.jpg", image.width, image.height, notes)
-
-
-def check_claims(
-    mime: str | None,
-    width: int | None,
-    height: int | None,
-    *,
-    max_side: int = MAX_SIDE,
-    min_side: int = MIN_SIDE,
-    max_input_pixels: int = MAX_INPUT_PIXELS,
-) -> None:
-    """Judge what a platform says of a file before anything is fetched (its type, its size in
-    pixels; None where it says nothing) by the rules `normalize` applies to the bytes, so a
-    sure refusal needs no download: InvalidImage (not an image), ImageTooLarge, ImageTooSmall."""
-    if mime and not mime.lower().startswith("image/"):
-        raise InvalidImage(f"the platform says it is {mime}")
-    if width is None or height is None or width <= 0 or height <= 0:
-        return
-    if width * height > max_input_pixels:
-        raise ImageTooLarge(
-            f"{width}x{height} > {max_input_pixels} pixels", max_pixels=max_input_pixels
-        )
-    _fitted((width, height), max_side, min_side)
-
-
-def _fitted(size: tuple[int, int], max_side: int, min_side: int) -> tuple[int, int]:
-    """The size an image is fitted to for the API; ImageTooSmall if a side is (or would be)
-    below `min_side`."""
-    if min(size) < min_side:
-        raise ImageTooSmall(f"{size[0]}x{size[1]} below {min_side}", min_side=min_side)
-    target = _scaled(size, max_side / max(size))
-    if min(target) < min_side:  # e.g. a 100x9000 panorama: fitting it makes it too thin
-        raise ImageTooSmall(
-            f"{size[0]}x{size[1]} fits as {target[0]}x{target[1]}, below {min_side}",
-            code="error_image_too_narrow",
-            min_side=min_side,
-            max_side=max_side,
-        )
-    return target
 
 
 def for_chat(
@@ -213,7 +164,7 @@ def for_chat(
     def fit(size: tuple[int, int]) -> tuple[int, int]:
         if side_sum is None or sum(size) <= side_sum:
             return size
-        return _scaled(size, (side_sum - 1) / sum(size))  # - 1: each side is rounded
+        return scaled(size, (side_sum - 1) / sum(size))  # - 1: each side is rounded
 
     with _pillow_errors():
         header = _header(data, MAX_INPUT_PIXELS)
@@ -484,12 +435,6 @@ def _flatten(image: Image.Image) -> Image.Image:
     canvas = Image.new("RGB", image.size, _WHITE)
     canvas.paste(image, mask=image)
     return canvas
-
-
-def _scaled(size: tuple[int, int], factor: float) -> tuple[int, int]:
-    """`size` times `factor` (capped at 1: never upscale), keeping the aspect ratio."""
-    factor = min(factor, 1.0)
-    return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 
 def _encode(image: Image.Image, quality: int) -> bytes:

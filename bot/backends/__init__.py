@@ -1,7 +1,11 @@
 """The edit backends: one module per protocol behind one small interface (base.ImageEditor).
 
     base.py         the interface: InputImage, Capabilities, ImageEditor
-    http.py         what every backend shares: httpx, retries, limits, the error mapping
+    http.py         what every backend shares: HttpBackend (httpx), result images and their limits
+    replies.py      one answer read within a size limit, and its JSON read
+    retry.py        when a request may go again, and the waits (Retry-After and variants)
+    answers.py      every answer mapped to the error tree of bot/errors.py
+    checks.py       a request's values checked before anything is sent
     openai_wire.py  the OpenAI Images wire (multipart edits, JSON generations, b64_json replies)
     openai.py       `openai` (GPT image models, DeepInfra) and `omni` (vLLM-Omni, SGLang)
     gemini.py       `gemini` (Google's native image models, :generateContent)

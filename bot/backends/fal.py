@@ -25,19 +25,10 @@ import httpx
 import pybase64
 
 from bot.backends.base import Capabilities, InputImage
-from bot.backends.http import (
-    HttpBackend,
-    Reply,
-    Transient,
-    as_seed,
-    check_float,
-    check_int,
-    check_negative,
-    check_prompt,
-    check_result,
-    decode_b64,
-    origin_of,
-)
+from bot.backends.checks import check_float, check_int, check_negative, check_prompt
+from bot.backends.http import HttpBackend, check_result, decode_b64, origin_of
+from bot.backends.replies import Reply, as_seed
+from bot.backends.retry import Transient
 from bot.domain import CFG_RANGE, MAX_SEED, STEPS_RANGE, EditedImage, EditOptions
 from bot.errors import (
     ApiProtocolError,

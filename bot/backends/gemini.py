@@ -20,16 +20,10 @@ from typing import Any
 import pybase64
 
 from bot.backends.base import Capabilities, InputImage
-from bot.backends.http import (
-    HttpBackend,
-    Reply,
-    Transient,
-    check_int,
-    check_prompt,
-    check_result,
-    decode_b64,
-    off_loop,
-)
+from bot.backends.checks import check_int, check_prompt
+from bot.backends.http import HttpBackend, check_result, decode_b64
+from bot.backends.replies import Reply, off_loop
+from bot.backends.retry import Transient
 from bot.domain import MAX_SEED, EditedImage, EditOptions
 from bot.errors import (
     ApiConfigError,

@@ -18,15 +18,9 @@ from typing import Any
 import httpx
 
 from bot.backends.base import Capabilities
-from bot.backends.http import (
-    Reply,
-    check_float,
-    check_int,
-    check_negative,
-    check_prompt,
-    form_value,
-)
+from bot.backends.checks import check_float, check_int, check_negative, check_prompt, form_value
 from bot.backends.openai_wire import OpenAIWire
+from bot.backends.replies import Reply
 from bot.domain import CFG_RANGE, MAX_SEED, STEPS_RANGE, EditOptions
 from bot.errors import ApiConfigError, EditRefused, InvalidSetting
 

@@ -11,20 +11,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from bot.backends.answers import OTHER_SERVER_NOTE, error_message
 from bot.backends.base import InputImage
-from bot.backends.http import (
-    OTHER_SERVER_NOTE,
-    HttpBackend,
-    Reply,
-    Transient,
-    as_seed,
-    check_result,
-    decode_b64,
-    error_message,
-    model_ids,
-    off_loop,
-    parse_reply,
-)
+from bot.backends.http import HttpBackend, check_result, decode_b64
+from bot.backends.replies import Reply, as_seed, model_ids, off_loop, parse_reply
+from bot.backends.retry import Transient
 from bot.domain import EditedImage, EditOptions
 from bot.errors import (
     ApiConfigError,

@@ -13,15 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.backends.base import Capabilities
-from bot.backends.http import (
-    Reply,
-    check_float,
-    check_int,
-    check_negative,
-    check_prompt,
-    form_value,
-)
+from bot.backends.checks import check_float, check_int, check_negative, check_prompt, form_value
 from bot.backends.openai_wire import OpenAIWire
+from bot.backends.replies import Reply
 from bot.domain import (
     CFG_RANGE,
     DEFAULT_CFG_SCALE,
