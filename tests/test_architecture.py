@@ -35,7 +35,7 @@ def test_storage_knows_no_platform(path: Path) -> None:
     assert not bad, f"{path} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "adapters").glob("*.py")), ids=str)
+@pytest.mark.parametrize("path", sorted((ROOT / "adapters").rglob("*.py")), ids=str)
 def test_adapters_do_not_touch_storage(path: Path) -> None:
     bad = {m for m in imported_modules(path) if m.split(".")[0] in ("storage", "sqlalchemy")}
     assert not bad, f"{path.name} imports {sorted(bad)}"
