@@ -13,6 +13,7 @@ from bot.domain import ChatRef, FileRef, MessageRef
 from bot.domain import UserRef as CoreUser
 from bot.errors import ImageTooLarge, UnknownEdit
 from bot.presenter import Button
+from bot.texts import t
 
 PLATFORM = "discord"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # what we fetch of a user's file (as on Telegram)
@@ -127,7 +128,7 @@ class PromptModal(discord.ui.Modal):
     that are dismissed)."""
 
     prompt: discord.ui.TextInput[Any] = discord.ui.TextInput(
-        label="What should change?",
+        label=t("discord_edit_form_prompt"),
         style=discord.TextStyle.paragraph,
         max_length=512,
         custom_id="prompt",
@@ -135,5 +136,5 @@ class PromptModal(discord.ui.Modal):
 
     def __init__(self, target: discord.Message, attachment: discord.Attachment) -> None:
         custom_id = f"{CUSTOM_ID_PREFIX}prompt:{target.id}:{attachment.id}"
-        super().__init__(title="Edit image", custom_id=custom_id)
+        super().__init__(title=t("discord_edit_menu"), custom_id=custom_id)
         self.stop()

@@ -21,15 +21,15 @@ async def _private(interaction: discord.Interaction, text: str) -> None:
 
 
 def register(tree: app_commands.CommandTree[Any], service: EditService) -> None:
-    @tree.command(name="forget", description="Delete your photos, history and settings")
+    @tree.command(name="forget", description=t("discord_forget"))
     async def forget(interaction: discord.Interaction) -> None:
         lang = language(interaction.locale)
         await interaction.response.send_message(
             t("forget_confirm", lang), view=view_of(presenter.forget_buttons(lang)), ephemeral=True
         )
 
-    @tree.command(name="quota", description="How many edits you have left today")
-    @app_commands.describe(user="Admins: someone else's id")
+    @tree.command(name="quota", description=t("discord_quota"))
+    @app_commands.describe(user=t("discord_quota_user"))
     async def quota(interaction: discord.Interaction, user: str | None = None) -> None:
         lang = language(interaction.locale)
         if user is not None:  # an admin asking about someone: as /stats and the others
@@ -38,7 +38,7 @@ def register(tree: app_commands.CommandTree[Any], service: EditService) -> None:
         status = await service.quota(user_ref(interaction.user))
         await _private(interaction, presenter.quota_text(status, lang))
 
-    @tree.command(name="seed", description="Show or fix your seed (a number, or random)")
+    @tree.command(name="seed", description=t("discord_seed"))
     async def seed_command(interaction: discord.Interaction, value: str | None = None) -> None:
         lang = language(interaction.locale)
         user = user_ref(interaction.user)
@@ -48,7 +48,7 @@ def register(tree: app_commands.CommandTree[Any], service: EditService) -> None:
             settings = await service.change_setting(user, "seed", value)
         await _private(interaction, presenter.seed_text(settings, lang, with_usage=value is None))
 
-    @tree.command(name="settings", description="Your edit settings, with buttons to change them")
+    @tree.command(name="settings", description=t("discord_settings"))
     async def settings_command(interaction: discord.Interaction) -> None:
         lang = language(interaction.locale)
         settings = await service.settings(user_ref(interaction.user))
@@ -58,11 +58,11 @@ def register(tree: app_commands.CommandTree[Any], service: EditService) -> None:
             ephemeral=True,
         )
 
-    @tree.command(name="help", description="How to use the bot")
+    @tree.command(name="help", description=t("discord_help"))
     async def help_command(interaction: discord.Interaction) -> None:
         await _private(interaction, presenter.help_text(PLATFORM, language(interaction.locale)))
 
-    @tree.command(name="cancel", description="Cancel your edits in this channel")
+    @tree.command(name="cancel", description=t("discord_cancel"))
     async def cancel(interaction: discord.Interaction) -> None:
         lang = language(interaction.locale)
         chat = chat_ref(interaction.channel_id, interaction.guild)

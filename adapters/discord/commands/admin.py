@@ -12,6 +12,7 @@ from discord import app_commands
 from adapters.discord.translate import chat_ref, user_ref
 from bot.errors import AdminsOnly, Ignored
 from bot.service import EditService
+from bot.texts import t
 
 
 async def run_admin(
@@ -33,24 +34,24 @@ def register(tree: app_commands.CommandTree[Any], service: EditService) -> None:
 
     admins_only = app_commands.default_permissions(administrator=True)
 
-    @tree.command(name="stats", description="Edits today and in total, top users, budget")
+    @tree.command(name="stats", description=t("discord_stats"))
     @admins_only
     async def stats(interaction: discord.Interaction) -> None:
         await run(interaction, "stats", [])
 
-    @tree.command(name="grant", description="Give a user extra edits for today")
+    @tree.command(name="grant", description=t("discord_grant"))
     @admins_only
     async def grant(
         interaction: discord.Interaction, user: str, edits: app_commands.Range[int, 1, 1000]
     ) -> None:
         await run(interaction, "grant", [user, str(edits)])
 
-    @tree.command(name="ban", description="Stop a user from using the bot")
+    @tree.command(name="ban", description=t("discord_ban"))
     @admins_only
     async def ban(interaction: discord.Interaction, user: str) -> None:
         await run(interaction, "ban", [user])
 
-    @tree.command(name="unban", description="Let a banned user use the bot again")
+    @tree.command(name="unban", description=t("discord_unban"))
     @admins_only
     async def unban(interaction: discord.Interaction, user: str) -> None:
         await run(interaction, "unban", [user])

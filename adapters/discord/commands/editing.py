@@ -24,7 +24,16 @@ from adapters.discord.translate import (
     submitted,
     user_ref,
 )
-from bot.domain import MAX_SEED, EditRequest, FileRef, MessageRef
+from bot.domain import (
+    CFG_RANGE,
+    MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    STEPS_RANGE,
+    EditRequest,
+    FileRef,
+    MessageRef,
+)
 from bot.service import EditService
 from bot.texts import t
 
@@ -75,9 +84,9 @@ async def edit_from_form(
 def register(
     tree: app_commands.CommandTree[Any], service: EditService, messenger: DiscordMessenger
 ) -> None:
-    @tree.command(name="imagine", description="A new image from your words")
+    @tree.command(name="imagine", description=t("discord_imagine"))
     async def imagine(
-        interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 512]
+        interaction: discord.Interaction, prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS]
     ) -> None:
         lang = language(interaction.locale, prompt)
         await interaction.response.defer(thinking=True)
@@ -89,25 +98,25 @@ def register(
         )  # fmt: skip
         await service.submit(request)
 
-    @tree.command(name="edit", description="Edit an image: attach it and say what to change")
+    @tree.command(name="edit", description=t("discord_edit"))
     @app_commands.describe(
-        image="The image to edit",
-        prompt="What to change",
-        seed="A fixed seed (the same prompt and seed make the same picture)",
-        steps="Steps (more: slower, finer)",
-        cfg="How strictly to follow the prompt",
-        text_mode="Render quoted words as text",
-        negative="What to avoid (needs cfg above 1)",
+        image=t("discord_edit_image"),
+        prompt=t("discord_edit_prompt"),
+        seed=t("discord_edit_seed"),
+        steps=t("discord_edit_steps"),
+        cfg=t("discord_edit_cfg"),
+        text_mode=t("discord_edit_text_mode"),
+        negative=t("discord_edit_negative"),
     )
     async def edit(
         interaction: discord.Interaction,
         image: discord.Attachment,
-        prompt: app_commands.Range[str, 1, 512],
+        prompt: app_commands.Range[str, 1, MAX_PROMPT_CHARS],
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        steps: app_commands.Range[int, 1, 50] | None = None,
-        cfg: app_commands.Range[float, 1.0, 10.0] | None = None,
+        steps: app_commands.Range[int, STEPS_RANGE[0], STEPS_RANGE[1]] | None = None,
+        cfg: app_commands.Range[float, CFG_RANGE[0], CFG_RANGE[1]] | None = None,
         text_mode: bool | None = None,
-        negative: app_commands.Range[str, 1, 512] | None = None,
+        negative: app_commands.Range[str, 1, MAX_NEGATIVE_PROMPT_CHARS] | None = None,
     ) -> None:
         given = {"seed": seed, "steps": steps, "cfg": cfg, "negative": negative}
         overrides = [(name, str(value)) for name, value in given.items() if value is not None]
@@ -126,4 +135,4 @@ def register(
         assert attachment is not None  # checked() refused a message without one
         await interaction.response.send_modal(PromptModal(message, attachment))
 
-    tree.add_command(app_commands.ContextMenu(name="Edit image", callback=edit_image))
+    tree.add_command(app_commands.ContextMenu(name=t("discord_edit_menu"), callback=edit_image))

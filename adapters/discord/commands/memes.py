@@ -11,6 +11,7 @@ from discord import app_commands
 from adapters.discord.messenger import DiscordMessenger
 from adapters.discord.translate import attachment_file, chat_ref, checked, language, user_ref
 from bot.service import EditService
+from bot.texts import t
 
 
 def register(
@@ -30,8 +31,8 @@ def register(
         to = messenger.hold(interaction, lang)
         await service.draw(user, chat, kind, words, to, upload=upload)
 
-    @tree.command(name="caption", description="Meme caption: top | bottom, drawn exactly")
-    @app_commands.describe(text="top text | bottom text", image="An image (else your last one)")
+    @tree.command(name="caption", description=t("discord_caption"))
+    @app_commands.describe(text=t("discord_caption_text"), image=t("discord_meme_image"))
     async def caption(
         interaction: discord.Interaction,
         text: app_commands.Range[str, 1, 450],
@@ -39,11 +40,8 @@ def register(
     ) -> None:
         await draw(interaction, "caption", text, image)
 
-    @tree.command(name="bubble", description="A speech bubble with your words")
-    @app_commands.describe(
-        text="The words (start with left or right to choose the side)",
-        image="An image (else your last one)",
-    )
+    @tree.command(name="bubble", description=t("discord_bubble"))
+    @app_commands.describe(text=t("discord_bubble_text"), image=t("discord_meme_image"))
     async def bubble(
         interaction: discord.Interaction,
         text: app_commands.Range[str, 1, 450],
