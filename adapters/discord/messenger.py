@@ -84,9 +84,11 @@ class DiscordMessenger:
         channel_id = interaction.channel_id or 0
         return Address(PLATFORM, str(channel_id), reply_to, lang)
 
-    def let_go(self, interaction: discord.Interaction) -> None:
-        """The interaction will not be answered through (its request was refused)."""
-        self._held.pop(_reply_to(interaction), None)
+    def let_go(self, interaction: discord.Interaction) -> bool:
+        """The interaction will not be answered through (its request was refused). True if its
+        original response may still be "thinking…" (nothing was shown in its place)."""
+        held = self._held.pop(_reply_to(interaction), None)
+        return held is None or not held.original_taken
 
     def _forget_stale(self) -> None:
         """Nothing tells the messenger that a job is over: interactions are forgotten when their

@@ -47,12 +47,12 @@ def log_failure(error: BaseException, what: str) -> None:
 async def answer_error(
     interaction: discord.Interaction, error: BaseException, messenger: DiscordMessenger
 ) -> None:
-    """Answer `interaction` for `error`, privately; it never raises."""
+    """Answer `interaction` for `error`, privately (an answer Discord refuses is let be)."""
     log_failure(error, f"interaction {interaction.id}")
     lang = language(interaction.locale)
     response = interaction.response
-    if response.type is discord.InteractionResponseType.deferred_channel_message:
-        messenger.let_go(interaction)  # "thinking…" is seen by all: taken away
+    thinking = response.type is discord.InteractionResponseType.deferred_channel_message
+    if thinking and messenger.let_go(interaction):  # "thinking…" is seen by all: taken away
         with contextlib.suppress(discord.HTTPException):
             await interaction.delete_original_response()
     text = refusal_text(error, lang)
