@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-import adapters.discord
+import adapters.discord.messenger
 from bot.domain import MAX_SEED, UserRef
 from bot.texts import t
 from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
@@ -388,7 +388,8 @@ async def test_interactions_past_their_tokens_life_answer_in_the_channel_and_are
         "edit", {"image": photo(), "prompt": "make it night"}
     )
     assert (await bot.result()).interaction is first
-    monkeypatch.setattr(adapters.discord, "INTERACTION_FRESH_SECONDS", 0.0)  # 15 minutes on
+    fresh = 0.0  # 15 minutes on
+    monkeypatch.setattr(adapters.discord.messenger, "INTERACTION_FRESH_SECONDS", fresh)
     fake_discord.user_runs_slash_command("edit", {"image": photo(), "prompt": "make it day"})
     result = await bot.result()
     assert result.interaction is None and result.content.startswith(ALICE.mention)

@@ -4,17 +4,20 @@ the allowlist hears it privately, and no public "thinking…" is shown first."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
 
 from bot.config import IdSet, OperatorRules
 from bot.domain import ChatRef, UserRef
+from bot.errors import Ignored
 from bot.texts import t
 from storage.models import User
 from tests.discord_harness import DiscordUnderTest, photo
-from tests.fakes.discord import ALICE, BOB, GENERAL_ID, FakeDiscord
+from tests.fakes.discord import ALICE, BOB, GENERAL_ID, FakeDiscord, FakeInteraction
 from tests.fakes.stepfun import FakeStepFun
 
 ADMIN = UserRef("discord", "9", "Admin", None)
@@ -74,3 +77,29 @@ async def test_a_user_banned_ahead_is_refused_privately_from_the_first_command(
     assert interaction.ephemeral and not interaction.thinking
     assert interaction.callbacks[0].data.get("content") == t("error_banned")
     assert stepfun.requests == []
+
+
+async def test_past_the_gate_a_request_the_core_keeps_quiet_about_gets_nothing_more(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused with Ignored after "thinking…" (banned meanwhile and told already, too fast and
+    told already): every command alike takes "thinking…" away and says nothing more."""
+    assert bot.service is not None
+
+    async def told_already(*args: object, **kwargs: object) -> None:
+        raise Ignored("banned, told already")
+
+    monkeypatch.setattr(bot.service, "submit", told_already)
+    monkeypatch.setattr(bot.service, "draw", told_already)
+    for name, options in (("edit", {"image": photo(), "prompt": "snow"}),
+                          ("imagine", {"prompt": "a lighthouse"}),
+                          ("caption", {"text": "top | bottom"})):  # fmt: skip
+        interaction = fake_discord.user_runs_slash_command(name, options)
+        await fake_discord.wait_until(partial(_thinking_taken_away, interaction))
+        await asyncio.sleep(0.2)  # an answer would follow the deletion at once
+        assert interaction.thinking
+        assert [m for m in interaction.followups if not m.deleted] == [], name
+
+
+def _thinking_taken_away(interaction: FakeInteraction) -> bool:
+    return interaction.original is not None and interaction.original.deleted
