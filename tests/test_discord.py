@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from bot.texts import t
 from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
 from tests.fakes.discord import (
@@ -143,6 +145,22 @@ async def test_slash_commands_answer_privately(
     await fake_discord.wait_for_response(helped)
     assert helped.original is not None
     assert helped.original.content == t("help_discord", "zh")
+
+
+async def test_about_answers_privately_with_the_version_model_and_limits(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord
+) -> None:
+    assert bot.service is not None
+    editor = bot.service.editor
+    asked = fake_discord.user_runs_slash_command("about", {})
+    await fake_discord.wait_for_response(asked)
+    assert asked.ephemeral and asked.original is not None
+    text = asked.original.content
+    assert f"stepedit {metadata.version('stepedit')}" in text
+    assert f"Image model: {editor.model} ({editor.style})" in text and "5 edits a day" in text
+    chinese = fake_discord.user_runs_slash_command("about", {}, user=BOB)  # zh-CN
+    await fake_discord.wait_for_response(chinese)
+    assert chinese.original is not None and "每天 5 次修改" in chinese.original.content
 
 
 async def test_full_quality_sends_the_lossless_file(

@@ -4,6 +4,7 @@
     memes.py     /caption, /bubble (drawn by the bot)
     account.py   /quota, /seed, /settings, /help, /cancel, /forget
     admin.py     /stats, /grant, /ban, /unban (the operator's)
+    answers.py   the commands that only answer a text (bot/commands.py's table)
     buttons.py   a press on any of the core's buttons
 
 They translate only (bot/service.py decides) and raise what refuses them: the one place that
@@ -16,7 +17,7 @@ from typing import Any
 
 from discord import app_commands
 
-from adapters.discord.commands import account, admin, editing, memes
+from adapters.discord.commands import account, admin, answers, editing, memes
 from adapters.discord.messenger import DiscordMessenger
 from bot.service import EditService
 
@@ -29,3 +30,4 @@ def add_commands(
     memes.register(tree, service, messenger)
     editing.register(tree, service, messenger)
     account.register(tree, service)
+    answers.register(tree, service)
