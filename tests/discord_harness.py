@@ -1,10 +1,10 @@
-"""The Discord bot as `stepedit run` wires it, against local fakes: the real DiscordBot
-(discord.py) on the fake Discord, the real EditService, SqlStore and edit client against the fake
-StepFun. The `bot` fixture is registered in conftest.py."""
+"""The Discord bot as `stepedit run` wires it (the service from bot.cli.open_service, see
+tests/wiring.py), against local fakes: the real DiscordBot (discord.py) on the fake Discord, the
+real EditService, SqlStore and edit client against the fake StepFun. The `bot` fixture is
+registered in conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 
 from adapters.discord import DiscordBot
-from bot.backends.stepfun import StepFunBackend
 from bot.domain import MessageRef, UserRef
+from bot.ports import EditStore, ImageEditor
 from bot.service import EditService
-from storage.db import create_engine, migrate
-from storage.repo import SqlStore
 from tests.fakes.discord import (
     ALICE,
     GENERAL_ID,
@@ -28,6 +26,7 @@ from tests.fakes.discord import (
 )
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
+from tests.wiring import Wired, until_known
 
 GUILD_READY_TIMEOUT = 0.2  # seconds (see DiscordUnderTest.start)
 PHOTO = make_image(320, 240)
@@ -39,21 +38,18 @@ class DiscordUnderTest:
     stepfun: FakeStepFun
     database_url: str
     service_options: dict[str, Any] = field(default_factory=dict)
-    store: SqlStore | None = None
-    client: StepFunBackend | None = None
+    store: EditStore | None = None
+    client: ImageEditor | None = None
+    _wired: Wired = field(default_factory=Wired)
     service: EditService | None = None
     bot: DiscordBot | None = None
 
     async def start(self) -> None:
-        engine = create_engine(self.database_url)
-        await migrate(engine)
-        self.store = SqlStore(engine)
-        self.client = StepFunBackend(
-            base_url=self.stepfun.base_url, api_key=self.stepfun.api_key, retries=1,
-            backoff=0.01, timeout=5.0,
-        )  # fmt: skip
-        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
-        self.service = EditService(self.store, self.client, **options)
+        backend = {"style": "stepfun", "base_url": self.stepfun.base_url,
+                   "api_key": self.stepfun.api_key, "retries": 1, "backoff": 0.01,
+                   "timeout": 5.0}  # fmt: skip
+        self.service = await self._wired.open(self.database_url, self.service_options, backend)
+        self.store, self.client = self.service.store, self.service.editor
         self.bot = DiscordBot(
             self.service,
             token=TOKEN,
@@ -69,16 +65,7 @@ class DiscordUnderTest:
         await self.service.start()
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self.bot:
-            await self.bot.stop_receiving()
-        if self.service:
-            await self.service.stop(grace)
-        if self.bot:
-            await self.bot.stop()
-        if self.client:
-            await self.client.aclose()
-        if self.store:
-            await self.store.aclose()
+        await self._wired.stop(self.bot, self.service, grace)
         self.bot = self.client = self.store = self.service = None
 
     async def quota_used(self, user: FakeUser) -> int:
@@ -92,9 +79,7 @@ class DiscordUnderTest:
         )
         assert self.service is not None
         ref = MessageRef("discord", str(posted.channel_id), str(posted.id))
-        async with asyncio.timeout(timeout):
-            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
-                await asyncio.sleep(0.005)
+        await until_known(self.service, ref, timeout)
         return posted
 
     async def text(self, channel_id: int = GENERAL_ID, timeout: float = 10) -> StoredMessage:

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from adapters.telegram import TelegramBot
-from bot.cli import open_service
 from bot.domain import MessageRef, UserRef
 from bot.ports import EditStore, ImageEditor
 from bot.service import EditService
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
-from tests.wiring import wiring
+from tests.wiring import Wired, until_known
 
 
 @dataclass
@@ -36,7 +34,7 @@ class BotUnderTest:
     rate_limit: bool = False  # PTB's rate limiter, as `stepedit run` has it (it waits on a 429)
     store: EditStore | None = None
     client: ImageEditor | None = None
-    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    _wired: Wired = field(default_factory=Wired)
     service: EditService | None = None
     bot: TelegramBot | None = None
 
@@ -50,12 +48,10 @@ class BotUnderTest:
             "base_url": self.stepfun.base_url,
             "api_key": self.stepfun.api_key,
         }
-        options = {"daily_quota": 5, "lease": 2.0, "poll": 0.2, **self.service_options}
-        settings, tuning = wiring(options, backend | self.client_options, self.fallback_options)
-        self._stack = AsyncExitStack()
-        self.service = await self._stack.enter_async_context(
-            open_service(settings, self.database_url, tuning=tuning)
-        )
+        self.service = await self._wired.open(
+            self.database_url, self.service_options, backend | self.client_options,
+            self.fallback_options,
+        )  # fmt: skip
         self.store, self.client = self.service.store, self.service.editor
         self.bot = TelegramBot(
             self.service,
@@ -68,13 +64,7 @@ class BotUnderTest:
         await self.service.start()
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self.bot:
-            await self.bot.stop_receiving()
-        if self.service:
-            await self.service.stop(grace)
-        if self.bot:
-            await self.bot.stop()
-        await self._stack.aclose()  # the edit client and the store
+        await self._wired.stop(self.bot, self.service, grace)
         self.bot = self.client = self.store = self.service = None
 
     async def restart(self) -> None:
@@ -101,13 +91,10 @@ class BotUnderTest:
                 await self.service.settled(timeout)
 
     async def wait_linked(self, message: StoredMessage, timeout: float = 10) -> None:
-        """Wait until the bot has recorded which image `message` (one of its own) stands for;
-        it does so right after sending, so a human's reply never comes sooner."""
+        """Wait until the bot has recorded which image `message` (one of its own) stands for."""
         assert self.service is not None
         ref = MessageRef("telegram", str(message.chat_id), str(message.message_id))
-        async with asyncio.timeout(timeout):
-            while not await self.service.knows(ref):  # noqa: ASYNC110 - a database poll
-                await asyncio.sleep(0.005)
+        await until_known(self.service, ref, timeout)
 
     async def photo_reply(self, chat_id: int, timeout: float = 10) -> StoredMessage:
         """The next photo the bot sends in this chat, once the bot has finished with it: the

@@ -7,10 +7,14 @@ An option with no home here fails loudly, so a new one is mapped rather than dro
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from contextlib import AsyncExitStack
+from typing import Any, Protocol
 
-from bot.cli import Tuning
+from bot.cli import Tuning, open_service
 from bot.config import Settings
+from bot.domain import MessageRef
+from bot.service import EditService
 
 # EditService's keyword -> the setting that gives it in production
 SERVICE_SETTINGS = {
@@ -60,3 +64,50 @@ def wiring(
             elif name != "role":
                 settings[f"{role}_{BACKEND_SETTINGS[name]}"] = value
     return Settings(**NO_ENVIRONMENT, **settings), Tuning(**tuning)
+
+
+class Wired:
+    """The service of one harness start, opened as `stepedit run` opens it; closed by stop()."""
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+
+    async def open(
+        self, database_url: str, service: dict[str, Any], backend: dict[str, Any],
+        fallback: dict[str, Any] | None = None,
+    ) -> EditService:  # fmt: skip
+        settings, tuning = wiring(HARNESS_DEFAULTS | service, backend, fallback)
+        self._stack = AsyncExitStack()
+        return await self._stack.enter_async_context(
+            open_service(settings, database_url, tuning=tuning)
+        )
+
+    async def stop(
+        self, platform: Platform | None, service: EditService | None, grace: float
+    ) -> None:
+        """Stop as `stepedit run` does: take no more events, let the jobs end (up to `grace`
+        seconds), stop the platform, close the edit client and the store."""
+        if platform:
+            await platform.stop_receiving()
+        if service:
+            await service.stop(grace)
+        if platform:
+            await platform.stop()
+        await self._stack.aclose()
+
+
+class Platform(Protocol):
+    async def stop_receiving(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+# The harnesses' service: small quota, short leases, idle workers that look often.
+HARNESS_DEFAULTS: dict[str, Any] = {"daily_quota": 5, "lease": 2.0, "poll": 0.2}
+
+
+async def until_known(service: EditService, message: MessageRef, timeout: float = 10) -> None:
+    """Wait until the bot has recorded which image `message` (one of its own) stands for; it
+    does so right after sending, so a human's reply never comes sooner."""
+    async with asyncio.timeout(timeout):
+        while not await service.knows(message):  # noqa: ASYNC110 - a database poll
+            await asyncio.sleep(0.005)
