@@ -9,7 +9,18 @@ from bot.backends.base import Capabilities
 from bot.backends.stepfun import StepFunBackend
 from bot.domain import UserSettings
 from bot.errors import InvalidSetting, PromptTooLong, StepEditError
-from bot.texts import EN, TEXTS, ZH, describe_settings, error_text, language_for
+from bot.texts import (
+    EN,
+    TEXTS,
+    ZH,
+    chat,
+    describe_settings,
+    discord,
+    error_text,
+    language_for,
+    operator,
+    refusals,
+)
 
 
 def blanks(template: str) -> set[str]:
@@ -21,6 +32,11 @@ def test_both_languages_with_the_same_blanks(key: str) -> None:
     variants = TEXTS[key]
     assert set(variants) == {EN, ZH}
     assert blanks(variants[EN]) == blanks(variants[ZH])
+
+
+def test_each_sentence_lives_in_one_part_of_the_texts() -> None:
+    parts = (chat.TEXTS, refusals.TEXTS, operator.TEXTS, discord.TEXTS)
+    assert sum(len(part) for part in parts) == len(TEXTS)  # no key in two parts (one would hide)
 
 
 def test_setting_errors_speak_the_users_language() -> None:

@@ -1,0 +1,3 @@
+"""The languages users read: English, and Chinese (many write their prompts in Chinese)."""
+
+EN, ZH = "en", "zh"
