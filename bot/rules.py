@@ -10,16 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from bot.backends.base import Capabilities
+from bot.backends.checks import check_prompt
 from bot.domain import (
     CFG_RANGE,
     MAX_NEGATIVE_PROMPT_CHARS,
-    MAX_PROMPT_CHARS,
     MAX_SEED,
     STEPS_RANGE,
     EditOptions,
     UserSettings,
 )
-from bot.errors import GenerationUnsupported, InvalidSetting, PromptError, PromptTooLong
+from bot.errors import GenerationUnsupported, InvalidSetting
 
 MAX_WAITING_PER_USER = 5
 
@@ -37,12 +37,9 @@ def random_seed() -> int:
 
 
 def checked_prompt(prompt: str) -> str:
-    text = prompt.strip()
-    if not text:
-        raise PromptError()
-    if len(text) > MAX_PROMPT_CHARS:
-        raise PromptTooLong(length=len(text), limit=MAX_PROMPT_CHARS)
-    return text
+    """The prompt without its outer spaces; PromptError when it is empty or too long (the one
+    check, which the backends make too before anything is sent)."""
+    return check_prompt(prompt)
 
 
 @dataclass(frozen=True)
