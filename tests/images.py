@@ -22,6 +22,15 @@ def to_bytes(image: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
     return out.getvalue()
 
 
+def make_png(
+    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
+    """A small valid PNG, handy for tests."""
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def make_image(
     width: int = 100,
     height: int = 80,

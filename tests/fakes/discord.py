@@ -67,6 +67,8 @@ import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
 from PIL import Image
 
+from tests.images import make_png
+
 with warnings.catch_warnings():
     # discord.py imports the stdlib audioop for voice; Python 3.11 deprecates it, and pytest
     # runs with filterwarnings=error, so a plain import fails at collection.
@@ -692,15 +694,6 @@ Handler = Callable[[_Request], Awaitable[tuple[int, Any]]]
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def make_png(
-    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    """A small valid PNG, handy for tests."""
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _image_size(data: bytes) -> tuple[int, int] | None:

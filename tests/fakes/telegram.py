@@ -44,6 +44,8 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 from telegram.constants import ReactionEmoji
 
+from tests.images import make_png
+
 __all__ = [
     "ApiError",
     "Call",
@@ -702,15 +704,6 @@ def _thumbnail(data: bytes) -> tuple[bytes, int, int] | None:
                 return buf.getvalue(), small.width, small.height
     except Exception:
         return None
-
-
-def make_png(
-    width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    """A small valid PNG, handy for tests."""
-    buf = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _mime_for(data: bytes, filename: str | None, declared: str | None) -> str:
