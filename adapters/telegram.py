@@ -226,6 +226,7 @@ class TelegramBot:
         self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
         self.messenger = TelegramMessenger(self.app.bot)
         self._polling: asyncio.Task[None] | None = None
+        self._polls_failing = False  # the last getUpdates failed
         self._confirmed = 0  # the last offset Telegram was told: all before are kept
         self._next = 0  # the update id after the newest one received
         self._in_flight: set[int] = set()  # update ids received, not yet handled
@@ -328,9 +329,11 @@ class TelegramBot:
                     offset=self._next, timeout=timeout, allowed_updates=ALLOWED_UPDATES
                 )
             except TelegramError as exc:
+                self._polls_failing = True
                 log.warning("getUpdates failed (%s); trying again", exc)
                 await asyncio.sleep(POLL_RETRY_SECONDS)
                 continue
+            self._polls_failing = False
             self._confirmed = self._next
             fresh = [update for update in updates if update.update_id >= self._next]
             if fresh:
@@ -375,6 +378,14 @@ class TelegramBot:
                 self._kept[update.update_id] = event
             self._dispatch(update)
             self._next = max(self._next, int(update_id) + 1)
+
+    name = PLATFORM
+
+    @property
+    def connected(self) -> bool:
+        """Whether the bot polls and the Bot API answers (for /readyz)."""
+        polling = self._polling is not None and not self._polling.done()
+        return polling and not self._polls_failing
 
     @property
     def handling(self) -> int:

@@ -131,6 +131,7 @@ class Actions:
                 return False
         cancelled = await store.cancel_edits(record.id, chat.platform, chat.id)
         for edit in cancelled:
+            self.ctx.metrics.edit_ended(EditStatus.CANCELLED, edit.platform)
             messenger = self.engine.cancelled(edit)
             if messenger is None:
                 continue

@@ -139,6 +139,7 @@ class Admissions:
     def _refusal(self, refused: Refusal, day: date) -> StepEditError:
         """The error that tells the user which limit their request met."""
         ctx = self.ctx
+        ctx.metrics.refused(refused)
         if refused in (Refusal.BUDGET, Refusal.SPEND):  # the admins hear of it, once a day
             self.operator.tell_paused(refused, day)
         return _REFUSALS[refused](ctx)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot import imaging, texts
 from bot.backends import FallbackEditor, ImageEditor, make_backend
@@ -41,8 +41,12 @@ from bot.domain import (
 from bot.engine import POLL_SECONDS
 from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
+from bot.metrics import Metrics
 from bot.ports import Messenger
 from bot.service import EditService
+
+if TYPE_CHECKING:
+    from adapters.http_server import HttpServer
 
 log = logging.getLogger("stepedit")
 
@@ -116,14 +120,16 @@ class Tuning:
         return chosen | {"poll": self.poll, "note_interval": self.note_interval}
 
 
-def _editor(settings: Settings, tuning: Tuning = Tuning()) -> ImageEditor:
+def _editor(
+    settings: Settings, tuning: Tuning = Tuning(), metrics: Metrics | None = None
+) -> ImageEditor:
     """The edit backend the settings name, with its fallback if FALLBACK_* is set. Nothing is
     sent before each style is certain: a key belongs to one vendor."""
-    primary = _backend(settings, "EDIT", settings.edit_style(), tuning)
+    primary = _backend(settings, "EDIT", settings.edit_style(), tuning, metrics)
     fallback_style = settings.fallback_style()
     editor: ImageEditor = primary
     if fallback_style is not None:
-        fallback = _backend(settings, "FALLBACK", fallback_style, tuning)
+        fallback = _backend(settings, "FALLBACK", fallback_style, tuning, metrics)
         editor = FallbackEditor(primary, fallback, cooldown=tuning.cooldown)
     if settings.global_daily_spend and editor.price is None:
         unpriced = "FALLBACK" if primary.price is not None else "EDIT"
@@ -134,7 +140,9 @@ def _editor(settings: Settings, tuning: Tuning = Tuning()) -> ImageEditor:
     return editor
 
 
-def _backend(settings: Settings, role: str, style: str, tuning: Tuning) -> ImageEditor:
+def _backend(
+    settings: Settings, role: str, style: str, tuning: Tuning, metrics: Metrics | None
+) -> ImageEditor:
     """EDIT_* or FALLBACK_* (`role`) as a backend."""
     fields = {
         "EDIT": (settings.edit_api_url, settings.edit_api_key, settings.edit_model,
@@ -148,7 +156,7 @@ def _backend(settings: Settings, role: str, style: str, tuning: Tuning) -> Image
             f"set {role}_API_KEY to your {style} API key (see the README's Edit backends)"
         )
     try:
-        return make_backend(
+        backend = make_backend(
             style,
             base_url=url or "",
             api_key=secret.get_secret_value() if secret else "",
@@ -162,6 +170,9 @@ def _backend(settings: Settings, role: str, style: str, tuning: Tuning) -> Image
         )
     except ApiConfigError as exc:  # an unusable URL: the operator's one line
         raise ConfigError(exc.operator_message) from None
+    if metrics is not None:
+        backend.on_request = metrics.api_request
+    return backend
 
 
 @contextlib.asynccontextmanager
@@ -176,7 +187,8 @@ async def open_service(
     from storage.db import create_engine, migrate, safe_url
     from storage.repo import SqlStore
 
-    editor = _editor(settings, tuning)
+    metrics = Metrics()
+    editor = _editor(settings, tuning, metrics)
     try:
         engine = create_engine(database_url)
     except Exception as exc:
@@ -210,6 +222,7 @@ async def open_service(
             concurrency=settings.edit_concurrency,
             max_waiting=settings.max_waiting_per_user,
             lease=settings.job_lease_seconds,
+            metrics=metrics,
             **tuning.service_options(),
         )
         yield service
@@ -223,6 +236,12 @@ class Platform(Protocol):
 
     @property
     def messenger(self) -> Messenger: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
 
     async def start(self) -> None: ...
     async def stop_receiving(self) -> None: ...
@@ -265,7 +284,10 @@ async def serve(settings: Settings) -> None:
         )
     async with open_service(settings, settings.database_url) as service:
         started: list[Platform] = []
+        http = _http_server(settings, service, started)
         try:
+            if http is not None:
+                await http.start()
             for platform in platforms(settings, service):
                 service.attach(platform.messenger)
                 await platform.start()
@@ -279,6 +301,21 @@ async def serve(settings: Settings) -> None:
             await service.stop(SHUTDOWN_GRACE_SECONDS)
             for running in started:
                 await running.stop()
+            if http is not None:
+                await http.stop()
+
+
+def _http_server(
+    settings: Settings, service: EditService, started: list[Platform]
+) -> HttpServer | None:
+    """HTTP_PORT's server (/healthz, /readyz, /metrics), or None when it is not set."""
+    if settings.http_port is None:
+        return None
+    from adapters.http_server import HttpServer
+
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    return HttpServer(service, started, host=settings.http_host, port=settings.http_port,
+                      token=token)  # fmt: skip
 
 
 async def _until_stopped() -> None:

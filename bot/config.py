@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30.0, ge=1, le=600)
 
     database_url: str = "sqlite+aiosqlite:///./data/stepedit.db"
+    # The process's own HTTP server (/healthz, /readyz, /metrics): off unless HTTP_PORT is set.
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_token: SecretStr | None = None  # set: /readyz and /metrics want it as a bearer
     daily_quota: int = Field(default=20, ge=0)  # 0 = unlimited
     # None: the backend's own default (StepFun 8 and 1.0; Qwen-Image-Edit 40 and 4.0; …)
     default_steps: int | None = Field(default=None, ge=STEPS_RANGE[0], le=STEPS_RANGE[1])
@@ -272,6 +276,7 @@ class Settings(BaseSettings):
             self.discord_bot_token,
             self.edit_api_key,
             self.fallback_api_key,
+            self.metrics_token,
         )
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
 

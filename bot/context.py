@@ -12,6 +12,7 @@ from pathlib import Path
 from bot.backends.base import Capabilities
 from bot.config import OperatorRules
 from bot.domain import EditOptions, UserRef
+from bot.metrics import Metrics
 from bot.ports import EditStore, ImageEditor, Messenger
 from bot.rules import random_seed
 
@@ -34,6 +35,7 @@ class Context:
     seeds: Callable[[], int] = random_seed
     meme_font: Path | None = None  # None: the bundled CJK font
     messengers: dict[str, Messenger] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def capabilities(self) -> Capabilities:

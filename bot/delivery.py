@@ -37,6 +37,8 @@ from bot.engine import JobEngine
 from bot.errors import (
     ApiConfigError,
     ApiProtocolError,
+    ApiTimeout,
+    ApiUnavailable,
     EditApiError,
     EditRefused,
     InvalidImage,
@@ -115,6 +117,8 @@ class Delivery:
         except StepEditError as exc:
             if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
                 log.error("the edit API needs the operator: %s", exc.operator_message)
+            if isinstance(exc, _BACKENDS_FAULT):
+                self.ctx.metrics.backend_failed()
             status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
             paid = _paid_call(exc) or edit.id in self.engine.committed  # made, not delivered
             await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
@@ -135,6 +139,10 @@ class Delivery:
         ):
             log.warning("edit %s was delivered after its lease ran out", edit.id)
             return
+        self.ctx.metrics.edit_ended(EditStatus.SUCCEEDED, edit.platform)
+        self.ctx.metrics.delivered(
+            timings.api_ms, timings.total_ms - timings.queued_ms - timings.api_ms
+        )
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
 
@@ -149,6 +157,7 @@ class Delivery:
             edit.id, status, error=error, timings=timings, answer=answer,
             owner=self.engine.owner, spent=spent, uncharged_call=uncharged_call,
         ):  # fmt: skip
+            self.ctx.metrics.edit_ended(status, edit.platform)
             await self._answer(edit.id, edit.address, answer)
 
     def _billed(self, exc: StepEditError) -> tuple[date, int] | None:
@@ -220,6 +229,7 @@ class Delivery:
                     image = InputImage(source.data, source.mime, filename)
                     edited = await ctx.editor.edit([image], edit.prompt, options)
         timings = replace(timings, api_ms=_ms_since(called))
+        ctx.metrics.backend_answered()
         spent = (ctx.today(), Spend.micros(edited.cost))
         checked = await self._checked_result(edited)
         fetched = (source.fetched.image_id, source.fetched.image) if source.fetched else None
@@ -300,6 +310,10 @@ class Delivery:
                 "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
             ) from exc
         return NewImage(data, _mime_of(data), width, height)
+
+
+# What says the backend itself is unwell (not the user's input, not refused content).
+_BACKENDS_FAULT = (ApiUnavailable, ApiTimeout, ApiConfigError, ApiProtocolError)
 
 
 def _paid_call(exc: StepEditError) -> bool:

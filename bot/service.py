@@ -9,6 +9,7 @@ one concern (see the README's developer overview):
     drawing.Drawing      words the bot draws itself
     account.Account      quota, settings, /forget
     operator.Operator    the operator's commands (a table) and notices
+    health.Health        readiness and metrics, for the HTTP server
     commands             commands that answer a text (a table both adapters register)
     rules, pictures      the edit rules; fetching and showing pictures
 
@@ -34,6 +35,8 @@ from bot.delivery import MAX_ATTEMPTS, Delivery
 from bot.domain import MAX_SIDE, EditOptions, Incoming
 from bot.drawing import Drawing
 from bot.engine import LEASE_SECONDS, POLL_SECONDS, JobEngine
+from bot.health import Health
+from bot.metrics import CountedMessenger, Metrics
 from bot.operator import Operator
 from bot.pictures import Pictures
 from bot.ports import EditStore, ImageEditor, Messenger
@@ -61,11 +64,12 @@ class EditService:
         seeds: Callable[[], int] = random_seed,
         rules: OperatorRules | None = None,
         meme_font: Path | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         ctx = Context(
             store, editor, rules or OperatorRules(), daily_quota,
             EditOptions(steps=default_steps, cfg_scale=default_cfg_scale), max_side,
-            concurrency, max_waiting, clock, seeds, meme_font,
+            concurrency, max_waiting, clock, seeds, meme_font, metrics=metrics or Metrics(),
         )  # fmt: skip
         self.ctx, self.store, self.editor, self.concurrency = ctx, store, editor, concurrency
         pictures = Pictures(ctx)
@@ -90,11 +94,13 @@ class EditService:
         self.quota, self.settings, self.forget = account.quota, account.settings, account.forget
         self.change_setting, self.reset_settings = account.change_setting, account.reset_settings
         self.admin = self.operator.admin
+        health = Health(ctx)
+        self.unready, self.metrics_text = health.unready, health.metrics_text
         self.is_admin = ctx.is_admin
 
     def attach(self, messenger: Messenger) -> None:
         """Answer and fetch through `messenger` for its platform; start() after attaching."""
-        self.ctx.messengers[messenger.platform] = messenger
+        self.ctx.messengers[messenger.platform] = CountedMessenger(messenger, self.ctx.metrics)
 
     async def start(self) -> None:
         """Start the workers: jobs left by a crash are taken up again once their lease ends."""

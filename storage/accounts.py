@@ -202,6 +202,12 @@ class SqlAccounts(SqlBase):
             )
             return None if user is None else user_record(user)
 
+    async def units_used_today(self, day: date) -> int:
+        """The units the whole bot used on `day` (GLOBAL_DAILY_BUDGET's counter)."""
+        query = select(Counter.used).where(Counter.scope == ALL_EDITS, Counter.day == day)
+        async with self._tx(read_only=True) as session:
+            return await session.scalar(query) or 0
+
     async def stats(self, day: date, top: int = 5) -> Stats:
         today = Edit.quota_day == day
         async with self._tx(read_only=True) as session:

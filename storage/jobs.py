@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -227,6 +227,16 @@ class SqlJobs(SqlBase):
         async with self._tx(read_only=True) as session:
             found = await session.scalar(query.where(Edit.platform.in_(platforms)).limit(1))
             return found is not None
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Open edits by status, of every process (for the metrics)."""
+        query = (
+            select(Edit.status, func.count())
+            .where(Edit.status.in_(EditStatus.OPEN))
+            .group_by(Edit.status)
+        )
+        async with self._tx(read_only=True) as session:
+            return {status: count for status, count in (await session.execute(query)).tuples()}
 
     async def renew_leases(self, owner: str, edit_ids: list[int], until: datetime) -> None:
         async with self._tx() as session:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot import console
@@ -149,10 +151,13 @@ async def test_edit_with_an_unreadable_image_explains(tmp_path: Path, stepfun: F
 async def test_run_serves_telegram_until_stopped(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
+    port = free_port()
     env = wired_to(
         telegram,
         stepfun,
         LOG_LEVEL="DEBUG",  # the chattiest logs must still hold no secret
+        HTTP_PORT=str(port),
+        METRICS_TOKEN="metrics-token-0123",
     )
     process = await asyncio.create_subprocess_exec(
         STEPEDIT, "run", cwd=tmp_path, env=env,
@@ -167,6 +172,12 @@ async def test_run_serves_telegram_until_stopped(
         photo = await telegram.wait_for_message(77, lambda m: m.kind == "photo", timeout=30)
         assert decode(photo.photo_bytes).size == (200, 150)
         assert (tmp_path / "data" / "stepedit.db").exists()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            assert (await http.get("/healthz")).json() == {"ok": True}
+            assert (await http.get("/metrics")).status_code == 401
+            bearer = {"Authorization": "Bearer metrics-token-0123"}
+            metrics = (await http.get("/metrics", headers=bearer)).text
+        assert 'stepedit_edits_total{outcome="succeeded",platform="telegram"} 1.0' in metrics
         if console._on_glibc() and "GLIBC_TUNABLES" not in env:  # restarted with it tuned
             # (glibc rewrites the variable in place as it reads it: only its start is certain)
             started_with = environment_of(process.pid)
@@ -180,6 +191,14 @@ async def test_run_serves_telegram_until_stopped(
     assert telegram.token not in log
     assert telegram.token.split(":")[1] not in log
     assert stepfun.api_key not in log
+    assert "metrics-token-0123" not in log
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.mark.parametrize(

@@ -168,6 +168,13 @@ class DiscordBot:
         reason = f" ({error})" if error else ""
         raise StartupError(f"could not connect to Discord's gateway{reason}")
 
+    name = "discord"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the gateway connection is up (for /readyz)."""
+        return self.client.is_ready() and not self.client.is_closed()
+
     async def stop_receiving(self) -> None:
         """Take no new requests; running jobs still answer through the REST API."""
         self.accepting = False

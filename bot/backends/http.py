@@ -82,6 +82,8 @@ class HttpBackend:
     _result_hosts: tuple[str, ...] = ()  # said after a 403: where keys of this vendor work
     # Statuses after which this vendor surely did not do the work, so the POST may go again.
     _resend_statuses = RESEND_STATUSES
+    # Told of every request's outcome: (style, HTTP status or "error"), e.g. for the metrics.
+    on_request: Callable[[str, str], None] | None = None
 
     def __init__(
         self,
@@ -264,7 +266,12 @@ class HttpBackend:
         `limit`: the most bytes of body to hold (MAX_REPLY_BYTES unless given).
         """
         limit = MAX_REPLY_BYTES if limit is None else limit
-        reply = await receive(self, method, url, what=what, limit=limit, **kwargs)
+        try:
+            reply = await receive(self, method, url, what=what, limit=limit, **kwargs)
+        except Exception:  # no answer: refused, timed out, cut off
+            self._observe("error")
+            raise
+        self._observe(str(reply.status))
         log.log(
             logging.INFO if reply.status < 400 else logging.WARNING,
             "%s: %s %s -> %d in %d ms (trace=%s)",
@@ -277,6 +284,10 @@ class HttpBackend:
         )
         answers.judge(self, reply, method, what)
         return reply
+
+    def _observe(self, status: str) -> None:
+        if self.on_request is not None:
+            self.on_request(self.style, status)
 
     def _raise_for_status(
         self, reply: Reply, what: str, *, optional_route: bool = False
