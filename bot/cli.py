@@ -184,20 +184,35 @@ async def open_service(
     tuning: Tuning = Tuning(),
 ) -> AsyncIterator[EditService]:
     """Storage migrated, the edit API checked, the service ready; everything closed after."""
-    from storage.db import create_engine, migrate, safe_url
+    from storage.db import (
+        DatabaseInUse,
+        SchemaTooNew,
+        create_engine,
+        hold_sqlite,
+        migrate,
+        safe_url,
+    )
     from storage.repo import SqlStore
 
     metrics = Metrics()
     editor = _editor(settings, tuning, metrics)
+    held = None
     try:
+        held = hold_sqlite(database_url)  # SQLite serves one process
         engine = create_engine(database_url)
     except Exception as exc:
         await editor.aclose()
+        if held is not None:
+            held.close()
+        if isinstance(exc, DatabaseInUse):
+            raise ConfigError(str(exc)) from None
         raise ConfigError(f"invalid setting DATABASE_URL: {exc}") from None
     store = SqlStore(engine)
     try:
         try:
             await migrate(engine)
+        except SchemaTooNew as exc:
+            raise ConfigError(f"{exc} ({safe_url(database_url)})") from None
         except Exception as exc:  # any driver's error: the operator needs one line, not a trace
             reason = f"{type(exc).__name__}: {str(exc).strip()}".splitlines()[0]
             raise ConfigError(
@@ -229,6 +244,8 @@ async def open_service(
     finally:
         await editor.aclose()
         await store.aclose()
+        if held is not None:
+            held.close()
 
 
 class Platform(Protocol):

@@ -12,15 +12,19 @@ event loop without a nested loop and without an alembic.ini.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import random
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError as AlembicError
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import AdaptedConnection
@@ -217,10 +221,55 @@ def alembic_config() -> Config:
     return config
 
 
+class DatabaseInUse(Exception):
+    """Another process runs on this SQLite file (SQLite serves one process)."""
+
+
+def hold_sqlite(url: str) -> IO[str] | None:
+    """For a SQLite file: an exclusive lock on `<file>.lock`, held until the returned file is
+    closed (or the process ends, however it ends); DatabaseInUse if another process holds it.
+    None for any other database (several processes on PostgreSQL are the way to scale)."""
+    sa_url = make_url(normalize_url(url))
+    path = _sqlite_file(sa_url) if sa_url.get_backend_name() == "sqlite" else None
+    if path is None or not path.name or path.expanduser().is_dir():
+        return None  # not a file: opening it fails, and says so
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DatabaseInUse(
+            f"another stepedit process uses the SQLite database {path}: SQLite serves one "
+            "process; for several, use PostgreSQL (DATABASE_URL=postgresql://…)"
+        ) from None
+    return lock
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer stepedit than this one: its schema is not one this
+    code knows, so running would risk the data."""
+
+
 def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
+    _refuse_newer(connection, ScriptDirectory.from_config(config))
     command.upgrade(config, revision)
+
+
+def _refuse_newer(connection: Connection, scripts: ScriptDirectory) -> None:
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        return
+    try:
+        scripts.get_revision(current)
+    except AlembicError:
+        raise SchemaTooNew(
+            f"the database was upgraded by a newer stepedit (its schema is {current}; this "
+            f"one knows up to {scripts.get_current_head()}): run that version or a newer one"
+        ) from None
 
 
 async def migrate(engine_or_url: AsyncEngine | str, revision: str = "head") -> None:

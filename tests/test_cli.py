@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from bot import console
+from storage.db import migrate
 from tests.fakes.discord import ALICE as DISCORD_ALICE
 from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
 from tests.fakes.discord import TOKEN as DISCORD_TOKEN
@@ -217,6 +219,41 @@ async def test_an_unusable_database_is_one_line(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("stepedit: cannot open the database")
     assert "DATABASE_URL" in err.strip().splitlines()[-1]
+
+
+async def test_a_second_process_on_one_sqlite_file_is_refused_with_one_line(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    env = wired_to(telegram, stepfun)
+    first = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await telegram.wait_until(lambda: telegram.long_polls > 0, timeout=30)
+        code, _, err = await run("run", cwd=tmp_path, env=env)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(first.wait(), 30)
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("stepedit: another stepedit process uses the SQLite database"), err
+    assert "PostgreSQL" in last and "Traceback" not in err
+
+
+async def test_a_database_migrated_by_a_newer_version_is_refused_with_one_line(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'newer.db'}"
+    await migrate(url)
+    with sqlite3.connect(tmp_path / "newer.db") as db:  # as a later version would leave it
+        db.execute("UPDATE alembic_version SET version_num = '0099_from_the_future'")
+    code, _, err = await run("run", cwd=tmp_path, env=wired_to(telegram, stepfun,
+                                                               DATABASE_URL=url))  # fmt: skip
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "upgraded by a newer stepedit" in last and "0099_from_the_future" in last, err
+    assert "Traceback" not in err
 
 
 async def test_an_unreachable_bot_api_is_one_line(tmp_path: Path, stepfun: FakeStepFun) -> None:
