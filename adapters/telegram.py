@@ -56,7 +56,7 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from bot import imaging, presenter, texts
+from bot import imaging, logs, presenter, texts
 from bot.commands import TEXT_COMMANDS, Asked
 from bot.domain import (
     Address,
@@ -410,6 +410,7 @@ class TelegramBot:
 
     async def _run_lane(self, key: tuple[int, int]) -> None:
         lane = self._lanes[key]
+        logs.about(platform=PLATFORM, chat=str(key[0]))  # what this lane's log lines are about
         try:
             # A group's sends have their own small budget (20 a minute), which a flood there
             # waits for: its updates take no slot, so they never hold up everyone else's.

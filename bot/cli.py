@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
-        setup_logging(settings.log_level, settings.secrets())
+        setup_logging(settings.log_level, settings.secrets(), settings.log_format)
         if args.command == "run":
             asyncio.run(serve(settings))
         else:

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     meme_font: Path | None = None  # a TrueType/OpenType file for /caption and /bubble
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for machines
 
     @field_validator(
         "telegram_bot_token",

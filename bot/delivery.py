@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from aiolimiter import AsyncLimiter
 
-from bot import imaging
+from bot import imaging, logs
 from bot.backends.base import InputImage
 from bot.context import Context
 from bot.domain import (
@@ -73,6 +73,7 @@ class Delivery:
 
     async def run(self, edit: EditRecord) -> None:
         """Carry one claimed job to its end: a delivered picture or a clear answer."""
+        logs.about(edit_id=edit.id, platform=edit.platform, chat=edit.chat_id)  # (this task's)
         messenger = self.ctx.messengers[edit.platform]
         engine = self.engine
         try:

@@ -4,6 +4,7 @@ against the local fakes. Mistakes end in one plain line (exit 2), never a traceb
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -194,6 +195,32 @@ async def test_run_serves_telegram_until_stopped(
     assert telegram.token.split(":")[1] not in log
     assert stepfun.api_key not in log
     assert "metrics-token-0123" not in log
+
+
+async def test_json_logs_are_one_object_per_line_saying_which_edit(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    env = wired_to(telegram, stepfun, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    reading = asyncio.create_task(process.stderr.read())
+    try:
+        telegram.user_sends_photo(78, FakeUser(id=78, first_name="Bo"), make_image(120, 90),
+                                  caption="make it snow")  # fmt: skip
+        await telegram.wait_for_message(78, lambda m: m.kind == "photo", timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+    log = (await reading).decode()
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is one object
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    delivered = next(line for line in lines if "delivered" in line["message"])
+    assert (delivered["platform"], delivered["chat"]) == ("telegram", "78")
+    assert delivered["message"].startswith(f"edit {delivered['edit_id']} delivered")
+    assert telegram.token not in log and stepfun.api_key not in log
 
 
 def free_port() -> int:
