@@ -78,6 +78,7 @@ class HttpServer:
     def _authorize(self, request: web.Request) -> None:
         if self._token is None:
             return
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
-        if not hmac.compare_digest(given, self._token):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        token = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token, self._token):
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"})

@@ -242,10 +242,12 @@ async def open_service(
         )
         yield service
     finally:
-        await editor.aclose()
-        await store.aclose()
-        if held is not None:
-            held.close()
+        try:
+            await editor.aclose()
+            await store.aclose()
+        finally:
+            if held is not None:
+                held.close()
 
 
 class Platform(Protocol):
@@ -301,11 +303,12 @@ async def serve(settings: Settings) -> None:
         )
     async with open_service(settings, settings.database_url) as service:
         started: list[Platform] = []
-        http = _http_server(settings, service, started)
+        planned = platforms(settings, service)
+        http = _http_server(settings, service, planned)
         try:
             if http is not None:
-                await http.start()
-            for platform in platforms(settings, service):
+                await _serve_http(http)
+            for platform in planned:
                 service.attach(platform.messenger)
                 await platform.start()
                 started.append(platform)
@@ -322,8 +325,15 @@ async def serve(settings: Settings) -> None:
                 await http.stop()
 
 
+async def _serve_http(http: HttpServer) -> None:
+    try:
+        await http.start()
+    except OSError as exc:  # the port taken, the address not this host's
+        raise ConfigError(f"HTTP_HOST/HTTP_PORT {http.host}:{http.port}: {exc.strerror}") from None
+
+
 def _http_server(
-    settings: Settings, service: EditService, started: list[Platform]
+    settings: Settings, service: EditService, planned: list[Platform]
 ) -> HttpServer | None:
     """HTTP_PORT's server (/healthz, /readyz, /metrics), or None when it is not set."""
     if settings.http_port is None:
@@ -331,7 +341,7 @@ def _http_server(
     from adapters.http_server import HttpServer
 
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    return HttpServer(service, started, host=settings.http_host, port=settings.http_port,
+    return HttpServer(service, planned, host=settings.http_host, port=settings.http_port,
                       token=token)  # fmt: skip
 
 

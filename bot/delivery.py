@@ -141,8 +141,10 @@ class Delivery:
             log.warning("edit %s was delivered after its lease ran out", edit.id)
             return
         self.ctx.metrics.edit_ended(EditStatus.SUCCEEDED, edit.platform)
+        called = edit.result_image_id is None  # else an earlier attempt made the picture
         self.ctx.metrics.delivered(
-            timings.api_ms, timings.total_ms - timings.queued_ms - timings.api_ms
+            timings.api_ms if called else None,
+            timings.total_ms - timings.queued_ms - timings.api_ms,
         )
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip

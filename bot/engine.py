@@ -78,6 +78,11 @@ class JobEngine:
         self._loops: list[asyncio.Task[None]] = []
         self.stopping = False
 
+    @property
+    def running(self) -> bool:
+        """Whether the workers run (started, not stopping)."""
+        return bool(self._loops) and not self.stopping
+
     def deliver_with(self, deliver: Deliver) -> None:
         """What carries a claimed job to its end (bot/delivery.py), set once before start()."""
         self._deliver = deliver

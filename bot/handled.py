@@ -19,6 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from bot.logs import untagged
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -37,7 +39,7 @@ class HandledMarks:
     def add(self, platform: str, event_id: str) -> None:
         self._waiting[(platform, event_id)] = None
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all())
+            self._writer = asyncio.create_task(self._write_all(), context=untagged())
 
     def __contains__(self, event: tuple[str, str]) -> bool:
         return event in self._waiting

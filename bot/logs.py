@@ -9,6 +9,7 @@ line that task logs.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 from collections.abc import Iterable
@@ -24,6 +25,14 @@ def about(
     """What this task's log records are about, from now on (each task has its own)."""
     given = {"edit_id": edit_id, "platform": platform, "chat": chat}
     _ABOUT.set({name: value for name, value in given.items() if value is not None})
+
+
+def untagged() -> contextvars.Context:
+    """A context for a task that outlives what its creator is about (a note's pump, a batch
+    writer): the creator's edit and chat are not its."""
+    context = contextvars.copy_context()
+    context.run(_ABOUT.set, None)
+    return context
 
 
 class JsonLines(logging.Formatter):

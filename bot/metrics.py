@@ -8,6 +8,7 @@ service has its own registry, so two services in one process (tests) never share
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from bot.domain import Address, EditStatus, FileRef, MessageRef, Picture
 from bot.image_limits import PictureLimits
-from bot.ports import Messenger
+from bot.ports import Messenger, RetryLater
 
 _T = TypeVar("_T")
 
@@ -64,20 +65,25 @@ class Metrics:
             registry=registry,
         )  # fmt: skip
 
-        # Edits in a row whose backend call failed for the backend's sake (readiness).
+        # Edits in a row whose backend call failed for the backend's sake, and when the last
+        # did (time.monotonic()): for readiness.
         self.backend_failures = 0
+        self.backend_failed_at = 0.0
 
     def backend_answered(self) -> None:
         self.backend_failures = 0
 
     def backend_failed(self) -> None:
         self.backend_failures += 1
+        self.backend_failed_at = time.monotonic()
 
     def edit_ended(self, outcome: str, platform: str) -> None:
         self._edits.labels(outcome, platform).inc()
 
-    def delivered(self, api_ms: int, bot_ms: int) -> None:
-        self._api_seconds.observe(api_ms / 1000)
+    def delivered(self, api_ms: int | None, bot_ms: int) -> None:
+        """A delivered edit's times; `api_ms` None for a result an earlier attempt kept."""
+        if api_ms is not None:
+            self._api_seconds.observe(api_ms / 1000)
         self._bot_seconds.observe(max(bot_ms, 0) / 1000)
 
     def api_request(self, backend: str, status: str) -> None:
@@ -141,12 +147,12 @@ class CountedMessenger:
         await self._counted(self.inner.delete_note(to, note_id))
 
     async def show_working(self, to: Address) -> None:
-        await self._counted(self.inner.show_working(to))
+        await self.inner.show_working(to)  # cosmetic, and skipped when it fails: not counted
 
     async def _counted(self, send: Awaitable[_T]) -> _T:
         try:
             return await send
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, RetryLater):  # the platform asks to wait: no failure
             raise
         except Exception:
             self._metrics.send_failed(self.platform)

@@ -15,6 +15,7 @@ from bot.config import IdSet
 from bot.context import Context
 from bot.domain import ChatRef, Incoming, UserRef
 from bot.errors import AdminsOnly, Ignored
+from bot.logs import untagged
 from bot.texts import language_for, t
 
 log = logging.getLogger("stepedit.service")
@@ -127,7 +128,7 @@ class Operator:
     def tell_paused(self, why: str, day: date) -> None:
         """Tell the admins, once a day for each `why` ("budget", "spend"), in private where
         they can be told; in the background, so a slow platform never delays the refusal."""
-        task = asyncio.create_task(self._tell_paused(why, day))
+        task = asyncio.create_task(self._tell_paused(why, day), context=untagged())
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

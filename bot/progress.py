@@ -30,6 +30,7 @@ from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, stop_before_delay
 
 from bot.domain import Address
+from bot.logs import untagged
 from bot.ports import Messenger, RetryLater
 from bot.texts import t
 
@@ -143,7 +144,7 @@ class NoteBoard:
         self._pump(key, note)
 
     def _delete_stray(self, to: Address, messenger: Messenger, note_id: str) -> None:
-        task = asyncio.create_task(self._delete(to, messenger, note_id))
+        task = asyncio.create_task(self._delete(to, messenger, note_id), context=untagged())
         self._pumps.add(task)
         task.add_done_callback(self._pumps.discard)
 
@@ -201,7 +202,7 @@ class NoteBoard:
     def _pump(self, key: NoteKey, note: _Note) -> None:
         note.changed.set()
         if note.pump is None or note.pump.done():
-            note.pump = asyncio.create_task(self._bring_up_to_date(note))
+            note.pump = asyncio.create_task(self._bring_up_to_date(note), context=untagged())
             self._pumps.add(note.pump)
             note.pump.add_done_callback(self._pumps.discard)
 

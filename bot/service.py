@@ -94,7 +94,7 @@ class EditService:
         self.quota, self.settings, self.forget = account.quota, account.settings, account.forget
         self.change_setting, self.reset_settings = account.change_setting, account.reset_settings
         self.admin = self.operator.admin
-        health = Health(ctx)
+        health = Health(ctx, lambda: engine.running)
         self.unready, self.metrics_text = health.unready, health.metrics_text
         self.is_admin = ctx.is_admin
 

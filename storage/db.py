@@ -12,7 +12,6 @@ event loop without a nested loop and without an alembic.ini.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import random
 import sqlite3
@@ -233,7 +232,9 @@ def hold_sqlite(url: str) -> IO[str] | None:
     path = _sqlite_file(sa_url) if sa_url.get_backend_name() == "sqlite" else None
     if path is None or not path.name or path.expanduser().is_dir():
         return None  # not a file: opening it fails, and says so
-    path = path.expanduser()
+    import fcntl  # (POSIX; imported here so that PostgreSQL needs nothing of it)
+
+    path = path.expanduser().resolve()  # one lock for every way of naming the file
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock").open("a")
     try:
@@ -244,6 +245,10 @@ def hold_sqlite(url: str) -> IO[str] | None:
             f"another stepedit process uses the SQLite database {path}: SQLite serves one "
             "process; for several, use PostgreSQL (DATABASE_URL=postgresql://…)"
         ) from None
+    except OSError as exc:  # a file system without locks (some network shares): go on
+        lock.close()
+        log.warning("could not lock %s (%s): nothing stops a second process on it", path, exc)
+        return None
     return lock
 
 

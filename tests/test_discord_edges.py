@@ -439,8 +439,13 @@ async def test_two_users_editing_the_same_image_from_the_menu_both_get_their_edi
     for menu, prompt in zip(menus, ("make it snow", "make it rain"), strict=True):
         assert menu.modal is not None
         fake_discord.user_submits_modal(menu.modal["custom_id"], {"prompt": prompt}, user=menu.user)
-    await fake_discord.wait_until(lambda: len(stepfun.requests) == 2, timeout=10)
+    # (the fake records a request when it arrives, and its fields once it has read them)
+    await fake_discord.wait_until(lambda: both_read(stepfun), timeout=10)
     assert sorted(r.fields["prompt"] for r in stepfun.requests) == ["make it rain", "make it snow"]
+
+
+def both_read(stepfun: FakeStepFun) -> bool:
+    return len(stepfun.requests) == 2 and all("prompt" in r.fields for r in stepfun.requests)
 
 
 async def test_a_modal_submitted_after_a_restart_still_edits(

@@ -93,14 +93,19 @@ async def test_a_failing_backend_is_counted_by_status_and_makes_the_process_unre
 async def test_a_platform_that_stopped_receiving_makes_the_process_unready(
     app: BotUnderTest,
 ) -> None:
-    assert app.bot is not None
+    assert app.bot is not None and app.service is not None
     async with serving(app) as http:
         assert (await http.get("/readyz")).json() == {"ok": True}
         await app.bot.stop_receiving()
         ready = await http.get("/readyz")
+        await app.service.stop(grace=1)
+        stopped = await http.get("/readyz")
         assert (await http.get("/healthz")).status_code == 200  # alive all the same
     assert ready.status_code == 503
     assert ready.json()["reasons"] == ["telegram not connected"]
+    assert stopped.json()["reasons"] == [
+        "workers not running (starting or stopping)", "telegram not connected",
+    ]  # fmt: skip
 
 
 async def test_with_a_token_metrics_and_readiness_want_it_and_health_does_not(
@@ -113,6 +118,10 @@ async def test_with_a_token_metrics_and_readiness_want_it_and_health_does_not(
             assert refused.headers["www-authenticate"] == "Bearer"
             wrong = await http.get(path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401, path
+            bare = await http.get(path, headers={"Authorization": TOKEN})  # no scheme
+            assert bare.status_code == 401, path
+            lower = await http.get(path, headers={"Authorization": f"bearer {TOKEN}"})
+            assert lower.status_code == 200, path  # the scheme's name has no case
             right = await http.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
             assert right.status_code == 200, path
         assert (await http.get("/healthz")).status_code == 200
