@@ -846,12 +846,16 @@ class TelegramMessenger:
         return str(sent.message_id)
 
     async def edit_note(self, to: Address, note_id: str, text: str, edit_id: int) -> None:
-        await self.bot.edit_message_text(
-            text,
-            chat_id=_chat(to),
-            message_id=int(note_id),
-            reply_markup=keyboard(presenter.cancel_buttons(edit_id, to.language)),
-        )
+        try:
+            await self.bot.edit_message_text(
+                text,
+                chat_id=_chat(to),
+                message_id=int(note_id),
+                reply_markup=keyboard(presenter.cancel_buttons(edit_id, to.language)),
+            )
+        except BadRequest as exc:  # it says that already (an earlier change that seemed to
+            if "not modified" not in exc.message.lower():  # fail went through): as wanted
+                raise
 
     async def delete_note(self, to: Address, note_id: str) -> None:
         try:

@@ -379,3 +379,20 @@ async def test_a_deleted_note_counts_as_gone_and_flood_control_says_how_long_to_
     with pytest.raises(RetryLater) as flood:
         await messenger.delete_note(to, "424242")
     assert flood.value.retry_after == 7
+
+
+async def test_a_note_changed_to_what_it_says_already_is_no_failure(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    assert app.bot is not None
+    messenger, to = app.bot.messenger, Address("telegram", str(ALICE.id))
+    telegram.user_sends_text(ALICE.id, ALICE, "/start")  # the chat exists from here on
+    await app.text_reply(ALICE.id)
+    note_id = await messenger.send_note(to, "⏳ Queued, place 2", 1)
+    await messenger.edit_note(to, note_id, "⏳ Queued, place 1", 1)
+    # An edit that seemed to fail went through; the next one asks for the same words again.
+    await messenger.edit_note(to, note_id, "⏳ Queued, place 1", 1)
+    shown = next(m for m in telegram.sent(ALICE.id) if str(m.message_id) == note_id)
+    assert shown.text == "⏳ Queued, place 1"
+    edits = [c for c in telegram.calls if c.method == "editMessageText"]
+    assert len(edits) == 2 and "not modified" in str(edits[1].error)  # what Telegram said
