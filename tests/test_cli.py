@@ -4,12 +4,15 @@ against the local fakes. Mistakes end in one plain line (exit 2), never a traceb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,6 +75,31 @@ async def run(
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class Running:
+    process: asyncio.subprocess.Process
+    log: str = ""  # its stderr, once it has stopped
+
+
+@contextlib.asynccontextmanager
+async def running(cwd: Path, env: dict[str, str]) -> AsyncIterator[Running]:
+    """`stepedit run` while the body runs, then SIGTERM and its exit. Its stderr is read while it
+    runs (a full pipe would block the bot's logging) and kept in `.log`."""
+    process = await asyncio.create_subprocess_exec(
+        STEPEDIT, "run", cwd=cwd, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    reading = asyncio.create_task(process.stderr.read())
+    ran = Running(process)
+    try:
+        yield ran
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+        ran.log = (await reading).decode()
 
 
 async def test_run_without_any_token_says_what_to_set(tmp_path: Path) -> None:
@@ -162,14 +190,7 @@ async def test_run_serves_telegram_until_stopped(
         HTTP_PORT=str(port),
         METRICS_TOKEN="metrics-token-0123",
     )
-    process = await asyncio.create_subprocess_exec(
-        STEPEDIT, "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    # Read the log while it runs: a full pipe would block the bot's DEBUG logging.
-    assert process.stderr is not None
-    reading = asyncio.create_task(process.stderr.read())
-    try:
+    async with running(tmp_path, env) as bot:
         alice = FakeUser(id=77, first_name="Alice")
         telegram.user_sends_photo(77, alice, make_image(200, 150), caption="make it snow")
         photo = await telegram.wait_for_message(77, lambda m: m.kind == "photo", timeout=30)
@@ -183,13 +204,10 @@ async def test_run_serves_telegram_until_stopped(
         assert 'stepedit_edits_total{outcome="succeeded",platform="telegram"} 1.0' in metrics
         if console._on_glibc() and "GLIBC_TUNABLES" not in env:  # restarted with it tuned
             # (glibc rewrites the variable in place as it reads it: only its start is certain)
-            started_with = environment_of(process.pid)
+            started_with = environment_of(bot.process.pid)
             assert any(x.startswith(b"GLIBC_TUNABLES=glibc.malloc.") for x in started_with)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
-    log = (await reading).decode()
-    assert process.returncode == 0, log
+    log = bot.log
+    assert bot.process.returncode == 0, log
     assert "edit" in log and "delivered" in log
     assert telegram.token not in log
     assert telegram.token.split(":")[1] not in log
@@ -201,20 +219,11 @@ async def test_json_logs_are_one_object_per_line_saying_which_edit(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
     env = wired_to(telegram, stepfun, LOG_FORMAT="json", LOG_LEVEL="DEBUG")
-    process = await asyncio.create_subprocess_exec(
-        STEPEDIT, "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    reading = asyncio.create_task(process.stderr.read())
-    try:
+    async with running(tmp_path, env) as bot:
         telegram.user_sends_photo(78, FakeUser(id=78, first_name="Bo"), make_image(120, 90),
                                   caption="make it snow")  # fmt: skip
         await telegram.wait_for_message(78, lambda m: m.kind == "photo", timeout=30)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
-    log = (await reading).decode()
+    log = bot.log
     lines = [json.loads(line) for line in log.splitlines()]  # every line is one object
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
     delivered = next(line for line in lines if "delivered" in line["message"])
@@ -252,16 +261,9 @@ async def test_a_second_process_on_one_sqlite_file_is_refused_with_one_line(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
     env = wired_to(telegram, stepfun)
-    first = await asyncio.create_subprocess_exec(
-        STEPEDIT, "run", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    async with running(tmp_path, env):
         await telegram.wait_until(lambda: telegram.long_polls > 0, timeout=30)
         code, _, err = await run("run", cwd=tmp_path, env=env)
-    finally:
-        first.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(first.wait(), 30)
     assert code == 2, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("stepedit: another stepedit process uses the SQLite database"), err

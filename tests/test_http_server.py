@@ -185,3 +185,16 @@ async def test_readiness_follows_the_database(
         await proxy.cut()
         with contextlib.suppress(Exception):
             await app.stop(grace=0.5)
+
+
+async def test_a_send_the_platform_refuses_is_counted_as_a_send_error(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    async with serving(app) as http:
+        telegram.fail_next("sendPhoto", description="Bad Request: injected failure")
+        telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
+        await app.text_reply(ALICE.id)  # the picture could not go: the user is told
+        got = samples((await http.get("/metrics")).text)
+    assert got[("stepedit_send_errors_total", (("platform", "telegram"),))] == 1
+    assert got[("stepedit_edits_total", (("outcome", "failed"), ("platform", "telegram")))] == 1
+    assert await app.quota_used(ALICE) == 0  # nothing delivered, nothing charged
