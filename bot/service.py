@@ -78,10 +78,10 @@ class EditService:
                                          note_interval=note_interval)  # fmt: skip
         engine.deliver_with(Delivery(ctx, engine, pictures).run)
         self.operator = Operator(ctx, gate)
-        self.admissions = admissions = Admissions(ctx, gate, engine, pictures, self.operator)
+        admissions = Admissions(ctx, gate, engine, pictures, self.operator)
         drawing = Drawing(ctx, gate, admissions, pictures)
-        self.actions = actions = Actions(ctx, gate, engine, pictures, admissions, drawing)
-        self.account = account = Account(ctx, gate)
+        actions = Actions(ctx, gate, engine, pictures, admissions, drawing)
+        account = Account(ctx, gate)
         # What the adapters call, by the part that owns it.
         self.enter, self.expect, self.settled = gate.enter, gate.expect, gate.settled
         self.submit, self.check_claims = admissions.submit, admissions.check_claims
@@ -89,14 +89,13 @@ class EditService:
         self.press, self.cancel, self.undo = actions.press, actions.cancel, actions.undo
         self.full_quality, self.send_full_quality = actions.full_quality, actions.send_full_quality
         self.ask_for_prompt, self.register_photo = actions.ask_for_prompt, actions.register_photo
-        self.knows, self.link_same_image = actions.knows, actions.link_same_image
+        self.knows = actions.knows
         self.draw = drawing.draw
         self.quota, self.settings, self.forget = account.quota, account.settings, account.forget
         self.change_setting, self.reset_settings = account.change_setting, account.reset_settings
         self.admin = self.operator.admin
         health = Health(ctx, lambda: engine.running)
         self.unready, self.metrics_text = health.unready, health.metrics_text
-        self.is_admin = ctx.is_admin
 
     def attach(self, messenger: Messenger) -> None:
         """Answer and fetch through `messenger` for its platform; start() after attaching."""
@@ -129,16 +128,7 @@ class EditService:
         return await self.store.received(platform)
 
     @property
-    def rules(self) -> OperatorRules:
-        return self.ctx.rules
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What the edit backend offers: the settings and options users may choose."""
-        return self.ctx.capabilities
-
-    @property
     def offers(self) -> tuple[Capabilities, tuple[str, ...]]:
         """What /settings shows: the backend's capabilities, its model and its fallback's."""
         fallback = getattr(self.editor, "fallback_model", None)
-        return self.capabilities, (self.editor.model, *([fallback] if fallback else []))
+        return self.ctx.capabilities, (self.editor.model, *([fallback] if fallback else []))
