@@ -2,12 +2,12 @@
 whole bot, and of the bot under load and under a burst of users: `make bench`.
 
 Run as `python -m tests.bench` from the project root (`--pipeline-only` runs case 1 alone,
-`--load-only` case 4 alone, `--burst-only` case 5 alone, `--keep` keeps the temporary folder
-with the bot's logs and databases). It prints figures and asserts nothing (it is not a test:
-pytest never collects it). Machines are noisy, so every timed case of 1-3 runs several times after
-one untimed warm-up and reports the median (and the minimum); ratios are computed from medians
-measured in the same run. The whole run takes about seven minutes on 2 cores, two of them for case 4
-and two for case 5.
+`--load-only` case 4 alone, `--burst-only` case 5 alone, `--replicas-only` case 6 alone,
+`--keep` keeps the temporary folder with the bot's logs and databases). It prints figures and
+asserts nothing (it is not a test: pytest never collects it). Machines are noisy, so every timed
+case of 1-3 runs several times after one untimed warm-up and reports the median (and the
+minimum); ratios are computed from medians measured in the same run. The whole run takes about
+ten minutes on 2 cores, two of them for case 4, two for case 5 and three for case 6.
 
 Cases:
 1. The image pipeline on the inputs of issue 6 (a 1280x960 Telegram photo, upright and turned;
@@ -75,6 +75,8 @@ Cases:
      database (its created_at, wall clock, against the wall clock at t0; goal: at least 200).
    Also results, clear refusals, lost and charged - delivered (both must be 0), the API requests
    in flight, the send budget and the bot's CPU time, as in case 4.
+6. Replicas (issue 18): 400 edits from 100 users through one and through two `stepedit run`
+   processes on one PostgreSQL database: tests/bench_replicas.py says how.
 
 The last line is for other tools, fields space-separated in this order, each present when
 measured: `bench: tg_photo_ms=<our median for the 1280x960 photo, case 1> mp48_speedup=<naive /
@@ -83,7 +85,8 @@ e2e_overhead_ms=<median bot time for the 1280x960 photo, case 3, PNG-answering A
 e2e_overhead_jpeg_ms=<the same with the JPEG-answering API> free_action_wait_ms=<median /quota
 answer time under the flood, case 3b> load_efficiency=<%> lost=<n> charged_minus_delivered=<n>
 first_turn_ratio=<worst first picture / fair ideal, case 5> notes_left=<n, case 5>
-ingest_per_s=<edits queued per second, case 5>`; lost and charged_minus_delivered are summed over
+ingest_per_s=<edits queued per second, case 5> replica_efficiency=<2-process throughput / twice
+the 1-process one, %, case 6>`; lost and charged_minus_delivered are summed over
 both load runs and the burst.
 
 Units: ms; file sizes in MB (10^6 bytes, like the API's limits); memory in MiB (ru_maxrss).
@@ -1536,6 +1539,9 @@ def main(argv: list[str] | None = None) -> None:
     only.add_argument("--pipeline-only", action="store_true", help="only case 1 (image pipeline)")
     only.add_argument("--load-only", action="store_true", help="only case 4 (the load)")
     only.add_argument("--burst-only", action="store_true", help="only case 5 (the burst)")
+    only.add_argument(
+        "--replicas-only", action="store_true", help="only case 6 (1 and 2 processes)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -1543,7 +1549,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[str] = []
     summary: dict[str, str] = {}
     tmp = Path(tempfile.mkdtemp(prefix="stepedit-bench-"))
-    everything = not (args.pipeline_only or args.load_only or args.burst_only)
+    everything = not (args.pipeline_only or args.load_only or args.burst_only or args.replicas_only)
     try:
         if everything or args.pipeline_only:
             progress("image pipeline, ours and the naive reference")
@@ -1561,6 +1567,12 @@ def main(argv: list[str] | None = None) -> None:
             if rows:
                 rows.append("-" * 100)
             rows += bench_burst(tmp, summary)
+        if everything or args.replicas_only:
+            from tests.bench_replicas import bench_replicas  # it imports this module
+
+            if rows:
+                rows.append("-" * 100)
+            rows += bench_replicas(tmp, summary)
     finally:
         if args.keep:
             progress(f"kept {tmp} (the bot's logs and databases)")
@@ -1578,6 +1590,7 @@ def main(argv: list[str] | None = None) -> None:
         "tg_photo_ms", "mp48_speedup", "mp48_mem_ratio", "e2e_overhead_ms",
         "e2e_overhead_jpeg_ms", "free_action_wait_ms", "load_efficiency", "lost",
         "charged_minus_delivered", "first_turn_ratio", "notes_left", "ingest_per_s",
+        "replica_efficiency",
     ]  # fmt: skip
     print("bench: " + " ".join(f"{key}={summary[key]}" for key in order if key in summary))
 
