@@ -1,5 +1,5 @@
 """What users do besides asking for an edit: the buttons under results and notes (a table from
-action to handler: Reroll, Undo, Full quality, Cancel), /cancel, and photos sent without a
+action to handler: Reroll, Undo, Full quality, Compare, Cancel), /cancel, and photos sent without a
 prompt (kept, and asked about). Only Reroll of an edit costs a unit; it is an admission."""
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Actions:
             Action.REROLL: self._reroll,
             Action.UNDO: self._undo_pressed,
             Action.FULL: self._full_pressed,
+            Action.COMPARE: self._compare_pressed,
         }
 
     async def press(
@@ -105,6 +106,29 @@ class Actions:
     ) -> str | None:
         self.gate.free_action(user)
         await self.send_full_quality(chat, press.edit_id, to)
+        return None
+
+    async def _compare_pressed(
+        self, user: UserRef, chat: ChatRef, press: Press, to: Address, key: str
+    ) -> str | None:
+        """The result beside its source, drawn here (no API call, no unit), where the chat saw
+        the source; the comparison is no result of its own (no buttons, no reply edits it)."""
+        self.gate.free_action(user)
+        edit = await edit_in(self.ctx, press.edit_id, chat)
+        if edit.result_image_id is None or edit.status != EditStatus.SUCCEEDED:
+            raise UnknownEdit(f"edit {edit.id} has no delivered result")
+        if not await self.pictures.comparable(edit, chat):
+            return t("compare_not_shown", to.language)
+        messenger = self.ctx.messengers[chat.platform]
+        before = await self.pictures.picture_of(edit.source_image_id, messenger)
+        after = (await self.ctx.store.load_image(edit.result_image_id)).data
+        labels = (t("compare_before", to.language), t("compare_after", to.language))
+        drawn = await self.pictures.pillow(memes.compare, before, after, labels,
+                                           font=self.ctx.meme_font)  # fmt: skip
+        data, mime = await self.pictures.for_chat(drawn.data, messenger, to)
+        picture = Picture(data, mime, f"stepedit-compare-{edit.id}.jpg", 0, None,
+                          prompt=edit.prompt, headline="caption_compare")  # fmt: skip
+        await messenger.send_picture(to, picture)
         return None
 
     async def _not_theirs(

@@ -24,6 +24,7 @@ from bot.backends.base import InputImage
 from bot.context import Context
 from bot.domain import (
     Address,
+    ChatRef,
     EditedImage,
     EditRecord,
     EditStatus,
@@ -268,8 +269,12 @@ class Delivery:
         """The chat's copy of an API result (`stand_in`: the fallback's model, when it made
         the picture because the usual one was down). A result whose pixels do not decode is
         the API's fault (the user's photo was fine): temporarily unavailable, nothing charged."""
+        chat = ChatRef(edit.platform, edit.chat_id)
         try:
-            chat_bytes, chat_mime = await self.pictures.for_chat(data, messenger, edit.address)
+            (chat_bytes, chat_mime), comparable = await asyncio.gather(
+                self.pictures.for_chat(data, messenger, edit.address),
+                self.pictures.comparable(edit, chat),
+            )
         except InvalidImage as exc:
             raise ApiProtocolError(f"the API's image does not decode: {exc}") from exc
         return Picture(
@@ -283,6 +288,7 @@ class Delivery:
             notes=notes,
             stand_in=stand_in,
             full_mime=imaging.full_quality_mime(data),
+            comparable=comparable,
         )
 
     @contextlib.asynccontextmanager

@@ -266,6 +266,8 @@ class Picture:
     # The format of the file Full quality sends for `edit_id`'s result: its own (a JPEG the
     # edit API answered stays that JPEG), else a lossless PNG.
     full_mime: str = "image/png"
+    comparable: bool = False  # its source was seen in the chat: Compare may show the two
+    headline: str | None = None  # a text key said instead of the prompt (e.g. a comparison)
 
 
 @dataclass(frozen=True)

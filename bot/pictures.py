@@ -5,6 +5,7 @@ and which one a user's next message edits. Pillow work runs in worker threads, a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ from bot.domain import (
 )
 from bot.errors import StepEditError
 from bot.ports import Messenger
+
+log = logging.getLogger("stepedit.service")
 
 PILLOW_WORKERS = 2
 PREFETCH_KEEP = 15.0  # seconds a fetched upload waits for a worker of this process to take it
@@ -174,6 +177,18 @@ class Pictures:
             if delivered and (made_by.platform, made_by.chat_id) == (chat.platform, chat.id):
                 return True
         return await self.ctx.store.shown_in_chat(image_id, chat.platform, chat.id)
+
+    async def comparable(self, edit: EditRecord, chat: ChatRef) -> bool:
+        """Whether Compare may show `edit`'s source in `chat` (see shown_here): not a new image
+        from words, nor an input only its user saw. Only says whether a button is offered:
+        a failure to tell is a no."""
+        try:
+            store = self.ctx.store
+            parent = await store.get_edit(edit.parent_edit_id) if edit.parent_edit_id else None
+            return await self.shown_here(edit.source_image_id, chat, parent)
+        except Exception:
+            log.warning("edit %s: could not tell whether its source was seen", edit.id)
+            return False
 
     async def make_current(
         self, user_id: int, chat: ChatRef, shown: ShownImage, message: MessageRef | None

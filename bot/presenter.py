@@ -25,7 +25,7 @@ SETTING_CHOICES = (
 )
 PNG, JPEG = "image/png", "image/jpeg"
 _PRESS = re.compile(
-    r"(reroll|undo|full|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))|forget:(yes|no)"
+    r"(reroll|undo|full|compare|cancel):(\d{1,18})|set:(reset|(\w+):([\w.]+))|forget:(yes|no)"
 )
 
 
@@ -33,6 +33,7 @@ class Action(StrEnum):
     REROLL = "reroll"  # the same prompt on the same source, with a new seed
     UNDO = "undo"  # show the image before this edit again
     FULL = "full"  # the full-quality file of this result (its own JPEG, or a lossless PNG)
+    COMPARE = "compare"  # this result beside the picture it was made from, drawn by the bot
     CANCEL = "cancel"  # the progress note's button: cancel its user's edits in this chat
     SET = "set"  # one of the /settings buttons
     FORGET = "forget"  # /forget's confirmation: ("confirm", "yes" or "no")
@@ -68,24 +69,32 @@ def parse_press(data: str) -> Press | None:
     return Press(Action.SET, setting=(name, value))
 
 
-def result_buttons(edit_id: int | None, lang: str, *, full_mime: str = PNG) -> list[list[Button]]:
-    """Under a result: Reroll, Undo, Full quality (none under a picture no edit made). Full
-    quality says JPEG when the file it sends is a JPEG (`full_mime`): then it is not lossless."""
+def result_buttons(
+    edit_id: int | None, lang: str, *, full_mime: str = PNG, comparable: bool = False
+) -> list[list[Button]]:
+    """Under a result: Reroll, Undo, Full quality, and Compare below them where the chat saw
+    the source (none under a picture no edit made). Full quality says JPEG when the file it
+    sends is a JPEG (`full_mime`): then it is not lossless."""
     if edit_id is None:
         return []
     full = "btn_full_jpeg" if full_mime == JPEG else "btn_full"
-    return [
+    rows = [
         [
             Button(t("btn_reroll", lang), f"{Action.REROLL}:{edit_id}"),
             Button(t("btn_undo", lang), f"{Action.UNDO}:{edit_id}"),
             Button(t(full, lang), f"{Action.FULL}:{edit_id}"),
         ]
     ]
+    if comparable:
+        rows.append([Button(t("btn_compare", lang), f"{Action.COMPARE}:{edit_id}")])
+    return rows
 
 
 def picture_buttons(picture: Picture, lang: str) -> list[list[Button]]:
     """The buttons under a picture sent to a chat."""
-    return result_buttons(picture.edit_id, lang, full_mime=picture.full_mime)
+    return result_buttons(
+        picture.edit_id, lang, full_mime=picture.full_mime, comparable=picture.comparable
+    )
 
 
 def cancel_buttons(edit_id: int, lang: str) -> list[list[Button]]:
@@ -113,7 +122,9 @@ def forget_buttons(lang: str) -> list[list[Button]]:
 
 def caption(picture: Picture, lang: str, limit: int = 1024) -> str:
     """What a picture says about itself: its prompt and seed, and notes on its input."""
-    if picture.prompt is None:
+    if picture.headline is not None:
+        lines = [t(picture.headline, lang, prompt=picture.prompt or "")]
+    elif picture.prompt is None:
         lines = [t("caption_original", lang)]
     elif picture.seed is None:  # a server that does not tell its seed
         lines = [picture.prompt]

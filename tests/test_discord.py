@@ -30,7 +30,7 @@ async def test_a_mention_with_an_image_gets_the_edited_image_as_a_reply_with_but
     assert "make it snow" in result.content
     (_, data), *_ = result.files
     assert decode(data).size == (320, 240)
-    assert [c.split(":")[1] for c in result.custom_ids] == ["reroll", "undo", "full"]
+    assert [c.split(":")[1] for c in result.custom_ids] == ["reroll", "undo", "full", "compare"]
     assert stepfun.requests[-1].fields["prompt"] == "make it snow"
     assert await bot.quota_used(ALICE) == 1
     await fake_discord.wait_until(

@@ -28,7 +28,7 @@ async def test_photo_with_caption_comes_back_edited(
     assert result.caption is not None
     assert "make it snow" in result.caption
     assert f"seed {request.fields['seed']}" in result.caption
-    assert [b.split(":")[0] for b in result.callback_data] == ["reroll", "undo", "full"]
+    assert [b.split(":")[0] for b in result.callback_data] == ["reroll", "undo", "full", "compare"]
     statuses = [m for m in telegram.sent(CHAT) if m.kind == "text"]
     assert [m.text for m in statuses] == ["🎨 Editing…"]
     await telegram.wait_until(lambda: statuses[0].deleted)  # the note goes once the photo is in

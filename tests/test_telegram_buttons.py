@@ -134,7 +134,7 @@ async def test_full_quality_sends_the_api_result_losslessly(
 GROUP = -4002
 
 
-@pytest.mark.parametrize("action", ["undo", "reroll", "full"])
+@pytest.mark.parametrize("action", ["undo", "reroll", "full", "compare"])
 async def test_someone_elses_result_buttons_answer_them_privately_and_do_nothing(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun, action: str
 ) -> None:

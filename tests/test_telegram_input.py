@@ -273,7 +273,7 @@ async def test_a_photo_telegram_refuses_comes_as_a_file_instead(
     result = await document_reply(app, CHAT)
     assert result.reply_to_message_id == sent.message_id
     assert "make it snow" in (result.caption or "")
-    assert [b.split(":")[0] for b in result.callback_data] == ["reroll", "undo", "full"]
+    assert [b.split(":")[0] for b in result.callback_data] == ["reroll", "undo", "full", "compare"]
     assert decode(result.document_bytes or b"").size == (640, 480)
     assert await app.quota_used(ALICE) == 1
     # The file is a result like any other: replying to it refines it.

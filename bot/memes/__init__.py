@@ -13,10 +13,11 @@ language. Characters the font lacks (emoji above all) are left out rather than d
 
 The parts: layer.py (the words as data, the commands parsed), glyphs.py (the font and the
 characters it draws), layout.py (fitting and drawing captions and bubbles), picture.py (decode,
-draw, encode).
+draw, encode), compare.py (before and after, side by side).
 """
 
 from bot.memes import glyphs
+from bot.memes.compare import compare
 from bot.memes.glyphs import DEFAULT_FONT, check_font
 from bot.memes.layer import (
     MAX_TEXT_CHARS,
@@ -54,6 +55,7 @@ __all__ = [
     "bubble",
     "caption",
     "check_font",
+    "compare",
     "parse_bubble",
     "parse_caption",
     "render",

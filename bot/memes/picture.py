@@ -54,16 +54,16 @@ def render(
     if not (top or bottom or text):
         lacking = "".join(dict.fromkeys(dropped))
         raise MemeTextError(f"font lacks {lacking!r}", code=TEXT_NO_GLYPHS, dropped=lacking)
-    image = _decode(base)
+    image = decode(base)
     if top or bottom:
         draw_caption(image, path, top, bottom)
     if text:  # after the caption, so the bubble also avoids the caption's words
         draw_bubble(image, path, text, layer.side, layer.variant)
-    data, mime = _encode(image, fmt)
+    data, mime = encode(image, fmt)
     return MemeImage(data, mime, image.width, image.height, tuple(dict.fromkeys(dropped)))
 
 
-def _decode(data: bytes) -> Image.Image:
+def decode(data: bytes) -> Image.Image:
     """RGB pixels of the first frame, upright; refuses more than MAX_PIXELS before decoding."""
     try:
         with Image.open(io.BytesIO(data), formats=_FORMATS) as opened:
@@ -87,7 +87,7 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _encode(image: Image.Image, fmt: Format) -> tuple[bytes, str]:
+def encode(image: Image.Image, fmt: Format) -> tuple[bytes, str]:
     out = io.BytesIO()
     if fmt == "JPEG":
         image.save(out, "JPEG", quality=92)

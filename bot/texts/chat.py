@@ -133,6 +133,14 @@ TEXTS: dict[str, dict[str, str]] = {
     "btn_full": {EN: "🖼 Full quality", ZH: "🖼 原图"},
     "btn_full_jpeg": {EN: "🖼 Full quality (JPEG)", ZH: "🖼 原图（JPEG）"},
     "btn_cancel": {EN: "✖️ Cancel", ZH: "✖️ 取消"},
+    "btn_compare": {EN: "◐ Compare before / after", ZH: "◐ 前后对比"},
+    "caption_compare": {EN: "Before and after: {prompt}", ZH: "修改前后：{prompt}"},
+    "compare_before": {EN: "Before", ZH: "修改前"},
+    "compare_after": {EN: "After", ZH: "修改后"},
+    "compare_not_shown": {
+        EN: "Nothing to compare here: this chat never saw the picture this was made from.",
+        ZH: "这里无法对比：这个聊天从未显示过原图。",
+    },
     "quota": {
         EN: "You have {remaining} of {limit} edits left today (resets at {resets}).",
         ZH: "今天还剩 {remaining}/{limit} 次修改（{resets} 重置）。",
