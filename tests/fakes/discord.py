@@ -15,8 +15,8 @@ attributes, so they are restored afterwards. The pytest fixture ``fake_discord``
 The gateway speaks plain JSON text frames (discord.py asks for zlib-stream but only inflates
 binary frames): HELLO, IDENTIFY -> READY (``application: {id, flags}``, ``resume_gateway_url``
 pointing at the fake's /resume path) and one GUILD_CREATE per guild, heartbeats (op 1 -> op 11),
-RESUME with a replay of missed events (-> RESUMED), op 9 for unknown sessions, op 7 on request,
-REQUEST_GUILD_MEMBERS.
+RESUME with a replay of missed events (-> RESUMED), op 9 for unknown sessions (and on request),
+op 7 on request, REQUEST_GUILD_MEMBERS.
 
 Sharding as Discord does it: an IDENTIFY's ``shard: [id, count]`` makes the session one shard
 (none: shard 0 of 1, every guild). A guild's events (READY's guild list, GUILD_CREATE, messages,
@@ -1119,6 +1119,14 @@ class FakeDiscord:
         for session in self._open_sessions():
             if session.connection is not None:
                 session.connection.queue.put_nowait(json.dumps({"op": 7, "d": None}))
+
+    def invalidate_sessions(self, shard: tuple[int, int] | None = None) -> None:
+        """Send op 9 (invalid session, not resumable) on every live connection, or on those of
+        ``shard`` (id, count): clients IDENTIFY anew."""
+        for session in self._open_sessions():
+            if session.connection is not None and shard in (None, session.shard):
+                session.invalid = True
+                session.connection.queue.put_nowait(json.dumps({"op": 9, "d": False}))
 
     def request_heartbeat(self) -> None:
         """Send op 1 on every live connection: the client must heartbeat at once."""
