@@ -53,8 +53,7 @@ Not supported (404 or unmodelled): permissions and role checks, threads, embeds'
 stickers, polls, voice, presences, guild/channel/role management, audit logs, autocomplete,
 subcommands, user context menus, webhook-by-id, message search and pagination beyond
 ``limit``/``before``/``after``, zlib compression, identify rate limits (max_concurrency), gateway
-rate limits,
-real rate-limit buckets (only injected 429s), TYPING_START and reaction events.
+rate limits, real rate-limit buckets (only injected 429s), TYPING_START and reaction events.
 """
 
 from __future__ import annotations
