@@ -290,6 +290,8 @@ def platforms(settings: Settings, service: EditService) -> list[Platform]:
                 api_url=settings.discord_api_url,
                 gateway_url=settings.discord_gateway_url,
                 message_content=settings.discord_message_content,
+                shard_count=settings.discord_shard_count,
+                shard_ids=settings.discord_shards(),
             )
         )
     return found

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain import CFG_RANGE, MAX_SIDE, MIN_SIDE, STEPS_RANGE
@@ -20,6 +20,7 @@ from bot.domain import CFG_RANGE, MAX_SIDE, MIN_SIDE, STEPS_RANGE
 _BOT_TOKEN = re.compile(r"\d+:[\w-]{8,}")
 _USER_ID = re.compile(r"[1-9][0-9]{0,19}")  # a person: ASCII digits, no sign, no leading zero
 _CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")  # Telegram groups' ids are negative
+_SHARDS = re.compile(r"([0-9]{1,9})(?:\s*-\s*([0-9]{1,9}))?")  # "3" or "0-3"
 Style = Literal["openai", "gemini", "fal", "omni", "stepfun"]
 STYLE_NAMES = ("openai", "gemini", "fal", "omni", "stepfun")
 
@@ -93,6 +94,10 @@ class Settings(BaseSettings):
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str | None = None  # None: Discord's own
     discord_message_content: bool = False  # the privileged intent: see the README
+    # Several processes split Discord's gateway: the same count in each, disjoint ids ("0-3,8").
+    # No count: one unsharded connection; a count and no ids: every shard in this process.
+    discord_shard_count: int | None = Field(default=None, ge=1)
+    discord_shard_ids: str | None = None
 
     # The edit backend: no default style (a key belongs to one vendor); URL and model default
     # to the style's own (bot/backends, the README's Edit backends).
@@ -187,6 +192,36 @@ class Settings(BaseSettings):
             raise ValueError("must start with ws:// or wss://")
         return value
 
+    @field_validator("discord_shard_count", "discord_shard_ids", mode="before")
+    @classmethod
+    def _blank_shards_are_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _are_shard_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if "discord_shard_count" not in info.data:
+            return value  # the count itself is wrong, and named already
+        count = info.data["discord_shard_count"]
+        if count is None:
+            raise ValueError(
+                "needs DISCORD_SHARD_COUNT, the total number of shards (the same in every process)"
+            )
+        parse_shard_ids(value, count)  # raises ValueError naming the first mistake
+        return value
+
+    def discord_shards(self) -> list[int] | None:
+        """The shard ids this process holds: DISCORD_SHARD_IDS, or all of DISCORD_SHARD_COUNT;
+        None without a count (one unsharded connection)."""
+        count = self.discord_shard_count
+        if count is None:
+            return None
+        if self.discord_shard_ids is None:
+            return list(range(count))
+        return parse_shard_ids(self.discord_shard_ids, count)
+
     @field_validator("quota_timezone")
     @classmethod
     def _is_time_zone(cls, value: str) -> str:
@@ -280,6 +315,29 @@ class Settings(BaseSettings):
             self.metrics_token,
         )
         return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+
+
+def parse_shard_ids(text: str, count: int) -> list[int]:
+    """Ids and ranges such as "0-3,8", each below `count` and named once, in rising order."""
+    ids: set[int] = set()
+    for raw in text.split(","):
+        item = raw.strip()
+        match = _SHARDS.fullmatch(item)
+        if match is None:
+            raise ValueError(f"{item!r} is not a shard id or range (write them as 0-3,8)")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last < first:
+            raise ValueError(f"the range {item!r} runs backwards (write {last}-{first})")
+        if last >= count:
+            raise ValueError(
+                f"shard {last} is not below DISCORD_SHARD_COUNT {count} (ids run from 0 to "
+                f"{count - 1})"
+            )
+        named = set(range(first, last + 1))
+        if twice := ids & named:
+            raise ValueError(f"shard {min(twice)} is named twice")
+        ids |= named
+    return sorted(ids)
 
 
 def _style_of(prefix: str, named: Style | None, url: str | None) -> Style | None:

@@ -1,7 +1,7 @@
 """The Discord bot as `stepedit run` wires it (the service from bot.cli.open_service, see
-tests/wiring.py), against local fakes: the real DiscordBot (discord.py) on the fake Discord, the
-real EditService, SqlStore and edit client against the fake StepFun. The `bot` fixture is
-registered in conftest.py."""
+tests/wiring.py, and the adapter from bot.cli.platforms), against local fakes: the real
+DiscordBot (discord.py) on the fake Discord, the real EditService, SqlStore and edit client
+against the fake StepFun. The `bot` fixture is registered in conftest.py."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from adapters.discord import DiscordBot
+from bot.cli import platforms
 from bot.domain import MessageRef, UserRef
 from bot.ports import EditStore, ImageEditor
 from bot.service import EditService
@@ -26,7 +27,7 @@ from tests.fakes.discord import (
 )
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
-from tests.wiring import Wired, until_known
+from tests.wiring import Wired, until_known, wiring
 
 GUILD_READY_TIMEOUT = 0.2  # seconds (see DiscordUnderTest.start)
 PHOTO = make_image(320, 240)
@@ -38,6 +39,7 @@ class DiscordUnderTest:
     stepfun: FakeStepFun
     database_url: str
     service_options: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # DISCORD_* by name, e.g. shards
     store: EditStore | None = None
     client: ImageEditor | None = None
     _wired: Wired = field(default_factory=Wired)
@@ -50,12 +52,7 @@ class DiscordUnderTest:
                    "timeout": 5.0}  # fmt: skip
         self.service = await self._wired.open(self.database_url, self.service_options, backend)
         self.store, self.client = self.service.store, self.service.editor
-        self.bot = DiscordBot(
-            self.service,
-            token=TOKEN,
-            api_url=self.discord.rest_url,
-            gateway_url=str(self.discord.gateway_url),
-        )
+        self.bot = self.discord_bot(self.service)
         # discord.py waits this long after the fake's last GUILD_CREATE before it is ready (2 s
         # by default, which made every start of this harness cost 2 s); the fake sends them all
         # at once.
@@ -63,6 +60,16 @@ class DiscordUnderTest:
         self.service.attach(self.bot.messenger)
         await self.bot.start()
         await self.service.start()
+
+    def discord_bot(self, service: EditService) -> DiscordBot:
+        """The adapter as `stepedit run` makes it from its settings."""
+        settings, _ = wiring(
+            {}, {}, discord_bot_token=TOKEN, discord_api_url=self.discord.rest_url,
+            discord_gateway_url=str(self.discord.gateway_url), **self.settings,
+        )  # fmt: skip
+        (bot,) = platforms(settings, service)
+        assert isinstance(bot, DiscordBot)
+        return bot
 
     async def stop(self, grace: float = 5.0) -> None:
         await self._wired.stop(self.bot, self.service, grace)

@@ -362,6 +362,8 @@ async def test_a_rejected_discord_token_is_one_line_naming_it(
         ("ADMIN_IDS=alice", "ADMIN_IDS"),
         ("ALLOWED_USERS=telegram:bob", "ALLOWED_USERS"),
         ("RETENTION_DAYS=-3", "RETENTION_DAYS"),
+        ("DISCORD_SHARD_COUNT=4\nDISCORD_SHARD_IDS=0-1,4", "DISCORD_SHARD_IDS"),
+        ("DISCORD_SHARD_IDS=0", "DISCORD_SHARD_COUNT"),  # ids without the count
     ],
 )
 async def test_a_bad_operator_setting_stops_run_with_one_line_naming_it(

@@ -141,3 +141,74 @@ def test_chat_lists_take_group_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     rules = load_settings().rules()
     assert ("telegram", "-100123") in rules.allowed_chats
     assert ("telegram", "9") in rules.admins and ("discord", "9") not in rules.admins
+
+
+def test_without_a_shard_count_discord_is_one_unsharded_connection() -> None:
+    settings = load_settings()
+    assert settings.discord_shard_count is None and settings.discord_shards() is None
+
+
+def test_blank_shard_settings_are_unset(tmp_path) -> None:
+    (tmp_path / ".env").write_text("DISCORD_SHARD_COUNT=\nDISCORD_SHARD_IDS=\n")
+    assert load_settings().discord_shards() is None
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "held"),
+    [
+        ("4", None, [0, 1, 2, 3]),  # a count alone: every shard in this process
+        ("16", "0-3,8", [0, 1, 2, 3, 8]),
+        ("16", " 8 , 2 - 3 ", [2, 3, 8]),  # any order, spaces allowed
+        ("2", "1", [1]),
+        ("1", "0", [0]),
+        ("8", "5-5", [5]),
+    ],
+)
+def test_shard_ids_are_ids_and_ranges_of_the_count(
+    monkeypatch: pytest.MonkeyPatch, count: str, ids: str | None, held: list[int]
+) -> None:
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", count)
+    if ids is not None:
+        monkeypatch.setenv("DISCORD_SHARD_IDS", ids)
+    assert load_settings().discord_shards() == held
+
+
+@pytest.mark.parametrize(
+    ("count", "ids", "says"),
+    [
+        (None, "0", "needs DISCORD_SHARD_COUNT"),
+        ("4", "4", "shard 4 is not below DISCORD_SHARD_COUNT 4 (ids run from 0 to 3)"),
+        ("4", "2-7", "shard 7 is not below DISCORD_SHARD_COUNT 4"),
+        ("8", "0-3,2", "shard 2 is named twice"),
+        ("8", "1,1", "shard 1 is named twice"),
+        ("8", "0-3,3-5", "shard 3 is named twice"),
+        ("8", "3-1", "the range '3-1' runs backwards (write 1-3)"),
+        ("8", "0,,1", "'' is not a shard id or range"),
+        ("8", "-1", "'-1' is not a shard id or range"),
+        ("8", "one", "'one' is not a shard id or range (write them as 0-3,8)"),
+        ("8", "0;1", "'0;1' is not a shard id or range"),
+        ("8", "１", "'１' is not a shard id or range"),  # a full-width digit
+    ],
+)
+def test_a_shard_id_mistake_stops_start_up_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, count: str | None, ids: str, says: str
+) -> None:
+    if count is not None:
+        monkeypatch.setenv("DISCORD_SHARD_COUNT", count)
+    monkeypatch.setenv("DISCORD_SHARD_IDS", ids)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = str(info.value)
+    assert line.startswith("invalid setting DISCORD_SHARD_IDS: ") and "\n" not in line
+    assert says in line
+
+
+@pytest.mark.parametrize("count", ["0", "-2", "two"])
+def test_a_shard_count_mistake_is_named_once(monkeypatch: pytest.MonkeyPatch, count: str) -> None:
+    monkeypatch.setenv("DISCORD_SHARD_COUNT", count)
+    monkeypatch.setenv("DISCORD_SHARD_IDS", "0")  # not blamed for the count's mistake
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    line = str(info.value)
+    assert line.startswith("invalid setting DISCORD_SHARD_COUNT: ") and "\n" not in line
+    assert "DISCORD_SHARD_IDS" not in line

@@ -29,6 +29,7 @@ from tests.fakes.discord import (
     make_png,
     run_fake_discord,
     running_client,
+    shard_of,
 )
 
 with warnings.catch_warnings():
@@ -470,3 +471,118 @@ async def test_reconnect_resumes_and_replays_missed_events(fake: FakeDiscord) ->
         assert [m.id for m in bot.seen].count(missed.id) == 1
         later = fake.user_sends(GENERAL_ID, ALICE, "after")
         await eventually(lambda: any(m.id == later.id for m in bot.seen), fake)
+
+
+# ------------------------------------------------------------------------------------------
+# Shards
+# ------------------------------------------------------------------------------------------
+
+NEXT_GUILD_ID = GUILD_ID + (1 << 22)  # the guild after GUILD_ID's in time: the other of 2 shards
+NEXT_CHANNEL_ID = GENERAL_ID + (1 << 22)
+
+
+def two_guilds() -> list[FakeGuild]:
+    """GUILD_ID (shard 0 of 2) and another guild on shard 1 of 2."""
+    first = FakeGuild(GUILD_ID, "Zero", [FakeChannel(GENERAL_ID, "general")], [ALICE, BOB])
+    second = FakeGuild(NEXT_GUILD_ID, "One", [FakeChannel(NEXT_CHANNEL_ID, "general")], [ALICE])
+    assert (shard_of(first.id, 2), shard_of(second.id, 2)) == (0, 1)
+    return [first, second]
+
+
+class ShardedBot(discord.AutoShardedClient):
+    """discord.py's sharded client, as several processes run it: each with some of the shards."""
+
+    def __init__(self, *, sync: bool = False, **options: Any) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(
+            intents=intents, guild_ready_timeout=0.05, chunk_guilds_at_startup=False, **options
+        )
+        self.tree = app_commands.CommandTree(self)
+        self.sync = sync
+        self.seen: list[discord.Message] = []
+        self.pinged: list[int | None] = []  # the guild of each /ping (None: a DM)
+
+        @self.tree.command(name="ping", description="Pong")
+        async def ping(interaction: discord.Interaction) -> None:
+            self.pinged.append(interaction.guild_id)
+            await interaction.response.send_message("pong")
+
+    async def setup_hook(self) -> None:
+        if self.sync:
+            await self.tree.sync()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """No wait between shards' IDENTIFYs (5 s in discord.py): the fake has no such limit."""
+
+    async def on_message(self, message: discord.Message) -> None:
+        self.seen.append(message)
+
+
+async def test_each_shard_gets_its_guilds_events_and_dms_come_on_shard_zero() -> None:
+    async with (
+        run_fake_discord(guilds=two_guilds()) as fake,
+        running_client(fake, ShardedBot(shard_count=2, shard_ids=[0], sync=True)) as zero,
+        running_client(fake, ShardedBot(shard_count=2, shard_ids=[1])) as one,
+    ):
+        assert isinstance(zero, ShardedBot) and isinstance(one, ShardedBot)
+        assert [g.id for g in zero.guilds] == [GUILD_ID]  # READY and GUILD_CREATE: its own
+        assert [g.id for g in one.guilds] == [NEXT_GUILD_ID]
+        assert [s.shard for s in fake.sessions] == [(0, 2), (1, 2)]
+        ready = [s.events[0] for s in fake.sessions]
+        assert [(f["t"], f["d"]["shard"]) for f in ready] == [("READY", [0, 2]), ("READY", [1, 2])]
+
+        there = fake.user_sends(NEXT_CHANNEL_ID, ALICE, "on shard one")
+        here = fake.user_sends(GENERAL_ID, BOB, "on shard zero")
+        private = fake.user_sends(fake.dm_channel(BOB).id, BOB, "a DM")
+        await eventually(lambda: len(zero.seen) == 2 and len(one.seen) == 1, fake)
+        assert [m.id for m in zero.seen] == [here.id, private.id]
+        assert [m.id for m in one.seen] == [there.id]
+        assert fake.shards_that_got("MESSAGE_CREATE", there.id) == [(1, 2)]
+        assert fake.shards_that_got("MESSAGE_CREATE", private.id) == [(0, 2)]
+
+        in_guild = fake.user_runs_slash_command("ping", channel_id=NEXT_CHANNEL_ID)
+        in_dm = fake.user_runs_slash_command("ping", channel_id=fake.dm_channel(BOB).id)
+        await fake.wait_until(lambda: in_guild.acknowledged and in_dm.acknowledged)
+        assert (zero.pinged, one.pinged) == ([None], [NEXT_GUILD_ID])
+        assert fake.shards_that_got("INTERACTION_CREATE", in_guild.id) == [(1, 2)]
+        assert fake.shards_that_got("INTERACTION_CREATE", in_dm.id) == [(0, 2)]
+        late = fake.add_guild(
+            FakeGuild(NEXT_GUILD_ID + (2 << 22), "Late", [FakeChannel(GENERAL_ID + 7, "late")])
+        )
+        await eventually(lambda: one.get_guild(late.id), fake)  # shard 1 of 2 again
+        assert zero.get_guild(late.id) is None
+
+
+async def test_gateway_bot_recommends_a_shard_count_that_discord_py_follows() -> None:
+    async with (
+        run_fake_discord(guilds=two_guilds(), recommended_shards=2) as fake,
+        running_client(fake, ShardedBot()) as bot,
+    ):
+        assert isinstance(bot, ShardedBot)
+        assert "GET /gateway/bot" in fake.routes()
+        assert bot.shard_count == 2 and sorted(bot.shards) == [0, 1]
+        assert sorted(g.id for g in bot.guilds) == [GUILD_ID, NEXT_GUILD_ID]
+        assert sorted(s.shard for s in fake.sessions) == [(0, 2), (1, 2)]
+    async with run_fake_discord(guilds=[]) as fake, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bot {fake.token}"}
+        async with http.get(f"{fake.rest_url}/gateway/bot", headers=auth) as resp:
+            assert (await resp.json())["shards"] == 1  # one per 1,000 guilds, at least one
+
+
+async def test_a_shard_discord_would_refuse_is_closed_with_its_code() -> None:
+    async with run_fake_discord(guilds=two_guilds(), max_guilds_per_shard=1) as fake:
+        with pytest.raises(discord.ConnectionClosed) as not_below:
+            async with running_client(fake, ShardedBot(shard_count=2, shard_ids=[2])):
+                pass
+        assert not_below.value.code == 4010  # invalid shard
+        with pytest.raises(discord.ConnectionClosed) as too_many:
+            async with running_client(fake, Bot()):  # unsharded: both guilds on one connection
+                pass
+        assert too_many.value.code == 4011  # sharding required
+        async with running_client(fake, ShardedBot(shard_count=2, shard_ids=[0])):
+            with pytest.raises(discord.ConnectionClosed) as disagrees:
+                async with running_client(fake, ShardedBot(shard_count=3, shard_ids=[1])):
+                    pass
+            assert disagrees.value.code == 4010  # another process counts 2 shards
+    assert [c.close_code for c in fake.connections][:2] == [4010, 4011]

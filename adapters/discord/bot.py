@@ -3,6 +3,12 @@ the wiring of events to handlers. A channel's messages are turned into requests 
 commands, the message menu, its form and the buttons are in adapters/discord/commands/, and the
 one place a failure becomes an answer is adapters/discord/replies.py.
 
+With DISCORD_SHARD_COUNT the client is discord.py's AutoShardedClient holding this process's
+shards (DISCORD_SHARD_IDS): Discord sends each guild's events to one shard, DMs to shard 0, and
+only the process that holds shard 0 registers the slash commands (one voice for the application;
+the others never touch them). Without it, one unsharded connection, as Discord allows below
+2,500 servers.
+
 A channel's messages are handled in the order they came (discord.py runs each event as its own
 task). Buttons are `discord.ui.DynamicItem`s and the "Edit image" form is answered from its
 custom_id: their state is the custom_id ("stepedit:reroll:42"), so they keep working after a
@@ -16,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import discord
@@ -47,6 +53,10 @@ log = logging.getLogger("stepedit.discord")
 
 DEFAULT_API_URL = "https://discord.com/api/v10"
 READY_TIMEOUT_SECONDS = 30.0
+# discord.py waits this long between the IDENTIFYs of a process's shards (Discord allows one
+# IDENTIFY per 5 s): a process with many shards takes that much longer to be ready.
+IDENTIFY_INTERVAL_SECONDS = 5.0
+CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED = 4010, 4011
 _USER_MESSAGES = (discord.MessageType.default, discord.MessageType.reply)
 # Interaction tokens (15-minute credentials to answer as the bot) in the URLs and gateway
 # payloads that discord.py logs at DEBUG.
@@ -106,7 +116,11 @@ class DiscordBot:
         api_url: str = DEFAULT_API_URL,
         gateway_url: str | None = None,
         message_content: bool = False,
+        shard_count: int | None = None,
+        shard_ids: Sequence[int] | None = None,
     ) -> None:
+        """`shard_count` None: one unsharded connection; else the shards `shard_ids` (None:
+        all of them) of `shard_count`."""
         self.service = service
         self.token = token
         self.api_url = api_url.rstrip("/")
@@ -115,10 +129,20 @@ class DiscordBot:
         intents.message_content = message_content  # privileged: only if the operator enabled it
         # Nobody is pinged by what the bot posts (a prompt may say "@everyone"); the one
         # mention it makes on purpose allows its user explicitly (DiscordMessenger._send).
-        self.client = _Client(
-            self, intents=intents, allowed_mentions=discord.AllowedMentions.none()
-        )
-        self.tree: app_commands.CommandTree[_Client] = _GatedTree(self.client)
+        options: dict[str, Any] = {
+            "intents": intents,
+            "allowed_mentions": discord.AllowedMentions.none(),
+        }
+        self.client: _AnyClient
+        if shard_count is None:
+            self.shard_ids: list[int] | None = None
+            self.client = _Client(self, **options)
+        else:
+            self.shard_ids = sorted(shard_ids) if shard_ids is not None else [*range(shard_count)]
+            self.client = _ShardedClient(
+                self, shard_count=shard_count, shard_ids=self.shard_ids, **options
+            )
+        self.tree: app_commands.CommandTree[_AnyClient] = _GatedTree(self.client)
         self.messenger = DiscordMessenger(self.client)
         self.accepting = True
         self._connection: asyncio.Task[None] | None = None
@@ -144,10 +168,11 @@ class DiscordBot:
                 "the network"
             ) from None
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))
-        ready = asyncio.create_task(self.client.wait_until_ready())
+        ready = asyncio.create_task(self.client.wait_until_ready())  # every shard of ours
+        shards = len(self.shard_ids or [0])
         await asyncio.wait(
             [self._connection, ready],
-            timeout=READY_TIMEOUT_SECONDS,
+            timeout=READY_TIMEOUT_SECONDS + IDENTIFY_INTERVAL_SECONDS * (shards - 1),
             return_when=asyncio.FIRST_COMPLETED,
         )
         if not ready.done():
@@ -165,15 +190,49 @@ class DiscordBot:
                 "Discord refused the message content intent: enable it for the bot in the "
                 "Developer Portal, or unset DISCORD_MESSAGE_CONTENT"
             )
+        code = error.code if isinstance(error, discord.ConnectionClosed) else None
+        count = self.client.shard_count
+        if code == CLOSE_SHARDING_REQUIRED:
+            now = "one connection" if count is None else f"DISCORD_SHARD_COUNT {count}"
+            raise StartupError(
+                f"Discord requires more shards: the bot is in too many servers for {now}. Set "
+                "DISCORD_SHARD_COUNT to about one shard per 1,000 servers (see the README's "
+                "Discord shards)"
+            )
+        if code == CLOSE_INVALID_SHARD:
+            raise StartupError(
+                f"Discord refused shards {self.shard_ids} of DISCORD_SHARD_COUNT {count} "
+                "(invalid shard): every process needs the same DISCORD_SHARD_COUNT"
+            )
         reason = f" ({error})" if error else ""
         raise StartupError(f"could not connect to Discord's gateway{reason}")
+
+    async def setup(self) -> None:
+        """At login: the buttons, and the slash commands, registered by the process that
+        holds shard 0 alone (every process's tree is the same; one speaks for them)."""
+        self.client.add_dynamic_items(StepeditButton)
+        if self.shard_ids is not None and 0 not in self.shard_ids:
+            return
+        try:
+            await self.tree.sync()
+        except discord.HTTPException as exc:  # the commands of the last run still work
+            log.warning("could not register the slash commands: %s", exc)
 
     name = "discord"
 
     @property
     def connected(self) -> bool:
-        """Whether the gateway connection is up (for /readyz)."""
-        return self.client.is_ready() and not self.client.is_closed()
+        """Whether every gateway connection of this process is up (for /readyz): the one
+        connection, or each of its shards."""
+        client = self.client
+        if not client.is_ready() or client.is_closed():
+            return False
+        if isinstance(client, _ShardedClient):
+            shards = client.shards
+            return sorted(shards) == self.shard_ids and not any(
+                shard.is_closed() for shard in shards.values()
+            )
+        return True
 
     async def stop_receiving(self) -> None:
         """Take no new requests; running jobs still answer through the REST API."""
@@ -299,17 +358,13 @@ class DiscordBot:
             await answer_error(interaction, exc, self.messenger)
 
 
-class _Client(discord.Client):
-    def __init__(self, bot: DiscordBot, **options: Any) -> None:
-        super().__init__(**options)
-        self.stepedit = bot
+class _Events:
+    """What both clients (one connection, or shards) hand to the bot."""
+
+    stepedit: DiscordBot
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(StepeditButton)
-        try:
-            await self.stepedit.tree.sync()
-        except discord.HTTPException as exc:  # the commands of the last run still work
-            log.warning("could not register the slash commands: %s", exc)
+        await self.stepedit.setup()
 
     async def on_message(self, message: discord.Message) -> None:
         try:
@@ -324,6 +379,18 @@ class _Client(discord.Client):
             await self.stepedit.on_modal(interaction)
         except Exception:
             log.exception("form %s could not be handled", interaction.id)
+
+
+class _Client(_Events, discord.Client):
+    def __init__(self, bot: DiscordBot, **options: Any) -> None:
+        super().__init__(**options)
+        self.stepedit = bot
+
+
+class _ShardedClient(_Events, discord.AutoShardedClient):
+    def __init__(self, bot: DiscordBot, **options: Any) -> None:
+        super().__init__(**options)
+        self.stepedit = bot
 
 
 class StepeditButton(
@@ -344,18 +411,21 @@ class StepeditButton(
 
     async def callback(self, interaction: discord.Interaction) -> None:
         client = interaction.client
-        if isinstance(client, _Client):
+        if isinstance(client, _Events):
             await client.stepedit.on_press(interaction, self.data)
 
 
-class _GatedTree(app_commands.CommandTree["_Client"]):
+_AnyClient = _Client | _ShardedClient
+
+
+class _GatedTree(app_commands.CommandTree[_AnyClient]):
     """Every slash command and menu passes the gate first, however it was registered."""
 
-    async def interaction_check(self, interaction: discord.Interaction[_Client], /) -> bool:
+    async def interaction_check(self, interaction: discord.Interaction[_AnyClient], /) -> bool:
         return await self.client.stepedit.admit(interaction)
 
     async def on_error(
-        self, interaction: discord.Interaction[_Client], error: app_commands.AppCommandError, /
+        self, interaction: discord.Interaction[_AnyClient], error: app_commands.AppCommandError, /
     ) -> None:
         """A command that raised: its user hears a clear word, the operator gets the trace."""
         cause = getattr(error, "original", error)

@@ -15,12 +15,24 @@ attributes, so they are restored afterwards. The pytest fixture ``fake_discord``
 The gateway speaks plain JSON text frames (discord.py asks for zlib-stream but only inflates
 binary frames): HELLO, IDENTIFY -> READY (``application: {id, flags}``, ``resume_gateway_url``
 pointing at the fake's /resume path) and one GUILD_CREATE per guild, heartbeats (op 1 -> op 11),
-RESUME with a replay of missed events (-> RESUMED), op 9 for unknown sessions, op 7 on request,
-REQUEST_GUILD_MEMBERS. Tests inject users' activity (``user_sends``, ``user_runs_slash_command``,
+RESUME with a replay of missed events (-> RESUMED), op 9 for unknown sessions (and on request),
+op 7 on request, REQUEST_GUILD_MEMBERS.
+
+Sharding as Discord does it: an IDENTIFY's ``shard: [id, count]`` makes the session one shard
+(none: shard 0 of 1, every guild). A guild's events (READY's guild list, GUILD_CREATE, messages,
+deletions, interactions) go only to the sessions of shard ``(guild_id >> 22) % count``
+(``shard_of``); DMs and DM interactions only to shard 0. ``GET /gateway/bot`` recommends one
+shard per 1,000 guilds (or ``recommended_shards``). An invalid shard (id not below the count) is
+closed with 4010, and so, stricter than Discord, is a count other than a live session's (two
+processes that disagree would each miss some guilds' events); a shard that would hold more than
+``max_guilds_per_shard`` guilds (2,500) with 4011, "sharding required".
+
+Tests inject users' activity (``user_sends``, ``user_runs_slash_command``,
 ``user_runs_message_command``, ``user_clicks_button``, ``user_submits_modal``) as MESSAGE_CREATE and
 INTERACTION_CREATE dispatches, and read back everything the bot did: channel messages (with file
 bytes, components, replies, flags, edits, deletion, reactions), typing, interaction callbacks and
-follow-ups, modals, and application command syncs.
+follow-ups, modals, and application command syncs (``shards_that_got`` tells which shards an
+event went to).
 
 Discord behaviour the fake enforces, so that code that would fail in production fails here:
 ``Authorization: Bot <token>`` on REST (401) and IDENTIFY (close 4004); privileged intents must be
@@ -40,8 +52,8 @@ its ephemeral flag; ephemeral messages are not dispatched and cannot be fetched.
 Not supported (404 or unmodelled): permissions and role checks, threads, embeds' validation,
 stickers, polls, voice, presences, guild/channel/role management, audit logs, autocomplete,
 subcommands, user context menus, webhook-by-id, message search and pagination beyond
-``limit``/``before``/``after``, zlib compression, sharding beyond one shard, gateway rate limits,
-real rate-limit buckets (only injected 429s), TYPING_START and reaction events.
+``limit``/``before``/``after``, zlib compression, identify rate limits (max_concurrency), gateway
+rate limits, real rate-limit buckets (only injected 429s), TYPING_START and reaction events.
 """
 
 from __future__ import annotations
@@ -107,6 +119,7 @@ __all__ = [
     "make_png",
     "run_fake_discord",
     "running_client",
+    "shard_of",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +176,16 @@ _ALLOWED_CALLBACKS = {
 }
 # Option types of chat input commands.
 OPT_STRING, OPT_INTEGER, OPT_BOOLEAN, OPT_USER, OPT_NUMBER, OPT_ATTACHMENT = 3, 4, 5, 6, 10, 11
+
+# Sharding (https://discord.com/developers/docs/events/gateway#sharding).
+GUILDS_PER_RECOMMENDED_SHARD = 1000
+MAX_GUILDS_PER_SHARD = 2500
+CLOSE_INVALID_SHARD, CLOSE_SHARDING_REQUIRED = 4010, 4011
+
+
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard that receives a guild's events; DMs (no guild) come on shard 0."""
+    return 0 if guild_id is None else (guild_id >> 22) % shard_count
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,7 +661,8 @@ class FakeInteraction:
 
 @dataclass(eq=False)
 class GatewaySession:
-    """A gateway session: survives a dropped connection (RESUME), not a clean close (1000)."""
+    """A gateway session: survives a dropped connection (RESUME), not a clean close (1000).
+    ``shard`` is (id, count) as identified; unsharded, (0, 1)."""
 
     id: str
     intents: int
@@ -646,6 +670,12 @@ class GatewaySession:
     events: list[dict[str, Any]] = field(default_factory=list)
     connection: GatewayConnection | None = None
     invalid: bool = False
+    shard: tuple[int, int] = (0, 1)
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether this session gets the events of ``guild_id`` (None: a DM)."""
+        shard_id, count = self.shard
+        return shard_of(guild_id, count) == shard_id
 
 
 @dataclass(eq=False)
@@ -747,7 +777,9 @@ class FakeDiscord:
 
     ``guilds`` defaults to one guild (``GUILD_ID``, "#general" = ``GENERAL_ID``, members ALICE,
     BOB, OTHER_BOT and the bot). ``privileged_intents`` are those enabled for the application in
-    the developer portal.
+    the developer portal. ``recommended_shards`` is what ``GET /gateway/bot`` recommends (None: one
+    per 1,000 guilds); an IDENTIFY whose shard would hold more than ``max_guilds_per_shard``
+    guilds is refused (4011).
     """
 
     def __init__(
@@ -760,6 +792,8 @@ class FakeDiscord:
         privileged_intents: Iterable[str] = ("message_content",),
         heartbeat_interval_ms: int = 41_250,
         ack_deadline: float = 3.0,
+        recommended_shards: int | None = None,
+        max_guilds_per_shard: int = MAX_GUILDS_PER_SHARD,
     ) -> None:
         self.token = token
         self.bot = FakeUser(bot_id, bot_username, bot_username, bot=True)
@@ -767,6 +801,8 @@ class FakeDiscord:
         self.privileged_intents = frozenset(privileged_intents)
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.ack_deadline = ack_deadline
+        self.recommended_shards = recommended_shards  # None: one per 1,000 guilds
+        self.max_guilds_per_shard = max_guilds_per_shard
         self.root = ""  # set by start()
 
         self.guilds: dict[int, FakeGuild] = {}
@@ -942,9 +978,13 @@ class FakeDiscord:
 
         return await self._wait(check, timeout, f"a follow-up to {interaction}")
 
-    async def wait_connected(self, timeout: float = 5) -> GatewaySession:
-        """Wait until a client has identified (or resumed) on a live connection."""
-        return await self._wait(lambda: self._live_session(), timeout, "a gateway session")
+    async def wait_connected(
+        self, timeout: float = 5, *, shard: tuple[int, int] | None = None
+    ) -> GatewaySession:
+        """Wait until a client has identified (or resumed) on a live connection (as ``shard``,
+        (id, count), when given)."""
+        what = f"a gateway session of shard {shard}" if shard else "a gateway session"
+        return await self._wait(lambda: self._live_session(shard), timeout, what)
 
     # ---------------------------------------------------------------- inspection
 
@@ -963,6 +1003,15 @@ class FakeDiscord:
 
     def routes(self) -> list[str]:
         return [c.route for c in self.calls]
+
+    def shards_that_got(self, event: str, object_id: int) -> list[tuple[int, int]]:
+        """The shards, (id, count), whose sessions were sent ``event`` about ``object_id`` (a
+        message's or an interaction's id)."""
+        return [
+            session.shard
+            for session in self.sessions
+            if any(f["t"] == event and f["d"].get("id") == str(object_id) for f in session.events)
+        ]
 
     def typing_in(self, channel_id: int) -> int:
         """How many times the bot triggered the typing indicator in ``channel_id``."""
@@ -1001,7 +1050,7 @@ class FakeDiscord:
     def add_guild(self, guild: FakeGuild) -> FakeGuild:
         """Add a guild; a connected bot gets its GUILD_CREATE (as when it is invited)."""
         self._register_guild(guild)
-        for session in self._sessions_to_dispatch():
+        for session in self._sessions_for(guild.id):
             self._send_event(session, "GUILD_CREATE", self._guild_create(guild, session))
         return guild
 
@@ -1066,13 +1115,21 @@ class FakeDiscord:
 
     def request_reconnect(self) -> None:
         """Send op 7 RECONNECT on every live connection: clients reconnect and RESUME."""
-        for session in self._sessions_to_dispatch():
+        for session in self._open_sessions():
             if session.connection is not None:
                 session.connection.queue.put_nowait(json.dumps({"op": 7, "d": None}))
 
+    def invalidate_sessions(self, shard: tuple[int, int] | None = None) -> None:
+        """Send op 9 (invalid session, not resumable) on every live connection, or on those of
+        ``shard`` (id, count): clients IDENTIFY anew."""
+        for session in self._open_sessions():
+            if session.connection is not None and shard in (None, session.shard):
+                session.invalid = True
+                session.connection.queue.put_nowait(json.dumps({"op": 9, "d": False}))
+
     def request_heartbeat(self) -> None:
         """Send op 1 on every live connection: the client must heartbeat at once."""
-        for session in self._sessions_to_dispatch():
+        for session in self._open_sessions():
             if session.connection is not None:
                 payload = {"op": 1, "d": session.seq}
                 session.connection.queue.put_nowait(json.dumps(payload))
@@ -1437,29 +1494,42 @@ class FakeDiscord:
             message=message,
         )
         self.interactions.append(interaction)
-        self._dispatch_all("INTERACTION_CREATE", lambda session: payload)
+        self._dispatch_all("INTERACTION_CREATE", lambda session: payload, channel.guild_id)
         return interaction
 
     # ---------------------------------------------------------------- gateway: dispatching
 
-    def _live_session(self) -> GatewaySession | None:
+    def _live_session(self, shard: tuple[int, int] | None = None) -> GatewaySession | None:
         for session in reversed(self.sessions):
-            if not session.invalid and session.connection is not None:
+            live = not session.invalid and session.connection is not None
+            if live and shard in (None, session.shard):
                 return session
         return None
 
-    def _sessions_to_dispatch(self) -> list[GatewaySession]:
+    def _open_sessions(self) -> list[GatewaySession]:
         # A session whose connection dropped keeps its events for a RESUME, as on Discord.
         return [s for s in self.sessions if not s.invalid]
 
+    def _sessions_for(self, guild_id: int | None) -> list[GatewaySession]:
+        """The open sessions that get the events of ``guild_id`` (None: a DM's): its shard's."""
+        return [s for s in self._open_sessions() if s.receives(guild_id)]
+
     def _dispatch_all(
-        self, event: str, build: Callable[[GatewaySession], dict[str, Any] | None]
+        self,
+        event: str,
+        build: Callable[[GatewaySession], dict[str, Any] | None],
+        guild_id: int | None,
     ) -> None:
-        sessions = self._sessions_to_dispatch()
-        if not sessions:
+        if not self._open_sessions():
             raise LookupError(
                 f"no bot is connected to the fake gateway to receive {event}; start the client "
                 "first (running_client / await fake.wait_connected())"
+            )
+        sessions = self._sessions_for(guild_id)
+        if not sessions:
+            raise LookupError(
+                f"no session holds the shard of guild {guild_id} to receive {event} (sessions' "
+                f"shards: {[s.shard for s in self._open_sessions()]})"
             )
         for session in sessions:
             data = build(session)
@@ -1495,8 +1565,8 @@ class FakeDiscord:
 
         if message.ephemeral or message.deleted:
             return  # ephemeral messages exist only for their user
-        if self._sessions_to_dispatch():
-            self._dispatch_all(event, build)
+        if self._sessions_for(message.guild_id):  # else nobody holds its shard
+            self._dispatch_all(event, build, message.guild_id)
 
     def _content_visible(self, session: GatewaySession, message: StoredMessage) -> bool:
         # Without the message content intent: DMs, mentions of the bot and its own messages only.
@@ -1508,12 +1578,12 @@ class FakeDiscord:
         )
 
     def _dispatch_delete(self, message: StoredMessage) -> None:
-        if message.ephemeral or not self._sessions_to_dispatch():
+        if message.ephemeral or not self._sessions_for(message.guild_id):
             return
         data = {"id": str(message.id), "channel_id": str(message.channel_id)}
         if message.guild_id:
             data["guild_id"] = str(message.guild_id)
-        self._dispatch_all("MESSAGE_DELETE", lambda session: data)
+        self._dispatch_all("MESSAGE_DELETE", lambda session: data, message.guild_id)
 
     # ---------------------------------------------------------------- gateway: protocol
 
@@ -1559,7 +1629,8 @@ class FakeDiscord:
     async def _gateway_closed(
         self, connection: GatewayConnection, writer: asyncio.Task[None]
     ) -> None:
-        connection.close_code = connection.ws.close_code
+        if connection.close_code is None:  # else the fake closed it, with this code
+            connection.close_code = connection.ws.close_code
         connection.queue.put_nowait(None)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1571,6 +1642,12 @@ class FakeDiscord:
             if connection.close_code in (1000, 1001):
                 session.invalid = True
         self._pulse()
+
+    @staticmethod
+    async def _close(connection: GatewayConnection, code: int, reason: str) -> None:
+        """Close as Discord does when it refuses something (the client cannot resume)."""
+        connection.close_code = code
+        await connection.ws.close(code=code, message=reason.encode())
 
     async def _on_gateway_payload(
         self, connection: GatewayConnection, payload: dict[str, Any]
@@ -1589,29 +1666,59 @@ class FakeDiscord:
         elif op in (3, 4):
             pass  # presence and voice state updates: accepted, not modelled
         else:
-            await connection.ws.close(code=4001, message=b"Unknown opcode.")
+            await self._close(connection, 4001, "Unknown opcode.")
 
     async def _identify(self, connection: GatewayConnection, data: dict[str, Any]) -> None:
         if data.get("token") != self.token:
-            await connection.ws.close(code=4004, message=b"Authentication failed.")
+            await self._close(connection, 4004, "Authentication failed.")
             return
         intents = int(data.get("intents", 0))
         for name, bit in PRIVILEGED_INTENTS.items():
             if intents & bit and name not in self.privileged_intents:
-                await connection.ws.close(code=4014, message=b"Disallowed intent(s).")
+                await self._close(connection, 4014, "Disallowed intent(s).")
                 return
-        session = GatewaySession(secrets.token_hex(16), intents, connection=connection)
+        shard = self._shard_of_identify(data.get("shard"))
+        refusal = self._shard_refusal(shard)
+        if refusal is not None:
+            await self._close(connection, *refusal)
+            return
+        assert shard is not None
+        session = GatewaySession(secrets.token_hex(16), intents, connection=connection, shard=shard)
         connection.kind, connection.session = "identify", session
         self.sessions.append(session)
         self._send_event(session, "READY", self._ready(session))
-        for guild in self.guilds.values():
+        for guild in self._guilds_of(session):
             self._send_event(session, "GUILD_CREATE", self._guild_create(guild, session))
+
+    @staticmethod
+    def _shard_of_identify(given: Any) -> tuple[int, int] | None:
+        """IDENTIFY's ``shard: [id, count]`` (absent: shard 0 of 1); None when malformed."""
+        if given is None:
+            return (0, 1)
+        if isinstance(given, list) and len(given) == 2 and all(type(n) is int for n in given):
+            return (given[0], given[1])
+        return None
+
+    def _shard_refusal(self, shard: tuple[int, int] | None) -> tuple[int, str] | None:
+        """Why Discord would close an IDENTIFY as ``shard``: the close code and reason."""
+        if shard is None or not 0 <= shard[0] < shard[1]:
+            return CLOSE_INVALID_SHARD, "Invalid shard."
+        counts = {s.shard[1] for s in self.sessions if s.connection is not None and not s.invalid}
+        if counts - {shard[1]}:  # stricter than Discord: processes that disagree lose events
+            return CLOSE_INVALID_SHARD, "Invalid shard."
+        held = sum(1 for g in self.guilds if shard_of(g, shard[1]) == shard[0])
+        if held > self.max_guilds_per_shard:
+            return CLOSE_SHARDING_REQUIRED, "Sharding required."
+        return None
+
+    def _guilds_of(self, session: GatewaySession) -> list[FakeGuild]:
+        return [g for g in self.guilds.values() if session.receives(g.id)]
 
     async def _resume(self, connection: GatewayConnection, data: dict[str, Any]) -> None:
         session = next((s for s in self.sessions if s.id == data.get("session_id")), None)
         connection.kind = "resume"
         if data.get("token") != self.token:
-            await connection.ws.close(code=4004, message=b"Authentication failed.")
+            await self._close(connection, 4004, "Authentication failed.")
             return
         if session is None or session.invalid:
             connection.queue.put_nowait(json.dumps({"op": 9, "d": False}))
@@ -1642,10 +1749,10 @@ class FakeDiscord:
         return sum(_APP_FLAG_FOR_INTENT[name] for name in self.privileged_intents)
 
     def _ready(self, session: GatewaySession) -> dict[str, Any]:
-        return {
+        ready = {
             "v": 10,
             "user": {**self.bot.to_api(), "verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in self._guilds_of(session)],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": self.resume_gateway_url,
@@ -1657,6 +1764,9 @@ class FakeDiscord:
             "user_settings": {},
             "geo_ordered_rtc_regions": [],
         }
+        if session.shard != (0, 1):
+            ready["shard"] = list(session.shard)
+        return ready
 
     def _guild_create(self, guild: FakeGuild, session: GatewaySession) -> dict[str, Any]:
         everyone = {
@@ -1908,7 +2018,13 @@ class FakeDiscord:
 
     async def _get_gateway(self, req: _Request) -> tuple[int, Any]:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return 200, {"url": str(self.gateway_url), "shards": 1, "session_start_limit": limit}
+        shards = self.recommended_shards or -(-len(self.guilds) // GUILDS_PER_RECOMMENDED_SHARD)
+        body = {
+            "url": str(self.gateway_url),
+            "shards": max(shards, 1),
+            "session_start_limit": limit,
+        }
+        return 200, body
 
     async def _get_user(self, req: _Request) -> tuple[int, Any]:
         user = self.users.get(int(req.params["user_id"]))
