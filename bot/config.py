@@ -319,11 +319,11 @@ class Settings(BaseSettings):
             self.edit_api_key,
             self.fallback_api_key,
             self.metrics_token,
+            self.telegram_webhook_secret,
         )
-        webhook = self.webhook_secret()
-        return [v.get_secret_value() for v in values if v and v.get_secret_value()] + (
-            [webhook] if webhook else []
-        )
+        found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        derived = self.webhook_secret()
+        return [*found, derived] if derived else found
 
     def webhook_secret(self) -> str | None:
         """The secret Telegram sends with each webhook update: TELEGRAM_WEBHOOK_SECRET, else
