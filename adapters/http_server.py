@@ -4,6 +4,7 @@
     GET /readyz    200, or 503 with the reasons: the database unreachable, a platform not
                    connected, the edit backend failing
     GET /metrics   Prometheus' text format (bot/metrics.py lists what it counts)
+    POST <path>    a platform's webhook (Telegram's, at TELEGRAM_WEBHOOK_URL's path)
 
 With METRICS_TOKEN set, /readyz and /metrics answer only requests that carry it as a bearer
 token (the port is often public); /healthz tells nothing and is always open."""
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from bot.metrics import CONTENT_TYPE
 from bot.service import EditService
 
 log = logging.getLogger("stepedit.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Connected(Protocol):
@@ -36,7 +39,7 @@ class Connected(Protocol):
 class HttpServer:
     def __init__(
         self, service: EditService, platforms: Sequence[Connected], *, host: str, port: int,
-        token: str | None = None,
+        token: str | None = None, posts: Mapping[str, Handler] | None = None,
     ) -> None:  # fmt: skip
         self.service = service
         self.platforms = platforms
@@ -47,6 +50,9 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        for path, handler in (posts or {}).items():  # each reads (and bounds) its own body
+            app.router.add_post(path, handler)
+        self._paths = ["/healthz", "/readyz", "/metrics", *(posts or {})]
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
@@ -54,7 +60,7 @@ class HttpServer:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the one bound (port 0: any free port)
-        log.info("HTTP on %s:%d (/healthz, /readyz, /metrics)", self.host, self.port)
+        log.info("HTTP on %s:%d (%s)", self.host, self.port, ", ".join(self._paths))
 
     async def stop(self) -> None:
         await self._runner.cleanup()

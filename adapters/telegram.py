@@ -56,8 +56,10 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from adapters.telegram_webhook import Handler, Webhook, describe, update_types
 from bot import imaging, logs, presenter, texts
 from bot.commands import TEXT_COMMANDS, Asked
+from bot.config import ConfigError, Settings
 from bot.domain import (
     Address,
     ChatRef,
@@ -81,8 +83,6 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
 ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 GROUP_ACTION_SECONDS = 20.0  # "sending photo…" in a group at most this often
-# The update types the handlers take: nothing else is fetched (and fills the window of 100).
-ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 # Updates from private chats handled at once, across lanes: a flood waits its turn here rather
 # than crowding the event loop, so the edits at work keep their share of it (and the API its
 # pace) meanwhile.
@@ -206,25 +206,21 @@ class TelegramBot:
         token: str,
         api_url: str = "https://api.telegram.org",
         rate_limit: bool = True,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.service = service
         self.api_url = api_url
         self._albums: OrderedDict[str, None] = OrderedDict()  # presentation state only
-        root = api_url.rstrip("/")
-        builder = (
-            ApplicationBuilder()
-            .token(token)
-            .base_url(f"{root}/bot")
-            .base_file_url(f"{root}/file/bot")
-            .updater(None)  # we poll ourselves: see _poll
-            # A reply still arrives if the user deleted the message it answers.
-            .defaults(Defaults(allow_sending_without_reply=True))
-        )
-        if rate_limit:
-            # PTB's builder types the limiter's generic parameter loosely; this one fits.
-            builder = builder.rate_limiter(AIORateLimiter(max_retries=2))  # type: ignore[arg-type]
-        self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self.app = _application(token, api_url, rate_limit=rate_limit)
         self.messenger = TelegramMessenger(self.app.bot)
+        # Webhook mode (TELEGRAM_WEBHOOK_URL): Telegram posts updates to `webhook.path`.
+        self.webhook = None
+        if webhook_url is not None and webhook_secret is not None:
+            self.webhook = Webhook(self.app.bot, webhook_url, webhook_secret)
+        self._receiving = False  # webhook mode: started, and taking updates
+        self._delivered: dict[int, asyncio.Future[bool]] = {}  # update id -> handled?
+        self._unhandled: set[int] = set()  # the gate could not tell: Telegram sends them again
         self._polling: asyncio.Task[None] | None = None
         self._polls_failing = False  # the last getUpdates failed
         self._confirmed = 0  # the last offset Telegram was told: all before are kept
@@ -243,27 +239,40 @@ class TelegramBot:
         # The one gate, before every handler of every update (group -1): whatever is added
         # below, or later, is gated and handled once.
         app.add_handler(TypeHandler(Update, self._enter), group=-1)
-        app.add_handler(CommandHandler("start", self.on_start))
-        app.add_handler(CommandHandler("help", self.on_help))
-        app.add_handler(CommandHandler("quota", self.on_quota))
-        app.add_handler(CommandHandler("seed", self.on_seed))
-        app.add_handler(CommandHandler("settings", self.on_settings))
-        app.add_handler(CommandHandler("cancel", self.on_cancel))
-        app.add_handler(CommandHandler(ADMIN_COMMANDS, self.on_admin))
-        app.add_handler(CommandHandler("forget", self.on_forget))
-        app.add_handler(CommandHandler(tuple(TEXT_COMMANDS), self.on_text_command))
-        app.add_handler(CommandHandler(("caption", "bubble"), self.on_draw))
-        app.add_handler(
-            CommandHandler("imagine", self.on_imagine, filters=filters.UpdateType.MESSAGE)
-        )
-        # Only new messages: editing an old caption must not start (and charge) another edit.
+        # Only new messages: an edited one runs no command, nor (a caption changed) another
+        # edit that would be charged again. So edited messages are not even asked for.
         new = filters.UpdateType.MESSAGE
-        app.add_handler(CommandHandler("edit", self.on_text, filters=new))
+        commands: list[tuple[str | tuple[str, ...], Any]] = [
+            ("start", self.on_start),
+            ("help", self.on_help),
+            ("quota", self.on_quota),
+            ("seed", self.on_seed),
+            ("settings", self.on_settings),
+            ("cancel", self.on_cancel),
+            (ADMIN_COMMANDS, self.on_admin),
+            ("forget", self.on_forget),
+            (tuple(TEXT_COMMANDS), self.on_text_command),
+            (("caption", "bubble"), self.on_draw),
+            ("imagine", self.on_imagine),
+            ("edit", self.on_text),
+        ]
+        for names, callback in commands:
+            app.add_handler(CommandHandler(names, callback, filters=new))
         images = filters.PHOTO | filters.Document.ALL | filters.Sticker.STATIC
         app.add_handler(MessageHandler(new & images, self.on_image))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button))
         app.add_error_handler(self.on_error)
+
+    @classmethod
+    def wanted_updates(cls, token: str) -> list[str]:
+        """The update types a bot of this class asks Telegram for, read from its handlers as
+        registered on an Application that never runs. For `stepedit webhook set`, which runs
+        beside the bot and opens no database, so has no service (no handler is ever called)."""
+        unserved = cls.__new__(cls)
+        unserved.app = _application(token, "https://api.telegram.org", rate_limit=False)
+        unserved._add_handlers()
+        return update_types(unserved.app.handlers)
 
     async def _register_commands(self) -> None:
         """The command menu, in English and Chinese. (PTB's post_init hook would only run under
@@ -292,22 +301,44 @@ class TelegramBot:
             ) from None
         await self._register_commands()
         await self.app.start()
-        await self.app.bot.delete_webhook()  # polling needs it off
-        self._polling = asyncio.create_task(self._poll(poll_timeout, poll_interval))
+        types = update_types(self.app.handlers)
+        if self.webhook is not None:  # never deleted on shutdown: other replicas serve it
+            await self.webhook.ensure(types)
+            self._receiving = True
+            await self._resume()  # left by a process that polled
+            log.info("Telegram bot @%s takes updates at %s", self.app.bot.username,
+                     self.webhook.path)  # fmt: skip
+            return
+        await self._end_webhook()  # polling needs it off
+        self._polling = asyncio.create_task(self._poll(poll_timeout, poll_interval, types))
         log.info("Telegram bot @%s is running", self.app.bot.username)
+
+    async def _end_webhook(self) -> None:
+        """Delete a webhook left set, and say so: replicas in webhook mode get nothing now."""
+        info = await self.app.bot.get_webhook_info()
+        if info.url:
+            log.warning(
+                "Telegram had a webhook set (%s); polling deletes it, so no process in webhook "
+                "mode gets updates now: set TELEGRAM_WEBHOOK_URL on every process, or on none",
+                info.url.partition("?")[0],
+            )
+        await self.app.bot.delete_webhook()
 
     async def stop_receiving(self) -> None:
         """Take no new updates, let the ones received finish (a while), and confirm those that
         did; the bot can still send (running jobs finish and answer)."""
-        if self._polling is not None:
-            self._polling.cancel()
+        polling, self._polling = self._polling, None
+        receiving, self._receiving = self._receiving, False
+        if polling is not None:
+            polling.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._polling
-            self._polling = None
+                await polling
+        if polling is not None or receiving:
             if self._lane_tasks:
                 await asyncio.wait(self._lane_tasks, timeout=LANES_GRACE_SECONDS)
-            for task in list(self._lane_tasks):  # kept as received: handled after a restart
-                task.cancel()
+            for task in list(self._lane_tasks):  # kept as received (polling) or unanswered
+                task.cancel()  # (webhook): handled after a restart, or by another replica
+        if polling is not None:
             await self._confirm()
         if self.app.running:
             await self.app.stop()
@@ -316,7 +347,7 @@ class TelegramBot:
         await self.stop_receiving()
         await self.app.shutdown()
 
-    async def _poll(self, timeout: int, interval: float) -> None:
+    async def _poll(self, timeout: int, interval: float, types: list[str]) -> None:
         """Long-poll getUpdates; keep each batch in the database (received, not yet handled)
         before the next poll tells Telegram to forget it, and hand each update to its lane
         (_dispatch). So Telegram's window of 100 updates never fills with ones still being
@@ -326,7 +357,7 @@ class TelegramBot:
         while True:
             try:
                 updates = await self.app.bot.get_updates(
-                    offset=self._next, timeout=timeout, allowed_updates=ALLOWED_UPDATES
+                    offset=self._next, timeout=timeout, allowed_updates=types
                 )
             except TelegramError as exc:
                 self._polls_failing = True
@@ -383,9 +414,45 @@ class TelegramBot:
 
     @property
     def connected(self) -> bool:
-        """Whether the bot polls and the Bot API answers (for /readyz)."""
+        """Whether the bot polls and the Bot API answers, or takes webhook updates (/readyz)."""
         polling = self._polling is not None and not self._polling.done()
-        return polling and not self._polls_failing
+        return (polling and not self._polls_failing) or self._receiving
+
+    @property
+    def routes(self) -> dict[str, Handler]:
+        """The HTTP routes this bot serves: its webhook's, in webhook mode."""
+        return {} if self.webhook is None else {self.webhook.path: self.webhook.route(self.deliver)}
+
+    async def deliver(self, update: Update) -> bool:
+        """An update Telegram posted: handled in its lane (after the chat's earlier ones), and
+        waited for. True once handled and written down as handled, so that any replica
+        recognises it if it comes again; False when it was not (not taking updates, the gate
+        could not read the database, the mark not written in time): Telegram sends it again.
+        The update is not kept as received (as polling does): until answered, Telegram keeps
+        it, and sends it again if this process dies."""
+        if not self._receiving:
+            return False
+        uid = update.update_id
+        waiter = self._delivered.get(uid)
+        event = incoming(update, self.app.bot)
+        if waiter is None:  # (else: sent again while this process handles it; wait for that)
+            waiter = self._delivered[uid] = asyncio.get_running_loop().create_future()
+            if event is not None and event.addressed:
+                self._kept[uid] = event
+            self._dispatch(update)
+        try:
+            handled = await asyncio.shield(waiter)
+        finally:
+            if waiter.done() and self._delivered.get(uid) is waiter:
+                del self._delivered[uid]
+        if handled and event is not None and event.addressed:
+            return await self.service.recorded(event)
+        return handled
+
+    def _settle(self, update_id: int, handled: bool) -> None:
+        waiter = self._delivered.get(update_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(handled)
 
     @property
     def handling(self) -> int:
@@ -422,15 +489,22 @@ class TelegramBot:
                 self._progress.set()
         finally:
             del self._lanes[key]
+            for update in lane:  # cancelled (stopping): not handled here
+                self._settle(update.update_id, False)
 
     async def _process(self, update: Update) -> None:
+        handled = False
         try:
             await self.app.process_update(update)  # handler errors go to on_error
             kept = self._kept.pop(update.update_id, None)
-            if kept is not None:  # handled (or refused): a redelivery of it is ignored
+            handled = update.update_id not in self._unhandled
+            self._unhandled.discard(update.update_id)
+            if kept is not None and handled:  # (or refused): a redelivery of it is ignored
                 await self.service.handled(kept)
         except Exception:  # on_error itself failed: never let it stop the lane
             log.exception("update %s could not be handled", update.update_id)
+        finally:
+            self._settle(update.update_id, handled)
 
     async def _handle(self, updates: tuple[Update, ...]) -> None:
         """Handle `updates` as if polled, and wait until they are."""
@@ -457,7 +531,15 @@ class TelegramBot:
         try:
             await self.service.enter(event)
         except Exception as exc:  # refused or failed: nothing gets past
-            await self._refuse(update, exc)  # (it never raises)
+            if self.webhook is not None and not isinstance(exc, StepEditError):
+                # Unanswered, Telegram sends it again (the database may answer by then). Past
+                # the gate a failure is answered as when polling: one update's bug must not
+                # hold up its chat until Telegram gives up on it.
+                log.warning("update %s: the gate failed (%s); left to Telegram to send again",
+                            update.update_id, exc)  # fmt: skip
+                self._unhandled.add(update.update_id)
+            else:
+                await self._refuse(update, exc)  # (it never raises)
             raise ApplicationHandlerStop from None
 
     async def _refuse(self, update: Update, exc: Exception) -> None:
@@ -772,6 +854,62 @@ class TelegramBot:
         if message is not None:
             with contextlib.suppress(TelegramError):
                 await message.reply_text(text, do_quote=True)
+
+
+def _application(
+    token: str, api_url: str, *, rate_limit: bool
+) -> Application[Any, Any, Any, Any, Any, Any]:
+    root = api_url.rstrip("/")
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .updater(None)  # we poll ourselves (see TelegramBot._poll), or take webhook posts
+        # A reply still arrives if the user deleted the message it answers.
+        .defaults(Defaults(allow_sending_without_reply=True))
+    )
+    if rate_limit:
+        # PTB's builder types the limiter's generic parameter loosely; this one fits.
+        builder = builder.rate_limiter(AIORateLimiter(max_retries=2))  # type: ignore[arg-type]
+    return builder.build()
+
+
+def webhook_routes(platforms: list[Any]) -> dict[str, Handler]:
+    """The HTTP routes of the Telegram bot among `platforms` (its webhook's, if it has one)."""
+    return {path: route for p in platforms if isinstance(p, TelegramBot)
+            for path, route in p.routes.items()}  # fmt: skip
+
+
+async def webhook_command(settings: Settings, action: str) -> str:
+    """`stepedit webhook set|delete|info`: what Telegram was told, or reports."""
+    if settings.telegram_bot_token is None:
+        raise ConfigError("set TELEGRAM_BOT_TOKEN (the bot whose webhook this is)")
+    token = settings.telegram_bot_token.get_secret_value()
+    where = settings.telegram_api_url
+    app = _application(token, where, rate_limit=False)
+    try:
+        await app.bot.initialize()
+    except InvalidToken:  # (its message would show the token)
+        raise StartupError(f"the Bot API at {where} rejected TELEGRAM_BOT_TOKEN") from None
+    except NetworkError as exc:
+        raise StartupError(f"cannot reach the Bot API at {where} ({exc})") from None
+    try:
+        if action == "info":
+            return describe(await app.bot.get_webhook_info())
+        if action == "delete":
+            await app.bot.delete_webhook()
+            return "webhook deleted; its pending updates wait for `stepedit run` to poll"
+        url, secret = settings.telegram_webhook_url, settings.webhook_secret()
+        if url is None or secret is None:
+            raise ConfigError("set TELEGRAM_WEBHOOK_URL (the public https URL to post to)")
+        types = TelegramBot.wanted_updates(token)
+        await Webhook(app.bot, url, secret).set(types)
+        return f"webhook set to {url} for {', '.join(types)}"
+    except TelegramError as exc:
+        raise StartupError(f"Telegram refused: {exc}") from None
+    finally:
+        await app.bot.shutdown()
 
 
 # --- answering: the core's Messenger port ---------------------------------------------------

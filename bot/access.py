@@ -105,6 +105,11 @@ class Gate:
         with others handled meanwhile; see bot/handled.py)."""
         self._handled.add(event.platform, event.event_id)
 
+    async def recorded(self, event: Incoming, timeout: float) -> bool:
+        """Whether `event`, marked handled, is written down within `timeout` seconds (so a
+        redelivery to any process is recognised from then on)."""
+        return await self._handled.written(event.platform, event.event_id, timeout)
+
     async def check(
         self, record: UserRecord | None, user: UserRef, chat: ChatRef, *, addressed: bool = True
     ) -> None:

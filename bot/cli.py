@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.log_level, settings.secrets(), settings.log_format)
         if args.command == "run":
             asyncio.run(serve(settings))
+        elif args.command == "webhook":
+            from adapters.telegram import webhook_command
+
+            print(asyncio.run(webhook_command(settings, args.action)))
         else:
             asyncio.run(edit_once(settings, args))
     except (ConfigError, StartupError) as exc:
@@ -80,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepedit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start every platform whose token is set")
+    webhook = commands.add_parser("webhook", help="set, delete or show Telegram's webhook")
+    webhook.add_argument("action", choices=("set", "delete", "info"))
     edit = commands.add_parser("edit", help="edit one image from the shell, to check settings")
     edit.add_argument("image", type=Path, help="the input image (JPEG, PNG, WebP, …)")
     edit.add_argument("prompt", help="what to change, at most 512 characters")
@@ -278,6 +284,8 @@ def platforms(settings: Settings, service: EditService) -> list[Platform]:
                 service,
                 token=settings.telegram_bot_token.get_secret_value(),
                 api_url=settings.telegram_api_url,
+                webhook_url=settings.telegram_webhook_url,
+                webhook_secret=settings.webhook_secret(),
             )
         )
     if settings.discord_bot_token:
@@ -337,14 +345,16 @@ async def _serve_http(http: HttpServer) -> None:
 def _http_server(
     settings: Settings, service: EditService, planned: list[Platform]
 ) -> HttpServer | None:
-    """HTTP_PORT's server (/healthz, /readyz, /metrics), or None when it is not set."""
-    if settings.http_port is None:
+    """HTTP_PORT's server (/healthz, /readyz, /metrics, a webhook), or None when not needed."""
+    port = settings.served_http_port()
+    if port is None:
         return None
     from adapters.http_server import HttpServer
+    from adapters.telegram import webhook_routes
 
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    return HttpServer(service, planned, host=settings.http_host, port=settings.http_port,
-                      token=token)  # fmt: skip
+    return HttpServer(service, planned, host=settings.http_host, port=port, token=token,
+                      posts=webhook_routes(planned))  # fmt: skip
 
 
 async def _until_stopped() -> None:

@@ -6,10 +6,14 @@ that line instead of a traceback. Secrets are `SecretStr`: they never show in re
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -21,6 +25,11 @@ _BOT_TOKEN = re.compile(r"\d+:[\w-]{8,}")
 _USER_ID = re.compile(r"[1-9][0-9]{0,19}")  # a person: ASCII digits, no sign, no leading zero
 _CHAT_ID = re.compile(r"-?[1-9][0-9]{0,19}")  # Telegram groups' ids are negative
 _SHARDS = re.compile(r"([0-9]{1,9})(?:\s*-\s*([0-9]{1,9}))?")  # "3" or "0-3"
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")  # what Telegram's secret_token allows
+WEBHOOK_PORTS = (443, 80, 88, 8443)  # the only ports Telegram delivers webhooks to
+WEBHOOK_DEFAULT_HTTP_PORT = 8080  # where webhook mode listens when HTTP_PORT is not set
+# The HTTP server's own routes, which a webhook path must not take.
+_HTTP_ROUTES = ("/healthz", "/readyz", "/metrics")
 Style = Literal["openai", "gemini", "fal", "omni", "stepfun"]
 STYLE_NAMES = ("openai", "gemini", "fal", "omni", "stepfun")
 
@@ -90,6 +99,10 @@ class Settings(BaseSettings):
 
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    # Webhook mode (set: no polling): the public https URL Telegram posts to, and the secret it
+    # sends with each update (unset: derived from the bot token, see webhook_secret()).
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
     discord_bot_token: SecretStr | None = None
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str | None = None  # None: Discord's own
@@ -148,6 +161,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "telegram_bot_token",
+        "telegram_webhook_url",
+        "telegram_webhook_secret",
         "discord_bot_token",
         "edit_api_key",
         "edit_api_url",
@@ -172,6 +187,32 @@ class Settings(BaseSettings):
     def _looks_like_bot_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _BOT_TOKEN.fullmatch(value.get_secret_value().strip()):
             raise ValueError("does not look like a bot token from @BotFather (123456:ABC-…)")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _is_webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = urlsplit(value.strip())
+            port = url.port or 443
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if url.scheme != "https" or not url.hostname or port not in WEBHOOK_PORTS:
+            raise ValueError(
+                "must be the public https:// URL Telegram posts to, on port 443, 80, 88 or 8443 "
+                "(Telegram's rule): put a reverse proxy there that forwards to HTTP_HOST:HTTP_PORT"
+            )
+        if url.path in _HTTP_ROUTES:
+            raise ValueError(f"its path {url.path} is one of the HTTP server's own routes")
+        return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _is_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
         return value
 
     @field_validator("telegram_api_url", "edit_api_url", "discord_api_url", "fallback_api_url")
@@ -313,8 +354,29 @@ class Settings(BaseSettings):
             self.edit_api_key,
             self.fallback_api_key,
             self.metrics_token,
+            self.telegram_webhook_secret,
         )
-        return [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
+        derived = self.webhook_secret()
+        return [*found, derived] if derived else found
+
+    def webhook_secret(self) -> str | None:
+        """The secret Telegram sends with each webhook update: TELEGRAM_WEBHOOK_SECRET, else
+        derived from the bot token by a one-way hash, so every replica agrees without it being
+        stored anywhere (and the token cannot be recovered from it). None without a webhook."""
+        if self.telegram_webhook_url is None or self.telegram_bot_token is None:
+            return None
+        if self.telegram_webhook_secret is not None:
+            return self.telegram_webhook_secret.get_secret_value()
+        token = self.telegram_bot_token.get_secret_value().strip().encode()
+        digest = hmac.new(token, b"stepedit telegram webhook secret", hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()  # A-Z a-z 0-9 - _
+
+    def served_http_port(self) -> int | None:
+        """HTTP_PORT; without it, the default port when webhook mode needs the server."""
+        if self.http_port is None and self.webhook_secret() is not None:
+            return WEBHOOK_DEFAULT_HTTP_PORT
+        return self.http_port
 
 
 def parse_shard_ids(text: str, count: int) -> list[int]:

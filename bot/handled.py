@@ -14,6 +14,7 @@ from the updates kept as received, where an edit's own key keeps it from being a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ class HandledMarks:
         self._write = write
         self._waiting: dict[tuple[str, str], None] = {}  # in the order handled
         self._writer: asyncio.Task[None] | None = None
+        self._wrote = asyncio.Event()  # set (and replaced) as each batch is written
 
     def add(self, platform: str, event_id: str) -> None:
         self._waiting[(platform, event_id)] = None
@@ -48,6 +50,18 @@ class HandledMarks:
         """Wait (bounded) until every mark is written, e.g. before shutting down."""
         if self._writer is not None and not self._writer.done():
             await asyncio.wait([self._writer], timeout=timeout)
+
+    async def written(self, platform: str, event_id: str, timeout: float) -> bool:
+        """Wait (bounded) until this event's mark is written; False if it is not by then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (platform, event_id) in self._waiting:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wrote.wait(), remaining)
+        return True
 
     async def _write_all(self) -> None:
         while self._waiting:
@@ -64,6 +78,8 @@ class HandledMarks:
                 continue
             for event in batch:
                 self._waiting.pop(event, None)
+            wrote, self._wrote = self._wrote, asyncio.Event()
+            wrote.set()
 
 
 class ReadOnce(Generic[K, V]):

@@ -118,6 +118,11 @@ class EditService:
         """`event` has been handled: a redelivery of it is ignored from now on."""
         self.gate.handled(event)
 
+    async def recorded(self, event: Incoming, timeout: float = 10.0) -> bool:
+        """Whether `event`, handled, is written down as such within `timeout` seconds: from
+        then on every process recognises a redelivery of it."""
+        return await self.gate.recorded(event, timeout)
+
     async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
         """Platform updates (id, JSON) received: kept until handled, so the platform can be
         told at once that the bot has them (see `received`)."""

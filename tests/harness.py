@@ -1,7 +1,8 @@
 """The whole bot as `stepedit run` wires it (the service from bot.cli.open_service, see
 tests/wiring.py), against local fakes: the real TelegramBot (PTB) polling the fake Bot API, the
 real EditService, SqlStore on a SQLite file and the httpx client calling the fake StepFun API.
-`restart()` stops everything but the database and starts it again."""
+`restart()` stops everything but the database and starts it again. With `webhook_url` set, the
+bot takes updates by webhook instead, on its own HTTP server (`http_port`, kept over restarts)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from adapters.http_server import HttpServer
 from adapters.telegram import TelegramBot
 from bot.domain import MessageRef, UserRef
 from bot.ports import EditStore, ImageEditor
@@ -37,6 +39,10 @@ class BotUnderTest:
     _wired: Wired = field(default_factory=Wired)
     service: EditService | None = None
     bot: TelegramBot | None = None
+    webhook_url: str | None = None  # webhook mode: the public URL, whose path is the route
+    webhook_secret: str = "webhook-secret_0123"
+    http_port: int = 0  # 0: any free port, then the one it took
+    http: HttpServer | None = None
 
     async def start(self) -> None:
         backend: dict[str, Any] = {
@@ -58,14 +64,28 @@ class BotUnderTest:
             token=self.telegram.token,
             api_url=self.telegram.root,
             rate_limit=self.rate_limit,
+            webhook_url=self.webhook_url,
+            webhook_secret=self.webhook_secret,
         )
         self.service.attach(self.bot.messenger)
+        if self.webhook_url is not None:  # as `stepedit run`: the server first
+            self.http = HttpServer(self.service, [self.bot], host="127.0.0.1",
+                                   port=self.http_port, posts=self.bot.routes)  # fmt: skip
+            await self.http.start()
+            self.http_port = self.http.port
         await self.bot.start(poll_timeout=0, poll_interval=0.01)
         await self.service.start()
 
+    @property
+    def upstream(self) -> str:
+        """Where a reverse proxy in front of this bot forwards Telegram's posts."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     async def stop(self, grace: float = 5.0) -> None:
         await self._wired.stop(self.bot, self.service, grace)
-        self.bot = self.client = self.store = self.service = None
+        if self.http is not None:
+            await self.http.stop()
+        self.bot = self.client = self.store = self.service = self.http = None
 
     async def restart(self) -> None:
         await self.stop()

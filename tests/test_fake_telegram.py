@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from PIL import Image
 from telegram import (
     Bot,
@@ -22,7 +23,7 @@ from telegram import (
     ReactionTypeEmoji,
     Update,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram.error import BadRequest, Conflict, Forbidden, RetryAfter
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -559,3 +560,76 @@ async def test_updates_are_confirmed_by_a_real_poller(telegram: FakeTelegram) ->
         await telegram.wait_until_confirmed(message)
         assert telegram.pending_updates == []
         assert errors == []
+
+
+# ------------------------------------------------------------------------------------------
+# Webhooks: set and reported like Telegram's, updates delivered by POST
+# ------------------------------------------------------------------------------------------
+
+
+async def test_a_webhook_is_set_reported_and_deleted_like_telegrams(telegram: FakeTelegram) -> None:
+    async with plain_bot(telegram) as bot:
+        with pytest.raises(BadRequest, match=r"(?i)https url"):
+            await bot.set_webhook("http://hook.example.com/in")
+        with pytest.raises(BadRequest, match=r"(?i)ports 80, 88, 443 or 8443"):
+            await bot.set_webhook("https://hook.example.com:8080/in")
+        with pytest.raises(BadRequest, match=r"(?i)secret token"):
+            await bot.set_webhook("https://hook.example.com/in", secret_token="no spaces")
+        await bot.set_webhook("https://hook.example.com/in", secret_token="s3cret_-",
+                              allowed_updates=["message"])  # fmt: skip
+        telegram.user_sends_text(ALICE.id, ALICE, "waiting")
+        info = await bot.get_webhook_info()
+        assert (info.url, info.allowed_updates, info.pending_update_count) == (
+            "https://hook.example.com/in",
+            ("message",),
+            1,
+        )
+        assert "s3cret_-" not in json.dumps(info.to_dict())  # Telegram never tells it
+        with pytest.raises(Conflict, match=r"(?i)webhook is active"):
+            await bot.get_updates()
+        await bot.delete_webhook()
+        assert (await bot.get_webhook_info()).url == ""
+        assert [u.message.text for u in await bot.get_updates() if u.message] == ["waiting"]
+
+
+async def test_webhook_posts_wait_for_each_chats_answer_and_come_again_after_a_failure(
+    telegram: FakeTelegram,
+) -> None:
+    got: list[tuple[int, str | None]] = []  # (update id, secret header) as posted
+    release = asyncio.Event()
+    failed_once: set[int] = set()
+
+    async def receive(request: web.Request) -> web.Response:
+        update = await request.json()
+        got.append((update["update_id"], request.headers.get("X-Telegram-Bot-Api-Secret-Token")))
+        if update["message"]["text"] == "first":
+            await release.wait()  # holds its chat's next update back
+        if update["message"]["text"] == "flaky" and update["update_id"] not in failed_once:
+            failed_once.add(update["update_id"])
+            return web.Response(status=500)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/in", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        async with plain_bot(telegram) as bot:
+            await bot.set_webhook("https://hook.example.com/in", secret_token="s3cret")
+        telegram.webhook.forward_to(f"http://127.0.0.1:{runner.addresses[0][1]}")
+        first = telegram.user_sends_text(ALICE.id, ALICE, "first")
+        second = telegram.user_sends_text(ALICE.id, ALICE, "second")
+        bob = FakeUser(5151, "Bob")
+        other = telegram.user_sends_text(bob.id, bob, "flaky")  # another chat: not held back
+        await telegram.wait_until(lambda: [u for u, _ in got].count(other.update_id) == 2)
+        assert second.update_id not in [u for u, _ in got]  # its chat's first is unanswered
+        release.set()
+        await telegram.wait_until(lambda: telegram.pending_updates == [])
+        ids = [u for u, _ in got]
+        assert ids.index(first.update_id) < ids.index(second.update_id)
+        assert {secret for _, secret in got} == {"s3cret"}
+        assert [p.status for p in telegram.webhook.delivered(other.update_id)] == [500, 200]
+    finally:
+        await runner.cleanup()

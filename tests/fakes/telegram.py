@@ -13,7 +13,8 @@ In the spirit of aiogram's ``mocked_bot``, but over real HTTP: an ``aiohttp.web`
 
 The fake records every request (``fake.calls``), stores every message the bot sends per chat
 (``fake.sent(chat_id)``) and lets the test inject user activity (``fake.user_sends_text`` /
-``user_sends_photo`` / ``user_presses_button``) that the bot receives through ``getUpdates``.
+``user_sends_photo`` / ``user_presses_button``) that the bot receives through ``getUpdates``,
+or, once the bot set a webhook, by POST (``fake.webhook``: tests/fakes/telegram_webhook.py).
 
 Realistic behaviour that the fake enforces (each one a real Telegram error, so a bug that would
 break in production breaks the test too): dates in Unix seconds, message ids per chat, text and
@@ -44,6 +45,7 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 from telegram.constants import ReactionEmoji
 
+from tests.fakes.telegram_webhook import GET_UPDATES_CONFLICT, FakeWebhook
 from tests.images import make_png
 
 __all__ = [
@@ -156,7 +158,6 @@ _HARMLESS = frozenset(
         "setmyname",
         "setchatmenubutton",
         "setmydefaultadministratorrights",
-        "setwebhook",
         "pinchatmessage",
         "unpinchatmessage",
         "unpinallchatmessages",
@@ -767,6 +768,7 @@ class FakeTelegram:
         self._pulse_event = asyncio.Event()
         self._closing = False
         self._runner: web.AppRunner | None = None
+        self.webhook = FakeWebhook(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -802,6 +804,7 @@ class FakeTelegram:
         """Stop quickly: pending long polls return ``[]`` and test waiters are released."""
         self._closing = True
         self._pulse()
+        await self.webhook.stop()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -1393,8 +1396,9 @@ class FakeTelegram:
         return {
             "getme": self._get_me,
             "getupdates": self._get_updates,
-            "deletewebhook": self._delete_webhook,
-            "getwebhookinfo": self._get_webhook_info,
+            "setwebhook": self.webhook.set_webhook,
+            "deletewebhook": self.webhook.delete_webhook,
+            "getwebhookinfo": self.webhook.get_webhook_info,
             "setmycommands": self._set_my_commands,
             "getmycommands": self._get_my_commands,
             "deletemycommands": self._delete_my_commands,
@@ -1432,6 +1436,8 @@ class FakeTelegram:
         }
 
     async def _get_updates(self, params: dict[str, Any], files: dict[str, UploadedFile]) -> Any:
+        if self.webhook.url:
+            raise ApiError(409, GET_UPDATES_CONFLICT)
         offset = params.get("offset")
         limit = int(params.get("limit") or 100)
         timeout = float(params.get("timeout") or 0)
@@ -1462,16 +1468,6 @@ class FakeTelegram:
                 await self._wait_pulse(remaining)
             finally:
                 self.long_polls -= 1
-
-    async def _delete_webhook(self, params: dict[str, Any], files: dict[str, UploadedFile]) -> Any:
-        if params.get("drop_pending_updates"):
-            self._pending.clear()
-        return True
-
-    async def _get_webhook_info(
-        self, params: dict[str, Any], files: dict[str, UploadedFile]
-    ) -> Any:
-        return {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
 
     @staticmethod
     def _commands_key(scope: Any, language_code: Any) -> tuple[str, str]:
