@@ -235,6 +235,7 @@ async def open_service(
             or DEFAULT_CFG_SCALE,
             max_side=settings.max_image_side,
             concurrency=settings.edit_concurrency,
+            global_api_concurrency=settings.global_api_concurrency,
             max_waiting=settings.max_waiting_per_user,
             lease=settings.job_lease_seconds,
             metrics=metrics,
