@@ -276,8 +276,7 @@ class TelegramBot:
             except TelegramError as exc:
                 log.warning("could not set the command menu (%s): %s", code or "default", exc)
 
-    # lifecycle: start() returns once polling runs; stop_receiving() then stop() shut down
-    async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
+    async def _connect(self) -> None:
         try:
             await self.app.initialize()
         except InvalidToken:
@@ -290,11 +289,21 @@ class TelegramBot:
                 f"cannot reach the Bot API at {self.api_url} ({exc}): check TELEGRAM_API_URL "
                 "and the network"
             ) from None
+
+    # lifecycle: start() returns once polling runs; stop_receiving() then stop() shut down
+    async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
+        await self._connect()
         await self._register_commands()
         await self.app.start()
         await self.app.bot.delete_webhook()  # polling needs it off
         self._polling = asyncio.create_task(self._poll(poll_timeout, poll_interval))
         log.info("Telegram bot @%s is running", self.app.bot.username)
+
+    async def start_sending_only(self) -> None:
+        """The Bot API for sending only (`stepedit run --workers-only`): no polling; the webhook
+        and the command menu stay as the receiving processes set them."""
+        await self._connect()
+        log.info("Telegram bot @%s only sends: nothing is received here", self.app.bot.username)
 
     async def stop_receiving(self) -> None:
         """Take no new updates, let the ones received finish (a while), and confirm those that

@@ -150,8 +150,7 @@ class DiscordBot:
         _hide_interaction_tokens()
         add_commands(self.tree, service, self.messenger)
 
-    # lifecycle: start() returns once connected; stop_receiving() then stop() shut down
-    async def start(self) -> None:
+    async def _login(self) -> None:
         # Both are read when used, so tests and proxies can stand in (see README).
         discord.http.Route.BASE = self.api_url
         if self.gateway_url:
@@ -167,6 +166,10 @@ class DiscordBot:
                 f"cannot reach Discord at {self.api_url} ({exc}): check DISCORD_API_URL and "
                 "the network"
             ) from None
+
+    # lifecycle: start() returns once connected; stop_receiving() then stop() shut down
+    async def start(self) -> None:
+        await self._login()
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.client.wait_until_ready())  # every shard of ours
         shards = len(self.shard_ids or [0])
@@ -179,6 +182,12 @@ class DiscordBot:
             ready.cancel()
             await self._fail_start()
         log.info("Discord bot %s is running", self.client.user)
+
+    async def start_sending_only(self) -> None:
+        """The REST API only (`stepedit run --workers-only`): no gateway connection, so nothing
+        is received here, and the messenger finds channels by id, not in the gateway's cache."""
+        await self._login()
+        log.info("Discord bot %s only sends: nothing is received here", self.client.user)
 
     async def _fail_start(self) -> None:
         error = None
