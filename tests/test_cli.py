@@ -25,6 +25,7 @@ from bot.service import EditService
 from storage.db import create_engine, migrate
 from storage.repo import SqlStore
 from tests.fakes.discord import ALICE as DISCORD_ALICE
+from tests.fakes.discord import BOB as DISCORD_BOB
 from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
 from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord import FakeDiscord
@@ -496,6 +497,55 @@ async def test_run_with_a_dead_primary_warns_and_edits_with_the_fallback(
         assert "EDIT_API_KEY" in log and "the fallback gpt-image-1.5 takes the edits" in log
         assert len(openai.requests) == 1 and stepfun.requests == []
         assert "sk-rejected-key" not in log
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+async def test_a_workers_only_process_answers_on_discord_through_rest_without_the_gateway(
+    tmp_path: Path,
+    stepfun: FakeStepFun,
+    fake_discord: FakeDiscord,
+    postgres_url: str,
+    client: StepFunBackend,
+) -> None:
+    """Two edits another process queued: one asked in a message (the picture replies to it),
+    one through a slash command, whose interaction token only its receiver has (the picture
+    goes to the channel, mentioning its user). No gateway connection is ever made."""
+    sent = fake_discord.user_sends(
+        DISCORD_GENERAL, DISCORD_ALICE, "make it rain", mentions_bot=True,
+        attachments=[("cat.jpg", make_image(320, 240), "image/jpeg")],
+    )  # fmt: skip
+    attachment = sent.attachments[0]
+    upload = FileRef("discord", f"{DISCORD_GENERAL}:{sent.id}:{attachment.id}",
+                     len(attachment.data), attachment.filename)  # fmt: skip
+    channel = ChatRef("discord", str(DISCORD_GENERAL), is_private=False)
+    store = SqlStore(create_engine(postgres_url))
+    try:
+        await migrate(store.engine)
+        receiver = EditService(store, client)  # admits only: its workers never start
+        for who, prompt, answer_to in (
+            (DISCORD_ALICE, "make it rain", str(sent.id)),
+            (DISCORD_BOB, "make it snow", f"i{sent.id + 1}:{DISCORD_BOB.id}"),
+        ):
+            user = UserRef("discord", str(who.id))
+            request = EditRequest(user, channel, prompt, upload=upload, answer_to=answer_to)
+            await receiver.submit(request)
+        env = discord_env(fake_discord, stepfun, DATABASE_URL=postgres_url)
+        async with running(tmp_path, env, "--workers-only") as worker:
+            pictures = [
+                await fake_discord.next_message(
+                    DISCORD_GENERAL, lambda m: m.from_bot and bool(m.attachments), timeout=30
+                )
+                for _ in range(2)
+            ]
+    finally:
+        await store.aclose()
+    assert worker.process.returncode == 0, worker.log
+    by_prompt = {("rain" if "make it rain" in p.content else "snow"): p for p in pictures}
+    rain, snow = by_prompt["rain"], by_prompt["snow"]
+    assert rain.referenced is not None and rain.referenced.id == sent.id
+    assert snow.content.startswith(f"<@{DISCORD_BOB.id}>")
+    assert fake_discord.connections == []  # REST only
 
 
 async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(
