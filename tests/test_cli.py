@@ -546,6 +546,7 @@ async def test_a_workers_only_process_answers_on_discord_through_rest_without_th
     assert rain.referenced is not None and rain.referenced.id == sent.id
     assert snow.content.startswith(f"<@{DISCORD_BOB.id}>")
     assert fake_discord.connections == []  # REST only
+    assert fake_discord.command_syncs == []  # the receiving processes register the commands
 
 
 async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(

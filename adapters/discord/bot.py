@@ -145,6 +145,7 @@ class DiscordBot:
         self.tree: app_commands.CommandTree[_AnyClient] = _GatedTree(self.client)
         self.messenger = DiscordMessenger(self.client)
         self.accepting = True
+        self.sending_only = False  # start_sending_only: no gateway, no command sync
         self._connection: asyncio.Task[None] | None = None
         self._order = _InOrder()
         _hide_interaction_tokens()
@@ -185,7 +186,9 @@ class DiscordBot:
 
     async def start_sending_only(self) -> None:
         """The REST API only (`stepedit run --workers-only`): no gateway connection, so nothing
-        is received here, and the messenger finds channels by id, not in the gateway's cache."""
+        is received here, and the messenger finds channels by id, not in the gateway's cache.
+        The slash commands are left to the receiving processes to register."""
+        self.sending_only = True
         await self._login()
         log.info("Discord bot %s only sends: nothing is received here", self.client.user)
 
@@ -218,9 +221,10 @@ class DiscordBot:
 
     async def setup(self) -> None:
         """At login: the buttons, and the slash commands, registered by the process that
-        holds shard 0 alone (every process's tree is the same; one speaks for them)."""
+        holds shard 0 alone (every process's tree is the same; one speaks for them), never by
+        one that only sends."""
         self.client.add_dynamic_items(StepeditButton)
-        if self.shard_ids is not None and 0 not in self.shard_ids:
+        if self.sending_only or (self.shard_ids is not None and 0 not in self.shard_ids):
             return
         try:
             await self.tree.sync()
