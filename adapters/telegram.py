@@ -285,8 +285,7 @@ class TelegramBot:
             except TelegramError as exc:
                 log.warning("could not set the command menu (%s): %s", code or "default", exc)
 
-    # lifecycle: start() returns once polling runs; stop_receiving() then stop() shut down
-    async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
+    async def _connect(self) -> None:
         try:
             await self.app.initialize()
         except InvalidToken:
@@ -299,6 +298,10 @@ class TelegramBot:
                 f"cannot reach the Bot API at {self.api_url} ({exc}): check TELEGRAM_API_URL "
                 "and the network"
             ) from None
+
+    # lifecycle: start() returns once polling runs; stop_receiving() then stop() shut down
+    async def start(self, *, poll_timeout: int = 30, poll_interval: float = 0.0) -> None:
+        await self._connect()
         await self._register_commands()
         await self.app.start()
         types = update_types(self.app.handlers)
@@ -323,6 +326,12 @@ class TelegramBot:
                 info.url.partition("?")[0],
             )
         await self.app.bot.delete_webhook()
+
+    async def start_sending_only(self) -> None:
+        """The Bot API for sending only (`stepedit run --workers-only`): no polling; the webhook
+        and the command menu stay as the receiving processes set them."""
+        await self._connect()
+        log.info("Telegram bot @%s only sends: nothing is received here", self.app.bot.username)
 
     async def stop_receiving(self) -> None:
         """Take no new updates, let the ones received finish (a while), and confirm those that

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         setup_logging(settings.log_level, settings.secrets(), settings.log_format)
         if args.command == "run":
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, workers_only=args.workers_only))
         elif args.command == "webhook":
             from adapters.telegram import webhook_command
 
@@ -83,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepedit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="start every platform whose token is set")
+    run = commands.add_parser("run", help="start every platform whose token is set")
+    only = "receive nothing: only work the queue, sending through each platform's API"
+    run.add_argument("--workers-only", action="store_true", help=only + " (PostgreSQL)")
     webhook = commands.add_parser("webhook", help="set, delete or show Telegram's webhook")
     webhook.add_argument("action", choices=("set", "delete", "info"))
     edit = commands.add_parser("edit", help="edit one image from the shell, to check settings")
@@ -241,6 +243,7 @@ async def open_service(
             or DEFAULT_CFG_SCALE,
             max_side=settings.max_image_side,
             concurrency=settings.edit_concurrency,
+            global_api_concurrency=settings.global_api_concurrency,
             max_waiting=settings.max_waiting_per_user,
             lease=settings.job_lease_seconds,
             metrics=metrics,
@@ -269,6 +272,7 @@ class Platform(Protocol):
     def connected(self) -> bool: ...
 
     async def start(self) -> None: ...
+    async def start_sending_only(self) -> None: ...
     async def stop_receiving(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -305,22 +309,25 @@ def platforms(settings: Settings, service: EditService) -> list[Platform]:
     return found
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, workers_only: bool = False) -> None:
+    """`stepedit run`; `workers_only`: receive nothing, only work the queue and send."""
     if settings.telegram_bot_token is None and settings.discord_bot_token is None:
         raise ConfigError(
             "nothing to run: set TELEGRAM_BOT_TOKEN (get one from @BotFather) and/or "
             "DISCORD_BOT_TOKEN (from the Discord Developer Portal) in the environment or .env"
         )
+    if workers_only:
+        _refuse_sqlite(settings.database_url)
     async with open_service(settings, settings.database_url) as service:
         started: list[Platform] = []
         planned = platforms(settings, service)
-        http = _http_server(settings, service, planned)
+        http = _http_server(settings, service, [] if workers_only else planned)
         try:
             if http is not None:
                 await _serve_http(http)
             for platform in planned:
                 service.attach(platform.messenger)
-                await platform.start()
+                await (platform.start_sending_only() if workers_only else platform.start())
                 started.append(platform)
             await service.start()
             await _until_stopped()
@@ -333,6 +340,16 @@ async def serve(settings: Settings) -> None:
                 await running.stop()
             if http is not None:
                 await http.stop()
+
+
+def _refuse_sqlite(database_url: str) -> None:
+    from storage.db import is_sqlite
+
+    if is_sqlite(database_url):
+        raise ConfigError(
+            "--workers-only works the queue beside other processes, and SQLite serves one "
+            "process: set DATABASE_URL to PostgreSQL (postgresql://…), or run without it"
+        )
 
 
 async def _serve_http(http: HttpServer) -> None:

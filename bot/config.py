@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     edit_timeout: float = Field(default=60.0, gt=0)
     edit_retries: int = Field(default=3, ge=0, le=10)
     edit_concurrency: int = Field(default=4, ge=1, le=64)
+    global_api_concurrency: int | None = Field(default=None, ge=1, le=1000)  # all processes
     max_waiting_per_user: int = Field(default=5, ge=1, le=100)
     job_lease_seconds: float = Field(default=30.0, ge=1, le=600)
 
@@ -176,6 +177,7 @@ class Settings(BaseSettings):
         "fallback_price",
         "default_steps",
         "default_cfg_scale",
+        "global_api_concurrency",
         mode="before",
     )
     @classmethod

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from datetime import datetime, timedelta
 
 from bot import upkeep
+from bot.api_slots import ApiSlots
 from bot.context import Context
 from bot.domain import Address, Admission, EditRecord, EditStatus, Lease
 from bot.notes import JobNotes
@@ -45,6 +46,7 @@ class JobEngine:
         lease: float = LEASE_SECONDS,
         poll: float = POLL_SECONDS,
         note_interval: float = 4.0,
+        global_api_concurrency: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.pictures = pictures
@@ -55,7 +57,8 @@ class JobEngine:
         # Twice as many workers as API calls: while some call the API, others fetch photos or
         # deliver results, so the paid slots never wait for the chat platform.
         self._workers = 2 * ctx.concurrency
-        self.api_slots = asyncio.Semaphore(ctx.concurrency)
+        self.api_slots = ApiSlots(ctx.store, ctx.clock, owner=self.owner, local=ctx.concurrency,
+                                  shared=global_api_concurrency, lease=lease)  # fmt: skip
         self.committed: set[int] = set()  # held edits past their API call's start
         self.notes = JobNotes(ctx, min_interval=note_interval)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
@@ -305,13 +308,15 @@ class JobEngine:
                 log.exception("could not look for queued jobs")
 
     async def _heartbeat(self) -> None:
-        """Renew the leases of the jobs held here; requeue those of processes that died."""
+        """Renew the leases of the jobs and API slots held here; requeue the jobs of processes
+        that died."""
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
                 mine = self._leased()
                 if mine:
                     await self.ctx.store.renew_leases(self.owner, mine, self.lease_end())
+                await self.api_slots.renew()
                 if await self.ctx.store.requeue_expired(self.ctx.clock(), keep=mine):
                     self._nudge()
             except Exception:

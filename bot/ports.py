@@ -31,6 +31,7 @@ from bot.imaging import PictureLimits
 
 __all__ = [
     "AccountsStore",
+    "ApiSlotsStore",
     "DeliveryStore",
     "EditStore",
     "EventsStore",
@@ -340,9 +341,25 @@ class MessagesStore(Protocol):
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None: ...
 
 
+class ApiSlotsStore(Protocol):
+    """GLOBAL_API_CONCURRENCY's slots, shared by every process on the database: an edit API
+    call holds one while it runs, under a lease its process renews."""
+
+    async def take_api_slot(self, holder: str, size: int, now: datetime, until: datetime) -> bool:
+        """Take one of `size` slots for `holder` until `until`: a free one, or one whose lease
+        ran out before `now` (its process died); False if all are held."""
+        ...
+
+    async def renew_api_slots(self, holders: list[str], until: datetime) -> None: ...
+    async def release_api_slot(self, holder: str) -> None:
+        """Free `holder`'s slot (nothing if it holds none)."""
+        ...
+
+
 class EditStore(
-    AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore, Protocol
-):
+    AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore,
+    ApiSlotsStore, Protocol,
+):  # fmt: skip
     """Persistent state: every part above, in one object. Every method is one transaction
     (unless its docstring says why not); all are safe for concurrent callers (including other
     processes sharing the database)."""

@@ -56,6 +56,7 @@ class EditService:
         default_cfg_scale: float = 1.0,
         max_side: int = MAX_SIDE,
         concurrency: int = 4,
+        global_api_concurrency: int | None = None,
         max_waiting: int = MAX_WAITING_PER_USER,
         lease: float = LEASE_SECONDS,
         poll: float = POLL_SECONDS,
@@ -75,7 +76,8 @@ class EditService:
         pictures = Pictures(ctx)
         self.gate = gate = Gate(ctx)
         self.engine = engine = JobEngine(ctx, pictures, lease=lease, poll=poll,
-                                         note_interval=note_interval)  # fmt: skip
+                                         note_interval=note_interval,
+                                         global_api_concurrency=global_api_concurrency)  # fmt: skip
         engine.deliver_with(Delivery(ctx, engine, pictures).run)
         self.operator = Operator(ctx, gate)
         admissions = Admissions(ctx, gate, engine, pictures, self.operator)

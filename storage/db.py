@@ -79,6 +79,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def is_sqlite(url: str) -> bool:
+    """Whether `url` names a SQLite database (which serves one process)."""
+    return url.partition("://")[0].partition("+")[0].strip().lower() == "sqlite"
+
+
 def safe_url(url: str | URL) -> str:
     """The URL with its password masked, fit for logs and error messages."""
     return make_url(url).render_as_string(hide_password=True)

@@ -184,6 +184,18 @@ class BotValue(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class ApiSlot(Base):
+    """One of GLOBAL_API_CONCURRENCY's slots: an edit API call in flight holds one (`holder`:
+    the process and the call) until it ends, under a lease its process renews; a slot whose
+    lease ran out (its process died) is free again. Rows are made as processes ask for them."""
+
+    __tablename__ = "api_slots"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(128))
+    held_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class Image(Base):
     """An image's bytes; or, while `data` is empty and `file_id` set, a platform file not
     fetched yet (a photo is only fetched when an edit of it runs, after that edit was admitted;

@@ -8,6 +8,7 @@ queries, over the plumbing they share (storage/base.py: transactions, SQLite's o
     storage/jobs.py       admission, fair claims, leases, hand-backs, cancels, the line
     storage/delivery.py   results, delivery, the end of an edit, notes, leftovers
     storage/messages.py   which message shows which image; each user's current image per chat
+    storage/api_slots.py  GLOBAL_API_CONCURRENCY's slots, shared by every process
 
 The ledger's moves (storage/ledger.py) and rows as domain values (storage/records.py) are
 functions the parts share, in the caller's transaction.
@@ -16,6 +17,7 @@ functions the parts share, in the caller's transaction.
 from __future__ import annotations
 
 from storage.accounts import SqlAccounts
+from storage.api_slots import SqlApiSlots
 from storage.delivery import SqlDelivery
 from storage.events import SqlEvents
 from storage.images import SqlImages
@@ -25,5 +27,5 @@ from storage.messages import SqlMessages
 __all__ = ["FAIR_WINDOW", "SqlStore"]
 
 
-class SqlStore(SqlAccounts, SqlEvents, SqlImages, SqlJobs, SqlDelivery, SqlMessages):
+class SqlStore(SqlAccounts, SqlEvents, SqlImages, SqlJobs, SqlDelivery, SqlMessages, SqlApiSlots):
     """Persistent state in one SQL database. Owns `engine`: `aclose()` disposes it."""

@@ -19,8 +19,13 @@ import httpx
 import pytest
 
 from bot import console
-from storage.db import migrate
+from bot.backends.stepfun import StepFunBackend
+from bot.domain import ChatRef, EditRequest, EditStatus, FileRef, UserRef
+from bot.service import EditService
+from storage.db import create_engine, migrate
+from storage.repo import SqlStore
 from tests.fakes.discord import ALICE as DISCORD_ALICE
+from tests.fakes.discord import BOB as DISCORD_BOB
 from tests.fakes.discord import GENERAL_ID as DISCORD_GENERAL
 from tests.fakes.discord import TOKEN as DISCORD_TOKEN
 from tests.fakes.discord import FakeDiscord
@@ -84,11 +89,11 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(cwd: Path, env: dict[str, str]) -> AsyncIterator[Running]:
-    """`stepedit run` while the body runs, then SIGTERM and its exit. Its stderr is read while it
-    runs (a full pipe would block the bot's logging) and kept in `.log`."""
+async def running(cwd: Path, env: dict[str, str], *options: str) -> AsyncIterator[Running]:
+    """`stepedit run` (with `options`) while the body runs, then SIGTERM and its exit. Its
+    stderr is read while it runs (a full pipe would block the bot's logging) and kept in `.log`."""
     process = await asyncio.create_subprocess_exec(
-        STEPEDIT, "run", cwd=cwd, env=env,
+        STEPEDIT, "run", *options, cwd=cwd, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
@@ -270,6 +275,65 @@ async def test_a_second_process_on_one_sqlite_file_is_refused_with_one_line(
     assert "PostgreSQL" in last and "Traceback" not in err
 
 
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+async def test_a_workers_only_process_edits_what_another_queued_and_sends_it_through_the_api(
+    tmp_path: Path,
+    stepfun: FakeStepFun,
+    telegram: FakeTelegram,
+    postgres_url: str,
+    client: StepFunBackend,
+) -> None:
+    """A receiving process queued the edit (here: a service in the test, on the same
+    PostgreSQL); `stepedit run --workers-only` edits it and sends the picture with sendPhoto,
+    never polling for updates (nor touching the webhook or the command menu)."""
+    photo = telegram.user_sends_photo(79, FakeUser(id=79, first_name="Cy"), make_image(160, 120),
+                                      caption="make it snow")  # fmt: skip
+    assert photo.photo is not None
+    biggest = photo.photo[-1]
+    store = SqlStore(create_engine(postgres_url))
+    try:
+        await migrate(store.engine)
+        receiver = EditService(store, client)  # admits only: its workers never start
+        upload = FileRef("telegram", biggest["file_id"], biggest["file_size"], None)
+        request = EditRequest(
+            UserRef("telegram", "79"),
+            ChatRef("telegram", "79"),
+            "make it snow",
+            upload=upload,
+            answer_to=str(photo.message_id),
+        )
+        edit_id = (await receiver.submit(request)).edit_id  # fmt: skip
+        port = free_port()
+        env = wired_to(telegram, stepfun, DATABASE_URL=postgres_url, HTTP_PORT=str(port))
+        async with running(tmp_path, env, "--workers-only") as worker:
+            sent = await telegram.wait_for_message(79, lambda m: m.kind == "photo", timeout=30)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                ready = await http.get("/readyz")  # no platform of its own to wait for
+        edit = await store.get_edit(edit_id)
+    finally:
+        await store.aclose()
+    assert worker.process.returncode == 0, worker.log
+    assert decode(sent.photo_bytes).size == (160, 120)
+    assert sent.reply_to is not None and sent.reply_to.message_id == photo.message_id
+    assert edit is not None and edit.status == EditStatus.SUCCEEDED
+    assert ready.status_code == 200, ready.text
+    called = set(telegram.methods(include_polling=True))
+    assert not called & {"getUpdates", "deleteWebhook", "setWebhook", "setMyCommands"}, called
+    assert "only sends" in worker.log
+
+
+async def test_workers_only_on_sqlite_is_refused_with_one_line(
+    tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
+) -> None:
+    code, _, err = await run("run", "--workers-only", cwd=tmp_path,
+                             env=wired_to(telegram, stepfun))  # fmt: skip
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "--workers-only" in err and "PostgreSQL" in err and "DATABASE_URL" in err
+    assert telegram.calls == []  # refused before anything is asked of a platform
+
+
 async def test_a_database_migrated_by_a_newer_version_is_refused_with_one_line(
     tmp_path: Path, stepfun: FakeStepFun, telegram: FakeTelegram
 ) -> None:
@@ -433,6 +497,56 @@ async def test_run_with_a_dead_primary_warns_and_edits_with_the_fallback(
         assert "EDIT_API_KEY" in log and "the fallback gpt-image-1.5 takes the edits" in log
         assert len(openai.requests) == 1 and stepfun.requests == []
         assert "sk-rejected-key" not in log
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(90)
+async def test_a_workers_only_process_answers_on_discord_through_rest_without_the_gateway(
+    tmp_path: Path,
+    stepfun: FakeStepFun,
+    fake_discord: FakeDiscord,
+    postgres_url: str,
+    client: StepFunBackend,
+) -> None:
+    """Two edits another process queued: one asked in a message (the picture replies to it),
+    one through a slash command, whose interaction token only its receiver has (the picture
+    goes to the channel, mentioning its user). No gateway connection is ever made."""
+    sent = fake_discord.user_sends(
+        DISCORD_GENERAL, DISCORD_ALICE, "make it rain", mentions_bot=True,
+        attachments=[("cat.jpg", make_image(320, 240), "image/jpeg")],
+    )  # fmt: skip
+    attachment = sent.attachments[0]
+    upload = FileRef("discord", f"{DISCORD_GENERAL}:{sent.id}:{attachment.id}",
+                     len(attachment.data), attachment.filename)  # fmt: skip
+    channel = ChatRef("discord", str(DISCORD_GENERAL), is_private=False)
+    store = SqlStore(create_engine(postgres_url))
+    try:
+        await migrate(store.engine)
+        receiver = EditService(store, client)  # admits only: its workers never start
+        for who, prompt, answer_to in (
+            (DISCORD_ALICE, "make it rain", str(sent.id)),
+            (DISCORD_BOB, "make it snow", f"i{sent.id + 1}:{DISCORD_BOB.id}"),
+        ):
+            user = UserRef("discord", str(who.id))
+            request = EditRequest(user, channel, prompt, upload=upload, answer_to=answer_to)
+            await receiver.submit(request)
+        env = discord_env(fake_discord, stepfun, DATABASE_URL=postgres_url)
+        async with running(tmp_path, env, "--workers-only") as worker:
+            pictures = [
+                await fake_discord.next_message(
+                    DISCORD_GENERAL, lambda m: m.from_bot and bool(m.attachments), timeout=30
+                )
+                for _ in range(2)
+            ]
+    finally:
+        await store.aclose()
+    assert worker.process.returncode == 0, worker.log
+    by_prompt = {("rain" if "make it rain" in p.content else "snow"): p for p in pictures}
+    rain, snow = by_prompt["rain"], by_prompt["snow"]
+    assert rain.referenced is not None and rain.referenced.id == sent.id
+    assert snow.content.startswith(f"<@{DISCORD_BOB.id}>")
+    assert fake_discord.connections == []  # REST only
+    assert fake_discord.command_syncs == []  # the receiving processes register the commands
 
 
 async def test_run_with_both_tokens_serves_telegram_and_discord_in_one_process(

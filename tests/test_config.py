@@ -89,6 +89,19 @@ def test_every_bad_value_is_named_in_one_line(monkeypatch: pytest.MonkeyPatch) -
     assert "not-a-token-secret-value" not in message
 
 
+def test_the_global_api_cap_is_off_unless_set_and_at_least_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().global_api_concurrency is None
+    monkeypatch.setenv("GLOBAL_API_CONCURRENCY", "")  # as .env.example leaves it
+    assert load_settings().global_api_concurrency is None
+    monkeypatch.setenv("GLOBAL_API_CONCURRENCY", "6")
+    assert load_settings().global_api_concurrency == 6
+    monkeypatch.setenv("GLOBAL_API_CONCURRENCY", "0")
+    with pytest.raises(ConfigError, match="GLOBAL_API_CONCURRENCY"):
+        load_settings()
+
+
 def test_secrets_are_hidden_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDIT_API_KEY", "sk-very-secret")
     settings = load_settings()

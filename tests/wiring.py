@@ -20,6 +20,7 @@ from bot.service import EditService
 SERVICE_SETTINGS = {
     "daily_quota": "daily_quota",
     "concurrency": "edit_concurrency",
+    "global_api_concurrency": "global_api_concurrency",
     "max_waiting": "max_waiting_per_user",
     "lease": "job_lease_seconds",
     "max_side": "max_image_side",

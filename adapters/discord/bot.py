@@ -145,13 +145,13 @@ class DiscordBot:
         self.tree: app_commands.CommandTree[_AnyClient] = _GatedTree(self.client)
         self.messenger = DiscordMessenger(self.client)
         self.accepting = True
+        self.sending_only = False  # start_sending_only: no gateway, no command sync
         self._connection: asyncio.Task[None] | None = None
         self._order = _InOrder()
         _hide_interaction_tokens()
         add_commands(self.tree, service, self.messenger)
 
-    # lifecycle: start() returns once connected; stop_receiving() then stop() shut down
-    async def start(self) -> None:
+    async def _login(self) -> None:
         # Both are read when used, so tests and proxies can stand in (see README).
         discord.http.Route.BASE = self.api_url
         if self.gateway_url:
@@ -167,6 +167,10 @@ class DiscordBot:
                 f"cannot reach Discord at {self.api_url} ({exc}): check DISCORD_API_URL and "
                 "the network"
             ) from None
+
+    # lifecycle: start() returns once connected; stop_receiving() then stop() shut down
+    async def start(self) -> None:
+        await self._login()
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.client.wait_until_ready())  # every shard of ours
         shards = len(self.shard_ids or [0])
@@ -179,6 +183,14 @@ class DiscordBot:
             ready.cancel()
             await self._fail_start()
         log.info("Discord bot %s is running", self.client.user)
+
+    async def start_sending_only(self) -> None:
+        """The REST API only (`stepedit run --workers-only`): no gateway connection, so nothing
+        is received here, and the messenger finds channels by id, not in the gateway's cache.
+        The slash commands are left to the receiving processes to register."""
+        self.sending_only = True
+        await self._login()
+        log.info("Discord bot %s only sends: nothing is received here", self.client.user)
 
     async def _fail_start(self) -> None:
         error = None
@@ -209,9 +221,10 @@ class DiscordBot:
 
     async def setup(self) -> None:
         """At login: the buttons, and the slash commands, registered by the process that
-        holds shard 0 alone (every process's tree is the same; one speaks for them)."""
+        holds shard 0 alone (every process's tree is the same; one speaks for them), never by
+        one that only sends."""
         self.client.add_dynamic_items(StepeditButton)
-        if self.shard_ids is not None and 0 not in self.shard_ids:
+        if self.sending_only or (self.shard_ids is not None and 0 not in self.shard_ids):
             return
         try:
             await self.tree.sync()

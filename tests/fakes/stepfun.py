@@ -23,6 +23,8 @@ Use the `stepfun` fixture (exported in tests/conftest.py) or, from any test modu
     fake.malformed_next("not_json")    a broken 200 answer (MALFORMED_KINDS)
     fake.filter_next()                 200 with finish_reason "content_filtered", no image
     fake.delay = 0.5                   latency before each edit answer (requests overlap)
+    fake.peak_in_flight                the most image requests it answered at once (each one's
+                                       .alongside: the others in flight when it came)
     fake.response_format_override      answer "url" or "b64_json" whatever was asked
     fake.file_redirects["abc"] = url   GET /files/abc.png answers 302 to url
     fake.models_status = 404           make GET /v1/models fail (a server without /models)
@@ -142,6 +144,7 @@ class RecordedRequest:
     fault: str | None = None  # the injected fault that answered it, if any
     path: str = EDITS_PATH
     body: Any = None  # a generation's JSON body as parsed (typed values), None if not JSON
+    alongside: list[RecordedRequest] = field(default_factory=list)  # in flight as it came
 
 
 @dataclass
@@ -253,6 +256,8 @@ class FakeStepFun:
         self.files: dict[str, bytes] = {}
         self.file_redirects: dict[str, str] = {}  # file id -> where GET /files/<id>.png redirects
         self.generations_missing: int | None = None  # 404/405: no POST /v1/images/generations
+        self.in_flight: list[RecordedRequest] = []  # image requests read, not yet answered
+        self.peak_in_flight = 0
         self._faults: deque[_Fault] = deque()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -448,6 +453,20 @@ class FakeStepFun:
     ) -> web.StreamResponse:
         """Wait `delay`, then answer with the next fault if one is queued, else with `answer()`
         (a refused request as an OpenAI-style error)."""
+        record.alongside = list(self.in_flight)
+        self.in_flight.append(record)
+        self.peak_in_flight = max(self.peak_in_flight, len(self.in_flight))
+        try:
+            return await self._answer(request, record, answer)
+        finally:
+            self.in_flight.remove(record)
+
+    async def _answer(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        answer: Callable[[], Awaitable[web.Response]],
+    ) -> web.StreamResponse:
         if self.delay > 0:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.delay)
