@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.domain import (
     Admission,
@@ -189,12 +190,25 @@ class SqlJobs(SqlBase):
         self, session: AsyncSession, owner: str, lease_until: datetime, platforms: list[str]
     ) -> EditRecord | None:
         busy_users = select(Edit.user_id).where(Edit.status.in_(EditStatus.WORKING))
+        # Only each user's first waiting edit: on PostgreSQL a row another process is taking
+        # is skipped (SKIP LOCKED), and its user's next edit must not start in its place.
+        earlier = aliased(Edit)
+        waits_behind = (
+            select(earlier.id)
+            .where(
+                earlier.user_id == Edit.user_id,
+                earlier.status == EditStatus.QUEUED,
+                earlier.id < Edit.id,
+            )
+            .exists()
+        )
         pick = (
             select(Edit.id)
             .where(
                 Edit.status == EditStatus.QUEUED,
                 Edit.platform.in_(platforms),
                 Edit.user_id.not_in(busy_users),
+                ~waits_behind,
             )
             .order_by(Edit.rank, Edit.id)
             .limit(1)
