@@ -58,9 +58,10 @@ class JobNotes:
 
     async def report_places(self) -> None:
         """Tell waiting users their place when it changed enough to matter (the notes' own
-        budget decides how often that reaches the chat)."""
+        budget decides how often that reaches the chat), and close what ended elsewhere."""
         while True:
             await asyncio.sleep(PLACE_EVERY)
+            await self._close_ended()
             if not self._waiting:
                 continue
             try:
@@ -74,6 +75,23 @@ class JobNotes:
                     self._waiting.pop(edit_id, None)
                 elif place < shown and (place <= 3 or place <= shown * 3 // 4):
                     self.board.show_place(edit_id, key, place)
+
+    async def _close_ended(self) -> None:
+        """A request admitted here may be taken and ended by another process, which this
+        board never hears of: ended requests are read from the database, and their notes go
+        once nothing they stand for is open."""
+        shown = self.board.open_edits()
+        if not shown:
+            return
+        try:
+            still = await self.ctx.store.still_open(list(shown))
+        except Exception:
+            log.exception("could not read which requests ended")
+            return
+        for edit_id, key in shown.items():
+            if edit_id not in still:
+                self._waiting.pop(edit_id, None)
+                self.board.done(edit_id, key)
 
     async def _forget(self, where: Address, note_id: str) -> None:
         await self.ctx.store.forget_note(where.platform, where.chat_id, note_id)

@@ -242,6 +242,10 @@ class JobsStore(Protocol):
         """Each queued edit's place in the line (1 = next); edits not queued are left out."""
         ...
 
+    async def still_open(self, edit_ids: list[int]) -> set[int]:
+        """Those of `edit_ids` that have not ended (whichever process holds them)."""
+        ...
+
     async def get_edit(self, edit_id: int) -> EditRecord | None: ...
 
 

@@ -182,6 +182,10 @@ class NoteBoard:
             del self._notes[key]
         self._pump(key, note)
 
+    def open_edits(self) -> dict[int, NoteKey]:
+        """The requests the notes stand for now, each with its note's key."""
+        return {edit_id: key for key, note in self._notes.items() for edit_id in note.places}
+
     def place_of(self, key: NoteKey, edit_id: int) -> int | None:
         note = self._notes.get(key)
         return None if note is None else note.places.get(edit_id)

@@ -334,6 +334,11 @@ class SqlJobs(SqlBase):
             )
             return {edit_id: place for place, edit_id in enumerate(line, 1) if edit_id in wanted}
 
+    async def still_open(self, edit_ids: list[int]) -> set[int]:
+        query = select(Edit.id).where(Edit.id.in_(edit_ids), Edit.status.in_(EditStatus.OPEN))
+        async with self._tx(read_only=True) as session:
+            return set(await session.scalars(query))
+
     async def get_edit(self, edit_id: int) -> EditRecord | None:
         async with self._tx(read_only=True) as session:
             row = await session.get(Edit, edit_id)
