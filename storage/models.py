@@ -286,6 +286,8 @@ class Edit(Base):
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture
+    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each
+    pictures: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(CleanText)
     queued_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -296,6 +298,20 @@ class Edit(Base):
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EditSource(Base):
+    """The pictures of an edit of several (an album), in the order sent (position 0 is the
+    edit's own source), and, where the backend edits one picture at a time, each one's result."""
+
+    __tablename__ = "edit_sources"
+
+    edit_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("edits.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
+    result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
 
 
 class ShownMessage(Base):
