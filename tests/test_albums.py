@@ -44,9 +44,9 @@ async def openai_service(start_service: StartService) -> AsyncIterator[tuple[Edi
             await editor.aclose()
 
 
-def album(messenger: FakeMessenger, *photos: bytes, prompt: str = "put the hat on the cat") -> (
-    EditRequest
-):
+def album(
+    messenger: FakeMessenger, *photos: bytes, prompt: str = "put the hat on the cat"
+) -> EditRequest:
     """Several photos in one request, as an adapter submits an album."""
     first, *others = (messenger.upload(photo, f"p{i}.png") for i, photo in enumerate(photos, 1))
     more = tuple(Upload(upload) for upload in others)
