@@ -108,6 +108,22 @@ class Upload:
     origin: MessageRef | None = None
 
 
+@dataclass(frozen=True)
+class AlbumPart:
+    """One picture of an album a platform sends as separate messages (Telegram's media group),
+    kept until the album is complete. `prompt`: what its caption asks of the bot (None: no
+    caption for the bot); `addressed`: whether it was meant for the bot (see bot.presenter)."""
+
+    album: str  # the platform's id of the album
+    user: UserRef
+    chat: ChatRef
+    file: FileRef
+    origin: MessageRef
+    prompt: str | None = None
+    addressed: bool = True
+    language: str = "en"
+
+
 # Pictures one request may hold: a Telegram album's most (Discord takes ten attachments too).
 MAX_PICTURES = 10
 

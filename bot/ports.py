@@ -12,6 +12,7 @@ from bot.backends.base import ImageEditor
 from bot.domain import (
     Address,
     Admission,
+    AlbumPart,
     EditPicture,
     EditRecord,
     EditTimings,
@@ -371,9 +372,28 @@ class ApiSlotsStore(Protocol):
         ...
 
 
+class AlbumsStore(Protocol):
+    """Albums that arrive as separate messages, collected whichever process receives each."""
+
+    async def keep_album_part(self, part: AlbumPart, now: datetime) -> bool:
+        """Keep one part (a redelivered one changes nothing); False if its album was taken."""
+        ...
+
+    async def take_album(
+        self, platform: str, chat_id: str, album: str, quiet_since: datetime
+    ) -> list[AlbumPart]:
+        """The album's parts, once, to one caller: if no part came after `quiet_since` and
+        nobody took them before; else nothing."""
+        ...
+
+    async def quiet_albums(self, platforms: list[str], since: datetime) -> list[tuple[str, ...]]:
+        """(platform, chat id, album) of albums not taken whose last part came before `since`."""
+        ...
+
+
 class EditStore(
     AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore,
-    ApiSlotsStore, Protocol,
+    ApiSlotsStore, AlbumsStore, Protocol,
 ):  # fmt: skip
     """Persistent state: every part above, in one object. Every method is one transaction
     (unless its docstring says why not); all are safe for concurrent callers (including other

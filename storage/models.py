@@ -314,6 +314,23 @@ class EditSource(Base):
     result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
 
 
+class AlbumPartRow(Base):
+    """A picture of an album that arrives as separate messages (Telegram's media groups), kept
+    until the album is taken as one request (`taken`; kept a while after, so a late or
+    redelivered part is known as one of a taken album). `part`: bot.domain.AlbumPart as JSON."""
+
+    __tablename__ = "album_parts"
+    __table_args__ = (Index("ix_album_parts_received_at", "received_at"),)
+
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    album_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    part: Mapped[str] = mapped_column(CleanText)
+    taken: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ShownMessage(Base):
     """Which image (and edit) one chat message shows, so a reply to it can refine that image."""
 
