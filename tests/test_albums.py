@@ -5,16 +5,28 @@ takes refused before anything is fetched; Reroll sends the same pictures again."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bot.backends import make_backend
-from bot.domain import EditRequest, EditStatus, Upload
+from bot.domain import (
+    AlbumPart,
+    ChatRef,
+    EditRequest,
+    EditStatus,
+    FileRef,
+    MessageRef,
+    Upload,
+    UserRef,
+)
 from bot.errors import QuotaExceeded, TooManyPictures
 from bot.service import EditService
 from bot.texts import error_text
+from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.openai import run_fake_openai
 from tests.images import make_image
@@ -121,3 +133,21 @@ def _color(data: bytes) -> tuple[int, ...]:
         pixel = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
     assert isinstance(pixel, tuple)
     return tuple(round(channel, -1) for channel in pixel)
+
+
+async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: SqlStore) -> None:
+    now = datetime.now(UTC)
+    user, chat = UserRef("test", "alice"), ChatRef("test", "chat-1")
+
+    def part(message_id: str) -> AlbumPart:
+        origin = MessageRef("test", "chat-1", message_id)
+        return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
+
+    assert await store.keep_album_part(part("1"), now)
+    assert await store.keep_album_part(part("2"), now)
+    assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
+    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1)) == []
+    takers = [store.take_album("test", "chat-1", "a1", now) for _ in range(3)]
+    taken = await asyncio.gather(*takers)
+    assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
+    assert not await store.keep_album_part(part("3"), now)  # its album was taken
