@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import warnings
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
@@ -62,6 +62,7 @@ from bot.commands import TEXT_COMMANDS, Asked
 from bot.config import ConfigError, Settings
 from bot.domain import (
     Address,
+    AlbumPart,
     ChatRef,
     EditRequest,
     FileRef,
@@ -80,7 +81,6 @@ log = logging.getLogger("stepedit.telegram")
 
 PLATFORM = "telegram"
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # the cloud Bot API's getFile limit
-ALBUMS_REMEMBERED = 1000
 POLL_RETRY_SECONDS = 2.0  # after a failed getUpdates
 GROUP_ACTION_SECONDS = 20.0  # "sending photo…" in a group at most this often
 # Updates from private chats handled at once, across lanes: a flood waits its turn here rather
@@ -211,7 +211,6 @@ class TelegramBot:
     ) -> None:
         self.service = service
         self.api_url = api_url
-        self._albums: OrderedDict[str, None] = OrderedDict()  # presentation state only
         self.app = _application(token, api_url, rate_limit=rate_limit)
         self.messenger = TelegramMessenger(self.app.bot)
         # Webhook mode (TELEGRAM_WEBHOOK_URL): Telegram posts updates to `webhook.path`.
@@ -574,31 +573,24 @@ class TelegramBot:
         if message is None or user is None:
             return
         said = Addressing(message.caption or "", context.bot.username)
-        if not self._for_us(message, said, await self._known_reply(message), context):
+        for_us = self._for_us(message, said, await self._known_reply(message), context)
+        if message.media_group_id is not None:  # one picture of an album: collected first
+            part = AlbumPart(
+                message.media_group_id, user, chat_ref(message), checked_file(message),
+                message_ref(message), said.prompt or None, for_us, lang_of(update),
+            )  # fmt: skip
+            await self.service.album_part(part)
+            return
+        if not for_us:
             return  # a group photo not meant for us: no download, no API call
         upload = checked_file(message)
         chat, origin = chat_ref(message), message_ref(message)
         if not said.prompt:  # keep the photo and ask; a reply to the question edits it
             to = Address(PLATFORM, chat.id, origin.message_id, lang_of(update))
-            ask = not self._album_answered_before(message)  # one question per album
-            await self.service.ask_for_prompt(user, chat, upload, origin, to, ask=ask)
+            await self.service.ask_for_prompt(user, chat, upload, origin, to)
             return
-        self._album_answered_before(message)  # its other photos need no question
         request = EditRequest(user, chat, said.prompt, upload=upload, origin=origin)
         await self._submit(update, message, request)
-
-    def _album_answered_before(self, message: Message) -> bool:
-        """Note that the bot answers this message's album (media group); True if it already
-        had. False for a message outside any album."""
-        album = message.media_group_id
-        if album is None:
-            return False
-        if album in self._albums:
-            return True
-        self._albums[album] = None
-        if len(self._albums) > ALBUMS_REMEMBERED:
-            self._albums.popitem(last=False)
-        return False
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

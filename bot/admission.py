@@ -45,6 +45,7 @@ from bot.operator import Operator
 from bot.pictures import Pictures
 from bot.rules import (
     canvas_of,
+    check_pictures,
     checked_prompt,
     edit_options,
     generation_size,
@@ -63,6 +64,7 @@ class Source:
     image_id: int
     parent_edit_id: int | None
     canvas: str | None = None
+    more: tuple[int, ...] = ()  # the other pictures of an edit of several, in order
 
 
 class Admissions:
@@ -82,7 +84,7 @@ class Admissions:
         user = await self.gate.user(request.user)
         await self.gate.check(user, request.user, chat)
         if request.upload is not None:
-            self.check_claims(request.upload)
+            self.check_pictures(request)
         rerolled = None
         if request.reroll_of is not None:
             rerolled = await edit_in(ctx, request.reroll_of, chat)
@@ -104,6 +106,7 @@ class Admissions:
             user.id, chat.platform, chat.id, source.parent_edit_id, source.image_id, prompt,
             self._options(settings, prompt, rerolled), key=request.key,
             reply_to=request.answer_to, language=request.language,
+            more_sources=source.more,
         )  # fmt: skip
         day = ctx.today()
         canvas = canvas_of(ctx.capabilities, source.canvas)
@@ -122,6 +125,7 @@ class Admissions:
                 spend=self._spend(),
                 max_uncharged=ctx.rules.max_uncharged,
                 claim=lease,
+                more=() if rerolled else request.more,
             )
         starts_now = await self.engine.admitted(admission, lease, user.id)
         if admission.refused is not None:
@@ -144,6 +148,14 @@ class Admissions:
             self.operator.tell_paused(refused, day)
         return _REFUSALS[refused](ctx)
 
+    def check_pictures(self, request: EditRequest) -> None:
+        """Refuse a request's pictures by their number and by what their platform says of
+        them, before any is kept or fetched."""
+        check_pictures(self.ctx.capabilities, request.pictures)
+        for upload in (request.upload, *(more.file for more in request.more)):
+            if upload is not None:
+                self.check_claims(upload)
+
     def check_claims(self, upload: FileRef) -> None:
         """Refuse a file by what its platform says of it (type, pixels), before it is kept or
         fetched; an adapter may ask before it answers in public (see imaging.check_claims)."""
@@ -162,7 +174,12 @@ class Admissions:
     ) -> Source:
         store = self.ctx.store
         if rerolled:
-            return Source(rerolled.source_image_id, rerolled.parent_edit_id)
+            more: tuple[int, ...] = ()
+            if rerolled.pictures > 1:  # the same pictures again, in the same order
+                pictures = await store.edit_pictures(rerolled.id)
+                more = tuple(picture.image_id for picture in pictures[1:])
+                check_pictures(self.ctx.capabilities, 1 + len(more))
+            return Source(rerolled.source_image_id, rerolled.parent_edit_id, more=more)
         size = generation_size(self.ctx.capabilities, user.settings)
         if request.imagine:
             return Source(0, None, canvas=needed(size))  # made by the admission itself

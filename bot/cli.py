@@ -245,6 +245,7 @@ async def open_service(
             concurrency=settings.edit_concurrency,
             global_api_concurrency=settings.global_api_concurrency,
             max_waiting=settings.max_waiting_per_user,
+            album_wait=settings.album_wait_seconds,
             lease=settings.job_lease_seconds,
             metrics=metrics,
             **tuning.service_options(),

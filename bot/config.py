@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     edit_concurrency: int = Field(default=4, ge=1, le=64)
     global_api_concurrency: int | None = Field(default=None, ge=1, le=1000)  # all processes
     max_waiting_per_user: int = Field(default=5, ge=1, le=100)
+    # Seconds after an album's last part (Telegram sends each picture on its own) before it is
+    # taken as one request
+    album_wait_seconds: float = Field(default=1.5, ge=0.1, le=30)
     job_lease_seconds: float = Field(default=30.0, ge=1, le=600)
 
     database_url: str = "sqlite+aiosqlite:///./data/stepedit.db"

@@ -46,7 +46,7 @@ from bot.errors import (
     NoImageReturned,
     StepEditError,
 )
-from bot.pictures import Pictures
+from bot.pictures import Pictures, SourceBytes
 from bot.ports import Messenger
 from bot.rules import generation_size
 from bot.texts import error_text, t
@@ -210,9 +210,9 @@ class Delivery:
                 return None
             return picture, timings
         started = time.perf_counter()
-        source = await self.pictures.source_bytes(edit.source_image_id, messenger)
+        sources = await self._sources(edit, messenger)
+        source = sources[0]
         timings = replace(timings, normalize_ms=_ms_since(started))
-        filename = "image." + source.mime.removeprefix("image/").replace("jpeg", "jpg")
         options = replace(edit.options, end_user=await self._end_user(edit.user_id))
         async with engine.api_slots.hold():
             called = time.perf_counter()  # the call's own time, not the wait for a slot
@@ -229,31 +229,43 @@ class Delivery:
                     wanted = UserSettings(image_size=source.canvas)
                     size = generation_size(ctx.capabilities, wanted) or ""
                     edited = await ctx.editor.generate(edit.prompt, options, size)
-                else:
-                    image = InputImage(source.data, source.mime, filename)
-                    edited = await ctx.editor.edit([image], edit.prompt, options)
+                else:  # all the pictures, in the order sent
+                    images = [_input(each, i) for i, each in enumerate(sources, 1)]
+                    edited = await ctx.editor.edit(images, edit.prompt, options)
         timings = replace(timings, api_ms=_ms_since(called))
         ctx.metrics.backend_answered()
         spent = (ctx.today(), Spend.micros(edited.cost))
         checked = await self._checked_result(edited)
-        fetched = (source.fetched.image_id, source.fetched.image) if source.fetched else None
+        fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
+        notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).
-        picture, result_id = await _both(
-            self._picture(edit, edited.data, 0, edited.seed, source.notes, messenger,
+        picture, result_ids = await _both(
+            self._picture(edit, edited.data, 0, edited.seed, notes, messenger,
                           stand_in=edited.model if edited.stood_in else None),
             store.keep_result(
-                edit.id, checked, edited.seed, source.notes, timings, owner=engine.owner,
-                source=fetched, model=edited.model, spent=spent,
+                edit.id, checked, edited.seed, notes, timings, owner=engine.owner,
+                sources=fetched, model=edited.model, spent=spent,
             ),
         )  # fmt: skip
-        if result_id is None:  # cancelled, or no longer ours: the call was made all the same
+        if result_ids is None:  # cancelled, or no longer ours: the call was made all the same
             with contextlib.suppress(Exception):
                 await store.add_spend(*spent)
             await self._not_ours(edit.id)
             return None
-        return replace(picture, image_id=result_id), timings
+        return replace(picture, image_id=result_ids[0]), timings
+
+    async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
+        """What the edit sends: its source, or (an edit of several) every picture in order."""
+        if edit.pictures == 1:  # the usual case: no look at the pictures' table
+            return [await self.pictures.source_bytes(edit.source_image_id, messenger)]
+        pictures = await self.ctx.store.edit_pictures(edit.id)
+        return list(
+            await asyncio.gather(
+                *(self.pictures.source_bytes(each.image_id, messenger) for each in pictures)
+            )
+        )
 
     async def _not_ours(self, edit_id: int) -> None:
         """An edit this worker held cannot go on: fine if its user cancelled it (they have been
@@ -331,6 +343,13 @@ def _paid_call(exc: StepEditError) -> bool:
     if isinstance(exc, EditRefused | NoImageReturned):
         return True
     return isinstance(exc, EditApiError) and bool(exc.params.get("maybe_done"))
+
+
+def _input(source: SourceBytes, number: int) -> InputImage:
+    """A picture as a backend takes it, named by its place (image.jpg, image-2.png, …)."""
+    suffix = "" if number == 1 else f"-{number}"
+    extension = source.mime.removeprefix("image/").replace("jpeg", "jpg")
+    return InputImage(source.data, source.mime, f"image{suffix}.{extension}")
 
 
 def _mime_of(data: bytes) -> str:

@@ -100,6 +100,35 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """One more picture of a request that holds several (an album, several attachments): the
+    file, and the message holding it (so a reply to it finds it)."""
+
+    file: FileRef
+    origin: MessageRef | None = None
+
+
+@dataclass(frozen=True)
+class AlbumPart:
+    """One picture of an album a platform sends as separate messages (Telegram's media group),
+    kept until the album is complete. `prompt`: what its caption asks of the bot (None: no
+    caption for the bot); `addressed`: whether it was meant for the bot (see bot.presenter)."""
+
+    album: str  # the platform's id of the album
+    user: UserRef
+    chat: ChatRef
+    file: FileRef
+    origin: MessageRef
+    prompt: str | None = None
+    addressed: bool = True
+    language: str = "en"
+
+
+# Pictures one request may hold: a Telegram album's most (Discord takes ten attachments too).
+MAX_PICTURES = 10
+
+
+@dataclass(frozen=True)
 class Address:
     """Where a job answers: a chat, the message to reply to, and the user's language. Plain
     values only, so a job resumed by another process after a restart answers in the right place."""
@@ -157,6 +186,12 @@ class EditRequest:
     language: str = "en"
     overrides: tuple[tuple[str, str], ...] = ()
     imagine: bool = False  # a new image from the prompt alone (/imagine), no source
+    more: tuple[Upload, ...] = ()  # the request's other pictures, after `upload`, in order
+
+    @property
+    def pictures(self) -> int:
+        """How many pictures the request holds (one unit is reserved for each)."""
+        return 1 + len(self.more)
 
 
 class EditStatus:
@@ -184,6 +219,11 @@ class NewEdit:
     key: str | None = None
     reply_to: str | None = None
     language: str = "en"
+    more_sources: tuple[int, ...] = ()  # the other pictures' image ids, after the source
+
+    @property
+    def pictures(self) -> int:
+        return 1 + len(self.more_sources)
 
 
 @dataclass(frozen=True)
@@ -224,10 +264,22 @@ class EditRecord:
     delivery_started: bool = False
     layer: str | None = None  # words the bot drew (bot.memes.TextLayer as JSON), not the API
     model: str | None = None  # the model that made the picture
+    # Pictures it edits: more than one holds a unit each until it ends (its sources: store.sources)
+    pictures: int = 1
 
     @property
     def address(self) -> Address:
         return Address(self.platform, self.chat_id, self.reply_to, self.language)
+
+
+@dataclass(frozen=True)
+class EditPicture:
+    """One picture of an edit of several, at `position` (0 first, as sent), and what the edit
+    made of it alone (one-picture backends: one result per picture; else None)."""
+
+    position: int
+    image_id: int
+    result_image_id: int | None = None
 
 
 @dataclass(frozen=True)

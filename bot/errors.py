@@ -9,6 +9,8 @@
     │   │   └── PromptTooLong     over the API's 512 characters
     │   ├── InvalidSetting        a setting out of range
     │   ├── NothingToEdit         no photo to apply a prompt to
+    │   ├── TooManyPictures       more pictures in one request than the backend takes
+    │   ├── MixedAlbum            an album of pictures and other files
     │   ├── UnknownEdit           a button or reply names an edit we do not have
     │   ├── QuotaExceeded         the daily quota is used up
 │   ├── UnchargedCallsCapped  too many paid calls without a picture today (MAX_UNCHARGED_CALLS)
@@ -78,6 +80,18 @@ class InvalidSetting(UserError):
 
 class NothingToEdit(UserError):
     code = "error_nothing_to_edit"
+
+
+class TooManyPictures(UserError):
+    """More pictures in one request than the edit backend takes in one edit (`most`)."""
+
+    code = "error_too_many_pictures"
+
+
+class MixedAlbum(UserError):
+    """An album that holds files other than pictures: one answer, nothing kept or charged."""
+
+    code = "error_mixed_album"
 
 
 class FileTooLarge(UserError):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Protocol
 
@@ -11,6 +12,8 @@ from bot.backends.base import ImageEditor
 from bot.domain import (
     Address,
     Admission,
+    AlbumPart,
+    EditPicture,
     EditRecord,
     EditTimings,
     FileRef,
@@ -23,6 +26,7 @@ from bot.domain import (
     Spend,
     Stats,
     StoredImage,
+    Upload,
     UserRecord,
     UserRef,
     UserSettings,
@@ -190,19 +194,21 @@ class JobsStore(Protocol):
         spend: Spend | None = None,
         max_uncharged: int = 0,
         claim: Lease | None = None,
+        more: tuple[Upload, ...] = (),
     ) -> Admission:
         """In one transaction: a known `edit.key` returns its edit as a duplicate; otherwise
         a new `upload` is kept (pending) as the source and the user's current image, `origin`
-        linked to it; then, unless the user has `max_waiting` edits queued or the user's
-        `quota`, the chat's `chat_quota` or the bot's `budget` for `day` is used up, or the
-        day's `spend` could pass its cap, or the user's paid calls without a picture today
-        reached `max_uncharged` (`Admission.refused` says which: "quota", "chat_quota",
-        "budget", "spend", "uncharged", "busy"; 0 = no limit; `unlimited`: none of them), one
-        unit of each is reserved and the edit queued. With `claim` (a worker is idle), a new
-        edit also claims the job `claim()` would take next, in the same transaction
-        (`Admission.claimed`). A second, read-only transaction only when another process
-        admitted the same `edit.key` at the same moment (this one's INSERT failed and rolled
-        back): it finds that edit, returned as a duplicate."""
+        linked to it (and `more` pictures after it, in order, each linked to its message);
+        then, unless the user has `max_waiting` edits queued or the user's `quota`, the
+        chat's `chat_quota` or the bot's `budget` for `day` cannot hold one unit per picture
+        (`edit.pictures`), or the day's `spend` could pass its cap, or the user's paid calls
+        without a picture today reached `max_uncharged` (`Admission.refused` says which:
+        "quota", "chat_quota", "budget", "spend", "uncharged", "busy"; 0 = no limit;
+        `unlimited`: none of them), those units are reserved and the edit queued. With
+        `claim` (a worker is idle), a new edit also claims the job `claim()` would take next,
+        in the same transaction (`Admission.claimed`). A second, read-only transaction only
+        when another process admitted the same `edit.key` at the same moment (this one's
+        INSERT failed and rolled back): it finds that edit, returned as a duplicate."""
         ...
 
     async def claim(
@@ -247,6 +253,9 @@ class JobsStore(Protocol):
         ...
 
     async def get_edit(self, edit_id: int) -> EditRecord | None: ...
+    async def edit_pictures(self, edit_id: int) -> list[EditPicture]:
+        """The pictures of an edit of several, in order (empty for an edit of one)."""
+        ...
 
 
 class DeliveryStore(Protocol):
@@ -262,15 +271,18 @@ class DeliveryStore(Protocol):
         timings: EditTimings,
         *,
         owner: str,
-        source: tuple[int, NewImage] | None = None,
+        sources: Sequence[tuple[int, NewImage]] = (),
         model: str | None = None,
         spent: tuple[date, int] | None = None,
-    ) -> int | None:
-        """In one transaction: keep the API's result (and the bytes of its source, if that was
-        a pending upload: (image id, bytes)), the `model` that made it and what it cost
-        (`spent`: day, micro-dollars), and start delivering it (running -> delivering).
-        The result's image id; None, keeping nothing, if `owner` no longer holds the edit or
-        it was cancelled."""
+        album: Sequence[tuple[int, NewImage]] = (),
+    ) -> tuple[int, ...] | None:
+        """In one transaction: keep the API's result (and the bytes of its sources that were
+        pending uploads: (image id, bytes)), the `model` that made it and what it cost
+        (`spent`: day, micro-dollars), and start delivering it (running -> delivering). An
+        edit of several pictures made one at a time keeps each one's result (`album`:
+        (position, result); `result` is the first of them). The image ids of the result and
+        of `album`'s; None, keeping nothing, if `owner` no longer holds the edit or it was
+        cancelled."""
         ...
 
     async def mark_sent(self, edit_id: int, owner: str) -> bool:
@@ -294,9 +306,13 @@ class DeliveryStore(Protocol):
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
         uncharged_call: date | None = None,
+        delivered: int = 1,
+        more_messages: Sequence[tuple[MessageRef, ShownImage]] = (),
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
-        image and `message` repliable; any other end gives its unit back (`spent`: what a call
+        image and `message` (and `more_messages`, an album's others) repliable, and gives back
+        the units of its pictures beyond the `delivered` ones; any other end gives its units
+        back (`spent`: what a call
         that may have been billed cost, added to the day's spend; `uncharged_call`: the day to
         count a paid call of the user's that ended without a picture). False (changing
         nothing) when it had ended already."""
@@ -360,9 +376,28 @@ class ApiSlotsStore(Protocol):
         ...
 
 
+class AlbumsStore(Protocol):
+    """Albums that arrive as separate messages, collected whichever process receives each."""
+
+    async def keep_album_part(self, part: AlbumPart, now: datetime) -> bool:
+        """Keep one part (a redelivered one changes nothing); False if its album was taken."""
+        ...
+
+    async def take_album(
+        self, platform: str, chat_id: str, album: str, quiet_since: datetime
+    ) -> list[AlbumPart]:
+        """The album's parts, once, to one caller: if no part came after `quiet_since` and
+        nobody took them before; else nothing."""
+        ...
+
+    async def quiet_albums(self, platforms: list[str], since: datetime) -> list[tuple[str, ...]]:
+        """(platform, chat id, album) of albums not taken whose last part came before `since`."""
+        ...
+
+
 class EditStore(
     AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore,
-    ApiSlotsStore, Protocol,
+    ApiSlotsStore, AlbumsStore, Protocol,
 ):  # fmt: skip
     """Persistent state: every part above, in one object. Every method is one transaction
     (unless its docstring says why not); all are safe for concurrent callers (including other

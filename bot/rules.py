@@ -19,7 +19,7 @@ from bot.domain import (
     EditOptions,
     UserSettings,
 )
-from bot.errors import GenerationUnsupported, InvalidSetting
+from bot.errors import GenerationUnsupported, InvalidSetting, TooManyPictures
 
 MAX_WAITING_PER_USER = 5
 
@@ -113,6 +113,18 @@ _SETTING_KINDS = {
     "size": "size",
     "image_size": "size",
 }
+
+
+def most_pictures(offered: Capabilities) -> int:
+    """Pictures one request may hold: as many as the backend takes in one edit."""
+    return offered.max_images
+
+
+def check_pictures(offered: Capabilities, count: int) -> None:
+    """Refuse a request of more pictures than the backend takes, before anything is kept."""
+    most = most_pictures(offered)
+    if count > most:
+        raise TooManyPictures(f"{count} pictures > {most}", count=count, most=most)
 
 
 def lacks(offered: Capabilities, setting: str) -> bool:

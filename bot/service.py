@@ -6,6 +6,7 @@ one concern (see the README's developer overview):
     engine.JobEngine     workers, claims, leases, notes: the only runtime job state
     delivery.Delivery    one claimed edit, from its API call to its end
     actions.Actions      buttons (a table), /cancel, photos sent without a prompt
+    albums.Albums        albums sent as separate messages, collected into one request
     drawing.Drawing      words the bot draws itself
     account.Account      quota, settings, /forget
     operator.Operator    the operator's commands (a table) and notices
@@ -19,6 +20,8 @@ back its unit. If the process dies, its jobs' leases run out and any process run
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from bot.access import Gate
 from bot.account import Account
 from bot.actions import Actions
 from bot.admission import Admissions
+from bot.albums import ALBUM_WAIT, Albums
 from bot.backends.base import Capabilities
 from bot.commands import TEXT_COMMANDS, Asked
 from bot.config import OperatorRules
@@ -66,6 +70,7 @@ class EditService:
         rules: OperatorRules | None = None,
         meme_font: Path | None = None,
         metrics: Metrics | None = None,
+        album_wait: float = ALBUM_WAIT,
     ) -> None:
         ctx = Context(
             store, editor, rules or OperatorRules(), daily_quota,
@@ -84,6 +89,8 @@ class EditService:
         drawing = Drawing(ctx, gate, admissions, pictures)
         actions = Actions(ctx, gate, engine, pictures, admissions, drawing)
         account = Account(ctx, gate)
+        self.albums = Albums(ctx, admissions, actions, wait=album_wait)
+        self._album_sweep: asyncio.Task[None] | None = None
         # What the adapters call, by the part that owns it.
         self.enter, self.expect, self.settled = gate.enter, gate.expect, gate.settled
         self.submit, self.check_claims = admissions.submit, admissions.check_claims
@@ -92,6 +99,7 @@ class EditService:
         self.full_quality, self.send_full_quality = actions.full_quality, actions.send_full_quality
         self.ask_for_prompt, self.register_photo = actions.ask_for_prompt, actions.register_photo
         self.knows = actions.knows
+        self.album_part = self.albums.add
         self.draw = drawing.draw
         self.quota, self.settings, self.forget = account.quota, account.settings, account.forget
         self.change_setting, self.reset_settings = account.change_setting, account.reset_settings
@@ -106,10 +114,17 @@ class EditService:
     async def start(self) -> None:
         """Start the workers: jobs left by a crash are taken up again once their lease ends."""
         await self.engine.start()
+        self._album_sweep = asyncio.create_task(self.albums.sweep())
 
     async def stop(self, grace: float = 20.0) -> None:
         """Take no more jobs, let running ones finish for up to `grace` seconds, and give the
         rest back to the queue for the next start (of this process or another)."""
+        waiting = self.albums.stop()
+        if self._album_sweep is not None:
+            self._album_sweep.cancel()
+            waiting.append(self._album_sweep)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*waiting, return_exceptions=True)
         await self.engine.stop(grace, self.operator.background, self.gate.settled)
 
     async def answer(self, command: str, asked: Asked) -> str:

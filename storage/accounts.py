@@ -4,6 +4,7 @@ to them, the bot's counters, spend, flags and values, and the operator's stats."
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from storage.models import (
     ChatHead,
     Counter,
     Edit,
+    EditSource,
     Image,
     QuotaUsage,
     ShownMessage,
@@ -275,6 +277,8 @@ class SqlAccounts(SqlBase):
                 return None
             edit_ids = list(await session.scalars(select(Edit.id).where(mine)))
             images = await _images_of(session, user_id)
+            # the pictures of their edits of several: gone with the rest
+            await session.execute(delete(EditSource).where(EditSource.edit_id.in_(edit_ids)))
             await session.execute(
                 update(Edit)
                 .where(mine)
@@ -331,7 +335,16 @@ async def _images_of(session: AsyncSession, user_id: int) -> set[int]:
     images |= {image for image in results if image is not None}
     heads = await session.scalars(select(ChatHead.image_id).where(ChatHead.user_id == user_id))
     sent = await session.scalars(select(Image.id).where(Image.user_id == user_id))
-    return images | set(heads) | set(sent)
+    return images | set(heads) | set(sent) | await _pictures_of(session, mine)
+
+
+async def _pictures_of(session: AsyncSession, edits: Any) -> set[int]:
+    """The pictures (and one-at-a-time results) of the edits of several that match `edits`."""
+    which = EditSource.edit_id.in_(select(Edit.id).where(edits))
+    rows = await session.execute(
+        select(EditSource.image_id, EditSource.result_image_id).where(which)
+    )
+    return {image for row in rows.tuples() for image in row if image is not None}
 
 
 async def _used_by_others(session: AsyncSession, user_id: int, images: set[int]) -> set[int]:
@@ -352,6 +365,7 @@ async def _used_by_others(session: AsyncSession, user_id: int, images: set[int])
             select(Edit.result_image_id).where(others, Edit.result_image_id.in_(images))
         )
     )
+    shared |= images & await _pictures_of(session, others)
     heads = ChatHead.user_id != user_id
     shared |= set(
         await session.scalars(select(ChatHead.image_id).where(heads, ChatHead.image_id.in_(images)))

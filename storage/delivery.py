@@ -5,6 +5,7 @@ what a process that died left behind (notes to delete, answers to send)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
@@ -25,7 +26,7 @@ from storage import statements as S
 from storage.base import SqlBase
 from storage.images import fill, save_image_in
 from storage.messages import link_in, set_current_in
-from storage.models import Edit, utcnow
+from storage.models import Edit, EditSource, utcnow
 from storage.records import edit_record
 
 
@@ -41,15 +42,24 @@ class SqlDelivery(SqlBase):
         timings: EditTimings,
         *,
         owner: str,
-        source: tuple[int, NewImage] | None = None,
+        sources: Sequence[tuple[int, NewImage]] = (),
         model: str | None = None,
         spent: tuple[date, int] | None = None,
-    ) -> int | None:
+        album: Sequence[tuple[int, NewImage]] = (),
+    ) -> tuple[int, ...] | None:
         try:
             async with self._tx() as session:
-                if source is not None:
+                for source in sources:
                     await session.execute(fill(*source))
                 result_id = await save_image_in(session, result, self._insert)
+                album_ids = [await save_image_in(session, made, self._insert) for _, made in album]
+                for (position, _), made_id in zip(album, album_ids, strict=True):
+                    await session.execute(
+                        update(EditSource)
+                        .where(EditSource.edit_id == edit_id, EditSource.position == position)
+                        .values(result_image_id=made_id)
+                        .execution_options(synchronize_session=False)
+                    )
                 kept = await session.scalar(
                     update(Edit)
                     .where(Edit.id == edit_id, Edit.lease_owner == owner)
@@ -69,7 +79,7 @@ class SqlDelivery(SqlBase):
                 if kept is None:
                     raise _NotKept  # keep nothing: roll the images back too
                 await ledger.add_spend(session, spent, self._insert)
-                return result_id
+                return (result_id, *album_ids)
         except _NotKept:
             return None
 
@@ -109,6 +119,8 @@ class SqlDelivery(SqlBase):
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
         uncharged_call: date | None = None,
+        delivered: int = 1,
+        more_messages: Sequence[tuple[MessageRef, ShownImage]] = (),
     ) -> bool:
         """End an open edit (if `owner` is given, only while it holds the lease):
         SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
@@ -143,17 +155,21 @@ class SqlDelivery(SqlBase):
             if uncharged_call is not None and not succeeded:
                 scope = ledger.uncharged_scope(row.user_id)
                 await ledger.count(session, scope, uncharged_call, 0)
+            # Units of pictures not delivered go back (all of them, without a result).
+            undelivered = row.pictures - delivered if succeeded else row.pictures
+            if undelivered > 0 and row.quota_day is not None:
+                await ledger.release(
+                    session, row.user_id, row.platform, row.chat_id, row.quota_day, undelivered
+                )
             if not succeeded:
-                if row.quota_day is not None:
-                    await ledger.release(
-                        session, row.user_id, row.platform, row.chat_id, row.quota_day
-                    )
                 return True
             assert row.result_image_id is not None
             shown = ShownImage(row.result_image_id, row.id)
             await set_current_in(session, row.user_id, row.platform, row.chat_id, shown)
             if message is not None:
                 await link_in(session, message, shown)
+            for more, more_shown in more_messages:
+                await link_in(session, more, more_shown)
             return True
 
     async def answered(self, edit_id: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import String, cast, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import FileRef, MessageRef, NewImage, ShownImage, StoredImage
+from bot.domain import FileRef, MessageRef, NewImage, ShownImage, StoredImage, Upload
 from bot.errors import ImageExpired
 from storage import statements as S
 from storage.base import Insert, SqlBase
@@ -155,6 +155,20 @@ async def keep_upload_in(
     if origin is not None:
         await link_in(session, origin, shown)
     return image_id
+
+
+async def keep_more_uploads_in(
+    session: AsyncSession, user_id: int, more: tuple[Upload, ...]
+) -> tuple[int, ...]:
+    """The other photos of a request of several (pending), each message holding one linked to
+    it, so a reply to any of them edits that one; their ids, in order."""
+    ids: list[int] = []
+    for upload in more:
+        kept = await session.execute(S.NEW_IMAGE, _pending_image(upload.file, user_id))
+        ids.append(kept.scalar_one())
+        if upload.origin is not None:
+            await link_in(session, upload.origin, ShownImage(ids[-1], None))
+    return tuple(ids)
 
 
 def fill(image_id: int, image: NewImage) -> Any:

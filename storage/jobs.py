@@ -14,6 +14,7 @@ from sqlalchemy.orm import aliased
 
 from bot.domain import (
     Admission,
+    EditPicture,
     EditRecord,
     EditStatus,
     FileRef,
@@ -22,13 +23,14 @@ from bot.domain import (
     NewEdit,
     Refusal,
     Spend,
+    Upload,
 )
 from storage import ledger
 from storage import statements as S
 from storage.base import SqlBase
-from storage.images import keep_upload_in, new_canvas
+from storage.images import keep_more_uploads_in, keep_upload_in, new_canvas
 from storage.ledger import ALL_EDITS
-from storage.models import Edit, utcnow
+from storage.models import Edit, EditSource, utcnow
 from storage.records import edit_record
 
 PLACES_ONE_BY_ONE = 4  # queue_places of at most this many edits counts each one's place
@@ -54,6 +56,7 @@ class SqlJobs(SqlBase):
         spend: Spend | None = None,
         max_uncharged: int = 0,
         claim: Lease | None = None,
+        more: tuple[Upload, ...] = (),
     ) -> Admission:
         limits = _Limits(quota, chat_quota, budget, max_waiting, unlimited, spend, max_uncharged)
 
@@ -68,6 +71,9 @@ class SqlJobs(SqlBase):
                     session, edit.user_id, edit.platform, edit.chat_id, upload, origin
                 )
                 edit = replace(edit, source_image_id=image_id)
+                if more:
+                    more_ids = await keep_more_uploads_in(session, edit.user_id, more)
+                    edit = replace(edit, more_sources=more_ids)
             elif canvas is not None:
                 edit = replace(edit, source_image_id=await new_canvas(session, *canvas))
             admission = await self._admit(session, edit, day, limits)
@@ -99,28 +105,30 @@ class SqlJobs(SqlBase):
         # The unit first: its row lock makes one user's admissions take turns, so the count
         # below is exact on PostgreSQL too. The chat's and the bot's counters come next, each
         # checked by its own UPDATE, so a race for the last unit lets exactly one through.
-        free = limits.unlimited
+        free, units = limits.unlimited, edit.pictures
         if not free and limits.uncharged:  # paid calls that ended without a picture, today
             which = {"at_scope": ledger.uncharged_scope(edit.user_id), "on_day": day}
             calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused=Refusal.UNCHARGED)
-        if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user):
+        # A request of several pictures holds one unit per picture until it ends.
+        user_limit = 0 if free else limits.user
+        if not await ledger.reserve(session, edit.user_id, day, user_limit, units):
             return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)
-        if not await ledger.count(session, chat, day, 0 if free else limits.chat):
-            await ledger.release_user(session, edit.user_id, day)
+        if not await ledger.count(session, chat, day, 0 if free else limits.chat, units):
+            await ledger.release_user(session, edit.user_id, day, units)
             return Admission(0, refused=Refusal.CHAT_QUOTA)
-        if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget):
-            await ledger.release_user(session, edit.user_id, day)
-            await ledger.uncount(session, chat, day)
+        if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget, units):
+            await ledger.release_user(session, edit.user_id, day, units)
+            await ledger.uncount(session, chat, day, units)
             return Admission(0, refused=Refusal.BUDGET)
         if not free and limits.spend and await ledger.spend_reached(session, day, limits.spend):
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
+            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day, units)
             return Admission(0, refused=Refusal.SPEND)
         turn = await _turn(session, edit.user_id)
         if limits.waiting and turn.waiting >= limits.waiting:
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
+            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day, units)
             return Admission(0, refused=Refusal.BUSY)
         options = edit.options
         edit_id = await session.scalar(S.NEW_EDIT, dict(
@@ -148,8 +156,16 @@ class SqlJobs(SqlBase):
             api_ms=0,
             total_ms=0,
             created_at=utcnow(),
+            pictures=units,
         ))  # fmt: skip
         assert edit_id is not None
+        if units > 1:
+            images = (edit.source_image_id, *edit.more_sources)
+            session.add_all(
+                EditSource(edit_id=edit_id, position=i, image_id=image)
+                for i, image in enumerate(images)
+            )
+            await session.flush()
         return Admission(edit_id)
 
     # claims and leases
@@ -319,8 +335,9 @@ class SqlJobs(SqlBase):
             for row in rows:
                 if row.quota_day is not None:
                     await ledger.release(
-                        session, row.user_id, row.platform, row.chat_id, row.quota_day
-                    )
+                        session, row.user_id, row.platform, row.chat_id, row.quota_day,
+                        row.pictures,
+                    )  # fmt: skip
             return [edit_record(row) for row in rows]
 
     async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
@@ -343,6 +360,15 @@ class SqlJobs(SqlBase):
         async with self._tx(read_only=True) as session:
             row = await session.get(Edit, edit_id)
             return None if row is None else edit_record(row)
+
+    async def edit_pictures(self, edit_id: int) -> list[EditPicture]:
+        async with self._tx(read_only=True) as session:
+            rows = await session.scalars(
+                select(EditSource)
+                .where(EditSource.edit_id == edit_id)
+                .order_by(EditSource.position)
+            )
+            return [EditPicture(row.position, row.image_id, row.result_image_id) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import EditStatus, Spend
@@ -29,51 +29,75 @@ def uncharged_scope(user_id: int) -> str:
     return f"uncharged:{user_id}"
 
 
-async def reserve(session: AsyncSession, user_id: int, day: date, limit: int) -> bool:
-    """One more unit of the user's for `day`, unless that would pass `limit` (0: no limit);
-    False, changing nothing, when the quota is used up."""
+async def reserve(
+    session: AsyncSession, user_id: int, day: date, limit: int, units: int = 1
+) -> bool:
+    """`units` more of the user's for `day` (one per picture of a request), unless that would
+    pass `limit` (0: no limit); False, changing nothing, when the quota cannot hold them."""
     if limit < 0:
         raise ValueError(f"quota limit must be >= 0 (0 = unlimited), not {limit}")
     which = {"of_user": user_id, "on_day": day}
-    if limit:
-        return await session.scalar(S.USE_UNIT_WITHIN, {**which, "limit": limit}) is not None
-    return await session.scalar(S.USE_UNIT, which) is not None
+    for taken in range(units):  # one conditional statement each: a race still lets one through
+        if limit:
+            done = await session.scalar(S.USE_UNIT_WITHIN, {**which, "limit": limit})
+        else:
+            done = await session.scalar(S.USE_UNIT, which)
+        if done is None:
+            await release_user(session, user_id, day, taken)
+            return False
+    return True
 
 
-async def release_user(session: AsyncSession, user_id: int, day: date) -> None:
-    """Take back one reserved unit of the user (never below zero)."""
+def _less(column: Any, units: int) -> Any:
+    """`column` less `units`, never below zero (the same SQL on SQLite and PostgreSQL)."""
+    return case((column > units, column - units), else_=0)
+
+
+async def release_user(session: AsyncSession, user_id: int, day: date, units: int = 1) -> None:
+    """Take back `units` reserved units of the user (never below zero)."""
+    if units <= 0:
+        return
     await session.execute(
         update(QuotaUsage)
         .where(QuotaUsage.user_id == user_id, QuotaUsage.day == day, QuotaUsage.used > 0)
-        .values(used=QuotaUsage.used - 1)
+        .values(used=_less(QuotaUsage.used, units))
         .execution_options(synchronize_session=False)
     )
 
 
-async def count(session: AsyncSession, scope: str, day: date, limit: int) -> bool:
-    """One more for `scope` today, unless that would pass `limit` (0: no limit)."""
+async def count(session: AsyncSession, scope: str, day: date, limit: int, units: int = 1) -> bool:
+    """`units` more for `scope` today, unless that would pass `limit` (0: no limit)."""
     which = {"at_scope": scope, "on_day": day}
-    if limit:
-        return await session.scalar(S.COUNT_ONE_WITHIN, {**which, "limit": limit}) is not None
-    return await session.scalar(S.COUNT_ONE, which) is not None
+    for taken in range(units):
+        if limit:
+            done = await session.scalar(S.COUNT_ONE_WITHIN, {**which, "limit": limit})
+        else:
+            done = await session.scalar(S.COUNT_ONE, which)
+        if done is None:
+            await uncount(session, scope, day, taken)
+            return False
+    return True
 
 
-async def uncount(session: AsyncSession, scope: str, day: date) -> None:
+async def uncount(session: AsyncSession, scope: str, day: date, units: int = 1) -> None:
+    if units <= 0:
+        return
     await session.execute(
         update(Counter)
         .where(Counter.scope == scope, Counter.day == day, Counter.used > 0)
-        .values(used=Counter.used - 1)
+        .values(used=_less(Counter.used, units))
         .execution_options(synchronize_session=False)
     )
 
 
 async def release(
-    session: AsyncSession, user_id: int, platform: str, chat_id: str, day: date
+    session: AsyncSession, user_id: int, platform: str, chat_id: str, day: date, units: int = 1
 ) -> None:
-    """Take back one admitted edit's units: the user's, the chat's and the bot's."""
-    await release_user(session, user_id, day)
-    await uncount(session, chat_scope(platform, chat_id), day)
-    await uncount(session, ALL_EDITS, day)
+    """Take back an admitted edit's `units` (one per picture not delivered): the user's, the
+    chat's and the bot's."""
+    await release_user(session, user_id, day, units)
+    await uncount(session, chat_scope(platform, chat_id), day, units)
+    await uncount(session, ALL_EDITS, day, units)
 
 
 async def add_spend(session: AsyncSession, spent: tuple[date, int] | None, insert: Any) -> None:

@@ -286,6 +286,8 @@ class Edit(Base):
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture
+    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each
+    pictures: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(CleanText)
     queued_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -296,6 +298,37 @@ class Edit(Base):
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EditSource(Base):
+    """The pictures of an edit of several (an album), in the order sent (position 0 is the
+    edit's own source), and, where the backend edits one picture at a time, each one's result."""
+
+    __tablename__ = "edit_sources"
+
+    edit_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("edits.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
+    result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
+
+
+class AlbumPartRow(Base):
+    """A picture of an album that arrives as separate messages (Telegram's media groups), kept
+    until the album is taken as one request (`taken`; kept a while after, so a late or
+    redelivered part is known as one of a taken album). `part`: bot.domain.AlbumPart as JSON."""
+
+    __tablename__ = "album_parts"
+    __table_args__ = (Index("ix_album_parts_received_at", "received_at"),)
+
+    platform: Mapped[str] = mapped_column(String(PLATFORM_LEN), primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    album_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
+    part: Mapped[str] = mapped_column(CleanText)
+    taken: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ShownMessage(Base):

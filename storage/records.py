@@ -75,4 +75,5 @@ def edit_record(row: Edit) -> EditRecord:
         message_id=row.message_id,
         delivery_started=row.delivery_started,
         model=row.model,
+        pictures=row.pictures,
     )

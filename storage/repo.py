@@ -9,6 +9,7 @@ queries, over the plumbing they share (storage/base.py: transactions, SQLite's o
     storage/delivery.py   results, delivery, the end of an edit, notes, leftovers
     storage/messages.py   which message shows which image; each user's current image per chat
     storage/api_slots.py  GLOBAL_API_CONCURRENCY's slots, shared by every process
+    storage/albums.py     albums arriving as separate messages, until one process takes each
 
 The ledger's moves (storage/ledger.py) and rows as domain values (storage/records.py) are
 functions the parts share, in the caller's transaction.
@@ -17,6 +18,7 @@ functions the parts share, in the caller's transaction.
 from __future__ import annotations
 
 from storage.accounts import SqlAccounts
+from storage.albums import SqlAlbums
 from storage.api_slots import SqlApiSlots
 from storage.delivery import SqlDelivery
 from storage.events import SqlEvents
@@ -27,5 +29,7 @@ from storage.messages import SqlMessages
 __all__ = ["FAIR_WINDOW", "SqlStore"]
 
 
-class SqlStore(SqlAccounts, SqlEvents, SqlImages, SqlJobs, SqlDelivery, SqlMessages, SqlApiSlots):
+class SqlStore(
+    SqlAccounts, SqlEvents, SqlImages, SqlJobs, SqlDelivery, SqlMessages, SqlApiSlots, SqlAlbums
+):
     """Persistent state in one SQL database. Owns `engine`: `aclose()` disposes it."""

@@ -27,6 +27,7 @@ SERVICE_SETTINGS = {
     "default_steps": "default_steps",
     "default_cfg_scale": "default_cfg_scale",
     "meme_font": "meme_font",
+    "album_wait": "album_wait_seconds",
 }
 # make_backend's keyword -> the setting of EDIT_* or FALLBACK_* (its prefix added)
 BACKEND_SETTINGS = {

@@ -83,6 +83,8 @@ class FallbackEditor:
     async def edit(
         self, images: Sequence[InputImage], prompt: str, options: EditOptions
     ) -> EditedImage:
+        if len(images) > self.fallback.capabilities.max_images:  # it cannot stand in for this
+            return await self.primary.edit(images, prompt, options)
         return await self._route(lambda backend: backend.edit(images, prompt, options))
 
     async def generate(self, prompt: str, options: EditOptions, size: str) -> EditedImage:

@@ -75,6 +75,17 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Unknown setting \u201c{field}\u201d. Use steps, cfg, text, negative or seed.",
         ZH: "没有\u201c{field}\u201d这个设置。可用：steps、cfg、text、negative、seed。",
     },
+    "error_too_many_pictures": {
+        EN: "That's {count} pictures; I can take at most {most} in one request. "
+        "Send fewer and I'll edit them.",
+        ZH: "一共 {count} 张图片；一次请求最多 {most} 张。请少发几张，我再来修改。",
+    },
+    "error_mixed_album": {
+        EN: "That album mixes pictures with other files. Send only pictures (photos or image "
+        "files) and I'll edit them; nothing was charged.",
+        ZH: "这个相册里混有图片以外的文件。请只发送图片（照片或图片文件），我再来修改；"
+        "没有扣除次数。",
+    },
     "error_nothing_to_edit": {
         EN: "There's no photo to edit yet. Send a photo with a caption first.",
         ZH: "还没有可以修改的照片。请先发送一张带说明的照片。",

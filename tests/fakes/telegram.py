@@ -1101,8 +1101,61 @@ class FakeTelegram:
         when the image is larger, then the original, whose file_id resolves to ``image_bytes``
         exactly. A document gets ``document`` with ``mime_type`` and ``file_name``.
         """
-        message = self._new_user_message(chat_id, user, chat_type, reply_to)
+        message = self._photo_message(
+            chat_id, user, image_bytes, caption, reply_to, chat_type, as_document, mime,
+            filename, media_group_id,
+        )  # fmt: skip
         message.sender_chat = sender_chat
+        return self._inject_message(message)
+
+    def user_sends_album(
+        self,
+        chat_id: int,
+        user: FakeUser | dict[str, Any] | None,
+        images: list[bytes],
+        caption: str | None = None,
+        *,
+        caption_on: int = 0,
+        order: list[int] | None = None,
+        chat_type: str = "private",
+        media_group_id: str = "album-1",
+    ) -> list[StoredMessage]:
+        """An album, as Telegram sends one: a message per picture (ids in the order sent),
+        sharing a ``media_group_id``, the caption on one of them (``caption_on``); their
+        updates come in ``order`` (indexes; default: as sent). The messages, as sent."""
+        messages = [
+            self._photo_message(
+                chat_id,
+                user,
+                data,
+                caption if i == caption_on else None,
+                None,
+                chat_type,
+                False,
+                None,
+                None,
+                media_group_id,
+            )
+            for i, data in enumerate(images)
+        ]
+        for i in order if order is not None else range(len(messages)):
+            self._inject_message(messages[i])
+        return messages
+
+    def _photo_message(
+        self,
+        chat_id: int,
+        user: FakeUser | dict[str, Any] | None,
+        image_bytes: bytes,
+        caption: str | None,
+        reply_to: int | StoredMessage | None,
+        chat_type: str,
+        as_document: bool,
+        mime: str | None,
+        filename: str | None,
+        media_group_id: str | None,
+    ) -> StoredMessage:
+        message = self._new_user_message(chat_id, user, chat_type, reply_to)
         data = bytes(image_bytes)
         if as_document:
             mime_type = _mime_for(data, filename, mime)
@@ -1115,7 +1168,7 @@ class FakeTelegram:
             message.caption = caption
             message.caption_entities = make_entities(caption) or None
         message.media_group_id = media_group_id
-        return self._inject_message(message)
+        return message
 
     def user_sends_sticker(
         self,

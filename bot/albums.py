@@ -1,0 +1,115 @@
+"""Albums that a platform sends as separate messages (Telegram's media groups, the caption on
+one of them): collected through the store, since the parts may reach different processes, into
+one request. Each part is kept as it comes; `wait` seconds after a part, if no later part came,
+the process that received it takes the album (the store gives it to exactly one taker) and
+submits it: all its pictures in the order sent, with the caption's prompt. A sweep takes albums
+a process left behind (it died while waiting). A part that comes after its album was taken is
+kept as a photo the user may reply to, and costs nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from bot.actions import Actions
+from bot.admission import Admissions
+from bot.context import Context
+from bot.domain import Address, AlbumPart, EditRequest, Upload
+from bot.errors import StepEditError
+from bot.rules import most_pictures
+from bot.texts import error_text, t
+
+log = logging.getLogger("stepedit.service")
+
+ALBUM_WAIT = 1.5  # seconds after an album's last part before it is taken (ALBUM_WAIT_SECONDS)
+
+
+class Albums:
+    def __init__(
+        self, ctx: Context, admissions: Admissions, actions: Actions, *, wait: float = ALBUM_WAIT
+    ) -> None:
+        self.ctx = ctx
+        self.admissions = admissions
+        self.actions = actions
+        self.wait = wait
+        self._waiting: set[asyncio.Task[None]] = set()
+
+    async def add(self, part: AlbumPart) -> None:
+        """Keep one part of an album; its album is taken once no part came for `wait` seconds."""
+        if not await self.ctx.store.keep_album_part(part, self.ctx.clock()):
+            # late (or again): its album was answered; the photo is kept, nothing is charged
+            await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
+            return
+        task = asyncio.create_task(self._take_later(part.chat.platform, part.chat.id, part.album))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    async def _take_later(self, platform: str, chat_id: str, album: str) -> None:
+        await asyncio.sleep(self.wait)
+        try:
+            await self.take(platform, chat_id, album)
+        except Exception:
+            log.exception("album %s: could not take it; the sweep tries again", album)
+
+    async def take(self, platform: str, chat_id: str, album: str) -> None:
+        quiet_since = self.ctx.clock() - timedelta(seconds=self.wait)
+        parts = await self.ctx.store.take_album(platform, chat_id, album, quiet_since)
+        if parts:
+            await self._submit(sorted(parts, key=lambda part: int(part.origin.message_id)))
+
+    async def sweep(self) -> None:
+        """Take the albums whose process died while waiting for them (checked now and then)."""
+        while True:
+            await asyncio.sleep(max(self.wait, 1.0) * 4)
+            with contextlib.suppress(Exception):
+                since = self.ctx.clock() - timedelta(seconds=self.wait * 3)
+                for platform, chat_id, album in await self.ctx.store.quiet_albums(
+                    list(self.ctx.messengers), since
+                ):
+                    await self.take(platform, chat_id, album)
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Stop waiting (shutting down: the sweep of a process still running takes them)."""
+        for task in self._waiting:
+            task.cancel()
+        return list(self._waiting)
+
+    async def _submit(self, parts: list[AlbumPart]) -> None:
+        """One request of the album's pictures, in the order sent, with its caption's prompt;
+        no caption: the pictures are kept and the user asked once what to change."""
+        if not any(part.addressed for part in parts):
+            return  # a group's album not meant for the bot
+        prompted = next((part for part in parts if part.prompt), None)
+        first = prompted or parts[0]
+        to = Address(first.chat.platform, first.chat.id, first.origin.message_id, first.language)
+        if prompted is None:
+            for part in parts[1:]:
+                await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
+            await self.actions.ask_for_prompt(first.user, first.chat, first.file, first.origin, to)
+            return
+        if most_pictures(self.ctx.capabilities) == 1:  # a one-picture backend: the captioned one
+            chosen, others = [prompted], [part for part in parts if part is not prompted]
+        else:
+            chosen, others = parts, []
+        for part in others:  # kept: a reply to one edits it
+            await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
+        head, *rest = chosen
+        request = EditRequest(
+            prompted.user, prompted.chat, prompted.prompt or "", upload=head.file,
+            origin=head.origin, more=tuple(Upload(part.file, part.origin) for part in rest),
+            key=f"{to.platform}:{to.chat_id}:album:{prompted.album}",
+            answer_to=to.reply_to, language=to.language,
+        )  # fmt: skip
+        try:
+            await self.admissions.submit(request)
+        except StepEditError as exc:
+            await self._answer(to, error_text(exc, to.language))
+        except Exception:
+            log.exception("album %s: could not submit it", prompted.album)
+            await self._answer(to, t("error_generic", to.language))
+
+    async def _answer(self, to: Address, text: str) -> None:
+        with contextlib.suppress(Exception):  # the user may have blocked the bot meanwhile
+            await self.ctx.messengers[to.platform].send_text(to, text)

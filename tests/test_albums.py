@@ -1,0 +1,153 @@
+"""Requests of several pictures (an album, several attachments) in the core: with a backend that
+takes several images, one edit with all of them in the order sent; one unit reserved per picture
+and all but the delivered picture's given back as the edit ends; more pictures than the backend
+takes refused before anything is fetched; Reroll sends the same pictures again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from bot.backends import make_backend
+from bot.domain import (
+    AlbumPart,
+    ChatRef,
+    EditRequest,
+    EditStatus,
+    FileRef,
+    MessageRef,
+    Upload,
+    UserRef,
+)
+from bot.errors import QuotaExceeded, TooManyPictures
+from bot.service import EditService
+from bot.texts import error_text
+from storage.repo import SqlStore
+from tests.fakes.messenger import FakeMessenger
+from tests.fakes.openai import run_fake_openai
+from tests.images import make_image
+from tests.service_fixtures import StartService
+from tests.test_service import ALICE, CHAT, run, used
+
+RED, GREEN, BLUE = (make_image(320, 240, color=c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200)))
+
+
+@pytest.fixture
+def messenger() -> FakeMessenger:
+    return FakeMessenger()
+
+
+@pytest.fixture
+async def service(start_service: StartService) -> EditService:
+    return await start_service()  # the StepFun backend: one picture per edit
+
+
+@pytest.fixture
+async def openai_service(start_service: StartService) -> AsyncIterator[tuple[EditService, Any]]:
+    async with run_fake_openai() as fake:
+        editor = make_backend("openai", base_url=fake.base_url, api_key=fake.api_key, retries=0)
+        try:
+            yield await start_service(editor=editor, daily_quota=10), fake
+        finally:
+            await editor.aclose()
+
+
+def album(
+    messenger: FakeMessenger, *photos: bytes, prompt: str = "put the hat on the cat"
+) -> EditRequest:
+    """Several photos in one request, as an adapter submits an album."""
+    first, *others = (messenger.upload(photo, f"p{i}.png") for i, photo in enumerate(photos, 1))
+    more = tuple(Upload(upload) for upload in others)
+    return EditRequest(ALICE, CHAT, prompt, upload=first, more=more)
+
+
+async def test_an_album_is_one_edit_of_all_its_pictures_in_order_and_costs_one_unit(
+    openai_service: tuple[EditService, Any], messenger: FakeMessenger
+) -> None:
+    service, fake = openai_service
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED
+    assert len(fake.requests) == 1  # one call with every picture
+    sent = [entry[0] for entry in fake.last.images]
+    assert len(sent) == 3
+    assert [_color(data) for data in sent] == [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+    assert len(messenger.pictures) == 1
+    assert await used(service) == 1  # one picture delivered: the other two units went back
+
+
+async def test_reroll_sends_the_same_pictures_and_a_reply_refines_the_result_alone(
+    openai_service: tuple[EditService, Any], messenger: FakeMessenger
+) -> None:
+    service, fake = openai_service  # (a reroll needs room for a unit per picture, as the album)
+    first = await run(service, album(messenger, RED, GREEN, BLUE))
+    rerolled = await run(service, EditRequest(ALICE, CHAT, reroll_of=first.id))
+    assert rerolled.status == EditStatus.SUCCEEDED
+    assert [_color(entry[0]) for entry in fake.last.images] == [
+        (200, 0, 0), (0, 200, 0), (0, 0, 200)
+    ]  # fmt: skip
+    shown = messenger.pictures[-1].message
+    refined = await run(service, EditRequest(ALICE, CHAT, "now at night", source_message=shown))
+    assert refined.status == EditStatus.SUCCEEDED
+    assert len(fake.last.images) == 1  # the result alone
+    assert await used(service) == 3
+
+
+async def test_an_album_needs_a_unit_per_picture_and_a_failed_one_costs_nothing(
+    start_service: StartService, messenger: FakeMessenger
+) -> None:
+    async with run_fake_openai() as fake:
+        editor = make_backend("openai", base_url=fake.base_url, api_key=fake.api_key, retries=0)
+        try:
+            service = await start_service(editor=editor, daily_quota=2)
+            with pytest.raises(QuotaExceeded):
+                await service.submit(album(messenger, RED, GREEN, BLUE))
+            assert await used(service) == 0 and not messenger.fetched
+            bad = await run(service, album(messenger, RED, b"not a picture"))
+            assert bad.status == EditStatus.FAILED and not fake.requests  # no call made
+            assert await used(service) == 0
+            assert "couldn't read that file as an image" in messenger.texts[-1][1]
+        finally:
+            await editor.aclose()
+
+
+async def test_more_pictures_than_the_backend_takes_are_refused_before_any_is_fetched(
+    service: EditService, messenger: FakeMessenger
+) -> None:
+    with pytest.raises(TooManyPictures) as info:
+        await service.submit(album(messenger, RED, GREEN))
+    assert "2 pictures" in error_text(info.value) and "at most 1" in error_text(info.value)
+    assert not messenger.fetched and await used(service) == 0
+
+
+def _color(data: bytes) -> tuple[int, ...]:
+    """The colour in the middle of a picture (JPEG-rounded to tens)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    with Image.open(BytesIO(data)) as image:
+        pixel = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+    assert isinstance(pixel, tuple)
+    return tuple(round(channel, -1) for channel in pixel)
+
+
+async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: SqlStore) -> None:
+    now = datetime.now(UTC)
+    user, chat = UserRef("test", "alice"), ChatRef("test", "chat-1")
+
+    def part(message_id: str) -> AlbumPart:
+        origin = MessageRef("test", "chat-1", message_id)
+        return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
+
+    assert await store.keep_album_part(part("1"), now)
+    assert await store.keep_album_part(part("2"), now)
+    assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
+    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1)) == []
+    takers = [store.take_album("test", "chat-1", "a1", now) for _ in range(3)]
+    taken = await asyncio.gather(*takers)
+    assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
+    assert not await store.keep_album_part(part("3"), now)  # its album was taken

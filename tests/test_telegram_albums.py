@@ -1,0 +1,75 @@
+"""Telegram albums end to end: the real bot (PTB against the fake Bot API) collects an album's
+messages (one per picture, sharing a media_group_id, the caption on one of them) through the
+database into one request: with a backend that takes several images, one call with all of them
+in the order sent, one unit charged; parts arriving out of order, or the caption on the last,
+change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai import run_fake_openai
+from tests.fakes.stepfun import FakeStepFun
+from tests.fakes.telegram import FakeTelegram, FakeUser
+from tests.harness import BotUnderTest
+from tests.images import decode, make_image
+
+ALICE = FakeUser(id=6161, first_name="Alice", language_code="en")
+CHAT = ALICE.id
+SIZES = [(320, 240), (300, 200), (200, 300)]  # each picture told apart by its size
+PHOTOS = [make_image(w, h, color=(30, 120, 200)) for w, h in SIZES]
+
+
+@pytest.fixture
+async def openai_app(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> AsyncIterator[tuple[BotUnderTest, Any]]:
+    async with run_fake_openai() as fake:
+        client = {"style": "openai", "api_key": fake.api_key, "base_url": fake.base_url}
+        options = {"daily_quota": 5, "album_wait": 0.3}
+        bot = BotUnderTest(telegram, stepfun, sqlite_url, options, client)
+        await bot.start()
+        try:
+            yield bot, fake
+        finally:
+            await bot.stop()
+
+
+@pytest.mark.parametrize(
+    ("caption_on", "order"), [(0, [0, 1, 2]), (2, [0, 1, 2]), (0, [2, 0, 1]), (1, [1, 2, 0])]
+)
+async def test_an_album_of_three_is_one_edit_of_all_three_in_the_order_sent(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram, caption_on: int, order: list[int]
+) -> None:
+    app, fake = openai_app
+    telegram.user_sends_album(
+        CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=caption_on, order=order
+    )
+    result = await app.photo_reply(CHAT)
+    assert "put the hat on the cat" in (result.caption or "")
+    await app.idle()
+    assert len(fake.requests) == 1
+    assert [decode(entry[0]).size for entry in fake.last.images] == SIZES
+    assert await app.quota_used(ALICE) == 1
+    assert len([m for m in telegram.sent(CHAT) if m.photo]) == 1  # one result, no question
+    assert not [m for m in telegram.sent(CHAT) if "What should I change" in (m.text or "")]
+
+
+async def test_an_album_needs_a_unit_per_picture(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    async with run_fake_openai() as fake:
+        client = {"style": "openai", "api_key": fake.api_key, "base_url": fake.base_url}
+        options = {"daily_quota": 2, "album_wait": 0.3}
+        app = BotUnderTest(telegram, stepfun, sqlite_url, options, client)
+        await app.start()
+        try:
+            telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat")
+            answer = await app.text_reply(CHAT)
+            assert "daily" in (answer.text or "") or "quota" in (answer.text or "").lower()
+            assert not fake.requests and await app.quota_used(ALICE) == 0
+        finally:
+            await app.stop()
