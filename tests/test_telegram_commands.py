@@ -335,7 +335,7 @@ async def test_a_chinese_user_gets_chinese_answers(
     telegram.user_sends_text(XIAOMING.id, XIAOMING, "make it snow")
     result = await app.photo_reply(XIAOMING.id)
     assert "种子" in (result.caption or "")  # English words, Chinese interface
-    assert [b["text"] for b in result.buttons] == ["🎲 重新生成", "↩️ 撤销", "🖼 原图"]
+    assert [b["text"] for b in result.buttons] == ["🎲 重新生成", "↩️ 撤销", "🖼 原图", "◐ 前后对比"]
     assert "今天还剩 3/5 次修改" in await answer_to(app, telegram, "/quota", XIAOMING)
     assert "没有可取消的任务" in await answer_to(app, telegram, "/cancel", XIAOMING)
 
@@ -350,7 +350,9 @@ async def test_an_english_user_writing_chinese_keeps_the_english_interface(
     assert caption.startswith(prompt)
     assert f"seed {request.fields['seed']}" in caption
     assert "种子" not in caption
-    assert [b["text"] for b in result.buttons] == ["🎲 Reroll", "↩️ Undo", "🖼 Full quality"]
+    assert [b["text"] for b in result.buttons] == [
+        "🎲 Reroll", "↩️ Undo", "🖼 Full quality", "◐ Compare before / after"
+    ]  # fmt: skip
 
 
 async def test_without_a_language_hint_chinese_words_get_a_chinese_caption(
