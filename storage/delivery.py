@@ -145,9 +145,8 @@ class SqlDelivery(SqlBase):
                 await ledger.count(session, scope, uncharged_call, 0)
             if not succeeded:
                 if row.quota_day is not None:
-                    await ledger.release(
-                        session, row.user_id, row.platform, row.chat_id, row.quota_day
-                    )
+                    await ledger.release(session, row.user_id, row.platform, row.chat_id,
+                                         row.quota_day, row.pack_id)  # fmt: skip
                 return True
             assert row.result_image_id is not None
             shown = ShownImage(row.result_image_id, row.id)

@@ -105,22 +105,26 @@ class SqlJobs(SqlBase):
             calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused=Refusal.UNCHARGED)
+        pack_id = None  # past the day's free quota: a bought edit, from the oldest pack
         if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user):
-            return Admission(0, refused=Refusal.QUOTA)
+            pack_id = await ledger.use_bought(session, edit.user_id)
+            if pack_id is None:
+                return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)
         if not await ledger.count(session, chat, day, 0 if free else limits.chat):
-            await ledger.release_user(session, edit.user_id, day)
+            await ledger.give_back(session, edit.user_id, day, pack_id)
             return Admission(0, refused=Refusal.CHAT_QUOTA)
         if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget):
-            await ledger.release_user(session, edit.user_id, day)
+            await ledger.give_back(session, edit.user_id, day, pack_id)
             await ledger.uncount(session, chat, day)
             return Admission(0, refused=Refusal.BUDGET)
+        units = (session, edit.user_id, edit.platform, edit.chat_id, day, pack_id)
         if not free and limits.spend and await ledger.spend_reached(session, day, limits.spend):
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
+            await ledger.release(*units)
             return Admission(0, refused=Refusal.SPEND)
         turn = await _turn(session, edit.user_id)
         if limits.waiting and turn.waiting >= limits.waiting:
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day)
+            await ledger.release(*units)
             return Admission(0, refused=Refusal.BUSY)
         options = edit.options
         edit_id = await session.scalar(S.NEW_EDIT, dict(
@@ -137,6 +141,7 @@ class SqlJobs(SqlBase):
             negative_prompt=options.negative_prompt,
             key=edit.key,
             quota_day=day,
+            pack_id=pack_id,
             rank=turn.number,  # the claim's order: a user's n-th edit after others' first
             attempts=0,
             reply_to=edit.reply_to,
@@ -318,9 +323,8 @@ class SqlJobs(SqlBase):
             ).all()
             for row in rows:
                 if row.quota_day is not None:
-                    await ledger.release(
-                        session, row.user_id, row.platform, row.chat_id, row.quota_day
-                    )
+                    await ledger.release(session, row.user_id, row.platform, row.chat_id,
+                                         row.quota_day, row.pack_id)  # fmt: skip
             return [edit_record(row) for row in rows]
 
     async def queue_places(self, edit_ids: list[int]) -> dict[int, int]:
