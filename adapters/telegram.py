@@ -56,6 +56,8 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
+from adapters.telegram_payments import COMMANDS as PAYMENT_COMMANDS
+from adapters.telegram_payments import TelegramPayments, decline, is_payment
 from adapters.telegram_webhook import Handler, Webhook, describe, update_types
 from bot import imaging, logs, presenter, texts
 from bot.commands import TEXT_COMMANDS, Asked
@@ -72,7 +74,7 @@ from bot.domain import (
     UserRef,
 )
 from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
-from bot.ports import RetryLater
+from bot.ports import RefundFailed, RetryLater
 from bot.presenter import Action, Button
 from bot.service import EditService
 from bot.texts import t
@@ -93,7 +95,7 @@ PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID", "IMAGE_
 COMMANDS = (
     "edit", "imagine", "caption", "bubble", "help", "quota", "seed", "settings", "cancel", "forget",
 )  # fmt: skip
-ADMIN_COMMANDS = ("stats", "grant", "ban", "unban")  # and /quota <user id>; not in the menu
+ADMIN_COMMANDS = ("stats", "grant", "ban", "unban", "refund")  # and /quota <id>; not in the menu
 MAX_FILE_BYTES = 50_000_000  # what bots may send as a document
 
 
@@ -116,6 +118,10 @@ def sender_ref(update: Update) -> UserRef | None:
 def incoming(update: Update, bot: Bot) -> Incoming | None:
     """What the gate sees of an update; None for what no handler takes (edited messages never
     run commands, channel posts and membership changes are not requests)."""
+    checkout = update.pre_checkout_query
+    if checkout is not None:  # a payment about to be made: the payer's, as in their chat
+        payer = user_ref(checkout.from_user)
+        return Incoming(str(update.update_id), ChatRef(PLATFORM, payer.id, True), payer)
     message, chat = update.message, update.effective_chat
     if chat is None or (message is None and update.callback_query is None):
         return None
@@ -133,7 +139,9 @@ def incoming(update: Update, bot: Bot) -> Incoming | None:
     query = update.callback_query
     user = user_ref(query.from_user) if query is not None else sender_ref(update)
     where = ChatRef(PLATFORM, str(chat.id), private)
-    return Incoming(str(update.update_id), where, user, addressed=addressed)
+    return Incoming(
+        str(update.update_id), where, user, addressed=addressed, payment=is_payment(update)
+    )
 
 
 def chat_ref(message: Message) -> ChatRef:
@@ -241,6 +249,8 @@ class TelegramBot:
         # Only new messages: an edited one runs no command, nor (a caption changed) another
         # edit that would be charged again. So edited messages are not even asked for.
         new = filters.UpdateType.MESSAGE
+        for handler in TelegramPayments(self.service).handlers():  # /buy, payments, refunds
+            app.add_handler(handler)
         commands: list[tuple[str | tuple[str, ...], Any]] = [
             ("start", self.on_start),
             ("help", self.on_help),
@@ -270,6 +280,7 @@ class TelegramBot:
         beside the bot and opens no database, so has no service (no handler is ever called)."""
         unserved = cls.__new__(cls)
         unserved.app = _application(token, "https://api.telegram.org", rate_limit=False)
+        unserved.service = cast(EditService, None)
         unserved._add_handlers()
         return update_types(unserved.app.handlers)
 
@@ -277,7 +288,8 @@ class TelegramBot:
         """The command menu, in English and Chinese. (PTB's post_init hook would only run under
         run_polling, which start() does not use.) A failure here must not stop the bot."""
         for code, lang in ((None, texts.EN), ("zh", texts.ZH)):
-            names = (*COMMANDS, *TEXT_COMMANDS)
+            selling = PAYMENT_COMMANDS if self.service.shop.offer() else ()
+            names = (*COMMANDS, *TEXT_COMMANDS, *selling)
             commands = [BotCommand(name, t(f"command_{name}", lang)) for name in names]
             try:
                 await self.app.bot.set_my_commands(commands, language_code=code)
@@ -560,7 +572,9 @@ class TelegramBot:
             log.error("update %s: the gate failed", update.update_id, exc_info=exc)
             text = t("error_generic", lang_of(update))
         with contextlib.suppress(Exception):  # cosmetic: the update is stopped all the same
-            if update.callback_query is not None:
+            if update.pre_checkout_query is not None:  # Telegram waits for a verdict
+                await decline(update.pre_checkout_query, exc)
+            elif update.callback_query is not None:
                 await update.callback_query.answer(text)
             elif text is not None and update.effective_message is not None:
                 await update.effective_message.reply_text(text, do_quote=True)
@@ -1007,6 +1021,13 @@ class TelegramMessenger:
             said = exc.message.lower()  # "message can't be deleted": never will be
             if "not found" not in said and "can't be deleted" not in said:
                 raise
+
+    async def refund_stars(self, user_id: str, charge_id: str) -> None:
+        """bot.ports.StarsRefunds: refundStarPayment."""
+        try:
+            await self.bot.refund_star_payment(int(user_id), charge_id)
+        except TelegramError as exc:
+            raise RefundFailed(exc.message) from exc
 
     async def show_working(self, to: Address) -> None:
         """In a group at most every GROUP_ACTION_SECONDS: a group has 20 sends a minute."""

@@ -35,7 +35,8 @@ class Gate:
         """The gate every incoming event passes before anything of it is stored or answered.
         Raises Ignored for a redelivered event, for chatter not meant for the bot and for
         whoever was told already; NotAllowed (in private), Banned (once) or SentAsChat (once a
-        day per chat) for what its sender should hear. `claim`: record the event as handled
+        day per chat) for what its sender should hear. A payment's record passes whoever sent
+        it (the money moved: it must be kept). `claim`: record the event as handled
         now (for platforms that never deliver twice what was received); else `handled` does,
         once the event has been handled."""
         store = self.ctx.store
@@ -52,6 +53,8 @@ class Gate:
                                                       event.user)  # fmt: skip
         if seen:
             raise Ignored("redelivered")
+        if event.payment and event.user is not None:  # they paid: a ban holds for edits only
+            return
         if event.user is None:  # a channel or an anonymous admin: no person to serve
             first = event.addressed and await store.first_time_today(
                 f"told:as-chat:{event.platform}:{event.chat.id}", self.ctx.today()

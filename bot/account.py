@@ -23,7 +23,8 @@ class Account:
             limit = 0
         else:
             limit = ctx.daily_quota + await ctx.store.granted(record.id, day)
-        return QuotaStatus(used=used, limit=limit, resets_at=ctx.next_reset())
+        bought = await ctx.store.bought_left(record.id)  # a Telegram user's; never expire
+        return QuotaStatus(used=used, limit=limit, resets_at=ctx.next_reset(), bought=bought)
 
     async def settings(self, user: UserRef) -> UserSettings:
         """The user's settings with the operator's defaults filled in where they chose none."""
@@ -48,7 +49,8 @@ class Account:
 
     async def forget(self, user: UserRef, *, confirmed: bool) -> str:
         """/forget, once confirmed: delete what the bot keeps of the user (their images,
-        history and settings); their quota usage stays, so it is no way around the quota."""
+        history and settings); their quota usage stays, so it is no way around the quota, and
+        so do their payments' records (refunds and Telegram's rules need them)."""
         lang = language_for(user.language)
         if not confirmed:
             return t("forget_kept", lang)
@@ -57,7 +59,10 @@ class Account:
         self.gate.users_changed()
         if deleted is None:
             return t("forget_busy", lang)
-        return t("forget_done", lang, edits=deleted)
+        done = t("forget_done", lang, edits=deleted)
+        if await self.ctx.store.payments_of(record.id):
+            done += t("forget_payments_kept", lang)
+        return done
 
     def _with_defaults(self, settings: UserSettings) -> UserSettings:
         return with_defaults(settings, self.ctx.defaults, self.ctx.capabilities)

@@ -86,6 +86,15 @@ class OperatorRules:
     allowed_users: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: everyone
     allowed_chats: IdSet = field(default_factory=lambda: IdSet(frozenset()))  # empty: all
     retention_days: int = 0  # images are deleted after this many days; 0 = kept forever
+    # Edits sold for Telegram Stars: a pack of `stars_pack_edits` for `stars_pack_price` Stars
+    # (0: not selling), and the operator's contact for /paysupport.
+    stars_pack_price: int = 0
+    stars_pack_edits: int = 0
+    payment_support: str = ""
+
+    @property
+    def selling(self) -> bool:
+        return bool(self.stars_pack_price and self.stars_pack_edits)
 
 
 class ConfigError(Exception):
@@ -159,6 +168,10 @@ class Settings(BaseSettings):
     allowed_chats: str = ""
     retention_days: int = Field(default=30, ge=0)
     meme_font: Path | None = None  # a TrueType/OpenType file for /caption and /bubble
+    # Selling edits for Telegram Stars: both set, or neither (no selling); see rules().
+    stars_pack_price: int | None = Field(default=None, ge=1, le=10_000)  # Stars per pack
+    stars_pack_edits: int | None = Field(default=None, ge=1, le=100_000)  # edits per pack
+    payment_support: str = ""  # the operator's contact that /paysupport gives
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for machines
@@ -181,6 +194,8 @@ class Settings(BaseSettings):
         "default_steps",
         "default_cfg_scale",
         "global_api_concurrency",
+        "stars_pack_price",
+        "stars_pack_edits",
         mode="before",
     )
     @classmethod
@@ -290,6 +305,8 @@ class Settings(BaseSettings):
         return value
 
     def rules(self) -> OperatorRules:
+        price, edits = _stars_offer(self.stars_pack_price, self.stars_pack_edits,
+                                    self.payment_support)  # fmt: skip
         return OperatorRules(
             chat_quota=self.chat_daily_quota,
             budget=self.global_daily_budget,
@@ -301,6 +318,9 @@ class Settings(BaseSettings):
             allowed_users=IdSet.parse(self.allowed_users, users=True),
             allowed_chats=IdSet.parse(self.allowed_chats),
             retention_days=self.retention_days,
+            stars_pack_price=price,
+            stars_pack_edits=edits,
+            payment_support=self.payment_support.strip(),
         )
 
     @field_validator("meme_font", mode="before")
@@ -382,6 +402,22 @@ class Settings(BaseSettings):
         if self.http_port is None and self.webhook_secret() is not None:
             return WEBHOOK_DEFAULT_HTTP_PORT
         return self.http_port
+
+
+def _stars_offer(price: int | None, edits: int | None, support: str) -> tuple[int, int]:
+    """STARS_PACK_PRICE and STARS_PACK_EDITS (0, 0: not selling), checked: both or neither, and
+    PAYMENT_SUPPORT with them (Telegram requires /paysupport of bots that sell)."""
+    if (price is None) != (edits is None):
+        raise ConfigError(
+            "STARS_PACK_PRICE and STARS_PACK_EDITS go together: set both to sell edits for "
+            "Telegram Stars, or neither"
+        )
+    if price is not None and not support.strip():
+        raise ConfigError(
+            "PAYMENT_SUPPORT is not set: Telegram requires bots that sell to answer /paysupport; "
+            "set it to how buyers reach you (e.g. @your_name or an email address)"
+        )
+    return price or 0, edits or 0
 
 
 def parse_shard_ids(text: str, count: int) -> list[int]:

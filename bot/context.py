@@ -13,7 +13,7 @@ from bot.backends.base import Capabilities
 from bot.config import OperatorRules
 from bot.domain import EditOptions, UserRef
 from bot.metrics import Metrics
-from bot.ports import EditStore, ImageEditor, Messenger
+from bot.ports import EditStore, ImageEditor, Messenger, StarsRefunds
 from bot.rules import random_seed
 
 
@@ -36,6 +36,7 @@ class Context:
     meme_font: Path | None = None  # None: the bundled CJK font
     messengers: dict[str, Messenger] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
+    refunds: StarsRefunds | None = None  # the platform that gives Telegram Stars back
 
     @property
     def capabilities(self) -> Capabilities:

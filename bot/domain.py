@@ -363,10 +363,30 @@ class QuotaStatus:
     used: int
     limit: int  # 0 = unlimited
     resets_at: datetime
+    bought: int = 0  # edits bought with Telegram Stars and not used yet (after the free ones)
 
     @property
     def remaining(self) -> int | None:
         return None if self.limit == 0 else max(self.limit - self.used, 0)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A pack of edits bought with Telegram Stars: the payment's record and its own ledger row
+    (`bought` = `used` + `refunded` + `left`)."""
+
+    id: int
+    buyer: UserRef  # whose edits they are (the platform's user id is what a refund needs)
+    charge_id: str  # Telegram's telegram_payment_charge_id
+    stars: int
+    bought: int
+    used: int
+    refunded: int  # edits a refund took back
+    refunded_at: datetime | None = None
+
+    @property
+    def left(self) -> int:
+        return self.bought - self.used - self.refunded
 
 
 @dataclass(frozen=True)
@@ -378,6 +398,9 @@ class Incoming:
     chat: ChatRef
     user: UserRef | None  # None: sent on behalf of a chat (a channel, an anonymous admin)
     addressed: bool = True  # meant for the bot (a command, a mention, a reply to it, a DM)
+    # a payment's record (paid, refunded): handled whoever sent it, even someone banned since
+    # (they paid); only a redelivery is ignored
+    payment: bool = False
 
     @property
     def platform(self) -> str:

@@ -16,6 +16,8 @@
 │   ├── UnchargedCallsCapped  too many paid calls without a picture today (MAX_UNCHARGED_CALLS)
 │   ├── SentAsChat            sent as a channel or an anonymous admin, not as a person
 │   ├── TooFast               too many free actions this minute (FREE_ACTIONS_PER_MINUTE)
+    │   ├── NotForSale            /buy: the bot sells no edits, or the user has no limit
+    │   ├── OfferChanged          an invoice paid after its price or pack changed
     │   └── Busy                  this user already has an edit running
     ├── EditRefused               the API's content review refused it (content_filtered, 451)
     ├── EditCancelled             the user cancelled it (/cancel)
@@ -159,6 +161,19 @@ class SentAsChat(UserError):
 
 class AdminsOnly(UserError):
     code = "error_admins_only"
+
+
+class NotForSale(UserError):
+    """/buy where nothing is sold: `code` says why (not selling, no limit to buy past, not
+    in a private chat)."""
+
+    code = "error_not_selling"
+
+
+class OfferChanged(UserError):
+    """An invoice paid after the offer it was made for changed (or ended): declined."""
+
+    code = "error_offer_changed"
 
 
 class Ignored(StepEditError):

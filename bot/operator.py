@@ -1,5 +1,6 @@
-"""The operator's commands (/stats, /grant, /ban, /unban, /quota <user id>), one handler each
-in a table, and the notice to the admins when edits pause for the day (budget or spend)."""
+"""The operator's commands (/stats, /grant, /ban, /unban, /quota <user id>, and /refund <charge
+id>, which bot/shop.py answers), one handler each in a table, and the notice to the admins when
+edits pause for the day (budget or spend)."""
 
 from __future__ import annotations
 
@@ -39,9 +40,13 @@ class _Order:
 
 
 class Operator:
-    def __init__(self, ctx: Context, gate: Gate) -> None:
+    def __init__(
+        self, ctx: Context, gate: Gate,
+        refund: Callable[[str, list[str]], Awaitable[str]] | None = None,
+    ) -> None:  # fmt: skip
         self.ctx = ctx
         self.gate = gate
+        self._refund = refund
         self.background: set[asyncio.Task[None]] = set()  # messages to admins on their way
         self._about_a_user: dict[str, Callable[[_Order], Awaitable[str]]] = {
             "ban": self._ban,
@@ -61,6 +66,8 @@ class Operator:
         lang = language_for(user.language)
         if command == "stats":
             return await self._stats(lang)
+        if command == "refund" and self._refund is not None:
+            return await self._refund(lang, args)
         handler = self._about_a_user.get(command)
         if handler is None or not args:
             return t("admin_usage", lang)
@@ -115,13 +122,15 @@ class Operator:
         budget = f" / {rules.budget}" if rules.budget else ""
         cap = f" / {dollars(rules.spend_cap)}" if rules.spend_cap else ""
         top = ", ".join(f"{name} {n}" for name, n in stats.top_users) or "-"
+        stars = await self.ctx.store.stars_earned(day)
+        earned = t("admin_stats_stars", lang, stars=stars) if rules.selling or stars else ""
         return t(
             "admin_stats", lang, day=day.isoformat(), today=stats.charged_today, budget=budget,
             succeeded=stats.succeeded_today, failed=stats.failed_today,
             rate=round(100 * stats.succeeded_today / ended) if ended else 100,
             api_ms=stats.median_api_ms, total=stats.succeeded_total, top=top,
             spent=dollars(stats.spent_today), cap=cap,
-        )  # fmt: skip
+        ) + earned  # fmt: skip
 
     # --- telling the admins ------------------------------------------------------------------
 

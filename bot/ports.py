@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from bot.backends.base import ImageEditor
 from bot.domain import (
@@ -21,6 +21,7 @@ from bot.domain import (
     MessageRef,
     NewEdit,
     NewImage,
+    Pack,
     Picture,
     ShownImage,
     Spend,
@@ -44,7 +45,10 @@ __all__ = [
     "JobsStore",
     "MessagesStore",
     "Messenger",
+    "PaymentsStore",
+    "RefundFailed",
     "RetryLater",
+    "StarsRefunds",
 ]
 
 
@@ -395,9 +399,46 @@ class AlbumsStore(Protocol):
         ...
 
 
+class PaymentsStore(Protocol):
+    """Edits bought with Telegram Stars: one ledger row per pack, which is also the payment's
+    record (kept by /forget). Edits are taken from packs by `admit`, oldest first, after the
+    day's free quota, and given back to the same pack by an edit that ends without a picture."""
+
+    async def credit_pack(
+        self, user_id: int, charge_id: str, *, stars: int, edits: int, day: date
+    ) -> bool:
+        """Record a payment and credit its pack in one transaction; False, changing nothing,
+        when that charge id was recorded already (the same payment delivered again)."""
+        ...
+
+    async def bought_left(self, user_id: int) -> int:
+        """The user's bought edits not used yet (nor reserved by an open edit)."""
+        ...
+
+    async def payments_of(self, user_id: int) -> int:
+        """How many payments of the user's are recorded."""
+        ...
+
+    async def take_back_pack(
+        self, charge_id: str, *, unused_only: bool
+    ) -> tuple[Pack | None, bool]:
+        """Mark the payment's pack refunded, taking back the edits it has left (`unused_only`:
+        only if none was used or is reserved). The pack (None: unknown charge id) and whether
+        this call refunded it."""
+        ...
+
+    async def restore_pack(self, charge_id: str) -> None:
+        """Undo `take_back_pack` of an unused pack whose refund the platform refused."""
+        ...
+
+    async def stars_earned(self, day: date) -> int:
+        """Stars paid on `day` for packs not refunded."""
+        ...
+
+
 class EditStore(
     AccountsStore, EventsStore, ImagesStore, JobsStore, DeliveryStore, MessagesStore,
-    ApiSlotsStore, AlbumsStore, Protocol,
+    ApiSlotsStore, AlbumsStore, PaymentsStore, Protocol,
 ):  # fmt: skip
     """Persistent state: every part above, in one object. Every method is one transaction
     (unless its docstring says why not); all are safe for concurrent callers (including other
@@ -461,3 +502,15 @@ class Messenger(Protocol):
         """The platform's own sign that a picture is on its way (Telegram's "sending photo…",
         which lasts about 5 seconds); nothing where the platform shows one by itself."""
         ...
+
+
+class RefundFailed(Exception):
+    """The platform refused to give a payment back; the message is its reason."""
+
+
+@runtime_checkable
+class StarsRefunds(Protocol):
+    """A platform that sells for Telegram Stars gives a payment back (Telegram's
+    refundStarPayment). RefundFailed, with the platform's reason, when it refuses."""
+
+    async def refund_stars(self, user_id: str, charge_id: str) -> None: ...

@@ -148,7 +148,8 @@ def quota_text(quota: QuotaStatus, lang: str) -> str:
     if quota.remaining is None:
         return t("quota_unlimited", lang, used=quota.used)
     resets = quota.resets_at.strftime("%H:%M")
-    return t("quota", lang, remaining=quota.remaining, limit=quota.limit, resets=resets)
+    text = t("quota", lang, remaining=quota.remaining, limit=quota.limit, resets=resets)
+    return text + (t("quota_bought", lang, bought=quota.bought) if quota.bought else "")
 
 
 def seed_text(settings: UserSettings, lang: str, *, with_usage: bool) -> str:

@@ -9,6 +9,7 @@ one concern (see the README's developer overview):
     albums.Albums        albums sent as separate messages, collected into one request
     drawing.Drawing      words the bot draws itself
     account.Account      quota, settings, /forget
+    shop.Shop            edits sold for Telegram Stars: offers, payments, refunds
     operator.Operator    the operator's commands (a table) and notices
     health.Health        readiness and metrics, for the HTTP server
     commands             commands that answer a text (a table both adapters register)
@@ -43,8 +44,9 @@ from bot.health import Health
 from bot.metrics import CountedMessenger, Metrics
 from bot.operator import Operator
 from bot.pictures import Pictures
-from bot.ports import EditStore, ImageEditor, Messenger
+from bot.ports import EditStore, ImageEditor, Messenger, StarsRefunds
 from bot.rules import MAX_WAITING_PER_USER, random_seed, wants_text_mode
+from bot.shop import Shop
 
 __all__ = ["MAX_ATTEMPTS", "EditService", "utcnow", "wants_text_mode"]
 
@@ -84,7 +86,8 @@ class EditService:
                                          note_interval=note_interval,
                                          global_api_concurrency=global_api_concurrency)  # fmt: skip
         engine.deliver_with(Delivery(ctx, engine, pictures).run)
-        self.operator = Operator(ctx, gate)
+        self.shop = Shop(ctx, gate)
+        self.operator = Operator(ctx, gate, refund=self.shop.refund)
         admissions = Admissions(ctx, gate, engine, pictures, self.operator)
         drawing = Drawing(ctx, gate, admissions, pictures)
         actions = Actions(ctx, gate, engine, pictures, admissions, drawing)
@@ -108,8 +111,11 @@ class EditService:
         self.unready, self.metrics_text = health.unready, health.metrics_text
 
     def attach(self, messenger: Messenger) -> None:
-        """Answer and fetch through `messenger` for its platform; start() after attaching."""
+        """Answer and fetch through `messenger` for its platform (and give Telegram Stars back
+        through it, if it can); start() after attaching."""
         self.ctx.messengers[messenger.platform] = CountedMessenger(messenger, self.ctx.metrics)
+        if isinstance(messenger, StarsRefunds):
+            self.ctx.refunds = messenger
 
     async def start(self) -> None:
         """Start the workers: jobs left by a crash are taken up again once their lease ends."""

@@ -159,8 +159,9 @@ class SqlDelivery(SqlBase):
             undelivered = row.pictures - delivered if succeeded else row.pictures
             if undelivered > 0 and row.quota_day is not None:
                 await ledger.release(
-                    session, row.user_id, row.platform, row.chat_id, row.quota_day, undelivered
-                )
+                    session, row.user_id, row.platform, row.chat_id, row.quota_day,
+                    undelivered, row.pack_id,
+                )  # fmt: skip
             if not succeeded:
                 return True
             assert row.result_image_id is not None

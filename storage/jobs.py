@@ -111,24 +111,28 @@ class SqlJobs(SqlBase):
             calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused=Refusal.UNCHARGED)
-        # A request of several pictures holds one unit per picture until it ends.
-        user_limit = 0 if free else limits.user
-        if not await ledger.reserve(session, edit.user_id, day, user_limit, units):
-            return Admission(0, refused=Refusal.QUOTA)
+        # A request of several pictures holds one unit per picture until it ends. Past the
+        # day's free quota, a one-picture request takes a bought edit, from the oldest pack.
+        pack_id = None
+        if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user, units):
+            pack_id = await ledger.use_bought(session, edit.user_id) if units == 1 else None
+            if pack_id is None:
+                return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)
         if not await ledger.count(session, chat, day, 0 if free else limits.chat, units):
-            await ledger.release_user(session, edit.user_id, day, units)
+            await ledger.give_back(session, edit.user_id, day, pack_id, units)
             return Admission(0, refused=Refusal.CHAT_QUOTA)
         if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget, units):
-            await ledger.release_user(session, edit.user_id, day, units)
+            await ledger.give_back(session, edit.user_id, day, pack_id, units)
             await ledger.uncount(session, chat, day, units)
             return Admission(0, refused=Refusal.BUDGET)
+        held = (session, edit.user_id, edit.platform, edit.chat_id, day, units, pack_id)
         if not free and limits.spend and await ledger.spend_reached(session, day, limits.spend):
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day, units)
+            await ledger.release(*held)
             return Admission(0, refused=Refusal.SPEND)
         turn = await _turn(session, edit.user_id)
         if limits.waiting and turn.waiting >= limits.waiting:
-            await ledger.release(session, edit.user_id, edit.platform, edit.chat_id, day, units)
+            await ledger.release(*held)
             return Admission(0, refused=Refusal.BUSY)
         options = edit.options
         edit_id = await session.scalar(S.NEW_EDIT, dict(
@@ -145,6 +149,7 @@ class SqlJobs(SqlBase):
             negative_prompt=options.negative_prompt,
             key=edit.key,
             quota_day=day,
+            pack_id=pack_id,
             rank=turn.number,  # the claim's order: a user's n-th edit after others' first
             attempts=0,
             reply_to=edit.reply_to,
@@ -336,7 +341,7 @@ class SqlJobs(SqlBase):
                 if row.quota_day is not None:
                     await ledger.release(
                         session, row.user_id, row.platform, row.chat_id, row.quota_day,
-                        row.pictures,
+                        row.pictures, row.pack_id,
                     )  # fmt: skip
             return [edit_record(row) for row in rows]
 

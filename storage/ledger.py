@@ -1,6 +1,7 @@
 """The ledger: units and counters, always in the caller's transaction (a money move is one
-transaction with the state change it belongs to). A user's units per day (QuotaUsage); a chat's
-and the whole bot's edits per day, the day's spend and other per-day flags (Counter, by scope).
+transaction with the state change it belongs to). A user's units per day (QuotaUsage); the
+edits they bought, per pack (StarPack), used after the day's free ones; a chat's and the whole
+bot's edits per day, the day's spend and other per-day flags (Counter, by scope).
 Each change is one conditional statement, so a race for the last unit lets exactly one through,
 on SQLite and PostgreSQL alike."""
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import EditStatus, Spend
 from storage import statements as S
-from storage.models import Counter, Edit, QuotaUsage
+from storage.models import Counter, Edit, QuotaUsage, StarPack
 
 ALL_EDITS = "all"  # the counter of every edit the bot charged (GLOBAL_DAILY_BUDGET)
 SPEND = "spend"  # the day's spend on the edit backends, micro-dollars (GLOBAL_DAILY_SPEND)
@@ -65,6 +66,48 @@ async def release_user(session: AsyncSession, user_id: int, day: date, units: in
     )
 
 
+# A pack with edits left (a pack not refunded has refunded = 0).
+LEFT = (StarPack.refunded_at.is_(None), StarPack.used < StarPack.bought)
+
+
+async def use_bought(session: AsyncSession, user_id: int) -> int | None:
+    """One edit from the user's oldest pack that has any left: that pack's id; None, changing
+    nothing, when none has. The UPDATE checks again what the SELECT found, so a race for the
+    last bought edit lets exactly one through (the loser tries the next pack)."""
+    for _ in range(3):
+        oldest = select(StarPack.id).where(StarPack.user_id == user_id, *LEFT)
+        pack_id = await session.scalar(oldest.order_by(StarPack.id).limit(1))
+        if pack_id is None:
+            return None
+        taken = await session.scalar(
+            update(StarPack)
+            .where(StarPack.id == pack_id, *LEFT)
+            .values(used=StarPack.used + 1)
+            .returning(StarPack.id)
+            .execution_options(synchronize_session=False)
+        )
+        if taken is not None:
+            return int(taken)
+    return None
+
+
+async def give_back(
+    session: AsyncSession, user_id: int, day: date, pack_id: int | None, units: int = 1
+) -> None:
+    """Take back reserved units: to the pack the one came from, else to the day's quota. A
+    pack refunded meanwhile counts it as refunded (taken back), not as left."""
+    if pack_id is None:
+        await release_user(session, user_id, day, units)
+        return
+    refunded = case((StarPack.refunded_at.is_(None), 0), else_=1)
+    await session.execute(
+        update(StarPack)
+        .where(StarPack.id == pack_id, StarPack.used > 0)
+        .values(used=StarPack.used - 1, refunded=StarPack.refunded + refunded)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def count(session: AsyncSession, scope: str, day: date, limit: int, units: int = 1) -> bool:
     """`units` more for `scope` today, unless that would pass `limit` (0: no limit)."""
     which = {"at_scope": scope, "on_day": day}
@@ -91,11 +134,17 @@ async def uncount(session: AsyncSession, scope: str, day: date, units: int = 1) 
 
 
 async def release(
-    session: AsyncSession, user_id: int, platform: str, chat_id: str, day: date, units: int = 1
+    session: AsyncSession,
+    user_id: int,
+    platform: str,
+    chat_id: str,
+    day: date,
+    units: int = 1,
+    pack_id: int | None = None,
 ) -> None:
-    """Take back an admitted edit's `units` (one per picture not delivered): the user's, the
-    chat's and the bot's."""
-    await release_user(session, user_id, day, units)
+    """Take back an admitted edit's `units` (one per picture not delivered): the user's (or
+    its pack's), the chat's and the bot's."""
+    await give_back(session, user_id, day, pack_id, units)
     await uncount(session, chat_scope(platform, chat_id), day, units)
     await uncount(session, ALL_EDITS, day, units)
 

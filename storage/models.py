@@ -132,6 +132,29 @@ class QuotaUsage(Base):
     granted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # by an admin
 
 
+class StarPack(Base):
+    """A pack of edits a user bought with Telegram Stars: the payment's record and its own
+    ledger row. Edits are taken from it after the day's free quota, oldest pack first; a
+    refund takes back what is left. Always `bought = used + refunded + left`; `refunded_at`
+    set: refunded, nothing left. Kept by /forget (refunds and Telegram's rules need it)."""
+
+    __tablename__ = "star_packs"
+    __table_args__ = (Index("ix_star_packs_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(IdType, ForeignKey("users.id", ondelete="CASCADE"))
+    charge_id: Mapped[str] = mapped_column(String(255), unique=True)  # telegram_payment_charge_id
+    stars: Mapped[int] = mapped_column(Integer)  # what was paid
+    bought: Mapped[int] = mapped_column(Integer)  # edits
+    used: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refunded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # taken back
+    day: Mapped[date] = mapped_column(Date, index=True)  # the quota day it was bought on
+    paid_at: Mapped[datetime] = mapped_column(
+        UtcDateTime, default=utcnow, server_default=func.current_timestamp()
+    )
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class Counter(Base):
     """Edits charged per day beyond one user: a chat's ("chat:<platform>:<id>") and the whole
     bot's ("all"), counted in the same transaction as the user's unit; the day's spend on the
@@ -266,6 +289,8 @@ class Edit(Base):
     # the job: where to answer, the unit it holds, who works on it
     key: Mapped[str | None] = mapped_column(String(160))  # idempotency key (unique index)
     quota_day: Mapped[date | None] = mapped_column(Date)  # None: costs no unit
+    # the bought pack its unit came from (None: the day's free quota), given back to it
+    pack_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("star_packs.id"))
     rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64))

@@ -10,6 +10,7 @@ queries, over the plumbing they share (storage/base.py: transactions, SQLite's o
     storage/messages.py   which message shows which image; each user's current image per chat
     storage/api_slots.py  GLOBAL_API_CONCURRENCY's slots, shared by every process
     storage/albums.py     albums arriving as separate messages, until one process takes each
+    storage/payments.py   edits bought with Telegram Stars: one ledger row per pack
 
 The ledger's moves (storage/ledger.py) and rows as domain values (storage/records.py) are
 functions the parts share, in the caller's transaction.
@@ -25,11 +26,20 @@ from storage.events import SqlEvents
 from storage.images import SqlImages
 from storage.jobs import FAIR_WINDOW, SqlJobs
 from storage.messages import SqlMessages
+from storage.payments import SqlPayments
 
 __all__ = ["FAIR_WINDOW", "SqlStore"]
 
 
 class SqlStore(
-    SqlAccounts, SqlEvents, SqlImages, SqlJobs, SqlDelivery, SqlMessages, SqlApiSlots, SqlAlbums
+    SqlAccounts,
+    SqlEvents,
+    SqlImages,
+    SqlJobs,
+    SqlDelivery,
+    SqlMessages,
+    SqlApiSlots,
+    SqlAlbums,
+    SqlPayments,
 ):
     """Persistent state in one SQL database. Owns `engine`: `aclose()` disposes it."""

@@ -225,3 +225,23 @@ def test_a_shard_count_mistake_is_named_once(monkeypatch: pytest.MonkeyPatch, co
     line = str(info.value)
     assert line.startswith("invalid setting DISCORD_SHARD_COUNT: ") and "\n" not in line
     assert "DISCORD_SHARD_IDS" not in line
+
+
+def test_selling_for_stars_takes_price_edits_and_a_support_contact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert not load_settings().rules().selling  # unset: the bot sells nothing
+    monkeypatch.setenv("STARS_PACK_PRICE", "50")
+    with pytest.raises(ConfigError, match="STARS_PACK_EDITS") as info:
+        load_settings().rules()  # both or neither
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("STARS_PACK_EDITS", "10")
+    with pytest.raises(ConfigError, match="PAYMENT_SUPPORT"):
+        load_settings().rules()  # Telegram requires /paysupport of bots that sell
+    monkeypatch.setenv("PAYMENT_SUPPORT", " @operator ")
+    rules = load_settings().rules()
+    assert (rules.selling, rules.stars_pack_price, rules.stars_pack_edits) == (True, 50, 10)
+    assert rules.payment_support == "@operator"
+    monkeypatch.setenv("STARS_PACK_PRICE", "0")
+    with pytest.raises(ConfigError, match="STARS_PACK_PRICE"):
+        load_settings()

@@ -19,6 +19,7 @@ from bot.texts import (
     error_text,
     language_for,
     operator,
+    payments,
     refusals,
 )
 
@@ -35,7 +36,7 @@ def test_both_languages_with_the_same_blanks(key: str) -> None:
 
 
 def test_each_sentence_lives_in_one_part_of_the_texts() -> None:
-    parts = (chat.TEXTS, refusals.TEXTS, operator.TEXTS, discord.TEXTS)
+    parts = (chat.TEXTS, refusals.TEXTS, operator.TEXTS, discord.TEXTS, payments.TEXTS)
     assert sum(len(part) for part in parts) == len(TEXTS)  # no key in two parts (one would hide)
 
 

@@ -1,5 +1,5 @@
 """Every sentence a user reads, in English and Chinese, in one place: this package (its parts
-by who reads them: chat.py, refusals.py, operator.py, discord.py).
+by who reads them: chat.py, refusals.py, operator.py, discord.py, payments.py).
 
 Adapters call `t(key, lang, **params)`; `language_for` picks the language from the platform's hint
 and, failing that, from the script of the user's own words.
@@ -12,12 +12,12 @@ import re
 from bot.backends.base import Capabilities
 from bot.domain import UserSettings
 from bot.errors import StepEditError
-from bot.texts import chat, discord, operator, refusals
+from bot.texts import chat, discord, operator, payments, refusals
 from bot.texts.languages import EN as EN
 from bot.texts.languages import ZH as ZH
 
 TEXTS: dict[str, dict[str, str]] = {
-    **chat.TEXTS, **refusals.TEXTS, **operator.TEXTS, **discord.TEXTS,
+    **chat.TEXTS, **refusals.TEXTS, **operator.TEXTS, **discord.TEXTS, **payments.TEXTS,
 }  # fmt: skip
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")

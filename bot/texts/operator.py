@@ -16,9 +16,9 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "admin_usage": {
         EN: "Admin commands: /stats · /grant <user id> <n> · /ban <user id> · "
-        "/unban <user id> · /quota <user id>",
+        "/unban <user id> · /quota <user id> · /refund <charge id>",
         ZH: "管理员命令：/stats · /grant <用户id> <次数> · /ban <用户id> · "
-        "/unban <用户id> · /quota <用户id>",
+        "/unban <用户id> · /quota <用户id> · /refund <付款编号>",
     },
     "admin_unknown_user": {
         EN: "No user {who} has used the bot yet.",

@@ -13,8 +13,9 @@ In the spirit of aiogram's ``mocked_bot``, but over real HTTP: an ``aiohttp.web`
 
 The fake records every request (``fake.calls``), stores every message the bot sends per chat
 (``fake.sent(chat_id)``) and lets the test inject user activity (``fake.user_sends_text`` /
-``user_sends_photo`` / ``user_presses_button``) that the bot receives through ``getUpdates``,
-or, once the bot set a webhook, by POST (``fake.webhook``: tests/fakes/telegram_webhook.py).
+``user_sends_photo`` / ``user_presses_button``; payments in Telegram Stars: ``fake.payments``,
+tests/fakes/telegram_payments.py) that the bot receives through ``getUpdates``, or, once the bot
+set a webhook, by POST (``fake.webhook``: tests/fakes/telegram_webhook.py).
 
 Realistic behaviour that the fake enforces (each one a real Telegram error, so a bug that would
 break in production breaks the test too): dates in Unix seconds, message ids per chat, text and
@@ -45,6 +46,7 @@ from aiohttp import BodyPartReader, web
 from PIL import Image
 from telegram.constants import ReactionEmoji
 
+from tests.fakes.telegram_payments import FakePayments
 from tests.fakes.telegram_webhook import GET_UPDATES_CONFLICT, FakeWebhook
 from tests.images import make_png
 
@@ -94,11 +96,13 @@ _TEXT_PARAMS = frozenset(
         "business_connection_id",
         "callback_query_id",
         "caption",
+        "currency",
         "custom_title",
         "data",
         "description",
         "document",
         "emoji",
+        "error_message",
         "file_id",
         "inline_message_id",
         "ip_address",
@@ -106,11 +110,15 @@ _TEXT_PARAMS = frozenset(
         "message_effect_id",
         "name",
         "parse_mode",
+        "payload",
         "photo",
+        "pre_checkout_query_id",
+        "provider_token",
         "query",
         "secret_token",
         "short_description",
         "sticker",
+        "telegram_payment_charge_id",
         "text",
         "thumbnail",
         "title",
@@ -330,6 +338,8 @@ class StoredMessage:
     params: dict[str, Any] = field(default_factory=dict)
     # Sent on behalf of a chat: a channel ("send as"), or the group itself (anonymous admin)
     sender_chat: dict[str, Any] | None = None
+    # Other fields of the Bot API's Message, as sent: an invoice, a successful_payment, ...
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reply_to_message_id(self) -> int | None:
@@ -341,6 +351,8 @@ class StoredMessage:
             return "photo"
         if self.document is not None:
             return "document"
+        if "invoice" in self.extras:
+            return "invoice"
         return "text"
 
     @property
@@ -414,7 +426,7 @@ class StoredMessage:
             data["reply_markup"] = {"inline_keyboard": self.reply_markup["inline_keyboard"]}
         if include_reply and self.reply_to is not None:
             data["reply_to_message"] = self.reply_to.to_api(include_reply=False)
-        return data
+        return {**data, **self.extras}
 
     def __repr__(self) -> str:
         who = "bot" if self.from_bot else f"user {self.sender.get('id')}"
@@ -769,6 +781,7 @@ class FakeTelegram:
         self._closing = False
         self._runner: web.AppRunner | None = None
         self.webhook = FakeWebhook(self)
+        self.payments = FakePayments(self)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1469,6 +1482,7 @@ class FakeTelegram:
             "getfile": self._get_file,
             "setmessagereaction": self._set_message_reaction,
             "getchat": self._get_chat,
+            **self.payments.handlers(),
             "close": self._true,
             "logout": self._true,
         }

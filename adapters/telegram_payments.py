@@ -1,0 +1,127 @@
+"""Telegram Stars payments (python-telegram-bot): /buy sends the core's invoice, Telegram's
+pre-checkout query gets the core's verdict (within its 10 s: nothing slow stands before it),
+payments and refunds (service messages) go to the core, and /paysupport answers with the
+operator's contact. adapters/telegram.py registers these handlers; every rule is bot/shop.py's.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import LabeledPrice, PreCheckoutQuery, Update
+from telegram import User as TgUser
+from telegram.constants import ChatType
+from telegram.ext import (
+    BaseHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
+
+from bot import texts
+from bot.domain import ChatRef, UserRef
+from bot.errors import Ignored, StepEditError
+from bot.service import EditService
+from bot.texts import t
+
+log = logging.getLogger("stepedit.telegram")
+
+PLATFORM = "telegram"
+COMMANDS = ("buy", "paysupport")  # in the menu while the bot sells
+
+
+def _user(user: TgUser) -> UserRef:
+    return UserRef(PLATFORM, str(user.id), user.full_name, user.language_code)
+
+
+def _lang(update: Update) -> str:
+    user = update.effective_user
+    return texts.language_for(user.language_code if user else None)
+
+
+def is_payment(update: Update) -> bool:
+    """A payment's record (paid, or refunded): kept whoever sent it, even someone banned."""
+    message = update.message
+    return message is not None and bool(message.successful_payment or message.refunded_payment)
+
+
+async def decline(query: PreCheckoutQuery, reason: BaseException) -> None:
+    """Refuse a payment before Telegram takes the Stars, saying why (Telegram shows it)."""
+    lang = texts.language_for(query.from_user.language_code)
+    if isinstance(reason, StepEditError) and not isinstance(reason, Ignored):
+        text = texts.error_text(reason, lang)
+    else:
+        text = t("checkout_declined", lang)
+    await query.answer(ok=False, error_message=text)
+
+
+class TelegramPayments:
+    def __init__(self, service: EditService) -> None:
+        self.service = service
+
+    def handlers(self) -> list[BaseHandler[Any, Any, Any]]:
+        new = filters.UpdateType.MESSAGE
+        return [
+            CommandHandler("buy", self.on_buy, filters=new),
+            CommandHandler("paysupport", self.on_paysupport, filters=new),
+            PreCheckoutQueryHandler(self.on_pre_checkout),
+            MessageHandler(new & filters.SUCCESSFUL_PAYMENT, self.on_paid),
+            MessageHandler(new & filters.StatusUpdate.REFUNDED_PAYMENT, self.on_refunded),
+        ]
+
+    async def on_buy(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The offer in words (the bot's own limits still apply), then the invoice in Stars."""
+        message, who = update.effective_message, update.effective_user
+        if message is None or who is None or message.sender_chat is not None:
+            return
+        chat = ChatRef(PLATFORM, str(message.chat_id), message.chat.type == ChatType.PRIVATE)
+        invoice = await self.service.shop.invoice(_user(who), chat, _lang(update))
+        await message.reply_text(invoice.intro)
+        offer = invoice.offer
+        await context.bot.send_invoice(
+            message.chat_id, invoice.title, invoice.description, offer.payload,
+            invoice.currency, [LabeledPrice(invoice.label, offer.price)],
+        )  # fmt: skip
+
+    async def on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.pre_checkout_query
+        if query is None:
+            return
+        try:
+            await self.service.shop.checkout(
+                _user(query.from_user), query.invoice_payload, query.currency, query.total_amount
+            )
+        except Exception as exc:  # declined, never left unanswered (Telegram waits 10 s)
+            if not isinstance(exc, StepEditError):
+                log.error("update %s: the checkout failed", update.update_id, exc_info=exc)
+            await decline(query, exc)
+            return
+        await query.answer(ok=True)
+
+    async def on_paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, who = update.effective_message, update.effective_user
+        paid = message.successful_payment if message else None
+        if message is None or who is None or paid is None:
+            return
+        thanks = await self.service.shop.paid(
+            _user(who), paid.telegram_payment_charge_id, paid.invoice_payload,
+            paid.total_amount, _lang(update),
+        )  # fmt: skip
+        await message.reply_text(thanks)
+
+    async def on_refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message, who = update.effective_message, update.effective_user
+        refunded = message.refunded_payment if message else None
+        if message is None or who is None or refunded is None:
+            return
+        text = await self.service.shop.refunded(
+            _user(who), refunded.telegram_payment_charge_id, _lang(update)
+        )
+        await message.reply_text(text)
+
+    async def on_paysupport(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.effective_message is not None:
+            await update.effective_message.reply_text(self.service.shop.support(_lang(update)))
