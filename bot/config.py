@@ -101,7 +101,9 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message is one line, fit for the operator."""
 
 
-class Settings(BaseSettings):
+class PlatformSettings(BaseSettings):
+    """The chat platforms' settings: Telegram (polling or a webhook) and Discord (shards)."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
@@ -120,6 +122,96 @@ class Settings(BaseSettings):
     # No count: one unsharded connection; a count and no ids: every shard in this process.
     discord_shard_count: int | None = Field(default=None, ge=1)
     discord_shard_ids: str | None = None
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _looks_like_bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _BOT_TOKEN.fullmatch(value.get_secret_value().strip()):
+            raise ValueError("does not look like a bot token from @BotFather (123456:ABC-…)")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _is_webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = urlsplit(value.strip())
+            port = url.port or 443
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if url.scheme != "https" or not url.hostname or port not in WEBHOOK_PORTS:
+            raise ValueError(
+                "must be the public https:// URL Telegram posts to, on port 443, 80, 88 or 8443 "
+                "(Telegram's rule): put a reverse proxy there that forwards to HTTP_HOST:HTTP_PORT"
+            )
+        if url.path in _HTTP_ROUTES:
+            raise ValueError(f"its path {url.path} is one of the HTTP server's own routes")
+        return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _is_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
+
+    @field_validator("discord_gateway_url", mode="before")
+    @classmethod
+    def _is_ws_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+    @field_validator("discord_shard_count", "discord_shard_ids", mode="before")
+    @classmethod
+    def _blank_shards_are_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _are_shard_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if "discord_shard_count" not in info.data:
+            return value  # the count itself is wrong, and named already
+        count = info.data["discord_shard_count"]
+        if count is None:
+            raise ValueError(
+                "needs DISCORD_SHARD_COUNT, the total number of shards (the same in every process)"
+            )
+        parse_shard_ids(value, count)  # raises ValueError naming the first mistake
+        return value
+
+    def discord_shards(self) -> list[int] | None:
+        """The shard ids this process holds: DISCORD_SHARD_IDS, or all of DISCORD_SHARD_COUNT;
+        None without a count (one unsharded connection)."""
+        count = self.discord_shard_count
+        if count is None:
+            return None
+        if self.discord_shard_ids is None:
+            return list(range(count))
+        return parse_shard_ids(self.discord_shard_ids, count)
+
+    def webhook_secret(self) -> str | None:
+        """The secret Telegram sends with each webhook update: TELEGRAM_WEBHOOK_SECRET, else
+        derived from the bot token by a one-way hash, so every replica agrees without it being
+        stored anywhere (and the token cannot be recovered from it). None without a webhook."""
+        if self.telegram_webhook_url is None or self.telegram_bot_token is None:
+            return None
+        if self.telegram_webhook_secret is not None:
+            return self.telegram_webhook_secret.get_secret_value()
+        token = self.telegram_bot_token.get_secret_value().strip().encode()
+        digest = hmac.new(token, b"stepedit telegram webhook secret", hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()  # A-Z a-z 0-9 - _
+
+
+class Settings(PlatformSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
 
     # The edit backend: no default style (a key belongs to one vendor); URL and model default
     # to the style's own (bot/backends, the README's Edit backends).
@@ -202,39 +294,6 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("telegram_bot_token")
-    @classmethod
-    def _looks_like_bot_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _BOT_TOKEN.fullmatch(value.get_secret_value().strip()):
-            raise ValueError("does not look like a bot token from @BotFather (123456:ABC-…)")
-        return value
-
-    @field_validator("telegram_webhook_url")
-    @classmethod
-    def _is_webhook_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            url = urlsplit(value.strip())
-            port = url.port or 443
-        except ValueError as exc:
-            raise ValueError(f"is not a URL ({exc})") from None
-        if url.scheme != "https" or not url.hostname or port not in WEBHOOK_PORTS:
-            raise ValueError(
-                "must be the public https:// URL Telegram posts to, on port 443, 80, 88 or 8443 "
-                "(Telegram's rule): put a reverse proxy there that forwards to HTTP_HOST:HTTP_PORT"
-            )
-        if url.path in _HTTP_ROUTES:
-            raise ValueError(f"its path {url.path} is one of the HTTP server's own routes")
-        return value.strip()
-
-    @field_validator("telegram_webhook_secret")
-    @classmethod
-    def _is_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
-            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
-        return value
-
     @field_validator("telegram_api_url", "edit_api_url", "discord_api_url", "fallback_api_url")
     @classmethod
     def _is_http_url(cls, value: str | None) -> str | None:
@@ -243,45 +302,6 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
-
-    @field_validator("discord_gateway_url", mode="before")
-    @classmethod
-    def _is_ws_url(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, str) and not value.startswith(("ws://", "wss://")):
-            raise ValueError("must start with ws:// or wss://")
-        return value
-
-    @field_validator("discord_shard_count", "discord_shard_ids", mode="before")
-    @classmethod
-    def _blank_shards_are_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @field_validator("discord_shard_ids")
-    @classmethod
-    def _are_shard_ids(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        if "discord_shard_count" not in info.data:
-            return value  # the count itself is wrong, and named already
-        count = info.data["discord_shard_count"]
-        if count is None:
-            raise ValueError(
-                "needs DISCORD_SHARD_COUNT, the total number of shards (the same in every process)"
-            )
-        parse_shard_ids(value, count)  # raises ValueError naming the first mistake
-        return value
-
-    def discord_shards(self) -> list[int] | None:
-        """The shard ids this process holds: DISCORD_SHARD_IDS, or all of DISCORD_SHARD_COUNT;
-        None without a count (one unsharded connection)."""
-        count = self.discord_shard_count
-        if count is None:
-            return None
-        if self.discord_shard_ids is None:
-            return list(range(count))
-        return parse_shard_ids(self.discord_shard_ids, count)
 
     @field_validator("quota_timezone")
     @classmethod
@@ -384,18 +404,6 @@ class Settings(BaseSettings):
         found = [v.get_secret_value() for v in values if v and v.get_secret_value()]
         derived = self.webhook_secret()
         return [*found, derived] if derived else found
-
-    def webhook_secret(self) -> str | None:
-        """The secret Telegram sends with each webhook update: TELEGRAM_WEBHOOK_SECRET, else
-        derived from the bot token by a one-way hash, so every replica agrees without it being
-        stored anywhere (and the token cannot be recovered from it). None without a webhook."""
-        if self.telegram_webhook_url is None or self.telegram_bot_token is None:
-            return None
-        if self.telegram_webhook_secret is not None:
-            return self.telegram_webhook_secret.get_secret_value()
-        token = self.telegram_bot_token.get_secret_value().strip().encode()
-        digest = hmac.new(token, b"stepedit telegram webhook secret", hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()  # A-Z a-z 0-9 - _
 
     def served_http_port(self) -> int | None:
         """HTTP_PORT; without it, the default port when webhook mode needs the server."""
