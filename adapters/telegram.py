@@ -18,6 +18,7 @@ import re
 import time
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
@@ -28,6 +29,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     Message,
     Update,
 )
@@ -970,6 +972,22 @@ class TelegramMessenger:
             log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
             sent = await self.bot.send_document(_chat(to), picture.data, **shown)
         return message_ref(sent)
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        """The pictures as one album (sendMediaGroup) replying to the request, then the
+        first one's caption and buttons on a message below it (an album takes no buttons)."""
+        media = [InputMediaPhoto(each.data, filename=each.filename) for each in pictures]
+        sent = await self.bot.send_media_group(
+            _chat(to), media, reply_to_message_id=_message_id(to.reply_to)
+        )
+        first = pictures[0]
+        await self.bot.send_message(
+            _chat(to),
+            presenter.caption(first, to.language),
+            reply_markup=keyboard(presenter.picture_buttons(first, to.language)),
+            reply_to_message_id=_message_id(to.reply_to),
+        )
+        return [message_ref(message) for message in sent]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         await self.bot.send_document(

@@ -18,7 +18,6 @@ from bot.admission import Admissions
 from bot.context import Context
 from bot.domain import Address, AlbumPart, EditRequest, Upload
 from bot.errors import StepEditError
-from bot.rules import most_pictures
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -89,13 +88,7 @@ class Albums:
                 await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
             await self.actions.ask_for_prompt(first.user, first.chat, first.file, first.origin, to)
             return
-        if most_pictures(self.ctx.capabilities) == 1:  # a one-picture backend: the captioned one
-            chosen, others = [prompted], [part for part in parts if part is not prompted]
-        else:
-            chosen, others = parts, []
-        for part in others:  # kept: a reply to one edits it
-            await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
-        head, *rest = chosen
+        head, *rest = parts  # all of them (a one-picture backend edits each alone)
         request = EditRequest(
             prompted.user, prompted.chat, prompted.prompt or "", upload=head.file,
             origin=head.origin, more=tuple(Upload(part.file, part.origin) for part in rest),

@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,10 @@ class DiscordMessenger:
         caption = presenter.caption(picture, to.language, limit=CAPTION_LIMIT - 30)
         view = view_of(presenter.picture_buttons(picture, to.language))
         return await self._send(to, caption, upload=(picture.filename, picture.data), view=view)
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        # (for now one message per picture, each with the request's buttons)
+        return [await self.send_picture(to, picture) for picture in pictures]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         caption = presenter.full_caption(picture, to.language)
