@@ -75,7 +75,14 @@ from bot.domain import (
     Picture,
     UserRef,
 )
-from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.errors import (
+    Ignored,
+    ImageTooLarge,
+    MixedAlbum,
+    StartupError,
+    StepEditError,
+    UnknownEdit,
+)
 from bot.ports import RefundFailed, RetryLater
 from bot.presenter import Action, Button
 from bot.service import EditService
@@ -182,6 +189,21 @@ def checked_file(message: Message) -> FileRef:
     return file
 
 
+def album_file(message: Message) -> tuple[FileRef, str | None]:
+    """An album part's file, and why it cannot be edited (an error's text key), if it cannot:
+    a video, audio or other file among pictures, or a picture bots may not fetch."""
+    document = message.document
+    other = document is not None and not (document.mime_type or "image/").startswith("image/")
+    file = None if other else image_file(message)
+    if file is None:
+        media = message.video or message.audio or document
+        file_id = media.file_id if media is not None else str(message.message_id)
+        return FileRef(PLATFORM, file_id), MixedAlbum.code
+    if file.size and file.size > MAX_DOWNLOAD_BYTES:
+        return file, ImageTooLarge.code
+    return file, None
+
+
 def event_key(message: Message) -> str:
     """The same Telegram message delivered twice (a crash before its offset was confirmed)
     must make one job."""
@@ -269,7 +291,9 @@ class TelegramBot:
         ]
         for names, callback in commands:
             app.add_handler(CommandHandler(names, callback, filters=new))
+        # (videos and audio only for the albums they may be part of)
         images = filters.PHOTO | filters.Document.ALL | filters.Sticker.STATIC
+        images |= filters.VIDEO | filters.AUDIO
         app.add_handler(MessageHandler(new & images, self.on_image))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button))
@@ -588,12 +612,15 @@ class TelegramBot:
         user = sender_ref(update)
         if message is None or user is None:
             return
+        if message.media_group_id is None and (message.video or message.audio):
+            return  # a video or audio of its own: not ours to answer
         said = Addressing(message.caption or "", context.bot.username)
         for_us = self._for_us(message, said, await self._known_reply(message), context)
-        if message.media_group_id is not None:  # one picture of an album: collected first
+        if message.media_group_id is not None:  # one part of an album: collected first
+            file, refused = album_file(message)
             part = AlbumPart(
-                message.media_group_id, user, chat_ref(message), checked_file(message),
-                message_ref(message), said.prompt or None, for_us, lang_of(update),
+                message.media_group_id, user, chat_ref(message), file, message_ref(message),
+                said.prompt or None, for_us, lang_of(update), refused,
             )  # fmt: skip
             await self.service.album_part(part)
             return

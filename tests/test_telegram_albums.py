@@ -104,3 +104,31 @@ async def test_a_one_picture_backend_edits_each_and_sends_one_album_back(
         assert await app.quota_used(ALICE) == 4
     finally:
         await app.stop()
+
+
+@pytest.mark.parametrize(
+    ("bad", "answer"),
+    [
+        ({"videos": [1]}, "mixes pictures with other files"),
+        ({"too_large": [2]}, "too large"),
+    ],
+)
+async def test_an_album_with_a_video_or_a_file_too_large_gets_one_answer_and_costs_nothing(
+    telegram: FakeTelegram,
+    stepfun: FakeStepFun,
+    sqlite_url: str,
+    bad: dict[str, list[int]],
+    answer: str,
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", **bad)
+        said = await app.text_reply(CHAT)
+        assert answer in (said.text or "")
+        await app.idle()
+        assert [m for m in telegram.sent(CHAT) if not is_note(m)] == [said]  # one answer
+        assert not stepfun.requests and not telegram.calls_of("getFile")
+        assert await app.quota_used(ALICE) == 0
+    finally:
+        await app.stop()
