@@ -141,7 +141,8 @@ class Delivery:
             return
         # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
-        others = zip(messages[1:], pictures[1:], strict=True)  # an album's: each repliable
+        # An album's others, each repliable where the platform sent it as a message of its own
+        others = zip(messages[1:], pictures[1:], strict=False)
         if not await store.finish_edit(
             edit.id, EditStatus.SUCCEEDED, timings=timings, message=messages[0], owner=owner,
             delivered=len(pictures),

@@ -45,9 +45,10 @@ class Messenger(Protocol):
         ...
 
     async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
-        """Several results of one request (two to ten) as one album replying to it, then the
-        first one's caption and result buttons on a message of their own (albums carry no
-        buttons); the messages that show the pictures, in order."""
+        """Several results of one request (two to ten) as one album replying to it, with the
+        first one's caption and result buttons (on Telegram on a message of their own: albums
+        carry no buttons); the messages that show the pictures, in order: one per picture, or
+        one for all of them (Discord's message of several files: a reply refines the first)."""
         ...
 
     async def send_file(self, to: Address, picture: Picture) -> None:
