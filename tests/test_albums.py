@@ -144,6 +144,19 @@ async def test_a_one_picture_backend_edits_each_picture_alone_and_charges_each_d
     assert await used(service) == 4
 
 
+async def test_reroll_of_an_album_made_one_by_one_makes_each_again(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=6)
+    first = await run(service, album(messenger, RED, GREEN))
+    rerolled = await run(service, EditRequest(ALICE, CHAT, reroll_of=first.id))
+    assert rerolled.status == EditStatus.SUCCEEDED and rerolled.pictures == 2
+    assert [_color(request.image) for request in stepfun.requests[2:]] == [
+        (200, 0, 0), (0, 200, 0)
+    ]  # fmt: skip
+    assert len(messenger.pictures) == 4 and await used(service) == 4
+
+
 async def test_a_picture_whose_call_fails_is_left_out_and_costs_nothing(
     service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
 ) -> None:
