@@ -29,6 +29,7 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaDocument,
     InputMediaPhoto,
     Message,
     Update,
@@ -1003,17 +1004,26 @@ class TelegramMessenger:
     async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
         """The pictures as one album (sendMediaGroup) replying to the request, then the
         first one's caption and buttons on a message below it (an album takes no buttons)."""
+        reply = _message_id(to.reply_to)
         media = [InputMediaPhoto(each.data, filename=each.filename) for each in pictures]
-        sent = await self.bot.send_media_group(
-            _chat(to), media, reply_to_message_id=_message_id(to.reply_to)
-        )
+        try:
+            sent = await self.bot.send_media_group(_chat(to), media, reply_to_message_id=reply)
+        except BadRequest as exc:  # e.g. one wider than 20:1: the album as files
+            if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
+                raise
+            log.info("Telegram refused an album photo (%s); sending them as files", exc.message)
+            files = [InputMediaDocument(each.data, filename=each.filename) for each in pictures]
+            sent = await self.bot.send_media_group(_chat(to), files, reply_to_message_id=reply)
         first = pictures[0]
-        await self.bot.send_message(
-            _chat(to),
-            presenter.caption(first, to.language),
-            reply_markup=keyboard(presenter.picture_buttons(first, to.language)),
-            reply_to_message_id=_message_id(to.reply_to),
-        )
+        try:  # the pictures are delivered: a failure here is no failed edit
+            await self.bot.send_message(
+                _chat(to),
+                presenter.caption(first, to.language),
+                reply_markup=keyboard(presenter.picture_buttons(first, to.language)),
+                reply_to_message_id=reply,
+            )
+        except TelegramError as exc:
+            log.warning("an album's buttons could not be sent: %s", exc)
         return [message_ref(message) for message in sent]
 
     async def send_file(self, to: Address, picture: Picture) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from bot.backends import make_backend
 from bot.domain import (
+    Address,
     AlbumPart,
     ChatRef,
     EditRequest,
@@ -141,6 +142,11 @@ async def test_a_one_picture_backend_edits_each_picture_alone_and_charges_each_d
                                              source_message=second.message))  # fmt: skip
     assert refined.status == EditStatus.SUCCEEDED
     assert refined.source_image_id == second.picture.image_id != record.result_image_id
+    assert await used(service) == 4
+    # Full quality sends the file of each picture, in order (and costs nothing).
+    await service.send_full_quality(CHAT, record.id, Address("test", CHAT.id, None, "en"))
+    made = [sent.picture.image_id for sent in messenger.pictures[:3]]
+    assert [sent.picture.image_id for sent in messenger.files_sent] == made
     assert await used(service) == 4
 
 

@@ -132,3 +132,23 @@ async def test_an_album_with_a_video_or_a_file_too_large_gets_one_answer_and_cos
         assert await app.quota_used(ALICE) == 0
     finally:
         await app.stop()
+
+
+async def test_an_album_telegram_refuses_as_photos_comes_as_files(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.fail_next("sendMediaGroup",
+                           description="Bad Request: PHOTO_INVALID_DIMENSIONS")  # fmt: skip
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2], "put the hat on the cat")
+        await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and not is_note(m))
+        await app.idle()
+        files = [m for m in telegram.sent(CHAT) if m.document]
+        assert [decode(m.document_bytes or b"").size for m in files] == SIZES[:2]
+        assert len({m.media_group_id for m in files}) == 1 and files[0].media_group_id
+        await app.wait_linked(files[1])  # a reply to either file refines it
+        assert await app.quota_used(ALICE) == 2
+    finally:
+        await app.stop()
