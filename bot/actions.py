@@ -181,19 +181,32 @@ class Actions:
             await pictures.make_current(owner.id, chat, shown, None)
             return None
         messenger = self.ctx.messengers[chat.platform]
-        data = await pictures.picture_of(record.source_image_id, messenger)
-        chat_bytes, mime = await pictures.for_chat(data, messenger, to)
-        picture = Picture(
-            data=chat_bytes,
-            mime=mime,
-            filename=f"stepedit-undo-{edit_id}.jpg",
-            image_id=record.source_image_id,
-            edit_id=parent.id if parent else None,
-            prompt=parent.prompt if parent else None,
-            seed=parent.seed if parent else None,
-            full_mime=imaging.full_quality_mime(before.data),  # the parent's result
-        )
-        message = await messenger.send_picture(to, picture)
+        shown_before = [record.source_image_id]
+        if record.pictures > 1:  # an edit of several: all its pictures again, as an album
+            album = [each.image_id for each in await store.edit_pictures(edit_id)]
+            seen = [await store.shown_in_chat(each, chat.platform, chat.id) for each in album]
+            shown_before = album if all(seen) else shown_before
+        before_pictures = []
+        for image_id in shown_before:
+            data = await pictures.picture_of(image_id, messenger)
+            chat_bytes, mime = await pictures.for_chat(data, messenger, to)
+            before_pictures.append(Picture(
+                data=chat_bytes,
+                mime=mime,
+                filename=f"stepedit-undo-{edit_id}.jpg",
+                image_id=image_id,
+                edit_id=parent.id if parent else None,
+                prompt=parent.prompt if parent else None,
+                seed=parent.seed if parent else None,
+                full_mime=imaging.full_quality_mime(before.data),  # the parent's result
+            ))  # fmt: skip
+        picture, *others = before_pictures
+        if others:
+            message, *more = await messenger.send_album(to, before_pictures)
+        else:
+            message, more = await messenger.send_picture(to, picture), []
+        for each, other in zip(more, others, strict=False):  # each repliable
+            await store.link_message(each, ShownImage(other.image_id, other.edit_id))
         shown = ShownImage(record.source_image_id, picture.edit_id)
         await pictures.make_current(owner.id, chat, shown, message)
         return picture

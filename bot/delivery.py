@@ -246,6 +246,8 @@ class Delivery:
         edited = made[0][1]  # the first picture made stands for the edit (seed, model)
         fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
+        if failed:  # an album made one by one, some of its pictures left out
+            notes += ("note_left_out",)
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).

@@ -170,6 +170,7 @@ async def test_a_picture_whose_call_fails_is_left_out_and_costs_nothing(
     record = await run(service, album(messenger, RED, GREEN, BLUE))
     assert record.status == EditStatus.SUCCEEDED and len(stepfun.requests) == 3
     assert len(messenger.pictures) == 2 and await used(service) == 2
+    assert "note_left_out" in messenger.pictures[0].picture.notes  # the caption says so
 
 
 async def test_when_every_call_fails_the_album_fails_and_costs_nothing(

@@ -152,3 +152,28 @@ async def test_an_album_telegram_refuses_as_photos_comes_as_files(
         assert await app.quota_used(ALICE) == 2
     finally:
         await app.stop()
+
+
+async def test_undo_of_an_album_shows_all_its_pictures_again(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat")
+        buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
+                                                  not is_note(m))  # fmt: skip
+        await app.idle()
+        undo = next(data for data in buttons.callback_data if data.startswith("undo:"))
+        telegram.user_presses_button(CHAT, ALICE, buttons, undo)
+        await telegram.wait_until(lambda: len([m for m in telegram.sent(CHAT) if m.photo]) == 6)
+        again = [m for m in telegram.sent(CHAT) if m.photo][3:]
+        assert [decode(m.photo_bytes or b"").size for m in again] == SIZES
+        for shown in again:  # the originals (uniform), not the results (tinted, striped)
+            colors = decode(shown.photo_bytes or b"").convert("RGB").getcolors(1 << 16) or []
+            assert max(colors)[1] == pytest.approx((30, 120, 200), abs=6)
+        assert {m.media_group_id for m in again} == {again[0].media_group_id}
+        await app.wait_linked(again[2])  # each repliable
+        assert await app.quota_used(ALICE) == 3  # Undo is free
+    finally:
+        await app.stop()
