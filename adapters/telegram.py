@@ -18,6 +18,7 @@ import re
 import time
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, BinaryIO, cast
@@ -28,6 +29,8 @@ from telegram import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
     Message,
     Update,
 )
@@ -73,7 +76,14 @@ from bot.domain import (
     Picture,
     UserRef,
 )
-from bot.errors import Ignored, ImageTooLarge, StartupError, StepEditError, UnknownEdit
+from bot.errors import (
+    Ignored,
+    ImageTooLarge,
+    MixedAlbum,
+    StartupError,
+    StepEditError,
+    UnknownEdit,
+)
 from bot.ports import RefundFailed, RetryLater
 from bot.presenter import Action, Button
 from bot.service import EditService
@@ -180,6 +190,21 @@ def checked_file(message: Message) -> FileRef:
     return file
 
 
+def album_file(message: Message) -> tuple[FileRef, str | None]:
+    """An album part's file, and why it cannot be edited (an error's text key), if it cannot:
+    a video, audio or other file among pictures, or a picture bots may not fetch."""
+    document = message.document
+    other = document is not None and not (document.mime_type or "image/").startswith("image/")
+    file = None if other else image_file(message)
+    if file is None:
+        media = message.video or message.audio or document
+        file_id = media.file_id if media is not None else str(message.message_id)
+        return FileRef(PLATFORM, file_id), MixedAlbum.code
+    if file.size and file.size > MAX_DOWNLOAD_BYTES:
+        return file, ImageTooLarge.code
+    return file, None
+
+
 def event_key(message: Message) -> str:
     """The same Telegram message delivered twice (a crash before its offset was confirmed)
     must make one job."""
@@ -267,7 +292,9 @@ class TelegramBot:
         ]
         for names, callback in commands:
             app.add_handler(CommandHandler(names, callback, filters=new))
+        # (videos and audio only for the albums they may be part of)
         images = filters.PHOTO | filters.Document.ALL | filters.Sticker.STATIC
+        images |= filters.VIDEO | filters.AUDIO
         app.add_handler(MessageHandler(new & images, self.on_image))
         app.add_handler(MessageHandler(new & filters.TEXT & ~filters.COMMAND, self.on_text))
         app.add_handler(CallbackQueryHandler(self.on_button))
@@ -586,12 +613,15 @@ class TelegramBot:
         user = sender_ref(update)
         if message is None or user is None:
             return
+        if message.media_group_id is None and (message.video or message.audio):
+            return  # a video or audio of its own: not ours to answer
         said = Addressing(message.caption or "", context.bot.username)
         for_us = self._for_us(message, said, await self._known_reply(message), context)
-        if message.media_group_id is not None:  # one picture of an album: collected first
+        if message.media_group_id is not None:  # one part of an album: collected first
+            file, refused = album_file(message)
             part = AlbumPart(
-                message.media_group_id, user, chat_ref(message), checked_file(message),
-                message_ref(message), said.prompt or None, for_us, lang_of(update),
+                message.media_group_id, user, chat_ref(message), file, message_ref(message),
+                said.prompt or None, for_us, lang_of(update), refused,
             )  # fmt: skip
             await self.service.album_part(part)
             return
@@ -970,6 +1000,31 @@ class TelegramMessenger:
             log.info("Telegram refused the photo (%s); sending it as a file", exc.message)
             sent = await self.bot.send_document(_chat(to), picture.data, **shown)
         return message_ref(sent)
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        """The pictures as one album (sendMediaGroup) replying to the request, then the
+        first one's caption and buttons on a message below it (an album takes no buttons)."""
+        reply = _message_id(to.reply_to)
+        media = [InputMediaPhoto(each.data, filename=each.filename) for each in pictures]
+        try:
+            sent = await self.bot.send_media_group(_chat(to), media, reply_to_message_id=reply)
+        except BadRequest as exc:  # e.g. one wider than 20:1: the album as files
+            if not any(m in exc.message.upper() for m in PHOTO_REFUSALS):
+                raise
+            log.info("Telegram refused an album photo (%s); sending them as files", exc.message)
+            files = [InputMediaDocument(each.data, filename=each.filename) for each in pictures]
+            sent = await self.bot.send_media_group(_chat(to), files, reply_to_message_id=reply)
+        first = pictures[0]
+        try:  # the pictures are delivered: a failure here is no failed edit
+            await self.bot.send_message(
+                _chat(to),
+                presenter.caption(first, to.language),
+                reply_markup=keyboard(presenter.picture_buttons(first, to.language)),
+                reply_to_message_id=reply,
+            )
+        except TelegramError as exc:
+            log.warning("an album's buttons could not be sent: %s", exc)
+        return [message_ref(message) for message in sent]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         await self.bot.send_document(

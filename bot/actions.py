@@ -14,6 +14,7 @@ from bot.context import Context
 from bot.domain import (
     Address,
     ChatRef,
+    EditRecord,
     EditRequest,
     EditStatus,
     FileRef,
@@ -180,44 +181,68 @@ class Actions:
             await pictures.make_current(owner.id, chat, shown, None)
             return None
         messenger = self.ctx.messengers[chat.platform]
-        data = await pictures.picture_of(record.source_image_id, messenger)
-        chat_bytes, mime = await pictures.for_chat(data, messenger, to)
-        picture = Picture(
-            data=chat_bytes,
-            mime=mime,
-            filename=f"stepedit-undo-{edit_id}.jpg",
-            image_id=record.source_image_id,
-            edit_id=parent.id if parent else None,
-            prompt=parent.prompt if parent else None,
-            seed=parent.seed if parent else None,
-            full_mime=imaging.full_quality_mime(before.data),  # the parent's result
-        )
-        message = await messenger.send_picture(to, picture)
+        shown_before = [record.source_image_id]
+        if record.pictures > 1:  # an edit of several: all its pictures again, as an album
+            album = [each.image_id for each in await store.edit_pictures(edit_id)]
+            seen = [await store.shown_in_chat(each, chat.platform, chat.id) for each in album]
+            shown_before = album if all(seen) else shown_before
+        before_pictures = []
+        for image_id in shown_before:
+            data = await pictures.picture_of(image_id, messenger)
+            chat_bytes, mime = await pictures.for_chat(data, messenger, to)
+            before_pictures.append(Picture(
+                data=chat_bytes,
+                mime=mime,
+                filename=f"stepedit-undo-{edit_id}.jpg",
+                image_id=image_id,
+                edit_id=parent.id if parent else None,
+                prompt=parent.prompt if parent else None,
+                seed=parent.seed if parent else None,
+                full_mime=imaging.full_quality_mime(before.data),  # the parent's result
+            ))  # fmt: skip
+        picture, *others = before_pictures
+        if others:
+            message, *more = await messenger.send_album(to, before_pictures)
+        else:
+            message, more = await messenger.send_picture(to, picture), []
+        for each, other in zip(more, others, strict=False):  # each repliable
+            await store.link_message(each, ShownImage(other.image_id, other.edit_id))
         shown = ShownImage(record.source_image_id, picture.edit_id)
         await pictures.make_current(owner.id, chat, shown, message)
         return picture
 
     async def send_full_quality(self, chat: ChatRef, edit_id: int, to: Address) -> None:
-        """The full-quality file of a delivered result (posted in this chat, so seen there), if
-        the platform takes a file that big."""
-        picture = await self.full_quality(chat, edit_id)
+        """The full-quality file of a delivered result (posted in this chat, so seen there), of
+        each picture of an album made one by one, if the platform takes files that big."""
+        record = await edit_in(self.ctx, edit_id, chat)
+        results = [record.result_image_id]
+        if record.pictures > 1:  # (only then a look at its pictures)
+            made = [each.result_image_id for each in await self.ctx.store.edit_pictures(edit_id)]
+            results = [image_id for image_id in made if image_id is not None] or results
+        pictures = [await self._full(record, image_id) for image_id in results]
         messenger = self.ctx.messengers[chat.platform]
         limit = messenger.file_limit(to)
-        if len(picture.data) > limit:
-            raise FileTooLarge(
-                f"{len(picture.data)} bytes > {limit}",
-                size_mb=f"{len(picture.data) / 1e6:.1f}",
-                limit_mb=f"{limit / 1e6:.0f}",
-            )
-        await messenger.send_file(to, picture)
+        for picture in pictures:
+            if len(picture.data) > limit:
+                raise FileTooLarge(
+                    f"{len(picture.data)} bytes > {limit}",
+                    size_mb=f"{len(picture.data) / 1e6:.1f}",
+                    limit_mb=f"{limit / 1e6:.0f}",
+                )
+        for picture in pictures:
+            await messenger.send_file(to, picture)
 
     async def full_quality(self, chat: ChatRef, edit_id: int) -> Picture:
         """A delivered result as its own file: the API's PNG, or its JPEG as it came (never
         decoded and encoded again); any other format as a lossless PNG."""
         record = await edit_in(self.ctx, edit_id, chat)
-        if record.result_image_id is None or record.status != EditStatus.SUCCEEDED:
+        return await self._full(record, record.result_image_id)
+
+    async def _full(self, record: EditRecord, image_id: int | None) -> Picture:
+        edit_id = record.id
+        if image_id is None or record.status != EditStatus.SUCCEEDED:
             raise UnknownEdit(f"edit {edit_id} has no delivered result")
-        image = await self.ctx.store.load_image(record.result_image_id)
+        image = await self.ctx.store.load_image(image_id)
         data, mime = await self.pictures.pillow(imaging.full_quality, image.data)
         return Picture(
             data=data,

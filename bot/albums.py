@@ -2,9 +2,10 @@
 one of them): collected through the store, since the parts may reach different processes, into
 one request. Each part is kept as it comes; `wait` seconds after a part, if no later part came,
 the process that received it takes the album (the store gives it to exactly one taker) and
-submits it: all its pictures in the order sent, with the caption's prompt. A sweep takes albums
-a process left behind (it died while waiting). A part that comes after its album was taken is
-kept as a photo the user may reply to, and costs nothing."""
+submits it: all its pictures in the order sent, with the caption's prompt. An album holding a
+file that is no picture, or one the platform does not let bots fetch, gets one answer instead.
+A sweep takes albums a process left behind (it died while waiting). A part that comes after its
+album was taken is kept as a photo the user may reply to, and costs nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from bot.actions import Actions
 from bot.admission import Admissions
 from bot.context import Context
 from bot.domain import Address, AlbumPart, EditRequest, Upload
-from bot.errors import StepEditError
-from bot.rules import most_pictures
+from bot.errors import MixedAlbum, StepEditError
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -40,7 +40,8 @@ class Albums:
         """Keep one part of an album; its album is taken once no part came for `wait` seconds."""
         if not await self.ctx.store.keep_album_part(part, self.ctx.clock()):
             # late (or again): its album was answered; the photo is kept, nothing is charged
-            await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
+            if part.refused is None:
+                await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
             return
         task = asyncio.create_task(self._take_later(part.chat.platform, part.chat.id, part.album))
         self._waiting.add(task)
@@ -84,18 +85,17 @@ class Albums:
         prompted = next((part for part in parts if part.prompt), None)
         first = prompted or parts[0]
         to = Address(first.chat.platform, first.chat.id, first.origin.message_id, first.language)
+        refused = [part.refused for part in parts if part.refused]
+        if refused:  # one answer for the whole album: nothing is kept, fetched or charged
+            await self._answer(to, t(MixedAlbum.code if MixedAlbum.code in refused
+                                     else refused[0], to.language))  # fmt: skip
+            return
         if prompted is None:
             for part in parts[1:]:
                 await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
             await self.actions.ask_for_prompt(first.user, first.chat, first.file, first.origin, to)
             return
-        if most_pictures(self.ctx.capabilities) == 1:  # a one-picture backend: the captioned one
-            chosen, others = [prompted], [part for part in parts if part is not prompted]
-        else:
-            chosen, others = parts, []
-        for part in others:  # kept: a reply to one edits it
-            await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
-        head, *rest = chosen
+        head, *rest = parts  # all of them (a one-picture backend edits each alone)
         request = EditRequest(
             prompted.user, prompted.chat, prompted.prompt or "", upload=head.file,
             origin=head.origin, more=tuple(Upload(part.file, part.origin) for part in rest),

@@ -456,6 +456,9 @@ class ShellMessenger:
         self.pictures.append(picture)
         return MessageRef("cli", to.chat_id, str(len(self.pictures)))
 
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        return [await self.send_picture(to, picture) for picture in pictures]
+
     async def send_file(self, to: Address, picture: Picture) -> None:
         self.pictures.append(picture)
 

@@ -26,14 +26,19 @@ from bot.domain import (
     Address,
     ChatRef,
     EditedImage,
+    EditOptions,
     EditRecord,
     EditStatus,
     EditTimings,
+    MessageRef,
     NewImage,
     Picture,
+    ShownImage,
     Spend,
+    StoredImage,
     UserSettings,
 )
+from bot.each_picture import edit_each, one_by_one
 from bot.engine import JobEngine
 from bot.errors import (
     ApiConfigError,
@@ -112,8 +117,8 @@ class Delivery:
             ready = await self._result(edit, messenger)
             if ready is None:
                 return  # cancelled meanwhile (that answered the user), or no longer ours
-            picture, timings = ready
-            message = await messenger.send_picture(to, picture)
+            pictures, timings = ready
+            messages = await _send(messenger, to, pictures)
         except _LeaseLost:
             raise  # another process has it now: leave it (and its note) to that one
         except StepEditError as exc:
@@ -136,9 +141,13 @@ class Delivery:
             return
         # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
+        # An album's others, each repliable where the platform sent it as a message of its own
+        others = zip(messages[1:], pictures[1:], strict=False)
         if not await store.finish_edit(
-            edit.id, EditStatus.SUCCEEDED, timings=timings, message=message, owner=owner
-        ):
+            edit.id, EditStatus.SUCCEEDED, timings=timings, message=messages[0], owner=owner,
+            delivered=len(pictures),
+            more_messages=[(sent, ShownImage(each.image_id, edit.id)) for sent, each in others],
+        ):  # fmt: skip
             log.warning("edit %s was delivered after its lease ran out", edit.id)
             return
         self.ctx.metrics.edit_ended(EditStatus.SUCCEEDED, edit.platform)
@@ -193,25 +202,27 @@ class Delivery:
 
     async def _result(
         self, edit: EditRecord, messenger: Messenger
-    ) -> tuple[Picture, EditTimings] | None:
-        """The picture to deliver, its delivery started: the API's result, or the one kept by
-        an earlier attempt. None if the edit was cancelled meanwhile or is no longer ours."""
+    ) -> tuple[list[Picture], EditTimings] | None:
+        """The pictures to deliver (one, or an album's made one by one), their delivery
+        started: the API's results, or those kept by an earlier attempt. None if the edit was
+        cancelled meanwhile or is no longer ours."""
         ctx, engine, store = self.ctx, self.engine, self.ctx.store
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
-            result = await store.load_image(edit.result_image_id)
             stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
-            picture = await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
-                                          messenger, stand_in=stand_in)  # fmt: skip
+            pictures = [
+                await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
+                                    messenger, stand_in=stand_in)
+                for result in await _kept_results(ctx, edit)
+            ]  # fmt: skip
             if not await store.start_delivery(edit.id, engine.owner):
                 await self._not_ours(edit.id)
                 return None
-            return picture, timings
+            return pictures, timings
         started = time.perf_counter()
         sources = await self._sources(edit, messenger)
-        source = sources[0]
         timings = replace(timings, normalize_ms=_ms_since(started))
         options = replace(edit.options, end_user=await self._end_user(edit.user_id))
         async with engine.api_slots.hold():
@@ -224,29 +235,33 @@ class Delivery:
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
             async with self._showing_action(edit.address, messenger):
-                if source.canvas is not None:  # nothing to edit: a new image from the words
-                    # (a reroll of one made by another backend takes this one's nearest)
-                    wanted = UserSettings(image_size=source.canvas)
-                    size = generation_size(ctx.capabilities, wanted) or ""
-                    edited = await ctx.editor.generate(edit.prompt, options, size)
-                else:  # all the pictures, in the order sent
-                    images = [_input(each, i) for i, each in enumerate(sources, 1)]
-                    edited = await ctx.editor.edit(images, edit.prompt, options)
+                made, failed = await _call(ctx, edit, sources, options)
         timings = replace(timings, api_ms=_ms_since(called))
         ctx.metrics.backend_answered()
-        spent = (ctx.today(), Spend.micros(edited.cost))
-        checked = await self._checked_result(edited)
+        # Every call counts at its price, a failed one too if it may have been billed.
+        billed = [self._billed(exc) for exc in failed]
+        cost = sum(Spend.micros(each.cost) for _, each in made)
+        spent = (ctx.today(), cost + sum(bill[1] for bill in billed if bill is not None))
+        checked = [await self._checked_result(each) for _, each in made]
+        edited = made[0][1]  # the first picture made stands for the edit (seed, model)
         fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
+        if failed:  # an album made one by one, some of its pictures left out
+            notes += ("note_left_out",)
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).
-        picture, result_ids = await _both(
-            self._picture(edit, edited.data, 0, edited.seed, notes, messenger,
-                          stand_in=edited.model if edited.stood_in else None),
+        album = [(position, kept) for (position, _), kept in zip(made, checked, strict=True)]
+        pictures, result_ids = await _both(
+            asyncio.gather(*(
+                self._picture(edit, each.data, 0, each.seed, notes, messenger,
+                              stand_in=each.model if each.stood_in else None)
+                for _, each in made
+            )),
             store.keep_result(
-                edit.id, checked, edited.seed, notes, timings, owner=engine.owner,
+                edit.id, checked[0], edited.seed, notes, timings, owner=engine.owner,
                 sources=fetched, model=edited.model, spent=spent,
+                album=album if len(album) > 1 else (),
             ),
         )  # fmt: skip
         if result_ids is None:  # cancelled, or no longer ours: the call was made all the same
@@ -254,7 +269,8 @@ class Delivery:
                 await store.add_spend(*spent)
             await self._not_ours(edit.id)
             return None
-        return replace(picture, image_id=result_ids[0]), timings
+        kept = zip(pictures, result_ids, strict=True)
+        return [replace(picture, image_id=image_id) for picture, image_id in kept], timings
 
     async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
         """What the edit sends: its source, or (an edit of several) every picture in order."""
@@ -343,6 +359,39 @@ def _paid_call(exc: StepEditError) -> bool:
     if isinstance(exc, EditRefused | NoImageReturned):
         return True
     return isinstance(exc, EditApiError) and bool(exc.params.get("maybe_done"))
+
+
+async def _call(
+    ctx: Context, edit: EditRecord, sources: list[SourceBytes], options: EditOptions
+) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
+    """The API's results (position, result) and the calls that failed: one call with every
+    picture, or (a backend that takes one) one call per picture."""
+    if sources[0].canvas is not None:  # nothing to edit: a new image from the words
+        # (a reroll of one made by another backend takes this one's nearest)
+        wanted = UserSettings(image_size=sources[0].canvas)
+        size = generation_size(ctx.capabilities, wanted) or ""
+        return [(0, await ctx.editor.generate(edit.prompt, options, size))], []
+    images = [_input(each, i) for i, each in enumerate(sources, 1)]  # in the order sent
+    if one_by_one(ctx.capabilities, len(images)):
+        return await edit_each(ctx.editor, images, edit.prompt, options)
+    return [(0, await ctx.editor.edit(images, edit.prompt, options))], []
+
+
+async def _kept_results(ctx: Context, edit: EditRecord) -> list[StoredImage]:
+    """What an earlier attempt kept: its result, or an album's results made one by one."""
+    assert edit.result_image_id is not None
+    ids = [edit.result_image_id]
+    if edit.pictures > 1:  # (only then a look at its pictures)
+        made = [each.result_image_id for each in await ctx.store.edit_pictures(edit.id)]
+        ids = [image_id for image_id in made if image_id is not None] or ids
+    return [await ctx.store.load_image(image_id) for image_id in ids]
+
+
+async def _send(messenger: Messenger, to: Address, pictures: list[Picture]) -> list[MessageRef]:
+    """The messages showing the pictures: one picture, or an album."""
+    if len(pictures) == 1:
+        return [await messenger.send_picture(to, pictures[0])]
+    return await messenger.send_album(to, pictures)
 
 
 def _input(source: SourceBytes, number: int) -> InputImage:

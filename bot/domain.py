@@ -122,6 +122,9 @@ class AlbumPart:
     prompt: str | None = None
     addressed: bool = True
     language: str = "en"
+    # Why it cannot be edited (an error's text key): a video or other file among pictures, a
+    # file over what the platform lets bots fetch. The album is then refused as a whole.
+    refused: str | None = None
 
 
 # Pictures one request may hold: a Telegram album's most (Discord takes ten attachments too).

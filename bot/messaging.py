@@ -4,6 +4,7 @@ bot/ports.py re-exports them beside the storage ports."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from bot.domain import Address, FileRef, MessageRef, Picture
@@ -41,6 +42,13 @@ class Messenger(Protocol):
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         """The picture with its caption and result buttons (bot.presenter), replying to the
         request; the message that shows it."""
+        ...
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        """Several results of one request (two to ten) as one album replying to it, with the
+        first one's caption and result buttons (on Telegram on a message of their own: albums
+        carry no buttons); the messages that show the pictures, in order: one per picture, or
+        one for all of them (Discord's message of several files: a reply refines the first)."""
         ...
 
     async def send_file(self, to: Address, picture: Picture) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -127,6 +127,9 @@ class CountedMessenger:
 
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         return await self._counted(self.inner.send_picture(to, picture))
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        return await self._counted(self.inner.send_album(to, pictures))
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         await self._counted(self.inner.send_file(to, picture))

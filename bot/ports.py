@@ -282,9 +282,9 @@ class DeliveryStore(Protocol):
         pending uploads: (image id, bytes)), the `model` that made it and what it cost
         (`spent`: day, micro-dollars), and start delivering it (running -> delivering). An
         edit of several pictures made one at a time keeps each one's result (`album`:
-        (position, result); `result` is the first of them). The image ids of the result and
-        of `album`'s; None, keeping nothing, if `owner` no longer holds the edit or it was
-        cancelled."""
+        (position, result), in order; `result` is the first of them, kept once). The image ids
+        of the result and of `album`'s others; None, keeping nothing, if `owner` no longer
+        holds the edit or it was cancelled."""
         ...
 
     async def mark_sent(self, edit_id: int, owner: str) -> bool:

@@ -14,6 +14,7 @@ from bot.backends.checks import check_prompt
 from bot.domain import (
     CFG_RANGE,
     MAX_NEGATIVE_PROMPT_CHARS,
+    MAX_PICTURES,
     MAX_SEED,
     STEPS_RANGE,
     EditOptions,
@@ -116,8 +117,9 @@ _SETTING_KINDS = {
 
 
 def most_pictures(offered: Capabilities) -> int:
-    """Pictures one request may hold: as many as the backend takes in one edit."""
-    return offered.max_images
+    """Pictures one request may hold: as many as the backend takes in one edit, or, with one
+    that takes one picture (each is edited alone), a whole album's."""
+    return MAX_PICTURES if offered.max_images == 1 else offered.max_images
 
 
 def check_pictures(offered: Capabilities, count: int) -> None:

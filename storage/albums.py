@@ -90,4 +90,5 @@ def _part(data: dict[str, Any]) -> AlbumPart:
         prompt=data["prompt"],
         addressed=data["addressed"],
         language=data["language"],
+        refused=data.get("refused"),  # (not in parts kept before it was known)
     )

@@ -51,8 +51,11 @@ class SqlDelivery(SqlBase):
             async with self._tx() as session:
                 for source in sources:
                     await session.execute(fill(*source))
-                result_id = await save_image_in(session, result, self._insert)
+                # An album's results are each kept once; the first stands for the edit.
                 album_ids = [await save_image_in(session, made, self._insert) for _, made in album]
+                result_id = (
+                    album_ids[0] if album else await save_image_in(session, result, self._insert)
+                )
                 for (position, _), made_id in zip(album, album_ids, strict=True):
                     await session.execute(
                         update(EditSource)
@@ -79,7 +82,7 @@ class SqlDelivery(SqlBase):
                 if kept is None:
                     raise _NotKept  # keep nothing: roll the images back too
                 await ledger.add_spend(session, spent, self._insert)
-                return (result_id, *album_ids)
+                return (result_id, *album_ids[1:])
         except _NotKept:
             return None
 

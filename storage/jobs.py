@@ -127,7 +127,8 @@ class SqlJobs(SqlBase):
             await ledger.uncount(session, chat, day, units)
             return Admission(0, refused=Refusal.BUDGET)
         held = (session, edit.user_id, edit.platform, edit.chat_id, day, units, pack_id)
-        if not free and limits.spend and await ledger.spend_reached(session, day, limits.spend):
+        spend = limits.spend
+        if not free and spend and await ledger.spend_reached(session, day, spend, units):
             await ledger.release(*held)
             return Admission(0, refused=Refusal.SPEND)
         turn = await _turn(session, edit.user_id)

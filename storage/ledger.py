@@ -163,15 +163,17 @@ async def add_spend(session: AsyncSession, spent: tuple[date, int] | None, inser
     )
 
 
-async def spend_reached(session: AsyncSession, day: date, spend: Spend) -> bool:
-    """Whether one more edit could take the day's spend past its cap, counting every edit not
-    paid for yet (queued or at the API) at the dearest price. Runs after the bot's counter was
-    updated: that row's lock makes admissions take turns, so the count is exact on PostgreSQL
-    too."""
+async def spend_reached(session: AsyncSession, day: date, spend: Spend, calls: int = 1) -> bool:
+    """Whether an edit of `calls` more calls (one per picture, at most) could take the day's
+    spend past its cap, counting every edit not paid for yet (queued or at the API) the same
+    way, each call at the dearest price. Runs after the bot's counter was updated: that row's
+    lock makes admissions take turns, so the count is exact on PostgreSQL too."""
     # Unpaid first: an edit kept between the two reads is then counted twice, never missed.
     unpaid = (EditStatus.QUEUED, EditStatus.RUNNING)  # a kept result's cost is in `spent`
-    open_edits = await session.scalar(select(func.count()).where(Edit.status.in_(unpaid)))
+    open_calls = await session.scalar(
+        select(func.sum(Edit.pictures)).where(Edit.status.in_(unpaid))
+    )
     spent = await session.scalar(
         select(Counter.used).where(Counter.scope == SPEND, Counter.day == day)
     )
-    return (spent or 0) + ((open_edits or 0) + 1) * spend.per_edit > spend.cap
+    return (spent or 0) + ((open_calls or 0) + calls) * spend.per_edit > spend.cap

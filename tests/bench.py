@@ -116,7 +116,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AsyncExitStack,
@@ -318,6 +318,9 @@ class BenchMessenger:
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         self.pictures += 1
         return MessageRef(self.platform, to.chat_id, f"result-{self.pictures}")
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        return [await self.send_picture(to, picture) for picture in pictures]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         pass

@@ -14,6 +14,7 @@ import pytest
 
 from bot.backends import make_backend
 from bot.domain import (
+    Address,
     AlbumPart,
     ChatRef,
     EditRequest,
@@ -29,6 +30,7 @@ from bot.texts import error_text
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.openai import run_fake_openai
+from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
 from tests.service_fixtures import StartService
 from tests.test_service import ALICE, CHAT, run, used
@@ -117,10 +119,67 @@ async def test_an_album_needs_a_unit_per_picture_and_a_failed_one_costs_nothing(
 async def test_more_pictures_than_the_backend_takes_are_refused_before_any_is_fetched(
     service: EditService, messenger: FakeMessenger
 ) -> None:
-    with pytest.raises(TooManyPictures) as info:
-        await service.submit(album(messenger, RED, GREEN))
-    assert "2 pictures" in error_text(info.value) and "at most 1" in error_text(info.value)
+    with pytest.raises(TooManyPictures) as info:  # one picture per call: an album's ten at most
+        await service.submit(album(messenger, *[RED] * 11))
+    assert "11 pictures" in error_text(info.value) and "at most 10" in error_text(info.value)
     assert not messenger.fetched and await used(service) == 0
+
+
+async def test_a_one_picture_backend_edits_each_picture_alone_and_charges_each_delivered(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=5)
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED
+    assert len(stepfun.requests) == 3  # one call per picture, in the order sent
+    assert [_color(request.image) for request in stepfun.requests] == [
+        (200, 0, 0), (0, 200, 0), (0, 0, 200)
+    ]  # fmt: skip
+    assert len(messenger.pictures) == 3 and await used(service) == 3
+    # A reply to the second result refines that picture alone.
+    second = messenger.pictures[1]
+    refined = await run(service, EditRequest(ALICE, CHAT, "now at night",
+                                             source_message=second.message))  # fmt: skip
+    assert refined.status == EditStatus.SUCCEEDED
+    assert refined.source_image_id == second.picture.image_id != record.result_image_id
+    assert await used(service) == 4
+    # Full quality sends the file of each picture, in order (and costs nothing).
+    await service.send_full_quality(CHAT, record.id, Address("test", CHAT.id, None, "en"))
+    made = [sent.picture.image_id for sent in messenger.pictures[:3]]
+    assert [sent.picture.image_id for sent in messenger.files_sent] == made
+    assert await used(service) == 4
+
+
+async def test_reroll_of_an_album_made_one_by_one_makes_each_again(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=6)
+    first = await run(service, album(messenger, RED, GREEN))
+    rerolled = await run(service, EditRequest(ALICE, CHAT, reroll_of=first.id))
+    assert rerolled.status == EditStatus.SUCCEEDED and rerolled.pictures == 2
+    assert [_color(request.image) for request in stepfun.requests[2:]] == [
+        (200, 0, 0), (0, 200, 0)
+    ]  # fmt: skip
+    assert len(messenger.pictures) == 4 and await used(service) == 4
+
+
+async def test_a_picture_whose_call_fails_is_left_out_and_costs_nothing(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.filter_next()  # the first picture's call is refused
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED and len(stepfun.requests) == 3
+    assert len(messenger.pictures) == 2 and await used(service) == 2
+    assert "note_left_out" in messenger.pictures[0].picture.notes  # the caption says so
+
+
+async def test_when_every_call_fails_the_album_fails_and_costs_nothing(
+    service: EditService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    stepfun.filter_next(times=2)
+    record = await run(service, album(messenger, RED, GREEN))
+    assert record.status == EditStatus.REFUSED and not messenger.pictures
+    assert await used(service) == 0
 
 
 def _color(data: bytes) -> tuple[int, ...]:

@@ -66,15 +66,47 @@ async def test_a_non_image_attachment_gets_a_clear_answer_and_costs_nothing(
     assert await bot.quota_used(ALICE) == 0
 
 
-async def test_the_image_among_several_attachments_is_the_one_edited(
+async def test_several_images_in_one_message_are_one_request_and_come_back_in_one_message(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:
-    fake_discord.user_sends(
+    sizes = [(320, 240), (300, 200)]
+    images = [photo(f"p{i}.jpg", make_image(*size)) for i, size in enumerate(sizes)]
+    fake_discord.user_sends(GENERAL_ID, ALICE, "make it snow", attachments=images,
+                            mentions_bot=True)  # fmt: skip
+    result = await bot.result()
+    assert [decode(request.image).size for request in stepfun.requests] == sizes  # one each
+    assert [decode(file.data).size for file in result.attachments] == sizes
+    assert any(":reroll:" in i for i in result.custom_ids)  # the request's buttons
+    assert await bot.quota_used(ALICE) == 2  # one unit per picture delivered
+
+
+async def test_slash_edit_takes_up_to_four_images(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    sizes = [(320, 240), (300, 200), (200, 300)]
+    images = [photo(f"p{i}.jpg", make_image(*size)) for i, size in enumerate(sizes)]
+    interaction = fake_discord.user_runs_slash_command(
+        "edit", {"image": images[0], "image2": images[1], "image4": images[2],
+                 "prompt": "make it night"},
+    )  # fmt: skip
+    await fake_discord.wait_until(lambda: any(m.attachments for m in interaction.messages))
+    shown = next(m for m in interaction.messages if m.attachments)
+    assert [decode(request.image).size for request in stepfun.requests] == sizes
+    assert [decode(file.data).size for file in shown.attachments] == sizes
+    assert await bot.quota_used(ALICE) == 3
+
+
+async def test_images_mixed_with_other_files_get_one_answer_and_cost_nothing(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    sent = fake_discord.user_sends(
         GENERAL_ID, ALICE, "make it snow",
         attachments=[Upload("notes.txt", b"hello", "text/plain"), photo()], mentions_bot=True,
     )  # fmt: skip
-    await bot.result()
-    assert decode(stepfun.requests[-1].image).size == (320, 240)
+    answer = await bot.text()
+    assert answer.reply_to == sent.id and answer.content == t("error_mixed_album", "en")
+    assert not stepfun.requests and not fake_discord.downloads
+    assert await bot.quota_used(ALICE) == 0
 
 
 async def test_a_huge_attachment_is_refused_before_any_download(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.backends.stepfun import StepFunBackend
-from bot.domain import ChatRef, EditRequest, EditStatus, UserRef
+from bot.domain import ChatRef, EditRequest, EditStatus, Upload, UserRef
 from bot.service import MAX_ATTEMPTS, EditService
 from storage.db import create_engine
 from storage.repo import SqlStore
@@ -123,6 +123,23 @@ async def test_a_failed_bookkeeping_after_delivery_is_never_a_refund(
     assert len(messenger.pictures) == 2  # the user may see it twice, never pays twice
     assert await used(service) == 1
     assert messenger.texts == []
+
+
+async def test_an_album_kept_but_not_recorded_is_delivered_again_as_made_never_charged_twice(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    flaky = FlakyStore(store)
+    service = await running(flaky)
+    flaky.failing_finish = 1  # the database fails just after the album went out
+    first, *others = (messenger.upload(make_image(160 + 20 * i, 120)) for i in range(3))
+    request = EditRequest(user(), CHAT, "make it snow", upload=first,
+                          more=tuple(Upload(each) for each in others))  # fmt: skip
+    edit = await service.wait((await service.submit(request)).edit_id, timeout=15)
+    assert edit.status == EditStatus.SUCCEEDED
+    assert len(stepfun.requests) == 3  # the kept results are sent again, not made again
+    shown = [sent.picture.image_id for sent in messenger.pictures]
+    assert len(shown) == 6 and shown[:3] == shown[3:] and len(set(shown)) == 3
+    assert await used(service) == 3
 
 
 async def test_cancel_while_the_picture_is_on_its_way_is_too_late(

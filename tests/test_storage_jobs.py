@@ -460,6 +460,22 @@ async def test_the_spend_cap_counts_kept_results_billed_failures_and_unpaid_edit
     assert (await store.stats(DAY)).spent_today == 5500.0
 
 
+async def test_the_spend_cap_counts_each_picture_of_an_album_as_a_call(store: SqlStore) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await save_image(store, b"original", "image/png", 512, 512)
+    cap = Spend(cap=10_000, per_edit=3_000)
+
+    async def admit(pictures: int) -> str | None:
+        new = NewEdit(user.id, "telegram", "55", None, source, "x", EditOptions(),
+                      more_sources=(source,) * (pictures - 1))  # fmt: skip
+        return (await store.admit(new, day=DAY, quota=0, max_waiting=0, spend=cap)).refused
+
+    assert await admit(4) == "spend"  # four calls at most 3000 each: past 10000
+    assert await admit(3) is None  # 9000
+    assert await admit(1) == "spend"  # 9000 unpaid + 3000
+    assert await store.quota_used(user.id, DAY) == 3
+
+
 async def test_a_bot_value_is_made_once_and_read_alike(store: SqlStore) -> None:
     made = await store.bot_value("end_user_salt", "first")
     assert made == "first"

@@ -1,8 +1,9 @@
 """Telegram albums end to end: the real bot (PTB against the fake Bot API) collects an album's
 messages (one per picture, sharing a media_group_id, the caption on one of them) through the
 database into one request: with a backend that takes several images, one call with all of them
-in the order sent, one unit charged; parts arriving out of order, or the caption on the last,
-change nothing."""
+in the order sent, one unit charged; with a backend of one picture (StepFun), one call per
+picture and one album back, one unit per picture, a reply to any of its pictures refining that
+one; parts arriving out of order, or the caption on the last, change nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser
-from tests.harness import BotUnderTest
+from tests.harness import BotUnderTest, is_note
 from tests.images import decode, make_image
 
 ALICE = FakeUser(id=6161, first_name="Alice", language_code="en")
@@ -73,3 +74,106 @@ async def test_an_album_needs_a_unit_per_picture(
             assert not fake.requests and await app.quota_used(ALICE) == 0
         finally:
             await app.stop()
+
+
+async def test_a_one_picture_backend_edits_each_and_sends_one_album_back(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=1)
+        buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
+                                                  not is_note(m))  # fmt: skip
+        assert "put the hat on the cat" in (buttons.text or "")
+        assert any(data.startswith("reroll:") for data in buttons.callback_data)
+        await app.idle()
+        album = [m for m in telegram.sent(CHAT) if m.photo]
+        assert len(album) == 3 and album[0].media_group_id  # one album, its pictures in order
+        assert {m.media_group_id for m in album} == {album[0].media_group_id}
+        assert [decode(m.photo_bytes or b"").size for m in album] == SIZES
+        assert [decode(request.image).size for request in stepfun.requests] == SIZES
+        assert await app.quota_used(ALICE) == 3  # one unit per picture delivered
+        # A reply to the album's second picture refines that picture.
+        await app.wait_linked(album[1])
+        telegram.user_sends_text(CHAT, ALICE, "now at night", reply_to=album[1])
+        await telegram.wait_until(lambda: len(stepfun.requests) == 4)
+        refined = await app.photo_reply(CHAT)
+        assert "now at night" in (refined.caption or "")
+        assert decode(stepfun.last.image).size == SIZES[1]  # the second result, not the first
+        assert await app.quota_used(ALICE) == 4
+    finally:
+        await app.stop()
+
+
+@pytest.mark.parametrize(
+    ("bad", "answer"),
+    [
+        ({"videos": [1]}, "mixes pictures with other files"),
+        ({"too_large": [2]}, "too large"),
+    ],
+)
+async def test_an_album_with_a_video_or_a_file_too_large_gets_one_answer_and_costs_nothing(
+    telegram: FakeTelegram,
+    stepfun: FakeStepFun,
+    sqlite_url: str,
+    bad: dict[str, list[int]],
+    answer: str,
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", **bad)
+        said = await app.text_reply(CHAT)
+        assert answer in (said.text or "")
+        await app.idle()
+        assert [m for m in telegram.sent(CHAT) if not is_note(m)] == [said]  # one answer
+        assert not stepfun.requests and not telegram.calls_of("getFile")
+        assert await app.quota_used(ALICE) == 0
+    finally:
+        await app.stop()
+
+
+async def test_an_album_telegram_refuses_as_photos_comes_as_files(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.fail_next("sendMediaGroup",
+                           description="Bad Request: PHOTO_INVALID_DIMENSIONS")  # fmt: skip
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2], "put the hat on the cat")
+        await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and not is_note(m))
+        await app.idle()
+        files = [m for m in telegram.sent(CHAT) if m.document]
+        assert [decode(m.document_bytes or b"").size for m in files] == SIZES[:2]
+        assert len({m.media_group_id for m in files}) == 1 and files[0].media_group_id
+        await app.wait_linked(files[1])  # a reply to either file refines it
+        assert await app.quota_used(ALICE) == 2
+    finally:
+        await app.stop()
+
+
+async def test_undo_of_an_album_shows_all_its_pictures_again(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
+    await app.start()
+    try:
+        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat")
+        buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
+                                                  not is_note(m))  # fmt: skip
+        await app.idle()
+        undo = next(data for data in buttons.callback_data if data.startswith("undo:"))
+        telegram.user_presses_button(CHAT, ALICE, buttons, undo)
+        await telegram.wait_until(lambda: len([m for m in telegram.sent(CHAT) if m.photo]) == 6)
+        again = [m for m in telegram.sent(CHAT) if m.photo][3:]
+        assert [decode(m.photo_bytes or b"").size for m in again] == SIZES
+        for shown in again:  # the originals (uniform), not the results (tinted, striped)
+            colors = decode(shown.photo_bytes or b"").convert("RGB").getcolors(1 << 16) or []
+            assert max(colors)[1] == pytest.approx((30, 120, 200), abs=6)
+        assert {m.media_group_id for m in again} == {again[0].media_group_id}
+        await app.wait_linked(again[2])  # each repliable
+        assert await app.quota_used(ALICE) == 3  # Undo is free
+    finally:
+        await app.stop()

@@ -38,14 +38,14 @@ from adapters.discord.translate import (
     PLATFORM,
     chat_ref,
     checked,
-    image_file,
+    image_files,
     language,
     message_ref,
     prompt_of,
     user_ref,
 )
 from bot import presenter
-from bot.domain import Address, EditRequest, Incoming, MessageRef
+from bot.domain import Address, EditRequest, Incoming, MessageRef, Upload
 from bot.errors import StartupError
 from bot.service import EditService
 
@@ -305,19 +305,20 @@ class DiscordBot:
         to: Address,
     ) -> None:
         user, chat = user_ref(message.author), chat_ref(message.channel.id, message.guild)
-        upload, origin = image_file(message), message_ref(message)
-        if upload is None and known is None and replied is not None:
-            upload, origin = image_file(replied), message_ref(replied)  # someone's image: a meme
+        uploads, origin = image_files(message), message_ref(message)  # several: one request
+        if not uploads and known is None and replied is not None:
+            uploads, origin = image_files(replied), message_ref(replied)  # someone's: a meme
+        upload, more = (checked(uploads[0]), uploads[1:]) if uploads else (None, [])
         if upload is not None and not prompt:
-            await self.service.ask_for_prompt(user, chat, checked(upload), origin, to)
+            await self.service.ask_for_prompt(user, chat, upload, origin, to)
             return
         request = EditRequest(
-            user, chat, prompt,
-            upload=checked(upload) if upload else None,
+            user, chat, prompt, upload=upload,
             source_message=None if upload else known,
             origin=origin if upload else None,
             key=f"{PLATFORM}:{message.channel.id}:{message.id}",
             answer_to=to.reply_to, language=to.language,
+            more=tuple(Upload(checked(each)) for each in more),  # (the message is the first's)
         )  # fmt: skip
         await self.service.submit(request)
 

@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,11 +129,21 @@ class DiscordMessenger:
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         caption = presenter.caption(picture, to.language, limit=CAPTION_LIMIT - 30)
         view = view_of(presenter.picture_buttons(picture, to.language))
-        return await self._send(to, caption, upload=(picture.filename, picture.data), view=view)
+        return await self._send(to, caption, uploads=[(picture.filename, picture.data)], view=view)
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        """One message with every picture (numbered files, in order) and the first's caption
+        and buttons: a reply to it refines the first picture."""
+        first = pictures[0]
+        caption = presenter.caption(first, to.language, limit=CAPTION_LIMIT - 30)
+        view = view_of(presenter.picture_buttons(first, to.language))
+        stem = first.filename.rsplit(".", 1)[0]
+        files = [(f"{stem}-{i}.jpg", each.data) for i, each in enumerate(pictures, 1)]
+        return [await self._send(to, caption, uploads=files, view=view)]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         caption = presenter.full_caption(picture, to.language)
-        await self._send(to, caption, upload=(picture.filename, picture.data))
+        await self._send(to, caption, uploads=[(picture.filename, picture.data)])
 
     async def tell(self, user_id: str, text: str) -> None:
         user = await self.client.fetch_user(int(user_id))
@@ -194,7 +205,7 @@ class DiscordMessenger:
         to: Address,
         content: str,
         *,
-        upload: _Upload | None = None,
+        uploads: Sequence[_Upload] = (),
         view: discord.ui.View | None = None,
         private: bool = False,
     ) -> MessageRef:
@@ -203,12 +214,12 @@ class DiscordMessenger:
         held = self._fresh(to)
         if held is not None:
             try:
-                return await self._answer(held, to, content, upload, view, private=private)
+                return await self._answer(held, to, content, uploads, view, private=private)
             except discord.HTTPException as exc:
                 self._lost(to, exc)
         extra: dict[str, Any] = {"allowed_mentions": discord.AllowedMentions.none()}
-        if upload is not None:
-            extra["file"] = discord.File(io.BytesIO(upload[1]), filename=upload[0])
+        if uploads:
+            extra["files"] = _files(uploads)
         if view is not None:
             extra["view"] = view
         match = _INTERACTION_ADDRESS.fullmatch(to.reply_to or "")
@@ -225,25 +236,24 @@ class DiscordMessenger:
         held: _Held,
         to: Address,
         content: str,
-        upload: _Upload | None,
+        uploads: Sequence[_Upload],
         view: discord.ui.View | None,
         *,
         private: bool,
     ) -> MessageRef:
         interaction = held.interaction
         extra: dict[str, Any] = {} if view is None else {"view": view}
-        file = None if upload is None else discord.File(io.BytesIO(upload[1]), upload[0])
         if not held.original_taken:
             held.original_taken = True
             if not private:  # the answer replaces "thinking…"
-                if file is not None:
-                    extra["attachments"] = [file]
+                if uploads:
+                    extra["attachments"] = _files(uploads)
                 sent = await interaction.edit_original_response(content=content, **extra)
                 return MessageRef(PLATFORM, to.chat_id, str(sent.id))
             with contextlib.suppress(discord.HTTPException):  # "thinking…" is seen by all
                 await interaction.delete_original_response()
-        if file is not None:
-            extra["file"] = file
+        if uploads:
+            extra["files"] = _files(uploads)
         sent_later = await interaction.followup.send(content, ephemeral=private, wait=True, **extra)
         return MessageRef(PLATFORM, to.chat_id, str(sent_later.id))
 
@@ -270,3 +280,7 @@ class DiscordMessenger:
             message_id=int(to.reply_to), channel_id=int(to.chat_id), fail_if_not_exists=False
         )
         return {"reference": reference, "mention_author": False}
+
+
+def _files(uploads: Sequence[_Upload]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(data), filename=name) for name, data in uploads]

@@ -11,7 +11,7 @@ import discord
 from bot import texts
 from bot.domain import ChatRef, FileRef, MessageRef
 from bot.domain import UserRef as CoreUser
-from bot.errors import ImageTooLarge, UnknownEdit
+from bot.errors import ImageTooLarge, MixedAlbum, UnknownEdit
 from bot.presenter import Button
 from bot.texts import t
 
@@ -45,8 +45,19 @@ def image_file(message: discord.Message) -> FileRef | None:
     """The message's image. Known by its message, not its URL: attachment URLs expire, so a job
     run later asks for a fresh one."""
     attachment = image_attachment(message)
-    if attachment is None:
-        return None
+    return None if attachment is None else _file(message, attachment)
+
+
+def image_files(message: discord.Message) -> list[FileRef]:
+    """Every picture of a message, in order (several are one request); MixedAlbum when the
+    message holds pictures and other files. No picture: its first file (the core judges it)."""
+    images = [a for a in message.attachments if (a.content_type or "").startswith("image/")]
+    if images and len(images) < len(message.attachments):
+        raise MixedAlbum(f"{len(images)} of {len(message.attachments)} attachments are images")
+    return [_file(message, attachment) for attachment in images or message.attachments[:1]]
+
+
+def _file(message: discord.Message, attachment: discord.Attachment) -> FileRef:
     file_id = f"{message.channel.id}:{message.id}:{attachment.id}"
     return FileRef(PLATFORM, file_id, attachment.size, attachment.filename,
                    *_claims(attachment))  # fmt: skip

@@ -102,6 +102,10 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Note: your image was animated; I edited its first frame.",
         ZH: "提示：你的图片是动图，我修改的是第一帧。",
     },
+    "note_left_out": {
+        EN: "Note: I could not edit every picture; those I could not edit cost nothing.",
+        ZH: "提示：有些图片没能修改；没修改的不收费。",
+    },
     "note_downscaled": {
         EN: "Note: your image was larger than the service accepts, so I scaled it down.",
         ZH: "提示：图片超过服务允许的尺寸，已按比例缩小。",

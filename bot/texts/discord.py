@@ -12,6 +12,10 @@ TEXTS: dict[str, dict[str, str]] = {
         ZH: "修改图片：附上图片并说明要改什么",
     },
     "discord_edit_image": {EN: "The image to edit", ZH: "要修改的图片"},
+    "discord_edit_image_more": {
+        EN: "One more image for the same request (used in order)",
+        ZH: "同一请求的另一张图片（按顺序使用）",
+    },
     "discord_edit_prompt": {EN: "What to change", ZH: "要改什么"},
     "discord_edit_seed": {
         EN: "A fixed seed (the same prompt and seed make the same picture)",

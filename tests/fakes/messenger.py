@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot import imaging
@@ -94,6 +94,9 @@ class FakeMessenger:
         if self.on_picture is not None:
             await self.on_picture(picture)
         return message
+
+    async def send_album(self, to: Address, pictures: Sequence[Picture]) -> list[MessageRef]:
+        return [await self.send_picture(to, picture) for picture in pictures]
 
     async def send_file(self, to: Address, picture: Picture) -> None:
         message = MessageRef(self.platform, to.chat_id, f"file-{next(self._ids)}")

@@ -37,7 +37,7 @@ import mimetypes
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1132,10 +1132,14 @@ class FakeTelegram:
         order: list[int] | None = None,
         chat_type: str = "private",
         media_group_id: str = "album-1",
+        videos: Collection[int] = (),
+        too_large: Collection[int] = (),
     ) -> list[StoredMessage]:
         """An album, as Telegram sends one: a message per picture (ids in the order sent),
         sharing a ``media_group_id``, the caption on one of them (``caption_on``); their
-        updates come in ``order`` (indexes; default: as sent). The messages, as sent."""
+        updates come in ``order`` (indexes; default: as sent). The parts at ``videos`` are
+        videos (their bytes as an MP4), those at ``too_large`` claim a size over the 20 MB bots
+        may download. The messages, as sent."""
         messages = [
             self._photo_message(
                 chat_id,
@@ -1151,6 +1155,18 @@ class FakeTelegram:
             )
             for i, data in enumerate(images)
         ]
+        for i in videos:  # a video instead of the photo, as a mixed album has
+            stored = self.add_file(images[i], kind="videos", ext="mp4", mime="video/mp4")
+            messages[i].photo = messages[i].photo_bytes = None
+            messages[i].extras["video"] = {
+                "file_id": stored.file_id, "file_unique_id": stored.file_unique_id,
+                "width": 320, "height": 240, "duration": 3, "mime_type": "video/mp4",
+                "file_size": len(images[i]),
+            }  # fmt: skip
+        for i in too_large:
+            photo = messages[i].photo
+            assert photo is not None
+            photo[-1]["file_size"] = 25 * 1024 * 1024
         for i in order if order is not None else range(len(messages)):
             self._inject_message(messages[i])
         return messages

@@ -33,6 +33,7 @@ from bot.domain import (
     EditRequest,
     FileRef,
     MessageRef,
+    Upload,
 )
 from bot.service import EditService
 from bot.texts import t
@@ -46,6 +47,7 @@ async def edit_from_interaction(
     upload: FileRef,
     origin: MessageRef | None,
     overrides: tuple[tuple[str, str], ...] = (),
+    more: tuple[Upload, ...] = (),
 ) -> None:
     """/edit and the "Edit image" form: queue the edit, answered through the interaction."""
     lang = language(interaction.locale, prompt)
@@ -54,7 +56,7 @@ async def edit_from_interaction(
     request = EditRequest(
         user_ref(interaction.user), chat_ref(interaction.channel_id, interaction.guild), prompt,
         upload=upload, origin=origin, key=f"{PLATFORM}:i:{interaction.id}",
-        answer_to=to.reply_to, language=lang, overrides=overrides,
+        answer_to=to.reply_to, language=lang, overrides=overrides, more=more,
     )  # fmt: skip
     admission = await service.submit(request)
     if admission.ignored:
@@ -107,6 +109,9 @@ def register(
         cfg=t("discord_edit_cfg"),
         text_mode=t("discord_edit_text_mode"),
         negative=t("discord_edit_negative"),
+        image2=t("discord_edit_image_more"),
+        image3=t("discord_edit_image_more"),
+        image4=t("discord_edit_image_more"),
     )
     async def edit(
         interaction: discord.Interaction,
@@ -117,6 +122,9 @@ def register(
         cfg: app_commands.Range[float, CFG_RANGE[0], CFG_RANGE[1]] | None = None,
         text_mode: bool | None = None,
         negative: app_commands.Range[str, 1, MAX_NEGATIVE_PROMPT_CHARS] | None = None,
+        image2: discord.Attachment | None = None,  # (options are fixed when registered:
+        image3: discord.Attachment | None = None,  # four images in all)
+        image4: discord.Attachment | None = None,
     ) -> None:
         given = {"seed": seed, "steps": steps, "cfg": cfg, "negative": negative}
         overrides = [(name, str(value)) for name, value in given.items() if value is not None]
@@ -124,9 +132,13 @@ def register(
             overrides.append(("text", "on" if text_mode else "off"))
         # refused before "thinking…": only its user sees it
         upload = checked(attachment_file(image))
-        service.check_claims(upload)
+        more = tuple(
+            Upload(checked(attachment_file(each))) for each in (image2, image3, image4) if each
+        )
+        for each in (upload, *(picture.file for picture in more)):
+            service.check_claims(each)
         await edit_from_interaction(
-            service, messenger, interaction, prompt, upload, None, tuple(overrides)
+            service, messenger, interaction, prompt, upload, None, tuple(overrides), more
         )
 
     async def edit_image(interaction: discord.Interaction, message: discord.Message) -> None:

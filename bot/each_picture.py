@@ -1,0 +1,35 @@
+"""Requests of several pictures on a backend that edits one picture per call: the same prompt
+applied to each picture alone, one call after another within the job's one API slot (the global
+cap on calls holds), so the request stays one job: one progress note, and Undo, Reroll and Full
+quality act on it as a whole. A picture whose call fails is left out and its unit given back;
+only when every call fails does the edit fail, with the first one's error."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.backends.base import Capabilities, ImageEditor, InputImage
+from bot.domain import EditedImage, EditOptions
+from bot.errors import StepEditError
+
+
+def one_by_one(capabilities: Capabilities, pictures: int) -> bool:
+    """Whether an edit of `pictures` makes one call per picture (the backend takes one)."""
+    return pictures > 1 and capabilities.max_images == 1
+
+
+async def edit_each(
+    editor: ImageEditor, images: Sequence[InputImage], prompt: str, options: EditOptions
+) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
+    """Each picture edited alone, in order: what was made (position, result), and the calls
+    that failed; the first failure is raised if nothing was made."""
+    made: list[tuple[int, EditedImage]] = []
+    failed: list[StepEditError] = []
+    for position, image in enumerate(images):
+        try:
+            made.append((position, await editor.edit([image], prompt, options)))
+        except StepEditError as exc:
+            failed.append(exc)
+    if not made:
+        raise failed[0]
+    return made, failed
