@@ -112,10 +112,10 @@ class SqlJobs(SqlBase):
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused=Refusal.UNCHARGED)
         # A request of several pictures holds one unit per picture until it ends. Past the
-        # day's free quota, a one-picture request takes a bought edit, from the oldest pack.
+        # day's free quota, bought edits: all of a request's from the oldest pack holding them.
         pack_id = None
         if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user, units):
-            pack_id = await ledger.use_bought(session, edit.user_id) if units == 1 else None
+            pack_id = await ledger.use_bought(session, edit.user_id, units)
             if pack_id is None:
                 return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)

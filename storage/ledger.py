@@ -70,19 +70,25 @@ async def release_user(session: AsyncSession, user_id: int, day: date, units: in
 LEFT = (StarPack.refunded_at.is_(None), StarPack.used < StarPack.bought)
 
 
-async def use_bought(session: AsyncSession, user_id: int) -> int | None:
-    """One edit from the user's oldest pack that has any left: that pack's id; None, changing
-    nothing, when none has. The UPDATE checks again what the SELECT found, so a race for the
-    last bought edit lets exactly one through (the loser tries the next pack)."""
+def _holds(units: int) -> tuple[Any, ...]:
+    """A pack with `units` edits left."""
+    return (StarPack.refunded_at.is_(None), StarPack.used + units <= StarPack.bought)
+
+
+async def use_bought(session: AsyncSession, user_id: int, units: int = 1) -> int | None:
+    """`units` edits (one per picture of a request) from the user's oldest pack that has that
+    many left: that pack's id; None, changing nothing, when none has. The UPDATE checks again
+    what the SELECT found, so a race for the last bought edit lets exactly one through (the
+    loser tries the next pack)."""
     for _ in range(3):
-        oldest = select(StarPack.id).where(StarPack.user_id == user_id, *LEFT)
+        oldest = select(StarPack.id).where(StarPack.user_id == user_id, *_holds(units))
         pack_id = await session.scalar(oldest.order_by(StarPack.id).limit(1))
         if pack_id is None:
             return None
         taken = await session.scalar(
             update(StarPack)
-            .where(StarPack.id == pack_id, *LEFT)
-            .values(used=StarPack.used + 1)
+            .where(StarPack.id == pack_id, *_holds(units))
+            .values(used=StarPack.used + units)
             .returning(StarPack.id)
             .execution_options(synchronize_session=False)
         )
@@ -94,16 +100,18 @@ async def use_bought(session: AsyncSession, user_id: int) -> int | None:
 async def give_back(
     session: AsyncSession, user_id: int, day: date, pack_id: int | None, units: int = 1
 ) -> None:
-    """Take back reserved units: to the pack the one came from, else to the day's quota. A
-    pack refunded meanwhile counts it as refunded (taken back), not as left."""
+    """Take back reserved units: to the pack they came from, else to the day's quota. A pack
+    refunded meanwhile counts them as refunded (taken back), not as left."""
     if pack_id is None:
         await release_user(session, user_id, day, units)
         return
-    refunded = case((StarPack.refunded_at.is_(None), 0), else_=1)
+    if units <= 0:
+        return
+    refunded = case((StarPack.refunded_at.is_(None), 0), else_=units)
     await session.execute(
         update(StarPack)
-        .where(StarPack.id == pack_id, StarPack.used > 0)
-        .values(used=StarPack.used - 1, refunded=StarPack.refunded + refunded)
+        .where(StarPack.id == pack_id, StarPack.used >= units)
+        .values(used=StarPack.used - units, refunded=StarPack.refunded + refunded)
         .execution_options(synchronize_session=False)
     )
 

@@ -6,10 +6,12 @@ is left. Each test runs on SQLite and PostgreSQL (see tests/dbs.py)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from bot.domain import EditOptions, EditStatus, NewEdit, UserRef
+from bot.domain import EditOptions, EditStatus, EditTimings, NewEdit, NewImage, UserRef
 from storage.db import create_engine, migrate
 from storage.models import StarPack
 from storage.repo import SqlStore
@@ -17,6 +19,7 @@ from tests.jobs import DAY
 from tests.store_helpers import save_image
 
 ALICE = UserRef("telegram", "1001", "Alice", "en")
+DAY_END = datetime.now(UTC) + timedelta(minutes=5)  # a lease that outlasts the test
 
 
 async def _edit(store: SqlStore, user_id: int, key: str) -> NewEdit:
@@ -143,3 +146,28 @@ async def test_two_edits_racing_for_the_last_bought_edit_let_exactly_one_through
     finally:
         for store in stores:
             await store.aclose()
+
+
+async def test_a_request_of_several_pictures_takes_them_all_from_one_pack(store: SqlStore) -> None:
+    """Past the free quota, an album's units come from the oldest pack that holds them all; the
+    pictures not delivered go back to it."""
+    user = await store.get_or_create_user(ALICE)
+    assert await store.credit_pack(user.id, "small", stars=50, edits=2, day=DAY)
+    assert await store.credit_pack(user.id, "big", stars=50, edits=4, day=DAY)
+    first = await _edit(store, user.id, "album")
+    more = tuple([await save_image(store, bytes([n]) * 8, "image/png", 512, 512) for n in (1, 2)])
+    album = replace(first, more_sources=more)
+    admission = await store.admit(album, day=DAY, quota=1, max_waiting=0)  # the free one: too few
+    assert admission.refused is None
+    assert await _used(store) == {"small": (0, 0), "big": (3, 0)}
+    # Two of the three pictures delivered: the third unit goes back to its pack.
+    claimed = await store.claim("me", DAY_END, ["telegram"])
+    assert claimed is not None and claimed.id == admission.edit_id
+    result = NewImage(b"result", "image/png", 512, 512)
+    assert await store.keep_result(claimed.id, result, None, (), EditTimings(), owner="me")
+    assert await store.finish_edit(claimed.id, EditStatus.SUCCEEDED, delivered=2, owner="me")
+    assert await _used(store) == {"small": (0, 0), "big": (2, 0)}
+    # No pack holds three more (2 and 2 left): refused, nothing taken.
+    again = replace(album, key="again")
+    assert (await store.admit(again, day=DAY, quota=1, max_waiting=0)).refused is not None
+    assert await _used(store) == {"small": (0, 0), "big": (2, 0)}
