@@ -274,7 +274,8 @@ class TelegramBot:
         # Only new messages: an edited one runs no command, nor (a caption changed) another
         # edit that would be charged again. So edited messages are not even asked for.
         new = filters.UpdateType.MESSAGE
-        for handler in TelegramPayments(self.service).handlers():  # /buy, payments, refunds
+        payments = TelegramPayments(self.service, self._unhandled.add)  # /buy, paid, refunded
+        for handler in payments.handlers():
             app.add_handler(handler)
         commands: list[tuple[str | tuple[str, ...], Any]] = [
             ("start", self.on_start),
@@ -308,6 +309,7 @@ class TelegramBot:
         unserved = cls.__new__(cls)
         unserved.app = _application(token, "https://api.telegram.org", rate_limit=False)
         unserved.service = cast(EditService, None)
+        unserved._unhandled = set()
         unserved._add_handlers()
         return update_types(unserved.app.handlers)
 
@@ -1081,8 +1083,9 @@ class TelegramMessenger:
         """bot.ports.StarsRefunds: refundStarPayment."""
         try:
             await self.bot.refund_star_payment(int(user_id), charge_id)
-        except TelegramError as exc:
-            raise RefundFailed(exc.message) from exc
+        except BadRequest as exc:  # a definite no (a timeout is no answer: it may have gone)
+            if "CHARGE_ALREADY_REFUNDED" not in exc.message.upper():
+                raise RefundFailed(exc.message) from exc
 
     async def show_working(self, to: Address) -> None:
         """In a group at most every GROUP_ACTION_SECONDS: a group has 20 sends a minute."""

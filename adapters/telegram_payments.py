@@ -7,6 +7,7 @@ operator's contact. adapters/telegram.py registers these handlers; every rule is
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from telegram import LabeledPrice, PreCheckoutQuery, Update
@@ -59,8 +60,11 @@ async def decline(query: PreCheckoutQuery, reason: BaseException) -> None:
 
 
 class TelegramPayments:
-    def __init__(self, service: EditService) -> None:
+    def __init__(self, service: EditService, leave_unhandled: Callable[[int], None]) -> None:
         self.service = service
+        # A payment or refund not written down must come again (webhook: Telegram sends it
+        # again; polling: the next start), never be marked handled: crediting is idempotent.
+        self._leave_unhandled = leave_unhandled
 
     def handlers(self) -> list[BaseHandler[Any, Any, Any]]:
         new = filters.UpdateType.MESSAGE
@@ -106,10 +110,11 @@ class TelegramPayments:
         paid = message.successful_payment if message else None
         if message is None or who is None or paid is None:
             return
-        thanks = await self.service.shop.paid(
-            _user(who), paid.telegram_payment_charge_id, paid.invoice_payload,
-            paid.total_amount, _lang(update),
-        )  # fmt: skip
+        charge = paid.telegram_payment_charge_id
+        paying = self.service.shop.paid(
+            _user(who), charge, paid.invoice_payload, paid.total_amount, _lang(update)
+        )
+        thanks = await self._recorded(update, charge, paying)
         await message.reply_text(thanks)
 
     async def on_refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -117,10 +122,23 @@ class TelegramPayments:
         refunded = message.refunded_payment if message else None
         if message is None or who is None or refunded is None:
             return
-        text = await self.service.shop.refunded(
-            _user(who), refunded.telegram_payment_charge_id, _lang(update)
+        charge = refunded.telegram_payment_charge_id
+        text = await self._recorded(
+            update, charge, self.service.shop.refunded(_user(who), charge, _lang(update))
         )
         await message.reply_text(text)
+
+    async def _recorded(self, update: Update, charge: str, recording: Awaitable[str]) -> str:
+        """The answer to a payment or refund once it is written down; if that fails (the
+        database), the update is left unhandled, to come again, and the error goes on."""
+        try:
+            return await recording
+        except StepEditError:
+            raise
+        except Exception:
+            log.error("payment %s could not be recorded; it will be handled again", charge)
+            self._leave_unhandled(update.update_id)
+            raise
 
     async def on_paysupport(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_message is not None:

@@ -39,8 +39,11 @@ class Albums:
     async def add(self, part: AlbumPart) -> None:
         """Keep one part of an album; its album is taken once no part came for `wait` seconds."""
         if not await self.ctx.store.keep_album_part(part, self.ctx.clock()):
-            # late (or again): its album was answered; the photo is kept, nothing is charged
-            if part.refused is None:
+            # Late (or again): its album was answered. Its caption, if it has the album's, is
+            # a request of its own (once: the album's key); else the photo is kept, free.
+            if part.refused is None and part.prompt and part.addressed:
+                await self._submit([part])
+            elif part.refused is None:
                 await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
             return
         task = asyncio.create_task(self._take_later(part.chat.platform, part.chat.id, part.album))

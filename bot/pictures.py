@@ -181,7 +181,9 @@ class Pictures:
     async def comparable(self, edit: EditRecord, chat: ChatRef) -> bool:
         """Whether Compare may show `edit`'s source in `chat` (see shown_here): not a new image
         from words, nor an input only its user saw. Only says whether a button is offered:
-        a failure to tell is a no."""
+        a failure to tell is a no. Not for an edit of several pictures (which is which)."""
+        if edit.pictures > 1:
+            return False
         try:
             store = self.ctx.store
             parent = await store.get_edit(edit.parent_edit_id) if edit.parent_edit_id else None

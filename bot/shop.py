@@ -9,6 +9,7 @@ to the pack it came from; the bot's budget and spend caps still apply to them.""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
@@ -137,21 +138,27 @@ class Shop:
         if pack is None:
             return t("admin_refund_unknown", lang, charge=charge)
         if not taken:
-            if pack.refunded_at is not None:
+            if pack.refunded_at is not None:  # asked again: Telegram says "already", or does it
+                with contextlib.suppress(Exception):
+                    await self._refund(pack.buyer.id, charge)
                 return t("admin_refund_already", lang, charge=charge)
             return t("admin_refund_used", lang, charge=charge, used=pack.used, bought=pack.bought)
         try:  # taken back first: no edit of it can start while Telegram is asked
-            refunds = self.ctx.refunds
-            if refunds is None:
-                raise RefundFailed("Telegram does not run in this process")
-            await refunds.refund_stars(pack.buyer.id, charge)
-        except BaseException as exc:
+            await self._refund(pack.buyer.id, charge)
+        except RefundFailed as exc:  # a definite no: the edits are the user's again
             await store.restore_pack(charge)
-            if not isinstance(exc, RefundFailed):
-                raise
             return t("admin_refund_failed", lang, charge=charge, reason=str(exc))
+        except Exception:  # no answer: it may have gone through, so the edits stay taken back
+            log.warning("refund of %s: Telegram did not answer", charge, exc_info=True)
+            return t("admin_refund_unsure", lang, charge=charge)
         who = f"{pack.buyer.platform}:{pack.buyer.id}"
         return t("admin_refunded", lang, who=who, stars=pack.stars, edits=pack.refunded)
+
+    async def _refund(self, user_id: str, charge: str) -> None:
+        refunds = self.ctx.refunds
+        if refunds is None:
+            raise RefundFailed("Telegram does not run in this process")
+        await refunds.refund_stars(user_id, charge)
 
     def support(self, lang: str) -> str:
         """/paysupport: the operator's contact and how refunds work."""

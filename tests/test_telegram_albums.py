@@ -177,3 +177,22 @@ async def test_undo_of_an_album_shows_all_its_pictures_again(
         assert await app.quota_used(ALICE) == 3  # Undo is free
     finally:
         await app.stop()
+
+
+async def test_a_caption_on_a_part_that_comes_after_its_album_was_taken_is_still_answered(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
+) -> None:
+    """The captioned part arrives late (Telegram sent it again after a failure, say): the rest
+    was taken without a caption and asked about; the late caption is a request of its own."""
+    app, fake = openai_app
+    telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2])  # no caption: asked about
+    question = await app.text_reply(CHAT)
+    assert "What should I change" in (question.text or "")
+    late = telegram.user_sends_photo(
+        CHAT, ALICE, PHOTOS[2], caption="put the hat on the cat", media_group_id="album-1"
+    )
+    result = await app.photo_reply(CHAT)
+    assert result.reply_to_message_id == late.message_id
+    assert "put the hat on the cat" in (result.caption or "")
+    assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[2]]
+    assert await app.quota_used(ALICE) == 1

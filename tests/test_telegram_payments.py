@@ -193,3 +193,53 @@ async def test_paysupport_stats_and_forget_keeps_the_payment_records(
     assert refunded == t("admin_refunded", who=f"telegram:{ALICE.id}", stars=50, edits=3)
     menu = telegram.get_commands()
     assert {"buy", "paysupport"} <= {c["command"] for c in menu}
+
+
+async def test_a_payment_the_database_could_not_record_comes_again_and_is_credited_once(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    """In webhook mode: the credit fails once (the database away); the payment's update is
+    answered 503, Telegram sends it again, and the pack is credited once."""
+    bot = BotUnderTest(
+        telegram, stepfun, sqlite_url, {"daily_quota": 1, "rules": SELLING},
+        webhook_url="https://bot.example.com/tg/hook",
+    )  # fmt: skip
+    await bot.start()
+    try:
+        telegram.webhook.forward_to(bot.upstream)
+        assert bot.service is not None
+        paid, failures = bot.service.shop.paid, [RuntimeError("the database is away")]
+
+        async def away_once(*args: object, **kwargs: object) -> str:
+            if failures:
+                raise failures.pop()
+            return await paid(*args, **kwargs)  # type: ignore[arg-type]
+
+        bot.service.shop.paid = away_once  # type: ignore[method-assign]
+        checkout = await telegram.payments.user_pays(ALICE, await buy(bot, ALICE))
+        assert checkout.payment is not None
+        await telegram.wait_for_message(ALICE.id, lambda m: m.text == t("paid", edits=3, left=3))
+        payment = checkout.payment.update_id
+        await telegram.wait_until(lambda: len(telegram.webhook.delivered(payment)) == 2)
+        assert [try_.status for try_ in telegram.webhook.delivered(payment)] == [503, 200]
+        quota = t("quota", remaining=1, limit=1, resets="00:00")
+        assert await ask(bot, ALICE, "/quota") == quota + t("quota_bought", bought=3)
+    finally:
+        await bot.stop()
+
+
+@selling
+async def test_a_refund_telegram_did_not_answer_keeps_the_edits_taken_back_and_can_be_asked_again(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    bought = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
+    await app.text_reply(ALICE.id)
+    # A 502: no answer from Telegram (here it did not go through; the bot cannot know that).
+    telegram.fail_next("refundStarPayment", error_code=502, description="Bad Gateway")
+    unsure = await ask(app, ADMIN, f"/refund {bought.charge_id}")
+    assert unsure == t("admin_refund_unsure", charge=bought.charge_id)
+    spent = t("quota", remaining=1, limit=1, resets="00:00")
+    assert await ask(app, ALICE, "/quota") == spent  # the edits are not the user's again
+    again = await ask(app, ADMIN, f"/refund {bought.charge_id}")
+    assert again == t("admin_refund_already", charge=bought.charge_id)
+    assert telegram.payments.refunds == [(ALICE.id, bought.charge_id)]

@@ -91,4 +91,10 @@ TEXTS: dict[str, dict[str, str]] = {
         EN: "Telegram refused the refund of {charge} ({reason}); nothing changed.",
         ZH: "Telegram 拒绝了 {charge} 的退款（{reason}），没有任何改变。",
     },
+    "admin_refund_unsure": {
+        EN: "Telegram did not answer the refund of {charge}: it may have gone through. The "
+        "pack's edits are taken back; send /refund {charge} again to make sure the Stars go back.",
+        ZH: "Telegram 没有回应 {charge} 的退款，可能已经完成。该套餐的次数已收回；"
+        "请再发送 /refund {charge} 以确保星星已退回。",
+    },
 }

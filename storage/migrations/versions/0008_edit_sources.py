@@ -1,7 +1,8 @@
 """edit sources and album parts: the pictures of an edit of several (an album) in order, each
 one's result where the backend edits one at a time, and edits.pictures (units reserved);
 album_parts keeps the parts of albums arriving as separate messages until one process takes the
-album. Additive only: replicas of 0007 keep working beside it (their edits hold one picture)
+album. Additive, but no rolling upgrade: a replica of 0007 would edit an album's first picture
+only and keep all its units (stop every replica first; the README's Upgrades)
 
 Revision ID: 0008
 Revises: 0007

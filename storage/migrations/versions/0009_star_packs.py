@@ -1,6 +1,7 @@
 """star packs: edits bought with Telegram Stars, one ledger row per pack (the payment's record,
 unique by Telegram's charge id), and the pack each edit's unit came from (an added table and a
-nullable column: replicas of 0008 keep working beside it)
+nullable column; no rolling upgrade: a replica of 0008 would give a bought edit back to the free
+quota, so stop every replica first)
 
 Revision ID: 0009
 Revises: 0008
