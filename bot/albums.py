@@ -34,7 +34,8 @@ class Albums:
         self.admissions = admissions
         self.actions = actions
         self.wait = wait
-        self._waiting: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()  # asleep: cancelled when stopping
+        self._taking: set[asyncio.Task[None]] = set()  # taken: run to the end, even stopping
 
     async def add(self, part: AlbumPart) -> None:
         """Keep one part of an album; its album is taken once no part came for `wait` seconds."""
@@ -52,10 +53,17 @@ class Albums:
 
     async def _take_later(self, platform: str, chat_id: str, album: str) -> None:
         await asyncio.sleep(self.wait)
+        # From here on no stop cancels it: an album taken and not yet submitted would be lost.
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.discard(task)
+        self._taking.add(task)
         try:
             await self.take(platform, chat_id, album)
         except Exception:
             log.exception("album %s: could not take it; the sweep tries again", album)
+        finally:
+            self._taking.discard(task)
 
     async def take(self, platform: str, chat_id: str, album: str) -> None:
         quiet_since = self.ctx.clock() - timedelta(seconds=self.wait)
@@ -75,10 +83,11 @@ class Albums:
                     await self.take(platform, chat_id, album)
 
     def stop(self) -> list[asyncio.Task[None]]:
-        """Stop waiting (shutting down: the sweep of a process still running takes them)."""
+        """Stop waiting (shutting down: the sweep of a process still running takes them); the
+        albums being taken finish. The tasks to wait for."""
         for task in self._waiting:
             task.cancel()
-        return list(self._waiting)
+        return [*self._waiting, *self._taking]
 
     async def _submit(self, parts: list[AlbumPart]) -> None:
         """One request of the album's pictures, in the order sent, with its caption's prompt;
