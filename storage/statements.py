@@ -141,3 +141,40 @@ SET_NOTE = (
     .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
     .values(note_id=bindparam("new_note"))
 )
+
+# --- claims: a worker's next job (see SqlJobs._claim), asked after every job that ends ---
+
+_BUSY_USERS = select(EDITS.c.user_id).where(EDITS.c.status.in_(EditStatus.WORKING))
+_EARLIER = EDITS.alias("earlier")
+# Only each user's first waiting edit: on PostgreSQL a row another process is taking is
+# skipped (SKIP LOCKED), and its user's next edit must not start in its place.
+_WAITS_BEHIND = (
+    select(_EARLIER.c.id)
+    .where(
+        _EARLIER.c.user_id == EDITS.c.user_id,
+        _EARLIER.c.status == EditStatus.QUEUED,
+        _EARLIER.c.id < EDITS.c.id,
+    )
+    .exists()
+)
+_ON_PLATFORMS = EDITS.c.platform.in_(bindparam("platforms", expanding=True))
+_CLAIMABLE = (EDITS.c.status == EditStatus.QUEUED, EDITS.c.user_id.not_in(_BUSY_USERS))
+NEXT_JOB = (
+    select(EDITS.c.id)
+    .where(*_CLAIMABLE, _ON_PLATFORMS, ~_WAITS_BEHIND)
+    .order_by(EDITS.c.rank, EDITS.c.id)
+    .limit(1)
+)
+NEXT_JOB_SKIP_LOCKED = NEXT_JOB.with_for_update(skip_locked=True)  # PostgreSQL
+TAKE_JOB = (
+    update(EDITS)
+    .where(EDITS.c.id == bindparam("edit_id"), EDITS.c.status == EditStatus.QUEUED)
+    .values(
+        status=EditStatus.RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_until=bindparam("until", type_=UtcDateTime()),
+        attempts=EDITS.c.attempts + 1,
+    )
+    .returning(*EDITS.c)
+)
+ANY_CLAIMABLE = select(EDITS.c.id).where(*_CLAIMABLE, _ON_PLATFORMS).limit(1)
