@@ -15,6 +15,7 @@ from sqlalchemy import Date, String, Table, and_, bindparam, func, or_, select, 
 
 from bot.domain import EditStatus
 from storage.models import (
+    CleanString,
     Counter,
     Edit,
     HandledEvent,
@@ -75,6 +76,20 @@ LINK_MESSAGE = text(
 
 USER = select(USERS).where(
     USERS.c.platform == bindparam("platform"), USERS.c.external_id == bindparam("id")
+)
+
+# A user's row, made if new; a name or language the platform left out stays as it was.
+MAKE_USER = (
+    text(
+        "INSERT INTO users (platform, external_id, name, language, created_at) "
+        "VALUES (:platform, :id, :name, :language, :now) "
+        "ON CONFLICT (platform, external_id) DO UPDATE SET "
+        "name = coalesce(excluded.name, users.name), "
+        "language = coalesce(excluded.language, users.language) "
+        "RETURNING " + ", ".join(column.name for column in USERS.c)
+    )
+    .bindparams(_NOW, bindparam("name", type_=CleanString(256)))
+    .columns(*USERS.c)
 )
 
 USERS_AMONG = select(USERS).where(
