@@ -28,6 +28,9 @@ class Gate:
         # received in a batch, read for all of them at once.
         self._passed: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
         self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=5.0)
+        # Users read (or made) for a request just now, for their next events read in a batch
+        # before they had a record: a burst brings each new user's photos together.
+        self._recent: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
         self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._free = _PerMinute(ctx.rules.free_actions_per_minute)
 
@@ -60,6 +63,8 @@ class Gate:
                 f"told:as-chat:{event.platform}:{event.chat.id}", self.ctx.today()
             )
             raise SentAsChat() if first else Ignored("sent as a chat")
+        if record is None:
+            record = self._recent.get(_key(event.user))
         await self.check(record, event.user, event.chat, addressed=event.addressed)
         if record is not None:
             self._passed.put(_key(record.ref), record)
@@ -91,7 +96,10 @@ class Gate:
     async def user(self, ref: UserRef) -> UserRecord:
         """The user's record: the one the gate read just now for this request, else read."""
         known = _as_known(self._passed.take(_key(ref)), ref)
-        return known if known is not None else await self.ctx.store.get_or_create_user(ref)
+        if known is None:
+            known = await self.ctx.store.get_or_create_user(ref)
+            self._recent.put(_key(ref), known)
+        return known
 
     async def settled(self, timeout: float = 5.0) -> None:
         """Wait (bounded) until every event handled so far is written down as handled."""
@@ -102,6 +110,7 @@ class Gate:
         self._user_changes += 1
         self._passed.clear()
         self._expected.clear()
+        self._recent.clear()
 
     def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on (written down
