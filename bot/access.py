@@ -25,12 +25,13 @@ class Gate:
         self.ctx = ctx
         self._handled = HandledMarks(ctx.store.mark_all_handled)
         # Users the gate read, for the request that follows; what the gate needs of events
-        # received in a batch, read for all of them at once.
+        # received in a batch, read for all of them at once (under a burst, the batch's last
+        # events are handled seconds later: lanes take turns for the handling slots).
         self._passed: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
-        self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=5.0)
-        # Users read (or made) for a request just now, for their next events read in a batch
+        self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=10.0)
+        # Users read (or made) for a request lately, for their next events read in a batch
         # before they had a record: a burst brings each new user's photos together.
-        self._recent: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
+        self._recent: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=5.0)
         self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._free = _PerMinute(ctx.rules.free_actions_per_minute)
 
