@@ -32,6 +32,8 @@ class Gate:
         # Users read (or made) for a request lately, for their next events read in a batch
         # before they had a record: a burst brings each new user's photos together.
         self._recent: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=5.0)
+        # Users the gate read were not there yet: their request makes them without a read.
+        self._new: ReadOnce[tuple[str, str], bool] = ReadOnce(fresh=5.0)
         self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._free = _PerMinute(ctx.rules.free_actions_per_minute)
 
@@ -66,6 +68,8 @@ class Gate:
             raise SentAsChat() if first else Ignored("sent as a chat")
         if record is None:
             record = self._recent.get(_key(event.user))
+            if record is None:
+                self._new.put(_key(event.user), True)
         await self.check(record, event.user, event.chat, addressed=event.addressed)
         if record is not None:
             self._passed.put(_key(record.ref), record)
@@ -98,7 +102,8 @@ class Gate:
         """The user's record: the one the gate read just now for this request, else read."""
         known = _as_known(self._passed.take(_key(ref)), ref)
         if known is None:
-            known = await self.ctx.store.get_or_create_user(ref)
+            new = self._new.take(_key(ref)) is not None
+            known = await self.ctx.store.get_or_create_user(ref, new=new)
             self._recent.put(_key(ref), known)
         return known
 
@@ -112,6 +117,7 @@ class Gate:
         self._passed.clear()
         self._expected.clear()
         self._recent.clear()
+        self._new.clear()
 
     def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on (written down

@@ -34,14 +34,15 @@ from storage.records import as_known, user_record
 class SqlAccounts(SqlBase):
     # users and settings
 
-    async def get_or_create_user(self, ref: UserRef) -> UserRecord:
+    async def get_or_create_user(self, ref: UserRef, *, new: bool = False) -> UserRecord:
         # Most calls find the user as they were: a read, not a write (SQLite has one writer).
-        async with self._tx(read_only=True) as session:
-            known = (
-                await session.execute(S.USER, {"platform": ref.platform, "id": ref.id})
-            ).first()
-            if known is not None and as_known(known, ref):
-                return user_record(known)
+        if not new:
+            async with self._tx(read_only=True) as session:
+                known = (
+                    await session.execute(S.USER, {"platform": ref.platform, "id": ref.id})
+                ).first()
+                if known is not None and as_known(known, ref):
+                    return user_record(known)
 
         async def make_in(session: AsyncSession) -> UserRecord:
             made = {"platform": ref.platform, "id": ref.id, "name": ref.name,
