@@ -351,13 +351,11 @@ async def _turn(session: AsyncSession, user_id: int) -> _Turn:
     everyone's first edit before anyone's second. The number only ever grows along a user's
     waiting edits, so their own order holds. Fixed once admitted: an edit may keep a number a
     little too high after FAIR_WINDOW, never one too low."""
-    open_edits = (await session.execute(S.OPEN_BY_STATUS, {"user_id": user_id})).tuples().all()
     since = utcnow() - FAIR_WINDOW
-    ended = await session.scalar(S.ENDED_SINCE, {"user_id": user_id, "since": since})
-    waiting = next((n for n, _, status in open_edits if status == EditStatus.QUEUED), 0)
-    last = max((rank for _, rank, status in open_edits if status == EditStatus.QUEUED), default=-1)
-    number = sum(n for n, _, _ in open_edits) + (ended or 0)
-    return _Turn(waiting, max(number, last + 1))
+    which = {"user_id": user_id, "since": since}
+    waiting, last, open_now, ended = (await session.execute(S.TURN, which)).one()
+    last = -1 if last is None else last  # (no edit of theirs waits)
+    return _Turn(waiting, max(open_now + ended, last + 1))
 
 
 @dataclass(frozen=True)

@@ -125,16 +125,21 @@ EDIT_BY_KEY = select(EDITS.c.id).where(EDITS.c.key == bindparam("key"))
 NEW_EDIT = EDITS.insert().returning(EDITS.c.id)
 NEW_IMAGE = IMAGES.insert().returning(IMAGES.c.id)
 _MINE = EDITS.c.user_id == bindparam("user_id")
-OPEN_BY_STATUS = (
-    select(func.count(), func.max(EDITS.c.rank), EDITS.c.status)
-    .where(_MINE, EDITS.c.status.in_(EditStatus.OPEN))
-    .group_by(EDITS.c.status)
-)
-ENDED_SINCE = select(func.count()).where(
-    _MINE,
-    EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()),
-    EDITS.c.layer.is_(None),
-    EDITS.c.status != EditStatus.CANCELLED,  # a request taken back (to fix a typo) costs no turn
+_QUEUED = EDITS.c.status == EditStatus.QUEUED
+# A user's turn (see jobs._turn), in one statement: their queued edits, the last of their
+# queued edits' numbers, their open edits, and those ended since `since`.
+TURN = select(
+    select(func.count()).where(_MINE, _QUEUED).scalar_subquery(),
+    select(func.max(EDITS.c.rank)).where(_MINE, _QUEUED).scalar_subquery(),
+    select(func.count()).where(_MINE, EDITS.c.status.in_(EditStatus.OPEN)).scalar_subquery(),
+    select(func.count())
+    .where(
+        _MINE,
+        EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()),
+        EDITS.c.layer.is_(None),
+        EDITS.c.status != EditStatus.CANCELLED,  # a request taken back costs no turn
+    )
+    .scalar_subquery(),
 )
 # A queued edit's place in line: those ahead of it in the claim's order (rank, then id), + 1.
 _AHEAD = EDITS.alias("ahead")
