@@ -200,8 +200,11 @@ class JobEngine:
         self, admission: Admission, key: NoteKey, to: Address, *, started: bool
     ) -> None:
         """The request's note: its place in line (less the workers idle here, which take the
-        ones ahead at once; roughly, held jobs use the API), or that work starts."""
-        idle = max(self.ctx.concurrency - len(self._held), 0)
+        ones ahead at once; roughly, held jobs use the API), or that work starts. Jobs claimed
+        for a worker here and not taken yet (by an admission of the same batch, just now) are
+        as good as held."""
+        promised = len(self._handed) + self._claiming
+        idle = max(self.ctx.concurrency - len(self._held) - promised, 0)
         self.notes.admitted(admission, key, to, started=started, idle=idle)
 
     def cancelled(self, edit: EditRecord) -> Messenger | None:
