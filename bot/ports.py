@@ -386,14 +386,29 @@ class AlbumsStore(Protocol):
         ...
 
     async def take_album(
-        self, platform: str, chat_id: str, album: str, quiet_since: datetime
+        self,
+        platform: str,
+        chat_id: str,
+        album: str,
+        quiet_since: datetime,
+        now: datetime,
+        *,
+        left_before: datetime | None = None,
     ) -> list[AlbumPart]:
         """The album's parts, once, to one caller: if no part came after `quiet_since` and
-        nobody took them before; else nothing."""
+        nobody took them before (or, with `left_before`, their taker took them before then
+        and never answered: it died); else nothing."""
         ...
 
-    async def quiet_albums(self, platforms: list[str], since: datetime) -> list[tuple[str, ...]]:
-        """(platform, chat id, album) of albums not taken whose last part came before `since`."""
+    async def album_answered(self, platform: str, chat_id: str, album: str) -> None:
+        """The album taken was answered (submitted, or the user told why not)."""
+        ...
+
+    async def quiet_albums(
+        self, platforms: list[str], since: datetime, left_before: datetime
+    ) -> list[tuple[str, ...]]:
+        """(platform, chat id, album) of albums not taken whose last part came before `since`,
+        and of albums taken before `left_before` and never answered."""
         ...
 
 

@@ -341,8 +341,10 @@ class EditSource(Base):
 
 class AlbumPartRow(Base):
     """A picture of an album that arrives as separate messages (Telegram's media groups), kept
-    until the album is taken as one request (`taken`; kept a while after, so a late or
-    redelivered part is known as one of a taken album). `part`: bot.domain.AlbumPart as JSON."""
+    until the album is taken as one request (`taken`, at `taken_at`; kept a while after, so a
+    late or redelivered part is known as one of a taken album) and answered (`answered`: its
+    request submitted, or the user told why not; an album taken and not answered for a while
+    was left by a process that died, and is taken again). `part`: bot.domain.AlbumPart as JSON."""
 
     __tablename__ = "album_parts"
     __table_args__ = (Index("ix_album_parts_received_at", "received_at"),)
@@ -354,6 +356,8 @@ class AlbumPartRow(Base):
     part: Mapped[str] = mapped_column(CleanText)
     taken: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    answered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class ShownMessage(Base):

@@ -6,15 +6,18 @@ takes refused before anything is fetched; Reroll sends the same pictures again."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from bot.albums import ALBUM_LEFT
 from bot.backends import make_backend
 from bot.domain import (
     Address,
+    Admission,
     AlbumPart,
     ChatRef,
     EditRequest,
@@ -205,8 +208,74 @@ async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: Sq
     assert await store.keep_album_part(part("1"), now)
     assert await store.keep_album_part(part("2"), now)
     assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
-    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1)) == []
-    takers = [store.take_album("test", "chat-1", "a1", now) for _ in range(3)]
+    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1), now) == []
+    takers = [store.take_album("test", "chat-1", "a1", now, now) for _ in range(3)]
     taken = await asyncio.gather(*takers)
     assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
     assert not await store.keep_album_part(part("3"), now)  # its album was taken
+    # Its taker died before answering: taken again once it was left long enough, by one.
+    later = now + timedelta(minutes=2)
+    left = [
+        store.take_album("test", "chat-1", "a1", now, later, left_before=cutoff)
+        for cutoff in (now - timedelta(seconds=1), later, later)
+    ]
+    assert sorted(len(parts) for parts in await asyncio.gather(*left)) == [0, 0, 2]
+    assert await store.quiet_albums(["test"], later, later) == []  # just taken again
+    assert await store.quiet_albums(["test"], later, later + timedelta(seconds=1)) == [
+        ("test", "chat-1", "a1")
+    ]
+    await store.album_answered("test", "chat-1", "a1")
+    much_later = later + timedelta(hours=1)
+    assert await store.quiet_albums(["test"], much_later, much_later) == []
+    assert await store.take_album("test", "chat-1", "a1", now, much_later,
+                                  left_before=much_later) == []  # fmt: skip
+
+
+async def test_an_album_whose_taker_died_before_submitting_it_is_answered_once_by_the_sweep(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """A process takes an album and is killed before its request is admitted: another
+    process's sweep takes it again a while later and submits it; the album is edited once and
+    charged what was delivered, however often the sweep runs after."""
+    dying = await start_service(album_wait=60)  # (takes only when told to, below)
+    for number, photo in enumerate((RED, GREEN), 1):
+        origin = MessageRef("test", CHAT.id, str(number))
+        prompt = "put the hat on the cat" if number == 1 else None
+        await dying.album_part(AlbumPart("a1", ALICE, CHAT, messenger.upload(photo), origin,
+                                         prompt))  # fmt: skip
+    killed = asyncio.Event()
+
+    async def killed_on_submit(request: EditRequest) -> None:
+        killed.set()
+        await asyncio.Event().wait()  # never returns: cancelled below, as by SIGKILL
+
+    dying.albums.admissions.submit = killed_on_submit  # type: ignore[assignment,method-assign]
+    dying.albums.wait = 0
+    taking = asyncio.create_task(dying.albums.take("test", CHAT.id, "a1"))
+    await killed.wait()
+    taking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await taking
+
+    clock = [datetime.now(UTC) + ALBUM_LEFT / 2]
+    other = await start_service(daily_quota=5, clock=lambda: clock[0])
+    admitted = []
+    submit = other.albums.admissions.submit
+
+    async def recorded(request: EditRequest) -> Admission:
+        admitted.append(await submit(request))
+        return admitted[-1]
+
+    other.albums.admissions.submit = recorded  # type: ignore[method-assign]
+    await other.albums.sweep_once()
+    assert not admitted  # too soon: its taker may still be submitting it
+    clock[0] += ALBUM_LEFT
+    await other.albums.sweep_once()
+    [admission] = admitted
+    record = await other.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED and record.pictures == 2
+    for _ in range(2):
+        clock[0] += ALBUM_LEFT * 2
+        await other.albums.sweep_once()
+    assert len(admitted) == 1 and len(stepfun.requests) == 2
+    assert len(messenger.pictures) == 2 and await used(other) == 2  # charged = delivered
