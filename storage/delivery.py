@@ -161,9 +161,10 @@ class SqlDelivery(SqlBase):
             # Units of pictures not delivered go back (all of them, without a result).
             undelivered = row.pictures - delivered if succeeded else row.pictures
             if undelivered > 0 and row.quota_day is not None:
+                held = await ledger.held_by(session, row.id, row.pictures)
                 await ledger.release(
                     session, row.user_id, row.platform, row.chat_id, row.quota_day,
-                    undelivered, row.pack_id,
+                    undelivered, held,
                 )  # fmt: skip
             if not succeeded:
                 return True

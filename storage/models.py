@@ -289,8 +289,6 @@ class Edit(Base):
     # the job: where to answer, the unit it holds, who works on it
     key: Mapped[str | None] = mapped_column(String(160))  # idempotency key (unique index)
     quota_day: Mapped[date | None] = mapped_column(Date)  # None: costs no unit
-    # the bought pack its unit came from (None: the day's free quota), given back to it
-    pack_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("star_packs.id"))
     rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -311,7 +309,8 @@ class Edit(Base):
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture
-    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each
+    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each,
+    # from the day's free quota, or from bought packs (EditPack) for those past it
     pictures: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(CleanText)
@@ -337,6 +336,21 @@ class EditSource(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
     result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
+
+
+class EditPack(Base):
+    """The bought edits an edit's units came from: `units` of pack `pack_id`, taken when it was
+    admitted (its other units, of its `pictures`, came from the day's free quota). Units not
+    delivered go back to its packs first, the newest first, then to the free quota: what is
+    kept is what admitting only the delivered pictures would have taken."""
+
+    __tablename__ = "edit_packs"
+
+    edit_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("edits.id", ondelete="CASCADE"), primary_key=True
+    )
+    pack_id: Mapped[int] = mapped_column(IdType, ForeignKey("star_packs.id"), primary_key=True)
+    units: Mapped[int] = mapped_column(Integer)
 
 
 class AlbumPartRow(Base):
