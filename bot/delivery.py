@@ -69,6 +69,14 @@ class _LeaseLost(Exception):
     """This process no longer holds the edit (its lease ran out and another took it)."""
 
 
+class _EveryCallFailed(Exception):
+    """Every call of an edit made one picture at a time failed (all of them, in order)."""
+
+    def __init__(self, failed: list[StepEditError]) -> None:
+        super().__init__(str(failed[0]))
+        self.failed = failed
+
+
 class Delivery:
     def __init__(self, ctx: Context, engine: JobEngine, pictures: Pictures) -> None:
         self.ctx = ctx
@@ -108,10 +116,10 @@ class Delivery:
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to, store, owner = edit.address, self.ctx.store, self.engine.owner
         if edit.attempts > MAX_ATTEMPTS:  # also with a kept result: showing it may be what kills
-            made = self.ctx.today() if edit.result_image_id else None  # a paid call, undelivered
+            made = int(edit.result_image_id is not None)  # a paid call, undelivered
             await self._end(edit, EditStatus.FAILED, "interrupted too often",
                             answer=t("error_interrupted", to.language),
-                            uncharged_call=made)  # fmt: skip
+                            uncharged=made)  # fmt: skip
             return
         try:
             ready = await self._result(edit, messenger)
@@ -122,22 +130,16 @@ class Delivery:
         except _LeaseLost:
             raise  # another process has it now: leave it (and its note) to that one
         except StepEditError as exc:
-            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
-                log.error("the edit API needs the operator: %s", exc.operator_message)
-            if isinstance(exc, _BACKENDS_FAULT):
-                self.ctx.metrics.backend_failed()
-            status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
-            paid = _paid_call(exc) or edit.id in self.engine.committed  # made, not delivered
-            await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=error_text(exc, to.language), spent=self._billed(exc),
-                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+            await self._failed(edit, [exc])
+            return
+        except _EveryCallFailed as every:
+            await self._failed(edit, every.failed)
             return
         except Exception as exc:  # e.g. the platform refused the picture (the user blocked us)
             log.exception("edit %s failed", edit.id)
-            paid = edit.id in self.engine.committed
+            paid = int(edit.id in self.engine.committed)
             await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=t("error_generic", to.language),
-                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+                            answer=t("error_generic", to.language), uncharged=paid)  # fmt: skip
             return
         # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
@@ -159,19 +161,41 @@ class Delivery:
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
 
+    async def _failed(self, edit: EditRecord, failed: list[StepEditError]) -> None:
+        """End an edit whose call failed (or every call, one per picture), with the first
+        failure's answer. Each call that may have been billed counts for the day's spend and
+        as one of the user's paid calls without a picture (at least one, if a call was sent)."""
+        exc = failed[0]
+        if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
+            log.error("the edit API needs the operator: %s", exc.operator_message)
+        if isinstance(exc, _BACKENDS_FAULT):
+            self.ctx.metrics.backend_failed()
+        status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
+        paid = sum(map(_paid_call, failed)) or int(edit.id in self.engine.committed)
+        await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
+                        answer=error_text(exc, edit.address.language),
+                        spent=self._billed_all(failed), uncharged=paid)  # fmt: skip
+
     async def _end(
         self, edit: EditRecord, status: str, error: str, *, answer: str,
-        spent: tuple[date, int] | None = None, uncharged_call: date | None = None,
+        spent: tuple[date, int] | None = None, uncharged: int = 0,
     ) -> None:  # fmt: skip
-        """End the job without a result (its unit goes back) and tell the user why. If the
-        database is down, the lease runs out and the job is tried again later."""
+        """End the job without a result (its unit goes back) and tell the user why
+        (`uncharged`: the paid calls it made, to count). If the database is down, the lease
+        runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self.ctx.clock()))
         if await self.ctx.store.finish_edit(
             edit.id, status, error=error, timings=timings, answer=answer,
-            owner=self.engine.owner, spent=spent, uncharged_call=uncharged_call,
+            owner=self.engine.owner, spent=spent,
+            uncharged_call=self.ctx.today() if uncharged else None, uncharged_calls=uncharged,
         ):  # fmt: skip
             self.ctx.metrics.edit_ended(status, edit.platform)
             await self._answer(edit.id, edit.address, answer)
+
+    def _billed_all(self, failed: list[StepEditError]) -> tuple[date, int] | None:
+        """What failed calls may have cost, together (see _billed)."""
+        bills = [bill for bill in map(self._billed, failed) if bill is not None]
+        return (bills[0][0], sum(micros for _, micros in bills)) if bills else None
 
     def _billed(self, exc: StepEditError) -> tuple[date, int] | None:
         """What a failed call may have cost the operator: a call that may have been done (and
@@ -236,6 +260,8 @@ class Delivery:
             engine.notes.working(edit, messenger, sent=True)
             async with self._showing_action(edit.address, messenger):
                 made, failed = await _call(ctx, edit, sources, options)
+        if not made:  # every picture's call failed
+            raise _EveryCallFailed(failed)
         timings = replace(timings, api_ms=_ms_since(called))
         ctx.metrics.backend_answered()
         # Every call counts at its price, a failed one too if it may have been billed.
@@ -248,6 +274,7 @@ class Delivery:
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         if failed:  # an album made one by one, some of its pictures left out
             notes += ("note_left_out",)
+        uncharged = sum(map(_paid_call, failed))  # (each counts, as the user's paid calls)
         # The chat's copy is made while one transaction keeps the result (and the fetched photo)
         # and starts the delivery: both wait on other threads. If the copy fails, the kept
         # result's edit ends as failed all the same (its unit goes back).
@@ -262,6 +289,7 @@ class Delivery:
                 edit.id, checked[0], edited.seed, notes, timings, owner=engine.owner,
                 sources=fetched, model=edited.model, spent=spent,
                 album=album if len(album) > 1 else (),
+                uncharged_call=ctx.today() if uncharged else None, uncharged_calls=uncharged,
             ),
         )  # fmt: skip
         if result_ids is None:  # cancelled, or no longer ours: the call was made all the same

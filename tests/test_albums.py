@@ -15,6 +15,7 @@ import pytest
 
 from bot.albums import ALBUM_LEFT
 from bot.backends import make_backend
+from bot.config import OperatorRules
 from bot.domain import (
     Address,
     Admission,
@@ -27,7 +28,7 @@ from bot.domain import (
     Upload,
     UserRef,
 )
-from bot.errors import QuotaExceeded, TooManyPictures
+from bot.errors import QuotaExceeded, TooManyPictures, UnchargedCallsCapped
 from bot.service import EditService
 from bot.texts import error_text
 from storage.repo import SqlStore
@@ -185,6 +186,32 @@ async def test_when_every_call_fails_the_album_fails_and_costs_nothing(
     assert await used(service) == 0
 
 
+async def test_each_refused_call_of_an_album_made_one_by_one_counts_as_a_paid_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """MAX_UNCHARGED_CALLS caps the paid calls that ended without a charged picture: an album
+    of three whose first two calls are refused made two of them, even though it delivered."""
+    service = await start_service(daily_quota=10, rules=OperatorRules(max_uncharged=2))
+    stepfun.filter_next(times=2)
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED and len(messenger.pictures) == 1
+    with pytest.raises(UnchargedCallsCapped):
+        await service.submit(album(messenger, RED, GREEN))
+    assert len(stepfun.requests) == 3 and await used(service) == 1
+
+
+async def test_an_album_whose_every_call_is_refused_counts_each_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=10, rules=OperatorRules(max_uncharged=3))
+    stepfun.filter_next(times=3)
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.REFUSED and not messenger.pictures
+    with pytest.raises(UnchargedCallsCapped):  # three paid calls made, not one
+        await service.submit(album(messenger, RED))
+    assert len(stepfun.requests) == 3 and await used(service) == 0
+
+
 def _color(data: bytes) -> tuple[int, ...]:
     """The colour in the middle of a picture (JPEG-rounded to tens)."""
     from io import BytesIO
@@ -252,13 +279,16 @@ async def test_an_album_whose_taker_died_before_submitting_it_is_answered_once_b
     dying.albums.admissions.submit = killed_on_submit  # type: ignore[assignment,method-assign]
     dying.albums.wait = 0
     taking = asyncio.create_task(dying.albums.take("test", CHAT.id, "a1"))
-    await killed.wait()
+    async with asyncio.timeout(10):
+        await killed.wait()
     taking.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await taking
+    await dying.stop(grace=0)  # (its workers must not run the album's job below)
 
     clock = [datetime.now(UTC) + ALBUM_LEFT / 2]
-    other = await start_service(daily_quota=5, clock=lambda: clock[0])
+    other = await start_service(daily_quota=5, clock=lambda: clock[0], album_wait=60)
+    other.albums.wait = 0  # (its own sweep sleeps long: only the sweeps below run)
     admitted = []
     submit = other.albums.admissions.submit
 
