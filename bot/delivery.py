@@ -212,9 +212,10 @@ class Delivery:
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
             stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
+            comparable = await self.pictures.comparable(edit, ChatRef(edit.platform, edit.chat_id))
             pictures = [
                 await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
-                                    messenger, stand_in=stand_in)
+                                    messenger, stand_in=stand_in, comparable=comparable)
                 for result in await _kept_results(ctx, edit)
             ]  # fmt: skip
             if not await store.start_delivery(edit.id, engine.owner):
@@ -234,8 +235,14 @@ class Delivery:
                 return None
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
-            async with self._showing_action(edit.address, messenger):
-                made, failed = await _call(ctx, edit, sources, options)
+            # What the delivery needs of the database besides the result is done while the
+            # API works, not after it: the user waits for what comes after the answer.
+            meanwhile = asyncio.create_task(self._meanwhile(edit, sources))
+            try:
+                async with self._showing_action(edit.address, messenger):
+                    made, failed = await _call(ctx, edit, sources, options)
+            finally:
+                comparable, unfilled = await meanwhile
         timings = replace(timings, api_ms=_ms_since(called))
         ctx.metrics.backend_answered()
         # Every call counts at its price, a failed one too if it may have been billed.
@@ -244,7 +251,6 @@ class Delivery:
         spent = (ctx.today(), cost + sum(bill[1] for bill in billed if bill is not None))
         checked = [await self._checked_result(each) for _, each in made]
         edited = made[0][1]  # the first picture made stands for the edit (seed, model)
-        fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         if failed:  # an album made one by one, some of its pictures left out
             notes += ("note_left_out",)
@@ -255,12 +261,13 @@ class Delivery:
         pictures, result_ids = await _both(
             asyncio.gather(*(
                 self._picture(edit, each.data, 0, each.seed, notes, messenger,
-                              stand_in=each.model if each.stood_in else None)
+                              stand_in=each.model if each.stood_in else None,
+                              comparable=comparable)
                 for _, each in made
             )),
             store.keep_result(
                 edit.id, checked[0], edited.seed, notes, timings, owner=engine.owner,
-                sources=fetched, model=edited.model, spent=spent,
+                sources=unfilled, model=edited.model, spent=spent,
                 album=album if len(album) > 1 else (),
             ),
         )  # fmt: skip
@@ -283,6 +290,23 @@ class Delivery:
             )
         )
 
+    async def _meanwhile(
+        self, edit: EditRecord, sources: list[SourceBytes]
+    ) -> tuple[bool, list[tuple[int, NewImage]]]:
+        """While the API works: whether Compare may be offered, and the photos fetched for
+        this edit kept (the ones that could not be: for keep_result, with the result)."""
+        comparable = await self.pictures.comparable(edit, ChatRef(edit.platform, edit.chat_id))
+        fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
+        if not fetched:
+            return comparable, []
+        try:
+            await self.ctx.store.fill_images(fetched)
+        except Exception as exc:
+            log.warning("edit %s: could not keep its photo yet (%s); kept with the result",
+                        edit.id, exc)  # fmt: skip
+            return comparable, fetched
+        return comparable, []
+
     async def _not_ours(self, edit_id: int) -> None:
         """An edit this worker held cannot go on: fine if its user cancelled it (they have been
         answered); if its lease ran out and another process has it, _LeaseLost."""
@@ -293,16 +317,13 @@ class Delivery:
     async def _picture(
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
         notes: tuple[str, ...], messenger: Messenger, *, stand_in: str | None = None,
+        comparable: bool,
     ) -> Picture:  # fmt: skip
         """The chat's copy of an API result (`stand_in`: the fallback's model, when it made
         the picture because the usual one was down). A result whose pixels do not decode is
         the API's fault (the user's photo was fine): temporarily unavailable, nothing charged."""
-        chat = ChatRef(edit.platform, edit.chat_id)
         try:
-            (chat_bytes, chat_mime), comparable = await asyncio.gather(
-                self.pictures.for_chat(data, messenger, edit.address),
-                self.pictures.comparable(edit, chat),
-            )
+            chat_bytes, chat_mime = await self.pictures.for_chat(data, messenger, edit.address)
         except InvalidImage as exc:
             raise ApiProtocolError(f"the API's image does not decode: {exc}") from exc
         return Picture(

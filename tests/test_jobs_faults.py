@@ -76,7 +76,13 @@ async def running(
     started: list[EditService] = []
 
     async def start(store_: Any = store, **options: Any) -> EditService:
-        defaults = {"daily_quota": 5, "lease": 1.0, "poll": 0.1, "note_interval": 0.05}
+        defaults = {
+            "daily_quota": 5,
+            "lease": 1.0,
+            "poll": 0.1,
+            "note_interval": 0.05,
+            "note_quiet_start": 0.0,
+        }
         service = EditService(store_, client, **{**defaults, **options})
         service.attach(messenger)
         await service.start()
