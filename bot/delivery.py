@@ -12,10 +12,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
@@ -61,8 +61,6 @@ log = logging.getLogger("stepedit.service")
 MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
 ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
 ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
-_T = TypeVar("_T")
-_U = TypeVar("_U")
 
 
 class _LeaseLost(Exception):
@@ -117,8 +115,12 @@ class Delivery:
             ready = await self._result(edit, messenger)
             if ready is None:
                 return  # cancelled meanwhile (that answered the user), or no longer ours
-            pictures, timings = ready
-            messages = await _send(messenger, to, pictures)
+            pictures, timings, keeping = ready
+            try:
+                messages = await _send(messenger, to, pictures)
+            except BaseException:
+                await _settled(keeping)  # kept (or not) before the edit ends
+                raise
         except _LeaseLost:
             raise  # another process has it now: leave it (and its note) to that one
         except StepEditError as exc:
@@ -139,7 +141,15 @@ class Delivery:
                             answer=t("error_generic", to.language),
                             uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
             return
-        # The user has the picture: from here on it is a delivered edit, whatever fails.
+        # The user has the picture: from here on it is a delivered edit, whatever fails. If
+        # keeping it failed (the database?), the error leaves the job to its lease (see run).
+        result_ids = await keeping
+        if result_ids is None:  # no longer ours: another process has it and delivers it
+            await self._not_ours(edit.id)
+            return
+        pictures = [
+            replace(each, image_id=id_) for each, id_ in zip(pictures, result_ids, strict=True)
+        ]
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
         # An album's others, each repliable where the platform sent it as a message of its own
         others = zip(messages[1:], pictures[1:], strict=False)
@@ -202,10 +212,13 @@ class Delivery:
 
     async def _result(
         self, edit: EditRecord, messenger: Messenger
-    ) -> tuple[list[Picture], EditTimings] | None:
-        """The pictures to deliver (one, or an album's made one by one), their delivery
-        started: the API's results, or those kept by an earlier attempt. None if the edit was
-        cancelled meanwhile or is no longer ours."""
+    ) -> tuple[list[Picture], EditTimings, asyncio.Future[tuple[int, ...] | None]] | None:
+        """The pictures to deliver (one, or an album's made one by one) and their keeping,
+        which starts their delivery (ids of the kept images; None: no longer ours): the API's
+        results, kept while they are sent (the user waits for what comes after the answer), or
+        those kept by an earlier attempt. None if the edit was cancelled meanwhile or is no
+        longer ours. A crash while they are sent and not yet kept is one while the API worked:
+        the edit runs again, charged once."""
         ctx, engine, store = self.ctx, self.engine, self.ctx.store
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
@@ -221,7 +234,11 @@ class Delivery:
             if not await store.start_delivery(edit.id, engine.owner):
                 await self._not_ours(edit.id)
                 return None
-            return pictures, timings
+            kept: asyncio.Future[tuple[int, ...] | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            kept.set_result(tuple(picture.image_id for picture in pictures))
+            return pictures, timings, kept
         started = time.perf_counter()
         sources = await self._sources(edit, messenger)
         timings = replace(timings, normalize_ms=_ms_since(started))
@@ -254,30 +271,41 @@ class Delivery:
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         if failed:  # an album made one by one, some of its pictures left out
             notes += ("note_left_out",)
-        # The chat's copy is made while one transaction keeps the result (and the fetched photo)
-        # and starts the delivery: both wait on other threads. If the copy fails, the kept
-        # result's edit ends as failed all the same (its unit goes back).
+        # One transaction keeps the result (and the fetched photo, if that failed earlier) and
+        # starts the delivery, while the chat's copy is made and sent. If the copy fails, the
+        # kept result's edit ends as failed all the same (its unit goes back).
         album = [(position, kept) for (position, _), kept in zip(made, checked, strict=True)]
-        pictures, result_ids = await _both(
-            asyncio.gather(*(
+        keeping = asyncio.ensure_future(self._keep(
+            edit, checked[0], edited, notes, timings, unfilled, spent,
+            album if len(album) > 1 else [],
+        ))  # fmt: skip
+        try:
+            pictures = await asyncio.gather(*(
                 self._picture(edit, each.data, 0, each.seed, notes, messenger,
                               stand_in=each.model if each.stood_in else None,
                               comparable=comparable)
                 for _, each in made
-            )),
-            store.keep_result(
-                edit.id, checked[0], edited.seed, notes, timings, owner=engine.owner,
-                sources=unfilled, model=edited.model, spent=spent,
-                album=album if len(album) > 1 else (),
-            ),
+            ))  # fmt: skip
+        except BaseException:
+            await _settled(keeping)
+            raise
+        return list(pictures), timings, keeping
+
+    async def _keep(
+        self, edit: EditRecord, result: NewImage, edited: EditedImage, notes: tuple[str, ...],
+        timings: EditTimings, unfilled: list[tuple[int, NewImage]], spent: tuple[date, int],
+        album: list[tuple[int, NewImage]],
+    ) -> tuple[int, ...] | None:  # fmt: skip
+        """keep_result; None if the edit is no longer ours (its call counted all the same)."""
+        store = self.ctx.store
+        kept = await store.keep_result(
+            edit.id, result, edited.seed, notes, timings, owner=self.engine.owner,
+            sources=unfilled, model=edited.model, spent=spent, album=album,
         )  # fmt: skip
-        if result_ids is None:  # cancelled, or no longer ours: the call was made all the same
+        if kept is None:
             with contextlib.suppress(Exception):
                 await store.add_spend(*spent)
-            await self._not_ours(edit.id)
-            return None
-        kept = zip(pictures, result_ids, strict=True)
-        return [replace(picture, image_id=image_id) for picture, image_id in kept], timings
+        return kept
 
     async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
         """What the edit sends: its source, or (an edit of several) every picture in order."""
@@ -430,15 +458,11 @@ def _mime_of(data: bytes) -> str:
     return "image/jpeg"
 
 
-async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
-    """Both at once. Each runs to its end even if the other fails; then the first one's error,
-    if any, is raised, else the second one's."""
-    one, two = await asyncio.gather(first, second, return_exceptions=True)
-    if isinstance(one, BaseException):
-        raise one
-    if isinstance(two, BaseException):
-        raise two
-    return one, two
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Wait for `task` to end, whatever its outcome (an error is the caller's to ignore)."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # (retrieved: not logged as never retrieved)
 
 
 def _ms_since(start: float) -> int:

@@ -5,12 +5,11 @@ Events handled, written down in batches.
 
 Every update the bot handles is recorded, so a redelivery is recognised. Under a burst that was
 a write transaction per update, in line for SQLite's one writer with the admissions themselves.
-Here the marks wait while one batch is being written and go together in the next, so a burst of
-hundreds costs a few transactions; a first mark waits GATHER seconds for others (and so stays
-out of the way of the work it was handled by), unless someone waits for it. Until written, a
-mark is known here (`in`), so this process recognises a redelivery at once; after a crash in
-between, the update is handled again from the updates kept as received, where an edit's own key
-keeps it from being admitted twice."""
+Here the marks wait while one batch is being written and go together in the next, so a burst
+of hundreds costs a few transactions. Until written, a mark is known here (`in`), so this
+process recognises a redelivery at once; after a crash in between, the update is handled again
+from the updates kept as received, where an edit's own key keeps it from being admitted twice.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +29,11 @@ log = logging.getLogger("stepedit.handled")
 
 Write = Callable[[str, list[str]], Awaitable[None]]  # (platform, event ids)
 RETRY_SECONDS = 1.0  # after a failed write (the database away): the marks wait, then go
-GATHER = 0.1  # seconds a batch waits for more marks before it is written
 
 
 class HandledMarks:
-    def __init__(self, write: Write, gather: float = GATHER) -> None:
-        self._write, self._gather = write, gather
-        self._hurry = asyncio.Event()  # someone waits for the marks: no gathering
+    def __init__(self, write: Write) -> None:
+        self._write = write
         self._waiting: dict[tuple[str, str], None] = {}  # in the order handled
         self._writer: asyncio.Task[None] | None = None
         self._wrote = asyncio.Event()  # set (and replaced) as each batch is written
@@ -52,15 +49,12 @@ class HandledMarks:
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) until every mark is written, e.g. before shutting down."""
         if self._writer is not None and not self._writer.done():
-            self._hurry.set()
             await asyncio.wait([self._writer], timeout=timeout)
 
     async def written(self, platform: str, event_id: str, timeout: float) -> bool:
         """Wait (bounded) until this event's mark is written; False if it is not by then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        if (platform, event_id) in self._waiting:
-            self._hurry.set()
         while (platform, event_id) in self._waiting:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -70,10 +64,6 @@ class HandledMarks:
         return True
 
     async def _write_all(self) -> None:
-        if not self._hurry.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), self._gather)
-        self._hurry.clear()
         while self._waiting:
             batch = list(self._waiting)
             by_platform: dict[str, list[str]] = {}
