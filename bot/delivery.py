@@ -256,7 +256,7 @@ class Delivery:
             # API works, not after it: the user waits for what comes after the answer.
             meanwhile = asyncio.create_task(self._meanwhile(edit, sources))
             try:
-                async with self._showing_action(edit.address, messenger):
+                async with _showing_action(self._actions, edit.address, messenger):
                     made, failed = await _call(ctx, edit, sources, options)
             finally:
                 comparable, unfilled = await meanwhile
@@ -266,7 +266,7 @@ class Delivery:
         billed = [self._billed(exc) for exc in failed]
         cost = sum(Spend.micros(each.cost) for _, each in made)
         spent = (ctx.today(), cost + sum(bill[1] for bill in billed if bill is not None))
-        checked = [await self._checked_result(each) for _, each in made]
+        checked = [await _checked_result(self.pictures, each) for _, each in made]
         edited = made[0][1]  # the first picture made stands for the edit (seed, model)
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         if failed:  # an album made one by one, some of its pictures left out
@@ -368,35 +368,6 @@ class Delivery:
             comparable=comparable,
         )
 
-    @contextlib.asynccontextmanager
-    async def _showing_action(self, to: Address, messenger: Messenger) -> AsyncIterator[None]:
-        """While the body runs, the platform's "sending photo…", renewed as it fades, within
-        a small budget of its own (past it a renewal is skipped, never waited for)."""
-
-        async def keep_showing() -> None:
-            while True:
-                if self._actions.has_capacity():
-                    await self._actions.acquire()
-                    with contextlib.suppress(Exception):  # cosmetic
-                        await messenger.show_working(to)
-                await asyncio.sleep(ACTION_EVERY)
-
-        task = asyncio.create_task(keep_showing())
-        try:
-            yield
-        finally:
-            task.cancel()
-
-    async def _checked_result(self, edited: EditedImage) -> NewImage:
-        data = edited.data
-        try:
-            width, height = await self.pictures.pillow(imaging.image_size, data)
-        except InvalidImage as exc:  # made and billed all the same
-            raise ApiProtocolError(
-                "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
-            ) from exc
-        return NewImage(data, _mime_of(data), width, height)
-
 
 # What says the backend itself is unwell (not the user's input, not refused content).
 _BACKENDS_FAULT = (ApiUnavailable, ApiTimeout, ApiConfigError, ApiProtocolError)
@@ -424,6 +395,39 @@ async def _call(
     if one_by_one(ctx.capabilities, len(images)):
         return await edit_each(ctx.editor, images, edit.prompt, options)
     return [(0, await ctx.editor.edit(images, edit.prompt, options))], []
+
+
+@contextlib.asynccontextmanager
+async def _showing_action(
+    budget: AsyncLimiter, to: Address, messenger: Messenger
+) -> AsyncIterator[None]:
+    """While the body runs, the platform's "sending photo…", renewed as it fades, within a
+    small budget of its own (past it a renewal is skipped, never waited for)."""
+
+    async def keep_showing() -> None:
+        while True:
+            if budget.has_capacity():
+                await budget.acquire()
+                with contextlib.suppress(Exception):  # cosmetic
+                    await messenger.show_working(to)
+            await asyncio.sleep(ACTION_EVERY)
+
+    task = asyncio.create_task(keep_showing())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _checked_result(pictures: Pictures, edited: EditedImage) -> NewImage:
+    data = edited.data
+    try:
+        width, height = await pictures.pillow(imaging.image_size, data)
+    except InvalidImage as exc:  # made and billed all the same
+        raise ApiProtocolError(
+            "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
+        ) from exc
+    return NewImage(data, _mime_of(data), width, height)
 
 
 async def _kept_results(ctx: Context, edit: EditRecord) -> list[StoredImage]:
