@@ -145,11 +145,11 @@ async def test_a_one_picture_backend_edits_each_picture_alone_and_charges_each_d
     refined = await run(service, EditRequest(ALICE, CHAT, "now at night",
                                              source_message=second.message))  # fmt: skip
     assert refined.status == EditStatus.SUCCEEDED
-    assert refined.source_image_id == second.picture.image_id != record.result_image_id
+    made = [await _shown(service, sent.message) for sent in messenger.pictures[:3]]
+    assert refined.source_image_id == made[1] != record.result_image_id
     assert await used(service) == 4
     # Full quality sends the file of each picture, in order (and costs nothing).
     await service.send_full_quality(CHAT, record.id, Address("test", CHAT.id, None, "en"))
-    made = [sent.picture.image_id for sent in messenger.pictures[:3]]
     assert [sent.picture.image_id for sent in messenger.files_sent] == made
     assert await used(service) == 4
 
@@ -309,3 +309,10 @@ async def test_an_album_whose_taker_died_before_submitting_it_is_answered_once_b
         await other.albums.sweep_once()
     assert len(admitted) == 1 and len(stepfun.requests) == 2
     assert len(messenger.pictures) == 2 and await used(other) == 2  # charged = delivered
+
+
+async def _shown(service: EditService, message: MessageRef) -> int:
+    """The stored image a message shows (what a reply to it refines)."""
+    shown = await service.store.shown_in(message)
+    assert shown is not None
+    return shown.image_id
