@@ -25,9 +25,15 @@ class Gate:
         self.ctx = ctx
         self._handled = HandledMarks(ctx.store.mark_all_handled)
         # Users the gate read, for the request that follows; what the gate needs of events
-        # received in a batch, read for all of them at once.
+        # received in a batch, read for all of them at once (under a burst, the batch's last
+        # events are handled seconds later: lanes take turns for the handling slots).
         self._passed: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=1.0)
-        self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=5.0)
+        self._expected: ReadOnce[tuple[str, str], _Gated] = ReadOnce(fresh=10.0)
+        # Users read (or made) for a request lately, for their next events read in a batch
+        # before they had a record: a burst brings each new user's photos together.
+        self._recent: ReadOnce[tuple[str, str], UserRecord] = ReadOnce(fresh=5.0)
+        # Users the gate read were not there yet: their request makes them without a read.
+        self._new: ReadOnce[tuple[str, str], bool] = ReadOnce(fresh=5.0)
         self._user_changes = 0  # settings, bans and forgets so far (records read before: stale)
         self._free = _PerMinute(ctx.rules.free_actions_per_minute)
 
@@ -60,6 +66,10 @@ class Gate:
                 f"told:as-chat:{event.platform}:{event.chat.id}", self.ctx.today()
             )
             raise SentAsChat() if first else Ignored("sent as a chat")
+        if record is None:
+            record = self._recent.get(_key(event.user))
+            if record is None:
+                self._new.put(_key(event.user), True)
         await self.check(record, event.user, event.chat, addressed=event.addressed)
         if record is not None:
             self._passed.put(_key(record.ref), record)
@@ -91,7 +101,11 @@ class Gate:
     async def user(self, ref: UserRef) -> UserRecord:
         """The user's record: the one the gate read just now for this request, else read."""
         known = _as_known(self._passed.take(_key(ref)), ref)
-        return known if known is not None else await self.ctx.store.get_or_create_user(ref)
+        if known is None:
+            new = self._new.take(_key(ref)) is not None
+            known = await self.ctx.store.get_or_create_user(ref, new=new)
+            self._recent.put(_key(ref), known)
+        return known
 
     async def settled(self, timeout: float = 5.0) -> None:
         """Wait (bounded) until every event handled so far is written down as handled."""
@@ -102,6 +116,8 @@ class Gate:
         self._user_changes += 1
         self._passed.clear()
         self._expected.clear()
+        self._recent.clear()
+        self._new.clear()
 
     def handled(self, event: Incoming) -> None:
         """`event` has been handled: a redelivery of it is ignored from now on (written down

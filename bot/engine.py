@@ -161,6 +161,10 @@ class JobEngine:
         """A lease for an admission to claim with, when a worker waits with no job handed or
         promised to it yet and an API slot is free (roughly: held jobs use the API): the job
         then starts at once. None: the admission only queues."""
+        with self.notes.board.intake.admission():
+            yield from self._lease()
+
+    def _lease(self) -> Iterator[Lease | None]:
         promised = len(self._handed) + self._claiming
         claim = (
             self._idle_workers > promised

@@ -85,8 +85,9 @@ class HandledMarks:
 class ReadOnce(Generic[K, V]):
     """Values the gate has just read, each taken once by what follows it while `fresh`
     seconds: the user record for the request after the gate (a read fewer per request), or
-    what the gate needs of an event read with its whole batch (one read for the batch).
-    Emptied when any user changes (EditService._users_changed)."""
+    what the gate needs of an event read with its whole batch (one read for the batch); or
+    read by any number of events while fresh (`get`). Emptied when any user changes
+    (EditService._users_changed)."""
 
     def __init__(self, fresh: float, most: int = 1000) -> None:
         self._values: dict[K, tuple[float, V]] = {}
@@ -100,6 +101,12 @@ class ReadOnce(Generic[K, V]):
 
     def take(self, key: K) -> V | None:
         read = self._values.pop(key, None)
+        if read is None or time.monotonic() - read[0] >= self._fresh:
+            return None
+        return read[1]
+
+    def get(self, key: K) -> V | None:
+        read = self._values.get(key)
         if read is None or time.monotonic() - read[0] >= self._fresh:
             return None
         return read[1]

@@ -54,12 +54,13 @@ class AccountsStore(Protocol):
     """Users and their settings and bans, their units per day and the grants that add to them,
     the bot's counters, spend, flags and values, and the operator's stats."""
 
-    async def get_or_create_user(self, ref: UserRef) -> UserRecord:
+    async def get_or_create_user(self, ref: UserRef, *, new: bool = False) -> UserRecord:
         """The user's record, made at first sight; a name or language `ref` tells anew is kept
         (one it leaves out is not forgotten). Two transactions, on purpose: a read first, as
         most calls find the user as they were, and a read takes no turn of SQLite's one
         writer; only a new or changed user then costs a write (ON CONFLICT: a race for the
-        first sight makes one user)."""
+        first sight makes one user). `new`: the caller read just now that there was no such
+        user, so the write comes without the read."""
         ...
 
     async def save_settings(self, user_id: int, settings: UserSettings) -> None: ...

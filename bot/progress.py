@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
@@ -45,6 +45,42 @@ OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
 _GONE = ""  # the wanted text of a note to delete
 MAX_BACKOFF = 30.0  # seconds between tries of a deletion, at most (unless the platform asks)
 ENDED_KEPT = 10_000  # ended edits remembered, so that late news of one brings no note back
+BURST = 8  # requests being admitted at once: a burst is being taken in
+NEW_NOTE_WAITS = 5.0  # seconds a new note waits, at most, while a burst is taken in
+
+
+class Intake:
+    """How many requests are being admitted now. While a burst is taken in, a new note waits
+    (up to NEW_NOTE_WAITS): the requests go into the line first, so the fair order sees them
+    all sooner, and a note's send costs the one event loop as much as a request's admission;
+    a request that ends meanwhile needs no note at all."""
+
+    def __init__(self) -> None:
+        self.admitting = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        self.admitting += 1
+        if self.admitting >= BURST:
+            self._quiet.clear()
+        try:
+            yield
+        finally:
+            self.admitting -= 1
+            if self.admitting < BURST:
+                self._quiet.set()
+
+    @property
+    def busy(self) -> bool:
+        return self.admitting >= BURST
+
+    async def quiet(self, at_most: float) -> None:
+        """Until no burst is being taken in, or `at_most` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most):
+                await self._quiet.wait()
 
 
 @dataclass
@@ -61,6 +97,7 @@ class _Note:
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # wakes a waiting pump
     last_change: float = -1e9
     pump: asyncio.Task[None] | None = None
+    wanted_since: float = field(default_factory=time.monotonic)
 
     def working(self) -> bool:
         return any(place <= WORKING for place in self.places.values())
@@ -117,6 +154,7 @@ class NoteBoard:
         self.quiet_start = quiet_start
         self._pumps: set[asyncio.Task[None]] = set()
         self._ended: dict[int, None] = {}  # the last ENDED_KEPT edits that ended, oldest first
+        self.intake = Intake()
 
     def show(
         self,
@@ -224,6 +262,11 @@ class NoteBoard:
             wanted = note.wanted()
             if wanted == note.shown:
                 return
+            if note.note_id is None and wanted != _GONE and self.intake.busy:
+                wait = note.wanted_since + NEW_NOTE_WAITS - time.monotonic()
+                if wait > 0:  # a new note gives way to a burst's admissions
+                    await self.intake.quiet(wait)
+                    continue
             if note.note_id is not None and not note.urgent():  # a change: within the budgets
                 starts = note.work_started()
                 wait = note.last_change + self.min_interval - time.monotonic()

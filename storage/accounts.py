@@ -34,37 +34,24 @@ from storage.records import as_known, user_record
 class SqlAccounts(SqlBase):
     # users and settings
 
-    async def get_or_create_user(self, ref: UserRef) -> UserRecord:
-        key = (User.platform == ref.platform, User.external_id == ref.id)
+    async def get_or_create_user(self, ref: UserRef, *, new: bool = False) -> UserRecord:
         # Most calls find the user as they were: a read, not a write (SQLite has one writer).
-        async with self._tx(read_only=True) as session:
-            known = (
-                await session.execute(S.USER, {"platform": ref.platform, "id": ref.id})
-            ).first()
-            if known is not None and as_known(known, ref):
-                return user_record(known)
-        async with self._tx() as session:
-            user = (await session.execute(select(User).where(*key))).scalar_one_or_none()
-            if user is None:
-                await session.execute(
-                    self._insert(User)
-                    .values(
-                        platform=ref.platform,
-                        external_id=ref.id,
-                        name=ref.name,
-                        language=ref.language,
-                        negative_prompt="",
-                        created_at=utcnow(),
-                    )
-                    .on_conflict_do_nothing(index_elements=["platform", "external_id"])
-                )
-                user = (await session.execute(select(User).where(*key))).scalar_one()
-            # A platform may leave name or language out of some updates: keep what we knew.
-            if ref.name is not None and user.name != ref.name:
-                user.name = ref.name
-            if ref.language is not None and user.language != ref.language:
-                user.language = ref.language
-            return user_record(user)
+        if not new:
+            async with self._tx(read_only=True) as session:
+                known = (
+                    await session.execute(S.USER, {"platform": ref.platform, "id": ref.id})
+                ).first()
+                if known is not None and as_known(known, ref):
+                    return user_record(known)
+
+        async def make_in(session: AsyncSession) -> UserRecord:
+            made = {"platform": ref.platform, "id": ref.id, "name": ref.name,
+                    "language": ref.language, "now": utcnow()}  # fmt: skip
+            return user_record((await session.execute(S.MAKE_USER, made)).one())
+
+        # With the other small writes of the moment (a burst brings many new users at once).
+        record: UserRecord = await self._write(make_in)
+        return record
 
     async def save_settings(self, user_id: int, settings: UserSettings) -> None:
         """Store every field of `settings` (None = "not chosen"). KeyError for an unknown user."""

@@ -6,7 +6,9 @@ them one transaction at a time made those trips, not the work, the pace of the i
 request waits while the batch before it is written, then goes with every other request that
 arrived meanwhile: a burst of hundreds costs a few dozen transactions, and a single request
 costs what it did. A unit that breaks a constraint (IntegrityError) is undone alone, by its
-savepoint, and raises to its own caller; the others stand. Any other failure may have ended the
+savepoint, and raises to its own caller; the others stand. (Savepoints cost two statements and
+SQLAlchemy's nested transaction per unit, so a batch goes without them first; only one where
+a constraint broke goes again, a savepoint each.) Any other failure may have ended the
 transaction itself (a full disk, an I/O error), so it fails the whole batch: nothing of it is
 kept, and every caller hears the error. A unit whose caller gave up before it started is
 skipped.
@@ -55,11 +57,21 @@ class GroupCommit:
             raise
 
     async def _write(self, batch: list[tuple[Work, asyncio.Future[Any]]]) -> None:
+        if not await self._attempt(batch, alone=False):
+            await self._attempt(batch, alone=True)
+
+    async def _attempt(self, batch: list[tuple[Work, asyncio.Future[Any]]], *, alone: bool) -> bool:
+        """The batch in one transaction, each unit in a savepoint of its own if `alone`. False
+        if a unit broke a constraint without one: nothing of the batch was kept, and it goes
+        again (units are retried, so each must be one that can run again)."""
         results: list[tuple[asyncio.Future[Any], Any]] = []
         try:
             async with self._transaction() as session:
                 for work, done in batch:
                     if done.done():  # its caller gave up (cancelled) before it started
+                        continue
+                    if not alone:
+                        results.append((done, await work(session)))
                         continue
                     try:
                         async with session.begin_nested():
@@ -67,13 +79,21 @@ class GroupCommit:
                     except IntegrityError as error:  # undone alone; the others stand
                         _settle(done, error=error)
         except BaseException as error:  # nothing of the batch was committed
+            if not alone and isinstance(error, IntegrityError) and _live(batch) > 1:
+                return False
             for _, done in batch:
                 _settle(done, error=error)
             if not isinstance(error, Exception):
                 raise
-            return
+            return True
         for done, result in results:
             _settle(done, result=result)
+        return True
+
+
+def _live(batch: list[tuple[Work, asyncio.Future[Any]]]) -> int:
+    """Units whose callers still wait."""
+    return sum(not done.done() for _, done in batch)
 
 
 def _settle(

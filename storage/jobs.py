@@ -10,7 +10,6 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot.domain import (
     Admission,
@@ -209,57 +208,19 @@ class SqlJobs(SqlBase):
     async def _claim(
         self, session: AsyncSession, owner: str, lease_until: datetime, platforms: list[str]
     ) -> EditRecord | None:
-        busy_users = select(Edit.user_id).where(Edit.status.in_(EditStatus.WORKING))
-        # Only each user's first waiting edit: on PostgreSQL a row another process is taking
-        # is skipped (SKIP LOCKED), and its user's next edit must not start in its place.
-        earlier = aliased(Edit)
-        waits_behind = (
-            select(earlier.id)
-            .where(
-                earlier.user_id == Edit.user_id,
-                earlier.status == EditStatus.QUEUED,
-                earlier.id < Edit.id,
-            )
-            .exists()
-        )
-        pick = (
-            select(Edit.id)
-            .where(
-                Edit.status == EditStatus.QUEUED,
-                Edit.platform.in_(platforms),
-                Edit.user_id.not_in(busy_users),
-                ~waits_behind,
-            )
-            .order_by(Edit.rank, Edit.id)
-            .limit(1)
-        )
-        if self._dialect == "postgresql":  # other processes skip the row we are taking
-            pick = pick.with_for_update(skip_locked=True)
-        edit_id = await session.scalar(pick)
+        # PostgreSQL: other processes skip the row we are taking.
+        pick = S.NEXT_JOB_SKIP_LOCKED if self._dialect == "postgresql" else S.NEXT_JOB
+        edit_id = await session.scalar(pick, {"platforms": platforms})
         if edit_id is None:
             return None
-        row = await session.scalar(
-            update(Edit)
-            .where(Edit.id == edit_id, Edit.status == EditStatus.QUEUED)
-            .values(
-                status=EditStatus.RUNNING,
-                lease_owner=owner,
-                lease_until=lease_until,
-                attempts=Edit.attempts + 1,
-            )
-            .returning(Edit)
-            .execution_options(synchronize_session=False)
-        )
+        which = {"edit_id": edit_id, "owner": owner, "until": lease_until}
+        row = (await session.execute(S.TAKE_JOB, which)).first()
         return None if row is None else edit_record(row)
 
     async def has_queued(self, platforms: list[str]) -> bool:
         """Whether a queued edit could be claimed now (its user has none at the API)."""
-        busy_users = select(Edit.user_id).where(Edit.status.in_(EditStatus.WORKING))
-        query = select(Edit.id).where(
-            Edit.status == EditStatus.QUEUED, Edit.user_id.not_in(busy_users)
-        )
         async with self._tx(read_only=True) as session:
-            found = await session.scalar(query.where(Edit.platform.in_(platforms)).limit(1))
+            found = await session.scalar(S.ANY_CLAIMABLE, {"platforms": platforms})
             return found is not None
 
     async def queue_depth(self) -> dict[str, int]:
@@ -389,13 +350,11 @@ async def _turn(session: AsyncSession, user_id: int) -> _Turn:
     everyone's first edit before anyone's second. The number only ever grows along a user's
     waiting edits, so their own order holds. Fixed once admitted: an edit may keep a number a
     little too high after FAIR_WINDOW, never one too low."""
-    open_edits = (await session.execute(S.OPEN_BY_STATUS, {"user_id": user_id})).tuples().all()
     since = utcnow() - FAIR_WINDOW
-    ended = await session.scalar(S.ENDED_SINCE, {"user_id": user_id, "since": since})
-    waiting = next((n for n, _, status in open_edits if status == EditStatus.QUEUED), 0)
-    last = max((rank for _, rank, status in open_edits if status == EditStatus.QUEUED), default=-1)
-    number = sum(n for n, _, _ in open_edits) + (ended or 0)
-    return _Turn(waiting, max(number, last + 1))
+    which = {"user_id": user_id, "since": since}
+    waiting, last, open_now, ended = (await session.execute(S.TURN, which)).one()
+    last = -1 if last is None else last  # (no edit of theirs waits)
+    return _Turn(waiting, max(open_now + ended, last + 1))
 
 
 @dataclass(frozen=True)

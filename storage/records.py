@@ -35,7 +35,7 @@ def user_record(user: User | Row[Any]) -> UserRecord:
     )
 
 
-def edit_record(row: Edit) -> EditRecord:
+def edit_record(row: Edit | Row[Any]) -> EditRecord:
     return EditRecord(
         id=row.id,
         user_id=row.user_id,

@@ -15,6 +15,7 @@ from sqlalchemy import Date, String, Table, and_, bindparam, func, or_, select, 
 
 from bot.domain import EditStatus
 from storage.models import (
+    CleanString,
     Counter,
     Edit,
     HandledEvent,
@@ -77,6 +78,20 @@ USER = select(USERS).where(
     USERS.c.platform == bindparam("platform"), USERS.c.external_id == bindparam("id")
 )
 
+# A user's row, made if new; a name or language the platform left out stays as it was.
+MAKE_USER = (
+    text(
+        "INSERT INTO users (platform, external_id, name, language, created_at) "
+        "VALUES (:platform, :id, :name, :language, :now) "
+        "ON CONFLICT (platform, external_id) DO UPDATE SET "
+        "name = coalesce(excluded.name, users.name), "
+        "language = coalesce(excluded.language, users.language) "
+        "RETURNING " + ", ".join(column.name for column in USERS.c)
+    )
+    .bindparams(_NOW, bindparam("name", type_=CleanString(256)))
+    .columns(*USERS.c)
+)
+
 USERS_AMONG = select(USERS).where(
     USERS.c.platform == bindparam("platform"),
     USERS.c.external_id.in_(bindparam("ids", expanding=True)),
@@ -110,16 +125,21 @@ EDIT_BY_KEY = select(EDITS.c.id).where(EDITS.c.key == bindparam("key"))
 NEW_EDIT = EDITS.insert().returning(EDITS.c.id)
 NEW_IMAGE = IMAGES.insert().returning(IMAGES.c.id)
 _MINE = EDITS.c.user_id == bindparam("user_id")
-OPEN_BY_STATUS = (
-    select(func.count(), func.max(EDITS.c.rank), EDITS.c.status)
-    .where(_MINE, EDITS.c.status.in_(EditStatus.OPEN))
-    .group_by(EDITS.c.status)
-)
-ENDED_SINCE = select(func.count()).where(
-    _MINE,
-    EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()),
-    EDITS.c.layer.is_(None),
-    EDITS.c.status != EditStatus.CANCELLED,  # a request taken back (to fix a typo) costs no turn
+_QUEUED = EDITS.c.status == EditStatus.QUEUED
+# A user's turn (see jobs._turn), in one statement: their queued edits, the last of their
+# queued edits' numbers, their open edits, and those ended since `since`.
+TURN = select(
+    select(func.count()).where(_MINE, _QUEUED).scalar_subquery(),
+    select(func.max(EDITS.c.rank)).where(_MINE, _QUEUED).scalar_subquery(),
+    select(func.count()).where(_MINE, EDITS.c.status.in_(EditStatus.OPEN)).scalar_subquery(),
+    select(func.count())
+    .where(
+        _MINE,
+        EDITS.c.finished_at >= bindparam("since", type_=UtcDateTime()),
+        EDITS.c.layer.is_(None),
+        EDITS.c.status != EditStatus.CANCELLED,  # a request taken back costs no turn
+    )
+    .scalar_subquery(),
 )
 # A queued edit's place in line: those ahead of it in the claim's order (rank, then id), + 1.
 _AHEAD = EDITS.alias("ahead")
@@ -141,3 +161,40 @@ SET_NOTE = (
     .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
     .values(note_id=bindparam("new_note"))
 )
+
+# --- claims: a worker's next job (see SqlJobs._claim), asked after every job that ends ---
+
+_BUSY_USERS = select(EDITS.c.user_id).where(EDITS.c.status.in_(EditStatus.WORKING))
+_EARLIER = EDITS.alias("earlier")
+# Only each user's first waiting edit: on PostgreSQL a row another process is taking is
+# skipped (SKIP LOCKED), and its user's next edit must not start in its place.
+_WAITS_BEHIND = (
+    select(_EARLIER.c.id)
+    .where(
+        _EARLIER.c.user_id == EDITS.c.user_id,
+        _EARLIER.c.status == EditStatus.QUEUED,
+        _EARLIER.c.id < EDITS.c.id,
+    )
+    .exists()
+)
+_ON_PLATFORMS = EDITS.c.platform.in_(bindparam("platforms", expanding=True))
+_CLAIMABLE = (EDITS.c.status == EditStatus.QUEUED, EDITS.c.user_id.not_in(_BUSY_USERS))
+NEXT_JOB = (
+    select(EDITS.c.id)
+    .where(*_CLAIMABLE, _ON_PLATFORMS, ~_WAITS_BEHIND)
+    .order_by(EDITS.c.rank, EDITS.c.id)
+    .limit(1)
+)
+NEXT_JOB_SKIP_LOCKED = NEXT_JOB.with_for_update(skip_locked=True)  # PostgreSQL
+TAKE_JOB = (
+    update(EDITS)
+    .where(EDITS.c.id == bindparam("edit_id"), EDITS.c.status == EditStatus.QUEUED)
+    .values(
+        status=EditStatus.RUNNING,
+        lease_owner=bindparam("owner"),
+        lease_until=bindparam("until", type_=UtcDateTime()),
+        attempts=EDITS.c.attempts + 1,
+    )
+    .returning(*EDITS.c)
+)
+ANY_CLAIMABLE = select(EDITS.c.id).where(*_CLAIMABLE, _ON_PLATFORMS).limit(1)

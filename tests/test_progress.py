@@ -5,12 +5,13 @@ request ends, also while the edits budget is spent or the platform refuses delet
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
 from bot.domain import Address
 from bot.ports import RetryLater
-from bot.progress import WORKING, NoteBoard, NoteKey
+from bot.progress import BURST, WORKING, NoteBoard, NoteKey
 from bot.texts import t
 from tests.fakes.messenger import FakeMessenger
 
@@ -64,6 +65,25 @@ def _users(board: NoteBoard, messenger: FakeMessenger, count: int) -> list[NoteK
     for n, key in enumerate(keys, 1):
         board.show(n, key, Address("test", "chat-1", str(n)), messenger, 100 + n)
     return keys
+
+
+async def test_new_notes_give_way_to_a_burst_being_admitted() -> None:
+    """While a burst is being taken in, new notes wait until it is in: a request that ended
+    meanwhile never had one, and the others get theirs once the burst is in."""
+    messenger = FakeMessenger()
+    stored = Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    with contextlib.ExitStack() as burst:
+        for _ in range(BURST):
+            burst.enter_context(board.intake.admission())
+        keys = _users(board, messenger, 3)
+        for _ in range(20):  # the notes' pumps run meanwhile
+            await asyncio.sleep(0)
+        board.done(1, keys[0])
+        assert not messenger.notes
+    await until(lambda: len(messenger.notes) == 2)
+    await board.drain(timeout=5)
+    assert sorted(stored.saved) == [2, 3] and len(messenger.open_notes()) == 2
 
 
 async def _all_waiting_for_the_budget(
