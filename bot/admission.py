@@ -134,7 +134,9 @@ class Admissions:
             claimed = admission.claimed
             started = claimed is not None and claimed.id == admission.edit_id
             if starts_now and request.upload and not rerolled:
-                self.pictures.prefetch(request.upload)  # fetched while its worker starts
+                # fetched while its worker starts (which needs no read of it, when it is this)
+                image_id = claimed.source_image_id if started and claimed else None
+                self.pictures.prefetch(request.upload, image_id)
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             key = (chat.platform, chat.id, user.id)
             self.engine.show_admitted(admission, key, to, started=started)

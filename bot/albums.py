@@ -4,7 +4,9 @@ one request. Each part is kept as it comes; `wait` seconds after a part, if no l
 the process that received it takes the album (the store gives it to exactly one taker) and
 submits it: all its pictures in the order sent, with the caption's prompt. An album holding a
 file that is no picture, or one the platform does not let bots fetch, gets one answer instead.
-A sweep takes albums a process left behind (it died while waiting). A part that comes after its
+A sweep takes albums a process left behind: it died while waiting, or after taking one and
+before answering it (an album is marked answered only then; its request's key makes a second
+submit the same job, so it is charged and delivered once). A part that comes after its
 album was taken is kept as a photo the user may reply to, and costs nothing."""
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.actions import Actions
 from bot.admission import Admissions
@@ -24,6 +26,8 @@ from bot.texts import error_text, t
 log = logging.getLogger("stepedit.service")
 
 ALBUM_WAIT = 1.5  # seconds after an album's last part before it is taken (ALBUM_WAIT_SECONDS)
+# An album taken this long ago and not answered was left by a process that died taking it.
+ALBUM_LEFT = timedelta(minutes=1)
 
 
 class Albums:
@@ -65,22 +69,36 @@ class Albums:
         finally:
             self._taking.discard(task)
 
-    async def take(self, platform: str, chat_id: str, album: str) -> None:
-        quiet_since = self.ctx.clock() - timedelta(seconds=self.wait)
-        parts = await self.ctx.store.take_album(platform, chat_id, album, quiet_since)
+    async def take(
+        self, platform: str, chat_id: str, album: str, *, left_before: datetime | None = None
+    ) -> None:
+        """Take the album if it is quiet (or, `left_before`: left by a taker that died) and
+        answer it; only then is it marked answered, so a death in between leaves it to the
+        sweep (submitting it twice is harmless: its request's key admits it once)."""
+        now = self.ctx.clock()
+        quiet_since = now - timedelta(seconds=self.wait)
+        store = self.ctx.store
+        parts = await store.take_album(
+            platform, chat_id, album, quiet_since, now, left_before=left_before
+        )
         if parts:
             await self._submit(sorted(parts, key=lambda part: int(part.origin.message_id)))
+            await store.album_answered(platform, chat_id, album)
 
     async def sweep(self) -> None:
-        """Take the albums whose process died while waiting for them (checked now and then)."""
+        """Now and then, take the albums whose process died waiting for them or taking them."""
         while True:
             await asyncio.sleep(max(self.wait, 1.0) * 4)
             with contextlib.suppress(Exception):
-                since = self.ctx.clock() - timedelta(seconds=self.wait * 3)
-                for platform, chat_id, album in await self.ctx.store.quiet_albums(
-                    list(self.ctx.messengers), since
-                ):
-                    await self.take(platform, chat_id, album)
+                await self.sweep_once()
+
+    async def sweep_once(self) -> None:
+        now = self.ctx.clock()
+        since, left_before = now - timedelta(seconds=self.wait * 3), now - ALBUM_LEFT
+        for platform, chat_id, album in await self.ctx.store.quiet_albums(
+            list(self.ctx.messengers), since, left_before
+        ):
+            await self.take(platform, chat_id, album, left_before=left_before)
 
     def stop(self) -> list[asyncio.Task[None]]:
         """Stop waiting (shutting down: the sweep of a process still running takes them); the

@@ -42,6 +42,7 @@ from bot.engine import POLL_SECONDS
 from bot.errors import ApiConfigError, StartupError, StepEditError
 from bot.logs import setup_logging
 from bot.metrics import Metrics
+from bot.notes import QUIET_START
 from bot.ports import Messenger
 from bot.service import EditService
 
@@ -111,6 +112,7 @@ class Tuning:
 
     poll: float = POLL_SECONDS
     note_interval: float = 4.0
+    note_quiet_start: float = QUIET_START
     backoff: float | None = None  # None: the backends' own
     max_backoff: float | None = None
     cooldown: float = COOLDOWN_SECONDS  # seconds a failing primary rests
@@ -125,7 +127,11 @@ class Tuning:
     def service_options(self) -> dict[str, Any]:
         given = {"clock": self.clock, "seeds": self.seeds}
         chosen = {name: value for name, value in given.items() if value is not None}
-        return chosen | {"poll": self.poll, "note_interval": self.note_interval}
+        return chosen | {
+            "poll": self.poll,
+            "note_interval": self.note_interval,
+            "note_quiet_start": self.note_quiet_start,
+        }
 
 
 def _editor(

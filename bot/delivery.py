@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from datetime import date, datetime
-from typing import TypeVar
+from typing import Any
 
 from aiolimiter import AsyncLimiter
 
 from bot import imaging, logs
-from bot.backends.base import InputImage
+from bot.calling import EndUsers, billed_all, billed_one, call, checked_result, showing_action
 from bot.context import Context
 from bot.domain import (
     Address,
     ChatRef,
     EditedImage,
-    EditOptions,
     EditRecord,
     EditStatus,
     EditTimings,
@@ -36,9 +31,7 @@ from bot.domain import (
     ShownImage,
     Spend,
     StoredImage,
-    UserSettings,
 )
-from bot.each_picture import edit_each, one_by_one
 from bot.engine import JobEngine
 from bot.errors import (
     ApiConfigError,
@@ -53,20 +46,24 @@ from bot.errors import (
 )
 from bot.pictures import Pictures, SourceBytes
 from bot.ports import Messenger
-from bot.rules import generation_size
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
 
 MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
-ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
 ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
-_T = TypeVar("_T")
-_U = TypeVar("_U")
 
 
 class _LeaseLost(Exception):
     """This process no longer holds the edit (its lease ran out and another took it)."""
+
+
+class _EveryCallFailed(Exception):
+    """Every call of an edit made one picture at a time failed (all of them, in order)."""
+
+    def __init__(self, failed: list[StepEditError]) -> None:
+        super().__init__(str(failed[0]))
+        self.failed = failed
 
 
 class Delivery:
@@ -75,7 +72,7 @@ class Delivery:
         self.engine = engine
         self.pictures = pictures
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
-        self._salt: str | None = None  # of the end-user hash (the database keeps it)
+        self._end_users = EndUsers(ctx.store)
 
     async def run(self, edit: EditRecord) -> None:
         """Carry one claimed job to its end: a delivered picture or a clear answer."""
@@ -108,38 +105,44 @@ class Delivery:
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
         to, store, owner = edit.address, self.ctx.store, self.engine.owner
         if edit.attempts > MAX_ATTEMPTS:  # also with a kept result: showing it may be what kills
-            made = self.ctx.today() if edit.result_image_id else None  # a paid call, undelivered
+            made = int(edit.result_image_id is not None)  # a paid call, undelivered
             await self._end(edit, EditStatus.FAILED, "interrupted too often",
                             answer=t("error_interrupted", to.language),
-                            uncharged_call=made)  # fmt: skip
+                            uncharged=made)  # fmt: skip
             return
         try:
             ready = await self._result(edit, messenger)
             if ready is None:
                 return  # cancelled meanwhile (that answered the user), or no longer ours
-            pictures, timings = ready
-            messages = await _send(messenger, to, pictures)
+            pictures, timings, keeping = ready
+            try:
+                messages = await _send(messenger, to, pictures)
+            except BaseException:
+                await _settled(keeping)  # kept (or not) before the edit ends
+                raise
         except _LeaseLost:
             raise  # another process has it now: leave it (and its note) to that one
         except StepEditError as exc:
-            if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
-                log.error("the edit API needs the operator: %s", exc.operator_message)
-            if isinstance(exc, _BACKENDS_FAULT):
-                self.ctx.metrics.backend_failed()
-            status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
-            paid = _paid_call(exc) or edit.id in self.engine.committed  # made, not delivered
-            await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=error_text(exc, to.language), spent=self._billed(exc),
-                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+            await self._failed(edit, [exc])
+            return
+        except _EveryCallFailed as every:
+            await self._failed(edit, every.failed)
             return
         except Exception as exc:  # e.g. the platform refused the picture (the user blocked us)
             log.exception("edit %s failed", edit.id)
-            paid = edit.id in self.engine.committed
+            paid = int(edit.id in self.engine.committed)
             await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
-                            answer=t("error_generic", to.language),
-                            uncharged_call=self.ctx.today() if paid else None)  # fmt: skip
+                            answer=t("error_generic", to.language), uncharged=paid)  # fmt: skip
             return
-        # The user has the picture: from here on it is a delivered edit, whatever fails.
+        # The user has the picture: from here on it is a delivered edit, whatever fails. If
+        # keeping it failed (the database?), the error leaves the job to its lease (see run).
+        result_ids = await keeping
+        if result_ids is None:  # no longer ours: another process has it and delivers it
+            await self._not_ours(edit.id)
+            return
+        pictures = [
+            replace(each, image_id=id_) for each, id_ in zip(pictures, result_ids, strict=True)
+        ]
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
         # An album's others, each repliable where the platform sent it as a message of its own
         others = zip(messages[1:], pictures[1:], strict=False)
@@ -159,36 +162,36 @@ class Delivery:
         log.info("edit %s delivered: api %d ms, total %d ms",
                  edit.id, timings.api_ms, timings.total_ms)  # fmt: skip
 
+    async def _failed(self, edit: EditRecord, failed: list[StepEditError]) -> None:
+        """End an edit whose call failed (or every call, one per picture), with the first
+        failure's answer. Each call that may have been billed counts for the day's spend and
+        as one of the user's paid calls without a picture (at least one, if a call was sent)."""
+        exc = failed[0]
+        if isinstance(exc, ApiConfigError):  # users hear "unavailable": tell the operator
+            log.error("the edit API needs the operator: %s", exc.operator_message)
+        if isinstance(exc, _BACKENDS_FAULT):
+            self.ctx.metrics.backend_failed()
+        status = EditStatus.REFUSED if isinstance(exc, EditRefused) else EditStatus.FAILED
+        paid = sum(map(_paid_call, failed)) or int(edit.id in self.engine.committed)
+        await self._end(edit, status, f"{type(exc).__name__}: {exc}"[:500],
+                        answer=error_text(exc, edit.address.language),
+                        spent=billed_all(self.ctx, failed), uncharged=paid)  # fmt: skip
+
     async def _end(
         self, edit: EditRecord, status: str, error: str, *, answer: str,
-        spent: tuple[date, int] | None = None, uncharged_call: date | None = None,
+        spent: tuple[date, int] | None = None, uncharged: int = 0,
     ) -> None:  # fmt: skip
-        """End the job without a result (its unit goes back) and tell the user why. If the
-        database is down, the lease runs out and the job is tried again later."""
+        """End the job without a result (its unit goes back) and tell the user why
+        (`uncharged`: the paid calls it made, to count). If the database is down, the lease
+        runs out and the job is tried again later."""
         timings = EditTimings(total_ms=_ms_between(edit.created_at, self.ctx.clock()))
         if await self.ctx.store.finish_edit(
             edit.id, status, error=error, timings=timings, answer=answer,
-            owner=self.engine.owner, spent=spent, uncharged_call=uncharged_call,
+            owner=self.engine.owner, spent=spent,
+            uncharged_call=self.ctx.today() if uncharged else None, uncharged_calls=uncharged,
         ):  # fmt: skip
             self.ctx.metrics.edit_ended(status, edit.platform)
             await self._answer(edit.id, edit.address, answer)
-
-    def _billed(self, exc: StepEditError) -> tuple[date, int] | None:
-        """What a failed call may have cost the operator: a call that may have been done (and
-        billed) counts at its backend's price; one surely not done, or refused, costs nothing."""
-        if not isinstance(exc, EditApiError) or not exc.params.get("maybe_done"):
-            return None
-        price = exc.params.get("price", self.ctx.editor.price)
-        return self.ctx.today(), Spend.micros(price if isinstance(price, int | float) else None)
-
-    async def _end_user(self, user_id: int) -> str:
-        """Who asked, as vendors' end-user fields see them: a hash of our own user number with
-        a salt kept in the database (a bare hash of a platform id could be reversed by trying
-        every id), the same for a user across processes and restarts."""
-        if self._salt is None:
-            self._salt = await self.ctx.store.bot_value("end_user_salt", secrets.token_hex(16))
-        digest = hmac.new(self._salt.encode(), str(user_id).encode(), hashlib.sha256)
-        return "u-" + digest.hexdigest()[:32]
 
     async def _answer(self, edit_id: int, to: Address, text: str) -> None:
         """Tell a failed edit's user why; if that fails, the answer stays stored and the sweep
@@ -202,29 +205,37 @@ class Delivery:
 
     async def _result(
         self, edit: EditRecord, messenger: Messenger
-    ) -> tuple[list[Picture], EditTimings] | None:
-        """The pictures to deliver (one, or an album's made one by one), their delivery
-        started: the API's results, or those kept by an earlier attempt. None if the edit was
-        cancelled meanwhile or is no longer ours."""
+    ) -> tuple[list[Picture], EditTimings, asyncio.Future[tuple[int, ...] | None]] | None:
+        """The pictures to deliver (one, or an album's made one by one) and their keeping,
+        which starts their delivery (ids of the kept images; None: no longer ours): the API's
+        results, kept while they are sent (the user waits for what comes after the answer), or
+        those kept by an earlier attempt. None if the edit was cancelled meanwhile or is no
+        longer ours. A crash while they are sent and not yet kept is one while the API worked:
+        the edit runs again, charged once."""
         ctx, engine, store = self.ctx, self.engine, self.ctx.store
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
             stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
+            comparable = await self.pictures.comparable(edit, ChatRef(edit.platform, edit.chat_id))
             pictures = [
                 await self._picture(edit, result.data, result.id, edit.seed, edit.notes,
-                                    messenger, stand_in=stand_in)
+                                    messenger, stand_in=stand_in, comparable=comparable)
                 for result in await _kept_results(ctx, edit)
             ]  # fmt: skip
             if not await store.start_delivery(edit.id, engine.owner):
                 await self._not_ours(edit.id)
                 return None
-            return pictures, timings
+            kept: asyncio.Future[tuple[int, ...] | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            kept.set_result(tuple(picture.image_id for picture in pictures))
+            return pictures, timings, kept
         started = time.perf_counter()
         sources = await self._sources(edit, messenger)
         timings = replace(timings, normalize_ms=_ms_since(started))
-        options = replace(edit.options, end_user=await self._end_user(edit.user_id))
+        options = replace(edit.options, end_user=await self._end_users.of(edit.user_id))
         async with engine.api_slots.hold():
             called = time.perf_counter()  # the call's own time, not the wait for a slot
             if engine.stopping:
@@ -234,43 +245,65 @@ class Delivery:
                 return None
             engine.committed.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
-            async with self._showing_action(edit.address, messenger):
-                made, failed = await _call(ctx, edit, sources, options)
+            # What the delivery needs of the database besides the result is done while the
+            # API works, not after it: the user waits for what comes after the answer.
+            meanwhile = asyncio.create_task(self._meanwhile(edit, sources))
+            try:
+                async with showing_action(self._actions, edit.address, messenger):
+                    made, failed = await call(ctx, edit, sources, options)
+            finally:
+                comparable, unfilled = await meanwhile
+        if not made:  # every picture's call failed
+            raise _EveryCallFailed(failed)
         timings = replace(timings, api_ms=_ms_since(called))
         ctx.metrics.backend_answered()
         # Every call counts at its price, a failed one too if it may have been billed.
-        billed = [self._billed(exc) for exc in failed]
+        billed = [billed_one(self.ctx, exc) for exc in failed]
         cost = sum(Spend.micros(each.cost) for _, each in made)
         spent = (ctx.today(), cost + sum(bill[1] for bill in billed if bill is not None))
-        checked = [await self._checked_result(each) for _, each in made]
+        checked = [await checked_result(self.pictures, each) for _, each in made]
         edited = made[0][1]  # the first picture made stands for the edit (seed, model)
-        fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
         notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
         if failed:  # an album made one by one, some of its pictures left out
             notes += ("note_left_out",)
-        # The chat's copy is made while one transaction keeps the result (and the fetched photo)
-        # and starts the delivery: both wait on other threads. If the copy fails, the kept
-        # result's edit ends as failed all the same (its unit goes back).
+        uncharged = sum(map(_paid_call, failed))  # (each counts, as the user's paid calls)
+        # One transaction keeps the result (and the fetched photo, if that failed earlier) and
+        # starts the delivery, while the chat's copy is made and sent. If the copy fails, the
+        # kept result's edit ends as failed all the same (its unit goes back).
         album = [(position, kept) for (position, _), kept in zip(made, checked, strict=True)]
-        pictures, result_ids = await _both(
-            asyncio.gather(*(
+        keeping = asyncio.ensure_future(self._keep(
+            edit, checked[0], edited, notes, timings, unfilled, spent,
+            album if len(album) > 1 else [], uncharged,
+        ))  # fmt: skip
+        try:
+            pictures = await asyncio.gather(*(
                 self._picture(edit, each.data, 0, each.seed, notes, messenger,
-                              stand_in=each.model if each.stood_in else None)
+                              stand_in=each.model if each.stood_in else None,
+                              comparable=comparable)
                 for _, each in made
-            )),
-            store.keep_result(
-                edit.id, checked[0], edited.seed, notes, timings, owner=engine.owner,
-                sources=fetched, model=edited.model, spent=spent,
-                album=album if len(album) > 1 else (),
-            ),
+            ))  # fmt: skip
+        except BaseException:
+            await _settled(keeping)
+            raise
+        return list(pictures), timings, keeping
+
+    async def _keep(
+        self, edit: EditRecord, result: NewImage, edited: EditedImage, notes: tuple[str, ...],
+        timings: EditTimings, unfilled: list[tuple[int, NewImage]], spent: tuple[date, int],
+        album: list[tuple[int, NewImage]], uncharged: int,
+    ) -> tuple[int, ...] | None:  # fmt: skip
+        """keep_result; None if the edit is no longer ours (its call counted all the same).
+        `uncharged`: the request's calls that failed and may have been billed."""
+        store = self.ctx.store
+        kept = await store.keep_result(
+            edit.id, result, edited.seed, notes, timings, owner=self.engine.owner,
+            sources=unfilled, model=edited.model, spent=spent, album=album,
+            uncharged_call=self.ctx.today() if uncharged else None, uncharged_calls=uncharged,
         )  # fmt: skip
-        if result_ids is None:  # cancelled, or no longer ours: the call was made all the same
+        if kept is None:
             with contextlib.suppress(Exception):
                 await store.add_spend(*spent)
-            await self._not_ours(edit.id)
-            return None
-        kept = zip(pictures, result_ids, strict=True)
-        return [replace(picture, image_id=image_id) for picture, image_id in kept], timings
+        return kept
 
     async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
         """What the edit sends: its source, or (an edit of several) every picture in order."""
@@ -283,6 +316,23 @@ class Delivery:
             )
         )
 
+    async def _meanwhile(
+        self, edit: EditRecord, sources: list[SourceBytes]
+    ) -> tuple[bool, list[tuple[int, NewImage]]]:
+        """While the API works: whether Compare may be offered, and the photos fetched for
+        this edit kept (the ones that could not be: for keep_result, with the result)."""
+        comparable = await self.pictures.comparable(edit, ChatRef(edit.platform, edit.chat_id))
+        fetched = [(each.fetched.image_id, each.fetched.image) for each in sources if each.fetched]
+        if not fetched:
+            return comparable, []
+        try:
+            await self.ctx.store.fill_images(fetched)
+        except Exception as exc:
+            log.warning("edit %s: could not keep its photo yet (%s); kept with the result",
+                        edit.id, exc)  # fmt: skip
+            return comparable, fetched
+        return comparable, []
+
     async def _not_ours(self, edit_id: int) -> None:
         """An edit this worker held cannot go on: fine if its user cancelled it (they have been
         answered); if its lease ran out and another process has it, _LeaseLost."""
@@ -293,16 +343,13 @@ class Delivery:
     async def _picture(
         self, edit: EditRecord, data: bytes, image_id: int, seed: int | None,
         notes: tuple[str, ...], messenger: Messenger, *, stand_in: str | None = None,
+        comparable: bool,
     ) -> Picture:  # fmt: skip
         """The chat's copy of an API result (`stand_in`: the fallback's model, when it made
         the picture because the usual one was down). A result whose pixels do not decode is
         the API's fault (the user's photo was fine): temporarily unavailable, nothing charged."""
-        chat = ChatRef(edit.platform, edit.chat_id)
         try:
-            (chat_bytes, chat_mime), comparable = await asyncio.gather(
-                self.pictures.for_chat(data, messenger, edit.address),
-                self.pictures.comparable(edit, chat),
-            )
+            chat_bytes, chat_mime = await self.pictures.for_chat(data, messenger, edit.address)
         except InvalidImage as exc:
             raise ApiProtocolError(f"the API's image does not decode: {exc}") from exc
         return Picture(
@@ -319,35 +366,6 @@ class Delivery:
             comparable=comparable,
         )
 
-    @contextlib.asynccontextmanager
-    async def _showing_action(self, to: Address, messenger: Messenger) -> AsyncIterator[None]:
-        """While the body runs, the platform's "sending photo…", renewed as it fades, within
-        a small budget of its own (past it a renewal is skipped, never waited for)."""
-
-        async def keep_showing() -> None:
-            while True:
-                if self._actions.has_capacity():
-                    await self._actions.acquire()
-                    with contextlib.suppress(Exception):  # cosmetic
-                        await messenger.show_working(to)
-                await asyncio.sleep(ACTION_EVERY)
-
-        task = asyncio.create_task(keep_showing())
-        try:
-            yield
-        finally:
-            task.cancel()
-
-    async def _checked_result(self, edited: EditedImage) -> NewImage:
-        data = edited.data
-        try:
-            width, height = await self.pictures.pillow(imaging.image_size, data)
-        except InvalidImage as exc:  # made and billed all the same
-            raise ApiProtocolError(
-                "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
-            ) from exc
-        return NewImage(data, _mime_of(data), width, height)
-
 
 # What says the backend itself is unwell (not the user's input, not refused content).
 _BACKENDS_FAULT = (ApiUnavailable, ApiTimeout, ApiConfigError, ApiProtocolError)
@@ -359,22 +377,6 @@ def _paid_call(exc: StepEditError) -> bool:
     if isinstance(exc, EditRefused | NoImageReturned):
         return True
     return isinstance(exc, EditApiError) and bool(exc.params.get("maybe_done"))
-
-
-async def _call(
-    ctx: Context, edit: EditRecord, sources: list[SourceBytes], options: EditOptions
-) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
-    """The API's results (position, result) and the calls that failed: one call with every
-    picture, or (a backend that takes one) one call per picture."""
-    if sources[0].canvas is not None:  # nothing to edit: a new image from the words
-        # (a reroll of one made by another backend takes this one's nearest)
-        wanted = UserSettings(image_size=sources[0].canvas)
-        size = generation_size(ctx.capabilities, wanted) or ""
-        return [(0, await ctx.editor.generate(edit.prompt, options, size))], []
-    images = [_input(each, i) for i, each in enumerate(sources, 1)]  # in the order sent
-    if one_by_one(ctx.capabilities, len(images)):
-        return await edit_each(ctx.editor, images, edit.prompt, options)
-    return [(0, await ctx.editor.edit(images, edit.prompt, options))], []
 
 
 async def _kept_results(ctx: Context, edit: EditRecord) -> list[StoredImage]:
@@ -394,30 +396,11 @@ async def _send(messenger: Messenger, to: Address, pictures: list[Picture]) -> l
     return await messenger.send_album(to, pictures)
 
 
-def _input(source: SourceBytes, number: int) -> InputImage:
-    """A picture as a backend takes it, named by its place (image.jpg, image-2.png, …)."""
-    suffix = "" if number == 1 else f"-{number}"
-    extension = source.mime.removeprefix("image/").replace("jpeg", "jpg")
-    return InputImage(source.data, source.mime, f"image{suffix}.{extension}")
-
-
-def _mime_of(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/jpeg"
-
-
-async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
-    """Both at once. Each runs to its end even if the other fails; then the first one's error,
-    if any, is raised, else the second one's."""
-    one, two = await asyncio.gather(first, second, return_exceptions=True)
-    if isinstance(one, BaseException):
-        raise one
-    if isinstance(two, BaseException):
-        raise two
-    return one, two
+async def _settled(task: asyncio.Future[Any]) -> None:
+    """Wait for `task` to end, whatever its outcome (an error is the caller's to ignore)."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # (retrieved: not logged as never retrieved)
 
 
 def _ms_since(start: float) -> int:

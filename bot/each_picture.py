@@ -2,7 +2,8 @@
 applied to each picture alone, one call after another within the job's one API slot (the global
 cap on calls holds), so the request stays one job: one progress note, and Undo, Reroll and Full
 quality act on it as a whole. A picture whose call fails is left out and its unit given back;
-only when every call fails does the edit fail, with the first one's error."""
+only when every call fails does the edit fail, with the first one's error. Each failed call that
+may have been billed counts as one of the user's paid calls without a picture."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ def one_by_one(capabilities: Capabilities, pictures: int) -> bool:
 async def edit_each(
     editor: ImageEditor, images: Sequence[InputImage], prompt: str, options: EditOptions
 ) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
-    """Each picture edited alone, in order: what was made (position, result), and the calls
-    that failed; the first failure is raised if nothing was made."""
+    """Each picture edited alone, in order: what was made (position, result), and every call
+    that failed (all of them, if nothing was made)."""
     made: list[tuple[int, EditedImage]] = []
     failed: list[StepEditError] = []
     for position, image in enumerate(images):
@@ -30,6 +31,4 @@ async def edit_each(
             made.append((position, await editor.edit([image], prompt, options)))
         except StepEditError as exc:
             failed.append(exc)
-    if not made:
-        raise failed[0]
     return made, failed

@@ -24,7 +24,7 @@ from bot import upkeep
 from bot.api_slots import ApiSlots
 from bot.context import Context
 from bot.domain import Address, Admission, EditRecord, EditStatus, Lease
-from bot.notes import JobNotes
+from bot.notes import QUIET_START, JobNotes
 from bot.pictures import Pictures
 from bot.ports import Messenger
 from bot.progress import NoteKey
@@ -46,6 +46,7 @@ class JobEngine:
         lease: float = LEASE_SECONDS,
         poll: float = POLL_SECONDS,
         note_interval: float = 4.0,
+        note_quiet_start: float = QUIET_START,
         global_api_concurrency: int | None = None,
     ) -> None:
         self.ctx = ctx
@@ -60,7 +61,7 @@ class JobEngine:
         self.api_slots = ApiSlots(ctx.store, ctx.clock, owner=self.owner, local=ctx.concurrency,
                                   shared=global_api_concurrency, lease=lease)  # fmt: skip
         self.committed: set[int] = set()  # held edits past their API call's start
-        self.notes = JobNotes(ctx, min_interval=note_interval)
+        self.notes = JobNotes(ctx, min_interval=note_interval, quiet_start=note_quiet_start)
         self._held: dict[int, asyncio.Task[None]] = {}  # edit id -> the task working on it here
         self._busy_users: Counter[int] = Counter()  # users of the held edits (user id -> count)
         # Edits cancelled here while no task held them (edit id -> when): a worker whose claim

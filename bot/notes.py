@@ -15,12 +15,17 @@ from bot.progress import SENT, WORKING, NoteBoard, NoteKey
 log = logging.getLogger("stepedit.service")
 
 PLACE_EVERY = 2.0  # seconds between place updates of waiting jobs' notes
+QUIET_START = 0.3  # seconds before a note that says work started (see bot/progress.py)
 
 
 class JobNotes:
-    def __init__(self, ctx: Context, *, min_interval: float = 4.0) -> None:
+    def __init__(
+        self, ctx: Context, *, min_interval: float = 4.0, quiet_start: float = QUIET_START
+    ) -> None:
         self.ctx = ctx
-        self.board = NoteBoard(ctx.store.set_note, self._forget, min_interval=min_interval)
+        self.board = NoteBoard(
+            ctx.store.set_note, self._forget, min_interval=min_interval, quiet_start=quiet_start
+        )
         self._waiting: dict[int, NoteKey] = {}  # queued jobs admitted here, for their places
 
     def admitted(

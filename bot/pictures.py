@@ -69,8 +69,10 @@ class Pictures:
         # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
         self._pillow_slots = asyncio.Semaphore(PILLOW_WORKERS)
         # Uploads admitted while a worker was idle, fetched while that worker claims the job
-        # (platform, file id -> the download).
+        # (platform, file id -> the download), and the stored images they are (image id -> the
+        # upload: its edit needs no read of the image).
         self._prefetched: dict[tuple[str, str], _Prefetch] = {}
+        self._pending: dict[int, FileRef] = {}
 
     async def pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -79,7 +81,7 @@ class Pictures:
 
     # --- fetching ----------------------------------------------------------------------------
 
-    def prefetch(self, upload: FileRef) -> None:
+    def prefetch(self, upload: FileRef, image_id: int | None = None) -> None:
         """Start downloading an admitted upload whose job an idle worker is about to claim, so
         the download overlaps the claim (a photo's takes ~6 ms, a 14 MB file's ~50 ms). Not for
         a job that will wait: it would only hold memory; one another process takes is dropped
@@ -93,10 +95,16 @@ class Pictures:
         fetch = asyncio.create_task(messenger.fetch(upload))
         fetch.add_done_callback(_quietly)  # its worker looks at the outcome (see fetch)
         # Not taken here meanwhile (claimed by another process, cancelled): dropped.
-        expiry = asyncio.get_running_loop().call_later(PREFETCH_KEEP, self._drop_prefetch, key)
+        expiry = asyncio.get_running_loop().call_later(
+            PREFETCH_KEEP, self._drop_prefetch, key, image_id
+        )
         self._prefetched[key] = _Prefetch(fetch, expiry)
+        if image_id is not None:  # the stored image it is, if known
+            self._pending[image_id] = upload
 
-    def _drop_prefetch(self, key: tuple[str, str]) -> None:
+    def _drop_prefetch(self, key: tuple[str, str], image_id: int | None) -> None:
+        if image_id is not None:
+            self._pending.pop(image_id, None)
         prefetch = self._prefetched.pop(key, None)
         if prefetch is not None:
             prefetch.drop()
@@ -107,6 +115,7 @@ class Pictures:
         for prefetch in self._prefetched.values():
             prefetch.drop()
         self._prefetched.clear()
+        self._pending.clear()
         return fetches
 
     async def fetch(self, file: FileRef, messenger: Messenger) -> bytes:
@@ -134,19 +143,26 @@ class Pictures:
         """What to upload for a stored image. A photo not fetched yet is fetched and normalized
         now (`fetched`: keep it). Results have their source's size, but one can be a PNG over
         the API's safe byte size: that one is re-encoded first."""
+        upload = self._pending.pop(image_id, None)
+        if upload is not None:  # admitted just now: stored as this upload, not fetched yet
+            return await self._fetched(image_id, upload, messenger)
         image = await self.ctx.store.load_image(image_id)
         if image.canvas is not None:  # the size of a new image, for generate()
             return SourceBytes(canvas=image.canvas)
         max_side = self.ctx.max_side
         if image.file is not None:
-            data = await self.fetch(image.file, messenger)
-            normal = await self.pillow(imaging.normalize, data, max_side=max_side)
-            kept = NewImage(normal.data, normal.mime, normal.width, normal.height)
-            return SourceBytes(normal.data, normal.mime, normal.notes, Fetched(image.id, kept))
+            return await self._fetched(image.id, image.file, messenger)
         if len(image.data) <= imaging.MAX_OUTPUT_BYTES:
             return SourceBytes(image.data, image.mime)
         normal = await self.pillow(imaging.normalize, image.data, max_side=max_side)
         return SourceBytes(normal.data, normal.mime)
+
+    async def _fetched(self, image_id: int, file: FileRef, messenger: Messenger) -> SourceBytes:
+        """A photo known only as a platform file, fetched and normalized (to keep)."""
+        data = await self.fetch(file, messenger)
+        normal = await self.pillow(imaging.normalize, data, max_side=self.ctx.max_side)
+        kept = NewImage(normal.data, normal.mime, normal.width, normal.height)
+        return SourceBytes(normal.data, normal.mime, normal.notes, Fetched(image_id, kept))
 
     async def picture_of(self, image_id: int, messenger: Messenger) -> bytes:
         """A stored picture's bytes, for drawing on or showing again; a photo fetched for the

@@ -169,6 +169,10 @@ class ImagesStore(Protocol):
     async def fill_image(
         self, image_id: int, data: bytes, mime: str, width: int, height: int
     ) -> None: ...
+    async def fill_images(self, images: Sequence[tuple[int, NewImage]]) -> None:
+        """The fetched bytes of pending images (image id, bytes), in one transaction."""
+        ...
+
     async def load_image(self, image_id: int) -> StoredImage: ...
     async def expired(self, image_id: int) -> bool: ...
     async def expire_images(self, before: datetime, limit: int = 500) -> int:
@@ -278,10 +282,14 @@ class DeliveryStore(Protocol):
         model: str | None = None,
         spent: tuple[date, int] | None = None,
         album: Sequence[tuple[int, NewImage]] = (),
+        uncharged_call: date | None = None,
+        uncharged_calls: int = 1,
     ) -> tuple[int, ...] | None:
         """In one transaction: keep the API's result (and the bytes of its sources that were
         pending uploads: (image id, bytes)), the `model` that made it and what it cost
-        (`spent`: day, micro-dollars), and start delivering it (running -> delivering). An
+        (`spent`: day, micro-dollars), count the `uncharged_calls` paid calls of its made
+        without a picture (a picture's call that failed; on `uncharged_call`, the day), and
+        start delivering it (running -> delivering). An
         edit of several pictures made one at a time keeps each one's result (`album`:
         (position, result), in order; `result` is the first of them, kept once). The image ids
         of the result and of `album`'s others; None, keeping nothing, if `owner` no longer
@@ -309,16 +317,16 @@ class DeliveryStore(Protocol):
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
         uncharged_call: date | None = None,
+        uncharged_calls: int = 1,
         delivered: int = 1,
         more_messages: Sequence[tuple[MessageRef, ShownImage]] = (),
     ) -> bool:
         """End an open edit in one transaction: a success makes its result the user's current
         image and `message` (and `more_messages`, an album's others) repliable, and gives back
         the units of its pictures beyond the `delivered` ones; any other end gives its units
-        back (`spent`: what a call
-        that may have been billed cost, added to the day's spend; `uncharged_call`: the day to
-        count a paid call of the user's that ended without a picture). False (changing
-        nothing) when it had ended already."""
+        back (`spent`: what a call that may have been billed cost, added to the day's spend;
+        `uncharged_call`: the day to count `uncharged_calls` paid calls of the user's that
+        ended without a picture). False (changing nothing) when it had ended already."""
         ...
 
     async def answered(self, edit_id: int) -> None:
@@ -387,14 +395,29 @@ class AlbumsStore(Protocol):
         ...
 
     async def take_album(
-        self, platform: str, chat_id: str, album: str, quiet_since: datetime
+        self,
+        platform: str,
+        chat_id: str,
+        album: str,
+        quiet_since: datetime,
+        now: datetime,
+        *,
+        left_before: datetime | None = None,
     ) -> list[AlbumPart]:
         """The album's parts, once, to one caller: if no part came after `quiet_since` and
-        nobody took them before; else nothing."""
+        nobody took them before (or, with `left_before`, their taker took them before then
+        and never answered: it died); else nothing."""
         ...
 
-    async def quiet_albums(self, platforms: list[str], since: datetime) -> list[tuple[str, ...]]:
-        """(platform, chat id, album) of albums not taken whose last part came before `since`."""
+    async def album_answered(self, platform: str, chat_id: str, album: str) -> None:
+        """The album taken was answered (submitted, or the user told why not)."""
+        ...
+
+    async def quiet_albums(
+        self, platforms: list[str], since: datetime, left_before: datetime
+    ) -> list[tuple[str, ...]]:
+        """(platform, chat id, album) of albums not taken whose last part came before `since`,
+        and of albums taken before `left_before` and never answered."""
         ...
 
 

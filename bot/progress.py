@@ -5,16 +5,17 @@ at once get one note ("🎨 Editing… (3 more queued)"), not four, and it is de
 of them has ended. The work only says where each request is (`show`, `done`) and goes on at
 once; one pump task per note brings the chat up to date with the latest wanted text.
 
-A new note is sent and an emptied one deleted at once. Work started on a note that said
-"queued" is shown next, within a budget of its own (`starts_per_second` for all notes, ahead of
-the changes of place). Changes of place are cosmetic: each note changes at most every
-`min_interval` seconds, all notes together at most `edits_per_second` times a second, and
-texts in between are skipped. So under a burst, when work starts on ten requests a second,
-notes cost a small, fixed share of a platform's send budget and leave the rest to the results
-(on Telegram, about 30 messages a second in all). A failed send or change is dropped (the next
-change tries again); a failed deletion is tried again until the note is gone, for up to
-`give_up_after` seconds: a note left standing would say "queued" forever.
-"""
+A new note is sent and an emptied one deleted at once, except a note that would say work has
+started: that one waits `quiet_start` seconds (the chat action shows the work meanwhile), so it
+never holds up the work's first steps, and a request done by then needs no note at all. Work
+started on a note that said "queued" is shown next, within a budget of its own
+(`starts_per_second` for all notes, ahead of the changes of place). Changes of place are
+cosmetic: each note changes at most every `min_interval` seconds, all notes together at most
+`edits_per_second` times a second, and texts in between are skipped. So under a burst, when work
+starts on ten requests a second, notes cost a small, fixed share of a platform's send budget and
+leave the rest to the results (on Telegram, about 30 messages a second in all). A failed send or
+change is dropped (the next change tries again); a failed deletion is tried again until the note
+is gone, for up to `give_up_after` seconds: a note left standing would say "queued" forever."""
 
 from __future__ import annotations
 
@@ -137,6 +138,7 @@ class NoteBoard:
         starts_per_second: float = 5.0,
         backoff: float = 1.0,
         give_up_after: float = 120.0,
+        quiet_start: float = 0.0,
     ) -> None:
         """`on_sent` stores a note's id with the edits it stands for, and `on_gone` forgets it
         once deleted, so another process can take a note over, or delete one this one could
@@ -149,6 +151,7 @@ class NoteBoard:
         self._edits = AsyncLimiter(edits_per_second, 1.0)
         self._starts = AsyncLimiter(starts_per_second, 1.0)
         self._backoff, self._give_up_after = backoff, give_up_after
+        self.quiet_start = quiet_start
         self._pumps: set[asyncio.Task[None]] = set()
         self._ended: dict[int, None] = {}  # the last ENDED_KEPT edits that ended, oldest first
         self.intake = Intake()
@@ -249,6 +252,8 @@ class NoteBoard:
             note.pump.add_done_callback(self._pumps.discard)
 
     async def _bring_up_to_date(self, note: _Note) -> None:
+        if note.note_id is None and note.shown is None and note.working() and self.quiet_start:
+            await self._quiet_start(note)
         while True:
             note.changed.clear()
             if note.unsaved and note.note_id is not None:  # new requests it stands for
@@ -278,6 +283,15 @@ class NoteBoard:
             note.last_change = time.monotonic()
             if wanted == _GONE:
                 return
+
+    async def _quiet_start(self, note: _Note) -> None:
+        """Wait `quiet_start` seconds before a new note that says work started, or until
+        every request it would stand for has ended (then it is never sent)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.quiet_start):
+                while note.places:
+                    note.changed.clear()
+                    await note.changed.wait()
 
     async def _edit_budget(self, note: _Note, budget: AsyncLimiter) -> bool:
         """Wait for a share of `budget`: True once there is one, False as soon as news comes

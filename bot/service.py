@@ -42,6 +42,7 @@ from bot.drawing import Drawing
 from bot.engine import LEASE_SECONDS, POLL_SECONDS, JobEngine
 from bot.health import Health
 from bot.metrics import CountedMessenger, Metrics
+from bot.notes import QUIET_START
 from bot.operator import Operator
 from bot.pictures import Pictures
 from bot.ports import EditStore, ImageEditor, Messenger, StarsRefunds
@@ -67,6 +68,7 @@ class EditService:
         lease: float = LEASE_SECONDS,
         poll: float = POLL_SECONDS,
         note_interval: float = 4.0,
+        note_quiet_start: float = QUIET_START,
         clock: Callable[[], datetime] = utcnow,
         seeds: Callable[[], int] = random_seed,
         rules: OperatorRules | None = None,
@@ -84,6 +86,7 @@ class EditService:
         self.gate = gate = Gate(ctx)
         self.engine = engine = JobEngine(ctx, pictures, lease=lease, poll=poll,
                                          note_interval=note_interval,
+                                         note_quiet_start=note_quiet_start,
                                          global_api_concurrency=global_api_concurrency)  # fmt: skip
         engine.deliver_with(Delivery(ctx, engine, pictures).run)
         self.shop = Shop(ctx, gate)

@@ -1,6 +1,7 @@
 """`SqlAlbums`: the parts of albums that arrive as separate messages (Telegram's media groups),
 kept as they come, whichever process receives them, until one process takes the album: taking
-is one conditional UPDATE, so exactly one caller gets the parts, on SQLite and PostgreSQL alike."""
+is one conditional UPDATE, so exactly one caller gets the parts, on SQLite and PostgreSQL alike;
+taken again (by the same UPDATE) if its taker did not answer it in time, as when it died."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, UserRef
 from storage.base import SqlBase
@@ -38,10 +39,19 @@ class SqlAlbums(SqlBase):
             return True
 
     async def take_album(
-        self, platform: str, chat_id: str, album: str, quiet_since: datetime
+        self,
+        platform: str,
+        chat_id: str,
+        album: str,
+        quiet_since: datetime,
+        now: datetime,
+        *,
+        left_before: datetime | None = None,
     ) -> list[AlbumPart]:
-        """The album's parts, marked taken, if none came after `quiet_since` and nobody took
-        them yet; else nothing (a later part's taker, or another process, has them)."""
+        """The album's parts, marked taken at `now`, if none came after `quiet_since` and
+        nobody took them yet (or, with `left_before`, its taker took them before then and never
+        answered them: it died); else nothing (a later part's taker, or another process, has
+        them)."""
         which = _album(platform, chat_id, album)
         async with self._tx() as session:
             last = await session.scalar(select(func.max(AlbumPartRow.received_at)).where(*which))
@@ -49,23 +59,44 @@ class SqlAlbums(SqlBase):
                 return []
             rows = await session.scalars(
                 update(AlbumPartRow)
-                .where(*which, AlbumPartRow.taken.is_(False))
-                .values(taken=True)
+                .where(*which, _takeable(left_before))
+                .values(taken=True, taken_at=now)
                 .returning(AlbumPartRow.part)
                 .execution_options(synchronize_session=False)
             )
             return [_part(json.loads(row)) for row in rows.all()]
 
-    async def quiet_albums(self, platforms: list[str], since: datetime) -> list[tuple[str, ...]]:
-        """Albums not taken whose last part came before `since` (a process died waiting)."""
+    async def album_answered(self, platform: str, chat_id: str, album: str) -> None:
+        """The album taken was answered: no sweep takes it again."""
+        async with self._tx() as session:
+            await session.execute(
+                update(AlbumPartRow)
+                .where(*_album(platform, chat_id, album), AlbumPartRow.taken.is_(True))
+                .values(answered=True)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def quiet_albums(
+        self, platforms: list[str], since: datetime, left_before: datetime
+    ) -> list[tuple[str, ...]]:
+        """Albums not taken whose last part came before `since` (a process died waiting), and
+        albums taken before `left_before` and not answered (their taker died)."""
         query = (
             select(AlbumPartRow.platform, AlbumPartRow.chat_id, AlbumPartRow.album_id)
-            .where(AlbumPartRow.taken.is_(False), AlbumPartRow.platform.in_(platforms))
+            .where(_takeable(left_before), AlbumPartRow.platform.in_(platforms))
             .group_by(AlbumPartRow.platform, AlbumPartRow.chat_id, AlbumPartRow.album_id)
             .having(func.max(AlbumPartRow.received_at) < since)
         )
         async with self._tx(read_only=True) as session:
             return [tuple(row) for row in (await session.execute(query)).tuples()]
+
+
+def _takeable(left_before: datetime | None) -> Any:
+    """A part not taken, or (`left_before` given) taken before then and never answered."""
+    if left_before is None:
+        return AlbumPartRow.taken.is_(False)
+    left = and_(AlbumPartRow.answered.is_(False), AlbumPartRow.taken_at < left_before)
+    return or_(AlbumPartRow.taken.is_(False), left)
 
 
 def _key(part: AlbumPart) -> tuple[str, str, str, str]:

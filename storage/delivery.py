@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain import (
     EditRecord,
@@ -46,6 +47,8 @@ class SqlDelivery(SqlBase):
         model: str | None = None,
         spent: tuple[date, int] | None = None,
         album: Sequence[tuple[int, NewImage]] = (),
+        uncharged_call: date | None = None,
+        uncharged_calls: int = 1,
     ) -> tuple[int, ...] | None:
         try:
             async with self._tx() as session:
@@ -82,6 +85,8 @@ class SqlDelivery(SqlBase):
                 if kept is None:
                     raise _NotKept  # keep nothing: roll the images back too
                 await ledger.add_spend(session, spent, self._insert)
+                if uncharged_call is not None:  # an album's pictures whose calls failed
+                    await _count_uncharged(session, kept, uncharged_call, uncharged_calls)
                 return (result_id, *album_ids[1:])
         except _NotKept:
             return None
@@ -122,6 +127,7 @@ class SqlDelivery(SqlBase):
         owner: str | None = None,
         spent: tuple[date, int] | None = None,
         uncharged_call: date | None = None,
+        uncharged_calls: int = 1,
         delivered: int = 1,
         more_messages: Sequence[tuple[MessageRef, ShownImage]] = (),
     ) -> bool:
@@ -129,9 +135,9 @@ class SqlDelivery(SqlBase):
         SUCCEEDED from delivering (making its result current and `message` repliable), FAILED
         or REFUSED from any open state (giving its unit back, keeping `answer` for its user
         until `answered`; `spent`: what a call that may have been billed cost, added to that
-        day's spend; `uncharged_call`: the day a paid call of the user's ended without a
-        charged picture, counted for MAX_UNCHARGED_CALLS). False, changing nothing, if it had
-        ended already or is not `owner`'s."""
+        day's spend; `uncharged_call`: the day `uncharged_calls` paid calls of the user's ended
+        without a charged picture, counted for MAX_UNCHARGED_CALLS). False, changing nothing,
+        if it had ended already or is not `owner`'s."""
         succeeded = status == EditStatus.SUCCEEDED
         since = (EditStatus.DELIVERING,) if succeeded else EditStatus.OPEN
         values: dict[str, Any] = {
@@ -157,13 +163,14 @@ class SqlDelivery(SqlBase):
             await ledger.add_spend(session, spent, self._insert)
             if uncharged_call is not None and not succeeded:
                 scope = ledger.uncharged_scope(row.user_id)
-                await ledger.count(session, scope, uncharged_call, 0)
+                await ledger.count(session, scope, uncharged_call, 0, uncharged_calls)
             # Units of pictures not delivered go back (all of them, without a result).
             undelivered = row.pictures - delivered if succeeded else row.pictures
             if undelivered > 0 and row.quota_day is not None:
+                held = await ledger.held_by(session, row.id, row.pictures)
                 await ledger.release(
                     session, row.user_id, row.platform, row.chat_id, row.quota_day,
-                    undelivered, row.pack_id,
+                    undelivered, held,
                 )  # fmt: skip
             if not succeeded:
                 return True
@@ -254,6 +261,12 @@ class SqlDelivery(SqlBase):
                 )
             )
             return [replace(e, note_id=None) if e.note_id in in_use else e for e in taken]
+
+
+async def _count_uncharged(session: AsyncSession, edit_id: int, day: date, calls: int) -> None:
+    user_id = await session.scalar(select(Edit.user_id).where(Edit.id == edit_id))
+    assert user_id is not None
+    await ledger.count(session, ledger.uncharged_scope(user_id), day, 0, calls)
 
 
 def _timing_values(timings: EditTimings) -> dict[str, int]:

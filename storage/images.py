@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -58,6 +58,11 @@ class SqlImages(SqlBase):
         """The fetched bytes of a pending image (not deduplicated: rows point at it already)."""
         async with self._tx() as session:
             await session.execute(fill(image_id, NewImage(data, mime, width, height)))
+
+    async def fill_images(self, images: Sequence[tuple[int, NewImage]]) -> None:
+        async with self._tx() as session:
+            for image_id, image in images:
+                await session.execute(fill(image_id, image))
 
     async def expire_images(self, before: datetime, limit: int = 500) -> int:
         """Forget the bytes (or the platform file) of images kept since before `before`; their

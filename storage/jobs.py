@@ -110,22 +110,20 @@ class SqlJobs(SqlBase):
             calls = await session.scalar(S.COUNTED, which)
             if (calls or 0) >= limits.uncharged:
                 return Admission(0, refused=Refusal.UNCHARGED)
-        # A request of several pictures holds one unit per picture until it ends. Past the
-        # day's free quota, bought edits: all of a request's from the oldest pack holding them.
-        pack_id = None
-        if not await ledger.reserve(session, edit.user_id, day, 0 if free else limits.user, units):
-            pack_id = await ledger.use_bought(session, edit.user_id, units)
-            if pack_id is None:
-                return Admission(0, refused=Refusal.QUOTA)
+        # A request of several pictures holds one unit per picture until it ends: the day's
+        # free ones left first, then bought ones, oldest pack first.
+        taken = await ledger.take(session, edit.user_id, day, 0 if free else limits.user, units)
+        if taken is None:
+            return Admission(0, refused=Refusal.QUOTA)
         chat = ledger.chat_scope(edit.platform, edit.chat_id)
         if not await ledger.count(session, chat, day, 0 if free else limits.chat, units):
-            await ledger.give_back(session, edit.user_id, day, pack_id, units)
+            await ledger.give_back(session, edit.user_id, day, taken, units)
             return Admission(0, refused=Refusal.CHAT_QUOTA)
         if not await ledger.count(session, ALL_EDITS, day, 0 if free else limits.budget, units):
-            await ledger.give_back(session, edit.user_id, day, pack_id, units)
+            await ledger.give_back(session, edit.user_id, day, taken, units)
             await ledger.uncount(session, chat, day, units)
             return Admission(0, refused=Refusal.BUDGET)
-        held = (session, edit.user_id, edit.platform, edit.chat_id, day, units, pack_id)
+        held = (session, edit.user_id, edit.platform, edit.chat_id, day, units, taken)
         spend = limits.spend
         if not free and spend and await ledger.spend_reached(session, day, spend, units):
             await ledger.release(*held)
@@ -149,7 +147,6 @@ class SqlJobs(SqlBase):
             negative_prompt=options.negative_prompt,
             key=edit.key,
             quota_day=day,
-            pack_id=pack_id,
             rank=turn.number,  # the claim's order: a user's n-th edit after others' first
             attempts=0,
             reply_to=edit.reply_to,
@@ -164,6 +161,7 @@ class SqlJobs(SqlBase):
             pictures=units,
         ))  # fmt: skip
         assert edit_id is not None
+        await ledger.keep_held(session, edit_id, taken)
         if units > 1:
             images = (edit.source_image_id, *edit.more_sources)
             session.add_all(
@@ -301,9 +299,10 @@ class SqlJobs(SqlBase):
             ).all()
             for row in rows:
                 if row.quota_day is not None:
+                    held = await ledger.held_by(session, row.id, row.pictures)
                     await ledger.release(
                         session, row.user_id, row.platform, row.chat_id, row.quota_day,
-                        row.pictures, row.pack_id,
+                        row.pictures, held,
                     )  # fmt: skip
             return [edit_record(row) for row in rows]
 

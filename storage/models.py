@@ -289,8 +289,6 @@ class Edit(Base):
     # the job: where to answer, the unit it holds, who works on it
     key: Mapped[str | None] = mapped_column(String(160))  # idempotency key (unique index)
     quota_day: Mapped[date | None] = mapped_column(Date)  # None: costs no unit
-    # the bought pack its unit came from (None: the day's free quota), given back to it
-    pack_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("star_packs.id"))
     rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64))
@@ -311,7 +309,8 @@ class Edit(Base):
     # the outcome
     seed: Mapped[int | None] = mapped_column(BigInteger)  # the seed the API reports
     model: Mapped[str | None] = mapped_column(String(128))  # the model that made the picture
-    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each
+    # pictures it edits (its sources beyond the first: EditSource); one unit reserved for each,
+    # from the day's free quota, or from bought packs (EditPack) for those past it
     pictures: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(CleanText)
@@ -339,10 +338,27 @@ class EditSource(Base):
     result_image_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("images.id"))
 
 
+class EditPack(Base):
+    """The bought edits an edit's units came from: `units` of pack `pack_id`, taken when it was
+    admitted (its other units, of its `pictures`, came from the day's free quota). Units not
+    delivered go back to its packs first, the newest first, then to the free quota: what is
+    kept is what admitting only the delivered pictures would have taken."""
+
+    __tablename__ = "edit_packs"
+
+    edit_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("edits.id", ondelete="CASCADE"), primary_key=True
+    )
+    pack_id: Mapped[int] = mapped_column(IdType, ForeignKey("star_packs.id"), primary_key=True)
+    units: Mapped[int] = mapped_column(Integer)
+
+
 class AlbumPartRow(Base):
     """A picture of an album that arrives as separate messages (Telegram's media groups), kept
-    until the album is taken as one request (`taken`; kept a while after, so a late or
-    redelivered part is known as one of a taken album). `part`: bot.domain.AlbumPart as JSON."""
+    until the album is taken as one request (`taken`, at `taken_at`; kept a while after, so a
+    late or redelivered part is known as one of a taken album) and answered (`answered`: its
+    request submitted, or the user told why not; an album taken and not answered for a while
+    was left by a process that died, and is taken again). `part`: bot.domain.AlbumPart as JSON."""
 
     __tablename__ = "album_parts"
     __table_args__ = (Index("ix_album_parts_received_at", "received_at"),)
@@ -354,6 +370,8 @@ class AlbumPartRow(Base):
     part: Mapped[str] = mapped_column(CleanText)
     taken: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    answered: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class ShownMessage(Base):

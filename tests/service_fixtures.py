@@ -37,7 +37,14 @@ async def start_service(
     services: list[EditService] = []
 
     async def make(*, start: bool = True, editor: Any = None, **options: Any) -> EditService:
-        options = {"daily_quota": 3, "lease": 2.0, "poll": 0.1, "note_interval": 0.05, **options}
+        options = {
+            "daily_quota": 3,
+            "lease": 2.0,
+            "poll": 0.1,
+            "note_interval": 0.05,
+            "note_quiet_start": 0.0,
+            **options,
+        }
         service = EditService(store, editor or client, **options)
         service.attach(messenger)
         services.append(service)

@@ -6,15 +6,19 @@ takes refused before anything is fetched; Reroll sends the same pictures again."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from bot.albums import ALBUM_LEFT
 from bot.backends import make_backend
+from bot.config import OperatorRules
 from bot.domain import (
     Address,
+    Admission,
     AlbumPart,
     ChatRef,
     EditRequest,
@@ -24,7 +28,7 @@ from bot.domain import (
     Upload,
     UserRef,
 )
-from bot.errors import QuotaExceeded, TooManyPictures
+from bot.errors import QuotaExceeded, TooManyPictures, UnchargedCallsCapped
 from bot.service import EditService
 from bot.texts import error_text
 from storage.repo import SqlStore
@@ -141,11 +145,11 @@ async def test_a_one_picture_backend_edits_each_picture_alone_and_charges_each_d
     refined = await run(service, EditRequest(ALICE, CHAT, "now at night",
                                              source_message=second.message))  # fmt: skip
     assert refined.status == EditStatus.SUCCEEDED
-    assert refined.source_image_id == second.picture.image_id != record.result_image_id
+    made = [await _shown(service, sent.message) for sent in messenger.pictures[:3]]
+    assert refined.source_image_id == made[1] != record.result_image_id
     assert await used(service) == 4
     # Full quality sends the file of each picture, in order (and costs nothing).
     await service.send_full_quality(CHAT, record.id, Address("test", CHAT.id, None, "en"))
-    made = [sent.picture.image_id for sent in messenger.pictures[:3]]
     assert [sent.picture.image_id for sent in messenger.files_sent] == made
     assert await used(service) == 4
 
@@ -182,6 +186,32 @@ async def test_when_every_call_fails_the_album_fails_and_costs_nothing(
     assert await used(service) == 0
 
 
+async def test_each_refused_call_of_an_album_made_one_by_one_counts_as_a_paid_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """MAX_UNCHARGED_CALLS caps the paid calls that ended without a charged picture: an album
+    of three whose first two calls are refused made two of them, even though it delivered."""
+    service = await start_service(daily_quota=10, rules=OperatorRules(max_uncharged=2))
+    stepfun.filter_next(times=2)
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED and len(messenger.pictures) == 1
+    with pytest.raises(UnchargedCallsCapped):
+        await service.submit(album(messenger, RED, GREEN))
+    assert len(stepfun.requests) == 3 and await used(service) == 1
+
+
+async def test_an_album_whose_every_call_is_refused_counts_each_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=10, rules=OperatorRules(max_uncharged=3))
+    stepfun.filter_next(times=3)
+    record = await run(service, album(messenger, RED, GREEN, BLUE))
+    assert record.status == EditStatus.REFUSED and not messenger.pictures
+    with pytest.raises(UnchargedCallsCapped):  # three paid calls made, not one
+        await service.submit(album(messenger, RED))
+    assert len(stepfun.requests) == 3 and await used(service) == 0
+
+
 def _color(data: bytes) -> tuple[int, ...]:
     """The colour in the middle of a picture (JPEG-rounded to tens)."""
     from io import BytesIO
@@ -205,8 +235,88 @@ async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: Sq
     assert await store.keep_album_part(part("1"), now)
     assert await store.keep_album_part(part("2"), now)
     assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
-    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1)) == []
-    takers = [store.take_album("test", "chat-1", "a1", now) for _ in range(3)]
+    assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1), now) == []
+    takers = [store.take_album("test", "chat-1", "a1", now, now) for _ in range(3)]
     taken = await asyncio.gather(*takers)
     assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
     assert not await store.keep_album_part(part("3"), now)  # its album was taken
+    # Its taker died before answering: taken again once it was left long enough, by one.
+    later = now + timedelta(minutes=2)
+    left = [
+        store.take_album("test", "chat-1", "a1", now, later, left_before=cutoff)
+        for cutoff in (now - timedelta(seconds=1), later, later)
+    ]
+    assert sorted(len(parts) for parts in await asyncio.gather(*left)) == [0, 0, 2]
+    assert await store.quiet_albums(["test"], later, later) == []  # just taken again
+    assert await store.quiet_albums(["test"], later, later + timedelta(seconds=1)) == [
+        ("test", "chat-1", "a1")
+    ]
+    await store.album_answered("test", "chat-1", "a1")
+    much_later = later + timedelta(hours=1)
+    assert await store.quiet_albums(["test"], much_later, much_later) == []
+    assert await store.take_album("test", "chat-1", "a1", now, much_later,
+                                  left_before=much_later) == []  # fmt: skip
+
+
+# SQLite only: on PostgreSQL the "killed" service's cancelled admission left a connection
+# that sometimes hung the teardown on a busy machine (not understood yet). The store's side of
+# taking an album again runs on both databases (test_an_album_is_taken_once_...).
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_an_album_whose_taker_died_before_submitting_it_is_answered_once_by_the_sweep(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """A process takes an album and is killed before its request is admitted: another
+    process's sweep takes it again a while later and submits it; the album is edited once and
+    charged what was delivered, however often the sweep runs after."""
+    dying = await start_service(album_wait=60)  # (takes only when told to, below)
+    for number, photo in enumerate((RED, GREEN), 1):
+        origin = MessageRef("test", CHAT.id, str(number))
+        prompt = "put the hat on the cat" if number == 1 else None
+        await dying.album_part(AlbumPart("a1", ALICE, CHAT, messenger.upload(photo), origin,
+                                         prompt))  # fmt: skip
+    killed = asyncio.Event()
+
+    async def killed_on_submit(request: EditRequest) -> None:
+        killed.set()
+        await asyncio.Event().wait()  # never returns: cancelled below, as by SIGKILL
+
+    dying.albums.admissions.submit = killed_on_submit  # type: ignore[assignment,method-assign]
+    dying.albums.wait = 0
+    taking = asyncio.create_task(dying.albums.take("test", CHAT.id, "a1"))
+    async with asyncio.timeout(10):
+        await killed.wait()
+    taking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await taking
+    await dying.stop(grace=0)  # (its workers must not run the album's job below)
+
+    clock = [datetime.now(UTC) + ALBUM_LEFT / 2]
+    other = await start_service(daily_quota=5, clock=lambda: clock[0], album_wait=60)
+    other.albums.wait = 0  # (its own sweep sleeps long: only the sweeps below run)
+    admitted = []
+    submit = other.albums.admissions.submit
+
+    async def recorded(request: EditRequest) -> Admission:
+        admitted.append(await submit(request))
+        return admitted[-1]
+
+    other.albums.admissions.submit = recorded  # type: ignore[method-assign]
+    await other.albums.sweep_once()
+    assert not admitted  # too soon: its taker may still be submitting it
+    clock[0] += ALBUM_LEFT
+    await other.albums.sweep_once()
+    [admission] = admitted
+    record = await other.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED and record.pictures == 2
+    for _ in range(2):
+        clock[0] += ALBUM_LEFT * 2
+        await other.albums.sweep_once()
+    assert len(admitted) == 1 and len(stepfun.requests) == 2
+    assert len(messenger.pictures) == 2 and await used(other) == 2  # charged = delivered
+
+
+async def _shown(service: EditService, message: MessageRef) -> int:
+    """The stored image a message shows (what a reply to it refines)."""
+    shown = await service.store.shown_in(message)
+    assert shown is not None
+    return shown.image_id

@@ -76,7 +76,13 @@ async def running(
     started: list[EditService] = []
 
     async def start(store_: Any = store, **options: Any) -> EditService:
-        defaults = {"daily_quota": 5, "lease": 1.0, "poll": 0.1, "note_interval": 0.05}
+        defaults = {
+            "daily_quota": 5,
+            "lease": 1.0,
+            "poll": 0.1,
+            "note_interval": 0.05,
+            "note_quiet_start": 0.0,
+        }
         service = EditService(store_, client, **{**defaults, **options})
         service.attach(messenger)
         await service.start()
@@ -137,7 +143,7 @@ async def test_an_album_kept_but_not_recorded_is_delivered_again_as_made_never_c
     edit = await service.wait((await service.submit(request)).edit_id, timeout=15)
     assert edit.status == EditStatus.SUCCEEDED
     assert len(stepfun.requests) == 3  # the kept results are sent again, not made again
-    shown = [sent.picture.image_id for sent in messenger.pictures]
+    shown = [sent.picture.data for sent in messenger.pictures]
     assert len(shown) == 6 and shown[:3] == shown[3:] and len(set(shown)) == 3
     assert await used(service) == 3
 

@@ -166,3 +166,37 @@ async def test_news_of_a_request_that_ended_brings_no_note_back() -> None:
     board.show(1, KEY, TO, messenger, 4)
     await board.drain(timeout=5)
     assert messenger.all_notes_gone()
+
+
+async def test_work_that_ends_within_the_quiet_start_gets_no_note() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, quiet_start=0.3)
+    board.show(1, KEY, TO, messenger, WORKING)  # work starts at once
+    await asyncio.sleep(0.05)
+    board.done(1, KEY)  # and ends before the note was due
+    await board.drain(timeout=5)
+    assert messenger.notes == {} and stored.saved == {}
+
+
+async def test_work_that_takes_longer_than_the_quiet_start_gets_its_note_then() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, quiet_start=0.2)
+    board.show(1, KEY, TO, messenger, WORKING)
+    await asyncio.sleep(0.05)
+    assert messenger.notes == {}  # not yet: the chat action shows the work meanwhile
+    await until(lambda: len(messenger.notes) == 1)
+    ((note_id, note),) = messenger.notes.items()
+    assert note.texts == [t("working", TO.language)] and stored.saved == {1: note_id}
+    board.done(1, KEY)
+    await until(messenger.all_notes_gone)
+
+
+async def test_a_queued_request_is_told_its_place_at_once_despite_the_quiet_start() -> None:
+    messenger, stored = FakeMessenger(), Recorded()
+    board = NoteBoard(stored.on_sent, stored.on_gone, quiet_start=60)
+    board.show(1, KEY, TO, messenger, 3)
+    await until(lambda: len(messenger.notes) == 1)
+    (note,) = messenger.open_notes()
+    assert note.texts == [t("queued", TO.language, position=3)]
+    board.done(1, KEY)
+    await until(messenger.all_notes_gone)

@@ -9,10 +9,12 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from alembic import command
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from bot.domain import EditOptions, EditStatus, EditTimings, NewEdit, NewImage, UserRef
-from storage.db import create_engine, migrate
+from storage.db import alembic_config, create_engine, migrate
 from storage.models import StarPack
 from storage.repo import SqlStore
 from tests.jobs import DAY
@@ -148,26 +150,91 @@ async def test_two_edits_racing_for_the_last_bought_edit_let_exactly_one_through
             await store.aclose()
 
 
-async def test_a_request_of_several_pictures_takes_them_all_from_one_pack(store: SqlStore) -> None:
-    """Past the free quota, an album's units come from the oldest pack that holds them all; the
-    pictures not delivered go back to it."""
+async def test_a_request_of_several_pictures_uses_the_free_units_left_then_packs_oldest_first(
+    store: SqlStore,
+) -> None:
+    """An album's units: the day's free ones left first, then bought ones from as many packs
+    as it needs, oldest first. The pictures not delivered go back to the packs first (the
+    newest first), then to the free quota: what is kept is what the delivered pictures alone
+    would have taken."""
     user = await store.get_or_create_user(ALICE)
-    assert await store.credit_pack(user.id, "small", stars=50, edits=2, day=DAY)
-    assert await store.credit_pack(user.id, "big", stars=50, edits=4, day=DAY)
+    assert await store.credit_pack(user.id, "older", stars=50, edits=2, day=DAY)
+    assert await store.credit_pack(user.id, "newer", stars=50, edits=2, day=DAY)
     first = await _edit(store, user.id, "album")
     more = tuple([await save_image(store, bytes([n]) * 8, "image/png", 512, 512) for n in (1, 2)])
     album = replace(first, more_sources=more)
-    admission = await store.admit(album, day=DAY, quota=1, max_waiting=0)  # the free one: too few
+    admission = await store.admit(album, day=DAY, quota=1, max_waiting=0)
     assert admission.refused is None
-    assert await _used(store) == {"small": (0, 0), "big": (3, 0)}
-    # Two of the three pictures delivered: the third unit goes back to its pack.
+    assert await store.quota_used(user.id, DAY) == 1  # the one free unit left, then 2 bought
+    assert await _used(store) == {"older": (2, 0), "newer": (0, 0)}
+    # Two of the three pictures delivered: the third unit goes back to the pack.
     claimed = await store.claim("me", DAY_END, ["telegram"])
     assert claimed is not None and claimed.id == admission.edit_id
     result = NewImage(b"result", "image/png", 512, 512)
     assert await store.keep_result(claimed.id, result, None, (), EditTimings(), owner="me")
     assert await store.finish_edit(claimed.id, EditStatus.SUCCEEDED, delivered=2, owner="me")
-    assert await _used(store) == {"small": (0, 0), "big": (2, 0)}
-    # No pack holds three more (2 and 2 left): refused, nothing taken.
-    again = replace(album, key="again")
-    assert (await store.admit(again, day=DAY, quota=1, max_waiting=0)).refused is not None
-    assert await _used(store) == {"small": (0, 0), "big": (2, 0)}
+    assert await _used(store) == {"older": (1, 0), "newer": (0, 0)}
+    assert await store.quota_used(user.id, DAY) == 1
+    # Three more, none free: the older pack's last and two of the newer's; failed, all back.
+    second = await store.admit(replace(album, key="second"), day=DAY, quota=1, max_waiting=0)
+    assert second.refused is None
+    assert await _used(store) == {"older": (2, 0), "newer": (2, 0)}
+    assert await store.finish_edit(second.edit_id, EditStatus.FAILED, error="boom")
+    assert await _used(store) == {"older": (1, 0), "newer": (0, 0)}
+    # Four: more than the packs hold together (1 and 2 left) and no free one: refused.
+    four = replace(album, key="four", more_sources=(*more, more[0]))
+    assert (await store.admit(four, day=DAY, quota=1, max_waiting=0)).refused == "quota"
+    assert await _used(store) == {"older": (1, 0), "newer": (0, 0)}
+    assert await store.quota_used(user.id, DAY) == 1
+
+
+async def test_a_partly_delivered_album_keeps_its_free_units_and_gives_bought_ones_back(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    assert await store.credit_pack(user.id, "pack", stars=50, edits=5, day=DAY)
+    first = await _edit(store, user.id, "album")
+    more = tuple([await save_image(store, bytes([n]) * 8, "image/png", 512, 512) for n in (1, 2)])
+    admission = await store.admit(
+        replace(first, more_sources=more), day=DAY, quota=2, max_waiting=0
+    )
+    assert admission.refused is None  # two free, one bought
+    assert await store.quota_used(user.id, DAY) == 2 and await store.bought_left(user.id) == 4
+    claimed = await store.claim("me", DAY_END, ["telegram"])
+    assert claimed is not None
+    result = NewImage(b"result", "image/png", 512, 512)
+    assert await store.keep_result(claimed.id, result, None, (), EditTimings(), owner="me")
+    assert await store.finish_edit(claimed.id, EditStatus.SUCCEEDED, delivered=1, owner="me")
+    assert await store.bought_left(user.id) == 5  # the bought one back first, then a free one
+    assert await store.quota_used(user.id, DAY) == 1
+
+
+async def test_the_packs_an_open_edit_took_from_survive_the_migration_down_and_up(
+    db_url: str,
+) -> None:
+    """0011 moved edits.pack_id (one pack per edit) into edit_packs: an edit admitted before
+    either step still gives its units back to its pack."""
+    store = SqlStore(create_engine(db_url))
+    try:
+        await migrate(store.engine)
+        user = await store.get_or_create_user(ALICE)
+        assert await store.credit_pack(user.id, "pack", stars=50, edits=2, day=DAY)
+        admitted = [
+            await store.admit(await _edit(store, user.id, key), day=DAY, quota=1, max_waiting=0)
+            for key in ("free", "bought")
+        ]
+        assert await store.bought_left(user.id) == 1
+        async with store.engine.begin() as conn:
+            await conn.run_sync(_downgrade, "0010")
+        await migrate(store.engine)
+        assert await store.finish_edit(admitted[1].edit_id, EditStatus.FAILED, error="boom")
+        assert await store.bought_left(user.id) == 2
+        assert await store.quota_used(user.id, DAY) == 1
+    finally:
+        await store.aclose()
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)

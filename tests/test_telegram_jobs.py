@@ -323,7 +323,7 @@ async def test_sending_photo_shows_while_the_edit_runs_and_is_renewed(
     app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    monkeypatch.setattr("bot.delivery.ACTION_EVERY", 0.3)  # Telegram's lasts about 5 s
+    monkeypatch.setattr("bot.calling.ACTION_EVERY", 0.3)  # Telegram's lasts about 5 s
     stepfun.delay = 1.2
     telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it snow")
     await app.photo_reply(ALICE.id)

@@ -38,7 +38,10 @@ BACKEND_SETTINGS = {
     "price": "price",
 }
 SHARED_SETTINGS = {"timeout": "edit_timeout", "retries": "edit_retries", "quality": "edit_quality"}
-TUNING = {"rules", "clock", "seeds", "poll", "note_interval", "backoff", "max_backoff", "cooldown"}
+TUNING = {
+    "rules", "clock", "seeds", "poll", "note_interval", "note_quiet_start", "backoff",
+    "max_backoff", "cooldown",
+}  # fmt: skip
 # Settings read nothing from the environment or a .env file here: only what a test gives.
 NO_ENVIRONMENT: dict[str, Any] = {"_env_file": None, "_env_prefix": "STEPEDIT_TESTS_UNSET_"}
 
@@ -104,7 +107,11 @@ class Platform(Protocol):
 
 
 # The harnesses' service: small quota, short leases, idle workers that look often.
-HARNESS_DEFAULTS: dict[str, Any] = {"daily_quota": 5, "lease": 2.0, "poll": 0.2}
+# (notes at once, as tests with a quick fake API look for them: tests/test_progress.py
+# tests the quiet start)
+HARNESS_DEFAULTS: dict[str, Any] = {
+    "daily_quota": 5, "lease": 2.0, "poll": 0.2, "note_quiet_start": 0.0,
+}  # fmt: skip
 
 
 async def until_known(service: EditService, message: MessageRef, timeout: float = 10) -> None:
