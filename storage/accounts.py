@@ -44,13 +44,14 @@ class SqlAccounts(SqlBase):
                 if known is not None and as_known(known, ref):
                     return user_record(known)
 
-        # One prebuilt upsert, in a small transaction of its own: made in a batch with others
-        # (group commit), two new users' first requests were admitted together, and each
-        # counted the one idle worker as its own (both notes said "Editing…", one waited).
-        made = {"platform": ref.platform, "id": ref.id, "name": ref.name,
-                "language": ref.language, "now": utcnow()}  # fmt: skip
-        async with self._tx(small=True) as session:
+        async def make_in(session: AsyncSession) -> UserRecord:
+            made = {"platform": ref.platform, "id": ref.id, "name": ref.name,
+                    "language": ref.language, "now": utcnow()}  # fmt: skip
             return user_record((await session.execute(S.MAKE_USER, made)).one())
+
+        # With the other small writes of the moment (a burst brings many new users at once).
+        record: UserRecord = await self._write(make_in)
+        return record
 
     async def save_settings(self, user_id: int, settings: UserSettings) -> None:
         """Store every field of `settings` (None = "not chosen"). KeyError for an unknown user."""
