@@ -58,6 +58,11 @@ class _LeaseLost(Exception):
     """This process no longer holds the edit (its lease ran out and another took it)."""
 
 
+class _NotKept(Exception):
+    """Keeping the API's result failed (the database?): nothing was sent; the job is left to
+    its lease and runs again."""
+
+
 class _EveryCallFailed(Exception):
     """Every call of an edit made one picture at a time failed (all of them, in order)."""
 
@@ -93,6 +98,10 @@ class Delivery:
         except _LeaseLost:
             log.warning("edit %s: its lease ran out while it ran; another process has it", edit.id)
             return
+        except _NotKept as exc:
+            log.warning("edit %s: could not keep its result (%s); it will run again",
+                        edit.id, exc.__cause__)  # fmt: skip
+            return
         except Exception:
             # Recording its end failed (the database?): the job is left to its lease, which
             # runs out, so it is tried again; a delivered one is delivered again, never refunded.
@@ -114,14 +123,10 @@ class Delivery:
             ready = await self._result(edit, messenger)
             if ready is None:
                 return  # cancelled meanwhile (that answered the user), or no longer ours
-            pictures, timings, keeping = ready
-            try:
-                messages = await _send(messenger, to, pictures)
-            except BaseException:
-                await _settled(keeping)  # kept (or not) before the edit ends
-                raise
-        except _LeaseLost:
-            raise  # another process has it now: leave it (and its note) to that one
+            pictures, timings = ready
+            messages = await _send(messenger, to, pictures)
+        except (_LeaseLost, _NotKept):
+            raise  # another process has it now, or will: leave it (and its note) to that one
         except StepEditError as exc:
             await self._failed(edit, [exc])
             return
@@ -134,15 +139,7 @@ class Delivery:
             await self._end(edit, EditStatus.FAILED, f"{type(exc).__name__}: {exc}"[:500],
                             answer=t("error_generic", to.language), uncharged=paid)  # fmt: skip
             return
-        # The user has the picture: from here on it is a delivered edit, whatever fails. If
-        # keeping it failed (the database?), the error leaves the job to its lease (see run).
-        result_ids = await keeping
-        if result_ids is None:  # no longer ours: another process has it and delivers it
-            await self._not_ours(edit.id)
-            return
-        pictures = [
-            replace(each, image_id=id_) for each, id_ in zip(pictures, result_ids, strict=True)
-        ]
+        # The user has the picture: from here on it is a delivered edit, whatever fails.
         timings = replace(timings, total_ms=_ms_between(edit.created_at, self.ctx.clock()))
         # An album's others, each repliable where the platform sent it as a message of its own
         others = zip(messages[1:], pictures[1:], strict=False)
@@ -205,13 +202,12 @@ class Delivery:
 
     async def _result(
         self, edit: EditRecord, messenger: Messenger
-    ) -> tuple[list[Picture], EditTimings, asyncio.Future[tuple[int, ...] | None]] | None:
-        """The pictures to deliver (one, or an album's made one by one) and their keeping,
-        which starts their delivery (ids of the kept images; None: no longer ours): the API's
-        results, kept while they are sent (the user waits for what comes after the answer), or
-        those kept by an earlier attempt. None if the edit was cancelled meanwhile or is no
-        longer ours. A crash while they are sent and not yet kept is one while the API worked:
-        the edit runs again, charged once."""
+    ) -> tuple[list[Picture], EditTimings] | None:
+        """The pictures to deliver (one, or an album's made one by one), kept, their delivery
+        started: the API's results, or those kept by an earlier attempt. None if the edit was
+        cancelled meanwhile or is no longer ours. A result is kept before any of it is sent:
+        a crash after the send is then one while delivering (the kept result is sent again,
+        never made again), so whatever a second call would do, the charge is the picture's."""
         ctx, engine, store = self.ctx, self.engine, self.ctx.store
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
@@ -227,11 +223,7 @@ class Delivery:
             if not await store.start_delivery(edit.id, engine.owner):
                 await self._not_ours(edit.id)
                 return None
-            kept: asyncio.Future[tuple[int, ...] | None] = (
-                asyncio.get_running_loop().create_future()
-            )
-            kept.set_result(tuple(picture.image_id for picture in pictures))
-            return pictures, timings, kept
+            return pictures, timings
         started = time.perf_counter()
         sources = await self._sources(edit, messenger)
         timings = replace(timings, normalize_ms=_ms_since(started))
@@ -268,8 +260,8 @@ class Delivery:
             notes += ("note_left_out",)
         uncharged = sum(map(_paid_call, failed))  # (each counts, as the user's paid calls)
         # One transaction keeps the result (and the fetched photo, if that failed earlier) and
-        # starts the delivery, while the chat's copy is made and sent. If the copy fails, the
-        # kept result's edit ends as failed all the same (its unit goes back).
+        # starts the delivery, while the chat's copy is made. If the copy fails, the kept
+        # result's edit ends as failed all the same (its unit goes back).
         album = [(position, kept) for (position, _), kept in zip(made, checked, strict=True)]
         keeping = asyncio.ensure_future(self._keep(
             edit, checked[0], edited, notes, timings, unfilled, spent,
@@ -282,10 +274,16 @@ class Delivery:
                               comparable=comparable)
                 for _, each in made
             ))  # fmt: skip
-        except BaseException:
+        finally:
             await _settled(keeping)
-            raise
-        return list(pictures), timings, keeping
+        if keeping.exception() is not None:
+            raise _NotKept from keeping.exception()
+        kept = keeping.result()
+        if kept is None:  # no longer ours: another process has it and delivers it
+            await self._not_ours(edit.id)
+            return None
+        ids = iter(kept)
+        return [replace(each, image_id=next(ids)) for each in pictures], timings
 
     async def _keep(
         self, edit: EditRecord, result: NewImage, edited: EditedImage, notes: tuple[str, ...],

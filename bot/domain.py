@@ -312,7 +312,7 @@ class Picture:
     data: bytes
     mime: str
     filename: str
-    image_id: int  # the stored image it shows; 0 for an edit's new result (kept as it is sent)
+    image_id: int  # the stored image it shows
     edit_id: int | None
     prompt: str | None = None
     seed: int | None = None

@@ -37,12 +37,21 @@ class Clock:
 
 
 class FlakyStore:
-    """The real store, but `finish_edit` fails while `failing_finish` is set: the database
-    going away right after a picture was delivered."""
+    """The real store, but `finish_edit` fails while `failing_finish` is set (the database
+    going away right after a picture was delivered), and `keep_result` once if `failing_keep`
+    is set (right after the API answered)."""
 
     def __init__(self, store: SqlStore) -> None:
         self._store = store
         self.failing_finish = 0
+        self.failing_keep: Callable[[], object] | None = None  # called, then keeping fails
+
+    async def keep_result(self, edit_id: int, *args: Any, **kwargs: Any) -> Any:
+        if self.failing_keep is not None:
+            self.failing_keep()
+            self.failing_keep = None
+            raise ConnectionError("the database went away")
+        return await self._store.keep_result(edit_id, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -129,6 +138,22 @@ async def test_a_failed_bookkeeping_after_delivery_is_never_a_refund(
     assert len(messenger.pictures) == 2  # the user may see it twice, never pays twice
     assert await used(service) == 1
     assert messenger.texts == []
+
+
+async def test_a_result_that_could_not_be_kept_is_never_shown_nor_charged(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    # Keeping the API's answer fails (as if the process died there); the edit runs again and
+    # that call fails: had the first picture gone out, the user would have it for free.
+    flaky = FlakyStore(store)
+    service = await running(flaky)
+    flaky.failing_keep = lambda: stepfun.fail_next(500)
+    edit = await service.wait(await submit(service, messenger), timeout=15)
+    assert edit.status == EditStatus.FAILED, edit.error
+    assert len(stepfun.requests) == 2, (edit.error, messenger.texts)
+    assert messenger.pictures == []  # nothing was shown before it was kept
+    assert await used(service) == 0
+    assert len(messenger.texts) == 1  # the failure's answer
 
 
 async def test_an_album_kept_but_not_recorded_is_delivered_again_as_made_never_charged_twice(
