@@ -90,7 +90,7 @@ class SqlAccounts(SqlBase):
 
     async def add_spend(self, day: date, micros: int) -> None:
         async with self._tx() as session:
-            await ledger.add_spend(session, (day, micros), self._insert)
+            await ledger.add_spend(session, (day, micros))
 
     async def clear_flag(self, flag: str, day: date) -> None:
         """Lower a flag `first_time_today` raised (what it stood for did not happen)."""

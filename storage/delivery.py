@@ -51,14 +51,13 @@ class SqlDelivery(SqlBase):
         uncharged_calls: int = 1,
     ) -> tuple[int, ...] | None:
         try:
-            async with self._tx() as session:
+            # A few short statements (and the images, on the driver's thread): see _tx.
+            async with self._tx(small=True) as session:
                 for source in sources:
                     await session.execute(fill(*source))
                 # An album's results are each kept once; the first stands for the edit.
-                album_ids = [await save_image_in(session, made, self._insert) for _, made in album]
-                result_id = (
-                    album_ids[0] if album else await save_image_in(session, result, self._insert)
-                )
+                album_ids = [await save_image_in(session, made) for _, made in album]
+                result_id = album_ids[0] if album else await save_image_in(session, result)
                 for (position, _), made_id in zip(album, album_ids, strict=True):
                     await session.execute(
                         update(EditSource)
@@ -66,25 +65,14 @@ class SqlDelivery(SqlBase):
                         .values(result_image_id=made_id)
                         .execution_options(synchronize_session=False)
                     )
-                kept = await session.scalar(
-                    update(Edit)
-                    .where(Edit.id == edit_id, Edit.lease_owner == owner)
-                    .where(Edit.status == EditStatus.RUNNING)
-                    .values(
-                        result_image_id=result_id,
-                        seed=seed,
-                        model=model,
-                        notes=",".join(notes),
-                        status=EditStatus.DELIVERING,
-                        delivery_started=True,
-                        **_timing_values(timings),
-                    )
-                    .returning(Edit.id)
-                    .execution_options(synchronize_session=False)
-                )
+                kept = await session.scalar(S.KEEP_RESULT, {
+                    "edit_id": edit_id, "owner": owner, "to_image": result_id, "to_seed": seed,
+                    "to_model": model, "to_notes": ",".join(notes),
+                    **{f"to_{name}": ms for name, ms in _timing_values(timings).items()},
+                })  # fmt: skip
                 if kept is None:
                     raise _NotKept  # keep nothing: roll the images back too
-                await ledger.add_spend(session, spent, self._insert)
+                await ledger.add_spend(session, spent)
                 if uncharged_call is not None:  # an album's pictures whose calls failed
                     await _count_uncharged(session, kept, uncharged_call, uncharged_calls)
                 return (result_id, *album_ids[1:])
@@ -160,7 +148,7 @@ class SqlDelivery(SqlBase):
             )
             if row is None:
                 return False
-            await ledger.add_spend(session, spent, self._insert)
+            await ledger.add_spend(session, spent)
             if uncharged_call is not None and not succeeded:
                 scope = ledger.uncharged_scope(row.user_id)
                 await ledger.count(session, scope, uncharged_call, 0, uncharged_calls)
@@ -196,7 +184,7 @@ class SqlDelivery(SqlBase):
         """A picture the bot drew itself (no API call, no unit): kept as a delivered edit of
         `new.source_image_id` with its text layer. (edit id, result image id)."""
         async with self._tx() as session:
-            result_id = await save_image_in(session, result, self._insert)
+            result_id = await save_image_in(session, result)
             row = Edit(
                 user_id=new.user_id, platform=new.platform, chat_id=new.chat_id,
                 parent_edit_id=new.parent_edit_id, source_image_id=new.source_image_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain import FileRef, MessageRef, NewImage, ShownImage, StoredImage, Upload
 from bot.errors import ImageExpired
 from storage import statements as S
-from storage.base import Insert, SqlBase
+from storage.base import SqlBase
 from storage.messages import link_in, set_current_in
 from storage.models import Image, utcnow
 
@@ -115,32 +115,27 @@ class SqlImages(SqlBase):
             )
 
 
-async def save_image_in(
-    session: AsyncSession, image: NewImage, insert: Callable[[Any], Insert]
-) -> int:
+async def save_image_in(session: AsyncSession, image: NewImage) -> int:
     """Store `image` unless the same bytes are stored already, in the caller's transaction; the
     id either way. Kept for the full retention from now, whenever the same bytes were stored
     before."""
     # One statement stores it and returns its id (one trip, not three). An expired image
     # gave its hash up (see EXPIRE), so this never finds one; the same bytes stored before
     # count as stored now: retention starts again.
-    now = utcnow()
     image_id = await session.scalar(
-        insert(Image)
-        .values(
-            sha256=hashlib.sha256(image.data).hexdigest(),
-            mime=image.mime,
-            width=image.width,
-            height=image.height,
-            size_bytes=len(image.data),
-            data=image.data,
-            created_at=now,
-        )
-        .on_conflict_do_update(index_elements=["sha256"], set_={"created_at": now})
-        .returning(Image.id)
+        S.SAVE_IMAGE,
+        {
+            "sha256": hashlib.sha256(image.data).hexdigest(),
+            "mime": image.mime,
+            "width": image.width,
+            "height": image.height,
+            "size_bytes": len(image.data),
+            "data": image.data,
+            "now": utcnow(),
+        },
     )
     assert image_id is not None
-    return image_id
+    return int(image_id)
 
 
 async def keep_upload_in(

@@ -236,18 +236,12 @@ async def release(
     await uncount(session, ALL_EDITS, day, units)
 
 
-async def add_spend(session: AsyncSession, spent: tuple[date, int] | None, insert: Any) -> None:
+async def add_spend(session: AsyncSession, spent: tuple[date, int] | None) -> None:
     """Add (day, micro-dollars) to the day's spend, in the caller's transaction."""
     if spent is None or spent[1] <= 0:
         return
     day, micros = spent
-    await session.execute(
-        insert(Counter)
-        .values(scope=SPEND, day=day, used=micros)
-        .on_conflict_do_update(
-            index_elements=["scope", "day"], set_={"used": Counter.used + micros}
-        )
-    )
+    await session.execute(S.ADD_UP, {"at_scope": SPEND, "on_day": day, "amount": micros})
 
 
 async def spend_reached(session: AsyncSession, day: date, spend: Spend, calls: int = 1) -> bool:

@@ -20,7 +20,7 @@ async def save_image(store: SqlStore, data: bytes, mime: str, width: int, height
     """Store `data` unless the same bytes are stored already; the id either way (see
     storage.images.save_image_in)."""
     async with store._tx() as session:
-        return await save_image_in(session, NewImage(data, mime, width, height), store._insert)
+        return await save_image_in(session, NewImage(data, mime, width, height))
 
 
 async def reserve_quota(store: SqlStore, user_id: int, day: date, limit: int) -> bool:
