@@ -54,6 +54,7 @@ from bot.rules import (
     parse_setting,
     with_defaults,
 )
+from bot.shop import sells_on
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Admissions:
             )
         starts_now = await self.engine.admitted(admission, lease, user.id)
         if admission.refused is not None:
-            raise self._refusal(admission.refused, day)
+            raise self._refusal(admission.refused, day, chat.platform)
         if not admission.duplicate:
             claimed = admission.claimed
             started = claimed is not None and claimed.id == admission.edit_id
@@ -142,12 +143,17 @@ class Admissions:
             self.engine.show_admitted(admission, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
-    def _refusal(self, refused: Refusal, day: date) -> StepEditError:
-        """The error that tells the user which limit their request met."""
+    def _refusal(self, refused: Refusal, day: date, platform: str) -> StepEditError:
+        """The error that tells the user which limit their request met (the day's quota, on a
+        platform where edits are sold: and that more can be bought)."""
         ctx = self.ctx
         ctx.metrics.refused(refused)
         if refused in (Refusal.BUDGET, Refusal.SPEND):  # the admins hear of it, once a day
             self.operator.tell_paused(refused, day)
+        if refused == Refusal.QUOTA and sells_on(ctx, platform):  # nothing bought left either
+            return QuotaExceeded(
+                limit=ctx.daily_quota, resets=ctx.reset_time(), code="error_quota_buy"
+            )
         return _REFUSALS[refused](ctx)
 
     def check_pictures(self, request: EditRequest) -> None:

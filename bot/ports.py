@@ -437,6 +437,11 @@ class PaymentsStore(Protocol):
         """The user's bought edits not used yet (nor reserved by an open edit)."""
         ...
 
+    async def packs_left(self, user_id: int) -> tuple[int, int]:
+        """The user's bought edits not used yet (as `bought_left`), and how many packs (not
+        refunded) hold them."""
+        ...
+
     async def payments_of(self, user_id: int) -> int:
         """How many payments of the user's are recorded."""
         ...

@@ -243,3 +243,44 @@ async def test_a_refund_telegram_did_not_answer_keeps_the_edits_taken_back_and_c
     again = await ask(app, ADMIN, f"/refund {bought.charge_id}")
     assert again == t("admin_refund_already", charge=bought.charge_id)
     assert telegram.payments.refunds == [(ALICE.id, bought.charge_id)]
+
+
+@pytest.mark.parametrize(
+    "rules", [SELLING, replace(SELLING, stars_pack_price=0, stars_pack_edits=0)]
+)
+async def test_the_days_quota_spent_points_to_buy_only_where_edits_are_sold(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str, rules: OperatorRules
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 1, "rules": rules})
+    await app.start()
+    try:
+        await edit(app, ALICE, "make it snow")
+        telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it rain")
+        refused = (await app.text_reply(ALICE.id)).text or ""
+        key = "error_quota_buy" if rules.selling else "error_quota"
+        assert refused == t(key, limit=1, resets="00:00 (UTC)")
+        assert ("/buy" in refused) is rules.selling
+        assert len(stepfun.requests) == 1 and await app.quota_used(ALICE) == 1
+    finally:
+        await app.stop()
+
+
+@selling
+async def test_the_operator_sees_a_users_bought_edits_and_packs_and_has_refund(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    who = f"telegram:{ALICE.id}"
+    assert await ask(app, ALICE, "/quota") == t("quota", remaining=1, limit=1, resets="00:00")
+    before = t("admin_quota", who=who, used=0, limit=1, granted=0)
+    assert await ask(app, ADMIN, f"/quota {ALICE.id}") == before  # nothing bought: as before
+    for _ in range(2):
+        await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
+        await app.text_reply(ALICE.id)
+    await edit(app, ALICE, "make it snow")  # free
+    await edit(app, ALICE, "make it rain")  # from the first pack
+    quota = t("admin_quota", who=who, used=1, limit=1, granted=0)
+    bought = quota + t("admin_quota_bought", bought=5, packs=2)
+    assert await ask(app, ADMIN, f"/quota {ALICE.id}") == bought
+    usage = t("admin_usage") + t("admin_usage_refund")
+    assert await ask(app, ADMIN, "/quota nobody") == usage
+    assert "/refund" in usage
