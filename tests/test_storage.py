@@ -15,8 +15,10 @@ from sqlalchemy.engine import Connection
 from bot.domain import (
     EditOptions,
     EditStatus,
+    FileRef,
     MessageRef,
     ShownImage,
+    Upload,
     UserRef,
     UserSettings,
 )
@@ -310,6 +312,34 @@ async def test_set_current_upserts(store: SqlStore) -> None:
     await store.set_current(bob.id, "telegram", "g1", ShownImage(first, None))
     assert await store.current(bob.id, "telegram", "g1") == ShownImage(first, None)
     assert await store.current(alice.id, "telegram", "g1") == ShownImage(second, edit_id)
+
+
+async def test_an_album_asked_about_is_current_as_a_whole_until_something_else_is(
+    store: SqlStore,
+) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    photos = [MessageRef("telegram", "55", str(n)) for n in (7, 8, 9)]
+    uploads = [Upload(FileRef("telegram", f"FILE-{n}"), photo) for n, photo in enumerate(photos)]
+    kept = await store.keep_album(alice.id, "telegram", "55", uploads)
+    assert len(kept.more) == 2 and kept.edit_id is None
+    assert await store.current(alice.id, "telegram", "55") == kept
+    question = MessageRef("telegram", "55", "10")
+    await store.link_message(question, kept)
+    assert await store.shown_in(question) == kept
+    # each photo's message shows that photo alone, in the order sent
+    shown = [await store.shown_in(photo) for photo in photos]
+    assert shown == [ShownImage(image, None) for image in (kept.image_id, *kept.more)]
+
+    await store.set_current(alice.id, "telegram", "55", ShownImage(kept.more[0], None))
+    assert await store.current(alice.id, "telegram", "55") == ShownImage(kept.more[0], None)
+    # A replica of 0011 (a rolling upgrade) changes the image and leaves the album's column:
+    await store.link_message(question, kept)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE shown_messages SET image_id = :image WHERE message_id = '10'"),
+            {"image": kept.more[1]},
+        )
+    assert await store.shown_in(question) == ShownImage(kept.more[1], None)  # not an album
 
 
 # restart
