@@ -7,10 +7,8 @@ import hashlib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
 from bot.domain import (
     EditOptions,
@@ -25,6 +23,7 @@ from bot.domain import (
 from storage.db import alembic_config, create_engine, migrate, normalize_url, safe_url
 from storage.models import Base
 from storage.repo import SqlStore
+from tests.dbs import downgrade
 from tests.jobs import deliver, queued
 from tests.store_helpers import release_quota, reserve_quota, save_image
 
@@ -416,16 +415,10 @@ async def test_the_jobs_migration_goes_down_and_up_again(db_url: str) -> None:
         image = await save_image(store, b"kept", "image/png", 8, 8)
         await store.set_current(user.id, "telegram", "1", ShownImage(image, None))
         async with store.engine.begin() as conn:
-            await conn.run_sync(_downgrade, "0001")
+            await conn.run_sync(downgrade, "0001")
         assert await _alembic_versions(db_url) == ["0001"]
         await migrate(store.engine)
         assert await store.current(user.id, "telegram", "1") == ShownImage(image, None)
         assert await _alembic_versions(db_url) == [HEAD]
     finally:
         await store.aclose()
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
