@@ -41,6 +41,19 @@ async def openai_app(
             await bot.stop()
 
 
+async def asked_once(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> tuple[StoredMessage, list[StoredMessage]]:
+    """Alice sends the three photos as an album without a caption: the bot's one question,
+    and her photos' messages."""
+    photos = telegram.user_sends_album(CHAT, ALICE, PHOTOS, order=[1, 2, 0])
+    question = await app.text_reply(CHAT)
+    assert question.text == t("ask_prompt")
+    await app.idle()
+    assert [m.text for m in telegram.sent(CHAT)] == [question.text]  # one question, no picture
+    return question, photos
+
+
 @pytest.mark.parametrize(
     ("caption_on", "order"), [(0, [0, 1, 2]), (2, [0, 1, 2]), (0, [2, 0, 1]), (1, [1, 2, 0])]
 )
@@ -78,13 +91,18 @@ async def test_an_album_needs_a_unit_per_picture(
             await app.stop()
 
 
+@pytest.mark.parametrize("prompt", ["the album's caption", "the answer to the bot's question"])
 async def test_a_one_picture_backend_edits_each_and_sends_one_album_back(
-    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str, prompt: str
 ) -> None:
     app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
     await app.start()
     try:
-        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=1)
+        if prompt == "the album's caption":
+            telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=1)
+        else:  # no caption: asked once, and the answer is the whole album's prompt
+            await asked_once(app, telegram)
+            telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
         buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
                                                   not is_note(m))  # fmt: skip
         assert "put the hat on the cat" in (buttons.text or "")
@@ -200,19 +218,6 @@ async def test_a_caption_on_a_part_that_comes_after_its_album_was_taken_is_still
     assert await app.quota_used(ALICE) == 1
 
 
-async def asked_once(
-    app: BotUnderTest, telegram: FakeTelegram
-) -> tuple[StoredMessage, list[StoredMessage]]:
-    """Alice sends the three photos as an album without a caption: the bot's one question,
-    and her photos' messages."""
-    photos = telegram.user_sends_album(CHAT, ALICE, PHOTOS, order=[1, 2, 0])
-    question = await app.text_reply(CHAT)
-    assert question.text == t("ask_prompt")
-    await app.idle()
-    assert [m.text for m in telegram.sent(CHAT)] == [question.text]  # one question, no picture
-    return question, photos
-
-
 @pytest.mark.parametrize("answer", ["the next text", "a reply to the question"])
 async def test_an_album_without_a_caption_is_asked_about_once_and_the_answer_edits_all_of_it(
     openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram, answer: str
@@ -239,24 +244,3 @@ async def test_a_reply_to_one_photo_of_an_album_asked_about_edits_that_photo(
     await app.photo_reply(CHAT)
     assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[1]]
     assert await app.quota_used(ALICE) == 1
-
-
-async def test_a_one_picture_backend_edits_each_photo_of_an_album_asked_about(
-    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
-) -> None:
-    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
-    await app.start()
-    try:
-        await asked_once(app, telegram)
-        telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
-        buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
-                                                  not is_note(m))  # fmt: skip
-        assert "put the hat on the cat" in (buttons.text or "")
-        await app.idle()
-        album = [m for m in telegram.sent(CHAT) if m.photo]
-        assert len(album) == 3 and {m.media_group_id for m in album} == {album[0].media_group_id}
-        assert [decode(m.photo_bytes or b"").size for m in album] == SIZES
-        assert [decode(request.image).size for request in stepfun.requests] == SIZES
-        assert await app.quota_used(ALICE) == 3  # one unit per picture delivered
-    finally:
-        await app.stop()
