@@ -5,7 +5,7 @@ prompt (kept, and asked about). Only Reroll of an edit costs a unit; it is an ad
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot import imaging, memes
 from bot.access import Gate
@@ -21,6 +21,7 @@ from bot.domain import (
     MessageRef,
     Picture,
     ShownImage,
+    Upload,
     UserRecord,
     UserRef,
 )
@@ -258,20 +259,30 @@ class Actions:
 
     async def ask_for_prompt(
         self, user: UserRef, chat: ChatRef, upload: FileRef, origin: MessageRef, to: Address,
-        *, ask: bool = True,
+        *, ask: bool = True, more: Sequence[Upload] = (),
     ) -> None:  # fmt: skip
         """A photo without a prompt: keep it (unfetched) and ask what to change; a reply to
-        the photo or to the question edits it. `ask=False` keeps it without asking (e.g. the
-        other photos of an album asked about once). The same photo again is asked about once."""
+        the photo or to the question edits it, and so does the user's next text here. With
+        `more` (an album's other photos, in order), the question and the next text edit all
+        of them together, as if the album had had the prompt as its caption; a reply to one of
+        its photos, that one. `ask=False` keeps it without asking. The same photo again is
+        asked about once."""
         if await self.knows(origin):
             return  # redelivered after a crash: kept and asked already
-        await self.gate.check(await self.ctx.store.get_or_create_user(user), user, chat)
-        await self.register_photo(user, chat, upload, origin)
+        store = self.ctx.store
+        record = await store.get_or_create_user(user)
+        await self.gate.check(record, user, chat)
+        if more:
+            uploads = (Upload(upload, origin), *more)
+            shown = await store.keep_album(record.id, chat.platform, chat.id, uploads)
+        else:
+            image_id = await self.admissions.keep_upload(record, chat, upload, origin)
+            shown = ShownImage(image_id, None)
         if ask:
             question = await self.ctx.messengers[chat.platform].send_text(
                 to, t("ask_prompt", to.language)
             )
-            await self.link_same_image(question, origin)
+            await store.link_message(question, shown)
 
     async def register_photo(
         self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef
@@ -283,10 +294,3 @@ class Actions:
 
     async def knows(self, message: MessageRef) -> bool:
         return await self.ctx.store.shown_in(message) is not None
-
-    async def link_same_image(self, message: MessageRef, same_as: MessageRef) -> None:
-        """Let `message` (e.g. the bot's "what should I change?") stand for the image that
-        `same_as` shows, so a reply to either edits it."""
-        shown = await self.ctx.store.shown_in(same_as)
-        if shown is not None:
-            await self.ctx.store.link_message(message, shown)

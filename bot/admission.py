@@ -24,6 +24,7 @@ from bot.domain import (
     MessageRef,
     NewEdit,
     Refusal,
+    ShownImage,
     Spend,
     UserRecord,
     UserSettings,
@@ -54,6 +55,7 @@ from bot.rules import (
     parse_setting,
     with_defaults,
 )
+from bot.shop import sells_on
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class Admissions:
             )
         starts_now = await self.engine.admitted(admission, lease, user.id)
         if admission.refused is not None:
-            raise self._refusal(admission.refused, day)
+            raise self._refusal(admission.refused, day, chat.platform)
         if not admission.duplicate:
             claimed = admission.claimed
             started = claimed is not None and claimed.id == admission.edit_id
@@ -142,12 +144,17 @@ class Admissions:
             self.engine.show_admitted(admission, key, to, started=started)
         return replace(admission, ignored=tuple(ignored)) if ignored else admission
 
-    def _refusal(self, refused: Refusal, day: date) -> StepEditError:
-        """The error that tells the user which limit their request met."""
+    def _refusal(self, refused: Refusal, day: date, platform: str) -> StepEditError:
+        """The error that tells the user which limit their request met (the day's quota, on a
+        platform where edits are sold: and that more can be bought)."""
         ctx = self.ctx
         ctx.metrics.refused(refused)
         if refused in (Refusal.BUDGET, Refusal.SPEND):  # the admins hear of it, once a day
             self.operator.tell_paused(refused, day)
+        if refused == Refusal.QUOTA and sells_on(ctx, platform):  # nothing bought left either
+            return QuotaExceeded(
+                limit=ctx.daily_quota, resets=ctx.reset_time(), code="error_quota_buy"
+            )
         return _REFUSALS[refused](ctx)
 
     def check_pictures(self, request: EditRequest) -> None:
@@ -167,8 +174,9 @@ class Admissions:
         self, user: UserRecord, request: EditRequest, rerolled: EditRecord | None
     ) -> Source:
         source = await self._found_source(user, request, rerolled)
-        if source.image_id and await self.ctx.store.expired(source.image_id):
-            raise ImageExpired(f"image {source.image_id}")
+        for image_id in (source.image_id, *source.more):
+            if image_id and await self.ctx.store.expired(image_id):
+                raise ImageExpired(f"image {image_id}")
         return source
 
     async def _found_source(
@@ -191,14 +199,21 @@ class Admissions:
             shown = await store.shown_in(request.source_message)
             if shown is None:
                 raise UnknownEdit("the replied-to message shows no known image")
-            return Source(shown.image_id, shown.edit_id)
+            return self._shown_source(shown)
         current = await store.current(user.id, request.chat.platform, request.chat.id)
         if current is None and request.chat.is_private and request.prompt:
             # nothing to edit: make it from the words
             return Source(0, None, canvas=needed(size))
         if current is None:
             raise NothingToEdit()
-        return Source(current.image_id, current.edit_id)
+        return self._shown_source(current)
+
+    def _shown_source(self, shown: ShownImage) -> Source:
+        """An image a message shows, or the current one: with an album asked about (`more`),
+        all its photos in order, as if its caption had been the prompt."""
+        if shown.more:  # the backend may have changed since: refused as a caption would be
+            check_pictures(self.ctx.capabilities, 1 + len(shown.more))
+        return Source(shown.image_id, shown.edit_id, more=shown.more)
 
     async def keep_upload(
         self, user: UserRecord, chat: ChatRef, upload: FileRef, origin: MessageRef | None

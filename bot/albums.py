@@ -21,6 +21,7 @@ from bot.admission import Admissions
 from bot.context import Context
 from bot.domain import Address, AlbumPart, EditRequest, Upload
 from bot.errors import MixedAlbum, StepEditError
+from bot.rules import check_pictures
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -109,7 +110,8 @@ class Albums:
 
     async def _submit(self, parts: list[AlbumPart]) -> None:
         """One request of the album's pictures, in the order sent, with its caption's prompt;
-        no caption: the pictures are kept and the user asked once what to change."""
+        no caption: the pictures are kept and the user asked once what to change (the answer
+        is the album's prompt: bot.actions.ask_for_prompt)."""
         if not any(part.addressed for part in parts):
             return  # a group's album not meant for the bot
         prompted = next((part for part in parts if part.prompt), None)
@@ -120,10 +122,16 @@ class Albums:
             await self._answer(to, t(MixedAlbum.code if MixedAlbum.code in refused
                                      else refused[0], to.language))  # fmt: skip
             return
-        if prompted is None:
-            for part in parts[1:]:
-                await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
-            await self.actions.ask_for_prompt(first.user, first.chat, first.file, first.origin, to)
+        if prompted is None:  # asked once; the prompt that answers edits the whole album
+            more = [Upload(part.file, part.origin) for part in parts[1:]]
+            try:  # more pictures than the backend takes: told now, as with a caption
+                check_pictures(self.ctx.capabilities, len(parts))
+            except StepEditError as exc:
+                await self._answer(to, error_text(exc, to.language))
+                return
+            await self.actions.ask_for_prompt(
+                first.user, first.chat, first.file, first.origin, to, more=more
+            )
             return
         head, *rest = parts  # all of them (a one-picture backend edits each alone)
         request = EditRequest(

@@ -287,10 +287,14 @@ class EditPicture:
 
 @dataclass(frozen=True)
 class ShownImage:
-    """What one chat message shows: an image, and the edit that made it (None for an upload)."""
+    """What one chat message shows: an image, and the edit that made it (None for an upload);
+    `more`: the other photos of an album sent without a prompt, in order, after `image_id` (the
+    user's current image, and the bot's question about it, stand for them all: a prompt edits
+    them together)."""
 
     image_id: int
     edit_id: int | None
+    more: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,9 @@ class RefundFailed(Exception):
 @runtime_checkable
 class StarsRefunds(Protocol):
     """A platform that sells for Telegram Stars gives a payment back (Telegram's
-    refundStarPayment). RefundFailed, with the platform's reason, when it refuses."""
+    refundStarPayment). RefundFailed, with the platform's reason, when it refuses. Its
+    `platform` is the one where edits can be bought (bot.shop.sells_on)."""
+
+    platform: str
 
     async def refund_stars(self, user_id: str, charge_id: str) -> None: ...

@@ -17,6 +17,7 @@ from bot.context import Context
 from bot.domain import ChatRef, Incoming, UserRef
 from bot.errors import AdminsOnly, Ignored
 from bot.logs import untagged
+from bot.shop import takes_stars
 from bot.texts import language_for, t
 
 log = logging.getLogger("stepedit.service")
@@ -70,11 +71,16 @@ class Operator:
             return await self._refund(lang, args)
         handler = self._about_a_user.get(command)
         if handler is None or not args:
-            return t("admin_usage", lang)
+            return self._usage(user.platform, lang)
         platform, _, external_id = args[0].rpartition(":")
         if not _ID.fullmatch(external_id) or (platform and platform not in IdSet.PLATFORMS):
-            return t("admin_usage", lang)
+            return self._usage(user.platform, lang)
         return await handler(_Order(lang, (platform or user.platform, external_id), args, event))
+
+    def _usage(self, platform: str, lang: str) -> str:
+        """The admin commands there are on `platform`: /refund only where Stars go back."""
+        refund = self._refund is not None and takes_stars(self.ctx, platform)
+        return t("admin_usage", lang) + (t("admin_usage_refund", lang) if refund else "")
 
     async def _ban(self, order: _Order) -> str:
         if self.ctx.is_admin(UserRef(*order.who)):
@@ -111,8 +117,12 @@ class Operator:
             return t("admin_unknown_user", order.lang, who=order.label)
         used = await store.quota_used(record.id, day)
         granted = await store.granted(record.id, day)
-        return t("admin_quota", order.lang, who=order.label, used=used,
-                 limit=self.ctx.daily_quota, granted=granted)  # fmt: skip
+        bought, packs = await store.packs_left(record.id)  # a Telegram user's; never expire
+        quota = t("admin_quota", order.lang, who=order.label, used=used,
+                  limit=self.ctx.daily_quota, granted=granted)  # fmt: skip
+        if not bought:
+            return quota
+        return quota + t("admin_quota_bought", order.lang, bought=bought, packs=packs)
 
     async def _stats(self, lang: str) -> str:
         day = self.ctx.today()

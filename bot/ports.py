@@ -166,6 +166,15 @@ class ImagesStore(Protocol):
         holding it) shows it. Its image id."""
         ...
 
+    async def keep_album(
+        self, user_id: int, platform: str, chat_id: str, uploads: Sequence[Upload]
+    ) -> ShownImage:
+        """In one transaction: the photos of an album sent without a prompt (two or more, in
+        order, each kept as `keep_upload` keeps one, its message showing it alone) become the
+        user's current image in the chat together, so a prompt edits them all. What is
+        current (to link the bot's question to)."""
+        ...
+
     async def fill_image(
         self, image_id: int, data: bytes, mime: str, width: int, height: int
     ) -> None: ...
@@ -435,6 +444,11 @@ class PaymentsStore(Protocol):
 
     async def bought_left(self, user_id: int) -> int:
         """The user's bought edits not used yet (nor reserved by an open edit)."""
+        ...
+
+    async def packs_left(self, user_id: int) -> tuple[int, int]:
+        """The user's bought edits not used yet (as `bought_left`), and how many packs (not
+        refunded) hold them."""
         ...
 
     async def payments_of(self, user_id: int) -> int:

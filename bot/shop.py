@@ -57,6 +57,18 @@ class Invoice:
     currency: str = STARS
 
 
+def takes_stars(ctx: Context, platform: str) -> bool:
+    """Whether `platform` is the one that takes (and gives back) Telegram Stars: the platform
+    attached in this process that refunds them (bot.ports.StarsRefunds). Discord takes none."""
+    return ctx.refunds is not None and ctx.refunds.platform == platform
+
+
+def sells_on(ctx: Context, platform: str) -> bool:
+    """Whether users of `platform` can buy edits here: the bot sells (STARS_PACK_PRICE and
+    STARS_PACK_EDITS), and `platform` takes Telegram Stars."""
+    return ctx.rules.selling and takes_stars(ctx, platform)
+
+
 class Shop:
     def __init__(self, ctx: Context, gate: Gate) -> None:
         self.ctx = ctx

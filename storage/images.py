@@ -52,6 +52,18 @@ class SqlImages(SqlBase):
         async with self._tx() as session:
             return await keep_upload_in(session, user_id, platform, chat_id, upload, origin)
 
+    async def keep_album(
+        self, user_id: int, platform: str, chat_id: str, uploads: Sequence[Upload]
+    ) -> ShownImage:
+        head, *rest = uploads
+        async with self._tx() as session:
+            first = await keep_upload_in(
+                session, user_id, platform, chat_id, head.file, head.origin
+            )
+            shown = ShownImage(first, None, await keep_more_uploads_in(session, user_id, rest))
+            await set_current_in(session, user_id, platform, chat_id, shown)
+            return shown
+
     async def fill_image(
         self, image_id: int, data: bytes, mime: str, width: int, height: int
     ) -> None:
@@ -158,7 +170,7 @@ async def keep_upload_in(
 
 
 async def keep_more_uploads_in(
-    session: AsyncSession, user_id: int, more: tuple[Upload, ...]
+    session: AsyncSession, user_id: int, more: Sequence[Upload]
 ) -> tuple[int, ...]:
     """The other photos of a request of several (pending), each message holding one linked to
     it, so a reply to any of them edits that one; their ids, in order."""

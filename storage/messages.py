@@ -22,7 +22,7 @@ class SqlMessages(SqlBase):
             row = await session.get(
                 ShownMessage, (message.platform, message.chat_id, message.message_id)
             )
-            return None if row is None else ShownImage(image_id=row.image_id, edit_id=row.edit_id)
+            return None if row is None else _shown(row.image_id, row.edit_id, row.more_images)
 
     async def shown_in_chat(self, image_id: int, platform: str, chat_id: str) -> bool:
         async with self._tx(read_only=True) as session:
@@ -46,7 +46,24 @@ class SqlMessages(SqlBase):
     async def current(self, user_id: int, platform: str, chat_id: str) -> ShownImage | None:
         async with self._tx(read_only=True) as session:
             row = await session.get(ChatHead, (user_id, platform, chat_id))
-            return None if row is None else ShownImage(image_id=row.image_id, edit_id=row.edit_id)
+            return None if row is None else _shown(row.image_id, row.edit_id, row.more_images)
+
+
+def _shown(image_id: int, edit_id: int | None, more: str | None) -> ShownImage:
+    """A row's ShownImage. Its album's other photos count only if they name this row's image
+    as theirs: a replica of 0011 (a rolling upgrade) changes the image and leaves them."""
+    head, _, ids = (more or "").partition(":")
+    if head != str(image_id):
+        return ShownImage(image_id, edit_id)
+    return ShownImage(image_id, edit_id, tuple(int(each) for each in ids.split(",")))
+
+
+def _more(shown: ShownImage) -> str | None:
+    """An album's other photos as a row keeps them, after the image they go with: "11:12,13"
+    (NULL when there are none)."""
+    if not shown.more:
+        return None
+    return f"{shown.image_id}:" + ",".join(str(each) for each in shown.more)
 
 
 async def set_current_in(
@@ -55,7 +72,8 @@ async def set_current_in(
     """`shown` becomes the user's current image in the chat, in the caller's transaction."""
     await session.execute(S.SET_CURRENT, {
         "user_id": user_id, "platform": platform, "chat_id": chat_id,
-        "image_id": shown.image_id, "edit_id": shown.edit_id, "now": utcnow(),
+        "image_id": shown.image_id, "edit_id": shown.edit_id, "more": _more(shown),
+        "now": utcnow(),
     })  # fmt: skip
 
 
@@ -64,5 +82,5 @@ async def link_in(session: AsyncSession, message: MessageRef, shown: ShownImage)
     await session.execute(S.LINK_MESSAGE, {
         "platform": message.platform, "chat_id": message.chat_id,
         "message_id": message.message_id, "image_id": shown.image_id,
-        "edit_id": shown.edit_id, "now": utcnow(),
+        "edit_id": shown.edit_id, "more": _more(shown), "now": utcnow(),
     })  # fmt: skip

@@ -384,6 +384,9 @@ class ShownMessage(Base):
     message_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
     image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
     edit_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("edits.id", ondelete="SET NULL"))
+    # An album's other photos after image_id, in order: "11:12,13", 11 being image_id (see
+    # bot.domain.ShownImage and storage/messages.py)
+    more_images: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp()
     )
@@ -401,6 +404,7 @@ class ChatHead(Base):
     chat_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), primary_key=True)
     image_id: Mapped[int] = mapped_column(IdType, ForeignKey("images.id"))
     edit_id: Mapped[int | None] = mapped_column(IdType, ForeignKey("edits.id", ondelete="SET NULL"))
+    more_images: Mapped[str | None] = mapped_column(Text)  # as ShownMessage's
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime, default=utcnow, server_default=func.current_timestamp(), onupdate=utcnow
     )

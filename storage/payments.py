@@ -31,11 +31,16 @@ class SqlPayments(SqlBase):
             return inserted is not None
 
     async def bought_left(self, user_id: int) -> int:
-        query = select(func.sum(StarPack.bought - StarPack.used - StarPack.refunded)).where(
-            StarPack.user_id == user_id, *LEFT
-        )
+        edits, _ = await self.packs_left(user_id)
+        return edits
+
+    async def packs_left(self, user_id: int) -> tuple[int, int]:
+        query = select(
+            func.sum(StarPack.bought - StarPack.used - StarPack.refunded), func.count()
+        ).where(StarPack.user_id == user_id, *LEFT)
         async with self._tx(read_only=True) as session:
-            return int(await session.scalar(query) or 0)
+            edits, packs = (await session.execute(query)).one()
+            return int(edits or 0), int(packs or 0)
 
     async def payments_of(self, user_id: int) -> int:
         async with self._tx(read_only=True) as session:

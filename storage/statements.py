@@ -47,6 +47,7 @@ USERS = cast(Table, User.__table__)
 
 _DAY = bindparam("on_day", type_=Date)
 _NOW = bindparam("now", type_=UtcDateTime())
+_MORE = bindparam("more", type_=String())  # an album's other photos ("11:12,13"), or NULL
 
 # --- counters: one more for the scope (or the user) today, unless that would pass the limit ---
 # In one statement: the day's row is made with 1, or counted up while under the limit; no row
@@ -75,17 +76,18 @@ USE_UNIT_WITHIN = text(
 # --- where a user is, and what a message shows ---
 
 SET_CURRENT = text(
-    "INSERT INTO chat_heads (user_id, platform, chat_id, image_id, edit_id, updated_at) "
-    "VALUES (:user_id, :platform, :chat_id, :image_id, :edit_id, :now) "
+    "INSERT INTO chat_heads (user_id, platform, chat_id, image_id, edit_id, more_images, "
+    "updated_at) VALUES (:user_id, :platform, :chat_id, :image_id, :edit_id, :more, :now) "
     "ON CONFLICT (user_id, platform, chat_id) DO UPDATE SET image_id = excluded.image_id, "
-    "edit_id = excluded.edit_id, updated_at = excluded.updated_at"
-).bindparams(_NOW)
+    "edit_id = excluded.edit_id, more_images = excluded.more_images, "
+    "updated_at = excluded.updated_at"
+).bindparams(_NOW, _MORE)
 LINK_MESSAGE = text(
-    "INSERT INTO shown_messages (platform, chat_id, message_id, image_id, edit_id, created_at) "
-    "VALUES (:platform, :chat_id, :message_id, :image_id, :edit_id, :now) "
+    "INSERT INTO shown_messages (platform, chat_id, message_id, image_id, edit_id, more_images, "
+    "created_at) VALUES (:platform, :chat_id, :message_id, :image_id, :edit_id, :more, :now) "
     "ON CONFLICT (platform, chat_id, message_id) DO UPDATE SET image_id = excluded.image_id, "
-    "edit_id = excluded.edit_id"
-).bindparams(_NOW)
+    "edit_id = excluded.edit_id, more_images = excluded.more_images"
+).bindparams(_NOW, _MORE)
 
 USER = select(USERS).where(
     USERS.c.platform == bindparam("platform"), USERS.c.external_id == bindparam("id")

@@ -5,6 +5,8 @@
     db_url        parametrized: each test using it runs once on SQLite, once on PostgreSQL
     store         a migrated SqlStore on db_url, closed afterwards
 
+and `downgrade`, to take a schema down to an older migration (`conn.run_sync(downgrade, "0010")`).
+
 PostgreSQL tests in different processes (parallel runs by several people) take turns: the
 fixture holds an advisory lock from the reset until the test ends.
 """
@@ -17,8 +19,10 @@ from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
+from alembic import command
+from sqlalchemy.engine import Connection
 
-from storage.db import create_engine, migrate
+from storage.db import alembic_config, create_engine, migrate
 from storage.models import Base
 from storage.repo import SqlStore
 
@@ -81,3 +85,10 @@ async def store(db_url: str) -> AsyncIterator[SqlStore]:
         yield sql_store
     finally:
         await sql_store.aclose()
+
+
+def downgrade(connection: Connection, revision: str) -> None:
+    """Take the schema down to `revision`, on the caller's connection (run it with run_sync)."""
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)

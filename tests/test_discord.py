@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from bot.config import IdSet, OperatorRules
 from bot.texts import t
 from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
 from tests.fakes.discord import (
@@ -244,6 +245,33 @@ async def test_forget_caption_and_admin_commands_on_discord(
         lambda: forget.original is not None and forget.original.content.startswith("Done")
     )
     assert await bot.quota_used(ALICE) == 1  # the quota is not forgotten
+
+
+async def test_where_edits_cannot_be_bought_no_answer_mentions_buy_or_refund(
+    fake_discord: FakeDiscord, stepfun: FakeStepFun, sqlite_url: str
+) -> None:
+    """The bot sells edits for Telegram Stars (set), but not on Discord: the day's quota spent
+    says nothing of /buy, and the operator's commands there do not include /refund."""
+    selling = OperatorRules(
+        stars_pack_price=50, stars_pack_edits=3, admins=IdSet.parse(str(BOB.id))
+    )
+    bot = DiscordUnderTest(fake_discord, stepfun, sqlite_url, {"daily_quota": 1, "rules": selling})
+    await bot.start()
+    try:
+        await mention_and_wait(bot, fake_discord)
+        fake_discord.user_sends(
+            GENERAL_ID, ALICE, "make it rain", attachments=[photo()], mentions_bot=True
+        )
+        refused = await bot.text()
+        assert refused.content == t("error_quota", limit=1, resets="00:00 (UTC)")
+        assert "/buy" not in refused.content
+        usage = fake_discord.user_runs_slash_command("quota", {"user": "nobody"}, user=BOB)
+        await fake_discord.wait_for_response(usage)
+        assert usage.original is not None
+        assert usage.original.content == t("admin_usage")
+        assert "/refund" not in usage.original.content
+    finally:
+        await bot.stop()
 
 
 async def test_imagine_on_discord_makes_a_new_image(

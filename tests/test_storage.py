@@ -7,22 +7,23 @@ import hashlib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
 
 from bot.domain import (
     EditOptions,
     EditStatus,
+    FileRef,
     MessageRef,
     ShownImage,
+    Upload,
     UserRef,
     UserSettings,
 )
 from storage.db import alembic_config, create_engine, migrate, normalize_url, safe_url
 from storage.models import Base
 from storage.repo import SqlStore
+from tests.dbs import downgrade
 from tests.jobs import deliver, queued
 from tests.store_helpers import release_quota, reserve_quota, save_image
 
@@ -312,6 +313,34 @@ async def test_set_current_upserts(store: SqlStore) -> None:
     assert await store.current(alice.id, "telegram", "g1") == ShownImage(second, edit_id)
 
 
+async def test_an_album_asked_about_is_current_as_a_whole_until_something_else_is(
+    store: SqlStore,
+) -> None:
+    alice = await store.get_or_create_user(ALICE)
+    photos = [MessageRef("telegram", "55", str(n)) for n in (7, 8, 9)]
+    uploads = [Upload(FileRef("telegram", f"FILE-{n}"), photo) for n, photo in enumerate(photos)]
+    kept = await store.keep_album(alice.id, "telegram", "55", uploads)
+    assert len(kept.more) == 2 and kept.edit_id is None
+    assert await store.current(alice.id, "telegram", "55") == kept
+    question = MessageRef("telegram", "55", "10")
+    await store.link_message(question, kept)
+    assert await store.shown_in(question) == kept
+    # each photo's message shows that photo alone, in the order sent
+    shown = [await store.shown_in(photo) for photo in photos]
+    assert shown == [ShownImage(image, None) for image in (kept.image_id, *kept.more)]
+
+    await store.set_current(alice.id, "telegram", "55", ShownImage(kept.more[0], None))
+    assert await store.current(alice.id, "telegram", "55") == ShownImage(kept.more[0], None)
+    # A replica of 0011 (a rolling upgrade) changes the image and leaves the album's column:
+    await store.link_message(question, kept)
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE shown_messages SET image_id = :image WHERE message_id = '10'"),
+            {"image": kept.more[1]},
+        )
+    assert await store.shown_in(question) == ShownImage(kept.more[1], None)  # not an album
+
+
 # restart
 
 
@@ -386,16 +415,10 @@ async def test_the_jobs_migration_goes_down_and_up_again(db_url: str) -> None:
         image = await save_image(store, b"kept", "image/png", 8, 8)
         await store.set_current(user.id, "telegram", "1", ShownImage(image, None))
         async with store.engine.begin() as conn:
-            await conn.run_sync(_downgrade, "0001")
+            await conn.run_sync(downgrade, "0001")
         assert await _alembic_versions(db_url) == ["0001"]
         await migrate(store.engine)
         assert await store.current(user.id, "telegram", "1") == ShownImage(image, None)
         assert await _alembic_versions(db_url) == [HEAD]
     finally:
         await store.aclose()
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from alembic import command
 from sqlalchemy import select, text
-from sqlalchemy.engine import Connection
 
 from bot.domain import (
     EditOptions,
@@ -23,9 +21,10 @@ from bot.domain import (
     UserSettings,
 )
 from bot.memes import TextLayer
-from storage.db import alembic_config, create_engine, migrate
+from storage.db import create_engine, migrate
 from storage.models import Base
 from storage.repo import SqlStore
+from tests.dbs import downgrade
 from tests.jobs import DAY, OWNER, deliver, later, queued
 from tests.store_helpers import save_image
 
@@ -100,7 +99,7 @@ async def test_images_expired_before_the_upgrade_give_their_hash_up(db_url: str)
         await migrate(store.engine)
         await save_image(store, RESULT, "image/png", 64, 64)
         async with store.engine.begin() as conn:
-            await conn.run_sync(_downgrade, "0004")
+            await conn.run_sync(downgrade, "0004")
             await conn.execute(  # expired as the retention did before 0005
                 text("UPDATE images SET mime = 'expired', data = :empty, size_bytes = 0"),
                 {"empty": b""},
@@ -110,12 +109,6 @@ async def test_images_expired_before_the_upgrade_give_their_hash_up(db_url: str)
         assert (await store.load_image(again)).data == RESULT
     finally:
         await store.aclose()
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)
 
 
 async def test_the_same_drawing_after_forget_is_a_new_picture(store: SqlStore) -> None:

@@ -9,14 +9,13 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from alembic import command
 from sqlalchemy import select
-from sqlalchemy.engine import Connection
 
 from bot.domain import EditOptions, EditStatus, EditTimings, NewEdit, NewImage, UserRef
-from storage.db import alembic_config, create_engine, migrate
+from storage.db import create_engine, migrate
 from storage.models import StarPack
 from storage.repo import SqlStore
+from tests.dbs import downgrade
 from tests.jobs import DAY
 from tests.store_helpers import save_image
 
@@ -225,16 +224,10 @@ async def test_the_packs_an_open_edit_took_from_survive_the_migration_down_and_u
         ]
         assert await store.bought_left(user.id) == 1
         async with store.engine.begin() as conn:
-            await conn.run_sync(_downgrade, "0010")
+            await conn.run_sync(downgrade, "0010")
         await migrate(store.engine)
         assert await store.finish_edit(admitted[1].edit_id, EditStatus.FAILED, error="boom")
         assert await store.bought_left(user.id) == 2
         assert await store.quota_used(user.id, DAY) == 1
     finally:
         await store.aclose()
-
-
-def _downgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.downgrade(config, revision)

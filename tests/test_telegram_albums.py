@@ -3,7 +3,8 @@ messages (one per picture, sharing a media_group_id, the caption on one of them)
 database into one request: with a backend that takes several images, one call with all of them
 in the order sent, one unit charged; with a backend of one picture (StepFun), one call per
 picture and one album back, one unit per picture, a reply to any of its pictures refining that
-one; parts arriving out of order, or the caption on the last, change nothing."""
+one; parts arriving out of order, or the caption on the last, change nothing. An album without a
+caption is asked about once, and the prompt that answers is the whole album's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from bot.texts import t
 from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
-from tests.fakes.telegram import FakeTelegram, FakeUser
+from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
 from tests.harness import BotUnderTest, is_note
 from tests.images import decode, make_image
 
@@ -37,6 +39,19 @@ async def openai_app(
             yield bot, fake
         finally:
             await bot.stop()
+
+
+async def asked_once(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> tuple[StoredMessage, list[StoredMessage]]:
+    """Alice sends the three photos as an album without a caption: the bot's one question,
+    and her photos' messages."""
+    photos = telegram.user_sends_album(CHAT, ALICE, PHOTOS, order=[1, 2, 0])
+    question = await app.text_reply(CHAT)
+    assert question.text == t("ask_prompt")
+    await app.idle()
+    assert [m.text for m in telegram.sent(CHAT)] == [question.text]  # one question, no picture
+    return question, photos
 
 
 @pytest.mark.parametrize(
@@ -76,13 +91,18 @@ async def test_an_album_needs_a_unit_per_picture(
             await app.stop()
 
 
+@pytest.mark.parametrize("prompt", ["the album's caption", "the answer to the bot's question"])
 async def test_a_one_picture_backend_edits_each_and_sends_one_album_back(
-    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str, prompt: str
 ) -> None:
     app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 5, "album_wait": 0.3})
     await app.start()
     try:
-        telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=1)
+        if prompt == "the album's caption":
+            telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat", caption_on=1)
+        else:  # no caption: asked once, and the answer is the whole album's prompt
+            await asked_once(app, telegram)
+            telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
         buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
                                                   not is_note(m))  # fmt: skip
         assert "put the hat on the cat" in (buttons.text or "")
@@ -195,4 +215,32 @@ async def test_a_caption_on_a_part_that_comes_after_its_album_was_taken_is_still
     assert result.reply_to_message_id == late.message_id
     assert "put the hat on the cat" in (result.caption or "")
     assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[2]]
+    assert await app.quota_used(ALICE) == 1
+
+
+@pytest.mark.parametrize("answer", ["the next text", "a reply to the question"])
+async def test_an_album_without_a_caption_is_asked_about_once_and_the_answer_edits_all_of_it(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram, answer: str
+) -> None:
+    app, fake = openai_app
+    question, _ = await asked_once(app, telegram)
+    reply_to = question if answer == "a reply to the question" else None
+    telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat", reply_to=reply_to)
+    result = await app.photo_reply(CHAT)
+    assert "put the hat on the cat" in (result.caption or "")
+    await app.idle()
+    assert len(fake.requests) == 1  # one edit of all three, in the order sent
+    assert [decode(entry[0]).size for entry in fake.last.images] == SIZES
+    assert await app.quota_used(ALICE) == 1  # one picture delivered: as with the caption
+
+
+async def test_a_reply_to_one_photo_of_an_album_asked_about_edits_that_photo(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
+) -> None:
+    app, fake = openai_app
+    _, photos = await asked_once(app, telegram)
+    second = photos[1]
+    telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat", reply_to=second)
+    await app.photo_reply(CHAT)
+    assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[1]]
     assert await app.quota_used(ALICE) == 1

@@ -13,6 +13,7 @@ from bot.config import IdSet, OperatorRules
 from bot.texts import t
 from tests.fakes.stepfun import FakeStepFun
 from tests.fakes.telegram import FakeTelegram, FakeUser, StoredMessage
+from tests.fakes.telegram_payments import Checkout
 from tests.harness import BotUnderTest
 from tests.images import make_image
 
@@ -39,6 +40,13 @@ async def buy(app: BotUnderTest, user: FakeUser) -> StoredMessage:
     intro = await app.text_reply(user.id)
     assert intro.text == t("buy_offer", edits=3, price=50)
     return await app.telegram.wait_for_message(user.id, lambda m: m.kind == "invoice")
+
+
+async def pays(app: BotUnderTest, user: FakeUser) -> Checkout:
+    """/buy, the invoice paid, and the bot's thanks (unread): the payment, with its charge id."""
+    checkout = await app.telegram.payments.user_pays(user, await buy(app, user))
+    await app.text_reply(user.id)
+    return checkout
 
 
 async def edit(app: BotUnderTest, user: FakeUser, prompt: str) -> None:
@@ -76,8 +84,7 @@ async def test_a_pack_bought_is_used_after_the_free_quota_and_a_failed_edit_give
 async def test_the_same_payment_delivered_twice_credits_once(
     app: BotUnderTest, telegram: FakeTelegram
 ) -> None:
-    checkout = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
+    checkout = await pays(app, ALICE)
     assert checkout.payment is not None
     telegram.redeliver(checkout.payment)  # as after a crash: a new update, the same payment
     await app.idle()
@@ -90,10 +97,8 @@ async def test_the_same_payment_delivered_twice_credits_once(
 async def test_refund_of_an_unused_pack_takes_its_edits_back_and_of_a_used_one_refuses(
     app: BotUnderTest, telegram: FakeTelegram
 ) -> None:
-    first = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
-    second = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
+    first = await pays(app, ALICE)
+    second = await pays(app, ALICE)
     await edit(app, ALICE, "make it snow")  # free
     await edit(app, ALICE, "make it rain")  # from the first pack: oldest first
 
@@ -116,8 +121,7 @@ async def test_refund_of_an_unused_pack_takes_its_edits_back_and_of_a_used_one_r
 async def test_telegram_refunding_by_itself_takes_back_the_unused_edits(
     app: BotUnderTest, telegram: FakeTelegram
 ) -> None:
-    paid = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
+    paid = await pays(app, ALICE)
     await edit(app, ALICE, "make it snow")  # free
     await edit(app, ALICE, "make it rain")  # bought
     telegram.payments.telegram_refunds(paid.charge_id, ALICE.id, ALICE)
@@ -178,8 +182,7 @@ async def test_paysupport_stats_and_forget_keeps_the_payment_records(
     app: BotUnderTest, telegram: FakeTelegram
 ) -> None:
     assert await ask(app, ALICE, "/paysupport") == t("paysupport", contact=SUPPORT)
-    paid = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
+    paid = await pays(app, ALICE)
     stats = await ask(app, ADMIN, "/stats")
     assert stats.endswith(t("admin_stats_stars", stars=50))
     telegram.user_sends_text(ALICE.id, ALICE, "/forget")
@@ -232,8 +235,7 @@ async def test_a_payment_the_database_could_not_record_comes_again_and_is_credit
 async def test_a_refund_telegram_did_not_answer_keeps_the_edits_taken_back_and_can_be_asked_again(
     app: BotUnderTest, telegram: FakeTelegram
 ) -> None:
-    bought = await telegram.payments.user_pays(ALICE, await buy(app, ALICE))
-    await app.text_reply(ALICE.id)
+    bought = await pays(app, ALICE)
     # A 502: no answer from Telegram (here it did not go through; the bot cannot know that).
     telegram.fail_next("refundStarPayment", error_code=502, description="Bad Gateway")
     unsure = await ask(app, ADMIN, f"/refund {bought.charge_id}")
@@ -243,3 +245,43 @@ async def test_a_refund_telegram_did_not_answer_keeps_the_edits_taken_back_and_c
     again = await ask(app, ADMIN, f"/refund {bought.charge_id}")
     assert again == t("admin_refund_already", charge=bought.charge_id)
     assert telegram.payments.refunds == [(ALICE.id, bought.charge_id)]
+
+
+@pytest.mark.parametrize(
+    "rules", [SELLING, replace(SELLING, stars_pack_price=0, stars_pack_edits=0)]
+)
+async def test_the_days_quota_spent_points_to_buy_only_where_edits_are_sold(
+    telegram: FakeTelegram, stepfun: FakeStepFun, sqlite_url: str, rules: OperatorRules
+) -> None:
+    app = BotUnderTest(telegram, stepfun, sqlite_url, {"daily_quota": 1, "rules": rules})
+    await app.start()
+    try:
+        await edit(app, ALICE, "make it snow")
+        telegram.user_sends_photo(ALICE.id, ALICE, PHOTO, caption="make it rain")
+        refused = (await app.text_reply(ALICE.id)).text or ""
+        key = "error_quota_buy" if rules.selling else "error_quota"
+        assert refused == t(key, limit=1, resets="00:00 (UTC)")
+        assert ("/buy" in refused) is rules.selling
+        assert len(stepfun.requests) == 1 and await app.quota_used(ALICE) == 1
+    finally:
+        await app.stop()
+
+
+@selling
+async def test_the_operator_sees_a_users_bought_edits_and_packs_and_has_refund(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    who = f"telegram:{ALICE.id}"
+    assert await ask(app, ALICE, "/quota") == t("quota", remaining=1, limit=1, resets="00:00")
+    before = t("admin_quota", who=who, used=0, limit=1, granted=0)
+    assert await ask(app, ADMIN, f"/quota {ALICE.id}") == before  # nothing bought: as before
+    for _ in range(2):
+        await pays(app, ALICE)
+    await edit(app, ALICE, "make it snow")  # free
+    await edit(app, ALICE, "make it rain")  # from the first pack
+    quota = t("admin_quota", who=who, used=1, limit=1, granted=0)
+    bought = quota + t("admin_quota_bought", bought=5, packs=2)
+    assert await ask(app, ADMIN, f"/quota {ALICE.id}") == bought
+    usage = t("admin_usage") + t("admin_usage_refund")
+    assert await ask(app, ADMIN, "/quota nobody") == usage
+    assert "/refund" in usage

@@ -16,10 +16,12 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "admin_usage": {
         EN: "Admin commands: /stats · /grant <user id> <n> · /ban <user id> · "
-        "/unban <user id> · /quota <user id> · /refund <charge id>",
+        "/unban <user id> · /quota <user id>",
         ZH: "管理员命令：/stats · /grant <用户id> <次数> · /ban <用户id> · "
-        "/unban <用户id> · /quota <用户id> · /refund <付款编号>",
+        "/unban <用户id> · /quota <用户id>",
     },
+    # after admin_usage where Telegram Stars can be given back (not on Discord)
+    "admin_usage_refund": {EN: " · /refund <charge id>", ZH: " · /refund <付款编号>"},
     "admin_unknown_user": {
         EN: "No user {who} has used the bot yet.",
         ZH: "用户 {who} 还没有用过这个机器人。",
@@ -41,6 +43,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "admin_quota": {
         EN: "{who}: {used} edits today, limit {limit} (+{granted} granted).",
         ZH: "{who}：今天已修改 {used} 次，上限 {limit}（另加 {granted} 次）。",
+    },
+    "admin_quota_bought": {
+        EN: " Bought edits left: {bought}, in {packs} pack(s).",
+        ZH: "剩余购买次数：{bought}（共 {packs} 个修改包）。",
     },
     "admin_stats": {
         EN: "Today ({day}): {today} edits charged{budget}; {succeeded} delivered, {failed} failed "

@@ -61,6 +61,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "用过之后不再退款。如果 Telegram 自行退款，该包中未使用的次数会被收回。"
         "购买的次数永不过期。",
     },
+    "error_quota_buy": {
+        EN: "You've used all {limit} edits for today. The quota resets at {resets}; to edit "
+        "more now, buy extra edits with /buy.",
+        ZH: "今天的 {limit} 次修改已用完，将于 {resets} 重置；"
+        "想现在继续修改，可以用 /buy 购买额外次数。",
+    },
     "quota_bought": {
         EN: "\nBought edits left: {bought} (used after the free ones; they never expire).",
         ZH: "\n剩余购买次数：{bought}（免费次数用完后使用，永不过期）。",
