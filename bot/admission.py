@@ -137,8 +137,7 @@ class Admissions:
             started = claimed is not None and claimed.id == admission.edit_id
             if starts_now and request.upload and not rerolled:
                 # fetched while its worker starts (which needs no read of it, when it is this)
-                image_id = claimed.source_image_id if started and claimed else None
-                self.pictures.prefetch(request.upload, image_id)
+                self.pictures.prefetch(request.upload, claimed if started else None)
             to = Address(chat.platform, chat.id, request.answer_to, request.language)
             key = (chat.platform, chat.id, user.id)
             self.engine.show_admitted(admission, key, to, started=started)

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import replace
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 
@@ -52,6 +52,7 @@ log = logging.getLogger("stepedit.service")
 
 MAX_ATTEMPTS = 3  # a job that kills its process every time is given up on, not run forever
 ACTIONS_PER_SECOND = 2.0  # chat actions' share of the send budget (all chats together)
+_T = TypeVar("_T")
 
 
 class _LeaseLost(Exception):
@@ -244,7 +245,7 @@ class Delivery:
                 async with showing_action(self._actions, edit.address, messenger):
                     made, failed = await call(ctx, edit, sources, options)
             finally:
-                comparable, unfilled = await meanwhile
+                comparable, unfilled = await _ended(meanwhile)
         if not made:  # every picture's call failed
             raise _EveryCallFailed(failed)
         timings = replace(timings, api_ms=_ms_since(called))
@@ -306,7 +307,9 @@ class Delivery:
     async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
         """What the edit sends: its source, or (an edit of several) every picture in order."""
         if edit.pictures == 1:  # the usual case: no look at the pictures' table
-            return [await self.pictures.source_bytes(edit.source_image_id, messenger)]
+            return [
+                await self.pictures.source_bytes(edit.source_image_id, messenger, for_edit=edit.id)
+            ]
         pictures = await self.ctx.store.edit_pictures(edit.id)
         return list(
             await asyncio.gather(
@@ -395,10 +398,23 @@ async def _send(messenger: Messenger, to: Address, pictures: list[Picture]) -> l
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:
-    """Wait for `task` to end, whatever its outcome (an error is the caller's to ignore)."""
-    await asyncio.wait([task])
+    """Wait for `task` to end, whatever its outcome (an error is the caller's to ignore). If
+    the caller is cancelled meanwhile, so is `task`, and the caller waits for it to end first:
+    a database call nobody waits for would outlive its job (and, at shutdown, the loop)."""
+    try:
+        await asyncio.wait([task])
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait([task])
+        raise
     if not task.cancelled():
         task.exception()  # (retrieved: not logged as never retrieved)
+
+
+async def _ended(task: asyncio.Future[_T]) -> _T:
+    """`task`'s outcome, as `await task` gives it, but waited for to its end (see _settled)."""
+    await _settled(task)
+    return task.result()
 
 
 def _ms_since(start: float) -> int:

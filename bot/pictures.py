@@ -63,16 +63,26 @@ class _Prefetch:
         self.fetch.cancel()
 
 
+@dataclass(frozen=True)
+class _Admitted:
+    """The source of an edit admitted and claimed here: an upload stored as `image_id`, not
+    fetched yet (the edit's run needs no read of the image)."""
+
+    image_id: int
+    upload: FileRef
+
+
 class Pictures:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         # Decoding a big image takes hundreds of MB for a moment: a few at a time, whatever comes.
         self._pillow_slots = asyncio.Semaphore(PILLOW_WORKERS)
         # Uploads admitted while a worker was idle, fetched while that worker claims the job
-        # (platform, file id -> the download), and the stored images they are (image id -> the
-        # upload: its edit needs no read of the image).
+        # (platform, file id -> the download), and the edits claimed with them (edit id -> its
+        # source). Only that edit skips the read: a later one of the same image (after a
+        # /forget, say) reads the store, which knows what became of it.
         self._prefetched: dict[tuple[str, str], _Prefetch] = {}
-        self._pending: dict[int, FileRef] = {}
+        self._pending: dict[int, _Admitted] = {}
 
     async def pillow(self, work: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run image work in a worker thread, at most PILLOW_WORKERS at once."""
@@ -81,11 +91,11 @@ class Pictures:
 
     # --- fetching ----------------------------------------------------------------------------
 
-    def prefetch(self, upload: FileRef, image_id: int | None = None) -> None:
+    def prefetch(self, upload: FileRef, claimed: EditRecord | None = None) -> None:
         """Start downloading an admitted upload whose job an idle worker is about to claim, so
         the download overlaps the claim (a photo's takes ~6 ms, a 14 MB file's ~50 ms). Not for
         a job that will wait: it would only hold memory; one another process takes is dropped
-        after PREFETCH_KEEP."""
+        after PREFETCH_KEEP. `claimed`: the edit of it this process claimed, if known."""
         messenger = self.ctx.messengers.get(upload.platform)
         key = (upload.platform, upload.file_id)
         if messenger is None or key in self._prefetched:
@@ -95,16 +105,17 @@ class Pictures:
         fetch = asyncio.create_task(messenger.fetch(upload))
         fetch.add_done_callback(_quietly)  # its worker looks at the outcome (see fetch)
         # Not taken here meanwhile (claimed by another process, cancelled): dropped.
+        edit_id = claimed.id if claimed is not None else None
         expiry = asyncio.get_running_loop().call_later(
-            PREFETCH_KEEP, self._drop_prefetch, key, image_id
+            PREFETCH_KEEP, self._drop_prefetch, key, edit_id
         )
         self._prefetched[key] = _Prefetch(fetch, expiry)
-        if image_id is not None:  # the stored image it is, if known
-            self._pending[image_id] = upload
+        if claimed is not None:
+            self._pending[claimed.id] = _Admitted(claimed.source_image_id, upload)
 
-    def _drop_prefetch(self, key: tuple[str, str], image_id: int | None) -> None:
-        if image_id is not None:
-            self._pending.pop(image_id, None)
+    def _drop_prefetch(self, key: tuple[str, str], edit_id: int | None) -> None:
+        if edit_id is not None:
+            self._pending.pop(edit_id, None)
         prefetch = self._prefetched.pop(key, None)
         if prefetch is not None:
             prefetch.drop()
@@ -139,13 +150,16 @@ class Pictures:
 
     # --- bytes to send and to show -----------------------------------------------------------
 
-    async def source_bytes(self, image_id: int, messenger: Messenger) -> SourceBytes:
-        """What to upload for a stored image. A photo not fetched yet is fetched and normalized
-        now (`fetched`: keep it). Results have their source's size, but one can be a PNG over
-        the API's safe byte size: that one is re-encoded first."""
-        upload = self._pending.pop(image_id, None)
-        if upload is not None:  # admitted just now: stored as this upload, not fetched yet
-            return await self._fetched(image_id, upload, messenger)
+    async def source_bytes(
+        self, image_id: int, messenger: Messenger, *, for_edit: int | None = None
+    ) -> SourceBytes:
+        """What to upload for a stored image (the source of edit `for_edit`, if it is one). A
+        photo not fetched yet is fetched and normalized now (`fetched`: keep it). Results
+        have their source's size, but one can be a PNG over the API's safe byte size: that one
+        is re-encoded first."""
+        admitted = self._pending.pop(for_edit, None) if for_edit is not None else None
+        if admitted is not None and admitted.image_id == image_id:  # admitted just now
+            return await self._fetched(image_id, admitted.upload, messenger)
         image = await self.ctx.store.load_image(image_id)
         if image.canvas is not None:  # the size of a new image, for generate()
             return SourceBytes(canvas=image.canvas)
