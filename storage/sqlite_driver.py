@@ -93,6 +93,22 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         return super().cursor(server_side) if server_side else OneTripCursor(self)
 
+    def begin_at_once(self, busy_ms: int) -> bool:
+        """BEGIN IMMEDIATE on the calling thread if SQLite's write lock is free now (this
+        process's writers take turns before they begin, so it usually is): then `writing`.
+        False, having done nothing, if another process holds it (or anything else failed):
+        BEGIN then waits for it on the driver's thread, as every other transaction's does."""
+        connection: sqlite3.Connection = self._connection._conn
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        self.writing = True
+        return True
+
     def commit(self) -> None:
         self.writing = False
         super().commit()

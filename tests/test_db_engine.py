@@ -13,6 +13,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import AT_ONCE, create_engine
 
@@ -203,12 +204,32 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
                     added = await conn.execute(text("INSERT INTO t (v) VALUES ('c')"))
                     last = (await conn.execute(text("SELECT max(n) FROM t"))).scalar()
         assert (added.rowcount, added.lastrowid, last) == (1, 3, 3)
-        assert trips == ["_execute_fetchall", "commit", "rollback"], trips  # BEGIN, COMMIT
+        assert trips == ["commit", "rollback"], trips  # the write lock was free: BEGIN at once
+        # Another process holds the write lock: BEGIN waits for it on the driver's thread.
+        trips.clear()
+        other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(aiosqlite.Connection, "_execute", counted)
+            async with engine.connect() as conn:
+                await conn.execution_options(**{AT_ONCE: True})
+                waiting = asyncio.create_task(_small_insert(conn, "d"))
+                await asyncio.sleep(0.2)
+                assert not waiting.done()  # (and the event loop was free meanwhile)
+                other.execute("COMMIT")
+                assert await waiting == 1
+        other.close()
+        assert trips == ["_execute_fetchall", "commit", "rollback"], trips
         with pytest.raises(IntegrityError):
             async with engine.begin() as conn:
                 await conn.execute(text("INSERT INTO t (v) VALUES ('a!')"))
     finally:
         await engine.dispose()
+
+
+async def _small_insert(conn: AsyncConnection, value: str) -> int:
+    async with conn.begin():
+        return (await conn.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})).rowcount
 
 
 async def test_a_writer_kept_waiting_past_the_busy_timeout_gets_sqlalchemys_error(
