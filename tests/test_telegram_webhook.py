@@ -26,7 +26,7 @@ from telegram.ext import (
 )
 
 from adapters.telegram import TelegramBot
-from adapters.telegram_webhook import SECRET_HEADER, update_types
+from adapters.telegram.webhook import SECRET_HEADER, update_types
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import Incoming, UserRef
 from tests.fakes.stepfun import FakeStepFun

@@ -59,9 +59,9 @@ from telegram.ext import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from adapters.telegram_payments import COMMANDS as PAYMENT_COMMANDS
-from adapters.telegram_payments import TelegramPayments, decline, is_payment
-from adapters.telegram_webhook import Handler, Webhook, describe, update_types
+from adapters.telegram.payments import COMMANDS as PAYMENT_COMMANDS
+from adapters.telegram.payments import TelegramPayments, decline, is_payment
+from adapters.telegram.webhook import Handler, Webhook, describe, update_types
 from bot import imaging, logs, presenter, texts
 from bot.commands import TEXT_COMMANDS, Asked
 from bot.config import ConfigError, Settings
