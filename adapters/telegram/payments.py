@@ -1,7 +1,7 @@
 """Telegram Stars payments (python-telegram-bot): /buy sends the core's invoice, Telegram's
 pre-checkout query gets the core's verdict (within its 10 s: nothing slow stands before it),
 payments and refunds (service messages) go to the core, and /paysupport answers with the
-operator's contact. adapters/telegram.py registers these handlers; every rule is bot/shop.py's.
+operator's contact. adapters/telegram/bot.py registers these handlers; every rule is bot/shop.py's.
 """
 
 from __future__ import annotations
