@@ -10,7 +10,6 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, U
 from telegram import User as TgUser
 from telegram.constants import ChatType
 
-from adapters.telegram.payments import is_payment
 from bot import texts
 from bot.domain import ChatRef, FileRef, Incoming, MessageRef, UserRef
 from bot.errors import ImageTooLarge, MixedAlbum, UnknownEdit
@@ -60,6 +59,12 @@ def incoming(update: Update, bot: Bot) -> Incoming | None:
     return Incoming(
         str(update.update_id), where, user, addressed=addressed, payment=is_payment(update)
     )
+
+
+def is_payment(update: Update) -> bool:
+    """A payment's record (paid, or refunded): kept whoever sent it, even someone banned."""
+    message = update.message
+    return message is not None and bool(message.successful_payment or message.refunded_payment)
 
 
 def chat_ref(message: Message) -> ChatRef:
