@@ -9,15 +9,17 @@ to show answers. Imports point one way:
       ▼
     polling.py      getUpdates: each batch kept as received, then handed to the lanes
     webhook.py      webhook mode: setWebhook, the route, the update types the handlers take
-    lanes.py        each user's updates in a chat handled in order; what is known of each
     editing.py      photos, albums, texts, /edit, /imagine, /caption, /bubble
     commands.py     the commands that answer in the chat, the operator's among them
     buttons.py      a press on one of the core's buttons
     payments.py     Telegram Stars: /buy's invoice, pre-checkout, payments and refunds
       │
       ▼
+    lanes.py        each user's updates in a chat handled in order; what is known of each
     replies.py      the one place a failure becomes the user's answer
     messenger.py    the core's Messenger port: answers by Address
+      │
+      ▼
     translate.py    Telegram objects -> core refs; what a message says; the core's buttons
 """
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from telegram import LabeledPrice, PreCheckoutQuery, Update
+from telegram import LabeledPrice, Update
 from telegram.ext import (
     BaseHandler,
     CommandHandler,
@@ -20,25 +20,14 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.telegram.replies import decline
 from adapters.telegram.translate import chat_ref, lang_of, user_ref
-from bot import texts
-from bot.errors import Ignored, StepEditError
+from bot.errors import StepEditError
 from bot.service import EditService
-from bot.texts import t
 
 log = logging.getLogger("stepedit.telegram")
 
 COMMANDS = ("buy", "paysupport")  # in the menu while the bot sells
-
-
-async def decline(query: PreCheckoutQuery, reason: BaseException) -> None:
-    """Refuse a payment before Telegram takes the Stars, saying why (Telegram shows it)."""
-    lang = texts.language_for(query.from_user.language_code)
-    if isinstance(reason, StepEditError) and not isinstance(reason, Ignored):
-        text = texts.error_text(reason, lang)
-    else:
-        text = t("checkout_declined", lang)
-    await query.answer(ok=False, error_message=text)
 
 
 class TelegramPayments:

@@ -1,5 +1,6 @@
 """The one place a failure becomes the user's answer on Telegram: handlers raise, and PTB hands
-what they raised to `on_error`; what the gate refuses is answered by `refuse`.
+what they raised to `on_error`; what the gate refuses is answered by `refuse`, and a payment
+refused before Telegram takes the Stars by `decline`.
 
 - a StepEditError is a refusal: its own words (bot/texts.py `error_text`);
 - Ignored is nothing to say (someone the operator keeps out, told already; a pressed button
@@ -13,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from telegram import Update
+from telegram import PreCheckoutQuery, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from adapters.telegram.payments import decline
 from adapters.telegram.translate import lang_of
 from bot import texts
 from bot.errors import Ignored, StepEditError
@@ -44,6 +44,16 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if message is not None:
         with contextlib.suppress(TelegramError):
             await message.reply_text(text, do_quote=True)
+
+
+async def decline(query: PreCheckoutQuery, reason: BaseException) -> None:
+    """Refuse a payment before Telegram takes the Stars, saying why (Telegram shows it)."""
+    lang = texts.language_for(query.from_user.language_code)
+    if isinstance(reason, StepEditError) and not isinstance(reason, Ignored):
+        text = texts.error_text(reason, lang)
+    else:
+        text = t("checkout_declined", lang)
+    await query.answer(ok=False, error_message=text)
 
 
 async def refuse(update: Update, exc: Exception) -> None:
