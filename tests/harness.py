@@ -102,7 +102,7 @@ class BotUnderTest:
         application = self.bot.app
         async with asyncio.timeout(timeout):
             while (  # noqa: ASYNC110 - PTB offers no event for "all handlers done"
-                self.telegram.pending_updates  # confirmed only once handled (see TelegramBot._poll)
+                self.telegram.pending_updates  # confirmed only once handled (see Polling._poll)
                 or self.bot.handling
                 or application.update_processor.current_concurrent_updates
             ):

@@ -26,7 +26,7 @@ from telegram.ext import (
 )
 
 from adapters.telegram import TelegramBot
-from adapters.telegram_webhook import SECRET_HEADER, update_types
+from adapters.telegram.webhook import SECRET_HEADER, update_types
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain import Incoming, UserRef
 from tests.fakes.stepfun import FakeStepFun
@@ -303,7 +303,7 @@ async def test_a_polling_bot_deletes_the_webhook_and_says_so(
 def test_the_update_types_asked_for_follow_the_handlers() -> None:
     # pre_checkout_query: Telegram Stars payments (a bot that does not ask for it lets every
     # checkout time out)
-    assert TelegramBot.wanted_updates("123456:TEST-TOKEN") == WANTED
+    assert TelegramBot.wanted_updates() == WANTED
     app = ApplicationBuilder().token("123456:TEST-TOKEN").updater(None).build()
 
     async def nothing(*args: Any) -> None:

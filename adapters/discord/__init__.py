@@ -1,5 +1,5 @@
 """Discord adapter (discord.py): messages, slash commands, the "Edit image" menu and buttons in;
-core requests out; and the Messenger the core answers through. Like adapters/telegram.py it only
+core requests out; and the Messenger the core answers through. Like adapters/telegram/ it only
 translates: every rule lives in the core (bot/service.py, bot/presenter.py). Imports point one
 way:
 

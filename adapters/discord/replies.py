@@ -1,4 +1,4 @@
-"""The one place a failure becomes the user's answer on Discord (as adapters/telegram.py's
+"""The one place a failure becomes the user's answer on Discord (as adapters/telegram/replies.py's
 `on_error`): handlers raise, and the command tree's error handler, the buttons, the form and the
 gate hand what they caught to `answer_error`; a channel message's refusal uses `refusal_text`.
 

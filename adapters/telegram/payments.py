@@ -1,7 +1,7 @@
 """Telegram Stars payments (python-telegram-bot): /buy sends the core's invoice, Telegram's
 pre-checkout query gets the core's verdict (within its 10 s: nothing slow stands before it),
 payments and refunds (service messages) go to the core, and /paysupport answers with the
-operator's contact. adapters/telegram.py registers these handlers; every rule is bot/shop.py's.
+operator's contact. adapters/telegram/bot.py registers these handlers; every rule is bot/shop.py's.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from telegram import LabeledPrice, PreCheckoutQuery, Update
-from telegram import User as TgUser
-from telegram.constants import ChatType
+from telegram import LabeledPrice, Update
 from telegram.ext import (
     BaseHandler,
     CommandHandler,
@@ -22,41 +20,14 @@ from telegram.ext import (
     filters,
 )
 
-from bot import texts
-from bot.domain import ChatRef, UserRef
-from bot.errors import Ignored, StepEditError
+from adapters.telegram.replies import decline
+from adapters.telegram.translate import chat_ref, lang_of, user_ref
+from bot.errors import StepEditError
 from bot.service import EditService
-from bot.texts import t
 
 log = logging.getLogger("stepedit.telegram")
 
-PLATFORM = "telegram"
 COMMANDS = ("buy", "paysupport")  # in the menu while the bot sells
-
-
-def _user(user: TgUser) -> UserRef:
-    return UserRef(PLATFORM, str(user.id), user.full_name, user.language_code)
-
-
-def _lang(update: Update) -> str:
-    user = update.effective_user
-    return texts.language_for(user.language_code if user else None)
-
-
-def is_payment(update: Update) -> bool:
-    """A payment's record (paid, or refunded): kept whoever sent it, even someone banned."""
-    message = update.message
-    return message is not None and bool(message.successful_payment or message.refunded_payment)
-
-
-async def decline(query: PreCheckoutQuery, reason: BaseException) -> None:
-    """Refuse a payment before Telegram takes the Stars, saying why (Telegram shows it)."""
-    lang = texts.language_for(query.from_user.language_code)
-    if isinstance(reason, StepEditError) and not isinstance(reason, Ignored):
-        text = texts.error_text(reason, lang)
-    else:
-        text = t("checkout_declined", lang)
-    await query.answer(ok=False, error_message=text)
 
 
 class TelegramPayments:
@@ -81,8 +52,7 @@ class TelegramPayments:
         message, who = update.effective_message, update.effective_user
         if message is None or who is None or message.sender_chat is not None:
             return
-        chat = ChatRef(PLATFORM, str(message.chat_id), message.chat.type == ChatType.PRIVATE)
-        invoice = await self.service.shop.invoice(_user(who), chat, _lang(update))
+        invoice = await self.service.shop.invoice(user_ref(who), chat_ref(message), lang_of(update))
         await message.reply_text(invoice.intro)
         offer = invoice.offer
         await context.bot.send_invoice(
@@ -96,7 +66,7 @@ class TelegramPayments:
             return
         try:
             await self.service.shop.checkout(
-                _user(query.from_user), query.invoice_payload, query.currency, query.total_amount
+                user_ref(query.from_user), query.invoice_payload, query.currency, query.total_amount
             )
         except Exception as exc:  # declined, never left unanswered (Telegram waits 10 s)
             if not isinstance(exc, StepEditError):
@@ -112,7 +82,7 @@ class TelegramPayments:
             return
         charge = paid.telegram_payment_charge_id
         paying = self.service.shop.paid(
-            _user(who), charge, paid.invoice_payload, paid.total_amount, _lang(update)
+            user_ref(who), charge, paid.invoice_payload, paid.total_amount, lang_of(update)
         )
         thanks = await self._recorded(update, charge, paying)
         await message.reply_text(thanks)
@@ -124,7 +94,7 @@ class TelegramPayments:
             return
         charge = refunded.telegram_payment_charge_id
         text = await self._recorded(
-            update, charge, self.service.shop.refunded(_user(who), charge, _lang(update))
+            update, charge, self.service.shop.refunded(user_ref(who), charge, lang_of(update))
         )
         await message.reply_text(text)
 
@@ -142,4 +112,4 @@ class TelegramPayments:
 
     async def on_paysupport(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.effective_message is not None:
-            await update.effective_message.reply_text(self.service.shop.support(_lang(update)))
+            await update.effective_message.reply_text(self.service.shop.support(lang_of(update)))
