@@ -30,6 +30,7 @@ from bot.domain import (
 )
 from bot.errors import QuotaExceeded, TooManyPictures, UnchargedCallsCapped
 from bot.service import EditService
+from bot.sources import FETCH_AT_ONCE
 from bot.texts import error_text
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
@@ -37,7 +38,7 @@ from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
 from tests.service_fixtures import StartService
-from tests.test_service import ALICE, CHAT, run, used
+from tests.test_service import ALICE, CHAT, run, until, used
 
 RED, GREEN, BLUE = (make_image(320, 240, color=c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200)))
 
@@ -210,6 +211,53 @@ async def test_an_album_whose_every_call_is_refused_counts_each_call(
     with pytest.raises(UnchargedCallsCapped):  # three paid calls made, not one
         await service.submit(album(messenger, RED))
     assert len(stepfun.requests) == 3 and await used(service) == 0
+
+
+async def test_a_several_picture_backend_has_an_albums_pictures_fetched_a_few_at_a_time(
+    openai_service: tuple[EditService, Any], messenger: FakeMessenger
+) -> None:
+    """Ten pictures of up to 20 MB are not all fetched (and held) at once before the call."""
+    service, fake = openai_service
+    colors = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200)]
+    messenger.hold_fetch = asyncio.Event()  # the platform is slow to hand them over
+    request = album(messenger, *(make_image(320, 240, color=c) for c in colors))
+    admission = await service.submit(request)
+    await until(lambda: len(messenger.fetched) >= FETCH_AT_ONCE)
+    for _ in range(3):  # the others had their turn (reads of the database, as each does)
+        await used(service)
+    assert len(messenger.fetched) == FETCH_AT_ONCE
+    messenger.hold_fetch.set()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED and len(fake.requests) == 1
+    assert messenger.peak_fetching == FETCH_AT_ONCE  # never more at once
+    assert [_color(entry[0]) for entry in fake.last.images] == colors  # in the order sent
+    assert await used(service) == 1
+
+
+async def test_a_one_picture_backend_leaves_out_a_first_picture_it_cannot_read(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=5)
+    record = await run(service, album(messenger, b"not a picture", GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED
+    assert [_color(request.image) for request in stepfun.requests] == [
+        (0, 200, 0), (0, 0, 200)
+    ]  # fmt: skip
+    assert len(messenger.pictures) == 2 and await used(service) == 2
+    assert "note_left_out" in messenger.pictures[0].picture.notes
+
+
+async def test_an_album_made_one_by_one_of_which_nothing_can_be_read_fails_before_any_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """As a single unreadable photo: answered, nothing paid, no call counted as a paid one."""
+    service = await start_service(daily_quota=5, rules=OperatorRules(max_uncharged=1))
+    record = await run(service, album(messenger, b"not a picture", b"nor this"))
+    assert record.status == EditStatus.FAILED and not stepfun.requests
+    assert "couldn't read that file as an image" in messenger.texts[-1][1]
+    assert await used(service) == 0
+    again = await run(service, album(messenger, RED, GREEN))  # (no paid call was counted)
+    assert again.status == EditStatus.SUCCEEDED and await used(service) == 2
 
 
 def _color(data: bytes) -> tuple[int, ...]:
