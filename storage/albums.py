@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, UserRef
+from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, PartKept, UserRef
 from storage.base import SqlBase
 from storage.models import AlbumPartRow
 
@@ -20,23 +20,27 @@ ALBUMS_KEPT = timedelta(days=2)  # a taken album's parts, to know a late or rede
 
 
 class SqlAlbums(SqlBase):
-    async def keep_album_part(self, part: AlbumPart, now: datetime) -> bool:
-        """Keep one part (once: a redelivered part changes nothing); False if its album was
-        taken already (the part came late, or again)."""
-        key = _key(part)
+    async def keep_album_part(self, part: AlbumPart, now: datetime) -> PartKept:
+        """Keep one part if its album was not taken yet (KEPT; once: a redelivered part
+        changes nothing); else the part came late (LATE, not kept), or it was kept before its
+        album was taken and came again (AGAIN)."""
+        platform, chat_id, album, message_id = _key(part)
         async with self._tx() as session:
             await session.execute(
                 delete(AlbumPartRow).where(AlbumPartRow.received_at < now - ALBUMS_KEPT)
             )
-            taken = await session.scalar(
-                select(func.count()).where(*_album(*key[:3]), AlbumPartRow.taken.is_(True))
+            kept = await session.execute(
+                select(AlbumPartRow.message_id, AlbumPartRow.taken).where(
+                    *_album(platform, chat_id, album)
+                )
             )
-            if taken:
-                return False
-            row = dict(platform=key[0], chat_id=key[1], album_id=key[2], message_id=key[3],
+            parts = dict(kept.tuples().all())
+            if any(parts.values()):  # taken
+                return PartKept.AGAIN if message_id in parts else PartKept.LATE
+            row = dict(platform=platform, chat_id=chat_id, album_id=album, message_id=message_id,
                        part=json.dumps(asdict(part)), taken=False, received_at=now)  # fmt: skip
             await session.execute(self._insert(AlbumPartRow).values(row).on_conflict_do_nothing())
-            return True
+            return PartKept.KEPT
 
     async def take_album(
         self,

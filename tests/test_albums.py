@@ -25,6 +25,7 @@ from bot.domain import (
     EditStatus,
     FileRef,
     MessageRef,
+    PartKept,
     Upload,
     UserRef,
 )
@@ -280,14 +281,15 @@ async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: Sq
         origin = MessageRef("test", "chat-1", message_id)
         return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
 
-    assert await store.keep_album_part(part("1"), now)
-    assert await store.keep_album_part(part("2"), now)
-    assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
+    assert await store.keep_album_part(part("1"), now) == PartKept.KEPT
+    assert await store.keep_album_part(part("2"), now) == PartKept.KEPT
+    assert await store.keep_album_part(part("2"), now) == PartKept.KEPT  # again: one part
     assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1), now) == []
     takers = [store.take_album("test", "chat-1", "a1", now, now) for _ in range(3)]
     taken = await asyncio.gather(*takers)
     assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
-    assert not await store.keep_album_part(part("3"), now)  # its album was taken
+    assert await store.keep_album_part(part("3"), now) == PartKept.LATE  # album taken
+    assert await store.keep_album_part(part("2"), now) == PartKept.AGAIN  # kept, and taken
     # Its taker died before answering: taken again once it was left long enough, by one.
     later = now + timedelta(minutes=2)
     left = [

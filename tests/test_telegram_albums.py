@@ -237,3 +237,28 @@ async def test_a_picture_that_cannot_be_read_is_left_out_of_an_album_made_one_by
     assert [decode(request.image).size for request in stepfun.requests] == [SIZES[0], SIZES[2]]
     assert not [m for m in telegram.sent(CHAT) if "couldn't read" in (m.text or "")]
     assert await app.quota_used(ALICE) == 2
+
+
+@pytest.mark.parametrize("same_update", [True, False], ids=["same update", "new update id"])
+@pytest.mark.service(daily_quota=5, album_wait=0.3)
+async def test_an_album_part_delivered_again_after_its_album_was_answered_changes_nothing(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun, same_update: bool
+) -> None:
+    """Telegram sends a part again after a restart (with its update id, or a new one after the
+    offset was lost): the user's next text still edits the album's result, not that part."""
+    sent = telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2], "put the hat on the cat")
+    await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and not is_note(m))
+    album = [m for m in telegram.sent(CHAT) if m.photo]
+    await app.wait_linked(album[1])  # (the edit has ended)
+    await app.restart()
+    before = len(telegram.sent(CHAT))
+    telegram.redeliver(sent[1], same_update=same_update)
+    await app.idle()
+    assert len(telegram.sent(CHAT)) == before  # no answer, no question
+    telegram.user_sends_text(CHAT, ALICE, "now at night")
+    refined = await app.photo_reply(CHAT)
+    assert "now at night" in (refined.caption or "")
+    assert len(stepfun.requests) == 3
+    assert decode(stepfun.last.image).size == SIZES[0]  # the album's first result
+    assert decode(stepfun.last.image) != decode(PHOTOS[0])
+    assert await app.quota_used(ALICE) == 3
