@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from bot.albums import ALBUM_LEFT
@@ -33,7 +35,9 @@ from bot.errors import QuotaExceeded, TooManyPictures, UnchargedCallsCapped
 from bot.service import EditService
 from bot.sources import FETCH_AT_ONCE
 from bot.texts import error_text
+from storage.db import create_engine, migrate
 from storage.repo import SqlStore
+from tests.dbs import PG_DATABASE, PG_HOST, PG_PORT, PG_USER
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
@@ -370,3 +374,80 @@ async def _shown(service: EditService, message: MessageRef) -> int:
     shown = await service.store.shown_in(message)
     assert shown is not None
     return shown.image_id
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("waits", ["the take", "the part"])
+async def test_a_part_kept_while_another_process_takes_its_album_is_never_an_album_alone(
+    postgres_url: str, waits: str
+) -> None:
+    """PostgreSQL (READ COMMITTED): a part kept by one process while another takes its album
+    (each in a transaction of its own) either joins the album or is known as late; it is never
+    left behind, to be taken later as an album of its own (a second request, a second charge).
+    Another session holding a row makes one of them wait in the middle, as a slow one would:
+    the take in its UPDATE (after reading that the album was quiet), or the part in its INSERT
+    (after reading that the album was not taken)."""
+    engine = create_engine(postgres_url)
+    await migrate(engine)
+    one, other = SqlStore(engine), SqlStore(create_engine(postgres_url))
+    blocker, watcher = [
+        await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_DATABASE)
+        for _ in range(2)
+    ]  # (the watcher outside any transaction, which would see one snapshot of the activity)
+    now = datetime.now(UTC)
+    user, chat = UserRef("test", "alice"), ChatRef("test", "chat-1")
+
+    def part(message_id: str) -> AlbumPart:
+        origin = MessageRef("test", "chat-1", message_id)
+        return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
+
+    async def waiting_on(pid: int, unless: asyncio.Task[Any] | None = None) -> int | None:
+        """The session that waits for session `pid`'s lock, once one does (None: `unless`
+        ended first)."""
+        query = "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        async with asyncio.timeout(10):
+            while (waiter := await watcher.fetchval(query, pid)) is None:
+                if unless is not None and unless.done():
+                    return None
+                await asyncio.sleep(0.01)
+        return int(waiter)
+
+    try:
+        for message_id in ("1", "2"):
+            await one.keep_album_part(part(message_id), now)
+        blocker_pid = await blocker.fetchval("SELECT pg_backend_pid()")
+        await blocker.execute("BEGIN")
+        soon = now + timedelta(seconds=1)
+        take = functools.partial(other.take_album, "test", "chat-1", "a1", now, soon)
+        if waits == "the take":  # in its UPDATE, having read that the album was quiet
+            await blocker.execute("SELECT 1 FROM album_parts WHERE message_id = '1' FOR UPDATE")
+            taking = asyncio.create_task(take())
+            first = await waiting_on(blocker_pid)
+            keeping = asyncio.create_task(one.keep_album_part(part("3"), soon))
+        else:  # the part in its INSERT, having read that the album was not taken
+            await blocker.execute(
+                "INSERT INTO album_parts (platform, chat_id, album_id, message_id, part, taken,"
+                " received_at, answered) VALUES ('test', 'chat-1', 'a1', '3', '{}', false, now(),"
+                " false)"
+            )
+            keeping = asyncio.create_task(one.keep_album_part(part("3"), soon))
+            first = await waiting_on(blocker_pid)
+            taking = asyncio.create_task(take())
+        # The second ends, or waits for the first (which waits for the blocker).
+        assert first is not None
+        await waiting_on(first, unless=keeping if waits == "the take" else taking)
+        await blocker.execute("ROLLBACK")
+        kept, taken = await keeping, await taking
+        afterwards = soon + timedelta(minutes=1)
+        left = await one.take_album("test", "chat-1", "a1", afterwards, afterwards)
+        albums = sorted(sorted(p.origin.message_id for p in parts) for parts in (taken, left)
+                        if parts)  # fmt: skip
+        if kept == PartKept.KEPT:  # it joined the album
+            assert albums == [["1", "2", "3"]]
+        else:  # it came late: a photo of its own, in no album
+            assert kept == PartKept.LATE and albums == [["1", "2"]]
+    finally:
+        await blocker.close()
+        await watcher.close()
+        await one.aclose()
+        await other.aclose()
