@@ -101,10 +101,10 @@ async def sources_of(
         break
     else:
         raise failures[0]  # none: the edit fails before its call, as an edit of one
-    held = [sources._taken(ctx, first)]
+    held = [first]
 
-    async def first_one() -> SourceBytes:
-        return held.pop()  # (not held here once sent)
+    async def first_one() -> SourceBytes:  # (kept, as the others, while its call runs)
+        return sources._taken(ctx, held.pop())  # (not held here once sent)
 
     def later(image_id: int) -> Fetch:
         async def fetch() -> SourceBytes:
