@@ -7,7 +7,8 @@ file that is no picture, or one the platform does not let bots fetch, gets one a
 A sweep takes albums a process left behind: it died while waiting, or after taking one and
 before answering it (an album is marked answered only then; its request's key makes a second
 submit the same job, so it is charged and delivered once). A part that comes after its
-album was taken is kept as a photo the user may reply to, and costs nothing."""
+album was taken is kept as a photo the user may reply to, and costs nothing; one that comes
+again once its album was taken (a redelivery) changes nothing."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from bot.actions import Actions
 from bot.admission import Admissions
 from bot.context import Context
-from bot.domain import Address, AlbumPart, EditRequest, Upload
+from bot.domain import Address, AlbumPart, EditRequest, PartKept, Upload
 from bot.errors import MixedAlbum, StepEditError
 from bot.rules import check_pictures
 from bot.texts import error_text, t
@@ -44,9 +45,12 @@ class Albums:
 
     async def add(self, part: AlbumPart) -> None:
         """Keep one part of an album; its album is taken once no part came for `wait` seconds."""
-        if not await self.ctx.store.keep_album_part(part, self.ctx.clock()):
-            # Late (or again): its album was answered. Its caption, if it has the album's, is
-            # a request of its own (once: the album's key); else the photo is kept, free.
+        kept = await self.ctx.store.keep_album_part(part, self.ctx.clock())
+        if kept is PartKept.AGAIN:  # delivered again (a restart, say): its album has it
+            return
+        if kept is PartKept.LATE:
+            # Its album was taken before it came. Its caption, if it has the album's, is a
+            # request of its own (once: the album's key); else the photo is kept, free.
             if part.refused is None and part.prompt and part.addressed:
                 await self._submit([part])
             elif part.refused is None:

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date
 
 from aiolimiter import AsyncLimiter
@@ -26,12 +26,13 @@ from bot.domain import (
     Spend,
     UserSettings,
 )
-from bot.each_picture import edit_each, one_by_one
+from bot.each_picture import edit_each
 from bot.errors import ApiProtocolError, EditApiError, InvalidImage, StepEditError
 from bot.messaging import Messenger
 from bot.pictures import Pictures, SourceBytes
 from bot.ports import EditStore
 from bot.rules import generation_size
+from bot.sources import Fetch, Sources
 
 ACTION_EVERY = 4.5  # Telegram shows a chat action for about 5 s
 
@@ -68,18 +69,21 @@ def billed_all(ctx: Context, failed: list[StepEditError]) -> tuple[date, int] | 
 
 
 async def call(
-    ctx: Context, edit: EditRecord, sources: list[SourceBytes], options: EditOptions
+    ctx: Context, edit: EditRecord, sources: Sources, options: EditOptions
 ) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
-    """The API's results (position, result) and the calls that failed: one call with every
-    picture, or (a backend that takes one) one call per picture."""
-    if sources[0].canvas is not None:  # nothing to edit: a new image from the words
+    """The API's results (position, result) and the pictures that failed: one call with every
+    picture, or (a backend that takes one) one call per picture, each fetched just before it."""
+    if sources.each:
+        fetches = [_fetched_input(fetch, i) for i, fetch in enumerate(sources.each, 1)]
+        made, failed = await edit_each(ctx.editor, fetches, edit.prompt, options)
+        await sources.settled()
+        return made, failed
+    if sources.ready[0].canvas is not None:  # nothing to edit: a new image from the words
         # (a reroll of one made by another backend takes this one's nearest)
-        wanted = UserSettings(image_size=sources[0].canvas)
+        wanted = UserSettings(image_size=sources.ready[0].canvas)
         size = generation_size(ctx.capabilities, wanted) or ""
         return [(0, await ctx.editor.generate(edit.prompt, options, size))], []
-    images = [_input(each, i) for i, each in enumerate(sources, 1)]  # in the order sent
-    if one_by_one(ctx.capabilities, len(images)):
-        return await edit_each(ctx.editor, images, edit.prompt, options)
+    images = [_input(each, i) for i, each in enumerate(sources.ready, 1)]  # in the order sent
     return [(0, await ctx.editor.edit(images, edit.prompt, options))], []
 
 
@@ -116,6 +120,13 @@ async def checked_result(pictures: Pictures, edited: EditedImage) -> NewImage:
             "the API returned bytes that are not an image", maybe_done=True, price=edited.cost
         ) from exc
     return NewImage(data, _mime_of(data), width, height)
+
+
+def _fetched_input(fetch: Fetch, number: int) -> Callable[[], Awaitable[InputImage]]:
+    async def fetched() -> InputImage:
+        return _input(await fetch(), number)
+
+    return fetched
 
 
 def _input(source: SourceBytes, number: int) -> InputImage:

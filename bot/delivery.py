@@ -46,6 +46,7 @@ from bot.errors import (
 )
 from bot.pictures import Pictures, SourceBytes
 from bot.ports import Messenger
+from bot.sources import Sources, sources_of
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -240,7 +241,7 @@ class Delivery:
             engine.notes.working(edit, messenger, sent=True)
             # What the delivery needs of the database besides the result is done while the
             # API works, not after it: the user waits for what comes after the answer.
-            meanwhile = asyncio.create_task(self._meanwhile(edit, sources))
+            meanwhile = asyncio.create_task(self._meanwhile(edit, sources.ready))
             try:
                 async with showing_action(self._actions, edit.address, messenger):
                     made, failed = await call(ctx, edit, sources, options)
@@ -256,7 +257,7 @@ class Delivery:
         spent = (ctx.today(), cost + sum(bill[1] for bill in billed if bill is not None))
         checked = [await checked_result(self.pictures, each) for _, each in made]
         edited = made[0][1]  # the first picture made stands for the edit (seed, model)
-        notes = tuple(dict.fromkeys(note for each in sources for note in each.notes))
+        notes = sources.notes
         if failed:  # an album made one by one, some of its pictures left out
             notes += ("note_left_out",)
         uncharged = sum(map(_paid_call, failed))  # (each counts, as the user's paid calls)
@@ -265,7 +266,7 @@ class Delivery:
         # result's edit ends as failed all the same (its unit goes back).
         album = [(position, kept) for (position, _), kept in zip(made, checked, strict=True)]
         keeping = asyncio.ensure_future(self._keep(
-            edit, checked[0], edited, notes, timings, unfilled, spent,
+            edit, checked[0], edited, notes, timings, [*unfilled, *sources.unfilled], spent,
             album if len(album) > 1 else [], uncharged,
         ))  # fmt: skip
         try:
@@ -304,18 +305,15 @@ class Delivery:
                 await store.add_spend(*spent)
         return kept
 
-    async def _sources(self, edit: EditRecord, messenger: Messenger) -> list[SourceBytes]:
-        """What the edit sends: its source, or (an edit of several) every picture in order."""
+    async def _sources(self, edit: EditRecord, messenger: Messenger) -> Sources:
+        """What the edit sends: its source, or (an edit of several) its pictures, fetched a few
+        at a time or each just before its own call (bot/sources.py)."""
         if edit.pictures == 1:  # the usual case: no look at the pictures' table
-            return [
-                await self.pictures.source_bytes(edit.source_image_id, messenger, for_edit=edit.id)
-            ]
-        pictures = await self.ctx.store.edit_pictures(edit.id)
-        return list(
-            await asyncio.gather(
-                *(self.pictures.source_bytes(each.image_id, messenger) for each in pictures)
+            source = await self.pictures.source_bytes(
+                edit.source_image_id, messenger, for_edit=edit.id
             )
-        )
+            return Sources([source])
+        return await sources_of(self.ctx, self.pictures, edit, messenger)
 
     async def _meanwhile(
         self, edit: EditRecord, sources: list[SourceBytes]

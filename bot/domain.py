@@ -127,6 +127,17 @@ class AlbumPart:
     refused: str | None = None
 
 
+class PartKept(StrEnum):
+    """What keeping an album's part found. KEPT: its album is not taken yet, and has the part
+    (kept now, or before if it came again). LATE: its album was taken before it came (not
+    kept: a photo of its own). AGAIN: its album was taken, with this part: it came again (a
+    redelivery, after a restart say), and there is nothing left to do for it."""
+
+    KEPT = "kept"
+    LATE = "late"
+    AGAIN = "again"
+
+
 # Pictures one request may hold: a Telegram album's most (Discord takes ten attachments too).
 MAX_PICTURES = 10
 

@@ -7,7 +7,7 @@ may have been billed counts as one of the user's paid calls without a picture.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bot.backends.base import Capabilities, ImageEditor, InputImage
 from bot.domain import EditedImage, EditOptions
@@ -20,15 +20,19 @@ def one_by_one(capabilities: Capabilities, pictures: int) -> bool:
 
 
 async def edit_each(
-    editor: ImageEditor, images: Sequence[InputImage], prompt: str, options: EditOptions
+    editor: ImageEditor,
+    images: Sequence[Callable[[], Awaitable[InputImage]]],
+    prompt: str,
+    options: EditOptions,
 ) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
-    """Each picture edited alone, in order: what was made (position, result), and every call
-    that failed (all of them, if nothing was made)."""
+    """Each picture edited alone, in order, each had (`images`: fetched) just before its call
+    and let go after it: what was made (position, result), and every picture that failed, its
+    fetch or its call (all of them, if nothing was made)."""
     made: list[tuple[int, EditedImage]] = []
     failed: list[StepEditError] = []
     for position, image in enumerate(images):
         try:
-            made.append((position, await editor.edit([image], prompt, options)))
+            made.append((position, await editor.edit([await image()], prompt, options)))
         except StepEditError as exc:
             failed.append(exc)
     return made, failed

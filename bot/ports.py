@@ -21,6 +21,7 @@ from bot.domain import (
     NewEdit,
     NewImage,
     Pack,
+    PartKept,
     ShownImage,
     Spend,
     Stats,
@@ -399,8 +400,9 @@ class ApiSlotsStore(Protocol):
 class AlbumsStore(Protocol):
     """Albums that arrive as separate messages, collected whichever process receives each."""
 
-    async def keep_album_part(self, part: AlbumPart, now: datetime) -> bool:
-        """Keep one part (a redelivered one changes nothing); False if its album was taken."""
+    async def keep_album_part(self, part: AlbumPart, now: datetime) -> PartKept:
+        """Keep one part, once, if its album was not taken yet (KEPT); else LATE, or AGAIN
+        if it was kept before its album was taken. One at a time with the album's take."""
         ...
 
     async def take_album(

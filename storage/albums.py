@@ -1,7 +1,11 @@
 """`SqlAlbums`: the parts of albums that arrive as separate messages (Telegram's media groups),
 kept as they come, whichever process receives them, until one process takes the album: taking
 is one conditional UPDATE, so exactly one caller gets the parts, on SQLite and PostgreSQL alike;
-taken again (by the same UPDATE) if its taker did not answer it in time, as when it died."""
+taken again (by the same UPDATE) if its taker did not answer it in time, as when it died.
+Keeping a part and taking its album take turns: SQLite has one writer at a time; on PostgreSQL
+each holds the album's lock (a transaction's advisory lock) first. Else, at READ COMMITTED, a
+part kept while its album was being taken saw the album not taken, and the take did not see the
+part: it was left behind, to be taken later as an album of its own (a request charged again)."""
 
 from __future__ import annotations
 
@@ -11,32 +15,39 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, UserRef
+from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, PartKept, UserRef
 from storage.base import SqlBase
 from storage.models import AlbumPartRow
 
 ALBUMS_KEPT = timedelta(days=2)  # a taken album's parts, to know a late or redelivered part
+_ALBUM_LOCKS = 0x616C62  # PostgreSQL advisory locks (two keys: this, the album's hash)
 
 
 class SqlAlbums(SqlBase):
-    async def keep_album_part(self, part: AlbumPart, now: datetime) -> bool:
-        """Keep one part (once: a redelivered part changes nothing); False if its album was
-        taken already (the part came late, or again)."""
-        key = _key(part)
+    async def keep_album_part(self, part: AlbumPart, now: datetime) -> PartKept:
+        """Keep one part if its album was not taken yet (KEPT; once: a redelivered part
+        changes nothing); else the part came late (LATE, not kept), or it was kept before its
+        album was taken and came again (AGAIN)."""
+        platform, chat_id, album, message_id = _key(part)
         async with self._tx() as session:
+            await self._hold_album(session, platform, chat_id, album)
             await session.execute(
                 delete(AlbumPartRow).where(AlbumPartRow.received_at < now - ALBUMS_KEPT)
             )
-            taken = await session.scalar(
-                select(func.count()).where(*_album(*key[:3]), AlbumPartRow.taken.is_(True))
+            kept = await session.execute(
+                select(AlbumPartRow.message_id, AlbumPartRow.taken).where(
+                    *_album(platform, chat_id, album)
+                )
             )
-            if taken:
-                return False
-            row = dict(platform=key[0], chat_id=key[1], album_id=key[2], message_id=key[3],
+            parts = dict(kept.tuples().all())
+            if any(parts.values()):  # taken
+                return PartKept.AGAIN if message_id in parts else PartKept.LATE
+            row = dict(platform=platform, chat_id=chat_id, album_id=album, message_id=message_id,
                        part=json.dumps(asdict(part)), taken=False, received_at=now)  # fmt: skip
             await session.execute(self._insert(AlbumPartRow).values(row).on_conflict_do_nothing())
-            return True
+            return PartKept.KEPT
 
     async def take_album(
         self,
@@ -54,6 +65,7 @@ class SqlAlbums(SqlBase):
         them)."""
         which = _album(platform, chat_id, album)
         async with self._tx() as session:
+            await self._hold_album(session, platform, chat_id, album)
             last = await session.scalar(select(func.max(AlbumPartRow.received_at)).where(*which))
             if last is None or last > quiet_since:
                 return []
@@ -89,6 +101,15 @@ class SqlAlbums(SqlBase):
         )
         async with self._tx(read_only=True) as session:
             return [tuple(row) for row in (await session.execute(query)).tuples()]
+
+    async def _hold_album(
+        self, session: AsyncSession, platform: str, chat_id: str, album: str
+    ) -> None:
+        """PostgreSQL: the album is this transaction's until it ends (keeping a part of it and
+        taking it take turns); SQLite's one writer has it already."""
+        if self._dialect == "postgresql":
+            key = func.hashtext(f"{platform}:{chat_id}:{album}")
+            await session.execute(select(func.pg_advisory_xact_lock(_ALBUM_LOCKS, key)))
 
 
 def _takeable(left_before: datetime | None) -> Any:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from bot.albums import ALBUM_LEFT
@@ -25,19 +27,23 @@ from bot.domain import (
     EditStatus,
     FileRef,
     MessageRef,
+    PartKept,
     Upload,
     UserRef,
 )
 from bot.errors import QuotaExceeded, TooManyPictures, UnchargedCallsCapped
 from bot.service import EditService
+from bot.sources import FETCH_AT_ONCE
 from bot.texts import error_text
+from storage.db import create_engine, migrate
 from storage.repo import SqlStore
+from tests.dbs import PG_DATABASE, PG_HOST, PG_PORT, PG_USER
 from tests.fakes.messenger import FakeMessenger
 from tests.fakes.openai import run_fake_openai
 from tests.fakes.stepfun import FakeStepFun
 from tests.images import make_image
 from tests.service_fixtures import StartService
-from tests.test_service import ALICE, CHAT, run, used
+from tests.test_service import ALICE, CHAT, run, until, used
 
 RED, GREEN, BLUE = (make_image(320, 240, color=c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200)))
 
@@ -212,6 +218,53 @@ async def test_an_album_whose_every_call_is_refused_counts_each_call(
     assert len(stepfun.requests) == 3 and await used(service) == 0
 
 
+async def test_a_several_picture_backend_has_an_albums_pictures_fetched_a_few_at_a_time(
+    openai_service: tuple[EditService, Any], messenger: FakeMessenger
+) -> None:
+    """Ten pictures of up to 20 MB are not all fetched (and held) at once before the call."""
+    service, fake = openai_service
+    colors = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0), (0, 200, 200)]
+    messenger.hold_fetch = asyncio.Event()  # the platform is slow to hand them over
+    request = album(messenger, *(make_image(320, 240, color=c) for c in colors))
+    admission = await service.submit(request)
+    await until(lambda: len(messenger.fetched) >= FETCH_AT_ONCE)
+    for _ in range(3):  # the others had their turn (reads of the database, as each does)
+        await used(service)
+    assert len(messenger.fetched) == FETCH_AT_ONCE
+    messenger.hold_fetch.set()
+    record = await service.wait(admission.edit_id, 10)
+    assert record.status == EditStatus.SUCCEEDED and len(fake.requests) == 1
+    assert messenger.peak_fetching == FETCH_AT_ONCE  # never more at once
+    assert [_color(entry[0]) for entry in fake.last.images] == colors  # in the order sent
+    assert await used(service) == 1
+
+
+async def test_a_one_picture_backend_leaves_out_a_first_picture_it_cannot_read(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    service = await start_service(daily_quota=5)
+    record = await run(service, album(messenger, b"not a picture", GREEN, BLUE))
+    assert record.status == EditStatus.SUCCEEDED
+    assert [_color(request.image) for request in stepfun.requests] == [
+        (0, 200, 0), (0, 0, 200)
+    ]  # fmt: skip
+    assert len(messenger.pictures) == 2 and await used(service) == 2
+    assert "note_left_out" in messenger.pictures[0].picture.notes
+
+
+async def test_an_album_made_one_by_one_of_which_nothing_can_be_read_fails_before_any_call(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """As a single unreadable photo: answered, nothing paid, no call counted as a paid one."""
+    service = await start_service(daily_quota=5, rules=OperatorRules(max_uncharged=1))
+    record = await run(service, album(messenger, b"not a picture", b"nor this"))
+    assert record.status == EditStatus.FAILED and not stepfun.requests
+    assert "couldn't read that file as an image" in messenger.texts[-1][1]
+    assert await used(service) == 0
+    again = await run(service, album(messenger, RED, GREEN))  # (no paid call was counted)
+    assert again.status == EditStatus.SUCCEEDED and await used(service) == 2
+
+
 def _color(data: bytes) -> tuple[int, ...]:
     """The colour in the middle of a picture (JPEG-rounded to tens)."""
     from io import BytesIO
@@ -232,14 +285,15 @@ async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: Sq
         origin = MessageRef("test", "chat-1", message_id)
         return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
 
-    assert await store.keep_album_part(part("1"), now)
-    assert await store.keep_album_part(part("2"), now)
-    assert await store.keep_album_part(part("2"), now)  # redelivered: still one part
+    assert await store.keep_album_part(part("1"), now) == PartKept.KEPT
+    assert await store.keep_album_part(part("2"), now) == PartKept.KEPT
+    assert await store.keep_album_part(part("2"), now) == PartKept.KEPT  # again: one part
     assert await store.take_album("test", "chat-1", "a1", now - timedelta(seconds=1), now) == []
     takers = [store.take_album("test", "chat-1", "a1", now, now) for _ in range(3)]
     taken = await asyncio.gather(*takers)
     assert sorted(len(parts) for parts in taken) == [0, 0, 2]  # exactly one taker has them
-    assert not await store.keep_album_part(part("3"), now)  # its album was taken
+    assert await store.keep_album_part(part("3"), now) == PartKept.LATE  # album taken
+    assert await store.keep_album_part(part("2"), now) == PartKept.AGAIN  # kept, and taken
     # Its taker died before answering: taken again once it was left long enough, by one.
     later = now + timedelta(minutes=2)
     left = [
@@ -320,3 +374,80 @@ async def _shown(service: EditService, message: MessageRef) -> int:
     shown = await service.store.shown_in(message)
     assert shown is not None
     return shown.image_id
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("waits", ["the take", "the part"])
+async def test_a_part_kept_while_another_process_takes_its_album_is_never_an_album_alone(
+    postgres_url: str, waits: str
+) -> None:
+    """PostgreSQL (READ COMMITTED): a part kept by one process while another takes its album
+    (each in a transaction of its own) either joins the album or is known as late; it is never
+    left behind, to be taken later as an album of its own (a second request, a second charge).
+    Another session holding a row makes one of them wait in the middle, as a slow one would:
+    the take in its UPDATE (after reading that the album was quiet), or the part in its INSERT
+    (after reading that the album was not taken)."""
+    engine = create_engine(postgres_url)
+    await migrate(engine)
+    one, other = SqlStore(engine), SqlStore(create_engine(postgres_url))
+    blocker, watcher = [
+        await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=PG_DATABASE)
+        for _ in range(2)
+    ]  # (the watcher outside any transaction, which would see one snapshot of the activity)
+    now = datetime.now(UTC)
+    user, chat = UserRef("test", "alice"), ChatRef("test", "chat-1")
+
+    def part(message_id: str) -> AlbumPart:
+        origin = MessageRef("test", "chat-1", message_id)
+        return AlbumPart("a1", user, chat, FileRef("test", f"f{message_id}"), origin, "hat")
+
+    async def waiting_on(pid: int, unless: asyncio.Task[Any] | None = None) -> int | None:
+        """The session that waits for session `pid`'s lock, once one does (None: `unless`
+        ended first)."""
+        query = "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))"
+        async with asyncio.timeout(10):
+            while (waiter := await watcher.fetchval(query, pid)) is None:
+                if unless is not None and unless.done():
+                    return None
+                await asyncio.sleep(0.01)
+        return int(waiter)
+
+    try:
+        for message_id in ("1", "2"):
+            await one.keep_album_part(part(message_id), now)
+        blocker_pid = await blocker.fetchval("SELECT pg_backend_pid()")
+        await blocker.execute("BEGIN")
+        soon = now + timedelta(seconds=1)
+        take = functools.partial(other.take_album, "test", "chat-1", "a1", now, soon)
+        if waits == "the take":  # in its UPDATE, having read that the album was quiet
+            await blocker.execute("SELECT 1 FROM album_parts WHERE message_id = '1' FOR UPDATE")
+            taking = asyncio.create_task(take())
+            first = await waiting_on(blocker_pid)
+            keeping = asyncio.create_task(one.keep_album_part(part("3"), soon))
+        else:  # the part in its INSERT, having read that the album was not taken
+            await blocker.execute(
+                "INSERT INTO album_parts (platform, chat_id, album_id, message_id, part, taken,"
+                " received_at, answered) VALUES ('test', 'chat-1', 'a1', '3', '{}', false, now(),"
+                " false)"
+            )
+            keeping = asyncio.create_task(one.keep_album_part(part("3"), soon))
+            first = await waiting_on(blocker_pid)
+            taking = asyncio.create_task(take())
+        # The second ends, or waits for the first (which waits for the blocker).
+        assert first is not None
+        await waiting_on(first, unless=keeping if waits == "the take" else taking)
+        await blocker.execute("ROLLBACK")
+        kept, taken = await keeping, await taking
+        afterwards = soon + timedelta(minutes=1)
+        left = await one.take_album("test", "chat-1", "a1", afterwards, afterwards)
+        albums = sorted(sorted(p.origin.message_id for p in parts) for parts in (taken, left)
+                        if parts)  # fmt: skip
+        if kept == PartKept.KEPT:  # it joined the album
+            assert albums == [["1", "2", "3"]]
+        else:  # it came late: a photo of its own, in no album
+            assert kept == PartKept.LATE and albums == [["1", "2"]]
+    finally:
+        await blocker.close()
+        await watcher.close()
+        await one.aclose()
+        await other.aclose()

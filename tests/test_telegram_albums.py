@@ -244,3 +244,69 @@ async def test_a_reply_to_one_photo_of_an_album_asked_about_edits_that_photo(
     await app.photo_reply(CHAT)
     assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[1]]
     assert await app.quota_used(ALICE) == 1
+
+
+@pytest.mark.service(daily_quota=5, album_wait=0.3)
+async def test_a_one_picture_backend_fetches_each_picture_just_before_its_own_call(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    """An album of ten 20 MB pictures is not held at once: each picture is fetched after the
+    call of the one before it was made, so one is held at a time."""
+    sent = telegram.user_sends_album(CHAT, ALICE, PHOTOS, "put the hat on the cat")
+    await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and not is_note(m))
+    await app.idle()
+    asked = {call.params["file_id"]: call.at for call in telegram.calls_of("getFile")}
+    fetched = [asked[message.photo[-1]["file_id"]] for message in sent if message.photo]
+    calls = [request.at for request in stepfun.requests]
+    assert len(fetched) == len(calls) == 3
+    assert fetched[0] < calls[0] < fetched[1] < calls[1] < fetched[2] < calls[2]
+    assert [decode(request.image).size for request in stepfun.requests] == SIZES
+    album = [m for m in telegram.sent(CHAT) if m.photo]
+    assert len(album) == 3
+    await app.wait_linked(album[2])  # (the edit has ended)
+    assert await app.quota_used(ALICE) == 3
+
+
+@pytest.mark.service(daily_quota=5, album_wait=0.3)
+async def test_a_picture_that_cannot_be_read_is_left_out_of_an_album_made_one_by_one(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun
+) -> None:
+    """The second picture of three is no image: the first and the third are edited and sent,
+    two units charged, and the caption says a picture was left out."""
+    broken = [PHOTOS[0], b"not a picture", PHOTOS[2]]
+    telegram.user_sends_album(CHAT, ALICE, broken, "put the hat on the cat")
+    buttons = await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and
+                                              not is_note(m))  # fmt: skip
+    await app.idle()
+    assert "could not edit every picture" in (buttons.text or "")
+    album = [m for m in telegram.sent(CHAT) if m.photo]
+    assert [decode(m.photo_bytes or b"").size for m in album] == [SIZES[0], SIZES[2]]
+    await app.wait_linked(album[1])  # (the edit has ended)
+    assert [decode(request.image).size for request in stepfun.requests] == [SIZES[0], SIZES[2]]
+    assert not [m for m in telegram.sent(CHAT) if "couldn't read" in (m.text or "")]
+    assert await app.quota_used(ALICE) == 2
+
+
+@pytest.mark.parametrize("same_update", [True, False], ids=["same update", "new update id"])
+@pytest.mark.service(daily_quota=5, album_wait=0.3)
+async def test_an_album_part_delivered_again_after_its_album_was_answered_changes_nothing(
+    app: BotUnderTest, telegram: FakeTelegram, stepfun: FakeStepFun, same_update: bool
+) -> None:
+    """Telegram sends a part again after a restart (with its update id, or a new one after the
+    offset was lost): the user's next text still edits the album's result, not that part."""
+    sent = telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2], "put the hat on the cat")
+    await telegram.wait_for_message(CHAT, lambda m: bool(m.callback_data) and not is_note(m))
+    album = [m for m in telegram.sent(CHAT) if m.photo]
+    await app.wait_linked(album[1])  # (the edit has ended)
+    await app.restart()
+    before = len(telegram.sent(CHAT))
+    telegram.redeliver(sent[1], same_update=same_update)
+    await app.idle()
+    assert len(telegram.sent(CHAT)) == before  # no answer, no question
+    telegram.user_sends_text(CHAT, ALICE, "now at night")
+    refined = await app.photo_reply(CHAT)
+    assert "now at night" in (refined.caption or "")
+    assert len(stepfun.requests) == 3
+    assert decode(stepfun.last.image).size == SIZES[0]  # the album's first result
+    assert decode(stepfun.last.image) != decode(PHOTOS[0])
+    assert await app.quota_used(ALICE) == 3

@@ -57,6 +57,8 @@ class FakeMessenger:
     # like a platform that is down; `fail_deletions` are raised by the next delete_note calls,
     # one each; `on_picture` runs once a picture is "sent"
     hold_fetch: asyncio.Event | None = None
+    peak_fetching: int = 0  # the most fetches on their way at once
+    _fetching: int = 0
     hold_picture: asyncio.Event | None = None
     hold_note: asyncio.Event | None = None
     fail_pictures: bool = False
@@ -79,9 +81,14 @@ class FakeMessenger:
 
     async def fetch(self, file: FileRef) -> bytes:
         self.fetched.append(file.file_id)
-        if self.hold_fetch is not None:
-            await self.hold_fetch.wait()
-        return self.files[file.file_id]
+        self._fetching += 1
+        self.peak_fetching = max(self.peak_fetching, self._fetching)
+        try:
+            if self.hold_fetch is not None:
+                await self.hold_fetch.wait()
+            return self.files[file.file_id]
+        finally:
+            self._fetching -= 1
 
     async def send_picture(self, to: Address, picture: Picture) -> MessageRef:
         self.sending_picture.set()

@@ -145,6 +145,7 @@ class RecordedRequest:
     path: str = EDITS_PATH
     body: Any = None  # a generation's JSON body as parsed (typed values), None if not JSON
     alongside: list[RecordedRequest] = field(default_factory=list)  # in flight as it came
+    at: float = field(default_factory=time.monotonic)  # as it came (the fake Telegram's clock)
 
 
 @dataclass

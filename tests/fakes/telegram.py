@@ -1315,12 +1315,15 @@ class FakeTelegram:
         self._enqueue(update)
         return message
 
-    def redeliver(self, message: StoredMessage) -> None:
+    def redeliver(self, message: StoredMessage, *, same_update: bool = False) -> None:
         """Send the update of `message` again, as the Bot API does when a bot crashed before
         confirming it (or a webhook is retried). A new update id, so this fake's offset
-        bookkeeping lets it through; the message is the same."""
+        bookkeeping lets it through; the message is the same. `same_update`: with the update
+        id it had, as Telegram sends an update never confirmed (only a bot that polls from
+        the start, as after a restart, gets it: one polling past it has confirmed it)."""
         original = next(u for u in self.updates if u.get("update_id") == message.update_id)
-        self._enqueue({**original, "update_id": next(self._update_ids)})
+        update_id = original["update_id"] if same_update else next(self._update_ids)
+        self._enqueue({**original, "update_id": update_id})
 
     def _enqueue(self, update: dict[str, Any]) -> None:
         self.updates.append(update)
