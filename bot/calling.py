@@ -75,9 +75,10 @@ async def call(
     picture, or (a backend that takes one) one call per picture, each fetched just before it."""
     if sources.each:
         fetches = [_fetched_input(fetch, i) for i, fetch in enumerate(sources.each, 1)]
-        made, failed = await edit_each(ctx.editor, fetches, edit.prompt, options)
-        await sources.settled()
-        return made, failed
+        try:
+            return await edit_each(ctx.editor, fetches, edit.prompt, options)
+        finally:
+            await sources.settled()
     if sources.ready[0].canvas is not None:  # nothing to edit: a new image from the words
         # (a reroll of one made by another backend takes this one's nearest)
         wanted = UserSettings(image_size=sources.ready[0].canvas)

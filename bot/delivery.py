@@ -46,7 +46,7 @@ from bot.errors import (
 )
 from bot.pictures import Pictures, SourceBytes
 from bot.ports import Messenger
-from bot.sources import Sources, sources_of
+from bot.sources import sources_of
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -80,6 +80,7 @@ class Delivery:
         self.pictures = pictures
         self._actions = AsyncLimiter(ACTIONS_PER_SECOND, 1.0)  # "sending photo…"
         self._end_users = EndUsers(ctx.store)
+        self._kept: set[int] = set()  # edits running here whose result (and cost) is kept
 
     async def run(self, edit: EditRecord) -> None:
         """Carry one claimed job to its end: a delivered picture or a clear answer."""
@@ -90,7 +91,8 @@ class Delivery:
             await self._carry_out(edit, messenger)
         except asyncio.CancelledError:
             if engine.stopping:
-                if edit.id in engine.committed:  # its call was made: billed, and made again
+                # Its call was made and its cost not kept: billed, and made again.
+                if edit.id in engine.committed and edit.id not in self._kept:
                     with contextlib.suppress(Exception):
                         await self.ctx.store.add_spend(
                             self.ctx.today(), Spend.micros(self.ctx.editor.price)
@@ -111,6 +113,8 @@ class Delivery:
             return
         else:
             engine.notes.close(edit, messenger)
+        finally:
+            self._kept.discard(edit.id)
         await engine.announce_end(edit.id)
 
     async def _carry_out(self, edit: EditRecord, messenger: Messenger) -> None:
@@ -214,6 +218,7 @@ class Delivery:
         timings = EditTimings(queued_ms=_ms_between(edit.created_at, ctx.clock()))
         if edit.result_image_id is not None:
             engine.committed.add(edit.id)
+            self._kept.add(edit.id)
             engine.notes.working(edit, messenger, sent=True)
             stand_in = edit.model if edit.model not in (None, ctx.editor.model) else None
             comparable = await self.pictures.comparable(edit, ChatRef(edit.platform, edit.chat_id))
@@ -227,7 +232,7 @@ class Delivery:
                 return None
             return pictures, timings
         started = time.perf_counter()
-        sources = await self._sources(edit, messenger)
+        sources = await sources_of(ctx, self.pictures, edit, messenger)
         timings = replace(timings, normalize_ms=_ms_since(started))
         options = replace(edit.options, end_user=await self._end_users.of(edit.user_id))
         async with engine.api_slots.hold():
@@ -284,8 +289,9 @@ class Delivery:
         if kept is None:  # no longer ours: another process has it and delivers it
             await self._not_ours(edit.id)
             return None
-        ids = iter(kept)
-        return [replace(each, image_id=next(ids)) for each in pictures], timings
+        self._kept.add(edit.id)
+        shown = zip(pictures, kept, strict=True)
+        return [replace(each, image_id=image_id) for each, image_id in shown], timings
 
     async def _keep(
         self, edit: EditRecord, result: NewImage, edited: EditedImage, notes: tuple[str, ...],
@@ -295,25 +301,21 @@ class Delivery:
         """keep_result; None if the edit is no longer ours (its call counted all the same).
         `uncharged`: the request's calls that failed and may have been billed."""
         store = self.ctx.store
-        kept = await store.keep_result(
-            edit.id, result, edited.seed, notes, timings, owner=self.engine.owner,
-            sources=unfilled, model=edited.model, spent=spent, album=album,
-            uncharged_call=self.ctx.today() if uncharged else None, uncharged_calls=uncharged,
-        )  # fmt: skip
+        try:
+            kept = await store.keep_result(
+                edit.id, result, edited.seed, notes, timings, owner=self.engine.owner,
+                sources=unfilled, model=edited.model, spent=spent, album=album,
+                uncharged_call=self.ctx.today() if uncharged else None,
+                uncharged_calls=uncharged,
+            )  # fmt: skip
+        except Exception:  # the calls were made all the same: their cost counts once
+            with contextlib.suppress(Exception):
+                await store.add_spend(*spent)
+            raise
         if kept is None:
             with contextlib.suppress(Exception):
                 await store.add_spend(*spent)
         return kept
-
-    async def _sources(self, edit: EditRecord, messenger: Messenger) -> Sources:
-        """What the edit sends: its source, or (an edit of several) its pictures, fetched a few
-        at a time or each just before its own call (bot/sources.py)."""
-        if edit.pictures == 1:  # the usual case: no look at the pictures' table
-            source = await self.pictures.source_bytes(
-                edit.source_image_id, messenger, for_edit=edit.id
-            )
-            return Sources([source])
-        return await sources_of(self.ctx, self.pictures, edit, messenger)
 
     async def _meanwhile(
         self, edit: EditRecord, sources: list[SourceBytes]

@@ -7,6 +7,7 @@ may have been billed counts as one of the user's paid calls without a picture.""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 from bot.backends.base import Capabilities, ImageEditor, InputImage
@@ -25,14 +26,32 @@ async def edit_each(
     prompt: str,
     options: EditOptions,
 ) -> tuple[list[tuple[int, EditedImage]], list[StepEditError]]:
-    """Each picture edited alone, in order, each had (`images`: fetched) just before its call
-    and let go after it: what was made (position, result), and every picture that failed, its
-    fetch or its call (all of them, if nothing was made)."""
+    """Each picture edited alone, in order: what was made (position, result), and every
+    picture that failed, its fetch or its call (all of them, if nothing was made). Each is had
+    (`images`: fetched) while the call before it runs, so the API slot does not wait for a
+    download; two are held at most, and each is let go after its call."""
     made: list[tuple[int, EditedImage]] = []
     failed: list[StepEditError] = []
-    for position, image in enumerate(images):
-        try:
-            made.append((position, await editor.edit([await image()], prompt, options)))
-        except StepEditError as exc:
-            failed.append(exc)
+    upcoming = _had(images, 0)
+    try:
+        for position in range(len(images)):
+            assert upcoming is not None
+            this, upcoming = upcoming, _had(images, position + 1)
+            try:
+                made.append((position, await editor.edit([await this], prompt, options)))
+            except StepEditError as exc:
+                failed.append(exc)
+    finally:
+        if upcoming is not None:  # (cancelled, or a call failed unexpectedly)
+            upcoming.cancel()
+            await asyncio.wait([upcoming])
     return made, failed
+
+
+def _had(
+    images: Sequence[Callable[[], Awaitable[InputImage]]], position: int
+) -> asyncio.Future[InputImage] | None:
+    """Picture `position` being had, if there is one."""
+    if position >= len(images):
+        return None
+    return asyncio.ensure_future(images[position]())

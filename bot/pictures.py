@@ -57,6 +57,7 @@ class SourceBytes:
 class _Prefetch:
     fetch: asyncio.Task[bytes]
     expiry: asyncio.TimerHandle
+    edit_id: int | None  # the edit claimed with it, if known
 
     def drop(self) -> None:
         self.expiry.cancel()
@@ -109,7 +110,7 @@ class Pictures:
         expiry = asyncio.get_running_loop().call_later(
             PREFETCH_KEEP, self._drop_prefetch, key, edit_id
         )
-        self._prefetched[key] = _Prefetch(fetch, expiry)
+        self._prefetched[key] = _Prefetch(fetch, expiry, edit_id)
         if claimed is not None:
             self._pending[claimed.id] = _Admitted(claimed.source_image_id, upload)
 
@@ -136,6 +137,8 @@ class Pictures:
         prefetch = self._prefetched.pop((file.platform, file.file_id), None)
         if prefetch is not None:
             prefetch.expiry.cancel()
+            if prefetch.edit_id is not None:  # (taken by any edit: the shortcut goes too)
+                self._pending.pop(prefetch.edit_id, None)
             fetch = prefetch.fetch
             try:
                 await asyncio.wait([fetch])  # (not `await fetch`: a cancelled one must not end us)

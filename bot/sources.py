@@ -3,11 +3,12 @@ to 20 MB each, and fetching all of them at once, before any call, held all of th
 every such edit running). A backend that takes them in one call: fetched FETCH_AT_ONCE at a time
 (all are held for that one call). A backend that edits one picture per call (bot/each_picture.py):
 the first picture that can be fetched is fetched before the call, as an edit of one is (if none
-can be, the edit fails before anything is paid, as one does); each of the others just before its
-own call, and let go after it, so one source is held at a time. A picture that cannot be fetched
+can be, the edit fails before anything is paid, as one does); each of the others while the call
+before it runs (the API slot does not wait for a download), and let go after its own call, so two
+are held at most. A picture that cannot be fetched
 then is left out, as one whose call failed: its unit goes back, nothing is paid for it, the
 others are edited all the same. A photo fetched for the first time is kept while its call runs.
-(An edit of one picture, the usual case, does not come here: see Delivery._sources.)"""
+(An edit of one picture, the usual case, reads nothing more: it is fetched as it always was.)"""
 
 from __future__ import annotations
 
@@ -50,9 +51,18 @@ class Sources:
         return tuple(dict.fromkeys([*(n for each in self.ready for n in each.notes), *self._notes]))
 
     async def settled(self) -> None:
-        """Wait until the photos fetched one by one are kept (or are in `unfilled`)."""
+        """Wait until the photos fetched one by one are kept (or are in `unfilled`). Cancelled
+        meanwhile, they are cancelled too, and waited for: no database call outlives its job."""
         keeping, self._keeping = self._keeping, []
-        await asyncio.gather(*keeping)
+        if not keeping:
+            return
+        try:
+            await asyncio.wait(keeping)
+        except asyncio.CancelledError:
+            for task in keeping:
+                task.cancel()
+            await asyncio.wait(keeping)
+            raise
 
     def _taken(self, ctx: Context, source: SourceBytes) -> SourceBytes:
         """A picture fetched one by one, to send: its notes noted and, a photo fetched for the
@@ -80,7 +90,11 @@ class Sources:
 async def sources_of(
     ctx: Context, pictures: Pictures, edit: EditRecord, messenger: Messenger
 ) -> Sources:
-    """What an edit of several pictures sends (see the module)."""
+    """What the edit sends: its source, or (an edit of several) its pictures, fetched a few
+    at a time or each while the call before it runs (see the module)."""
+    if edit.pictures == 1:  # the usual case: no look at the pictures' table
+        source = await pictures.source_bytes(edit.source_image_id, messenger, for_edit=edit.id)
+        return Sources([source])
     ids = [each.image_id for each in await ctx.store.edit_pictures(edit.id)]
     if not one_by_one(ctx.capabilities, len(ids)):
         at_once = asyncio.Semaphore(FETCH_AT_ONCE)
@@ -89,7 +103,14 @@ async def sources_of(
             async with at_once:
                 return await pictures.source_bytes(image_id, messenger)
 
-        return Sources(list(await asyncio.gather(*(fetched(image_id) for image_id in ids))))
+        fetches = [asyncio.ensure_future(fetched(image_id)) for image_id in ids]
+        try:
+            return Sources(list(await asyncio.gather(*fetches)))
+        except BaseException:  # one failed (the edit fails): the others are not needed
+            for each in fetches:
+                each.cancel()
+            await asyncio.wait(fetches)
+            raise
     sources = Sources([])
     failures: list[Exception] = []  # of the pictures before the first that could be fetched
     for image_id in ids:

@@ -264,6 +264,33 @@ async def test_an_edit_cut_off_by_shutdown_runs_again_and_is_charged_once(
     assert await used(again) == 1
 
 
+async def test_a_stop_while_a_kept_result_is_sent_counts_its_cost_once(
+    store: SqlStore, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    # The result is kept (with its cost) before it is sent; a stop while it is on its way
+    # leaves the job to be sent again, never made again: its cost is not counted again.
+    priced = StepFunBackend(base_url=stepfun.base_url, api_key=stepfun.api_key, retries=0,
+                            timeout=5.0, price=0.05)  # fmt: skip
+    service = EditService(store, priced, daily_quota=5, lease=1.0, poll=0.1, note_interval=0.05,
+                          note_quiet_start=0.0)  # fmt: skip
+    service.attach(messenger)
+    await service.start()
+    try:
+        messenger.hold_picture = asyncio.Event()
+        edit_id = await submit(service, messenger)
+
+        async def sending() -> bool:
+            edit = await store.get_edit(edit_id)
+            return edit is not None and edit.status == EditStatus.DELIVERING
+
+        await until_async(sending)
+        await service.stop(grace=0.1)
+    finally:
+        await priced.aclose()
+    assert len(stepfun.requests) == 1
+    assert (await store.stats(datetime.now(UTC).date())).spent_today == pytest.approx(0.05)
+
+
 async def idle_workers_of(service: EditService, monkeypatch: pytest.MonkeyPatch) -> None:
     """Until every worker of a just started service has looked for a job and found none."""
     looks = 0
