@@ -47,11 +47,13 @@ class SqlBase:
         self, *, read_only: bool = False, small: bool = False
     ) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back if it raises. `small`:
-        a write of a few short statements, which SQLite runs at once (see sqlite_driver)."""
+        a few short statements (point lookups, small writes), which SQLite runs at once (see
+        sqlite_driver)."""
         if read_only or self._dialect != "sqlite":
             async with self._sessions.begin() as session:
                 if read_only:
-                    await session.connection(execution_options={READ_ONLY: True})
+                    options = {READ_ONLY: True, AT_ONCE: small}
+                    await session.connection(execution_options=options)
                 yield session
             return
         # SQLite has one writer. Writers of this process take turns here, woken as soon as the

@@ -208,14 +208,16 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         driver = conn.connection.dbapi_connection
         assert isinstance(driver, AdaptedConnection)
         at_once = options.get(AT_ONCE) and isinstance(driver, sqlite_driver.OneTripConnection)
-        if at_once and driver.begin_at_once(busy_ms):
+        if at_once and options.get(READ_ONLY) and driver.begin_read_at_once(busy_ms):
+            return  # (no trip: see sqlite_driver)
+        if at_once and not options.get(READ_ONLY) and driver.begin_at_once(busy_ms):
             return  # (no trip: the write lock was free)
         dbapi_error = conn.dialect.loaded_dbapi.Error
         try:
             driver.run_async(lambda aio: aio.execute_fetchall(begin))
         except dbapi_error as error:  # raised as SQLAlchemy raises the driver's errors
             raise DBAPIError.instance(begin, None, error, dbapi_error) from error
-        if at_once:
+        if at_once and not options.get(READ_ONLY):
             driver.writing = True  # its statements run at once (see sqlite_driver)
 
     return engine

@@ -20,7 +20,7 @@ class SqlEvents(SqlBase):
     async def event_and_user(
         self, platform: str, event_id: str, user: UserRef | None
     ) -> tuple[bool, UserRecord | None]:
-        async with self._tx(read_only=True) as session:
+        async with self._tx(read_only=True, small=True) as session:
             seen = await session.scalar(S.IS_HANDLED, {"platform": platform, "event_id": event_id})
             if seen is not None or user is None:
                 return seen is not None, None
@@ -32,7 +32,7 @@ class SqlEvents(SqlBase):
     async def events_and_users(
         self, platform: str, event_ids: list[str], users: list[str]
     ) -> tuple[set[str], dict[str, UserRecord]]:
-        async with self._tx(read_only=True) as session:
+        async with self._tx(read_only=True, small=True) as session:
             among = {"platform": platform, "event_ids": event_ids}
             seen = set(await session.scalars(S.HANDLED_AMONG, among))
             rows = await session.execute(S.USERS_AMONG, {"platform": platform, "ids": users})

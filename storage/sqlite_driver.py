@@ -15,6 +15,7 @@ unchanged. Passed to the engine as its DBAPI `module` (a documented `create_engi
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import deque
 from typing import Any
@@ -57,8 +58,14 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
                 # as SQLAlchemy's async layer expects of every statement.
                 outcome = self.await_(_at_once(driver._conn, operation, parameters))
             else:
-                # aiosqlite's own queue, as SQLAlchemy's driver uses it for isolation_level.
-                outcome = self.await_(driver._execute(_run, driver._conn, operation, parameters))
+                outcome = None
+                if adapted.reading:
+                    outcome = self.await_(_read_at_once(adapted, operation, parameters))
+                if outcome is None:
+                    # aiosqlite's own queue, as SQLAlchemy's driver uses it for isolation_level.
+                    outcome = self.await_(
+                        driver._execute(_run, driver._conn, operation, parameters)
+                    )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
         self.description, rows, self.lastrowid, self.rowcount = outcome
@@ -67,6 +74,12 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 async def _at_once(connection: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
     return _run(connection, operation, parameters)
+
+
+async def _read_at_once(
+    connection: OneTripConnection, operation: str, parameters: Any
+) -> _Outcome | None:
+    return connection.read_at_once(operation, parameters)
 
 
 def _big(parameters: Any) -> bool:
@@ -84,11 +97,13 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     checkpoint and sync the file), a statement carrying an image and every other transaction
     (which may scan or free many pages) still make the trip."""
 
-    __slots__ = ("writing",)
+    __slots__ = ("_busy_ms", "reading", "writing")
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self.writing = False
+        self.reading = False
+        self._busy_ms = 0
 
     def cursor(self, server_side: bool = False) -> AsyncAdapt_aiosqlite_cursor:
         return super().cursor(server_side) if server_side else OneTripCursor(self)
@@ -99,22 +114,65 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         False, having done nothing, if another process holds it (or anything else failed):
         BEGIN then waits for it on the driver's thread, as every other transaction's does."""
         connection: sqlite3.Connection = self._connection._conn
-        connection.execute("PRAGMA busy_timeout = 0")
         try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
+            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        except sqlite3.Error:  # (a broken connection: the driver's BEGIN says so, as usual)
+            with contextlib.suppress(sqlite3.Error):
+                if connection.in_transaction:
+                    connection.rollback()
             return False
-        finally:
-            connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
         self.writing = True
         return True
 
+    def begin_read_at_once(self, busy_ms: int) -> bool:
+        """A small read (point lookups, storage.db.AT_ONCE with READ_ONLY): BEGIN and its
+        statements on the calling thread, without waiting for anyone: a reader in WAL mode
+        waits for nothing but a rare recovery, and if one comes, the statement is run on the
+        driver's thread instead, waiting as every other does (see read_at_once). False,
+        having done nothing, if that failed (a broken connection: the driver's BEGIN says so)."""
+        connection: sqlite3.Connection = self._connection._conn
+        try:
+            connection.execute("PRAGMA busy_timeout = 0")
+            connection.execute("BEGIN")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            return False
+        self.reading, self._busy_ms = True, busy_ms
+        return True
+
+    def read_at_once(self, operation: str, parameters: Any) -> _Outcome | None:
+        """The statement run at once; None if SQLite said to wait (it is not reading then)."""
+        try:
+            return _run(self._connection._conn, operation, parameters)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            self._stop_reading()
+            return None
+
+    def _stop_reading(self) -> None:
+        if self.reading:
+            self.reading = False
+            self._connection._conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
     def commit(self) -> None:
         self.writing = False
+        if self.reading:  # ending a read takes no time: at once
+            self._stop_reading()
+            self._connection._conn.commit()
+            return
         super().commit()
 
     def rollback(self) -> None:
         self.writing = False
+        self._stop_reading()
+        if not self._connection._conn.in_transaction:
+            return  # nothing to roll back (the pool's reset after a commit): no trip for it
         super().rollback()
 
 
