@@ -80,6 +80,22 @@ async def test_several_images_in_one_message_are_one_request_and_come_back_in_on
     assert await bot.quota_used(ALICE) == 2  # one unit per picture delivered
 
 
+async def test_several_images_without_words_are_asked_about_once_and_the_answer_edits_all(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
+) -> None:
+    dm = fake_discord.dm_channel(ALICE)
+    sizes = [(320, 240), (300, 200)]
+    images = [photo(f"p{i}.jpg", make_image(*size)) for i, size in enumerate(sizes)]
+    fake_discord.user_sends(dm.id, ALICE, "", attachments=images)
+    question = await bot.text(dm.id)
+    assert question.content == t("ask_prompt", "en")
+    fake_discord.user_sends(dm.id, ALICE, "make it snow")  # (the next words, no reply)
+    result = await bot.result(dm.id)
+    assert [decode(request.image).size for request in stepfun.requests] == sizes  # one each
+    assert [decode(file.data).size for file in result.attachments] == sizes
+    assert await bot.quota_used(ALICE) == 2
+
+
 async def test_slash_edit_takes_up_to_four_images(
     bot: DiscordUnderTest, fake_discord: FakeDiscord, stepfun: FakeStepFun
 ) -> None:

@@ -309,8 +309,9 @@ class DiscordBot:
         if not uploads and known is None and replied is not None:
             uploads, origin = image_files(replied), message_ref(replied)  # someone's: a meme
         upload, more = (checked(uploads[0]), uploads[1:]) if uploads else (None, [])
-        if upload is not None and not prompt:
-            await self.service.ask_for_prompt(user, chat, upload, origin, to)
+        if upload is not None and not prompt:  # several: asked once, the answer edits all
+            others = tuple(Upload(checked(each)) for each in more)
+            await self.service.ask_for_prompt(user, chat, upload, origin, to, more=others)
             return
         request = EditRequest(
             user, chat, prompt, upload=upload,
