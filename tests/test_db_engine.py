@@ -7,6 +7,8 @@ import gc
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -170,10 +172,9 @@ async def test_failed_wal_switch_leaves_nothing_to_stall_the_loop(
         await writer.dispose()
 
 
-async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: Path) -> None:
-    """storage/sqlite_driver.py: rows, row counts, new row ids and constraint errors come back as
-    SQLAlchemy's own aiosqlite driver gives them, each statement in one trip to its thread, or
-    none in a small write transaction."""
+@contextmanager
+def counting_trips() -> Iterator[list[str]]:
+    """The trips to the driver's thread made meanwhile (what each ran there), in order."""
     trips: list[str] = []
     real = aiosqlite.Connection._execute
 
@@ -181,12 +182,20 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
         trips.append(getattr(fn, "__name__", "?"))
         return await real(self, fn, *args)
 
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aiosqlite.Connection, "_execute", counted)
+        yield trips
+
+
+async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: Path) -> None:
+    """storage/sqlite_driver.py: rows, row counts, new row ids and constraint errors come back as
+    SQLAlchemy's own aiosqlite driver gives them, each statement in one trip to its thread, or
+    none in a small write transaction."""
     engine = create_engine(_url(tmp_path / "db.sqlite3"))
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(aiosqlite.Connection, "_execute", counted)
+        with counting_trips() as trips:
             async with engine.begin() as conn:
                 inserted = await conn.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
                 updated = await conn.execute(text("UPDATE t SET v = v || '!' WHERE n > 0"))
@@ -196,9 +205,7 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
         # BEGIN, three statements, COMMIT: five trips (stock: about twelve); the pool's
         # rollback after a commit has nothing to do: none for it
         assert len(trips) == 5, trips
-        trips.clear()
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(aiosqlite.Connection, "_execute", counted)
+        with counting_trips() as trips:
             async with engine.connect() as conn:  # a small write: its statements run at once
                 await conn.execution_options(**{AT_ONCE: True})
                 async with conn.begin():
@@ -207,11 +214,9 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
         assert (added.rowcount, added.lastrowid, last) == (1, 3, 3)
         assert trips == ["commit"], trips  # the write lock was free: BEGIN at once
         # Another process holds the write lock: BEGIN waits for it on the driver's thread.
-        trips.clear()
         other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(aiosqlite.Connection, "_execute", counted)
+        with counting_trips() as trips:
             async with engine.connect() as conn:
                 await conn.execution_options(**{AT_ONCE: True})
                 waiting = asyncio.create_task(_small_insert(conn, "d"))
@@ -231,13 +236,6 @@ async def test_statements_answer_as_the_stock_driver_in_one_trip_each(tmp_path: 
 async def test_a_small_read_runs_at_once_and_waits_for_no_writer(tmp_path: Path) -> None:
     """A small read (READ_ONLY with AT_ONCE: the gate's point lookups) makes no trip to the
     driver's thread, and sees what was committed while another process writes."""
-    trips: list[str] = []
-    real = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: object, *args: object) -> object:
-        trips.append(getattr(fn, "__name__", "?"))
-        return await real(self, fn, *args)
-
     engine = create_engine(_url(tmp_path / "db.sqlite3"))
     other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
     try:
@@ -246,8 +244,7 @@ async def test_a_small_read_runs_at_once_and_waits_for_no_writer(tmp_path: Path)
             await conn.execute(text("INSERT INTO t (v) VALUES ('a')"))
         other.execute("BEGIN IMMEDIATE")
         other.execute("INSERT INTO t (v) VALUES ('b')")  # (not committed)
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(aiosqlite.Connection, "_execute", counted)
+        with counting_trips() as trips:
             async with engine.connect() as conn:
                 await conn.execution_options(**{READ_ONLY: True, AT_ONCE: True})
                 async with conn.begin():

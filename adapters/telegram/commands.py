@@ -9,7 +9,14 @@ from collections.abc import Callable
 from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import ContextTypes
 
-from adapters.telegram.translate import PLATFORM, chat_ref, keyboard, lang_of, sender_ref
+from adapters.telegram.translate import (
+    PLATFORM,
+    chat_ref,
+    command_of,
+    keyboard,
+    lang_of,
+    sender_ref,
+)
 from bot import presenter
 from bot.commands import Asked
 from bot.domain import Incoming
@@ -54,7 +61,7 @@ class Commands:
         user = sender_ref(update)
         if user is None or message is None or not message.text:
             return
-        command = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        command = command_of(message.text)
         event = self._event_of(update.update_id)
         answer = await self.service.admin(
             user, chat_ref(message), command, context.args or [], event=event

@@ -17,6 +17,7 @@ from adapters.telegram.translate import (
     album_file,
     chat_ref,
     checked_file,
+    command_of,
     event_key,
     image_file,
     lang_of,
@@ -137,7 +138,7 @@ class Editing:
         user = sender_ref(update)
         if message is None or user is None or not message.text:
             return
-        kind = message.text.split()[0].lstrip("/").split("@")[0].lower()
+        kind = command_of(message.text)
         words = message.text.partition(" ")[2]
         chat = chat_ref(message)
         source = await self._known_reply(message)

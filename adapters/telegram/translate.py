@@ -118,6 +118,11 @@ def album_file(message: Message) -> tuple[FileRef, str | None]:
     return file, None
 
 
+def command_of(text: str) -> str:
+    """The command a message's text starts with: "/Stats@my_bot 42" -> "stats"."""
+    return text.split()[0].lstrip("/").split("@")[0].lower()
+
+
 def event_key(message: Message) -> str:
     """The same Telegram message delivered twice (a crash before its offset was confirmed)
     must make one job."""
