@@ -285,12 +285,14 @@ class Actions:
             await store.link_message(question, shown)
 
     async def register_photo(
-        self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef
-    ) -> None:
+        self, user: UserRef, chat: ChatRef, upload: FileRef, message: MessageRef,
+        *, current: bool = True,
+    ) -> None:  # fmt: skip
         """A photo without a prompt: keep it (unfetched) as the current image; the next text
-        edits it. Costs nothing and downloads nothing until then."""
+        edits it (not `current`: only a reply to it does). Costs nothing and downloads nothing
+        until then."""
         record = await self.ctx.store.get_or_create_user(user)
-        await self.admissions.keep_upload(record, chat, upload, message)
+        await self.admissions.keep_upload(record, chat, upload, message, current=current)
 
     async def knows(self, message: MessageRef) -> bool:
         return await self.ctx.store.shown_in(message) is not None

@@ -215,11 +215,15 @@ class Admissions:
         return Source(shown.image_id, shown.edit_id, more=shown.more)
 
     async def keep_upload(
-        self, user: UserRecord, chat: ChatRef, upload: FileRef, origin: MessageRef | None
-    ) -> int:
-        """Remember a user's photo (not fetched yet) as their current image in this chat, so
-        "try again" needs no new upload; fetched when an edit of it runs."""
-        return await self.ctx.store.keep_upload(user.id, chat.platform, chat.id, upload, origin)
+        self, user: UserRecord, chat: ChatRef, upload: FileRef, origin: MessageRef | None,
+        *, current: bool = True,
+    ) -> int:  # fmt: skip
+        """Remember a user's photo (not fetched yet) as their current image in this chat (or,
+        not `current`, only as what a reply to `origin` edits), so "try again" needs no new
+        upload; fetched when an edit of it runs."""
+        return await self.ctx.store.keep_upload(
+            user.id, chat.platform, chat.id, upload, origin, current=current
+        )
 
     def _options(
         self, settings: UserSettings, prompt: str, rerolled: EditRecord | None

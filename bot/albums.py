@@ -50,11 +50,14 @@ class Albums:
             return
         if kept is PartKept.LATE:
             # Its album was taken before it came. Its caption, if it has the album's, is a
-            # request of its own (once: the album's key); else the photo is kept, free.
+            # request of its own (once: the album's key); else the photo is kept, free, for a
+            # reply to it: the user's next words still edit the album (or its result).
             if part.refused is None and part.prompt and part.addressed:
                 await self._submit([part])
             elif part.refused is None:
-                await self.actions.register_photo(part.user, part.chat, part.file, part.origin)
+                await self.actions.register_photo(
+                    part.user, part.chat, part.file, part.origin, current=False
+                )
             return
         task = asyncio.create_task(self._take_later(part.chat.platform, part.chat.id, part.album))
         self._waiting.add(task)

@@ -161,10 +161,12 @@ class ImagesStore(Protocol):
         chat_id: str,
         upload: FileRef,
         origin: MessageRef | None,
+        *,
+        current: bool = True,
     ) -> int:
         """In one transaction: a photo known only as a platform file (fetched when an edit
-        of it runs) becomes the user's current image in the chat, and `origin` (the message
-        holding it) shows it. Its image id."""
+        of it runs) becomes the user's current image in the chat (unless not `current`), and
+        `origin` (the message holding it) shows it. Its image id."""
         ...
 
     async def keep_album(

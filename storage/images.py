@@ -48,9 +48,13 @@ class SqlImages(SqlBase):
         chat_id: str,
         upload: FileRef,
         origin: MessageRef | None,
+        *,
+        current: bool = True,
     ) -> int:
         async with self._tx() as session:
-            return await keep_upload_in(session, user_id, platform, chat_id, upload, origin)
+            return await keep_upload_in(
+                session, user_id, platform, chat_id, upload, origin, current=current
+            )
 
     async def keep_album(
         self, user_id: int, platform: str, chat_id: str, uploads: Sequence[Upload]
@@ -157,13 +161,17 @@ async def keep_upload_in(
     chat_id: str,
     upload: FileRef,
     origin: MessageRef | None,
+    *,
+    current: bool = True,
 ) -> int:
-    """A new photo (pending) becomes the user's current image here, and `origin` (the
-    message holding it) repliable, whether or not an edit of it is then admitted."""
+    """A new photo (pending) becomes the user's current image here (unless not `current`),
+    and `origin` (the message holding it) repliable, whether or not an edit of it is then
+    admitted."""
     kept = await session.execute(S.NEW_IMAGE, _pending_image(upload, user_id))
     image_id: int = kept.scalar_one()
     shown = ShownImage(image_id, None)
-    await set_current_in(session, user_id, platform, chat_id, shown)
+    if current:
+        await set_current_in(session, user_id, platform, chat_id, shown)
     if origin is not None:
         await link_in(session, origin, shown)
     return image_id

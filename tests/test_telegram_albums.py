@@ -199,6 +199,25 @@ async def test_undo_of_an_album_shows_all_its_pictures_again(
         await app.stop()
 
 
+async def test_a_part_without_caption_that_comes_late_is_kept_for_a_reply_only(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
+) -> None:
+    """A straggler of an album asked about: a reply to it edits it, but the user's next
+    words still edit the whole album."""
+    app, fake = openai_app
+    telegram.user_sends_album(CHAT, ALICE, PHOTOS[:2])  # no caption: asked about
+    await app.text_reply(CHAT)
+    late = telegram.user_sends_photo(CHAT, ALICE, PHOTOS[2], media_group_id="album-1")
+    await app.wait_linked(late)
+    await app.idle()
+    telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
+    await app.photo_reply(CHAT)
+    assert [decode(entry[0]).size for entry in fake.last.images] == SIZES[:2]
+    telegram.user_sends_text(CHAT, ALICE, "make it night", reply_to=late)
+    await app.photo_reply(CHAT)
+    assert [decode(entry[0]).size for entry in fake.last.images] == [SIZES[2]]
+
+
 async def test_a_caption_on_a_part_that_comes_after_its_album_was_taken_is_still_answered(
     openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
 ) -> None:
