@@ -121,6 +121,10 @@ class Albums:
         is the album's prompt: bot.actions.ask_for_prompt)."""
         if not any(part.addressed for part in parts):
             return  # a group's album not meant for the bot
+        # One person's album: a part someone else sent under the same album id (a client may
+        # choose it) is not theirs to edit or to pay for.
+        owner = _person(next((part for part in parts if part.prompt), parts[0]))
+        parts = [part for part in parts if _person(part) == owner]
         prompted = next((part for part in parts if part.prompt), None)
         first = prompted or parts[0]
         to = Address(first.chat.platform, first.chat.id, first.origin.message_id, first.language)
@@ -158,3 +162,7 @@ class Albums:
     async def _answer(self, to: Address, text: str) -> None:
         with contextlib.suppress(Exception):  # the user may have blocked the bot meanwhile
             await self.ctx.messengers[to.platform].send_text(to, text)
+
+
+def _person(part: AlbumPart) -> tuple[str, str]:
+    return part.user.platform, part.user.id

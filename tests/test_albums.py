@@ -277,6 +277,24 @@ def _color(data: bytes) -> tuple[int, ...]:
     return tuple(round(channel, -1) for channel in pixel)
 
 
+async def test_a_part_someone_else_sent_under_the_same_album_id_is_left_out(
+    start_service: StartService, messenger: FakeMessenger, stepfun: FakeStepFun
+) -> None:
+    """Album ids come from the sender's client: Bob's photo under Alice's album id is
+    neither edited in her request nor charged to her."""
+    service = await start_service(daily_quota=5, album_wait=0.2)
+    bob = UserRef("test", "bob", "Bob", "en")
+    for number, (who, photo) in enumerate(((ALICE, RED), (bob, GREEN), (ALICE, BLUE)), 1):
+        origin = MessageRef("test", CHAT.id, str(number))
+        prompt = "put the hat on the cat" if number == 1 else None
+        await service.album_part(AlbumPart("a1", who, CHAT, messenger.upload(photo), origin,
+                                           prompt))  # fmt: skip
+    await until(lambda: len(messenger.pictures) == 2, timeout=10)
+    await asyncio.sleep(0.3)
+    assert len(stepfun.requests) == 2  # Alice's two pictures, each alone
+    assert await used(service) == 2 and await used(service, bob) == 0
+
+
 async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: SqlStore) -> None:
     now = datetime.now(UTC)
     user, chat = UserRef("test", "alice"), ChatRef("test", "chat-1")
