@@ -350,9 +350,11 @@ class DeliveryStore(Protocol):
         its text layer; (edit id, result image id)."""
         ...
 
-    async def set_note(self, edit_ids: list[int], note_id: str) -> None:
+    async def set_note(self, edit_ids: list[int], note_id: str) -> list[str]:
         """The progress note's message id, shared by the edits it stands for. A note still
-        standing for an open edit is not a leftover."""
+        standing for an open edit is not a leftover. Returns the notes it replaced that no
+        edit holds any more (another process stored one with these edits meanwhile): their
+        ids are stored nowhere now, so the caller deletes them (one note per user and chat)."""
         ...
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:

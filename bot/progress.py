@@ -40,7 +40,7 @@ log = logging.getLogger("stepedit.progress")
 WORKING = 0  # the place of a request at work (waiting ones have places 1, 2, ...)
 SENT = -1  # at work, and sent to the image model: past cancelling
 NoteKey = tuple[str, str, int]  # (platform, chat id, user id): whose note, where
-OnNoteSent = Callable[[list[int], str], Awaitable[None]]  # (edit ids, note id)
+OnNoteSent = Callable[[list[int], str], Awaitable[list[str]]]  # (edit ids, note id) -> replaced
 OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
 _GONE = ""  # the wanted text of a note to delete
 MAX_BACKOFF = 30.0  # seconds between tries of a deletion, at most (unless the platform asks)
@@ -140,9 +140,10 @@ class NoteBoard:
         give_up_after: float = 120.0,
         quiet_start: float = 0.0,
     ) -> None:
-        """`on_sent` stores a note's id with the edits it stands for, and `on_gone` forgets it
-        once deleted, so another process can take a note over, or delete one this one could
-        not (after a restart, a note may stand for edits this process never saw). A failed
+        """`on_sent` stores a note's id with the edits it stands for (and tells which notes it
+        replaced there, stored nowhere else: they go), and `on_gone` forgets it once deleted,
+        so another process can take a note over, or delete one this one could not (after a
+        restart, a note may stand for edits this process never saw). A failed
         deletion is tried again after `backoff` seconds, then twice as long each time (or as
         long as the platform asks), until `give_up_after` seconds have passed."""
         self._notes: dict[NoteKey, _Note] = {}
@@ -370,6 +371,9 @@ class NoteBoard:
         if note.note_id is None:
             return
         try:
-            await self._on_sent(edits, note.note_id)
+            replaced = await self._on_sent(edits, note.note_id)
         except Exception as exc:  # then a restart sends a new note and this one stays
             log.warning("could not store note %s of edits %s: %s", note.note_id, edits, exc)
+            return
+        for other in replaced:  # another process's note for these edits, stored nowhere now
+            self._delete_stray(note.to, note.messenger, other)

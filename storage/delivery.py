@@ -201,10 +201,23 @@ class SqlDelivery(SqlBase):
 
     # notes and leftovers
 
-    async def set_note(self, edit_ids: list[int], note_id: str) -> None:
-        await self._write(lambda session: session.execute(
-            S.SET_NOTE, {"edit_ids": edit_ids, "new_note": note_id}
-        ))  # fmt: skip
+    async def set_note(self, edit_ids: list[int], note_id: str) -> list[str]:
+        async def set_in(session: AsyncSession) -> list[str]:
+            ids = {"edit_ids": edit_ids, "new_note": note_id}
+            replaced = (await session.execute(S.NOTES_REPLACED, ids)).all()
+            await session.execute(S.SET_NOTE, ids)
+            by_chat: dict[tuple[str, str], list[str]] = {}
+            for row in replaced:
+                by_chat.setdefault((row.platform, row.chat_id), []).append(row.note_id)
+            unheld: list[str] = []
+            for (platform, chat_id), notes in by_chat.items():
+                which = {"platform": platform, "chat_id": chat_id, "notes": notes}
+                held = set(await session.scalars(S.NOTES_HELD, which))
+                unheld += [note for note in notes if note not in held]
+            return unheld
+
+        replaced: list[str] = await self._write(set_in)
+        return replaced
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
         async with self._tx() as session:

@@ -176,6 +176,20 @@ SET_NOTE = (
     .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
     .values(note_id=bindparam("new_note"))
 )
+# Other notes stored with those edits meanwhile (by another process, which read an edit before
+# a note was stored with it), and which of them an edit still holds once they are replaced.
+NOTES_REPLACED = (
+    select(EDITS.c.platform, EDITS.c.chat_id, EDITS.c.note_id)
+    .distinct()
+    .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
+    .where(EDITS.c.note_id.is_not(None), EDITS.c.note_id != bindparam("new_note"))
+)
+NOTES_HELD = (
+    select(EDITS.c.note_id)
+    .distinct()
+    .where(EDITS.c.platform == bindparam("platform"), EDITS.c.chat_id == bindparam("chat_id"))
+    .where(EDITS.c.note_id.in_(bindparam("notes", expanding=True)))
+)
 
 # --- claims: a worker's next job (see SqlJobs._claim), asked after every job that ends ---
 

@@ -27,8 +27,10 @@ class Recorded:
         self.saved: dict[int, str] = {}
         self.forgotten: list[str] = []
 
-    async def on_sent(self, edit_ids: list[int], note_id: str) -> None:
+    async def on_sent(self, edit_ids: list[int], note_id: str) -> list[str]:
+        before = {self.saved[e] for e in edit_ids if self.saved.get(e) not in (None, note_id)}
         self.saved.update(dict.fromkeys(edit_ids, note_id))
+        return sorted(before - set(self.saved.values()))  # replaced, held by no edit now
 
     async def on_gone(self, to: Address, note_id: str) -> None:
         self.forgotten.append(note_id)
@@ -65,6 +67,47 @@ def _users(board: NoteBoard, messenger: FakeMessenger, count: int) -> list[NoteK
     for n, key in enumerate(keys, 1):
         board.show(n, key, Address("test", "chat-1", str(n)), messenger, 100 + n)
     return keys
+
+
+async def test_a_note_another_process_replaced_goes_though_that_process_dies() -> None:
+    """One request shown by two processes: the one that admitted it stores its note with it;
+    the one that claimed it had read it before that, and stores its own note in that place.
+    The first note is stored nowhere now, so it goes at once: were its process killed, no
+    one could ever find it again (it would say "queued" forever)."""
+    messenger = FakeMessenger()
+    stored = Recorded()
+    admitted = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    claimed = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    admitted.show(1, KEY, TO, messenger, 3)
+    await admitted.drain(timeout=5)
+    (first,) = messenger.open_notes()
+    claimed.show(1, KEY, TO, messenger, WORKING)  # its read of the request had no note yet
+    await claimed.drain(timeout=5)
+    (current,) = messenger.open_notes()
+    assert current is not first and stored.saved == {1: stored.saved[1]}
+    claimed.done(1, KEY)  # and the process that admitted it was killed: it hears nothing
+    await claimed.drain(timeout=5)
+    assert messenger.all_notes_gone()
+
+
+async def test_a_replaced_note_another_request_still_has_stays_for_it() -> None:
+    messenger = FakeMessenger()
+    stored = Recorded()
+    admitted = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    claimed = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    admitted.show(1, KEY, TO, messenger, 3)
+    admitted.show(2, KEY, TO, messenger, 4)
+    await admitted.drain(timeout=5)
+    claimed.show(1, KEY, TO, messenger, WORKING)
+    await claimed.drain(timeout=5)
+    assert len(messenger.open_notes()) == 2  # the first one is still found by request 2
+    claimed.done(1, KEY)
+    await claimed.drain(timeout=5)
+    assert len(messenger.open_notes()) == 1
+    admitted.done(1, KEY)
+    admitted.done(2, KEY)
+    await admitted.drain(timeout=5)
+    assert messenger.all_notes_gone()
 
 
 async def test_new_notes_give_way_to_a_burst_being_admitted() -> None:
