@@ -49,22 +49,19 @@ class SqlEvents(SqlBase):
             await session.execute(S.MARK_HANDLED_ONLY, events)
 
     async def receive(self, platform: str, events: list[tuple[str, str]]) -> None:
-        async with self._tx() as session:
-            await session.execute(
-                self._insert(ReceivedEvent)
-                .values([{"platform": platform, "event_id": i, "payload": p} for i, p in events])
-                .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-            )
+        """Keep events received and not yet handled. A small write (see group_commit): on
+        SQLite a request's admission, which comes right after, waits for it."""
+        now = utcnow()
+        rows = [{"platform": platform, "event_id": i, "payload": p, "now": now} for i, p in events]
+
+        async def receive_in(session: AsyncSession) -> None:
+            await session.execute(S.RECEIVE, rows)
             # One handled while it was on its way here (its lane is quick) is not kept: its
             # words would otherwise stay until the next start, when it would only be skipped.
-            handled = select(HandledEvent.event_id).where(HandledEvent.platform == platform)
-            await session.execute(
-                delete(ReceivedEvent).where(
-                    ReceivedEvent.platform == platform,
-                    ReceivedEvent.event_id.in_([i for i, _ in events]),
-                    ReceivedEvent.event_id.in_(handled),
-                )
-            )
+            which = {"platform": platform, "event_ids": [i for i, _ in events]}
+            await session.execute(S.RECEIVED_HANDLED, which)
+
+        await self._write(receive_in)
 
     async def received(self, platform: str) -> list[tuple[str, str]]:
         async with self._tx(read_only=True) as session:

@@ -121,6 +121,18 @@ HANDLED_AMONG = select(HANDLED.c.event_id).where(
     HANDLED.c.platform == bindparam("platform"),
     HANDLED.c.event_id.in_(bindparam("event_ids", expanding=True)),
 )
+RECEIVE = text(
+    "INSERT INTO received_events (platform, event_id, payload, received_at) "
+    "VALUES (:platform, :event_id, :payload, :now) ON CONFLICT (platform, event_id) DO NOTHING"
+).bindparams(_NOW)
+# Of those just received, the ones handled meanwhile (their lanes are quick): not kept.
+RECEIVED_HANDLED = RECEIVED.delete().where(
+    RECEIVED.c.platform == bindparam("platform"),
+    RECEIVED.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    RECEIVED.c.event_id.in_(
+        select(HANDLED.c.event_id).where(HANDLED.c.platform == bindparam("platform"))
+    ),
+)
 NOT_RECEIVED = RECEIVED.delete().where(
     RECEIVED.c.platform == bindparam("platform"), RECEIVED.c.event_id == bindparam("event_id")
 )
