@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from bot.actions import Actions
 from bot.admission import Admissions
 from bot.context import Context
-from bot.domain import Address, AlbumPart, EditRequest, PartKept, Upload
-from bot.errors import MixedAlbum, StepEditError
-from bot.rules import check_pictures
+from bot.domain import Address, Admission, AlbumPart, EditRequest, PartKept, Upload
+from bot.errors import MixedAlbum, PromptError, StepEditError
+from bot.rules import check_pictures, checked_prompt
 from bot.texts import error_text, t
 
 log = logging.getLogger("stepedit.service")
@@ -62,6 +62,19 @@ class Albums:
         task = asyncio.create_task(self._take_later(part.chat.platform, part.chat.id, part.album))
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
+
+    async def submit(self, request: EditRequest) -> Admission | None:
+        """A request, unless it is words alone (no photo, nothing replied to) sent while the
+        user's album without a caption is still being collected here: typed before the bot
+        could ask, they are that album's caption. None then: the album is edited with them
+        once it is complete."""
+        if _words_alone(request):
+            since = self.ctx.clock() - ALBUM_LEFT
+            if await self.ctx.store.caption_album(
+                request.user, request.chat, request.prompt, request.language, since
+            ):
+                return None
+        return await self.admissions.submit(request)
 
     async def _take_later(self, platform: str, chat_id: str, album: str) -> None:
         await asyncio.sleep(self.wait)
@@ -162,6 +175,17 @@ class Albums:
     async def _answer(self, to: Address, text: str) -> None:
         with contextlib.suppress(Exception):  # the user may have blocked the bot meanwhile
             await self.ctx.messengers[to.platform].send_text(to, text)
+
+
+def _words_alone(request: EditRequest) -> bool:
+    """A prompt for the user's current image here, fit to be a caption."""
+    if request.upload or request.source_message or request.reroll_of or request.imagine:
+        return False
+    try:
+        checked_prompt(request.prompt)
+    except PromptError:  # refused as it would be anyway; the album is asked about
+        return False
+    return not request.overrides
 
 
 def _person(part: AlbumPart) -> tuple[str, str]:

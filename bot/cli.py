@@ -410,6 +410,7 @@ async def edit_once(settings: Settings, args: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 upload = FileRef("cli", str(args.image), None, args.image.name)
                 admission = await service.submit(EditRequest(user, chat, args.prompt, upload))
+                assert admission is not None  # a photo with words: an edit of its own
                 edit = await service.wait(admission.edit_id)
                 seconds = time.perf_counter() - started
             finally:

@@ -12,6 +12,7 @@ from bot.backends.base import ImageEditor
 from bot.domain import (
     Admission,
     AlbumPart,
+    ChatRef,
     EditPicture,
     EditRecord,
     EditTimings,
@@ -426,6 +427,14 @@ class AlbumsStore(Protocol):
 
     async def album_answered(self, platform: str, chat_id: str, album: str) -> None:
         """The album taken was answered (submitted, or the user told why not)."""
+        ...
+
+    async def caption_album(
+        self, user: UserRef, chat: ChatRef, prompt: str, language: str, since: datetime
+    ) -> bool:
+        """Give `prompt` (in `language`) to `user`'s album in `chat` that is not taken yet and
+        has no words for the bot (the latest one with a part received after `since`), as if
+        it had come as its caption; whether there was such an album."""
         ...
 
     async def quiet_albums(

@@ -99,7 +99,7 @@ class EditService:
         self._album_sweep: asyncio.Task[None] | None = None
         # What the adapters call, by the part that owns it.
         self.enter, self.expect, self.settled = gate.enter, gate.expect, gate.settled
-        self.submit, self.check_claims = admissions.submit, admissions.check_claims
+        self.submit, self.check_claims = self.albums.submit, admissions.check_claims
         self.wait = engine.wait
         self.press, self.cancel, self.undo = actions.press, actions.cancel, actions.undo
         self.full_quality, self.send_full_quality = actions.full_quality, actions.send_full_quality

@@ -10,7 +10,7 @@ part: it was left behind, to be taken later as an album of its own (a request ch
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,6 +87,39 @@ class SqlAlbums(SqlBase):
                 .values(answered=True)
                 .execution_options(synchronize_session=False)
             )
+
+    async def caption_album(
+        self, user: UserRef, chat: ChatRef, prompt: str, language: str, since: datetime
+    ) -> bool:
+        found = (
+            select(AlbumPartRow.album_id, AlbumPartRow.message_id, AlbumPartRow.part)
+            .where(AlbumPartRow.platform == chat.platform, AlbumPartRow.chat_id == chat.id)
+            .where(AlbumPartRow.taken.is_(False), AlbumPartRow.received_at >= since)
+            .order_by(AlbumPartRow.received_at)
+        )
+        albums: dict[str, list[tuple[str, AlbumPart]]] = {}  # the latest album last
+        async with self._tx(read_only=True, small=True) as session:  # no writer's turn
+            for album, message_id, data in await session.execute(found):
+                part = _part(json.loads(data))
+                if (part.user.platform, part.user.id) == (user.platform, user.id):
+                    albums.setdefault(album, []).append((message_id, part))
+        waiting = [a for a, parts in albums.items() if not any(p.prompt for _, p in parts)]
+        if not waiting:
+            return False
+        album = waiting[-1]
+        message_id, first = min(albums[album], key=lambda kept: int(kept[0]))
+        async with self._tx() as session:
+            await self._hold_album(session, chat.platform, chat.id, album)
+            captioned = replace(first, prompt=prompt, addressed=True, language=language)
+            given = await session.scalar(
+                update(AlbumPartRow)
+                .where(*_album(chat.platform, chat.id, album))
+                .where(AlbumPartRow.message_id == message_id, AlbumPartRow.taken.is_(False))
+                .values(part=json.dumps(asdict(captioned)))
+                .returning(AlbumPartRow.message_id)
+                .execution_options(synchronize_session=False)
+            )
+            return given is not None  # else taken meanwhile (and asked about)
 
     async def quiet_albums(
         self, platforms: list[str], since: datetime, left_before: datetime

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -328,6 +328,37 @@ async def test_an_album_is_taken_once_and_a_late_part_is_known_as_late(store: Sq
     assert await store.quiet_albums(["test"], much_later, much_later) == []
     assert await store.take_album("test", "chat-1", "a1", now, much_later,
                                   left_before=much_later) == []  # fmt: skip
+
+
+async def test_words_are_the_caption_only_of_the_users_album_still_waiting_for_some(
+    store: SqlStore,
+) -> None:
+    now = datetime.now(UTC)
+    alice, bob, chat = UserRef("test", "alice"), UserRef("test", "bob"), ChatRef("test", "g1")
+
+    def part(user: UserRef, album: str, message_id: str, prompt: str | None = None) -> AlbumPart:
+        origin = MessageRef("test", "g1", message_id)
+        file = FileRef("test", f"f{message_id}")
+        return AlbumPart(album, user, chat, file, origin, prompt, addressed=False)
+
+    def caption(user: UserRef) -> Awaitable[bool]:
+        return store.caption_album(user, chat, "snow", "zh", now - timedelta(minutes=1))
+
+    assert not await caption(alice)  # no album
+    await store.keep_album_part(part(bob, "b", "1"), now)
+    await store.keep_album_part(part(alice, "a", "3"), now)
+    await store.keep_album_part(part(alice, "a", "2"), now)
+    await store.keep_album_part(part(alice, "c", "5", prompt="hat"), now)  # has its words
+    assert await caption(alice)
+    assert not await caption(alice)  # has words now
+    (taken,) = [p for p in await store.take_album("test", "g1", "a", now, now) if p.prompt]
+    assert (taken.origin.message_id, taken.prompt, taken.language) == ("2", "snow", "zh")
+    assert taken.addressed  # the words were for the bot
+    (bobs,) = await store.take_album("test", "g1", "b", now, now)
+    assert bobs.prompt is None  # another user's album
+    await store.keep_album_part(part(alice, "d", "7"), now)
+    await store.take_album("test", "g1", "d", now, now)
+    assert not await caption(alice)  # taken (and asked about): her words go to the question
 
 
 # SQLite only: on PostgreSQL the "killed" service's cancelled admission left a connection

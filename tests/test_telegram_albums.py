@@ -253,6 +253,29 @@ async def test_an_album_without_a_caption_is_asked_about_once_and_the_answer_edi
     assert await app.quota_used(ALICE) == 1  # one picture delivered: as with the caption
 
 
+async def test_words_typed_right_after_an_album_without_a_caption_are_its_caption(
+    openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
+) -> None:
+    """Alice sends a photo and is asked about it; then an album without a caption, and types
+    what to change at once, before the album is complete: her words are the album's caption.
+    They edit all three (not her earlier photo), and the bot asks nothing more."""
+    app, fake = openai_app
+    telegram.user_sends_photo(CHAT, ALICE, make_image(120, 90))
+    assert (await app.text_reply(CHAT)).text == t("ask_prompt")
+    await app.idle()
+    telegram.user_sends_album(CHAT, ALICE, PHOTOS)
+    telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
+    result = await app.photo_reply(CHAT)
+    assert "put the hat on the cat" in (result.caption or "")
+    await app.idle()
+    assert len(fake.requests) == 1
+    assert [decode(entry[0]).size for entry in fake.last.images] == SIZES
+    assert [m.text for m in telegram.sent(CHAT) if m.kind == "text" and not is_note(m)] == [
+        t("ask_prompt")
+    ]
+    assert await app.quota_used(ALICE) == 1
+
+
 async def test_a_reply_to_one_photo_of_an_album_asked_about_edits_that_photo(
     openai_app: tuple[BotUnderTest, Any], telegram: FakeTelegram
 ) -> None:

@@ -59,7 +59,7 @@ async def edit_from_interaction(
         answer_to=to.reply_to, language=lang, overrides=overrides, more=more,
     )  # fmt: skip
     admission = await service.submit(request)
-    if admission.ignored:
+    if admission is not None and admission.ignored:
         note = t("note_options_ignored", lang, names=", ".join(admission.ignored))
         with contextlib.suppress(discord.HTTPException):
             await interaction.followup.send(note, ephemeral=True)
