@@ -45,6 +45,7 @@ class SqlEvents(SqlBase):
     async def mark_all_handled(self, platform: str, event_ids: list[str]) -> None:
         events = [{"platform": platform, "event_id": i, "now": utcnow()} for i in event_ids]
         async with self._tx(small=True) as session:
+            await hold_events_in(session, platform, event_ids)
             await session.execute(S.NOT_RECEIVED, events)
             await session.execute(S.MARK_HANDLED_ONLY, events)
 
@@ -55,6 +56,7 @@ class SqlEvents(SqlBase):
         rows = [{"platform": platform, "event_id": i, "payload": p, "now": now} for i, p in events]
 
         async def receive_in(session: AsyncSession) -> None:
+            await hold_events_in(session, platform, [i for i, _ in events])
             await session.execute(S.RECEIVE, rows)
             # One handled while it was on its way here (its lane is quick) is not kept: its
             # words would otherwise stay until the next start, when it would only be skipped.
@@ -83,5 +85,20 @@ async def mark_handled_in(session: AsyncSession, platform: str, event_id: str) -
     """Record the event as handled (no longer only received), in the caller's transaction;
     False if it was already."""
     which = {"platform": platform, "event_id": event_id}
+    await hold_events_in(session, platform, [event_id])
     await session.execute(S.NOT_RECEIVED, which)
     return await session.scalar(S.MARK_HANDLED, {**which, "now": utcnow()}) is not None
+
+
+_EVENT_LOCKS = 0x657674  # PostgreSQL advisory locks (two keys: this, the event's hash)
+
+
+async def hold_events_in(session: AsyncSession, platform: str, event_ids: list[str]) -> None:
+    """PostgreSQL: keeping an event as received and marking it handled take turns, each
+    holding the event's lock (a transaction's advisory lock) first. Else, at READ COMMITTED,
+    an event handled while it was being kept found no row to delete, and the keeping found no
+    mark: its words stayed kept, also after /forget, until the next start. SQLite's one writer
+    has them already."""
+    if session.get_bind().dialect.name == "postgresql":
+        keys = [f"{platform}:{event_id}" for event_id in event_ids]
+        await session.execute(S.HOLD_EVENTS, {"locks": _EVENT_LOCKS, "keys": keys})

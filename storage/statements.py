@@ -121,6 +121,11 @@ HANDLED_AMONG = select(HANDLED.c.event_id).where(
     HANDLED.c.platform == bindparam("platform"),
     HANDLED.c.event_id.in_(bindparam("event_ids", expanding=True)),
 )
+# PostgreSQL: the events' advisory locks, taken in one order (see storage/events.py).
+HOLD_EVENTS = text(
+    "SELECT pg_advisory_xact_lock(:locks, held.h) FROM (SELECT DISTINCT hashtext(k) AS h"
+    " FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS held"
+)
 RECEIVE = text(
     "INSERT INTO received_events (platform, event_id, payload, received_at) "
     "VALUES (:platform, :event_id, :payload, :now) ON CONFLICT (platform, event_id) DO NOTHING"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 
 from bot.domain import (
@@ -22,6 +23,7 @@ from bot.domain import (
     UserRef,
 )
 from storage.db import create_engine
+from storage.events import mark_handled_in
 from storage.models import Edit
 from storage.repo import FAIR_WINDOW, SqlStore
 from tests.jobs import DAY, OWNER, deliver, later, queued
@@ -517,6 +519,25 @@ async def test_a_ban_ahead_holds_from_the_first_message(store: SqlStore) -> None
     assert stranger.banned
     assert not await store.set_banned("telegram", "4004", banned=False)  # unknown: no row
     assert await store.find_user("telegram", "4004") is None
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_an_event_handled_while_it_is_being_kept_is_not_kept(
+    store: SqlStore, db_url: str
+) -> None:
+    """Another process marks the event handled in a transaction not committed yet while this
+    one keeps it as received: the keeping waits for it, so neither misses the other (at READ
+    COMMITTED each saw nothing of the other, and the event's words stayed kept)."""
+    other = SqlStore(create_engine(db_url))
+    try:
+        async with other._tx() as session:
+            await mark_handled_in(session, "telegram", "7101")
+            keeping = asyncio.create_task(store.receive("telegram", [("7101", "{}")]))
+            await asyncio.sleep(0.3)  # long enough to commit, were it not to wait
+        await keeping
+        assert await store.received("telegram") == []
+    finally:
+        await other.aclose()
 
 
 async def test_an_event_handled_before_it_was_kept_is_not_kept(store: SqlStore) -> None:
