@@ -20,6 +20,11 @@ class RetryLater(Exception):
         self.retry_after = retry_after
 
 
+class NoteGone(Exception):
+    """A Messenger's failure to change a note that is no longer there (another process, or
+    the user, deleted it)."""
+
+
 class Messenger(Protocol):
     """What the core needs from a chat platform to finish a job with nothing but its stored
     Address: any process, after any restart, can fetch its photo and answer in the right place.

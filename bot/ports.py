@@ -32,7 +32,7 @@ from bot.domain import (
     UserRef,
     UserSettings,
 )
-from bot.messaging import Messenger, RefundFailed, RetryLater, StarsRefunds
+from bot.messaging import Messenger, NoteGone, RefundFailed, RetryLater, StarsRefunds
 
 __all__ = [
     "AccountsStore",
@@ -45,6 +45,7 @@ __all__ = [
     "JobsStore",
     "MessagesStore",
     "Messenger",
+    "NoteGone",
     "PaymentsStore",
     "RefundFailed",
     "RetryLater",
@@ -351,11 +352,12 @@ class DeliveryStore(Protocol):
         its text layer; (edit id, result image id)."""
         ...
 
-    async def set_note(self, edit_ids: list[int], note_id: str) -> list[str]:
-        """The progress note's message id, shared by the edits it stands for. A note still
-        standing for an open edit is not a leftover. Returns the notes it replaced that no
-        edit holds any more (another process stored one with these edits meanwhile): their
-        ids are stored nowhere now, so the caller deletes them (one note per user and chat)."""
+    async def set_note(self, edit_ids: list[int], note_id: str) -> str | None:
+        """The progress note's message id, shared by the edits it stands for, stored with
+        those that have no other note (another process's note, stored meanwhile, stays where
+        it is: it can always be found). A note still standing for an open edit is not a
+        leftover. If `note_id` is then stored with no edit at all, the other note these edits
+        have: show that one instead (and delete this one)."""
         ...
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:

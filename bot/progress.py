@@ -32,7 +32,7 @@ from tenacity import AsyncRetrying, RetryCallState, stop_before_delay
 
 from bot.domain import Address
 from bot.logs import untagged
-from bot.ports import Messenger, RetryLater
+from bot.ports import Messenger, NoteGone, RetryLater
 from bot.texts import t
 
 log = logging.getLogger("stepedit.progress")
@@ -40,7 +40,7 @@ log = logging.getLogger("stepedit.progress")
 WORKING = 0  # the place of a request at work (waiting ones have places 1, 2, ...)
 SENT = -1  # at work, and sent to the image model: past cancelling
 NoteKey = tuple[str, str, int]  # (platform, chat id, user id): whose note, where
-OnNoteSent = Callable[[list[int], str], Awaitable[list[str]]]  # (edit ids, note id) -> replaced
+OnNoteSent = Callable[[list[int], str], Awaitable[str | None]]  # (edit ids, note id) -> instead
 OnNoteGone = Callable[[Address, str], Awaitable[None]]  # (where, note id)
 _GONE = ""  # the wanted text of a note to delete
 MAX_BACKOFF = 30.0  # seconds between tries of a deletion, at most (unless the platform asks)
@@ -140,10 +140,11 @@ class NoteBoard:
         give_up_after: float = 120.0,
         quiet_start: float = 0.0,
     ) -> None:
-        """`on_sent` stores a note's id with the edits it stands for (and tells which notes it
-        replaced there, stored nowhere else: they go), and `on_gone` forgets it once deleted,
-        so another process can take a note over, or delete one this one could not (after a
-        restart, a note may stand for edits this process never saw). A failed
+        """`on_sent` stores a note's id with the edits it stands for (where no other process
+        stored one meanwhile: if none took it, it tells that process's note, which this one
+        shows instead), and `on_gone` forgets it once deleted, so another process can take a
+        note over, or delete one this one could not (after a restart, a note may stand for
+        edits this process never saw). A failed
         deletion is tried again after `backoff` seconds, then twice as long each time (or as
         long as the platform asks), until `give_up_after` seconds have passed."""
         self._notes: dict[NoteKey, _Note] = {}
@@ -324,15 +325,20 @@ class NoteBoard:
                 await self._delete(to, messenger, gone)
             return
         try:
-            if note.note_id is None:
-                note.button_edit = min(note.covered)
-                note.note_id = await messenger.send_note(to, text, note.button_edit)
-                note.unsaved |= note.covered
-                await self._save(note)
-            else:
-                await messenger.edit_note(
-                    to, note.note_id, text, note.button_edit or min(note.covered)
-                )
+            if note.note_id is not None:
+                try:
+                    await messenger.edit_note(
+                        to, note.note_id, text, note.button_edit or min(note.covered)
+                    )
+                    return
+                except NoteGone:  # another process deleted it: this one sends a new one
+                    gone, note.note_id = note.note_id, None
+                    await self._on_gone(to, gone)
+            note.button_edit = min(note.covered)
+            note.note_id = await messenger.send_note(to, text, note.button_edit)
+            note.unsaved |= note.covered
+            if await self._save(note):  # another process's note stands for them: it says so
+                await messenger.edit_note(to, note.note_id, text, note.button_edit)
         except Exception as exc:  # cosmetic: a failed note never fails work
             log.debug("progress note of edits %s: %s", sorted(note.covered), exc)
 
@@ -365,15 +371,20 @@ class NoteBoard:
             delay = min(MAX_BACKOFF, self._backoff * 2.0 ** (state.attempt_number - 1))
         return delay + random.uniform(0, delay / 4)
 
-    async def _save(self, note: _Note) -> None:
-        """Store the note's id with the edits it stands for, so a restart finds it."""
+    async def _save(self, note: _Note) -> bool:
+        """Store the note's id with the edits it stands for, so a restart finds it. True if
+        it was stored with none (another process stored its note with them first): that
+        note is this one's now, and this one goes (one note per user and chat)."""
         edits, note.unsaved = sorted(note.unsaved), set()
         if note.note_id is None:
-            return
+            return False
         try:
-            replaced = await self._on_sent(edits, note.note_id)
+            instead = await self._on_sent(edits, note.note_id)
         except Exception as exc:  # then a restart sends a new note and this one stays
             log.warning("could not store note %s of edits %s: %s", note.note_id, edits, exc)
-            return
-        for other in replaced:  # another process's note for these edits, stored nowhere now
-            self._delete_stray(note.to, note.messenger, other)
+            return False
+        if instead is None:
+            return False
+        self._delete_stray(note.to, note.messenger, note.note_id)
+        note.note_id, note.shown = instead, None  # what it says is brought up to date
+        return True

@@ -201,23 +201,20 @@ class SqlDelivery(SqlBase):
 
     # notes and leftovers
 
-    async def set_note(self, edit_ids: list[int], note_id: str) -> list[str]:
-        async def set_in(session: AsyncSession) -> list[str]:
+    async def set_note(self, edit_ids: list[int], note_id: str) -> str | None:
+        async def set_in(session: AsyncSession) -> str | None:
             ids = {"edit_ids": edit_ids, "new_note": note_id}
-            replaced = (await session.execute(S.NOTES_REPLACED, ids)).all()
-            await session.execute(S.SET_NOTE, ids)
-            by_chat: dict[tuple[str, str], list[str]] = {}
-            for row in replaced:
-                by_chat.setdefault((row.platform, row.chat_id), []).append(row.note_id)
-            unheld: list[str] = []
-            for (platform, chat_id), notes in by_chat.items():
-                which = {"platform": platform, "chat_id": chat_id, "notes": notes}
-                held = set(await session.scalars(S.NOTES_HELD, which))
-                unheld += [note for note in notes if note not in held]
-            return unheld
+            if (await session.scalars(S.SET_NOTE, ids)).all():
+                return None
+            other = (await session.execute(S.OTHER_NOTE, ids)).first()
+            if other is None:
+                return None
+            where = {"platform": other.platform, "chat_id": other.chat_id, "new_note": note_id}
+            held = await session.scalar(S.NOTE_HELD, where)
+            return None if held is not None else str(other.note_id)
 
-        replaced: list[str] = await self._write(set_in)
-        return replaced
+        instead: str | None = await self._write(set_in)
+        return instead
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
         async with self._tx() as session:

@@ -188,24 +188,26 @@ PLACE = (
         ),
     )
 )
+# A note is stored only where no other one is: another process's note, stored meanwhile (it
+# read an edit before this note was stored), stays findable (see SqlDelivery.set_note).
 SET_NOTE = (
     update(EDITS)
     .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
+    .where(or_(EDITS.c.note_id.is_(None), EDITS.c.note_id == bindparam("new_note")))
     .values(note_id=bindparam("new_note"))
+    .returning(EDITS.c.id)
 )
-# Other notes stored with those edits meanwhile (by another process, which read an edit before
-# a note was stored with it), and which of them an edit still holds once they are replaced.
-NOTES_REPLACED = (
+OTHER_NOTE = (
     select(EDITS.c.platform, EDITS.c.chat_id, EDITS.c.note_id)
-    .distinct()
     .where(EDITS.c.id.in_(bindparam("edit_ids", expanding=True)))
     .where(EDITS.c.note_id.is_not(None), EDITS.c.note_id != bindparam("new_note"))
+    .limit(1)
 )
-NOTES_HELD = (
-    select(EDITS.c.note_id)
-    .distinct()
+NOTE_HELD = (
+    select(EDITS.c.id)
     .where(EDITS.c.platform == bindparam("platform"), EDITS.c.chat_id == bindparam("chat_id"))
-    .where(EDITS.c.note_id.in_(bindparam("notes", expanding=True)))
+    .where(EDITS.c.note_id == bindparam("new_note"))
+    .limit(1)
 )
 
 # --- claims: a worker's next job (see SqlJobs._claim), asked after every job that ends ---

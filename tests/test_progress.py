@@ -27,13 +27,16 @@ class Recorded:
         self.saved: dict[int, str] = {}
         self.forgotten: list[str] = []
 
-    async def on_sent(self, edit_ids: list[int], note_id: str) -> list[str]:
-        before = {self.saved[e] for e in edit_ids if self.saved.get(e) not in (None, note_id)}
-        self.saved.update(dict.fromkeys(edit_ids, note_id))
-        return sorted(before - set(self.saved.values()))  # replaced, held by no edit now
+    async def on_sent(self, edit_ids: list[int], note_id: str) -> str | None:
+        free = [e for e in edit_ids if self.saved.get(e) in (None, note_id, *self.forgotten)]
+        others = [self.saved[e] for e in edit_ids if e not in free]
+        self.saved.update(dict.fromkeys(free, note_id))
+        if note_id in self.saved.values() or not others:
+            return None
+        return others[0]  # stored with none: another process's note stands for them
 
     async def on_gone(self, to: Address, note_id: str) -> None:
-        self.forgotten.append(note_id)
+        self.forgotten.append(note_id)  # (a forgotten note id counts as none stored)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
@@ -69,11 +72,12 @@ def _users(board: NoteBoard, messenger: FakeMessenger, count: int) -> list[NoteK
     return keys
 
 
-async def test_a_note_another_process_replaced_goes_though_that_process_dies() -> None:
+async def test_a_process_that_finds_another_ones_note_stored_shows_that_one() -> None:
     """One request shown by two processes: the one that admitted it stores its note with it;
-    the one that claimed it had read it before that, and stores its own note in that place.
-    The first note is stored nowhere now, so it goes at once: were its process killed, no
-    one could ever find it again (it would say "queued" forever)."""
+    the one that claimed it had read it before that, and sent a note of its own, which is
+    stored with nothing then. It goes, and that process shows its news on the stored note,
+    which it deletes when the request ends: were the process that admitted it killed, no note
+    would stay behind saying "queued" forever."""
     messenger = FakeMessenger()
     stored = Recorded()
     admitted = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
@@ -83,30 +87,27 @@ async def test_a_note_another_process_replaced_goes_though_that_process_dies() -
     (first,) = messenger.open_notes()
     claimed.show(1, KEY, TO, messenger, WORKING)  # its read of the request had no note yet
     await claimed.drain(timeout=5)
-    (current,) = messenger.open_notes()
-    assert current is not first and stored.saved == {1: stored.saved[1]}
+    assert messenger.open_notes() == [first] and len(messenger.notes) == 2
+    assert first.texts[-1] == t("working") and stored.saved == {1: stored.saved[1]}
     claimed.done(1, KEY)  # and the process that admitted it was killed: it hears nothing
     await claimed.drain(timeout=5)
     assert messenger.all_notes_gone()
 
 
-async def test_a_replaced_note_another_request_still_has_stays_for_it() -> None:
+async def test_a_note_another_process_deleted_is_sent_again_at_the_next_news() -> None:
     messenger = FakeMessenger()
     stored = Recorded()
-    admitted = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
-    claimed = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
-    admitted.show(1, KEY, TO, messenger, 3)
-    admitted.show(2, KEY, TO, messenger, 4)
-    await admitted.drain(timeout=5)
-    claimed.show(1, KEY, TO, messenger, WORKING)
-    await claimed.drain(timeout=5)
-    assert len(messenger.open_notes()) == 2  # the first one is still found by request 2
-    claimed.done(1, KEY)
-    await claimed.drain(timeout=5)
-    assert len(messenger.open_notes()) == 1
-    admitted.done(1, KEY)
-    admitted.done(2, KEY)
-    await admitted.drain(timeout=5)
+    board = NoteBoard(stored.on_sent, stored.on_gone, min_interval=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await board.drain(timeout=5)
+    gone = stored.saved[1]
+    await messenger.delete_note(TO, gone)  # by another process, which ended its own work
+    board.show(1, KEY, TO, messenger, WORKING)
+    await board.drain(timeout=5)
+    (again,) = messenger.open_notes()
+    assert again.texts == [t("working")] and stored.saved[1] != gone
+    board.done(1, KEY)
+    await board.drain(timeout=5)
     assert messenger.all_notes_gone()
 
 

@@ -401,18 +401,23 @@ async def test_a_note_shared_with_an_open_edit_is_no_leftover_until_forgotten(
     assert still is not None and still.note_id is None
 
 
-async def test_a_note_stored_in_place_of_another_says_once_no_edit_holds_that_one(
-    store: SqlStore,
-) -> None:
+async def test_a_note_is_stored_only_where_no_other_one_is(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     source = await _source(store)
     first, second = await queued(store, user.id, source), await queued(store, user.id, source)
-    assert await store.set_note([first, second], "n1") == []
-    assert await store.set_note([first], "n2") == []  # the second edit still holds n1
-    assert await store.set_note([second, first], "n2") == ["n1"]  # n1 is stored nowhere now
-    assert await store.set_note([first, second], "n2") == []
-    edit = await store.get_edit(second)
-    assert edit is not None and edit.note_id == "n2"
+
+    async def note_of(edit_id: int) -> str | None:
+        edit = await store.get_edit(edit_id)
+        assert edit is not None
+        return edit.note_id
+
+    assert await store.set_note([first], "n1") is None
+    assert await store.set_note([first, second], "n2") is None  # stored with the second
+    assert (await note_of(first), await note_of(second)) == ("n1", "n2")
+    assert await store.set_note([first], "n3") == "n1"  # stored with none: show n1 instead
+    assert await store.set_note([first], "n2") is None  # the second edit has it
+    assert await store.set_note([first, second], "n1") is None
+    assert (await note_of(first), await note_of(second)) == ("n1", "n2")
 
 
 async def test_the_waiting_limit_holds_for_requests_at_the_same_moment(db_url: str) -> None:

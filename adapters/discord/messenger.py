@@ -23,6 +23,7 @@ from adapters.discord.translate import MAX_DOWNLOAD_BYTES, PLATFORM, view_of
 from bot import imaging, presenter
 from bot.domain import Address, FileRef, MessageRef, Picture
 from bot.errors import ImageTooLarge, UnknownEdit
+from bot.ports import NoteGone
 
 log = logging.getLogger("stepedit.discord")
 
@@ -181,7 +182,10 @@ class DiscordMessenger:
                 self._lost(to, exc)
         if note_id.isdigit():  # also an interaction's note, after a restart: it is ours
             channel = self.client.get_partial_messageable(int(to.chat_id))
-            await channel.get_partial_message(int(note_id)).edit(content=text, view=view)
+            try:
+                await channel.get_partial_message(int(note_id)).edit(content=text, view=view)
+            except discord.NotFound as exc:  # deleted meanwhile
+                raise NoteGone(note_id) from exc
 
     async def show_working(self, to: Address) -> None:
         pass  # an interaction shows "thinking…"; a message has its note

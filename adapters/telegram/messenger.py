@@ -19,7 +19,7 @@ from adapters.telegram.translate import MAX_DOWNLOAD_BYTES, PLATFORM, keyboard, 
 from bot import imaging, presenter
 from bot.domain import Address, FileRef, MessageRef, Picture
 from bot.errors import ImageTooLarge
-from bot.ports import RefundFailed, RetryLater
+from bot.ports import NoteGone, RefundFailed, RetryLater
 
 log = logging.getLogger("stepedit.telegram")
 
@@ -130,8 +130,11 @@ class TelegramMessenger:
                 message_id=int(note_id),
                 reply_markup=keyboard(presenter.cancel_buttons(edit_id, to.language)),
             )
-        except BadRequest as exc:  # it says that already (an earlier change that seemed to
-            if "not modified" not in exc.message.lower():  # fail went through): as wanted
+        except BadRequest as exc:  # "not modified": it says that already (an earlier change
+            said = exc.message.lower()  # that seemed to fail went through), as wanted
+            if "not found" in said:  # "message to edit not found": deleted meanwhile
+                raise NoteGone(note_id) from exc
+            if "not modified" not in said:
                 raise
 
     async def delete_note(self, to: Address, note_id: str) -> None:
