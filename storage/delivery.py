@@ -249,16 +249,18 @@ class SqlDelivery(SqlBase):
                 .values(note_id=None, answer=None)
                 .execution_options(synchronize_session=False)
             )
-            # A note is shared by its user's edits in a chat: one still open keeps it.
-            notes = {edit.note_id for edit in taken if edit.note_id is not None}
-            in_use = set(
-                await session.scalars(
-                    select(Edit.note_id).where(
-                        Edit.status.in_(EditStatus.OPEN), Edit.note_id.in_(notes)
-                    )
-                )
+            # A note is shared by its user's edits in a chat: one still open keeps it. (Its
+            # id is a message id, which says nothing outside its chat.)
+            notes = {(e.platform, e.chat_id, e.note_id) for e in taken if e.note_id is not None}
+            open_notes = select(Edit.platform, Edit.chat_id, Edit.note_id).where(
+                Edit.status.in_(EditStatus.OPEN),
+                Edit.note_id.in_({note_id for _, _, note_id in notes}),
             )
-            return [replace(e, note_id=None) if e.note_id in in_use else e for e in taken]
+            in_use = set((await session.execute(open_notes)).tuples()) & notes
+            return [
+                replace(e, note_id=None) if (e.platform, e.chat_id, e.note_id) in in_use else e
+                for e in taken
+            ]
 
 
 async def _count_uncharged(session: AsyncSession, edit_id: int, day: date, calls: int) -> None:

@@ -401,6 +401,21 @@ async def test_a_note_shared_with_an_open_edit_is_no_leftover_until_forgotten(
     assert still is not None and still.note_id is None
 
 
+async def test_a_leftover_note_is_kept_only_for_an_open_edit_of_its_own_chat(
+    store: SqlStore,
+) -> None:
+    user = await store.get_or_create_user(ALICE)
+    source = await _source(store)
+    ended = await queued(store, user.id, source)
+    elsewhere = await queued(store, user.id, source, chat="66")  # open, in another chat
+    await store.set_note([ended], "5")
+    await store.set_note([elsewhere], "5")  # the same message id means another message there
+    assert await store.claim(OWNER, later(), ["telegram"]) is not None
+    assert await store.finish_edit(ended, EditStatus.FAILED, error="x", answer="Sorry")
+    taken = await store.take_leftovers(["telegram"], later())
+    assert [(e.id, e.note_id) for e in taken] == [(ended, "5")]  # deleted by the sweep
+
+
 async def test_a_note_is_stored_only_where_no_other_one_is(store: SqlStore) -> None:
     user = await store.get_or_create_user(ALICE)
     source = await _source(store)
