@@ -71,8 +71,9 @@ class Albums:
         if _words_alone(request):
             since = self.ctx.clock() - ALBUM_LEFT
             if await self.ctx.store.caption_album(
-                request.user, request.chat, request.prompt, request.language, since
-            ):
+                request.user, request.chat, request.prompt, request.language, since,
+                key=request.key,
+            ):  # fmt: skip
                 return None
         return await self.admissions.submit(request)
 

@@ -125,6 +125,7 @@ class AlbumPart:
     # Why it cannot be edited (an error's text key): a video or other file among pictures, a
     # file over what the platform lets bots fetch. The album is then refused as a whole.
     refused: str | None = None
+    words: str | None = None  # the key of the message whose words became its caption
 
 
 class PartKept(StrEnum):

@@ -432,11 +432,19 @@ class AlbumsStore(Protocol):
         ...
 
     async def caption_album(
-        self, user: UserRef, chat: ChatRef, prompt: str, language: str, since: datetime
+        self,
+        user: UserRef,
+        chat: ChatRef,
+        prompt: str,
+        language: str,
+        since: datetime,
+        *,
+        key: str | None = None,
     ) -> bool:
         """Give `prompt` (in `language`) to `user`'s album in `chat` that is not taken yet and
         has no words for the bot (the latest one with a part received after `since`), as if
-        it had come as its caption; whether there was such an album."""
+        it had come as its caption; whether there was such an album. `key`: the words'
+        message's; words given before under it (redelivered) are given (True), once."""
         ...
 
     async def quiet_albums(

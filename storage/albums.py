@@ -89,19 +89,29 @@ class SqlAlbums(SqlBase):
             )
 
     async def caption_album(
-        self, user: UserRef, chat: ChatRef, prompt: str, language: str, since: datetime
+        self,
+        user: UserRef,
+        chat: ChatRef,
+        prompt: str,
+        language: str,
+        since: datetime,
+        *,
+        key: str | None = None,
     ) -> bool:
+        row = (AlbumPartRow.album_id, AlbumPartRow.message_id, AlbumPartRow.part)
         found = (
-            select(AlbumPartRow.album_id, AlbumPartRow.message_id, AlbumPartRow.part)
+            select(*row, AlbumPartRow.taken)
             .where(AlbumPartRow.platform == chat.platform, AlbumPartRow.chat_id == chat.id)
-            .where(AlbumPartRow.taken.is_(False), AlbumPartRow.received_at >= since)
+            .where(AlbumPartRow.received_at >= since)
             .order_by(AlbumPartRow.received_at)
         )
         albums: dict[str, list[tuple[str, AlbumPart]]] = {}  # the latest album last
         async with self._tx(read_only=True, small=True) as session:  # no writer's turn
-            for album, message_id, data in await session.execute(found):
+            for album, message_id, data, taken in await session.execute(found):
                 part = _part(json.loads(data))
-                if (part.user.platform, part.user.id) == (user.platform, user.id):
+                if key is not None and part.words == key:
+                    return True  # these words came again (a redelivery): given already
+                if not taken and (part.user.platform, part.user.id) == (user.platform, user.id):
                     albums.setdefault(album, []).append((message_id, part))
         waiting = [a for a, parts in albums.items() if not any(p.prompt for _, p in parts)]
         if not waiting:
@@ -111,6 +121,7 @@ class SqlAlbums(SqlBase):
         async with self._tx() as session:
             await self._hold_album(session, chat.platform, chat.id, album)
             captioned = replace(first, prompt=prompt, addressed=True, language=language)
+            captioned = replace(captioned, words=key)
             given = await session.scalar(
                 update(AlbumPartRow)
                 .where(*_album(chat.platform, chat.id, album))
@@ -176,4 +187,5 @@ def _part(data: dict[str, Any]) -> AlbumPart:
         addressed=data["addressed"],
         language=data["language"],
         refused=data.get("refused"),  # (not in parts kept before it was known)
+        words=data.get("words"),
     )

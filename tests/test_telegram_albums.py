@@ -264,7 +264,7 @@ async def test_words_typed_right_after_an_album_without_a_caption_are_its_captio
     assert (await app.text_reply(CHAT)).text == t("ask_prompt")
     await app.idle()
     telegram.user_sends_album(CHAT, ALICE, PHOTOS)
-    telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
+    words = telegram.user_sends_text(CHAT, ALICE, "put the hat on the cat")
     result = await app.photo_reply(CHAT)
     assert "put the hat on the cat" in (result.caption or "")
     await app.idle()
@@ -274,6 +274,9 @@ async def test_words_typed_right_after_an_album_without_a_caption_are_its_captio
         t("ask_prompt")
     ]
     assert await app.quota_used(ALICE) == 1
+    telegram.redeliver(words)  # after a crash before they were written down as handled
+    await app.idle()
+    assert len(fake.requests) == 1 and await app.quota_used(ALICE) == 1  # given once
 
 
 async def test_a_reply_to_one_photo_of_an_album_asked_about_edits_that_photo(
