@@ -380,8 +380,10 @@ class NoteBoard:
             return False
         try:
             instead = await self._on_sent(edits, note.note_id)
-        except Exception as exc:  # then a restart sends a new note and this one stays
+        except Exception as exc:  # tried again (a note stored nowhere could stay forever)
             log.warning("could not store note %s of edits %s: %s", note.note_id, edits, exc)
+            note.unsaved.update(edits)
+            await asyncio.sleep(self._backoff)
             return False
         if instead is None:
             return False

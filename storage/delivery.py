@@ -204,14 +204,17 @@ class SqlDelivery(SqlBase):
     async def set_note(self, edit_ids: list[int], note_id: str) -> str | None:
         async def set_in(session: AsyncSession) -> str | None:
             ids = {"edit_ids": edit_ids, "new_note": note_id}
-            if (await session.scalars(S.SET_NOTE, ids)).all():
-                return None
-            other = (await session.execute(S.OTHER_NOTE, ids)).first()
-            if other is None:
-                return None
-            where = {"platform": other.platform, "chat_id": other.chat_id, "new_note": note_id}
-            held = await session.scalar(S.NOTE_HELD, where)
-            return None if held is not None else str(other.note_id)
+            for _ in range(3):
+                if (await session.scalars(S.SET_NOTE, ids)).all():
+                    return None
+                other = (await session.execute(S.OTHER_NOTE, ids)).first()
+                if other is not None:
+                    where = {"platform": other.platform, "chat_id": other.chat_id,
+                             "new_note": note_id}  # fmt: skip
+                    held = await session.scalar(S.NOTE_HELD, where)
+                    return None if held is not None else str(other.note_id)
+                # PostgreSQL: the other note was forgotten since the UPDATE: try it again
+            return None
 
         instead: str | None = await self._write(set_in)
         return instead

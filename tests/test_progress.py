@@ -111,6 +111,23 @@ async def test_a_note_another_process_deleted_is_sent_again_at_the_next_news() -
     assert messenger.all_notes_gone()
 
 
+async def test_a_note_whose_id_could_not_be_stored_is_stored_when_it_can_be() -> None:
+    """Stored nowhere, a note would stay forever if its process were killed."""
+    messenger, stored = FakeMessenger(), Recorded()
+    failures = [ConnectionError("the database is restarting")]
+
+    async def on_sent(edit_ids: list[int], note_id: str) -> str | None:
+        if failures:
+            raise failures.pop()
+        return await stored.on_sent(edit_ids, note_id)
+
+    board = NoteBoard(on_sent, stored.on_gone, min_interval=0.01, backoff=0.01)
+    board.show(1, KEY, TO, messenger, 3)
+    await board.drain(timeout=5)
+    (note,) = messenger.open_notes()
+    assert not failures and messenger.notes[stored.saved[1]] is note
+
+
 async def test_new_notes_give_way_to_a_burst_being_admitted() -> None:
     """While a burst is being taken in, new notes wait until it is in: a request that ended
     meanwhile never had one, and the others get theirs once the burst is in."""
