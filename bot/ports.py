@@ -368,8 +368,10 @@ class DeliveryStore(Protocol):
         self, platforms: list[str], ended_before: datetime, limit: int = 20
     ) -> list[EditRecord]:
         """Edits that ended before `ended_before` with a note still standing or an answer
-        not yet sent (their process died in between), as they were; their note and answer
-        are cleared in the same transaction, so one sweep (of one process) finishes each."""
+        not yet sent (their process died in between), as they were (no note where an open
+        edit of that chat still has it). Their answer is cleared in the same transaction, so
+        one sweep (of one process) sends each; a note stays stored until it is deleted and
+        forgotten (`forget_note`), so a deletion that fails is tried again."""
         ...
 
 

@@ -246,12 +246,6 @@ class SqlDelivery(SqlBase):
             taken = [edit_record(row) for row in await session.scalars(pick)]
             if not taken:
                 return []
-            await session.execute(
-                update(Edit)
-                .where(Edit.id.in_([edit.id for edit in taken]))
-                .values(note_id=None, answer=None)
-                .execution_options(synchronize_session=False)
-            )
             # A note is shared by its user's edits in a chat: one still open keeps it. (Its
             # id is a message id, which says nothing outside its chat.)
             notes = {(e.platform, e.chat_id, e.note_id) for e in taken if e.note_id is not None}
@@ -260,10 +254,20 @@ class SqlDelivery(SqlBase):
                 Edit.note_id.in_({note_id for _, _, note_id in notes}),
             )
             in_use = set((await session.execute(open_notes)).tuples()) & notes
-            return [
+            taken = [
                 replace(e, note_id=None) if (e.platform, e.chat_id, e.note_id) in in_use else e
                 for e in taken
             ]
+            # Answers go once; a note keeps its id until it is deleted (forget_note).
+            done = update(Edit).execution_options(synchronize_session=False)
+            await session.execute(
+                done.where(Edit.id.in_([e.id for e in taken])).values(answer=None)
+            )
+            await session.execute(
+                done.where(Edit.id.in_([e.id for e in taken if e.note_id is None]))
+                .values(note_id=None)
+            )  # fmt: skip
+            return taken
 
 
 async def _count_uncharged(session: AsyncSession, edit_id: int, day: date, calls: int) -> None:

@@ -382,6 +382,9 @@ async def test_leftovers_are_taken_once(store: SqlStore) -> None:
     assert await store.finish_edit(edit_id, EditStatus.FAILED, error="x", answer="Sorry")
     taken = await store.take_leftovers(["telegram"], later())
     assert [(e.id, e.note_id, e.answer) for e in taken] == [(edit_id, "n1", "Sorry")]
+    again = await store.take_leftovers(["telegram"], later())  # the answer went once
+    assert [(e.id, e.note_id, e.answer) for e in again] == [(edit_id, "n1", None)]
+    await store.forget_note("telegram", "55", "n1")  # the note, once it is deleted
     assert await store.take_leftovers(["telegram"], later()) == []
 
 
