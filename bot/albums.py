@@ -70,10 +70,7 @@ class Albums:
         once it is complete."""
         if _words_alone(request):
             since = self.ctx.clock() - ALBUM_LEFT
-            if await self.ctx.store.caption_album(
-                request.user, request.chat, request.prompt, request.language, since,
-                key=request.key,
-            ):  # fmt: skip
+            if await self.ctx.store.caption_album(request, since):
                 return None
         return await self.admissions.submit(request)
 

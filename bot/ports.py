@@ -12,9 +12,9 @@ from bot.backends.base import ImageEditor
 from bot.domain import (
     Admission,
     AlbumPart,
-    ChatRef,
     EditPicture,
     EditRecord,
+    EditRequest,
     EditTimings,
     FileRef,
     Lease,
@@ -433,20 +433,11 @@ class AlbumsStore(Protocol):
         """The album taken was answered (submitted, or the user told why not)."""
         ...
 
-    async def caption_album(
-        self,
-        user: UserRef,
-        chat: ChatRef,
-        prompt: str,
-        language: str,
-        since: datetime,
-        *,
-        key: str | None = None,
-    ) -> bool:
-        """Give `prompt` (in `language`) to `user`'s album in `chat` that is not taken yet and
-        has no words for the bot (the latest one with a part received after `since`), as if
-        it had come as its caption; whether there was such an album. `key`: the words'
-        message's; words given before under it (redelivered) are given (True), once."""
+    async def caption_album(self, words: EditRequest, since: datetime) -> bool:
+        """Give the prompt of `words` (in its language) to its user's album in its chat that
+        is not taken yet and has no words for the bot (the latest one with a part received
+        after `since`), as if it had come as its caption; whether there was such an album.
+        Words given before under the same key (delivered again) count as given, once."""
         ...
 
     async def quiet_albums(

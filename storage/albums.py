@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.domain import AlbumPart, ChatRef, FileRef, MessageRef, PartKept, UserRef
+from bot.domain import AlbumPart, ChatRef, EditRequest, FileRef, MessageRef, PartKept, UserRef
 from storage.base import SqlBase
 from storage.models import AlbumPartRow
 
@@ -88,16 +88,8 @@ class SqlAlbums(SqlBase):
                 .execution_options(synchronize_session=False)
             )
 
-    async def caption_album(
-        self,
-        user: UserRef,
-        chat: ChatRef,
-        prompt: str,
-        language: str,
-        since: datetime,
-        *,
-        key: str | None = None,
-    ) -> bool:
+    async def caption_album(self, words: EditRequest, since: datetime) -> bool:
+        user, chat, key = words.user, words.chat, words.key
         row = (AlbumPartRow.album_id, AlbumPartRow.message_id, AlbumPartRow.part)
         found = (
             select(*row, AlbumPartRow.taken)
@@ -120,8 +112,8 @@ class SqlAlbums(SqlBase):
         message_id, first = min(albums[album], key=lambda kept: int(kept[0]))
         async with self._tx() as session:
             await self._hold_album(session, chat.platform, chat.id, album)
-            captioned = replace(first, prompt=prompt, addressed=True, language=language)
-            captioned = replace(captioned, words=key)
+            captioned = replace(first, prompt=words.prompt, addressed=True,
+                                language=words.language, words=key)  # fmt: skip
             given = await session.scalar(
                 update(AlbumPartRow)
                 .where(*_album(chat.platform, chat.id, album))

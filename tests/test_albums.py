@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -341,16 +342,21 @@ async def test_words_are_the_caption_only_of_the_users_album_still_waiting_for_s
         file = FileRef("test", f"f{message_id}")
         return AlbumPart(album, user, chat, file, origin, prompt, addressed=False)
 
-    def caption(user: UserRef) -> Awaitable[bool]:
-        return store.caption_album(user, chat, "snow", "zh", now - timedelta(minutes=1))
+    said = itertools.count(100)
+
+    def caption(user: UserRef, key: str | None = None) -> Awaitable[bool]:
+        key = key or f"words:{next(said)}"  # each time new words, unless told
+        words = EditRequest(user, chat, "snow", language="zh", key=key)
+        return store.caption_album(words, now - timedelta(minutes=1))
 
     assert not await caption(alice)  # no album
     await store.keep_album_part(part(bob, "b", "1"), now)
     await store.keep_album_part(part(alice, "a", "3"), now)
     await store.keep_album_part(part(alice, "a", "2"), now)
     await store.keep_album_part(part(alice, "c", "5", prompt="hat"), now)  # has its words
-    assert await caption(alice)
+    assert await caption(alice, "words:1")
     assert not await caption(alice)  # has words now
+    assert await caption(alice, "words:1")  # the same words again: given, once
     (taken,) = [p for p in await store.take_album("test", "g1", "a", now, now) if p.prompt]
     assert (taken.origin.message_id, taken.prompt, taken.language) == ("2", "snow", "zh")
     assert taken.addressed  # the words were for the bot
