@@ -354,10 +354,8 @@ class DeliveryStore(Protocol):
 
     async def set_note(self, edit_ids: list[int], note_id: str) -> str | None:
         """The progress note's message id, shared by the edits it stands for, stored with
-        those that have no other note (another process's note, stored meanwhile, stays where
-        it is: it can always be found). A note still standing for an open edit is not a
-        leftover. If `note_id` is then stored with no edit at all, the other note these edits
-        have: show that one instead (and delete this one)."""
+        those that have no other note (another process's stays: it can always be found). If
+        it is then stored with no edit at all, their other note: show that one instead."""
         ...
 
     async def forget_note(self, platform: str, chat_id: str, note_id: str) -> None:
@@ -367,11 +365,9 @@ class DeliveryStore(Protocol):
     async def take_leftovers(
         self, platforms: list[str], ended_before: datetime, limit: int = 20
     ) -> list[EditRecord]:
-        """Edits that ended before `ended_before` with a note still standing or an answer
-        not yet sent (their process died in between), as they were (no note where an open
-        edit of that chat still has it). Their answer is cleared in the same transaction, so
-        one sweep (of one process) sends each; a note stays stored until it is deleted and
-        forgotten (`forget_note`), so a deletion that fails is tried again."""
+        """Edits that ended before `ended_before` with a note still standing or an answer not
+        yet sent (their process died), as they were (no note an open edit there still has).
+        The answers are cleared at once (sent once); a note stays until `forget_note`."""
         ...
 
 
