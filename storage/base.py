@@ -40,6 +40,8 @@ class SqlBase:
         self._batches = GroupCommit(self._small_tx) if self._dialect == "sqlite" else None
 
     async def aclose(self) -> None:
+        if self._batches is not None:
+            await self._batches.drain()
         await self.engine.dispose()
 
     @asynccontextmanager

@@ -44,6 +44,13 @@ class GroupCommit:
             self._writer = asyncio.create_task(self._write_all())
         return await done
 
+    async def drain(self) -> None:
+        """Until the batches on their way are written (before the engine is closed: a batch
+        left behind would finish on a closed event loop)."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.wait([writer])
+
     async def _write_all(self) -> None:
         try:
             while self._waiting:

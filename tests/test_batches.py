@@ -5,6 +5,8 @@ serving the request that follows it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -127,3 +129,24 @@ async def test_a_record_read_at_the_gate_is_read_anew_when_the_platform_says_new
     assert _as_known(record, replace(alice, language="zh")) is None
     renamed = await store.get_or_create_user(replace(alice, name="Alice B."))
     assert renamed.ref.name == "Alice B."
+
+
+async def test_closing_the_store_waits_for_the_batch_on_its_way() -> None:
+    """A batch still being written when the store closes is written first: left behind, it
+    would finish after the event loop was closed (the driver's thread then fails)."""
+    written = asyncio.Event()
+
+    async def slow(session: Any) -> None:
+        await asyncio.sleep(0.05)
+        written.set()
+
+    @contextlib.asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        yield None
+
+    batches = GroupCommit(transaction)
+    writing = asyncio.create_task(batches.run(slow))
+    await asyncio.sleep(0)  # its writer has started
+    await batches.drain()
+    assert written.is_set()
+    await writing
