@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 import adapters.discord.messenger
-from bot.domain import MAX_SEED, UserRef
+from bot.domain import MAX_SEED, Address, UserRef
+from bot.ports import NoteGone
 from bot.texts import t
 from tests.discord_harness import DiscordUnderTest, is_note, mention_and_wait, photo
 from tests.fakes.discord import (
@@ -764,3 +765,15 @@ async def test_a_lower_upload_limit_stated_by_the_interaction_is_the_limit(
     assert decode(data).size[0] == decode(data).size[1]
     assert not picture.ephemeral
     assert await bot.quota_used(ALICE) == 1
+
+
+async def test_a_note_deleted_by_someone_else_says_so_when_it_is_changed(
+    bot: DiscordUnderTest, fake_discord: FakeDiscord
+) -> None:
+    """Discord's "Unknown Message" is NoteGone (the board then sends a new note)."""
+    assert bot.bot is not None
+    messenger, to = bot.bot.messenger, Address("discord", str(GENERAL_ID))
+    note_id = await messenger.send_note(to, "⏳ Queued, place 2", 1)
+    await messenger.delete_note(to, note_id)  # by another process
+    with pytest.raises(NoteGone):
+        await messenger.edit_note(to, note_id, "⏳ Queued, place 1", 1)

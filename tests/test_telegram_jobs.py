@@ -14,7 +14,7 @@ import pytest
 
 from bot.config import OperatorRules
 from bot.domain import Address, UserRef
-from bot.ports import RetryLater
+from bot.ports import NoteGone, RetryLater
 from bot.texts import t
 from storage.db import create_engine
 from storage.repo import SqlStore
@@ -396,3 +396,18 @@ async def test_a_note_changed_to_what_it_says_already_is_no_failure(
     assert shown.text == "⏳ Queued, place 1"
     edits = [c for c in telegram.calls if c.method == "editMessageText"]
     assert len(edits) == 2 and "not modified" in str(edits[1].error)  # what Telegram said
+
+
+async def test_a_note_deleted_by_someone_else_says_so_when_it_is_changed(
+    app: BotUnderTest, telegram: FakeTelegram
+) -> None:
+    """Telegram's "message to edit not found" is NoteGone (the board then sends a new note),
+    not a failure like any other."""
+    assert app.bot is not None
+    messenger, to = app.bot.messenger, Address("telegram", str(ALICE.id))
+    telegram.user_sends_text(ALICE.id, ALICE, "/start")  # the chat exists from here on
+    await app.text_reply(ALICE.id)
+    note_id = await messenger.send_note(to, "⏳ Queued, place 2", 1)
+    await messenger.delete_note(to, note_id)  # by another process
+    with pytest.raises(NoteGone):
+        await messenger.edit_note(to, note_id, "⏳ Queued, place 1", 1)
