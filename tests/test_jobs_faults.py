@@ -14,6 +14,7 @@ import pytest
 from bot.backends.stepfun import StepFunBackend
 from bot.domain import ChatRef, EditRequest, EditStatus, Upload, UserRef
 from bot.service import MAX_ATTEMPTS, EditService
+from bot.upkeep import NOTE_GIVEN_UP
 from storage.db import create_engine
 from storage.repo import SqlStore
 from tests.fakes.messenger import FakeMessenger
@@ -401,6 +402,29 @@ async def test_what_a_dead_process_left_of_an_ended_edit_is_finished_by_another(
     edit = await store.get_edit(edit_id)
     assert edit is not None and (edit.note_id, edit.answer) == (None, None)
     assert await used(service) == 0
+
+
+async def test_a_leftover_note_that_cannot_be_deleted_is_given_up_after_a_while(
+    store: SqlStore, running: Callable[..., Any], messenger: FakeMessenger
+) -> None:
+    """Not tried forever (each round would take it again): forgotten once its edit ended
+    NOTE_GIVEN_UP ago, while a deletion that still fails leaves the note standing."""
+    first = await running()
+    await first.stop()  # admit only
+    edit_id = await submit(first, messenger)
+    await until_async(lambda: _note_of(store, edit_id))
+    await until_async(lambda: store.claim("dead", datetime.now(UTC) + timedelta(hours=1), ["test"]))
+    assert await store.finish_edit(edit_id, EditStatus.FAILED, error="x", answer="Sorry!")
+    messenger.fail_deletions = [ConnectionError("502 Bad Gateway") for _ in range(1000)]
+    clock = Clock()
+    clock.now = datetime.now(UTC) + NOTE_GIVEN_UP + timedelta(minutes=1)  # it ended so long ago
+    await running(lease=0.3, clock=clock)
+
+    async def forgotten() -> bool:
+        return await _note_of(store, edit_id) is None
+
+    await until_async(forgotten)
+    assert len(messenger.open_notes()) == 1 and len(messenger.fail_deletions) == 999
 
 
 async def _note_of(store: SqlStore, edit_id: int) -> str | None:
